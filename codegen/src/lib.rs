@@ -1,0 +1,48 @@
+//! opc targets behind one interface: a [`Target`] compiles an instantiated tile-IR kernel
+//! into an [`Executable`] that launches it on host tensors.
+//!
+//! Today: the reference interpreter (`interp`). The CPU (Cranelift / LLVM), PTX and AscendC
+//! renderers plug in here as further targets.
+
+use opc_ir::{Arg, Kernel};
+use std::sync::Arc;
+
+pub mod interp;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    #[error("{0}")]
+    Launch(#[from] opc_ir::launch::LaunchError),
+    #[error("kernel `{kernel}` cannot be compiled for target `{target}`: {reason}")]
+    Unsupported { kernel: String, target: String, reason: String },
+    #[error("unknown target `{0}` (known: {1})")]
+    UnknownTarget(String, String),
+}
+
+pub type Result<T> = std::result::Result<T, CodegenError>;
+
+/// A compiled kernel, ready to launch. `args` are in parameter order; output tensors are
+/// written in place.
+pub trait Executable: Send + Sync {
+    fn launch(&self, args: &mut [Arg]) -> Result<()>;
+    /// The kernel this was compiled from (after the pipeline).
+    fn kernel(&self) -> &Kernel;
+}
+
+/// A code generator plus its loader.
+pub trait Target: Send + Sync {
+    /// Name used on the command line (`--target NAME`) and in cache keys.
+    fn name(&self) -> &'static str;
+    fn compile(&self, kernel: &Kernel) -> Result<Arc<dyn Executable>>;
+}
+
+/// Names accepted by [`target_by_name`].
+pub const TARGETS: &[&str] = &["interp"];
+
+/// Look a target up by its command-line name.
+pub fn target_by_name(name: &str) -> Result<Arc<dyn Target>> {
+    match name {
+        "interp" => Ok(Arc::new(interp::InterpTarget)),
+        _ => Err(CodegenError::UnknownTarget(name.to_string(), TARGETS.join(", "))),
+    }
+}

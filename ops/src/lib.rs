@@ -1,0 +1,72 @@
+//! opc operators. The math of every operator is DSL source in `kernels/*.opc`, compiled by the
+//! real pipeline (dsl → passes → target); the Rust here only binds shapes, allocates outputs,
+//! picks instantiations and launches.
+
+use opc_codegen::{Executable, Target};
+use opc_dsl::Instance;
+use opc_ir::{DType, Tensor};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// DSL sources of the operator library, by file stem.
+pub const SOURCES: &[(&str, &str)] = &[
+    // ("flash_attention", include_str!("../kernels/flash_attention.opc")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    Compile(String),
+    #[error("{0}")]
+    Codegen(#[from] opc_codegen::CodegenError),
+    #[error("{op}: {msg}")]
+    Shape { op: &'static str, msg: String },
+}
+
+pub type Result<T> = std::result::Result<T, OpError>;
+
+/// Compiles operator kernels for one target and caches them by (file, kernel, instance).
+pub struct Ops {
+    target: Arc<dyn Target>,
+    cache: Mutex<HashMap<(String, String, Instance), Arc<dyn Executable>>>,
+}
+
+impl Ops {
+    pub fn new(target: Arc<dyn Target>) -> Ops {
+        Ops { target, cache: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn target(&self) -> &dyn Target {
+        &*self.target
+    }
+
+    /// The DSL source of library file `file` (e.g. "flash_attention").
+    pub fn source(file: &str) -> Option<&'static str> {
+        SOURCES.iter().find(|(n, _)| *n == file).map(|(_, s)| *s)
+    }
+
+    /// Compile (or fetch from cache) kernel `kernel` of library file `file`.
+    pub fn kernel(&self, file: &str, kernel: &str, inst: &Instance) -> Result<Arc<dyn Executable>> {
+        let key = (file.to_string(), kernel.to_string(), inst.clone());
+        if let Some(e) = self.cache.lock().unwrap().get(&key) {
+            return Ok(e.clone());
+        }
+        let src = Ops::source(file).ok_or_else(|| OpError::Compile(format!("no operator source `{file}`")))?;
+        let path = format!("ops/kernels/{file}.opc");
+        let mut k = opc_dsl::compile(&path, src, kernel, inst).map_err(|d| OpError::Compile(d.to_string()))?;
+        opc_passes::run_pipeline(&mut k, &Default::default()).map_err(|e| OpError::Compile(e.to_string()))?;
+        let exe = self.target.compile(&k)?;
+        self.cache.lock().unwrap().insert(key, exe.clone());
+        Ok(exe)
+    }
+}
+
+/// Check a tensor's dtype is one of `allowed`.
+pub fn expect_dtype(op: &'static str, name: &str, t: &Tensor, allowed: &[DType]) -> Result<()> {
+    if allowed.contains(&t.dtype) {
+        Ok(())
+    } else {
+        let names: Vec<_> = allowed.iter().map(|d| d.name()).collect();
+        Err(OpError::Shape { op, msg: format!("`{name}` has dtype {}, expected one of {}", t.dtype, names.join(", ")) })
+    }
+}
