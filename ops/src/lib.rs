@@ -10,8 +10,20 @@ use std::sync::{Arc, Mutex};
 
 /// DSL sources of the operator library, by file stem.
 pub const SOURCES: &[(&str, &str)] = &[
-    // ("flash_attention", include_str!("../kernels/flash_attention.opc")),
+    ("flash_attention", include_str!("../kernels/flash_attention.opc")),
+    ("kron_quant", include_str!("../kernels/kron_quant.opc")),
+    ("mxfp4", include_str!("../kernels/mxfp4.opc")),
+    ("grouped_gemm", include_str!("../kernels/grouped_gemm.opc")),
+    ("kl_judge", include_str!("../kernels/kl_judge.opc")),
+    ("blocks", include_str!("../kernels/blocks.opc")),
 ];
+
+pub mod attention;
+pub mod blocks;
+pub mod kl_judge;
+pub mod kron_quant;
+pub mod moe;
+pub mod mxfp4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {

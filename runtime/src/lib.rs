@@ -1,1 +1,1 @@
-//! placeholder
+//! opc runtime

@@ -1,0 +1,1 @@
+//! attention operator drivers

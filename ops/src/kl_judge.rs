@@ -1,0 +1,1 @@
+//! kl_judge operator drivers

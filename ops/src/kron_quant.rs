@@ -1,0 +1,1 @@
+//! kron_quant operator drivers

@@ -1,0 +1,1 @@
+//! moe operator drivers

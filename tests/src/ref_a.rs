@@ -1,0 +1,1 @@
+//! Naive references: attention, kron_quant, mxfp4

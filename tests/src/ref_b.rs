@@ -1,0 +1,1 @@
+//! Naive references: moe, kl_judge, building blocks
