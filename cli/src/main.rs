@@ -1,1 +1,293 @@
-fn main() {}
+//! `opc`: the operator compiler's command line.
+//!
+//! Exit codes: 0 success, 1 a check failed (diagnostics, failing fixtures, compile errors),
+//! 2 usage or I/O errors (and internal errors).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use opc_dsl::Instance;
+use opc_ir::DType;
+use std::cell::RefCell;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// opc: an operator compiler for LLM kernels (tiling DSL → tile IR → passes → targets).
+#[derive(Parser, Debug)]
+#[command(name = "opc", version, propagate_version = true)]
+#[command(after_help = "Examples:\n  opc check ops/kernels/flash_attention.opc\n  opc build ops/kernels/blocks.opc --kernel matmul --dtype T=bf16 --emit ir\n  opc verify --fixtures ../shared/fixtures")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Type-check every kernel of a .opc file; print the kernel names or the diagnostics.
+    #[command(after_help = "Example:\n  opc check ops/kernels/flash_attention.opc\n  → ok: kernels flash_attention, flash_decode_split, ...")]
+    Check {
+        /// The .opc source file.
+        file: PathBuf,
+    },
+    /// Compile one kernel: instantiate it, run the pass pipeline, compile for a target, and
+    /// optionally print the IR.
+    #[command(after_help = "Examples:\n  opc build ops/kernels/blocks.opc --kernel matmul --dtype T=bf16 --tunable BM=32 --emit ir\n  opc build attn.opc --const D=64 --dump-after cse --dump-after dce\n  opc build attn.opc --emit ir -o attn.ir")]
+    Build(BuildArgs),
+    /// Run every operator against the reference fixtures in DIR/ops and report one line per
+    /// (case, kernel); exits 1 if any fails.
+    #[command(after_help = "Examples:\n  opc verify --fixtures ../shared/fixtures\n  opc verify --fixtures ../shared/fixtures --filter attention/gqa")]
+    Verify {
+        /// Fixture directory (holding `ops/*.safetensors`).
+        #[arg(long, value_name = "DIR")]
+        fixtures: PathBuf,
+        /// Target to compile the operator kernels for (see `opc targets`).
+        #[arg(long, default_value = "interp")]
+        target: String,
+        /// Only run lines whose `file/case kernel` label contains this text.
+        #[arg(long, value_name = "TEXT")]
+        filter: Option<String>,
+    },
+    /// List the passes of the default pipeline, in order.
+    #[command(after_help = "Example:\n  opc passes\n  opc build k.opc --dump-after $(opc passes | head -1)")]
+    Passes,
+    /// List the code generation targets.
+    #[command(after_help = "Example:\n  opc targets\n  opc build k.opc --target interp")]
+    Targets,
+}
+
+#[derive(clap::Args, Debug)]
+struct BuildArgs {
+    /// The .opc source file.
+    file: PathBuf,
+    /// Kernel to build (default: the first kernel of the file).
+    #[arg(long, value_name = "NAME")]
+    kernel: Option<String>,
+    /// What to print after the pipeline (to stdout, or to -o).
+    #[arg(long, value_enum)]
+    emit: Option<Emit>,
+    /// Print the IR after this pass (repeatable; `all` for every pass; see `opc passes`).
+    #[arg(long = "dump-after", value_name = "PASS")]
+    dump_after: Vec<String>,
+    /// Skip this pass (repeatable).
+    #[arg(long = "disable-pass", value_name = "PASS")]
+    disable_pass: Vec<String>,
+    /// Bind a type variable: VAR=DTYPE (repeatable), e.g. T=bf16.
+    #[arg(long = "dtype", value_name = "VAR=DTYPE", value_parser = parse_dtype_binding)]
+    dtypes: Vec<(String, DType)>,
+    /// Specialize a const dim: DIM=INT (repeatable), e.g. D=64.
+    #[arg(long = "const", value_name = "DIM=INT", value_parser = parse_const_binding)]
+    consts: Vec<(String, i64)>,
+    /// Set a tunable: NAME=INT (repeatable), e.g. BM=32.
+    #[arg(long = "tunable", value_name = "NAME=INT", value_parser = parse_tunable_binding)]
+    tunables: Vec<(String, i64)>,
+    /// Target to compile for (see `opc targets`).
+    #[arg(long, default_value = "interp")]
+    target: String,
+    /// Write the emitted output to this file instead of stdout (implies --emit ir).
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Emit {
+    /// The instantiated tile IR after the pass pipeline (textual form, parses back).
+    Ir,
+}
+
+fn split_binding<'a>(flag: &str, what: &str, example: &str, s: &'a str) -> Result<(&'a str, &'a str), String> {
+    let err = || format!("{flag} expects {what}, e.g. {example}; got {s:?}");
+    let (k, v) = s.split_once('=').ok_or_else(err)?;
+    let (k, v) = (k.trim(), v.trim());
+    let ident = !k.is_empty()
+        && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ident || v.is_empty() {
+        return Err(err());
+    }
+    Ok((k, v))
+}
+
+fn parse_dtype_binding(s: &str) -> Result<(String, DType), String> {
+    let (k, v) = split_binding("--dtype", "VAR=DTYPE", "T=bf16", s)?;
+    let d = DType::from_name(v).ok_or_else(|| {
+        let names: Vec<_> = DType::ALL.iter().map(|d| d.name()).collect();
+        format!("unknown dtype {v:?} in --dtype {s} (dtypes: {})", names.join(", "))
+    })?;
+    Ok((k.to_string(), d))
+}
+
+fn parse_int_binding(flag: &str, what: &str, example: &str, s: &str) -> Result<(String, i64), String> {
+    let (k, v) = split_binding(flag, what, example, s)?;
+    let n = v.parse::<i64>().map_err(|_| format!("{flag} expects {what}, e.g. {example}; got {s:?} ({v:?} is not an integer)"))?;
+    Ok((k.to_string(), n))
+}
+
+fn parse_const_binding(s: &str) -> Result<(String, i64), String> {
+    parse_int_binding("--const", "DIM=INT", "D=64", s)
+}
+
+fn parse_tunable_binding(s: &str) -> Result<(String, i64), String> {
+    parse_int_binding("--tunable", "NAME=INT", "BM=32", s)
+}
+
+/// A failure: message for stderr and the exit code.
+struct Fail {
+    code: u8,
+    msg: String,
+}
+
+fn usage(msg: impl Into<String>) -> Fail {
+    Fail { code: 2, msg: msg.into() }
+}
+fn failed(msg: impl Into<String>) -> Fail {
+    Fail { code: 1, msg: msg.into() }
+}
+
+fn read_source(path: &Path) -> Result<String, Fail> {
+    std::fs::read_to_string(path).map_err(|e| usage(format!("error: cannot read {}: {e}", path.display())))
+}
+
+fn cmd_check(file: &Path) -> Result<(), Fail> {
+    let src = read_source(file)?;
+    let path = file.display().to_string();
+    match opc_dsl::check(&path, &src) {
+        Ok(names) => {
+            if names.is_empty() {
+                println!("ok: no kernels");
+            } else {
+                println!("ok: kernels {}", names.join(", "));
+            }
+            Ok(())
+        }
+        Err(d) => Err(failed(d.to_string())),
+    }
+}
+
+fn cmd_build(a: &BuildArgs) -> Result<(), Fail> {
+    // Flags first: unknown target / pass names are usage errors whatever the source says.
+    let target = opc_codegen::target_by_name(&a.target).map_err(|e| usage(format!("error: {e}")))?;
+    let known = opc_passes::pass_names();
+    if !known.is_empty() {
+        for p in a.dump_after.iter().chain(&a.disable_pass) {
+            if p != "all" && !known.contains(&p.as_str()) {
+                return Err(usage(format!("error: {}", opc_passes::PassError::UnknownPass(p.clone(), known.join(", ")))));
+            }
+        }
+    }
+    let src = read_source(&a.file)?;
+    let path = a.file.display().to_string();
+    let kernel = match &a.kernel {
+        Some(k) => k.clone(),
+        None => {
+            let names = opc_dsl::check(&path, &src).map_err(|d| failed(d.to_string()))?;
+            names.into_iter().next().ok_or_else(|| failed(format!("error: {path} defines no kernels")))?
+        }
+    };
+    let inst = Instance { dtypes: a.dtypes.clone(), consts: a.consts.clone(), tunables: a.tunables.clone() };
+    let mut k = opc_dsl::compile(&path, &src, &kernel, &inst).map_err(|d| failed(d.to_string()))?;
+    let opts = opc_passes::PipelineOptions { dump_after: a.dump_after.clone(), disabled: a.disable_pass.clone() };
+    let dumps = opc_passes::run_pipeline(&mut k, &opts).map_err(|e| match e {
+        opc_passes::PassError::UnknownPass(..) => usage(format!("error: {e}")),
+        other => failed(format!("error: {other}")),
+    })?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let io = |e: std::io::Error| usage(format!("error: cannot write to stdout: {e}"));
+    for d in &dumps {
+        writeln!(out, "// ----- after {} -----", d.pass).map_err(io)?;
+        write!(out, "{}", d.ir).map_err(io)?;
+        if !d.ir.ends_with('\n') {
+            writeln!(out).map_err(io)?;
+        }
+    }
+    target
+        .compile(&k)
+        .map_err(|e| failed(format!("error: kernel `{kernel}` does not compile for target `{}`: {e}", a.target)))?;
+    let emit = a.emit.is_some() || a.output.is_some();
+    if emit {
+        let ir = opc_ir::printer::print_kernel(&k);
+        match &a.output {
+            Some(p) => std::fs::write(p, &ir).map_err(|e| usage(format!("error: cannot write {}: {e}", p.display())))?,
+            None => {
+                write!(out, "{ir}").map_err(io)?;
+                if !ir.ends_with('\n') {
+                    writeln!(out).map_err(io)?;
+                }
+            }
+        }
+    }
+    if !emit && dumps.is_empty() {
+        eprintln!("ok: built kernel `{kernel}` for target `{}`", a.target);
+    }
+    Ok(())
+}
+
+fn cmd_verify(dir: &Path, target: &str, filter: Option<&str>) -> Result<(), Fail> {
+    if !dir.is_dir() {
+        return Err(usage(format!("error: fixture directory {} does not exist", dir.display())));
+    }
+    let t = opc_codegen::target_by_name(target).map_err(|e| usage(format!("error: {e}")))?;
+    let ops = opc_ops::Ops::new(t);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let sum = opc_runtime::verify_fixtures_filtered(dir, &ops, &mut out, filter).map_err(|e| usage(format!("error: {e}")))?;
+    if sum.failed > 0 {
+        Err(Fail { code: 1, msg: String::new() })
+    } else {
+        Ok(())
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Fail> {
+    match cli.cmd {
+        Cmd::Check { file } => cmd_check(&file),
+        Cmd::Build(a) => cmd_build(&a),
+        Cmd::Verify { fixtures, target, filter } => cmd_verify(&fixtures, &target, filter.as_deref()),
+        Cmd::Passes => {
+            for p in opc_passes::pass_names() {
+                println!("{p}");
+            }
+            Ok(())
+        }
+        Cmd::Targets => {
+            for t in opc_codegen::TARGETS {
+                println!("{t}");
+            }
+            Ok(())
+        }
+    }
+}
+
+thread_local! {
+    static PANIC_MSG: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // usage errors: clap prints them and exits 2; --help/--version exit 0
+    // Report panics as internal errors instead of crashing with a backtrace prompt.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
+            s.to_string()
+        } else if let Some(s) = info.payload().downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "(non-string panic payload)".to_string()
+        };
+        let loc = info.location().map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column())).unwrap_or_default();
+        PANIC_MSG.with(|m| *m.borrow_mut() = Some(format!("{msg}{loc}")));
+    }));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
+    match r {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(f)) => {
+            if !f.msg.is_empty() {
+                eprintln!("{}", f.msg.trim_end());
+            }
+            ExitCode::from(f.code)
+        }
+        Err(_) => {
+            let msg = PANIC_MSG.with(|m| m.borrow_mut().take()).unwrap_or_else(|| "unknown panic".into());
+            eprintln!("error: internal compiler error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -205,7 +205,7 @@ pub fn saturate_int(dtype: DType, x: i64) -> i64 {
 pub fn wrap_int(dtype: DType, x: i64) -> i64 {
     match dtype {
         DType::Bool => (x != 0) as i64,
-        DType::I4 => ((x << 60) >> 60),
+        DType::I4 => (x << 60) >> 60,
         DType::I8 => x as i8 as i64,
         DType::U8 | DType::E8M0 => x as u8 as i64,
         DType::E2M1 => x & 0xF,

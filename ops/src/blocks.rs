@@ -1,1 +1,291 @@
-//! blocks operator drivers
+//! Model-runtime building blocks: matmul, linear, RMSNorm, RoPE (default and YaRN), SwiGLU,
+//! gpt-oss clamped SwiGLU, row softmax, embedding, top-k. The math is in `kernels/blocks.opc`;
+//! these drivers check shapes, allocate outputs, pick tiles and launch.
+//!
+//! Also home of the small host-side helpers the moe and kl_judge drivers share (shape checks,
+//! tile picking, moving outputs out of the launch arguments).
+
+use crate::{expect_dtype, OpError, Ops, Result};
+use opc_dsl::Instance;
+use opc_ir::{Arg, DType, Tensor};
+
+const FILE: &str = "blocks";
+const FLOATS: &[DType] = &[DType::F32, DType::BF16, DType::F16];
+
+/// YaRN RoPE scaling as in transformers' `_compute_yarn_parameters` (the caller resolves
+/// `factor`, e.g. max_position_embeddings / original_max_position_embeddings when HF does).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Yarn {
+    pub factor: f32,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+    pub original_max_position_embeddings: usize,
+    /// Floor/ceil the correction range (HF default true).
+    pub truncate: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeParams {
+    pub theta: f32,
+    pub yarn: Option<Yarn>,
+}
+
+/// C = A·B (+ bias): a [M,K], b [K,N] of one float dtype, bias f32 [N]; result a.dtype [M,N].
+pub fn matmul(ops: &Ops, a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    const OP: &str = "matmul";
+    expect_dtype(OP, "a", a, FLOATS)?;
+    same_dtype(OP, "b", b, a)?;
+    let [m, k] = dims::<2>(OP, "a", "[M, K]", a)?;
+    let [kb, n] = dims::<2>(OP, "b", "[K, N]", b)?;
+    if kb != k {
+        return Err(shape(OP, format!("inner dims differ: `a` is {:?} ([M, K]) and `b` is {:?} ([K, N])", a.shape, b.shape)));
+    }
+    gemm(OP, "matmul", ops, a, b, bias, m, n, k)
+}
+
+/// Y = X·Wᵀ (+ bias) with the Hugging Face layout: x [M,K], w [N,K], bias f32 [N]; result x.dtype [M,N].
+pub fn linear(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    const OP: &str = "linear";
+    expect_dtype(OP, "x", x, FLOATS)?;
+    same_dtype(OP, "w", w, x)?;
+    let [m, k] = dims::<2>(OP, "x", "[M, K]", x)?;
+    let [n, kw] = dims::<2>(OP, "w", "[N, K]", w)?;
+    if kw != k {
+        return Err(shape(OP, format!("`x` is {:?} ([M, K]) but `w` is {:?}: expected [N, K] with K = {k}", x.shape, w.shape)));
+    }
+    gemm(OP, "linear", ops, x, w, bias, m, n, k)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm(op: &'static str, kernel: &str, ops: &Ops, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, m: usize, n: usize, k: usize) -> Result<Tensor> {
+    let has_bias = bias.is_some();
+    let bias = match bias {
+        Some(t) => {
+            expect_dtype(op, "bias", t, &[DType::F32])?;
+            if t.shape != [n] {
+                return Err(shape(op, format!("`bias` is {:?}, expected [N] = [{n}]", t.shape)));
+            }
+            t.clone()
+        }
+        None => Tensor::zeros(DType::F32, &[n]),
+    };
+    let out = Tensor::zeros(a.dtype, &[m, n]);
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let inst = Instance::default()
+        .dtype("T", a.dtype)
+        .tunable("BM", pick(&[16, 32, 64, 128], m, 64))
+        .tunable("BN", pick(&[16, 32, 64, 128], n, 64))
+        .tunable("BK", pick(&[8, 16, 32, 64], k, 32));
+    let mut args = vec![Arg::Tensor(a.clone()), Arg::Tensor(b.clone()), Arg::Tensor(bias), Arg::Tensor(out), Arg::Bool(has_bias)];
+    ops.kernel(FILE, kernel, &inst)?.launch(&mut args)?;
+    Ok(take(&mut args, 3))
+}
+
+/// RMSNorm over the last dim: x [T,H], w [H] (dtype of x); f32 mean of squares; output x.dtype.
+pub fn rmsnorm(ops: &Ops, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    const OP: &str = "rmsnorm";
+    expect_dtype(OP, "x", x, FLOATS)?;
+    same_dtype(OP, "w", w, x)?;
+    let [t, h] = dims::<2>(OP, "x", "[T, H]", x)?;
+    if w.shape != [h] {
+        return Err(shape(OP, format!("`w` is {:?}, expected [H] = [{h}]", w.shape)));
+    }
+    let out = Tensor::zeros(x.dtype, &[t, h]);
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let inst = Instance::default()
+        .dtype("T", x.dtype)
+        .tunable("BT", pick(&[1, 2, 4, 8, 16], t, 4))
+        .tunable("BH", pick(&[16, 32, 64, 128, 256, 512, 1024], h, 1024));
+    let mut args = vec![Arg::Tensor(x.clone()), Arg::Tensor(w.clone()), Arg::Tensor(out), Arg::F32(eps)];
+    ops.kernel(FILE, "rmsnorm", &inst)?.launch(&mut args)?;
+    Ok(take(&mut args, 2))
+}
+
+/// RoPE on x [T,H,D] (D even, at most 512) at `positions` i32 [T], HF rotate_half convention.
+pub fn rope(ops: &Ops, x: &Tensor, positions: &Tensor, p: &RopeParams) -> Result<Tensor> {
+    const OP: &str = "rope";
+    expect_dtype(OP, "x", x, FLOATS)?;
+    expect_dtype(OP, "positions", positions, &[DType::I32])?;
+    let [t, nh, d] = dims::<3>(OP, "x", "[T, H, D]", x)?;
+    if positions.shape != [t] {
+        return Err(shape(OP, format!("`positions` is {:?}, expected [T] = [{t}]", positions.shape)));
+    }
+    if d % 2 != 0 || d > 512 {
+        return Err(shape(OP, format!("head dim D = {d} must be even and at most 512")));
+    }
+    let out = Tensor::zeros(x.dtype, &[t, nh, d]);
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let inst = Instance::default()
+        .dtype("T", x.dtype)
+        .tunable("BH", pick(&[1, 2, 4, 8, 16, 32], nh, 8))
+        .tunable("BD", pick(&[8, 16, 32, 64, 128, 256, 512], d, 512));
+    let y = p.yarn.unwrap_or(Yarn { factor: 1.0, beta_fast: 32.0, beta_slow: 1.0, original_max_position_embeddings: 1, truncate: true });
+    let mut args = vec![
+        Arg::Tensor(x.clone()),
+        Arg::Tensor(positions.clone()),
+        Arg::Tensor(out),
+        Arg::F32(p.theta),
+        Arg::Bool(p.yarn.is_some()),
+        Arg::F32(y.factor),
+        Arg::F32(y.beta_fast),
+        Arg::F32(y.beta_slow),
+        Arg::F32(y.original_max_position_embeddings as f32),
+        Arg::Bool(y.truncate),
+    ];
+    ops.kernel(FILE, "rope", &inst)?.launch(&mut args)?;
+    Ok(take(&mut args, 2))
+}
+
+/// silu(gate) · up, gate and up [T,I] of one float dtype.
+pub fn swiglu(ops: &Ops, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    const OP: &str = "swiglu";
+    expect_dtype(OP, "gate", gate, FLOATS)?;
+    same_dtype(OP, "up", up, gate)?;
+    let [t, i] = dims::<2>(OP, "gate", "[T, I]", gate)?;
+    if up.shape != gate.shape {
+        return Err(shape(OP, format!("`up` is {:?}, expected the shape of `gate` {:?}", up.shape, gate.shape)));
+    }
+    let out = Tensor::zeros(gate.dtype, &[t, i]);
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let inst = elementwise_inst(gate.dtype, t, i);
+    let mut args = vec![Arg::Tensor(gate.clone()), Arg::Tensor(up.clone()), Arg::Tensor(out)];
+    ops.kernel(FILE, "swiglu", &inst)?.launch(&mut args)?;
+    Ok(take(&mut args, 2))
+}
+
+/// gpt-oss clamped SwiGLU on gate_up [T, 2I] (gate = even columns, up = odd): result [T, I].
+pub fn clamped_swiglu(ops: &Ops, gate_up: &Tensor, alpha: f32, limit: f32) -> Result<Tensor> {
+    const OP: &str = "clamped_swiglu";
+    expect_dtype(OP, "gate_up", gate_up, FLOATS)?;
+    let [t, i2] = dims::<2>(OP, "gate_up", "[T, 2I]", gate_up)?;
+    if i2 % 2 != 0 {
+        return Err(shape(OP, format!("`gate_up` is {:?}: the last dim must be even (gate and up interleaved)", gate_up.shape)));
+    }
+    let i = i2 / 2;
+    let out = Tensor::zeros(gate_up.dtype, &[t, i]);
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let inst = elementwise_inst(gate_up.dtype, t, i);
+    let mut args = vec![Arg::Tensor(gate_up.clone()), Arg::Tensor(out), Arg::F32(alpha), Arg::F32(limit)];
+    ops.kernel(FILE, "clamped_swiglu", &inst)?.launch(&mut args)?;
+    Ok(take(&mut args, 1))
+}
+
+fn elementwise_inst(dt: DType, rows: usize, cols: usize) -> Instance {
+    Instance::default()
+        .dtype("T", dt)
+        .tunable("BR", pick(&[1, 2, 4, 8, 16, 32], rows, 8))
+        .tunable("BC", pick(&[16, 32, 64, 128, 256, 512], cols, 256))
+}
+
+/// Softmax over the last dim of x [T,V], any V; output x.dtype.
+pub fn softmax(ops: &Ops, x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "softmax";
+    expect_dtype(OP, "x", x, FLOATS)?;
+    let [t, v] = dims::<2>(OP, "x", "[T, V]", x)?;
+    let out = Tensor::zeros(x.dtype, &[t, v]);
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let inst = Instance::default()
+        .dtype("T", x.dtype)
+        .tunable("BR", pick(&[1, 2, 4, 8, 16], t, 4))
+        .tunable("BV", pick(&[16, 64, 256, 1024, 4096], v, 1024));
+    let mut args = vec![Arg::Tensor(x.clone()), Arg::Tensor(out)];
+    ops.kernel(FILE, "softmax", &inst)?.launch(&mut args)?;
+    Ok(take(&mut args, 1))
+}
+
+/// Rows of table [V,H] at ids i32 [T]: result [T,H] in the table dtype (ids outside [0, V) give zeros).
+pub fn embedding(ops: &Ops, table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    const OP: &str = "embedding";
+    expect_dtype(OP, "table", table, FLOATS)?;
+    expect_dtype(OP, "ids", ids, &[DType::I32])?;
+    let [_, h] = dims::<2>(OP, "table", "[V, H]", table)?;
+    let [t] = dims::<1>(OP, "ids", "[T]", ids)?;
+    let out = Tensor::zeros(table.dtype, &[t, h]);
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let inst = Instance::default()
+        .dtype("T", table.dtype)
+        .tunable("BT", pick(&[1, 2, 4, 8, 16, 32], t, 8))
+        .tunable("BH", pick(&[16, 32, 64, 128, 256, 512], h, 256));
+    let mut args = vec![Arg::Tensor(table.clone()), Arg::Tensor(ids.clone()), Arg::Tensor(out)];
+    ops.kernel(FILE, "embedding", &inst)?.launch(&mut args)?;
+    Ok(take(&mut args, 2))
+}
+
+/// The k largest entries of every row of x f32 [T,V], descending, ties to the smaller index:
+/// (values f32 [T,k], indices i32 [T,k]).
+pub fn topk(ops: &Ops, x: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "topk";
+    expect_dtype(OP, "x", x, &[DType::F32])?;
+    let [t, v] = dims::<2>(OP, "x", "[T, V]", x)?;
+    if k == 0 || k > v {
+        return Err(shape(OP, format!("k = {k} must be in 1..={v} (V of `x` {:?})", x.shape)));
+    }
+    let values = Tensor::zeros(DType::F32, &[t, k]);
+    let indices = Tensor::zeros(DType::I32, &[t, k]);
+    if t == 0 {
+        return Ok((values, indices));
+    }
+    let inst = Instance::default()
+        .tunable("BR", pick(&[1, 2, 4, 8, 16], t, 4))
+        .tunable("BV", pick(&[16, 64, 256, 1024], v, 1024));
+    let mut args = vec![Arg::Tensor(x.clone()), Arg::Tensor(values), Arg::Tensor(indices)];
+    ops.kernel(FILE, "topk", &inst)?.launch(&mut args)?;
+    let indices = take(&mut args, 2);
+    Ok((take(&mut args, 1), indices))
+}
+
+// ---------------------------------------------------------------- shared driver helpers
+
+pub(crate) fn shape(op: &'static str, msg: String) -> OpError {
+    OpError::Shape { op, msg }
+}
+
+/// The dims of a rank-`N` tensor, or a shape error naming the expected layout.
+pub(crate) fn dims<const N: usize>(op: &'static str, name: &str, layout: &str, t: &Tensor) -> Result<[usize; N]> {
+    t.shape
+        .as_slice()
+        .try_into()
+        .map_err(|_| shape(op, format!("`{name}` must be {layout} (rank {N}), got shape {:?}", t.shape)))
+}
+
+fn same_dtype(op: &'static str, name: &str, t: &Tensor, like: &Tensor) -> Result<()> {
+    if t.dtype == like.dtype {
+        Ok(())
+    } else {
+        Err(shape(op, format!("`{name}` has dtype {}, expected {} (the dtype of the first operand)", t.dtype, like.dtype)))
+    }
+}
+
+/// The same bytes viewed with another row-major shape of equal element count.
+pub(crate) fn reshaped(t: &Tensor, shape: &[usize]) -> Tensor {
+    debug_assert_eq!(t.numel(), shape.iter().product::<usize>());
+    Tensor { dtype: t.dtype, shape: shape.to_vec(), data: t.data.clone() }
+}
+
+/// Move output tensor `i` out of the launch arguments.
+pub(crate) fn take(args: &mut [Arg], i: usize) -> Tensor {
+    match std::mem::replace(&mut args[i], Arg::Bool(false)) {
+        Arg::Tensor(t) => t,
+        other => unreachable!("launch argument {i} is not a tensor: {other:?}"),
+    }
+}
+
+/// The smallest tile of `space` (ascending) that covers `n`, capped at `cap` (a member of `space`).
+pub(crate) fn pick(space: &[i64], n: usize, cap: i64) -> i64 {
+    let fit = space.iter().copied().find(|&s| s >= n as i64).unwrap_or(cap);
+    fit.min(cap)
+}

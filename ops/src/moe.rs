@@ -1,1 +1,179 @@
-//! moe operator drivers
+//! Mixture-of-experts layer: routing (top-k softmax or MoGE), permutation of the (token, slot)
+//! pairs by expert, grouped up GEMM with fused SiLU·mul, grouped down GEMM scaled by the routing
+//! weight, weighted combine. The math is in `kernels/grouped_gemm.opc`; this driver checks
+//! shapes, allocates buffers, picks tiles and launches the five kernels in order.
+
+use crate::blocks::{pick, reshaped, take};
+use crate::{expect_dtype, OpError, Ops, Result};
+use opc_dsl::Instance;
+use opc_ir::{Arg, DType, Tensor};
+
+const FILE: &str = "grouped_gemm";
+const OP: &str = "moe_forward";
+
+/// How tokens choose experts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Routing {
+    /// Softmax over all experts, the `k` largest, renormalized over the chosen k (Qwen3-MoE).
+    TopK { k: usize },
+    /// Global softmax, the argmax inside each of `groups` equal expert groups, times
+    /// `router_scale[e]`, no renormalization (Pangu Pro MoE). One slot per group, in group order.
+    MoGE { groups: usize, router_scale: Tensor /* f32 [E] */ },
+}
+
+#[derive(Clone, Debug)]
+pub struct MoeOut {
+    /// f32 [T, H]
+    pub out: Tensor,
+    /// i32 [T, k]: top-k by descending weight, or one expert per group in group order (MoGE).
+    pub expert_ids: Tensor,
+    /// f32 [T, k], aligned with `expert_ids`.
+    pub weights: Tensor,
+}
+
+/// y[t] = Σ_j w[t,j] · W2_e (silu(W1_e x[t]) ⊙ W3_e x[t]) with e = expert_ids[t,j].
+/// x [T,H]; gate [E,H]; w1, w3 [E,I,H]; w2 [E,H,I]; all of one dtype (f32, bf16 or f16).
+pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tensor, w2: &Tensor, routing: &Routing) -> Result<MoeOut> {
+    expect_dtype(OP, "x", x, &[DType::F32, DType::BF16, DType::F16])?;
+    let dt = x.dtype;
+    for (name, t) in [("gate", gate), ("w1", w1), ("w3", w3), ("w2", w2)] {
+        if t.dtype != dt {
+            return Err(shape_err(format!("`{name}` has dtype {}, expected {} (the dtype of `x`)", t.dtype, dt)));
+        }
+    }
+    let [t, h] = dims::<2>("x", "[T, H]", x)?;
+    let [e, hg] = dims::<2>("gate", "[E, H]", gate)?;
+    let [e1, i, h1] = dims::<3>("w1", "[E, I, H]", w1)?;
+    if hg != h {
+        return Err(shape_err(format!("`gate` is {:?}: its H = {hg} differs from `x` [T, H] = {:?}", gate.shape, x.shape)));
+    }
+    if e1 != e || h1 != h {
+        return Err(shape_err(format!("`w1` is {:?}, expected [E, I, H] with E = {e} (gate) and H = {h} (x)", w1.shape)));
+    }
+    if w3.shape != w1.shape {
+        return Err(shape_err(format!("`w3` is {:?}, expected the shape of `w1` {:?}", w3.shape, w1.shape)));
+    }
+    if w2.shape != [e, h, i] {
+        return Err(shape_err(format!("`w2` is {:?}, expected [E, H, I] = {:?}", w2.shape, [e, h, i])));
+    }
+    if t == 0 || h == 0 || e == 0 || i == 0 {
+        return Err(shape_err(format!("T, H, E and I must be >= 1, got T = {t}, H = {h}, E = {e}, I = {i}")));
+    }
+    let k = match routing {
+        Routing::TopK { k } => {
+            if *k == 0 || *k > e {
+                return Err(shape_err(format!("top-k k = {k} must be in 1..={e} (E)")));
+            }
+            *k
+        }
+        Routing::MoGE { groups, router_scale } => {
+            if *groups == 0 || e % *groups != 0 {
+                return Err(shape_err(format!("MoGE groups = {groups} must be >= 1 and divide E = {e}")));
+            }
+            expect_dtype(OP, "router_scale", router_scale, &[DType::F32])?;
+            if router_scale.shape != [e] {
+                return Err(shape_err(format!("`router_scale` is {:?}, expected [E] = [{e}]", router_scale.shape)));
+            }
+            *groups
+        }
+    };
+    let p = t * k;
+
+    // 1. routing: ids [T, k], weights [T, k]
+    let route_inst = Instance::default()
+        .dtype("T", dt)
+        .konst("E", e as i64)
+        .tunable("BT", pick(&[1, 2, 4, 8, 16, 32, 64], t, 16))
+        .tunable("BK", pick(&[8, 16, 32, 64, 128], h, 32));
+    let ids = Tensor::zeros(DType::I32, &[t, k]);
+    let weights = Tensor::zeros(DType::F32, &[t, k]);
+    let mut args = match routing {
+        Routing::TopK { .. } => vec![Arg::Tensor(x.clone()), Arg::Tensor(gate.clone()), Arg::Tensor(ids), Arg::Tensor(weights), Arg::Bool(true)],
+        Routing::MoGE { router_scale, .. } => vec![
+            Arg::Tensor(x.clone()),
+            Arg::Tensor(gate.clone()),
+            Arg::Tensor(router_scale.clone()),
+            Arg::Tensor(ids),
+            Arg::Tensor(weights),
+        ],
+    };
+    let (kernel, ids_at) = match routing {
+        Routing::TopK { .. } => ("route_topk", 2),
+        Routing::MoGE { .. } => ("route_moge", 3),
+    };
+    ops.kernel(FILE, kernel, &route_inst)?.launch(&mut args)?;
+    let expert_ids = take(&mut args, ids_at);
+    let weights = take(&mut args, ids_at + 1);
+
+    // 2. permutation of the flat pairs t·k + j by expert
+    let perm_inst = Instance::default().konst("E", e as i64).tunable("BP", pick(&[16, 32, 64, 128, 256], p, 256));
+    let mut args = vec![
+        Arg::Tensor(reshaped(&expert_ids, &[p])),
+        Arg::Tensor(Tensor::zeros(DType::I32, &[p])),
+        Arg::Tensor(Tensor::zeros(DType::I32, &[p])),
+        Arg::Tensor(Tensor::zeros(DType::I32, &[e])),
+        Arg::Tensor(Tensor::zeros(DType::I32, &[e])),
+    ];
+    ops.kernel(FILE, "moe_permute", &perm_inst)?.launch(&mut args)?;
+    let sorted_pairs = take(&mut args, 1);
+    let pos = take(&mut args, 2);
+    let starts = take(&mut args, 3);
+    let counts = take(&mut args, 4);
+
+    // 3. up projection with fused SiLU·mul over the permuted rows
+    let bm = pick(&[16, 32, 64, 128], p.div_ceil(e), 64);
+    let up_inst = Instance::default()
+        .dtype("T", dt)
+        .tunable("BM", bm)
+        .tunable("BN", pick(&[16, 32, 64, 128], i, 64))
+        .tunable("BK", pick(&[8, 16, 32, 64], h, 32));
+    let mut args = vec![
+        Arg::Tensor(x.clone()),
+        Arg::Tensor(w1.clone()),
+        Arg::Tensor(w3.clone()),
+        Arg::Tensor(sorted_pairs),
+        Arg::Tensor(starts),
+        Arg::Tensor(counts),
+        Arg::Tensor(Tensor::zeros(dt, &[p, i])),
+        Arg::I32(k as i32),
+    ];
+    ops.kernel(FILE, "moe_up", &up_inst)?.launch(&mut args)?;
+    let hidden = take(&mut args, 6);
+    let (sorted_pairs, starts, counts) = (take(&mut args, 3), take(&mut args, 4), take(&mut args, 5));
+
+    // 4. down projection, scaled by the routing weight of each pair
+    let down_inst = Instance::default()
+        .dtype("T", dt)
+        .tunable("BM", bm)
+        .tunable("BN", pick(&[16, 32, 64, 128], h, 64))
+        .tunable("BK", pick(&[8, 16, 32, 64], i, 32));
+    let mut args = vec![
+        Arg::Tensor(hidden),
+        Arg::Tensor(w2.clone()),
+        Arg::Tensor(sorted_pairs),
+        Arg::Tensor(starts),
+        Arg::Tensor(counts),
+        Arg::Tensor(reshaped(&weights, &[p])),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[p, h])),
+    ];
+    ops.kernel(FILE, "moe_down", &down_inst)?.launch(&mut args)?;
+    let y_perm = take(&mut args, 6);
+
+    // 5. combine the k slots of every token in slot order
+    let comb_inst = Instance::default()
+        .tunable("BT", pick(&[1, 2, 4, 8, 16, 32, 64], t, 16))
+        .tunable("BH", pick(&[16, 32, 64, 128, 256], h, 128));
+    let mut args = vec![Arg::Tensor(y_perm), Arg::Tensor(reshaped(&pos, &[t, k])), Arg::Tensor(Tensor::zeros(DType::F32, &[t, h]))];
+    ops.kernel(FILE, "moe_combine", &comb_inst)?.launch(&mut args)?;
+    let out = take(&mut args, 2);
+
+    Ok(MoeOut { out, expert_ids, weights })
+}
+
+fn shape_err(msg: String) -> OpError {
+    OpError::Shape { op: OP, msg }
+}
+
+fn dims<const N: usize>(name: &str, layout: &str, t: &Tensor) -> Result<[usize; N]> {
+    crate::blocks::dims(OP, name, layout, t)
+}

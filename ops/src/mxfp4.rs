@@ -1,1 +1,134 @@
-//! mxfp4 operator drivers
+//! Block-wise MXFP4 drivers: quantize, dequantize, and GEMM / GEMV with MXFP4 weights decoded
+//! on the fly. The math lives in `kernels/mxfp4.opc`.
+
+use crate::{expect_dtype, OpError, Ops, Result};
+use opc_dsl::Instance;
+use opc_ir::{Arg, DType, Tensor};
+
+const FILE: &str = "mxfp4";
+
+/// An MXFP4 tensor [R, K]: blocks of 32 along K.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mxfp4 {
+    /// e2m1 [R, K], packed two per byte (element 2j in the low nibble).
+    pub codes: Tensor,
+    /// e8m0 [R, K/32]: the block's scale 2^(e−127); 0xFF is NaN.
+    pub scales: Tensor,
+}
+
+fn err(op: &'static str, msg: impl Into<String>) -> OpError {
+    OpError::Shape { op, msg: msg.into() }
+}
+
+fn take(arg: &mut Arg) -> Tensor {
+    match std::mem::replace(arg, Arg::Bool(false)) {
+        Arg::Tensor(t) => t,
+        _ => unreachable!("output argument is a tensor"),
+    }
+}
+
+fn tile(n: usize, lo: usize, hi: usize) -> i64 {
+    n.next_power_of_two().clamp(lo, hi) as i64
+}
+
+/// Blocks per program of the quantize / dequantize kernels.
+fn blocks_per_program(k: usize) -> i64 {
+    tile(k / 32, 1, 8)
+}
+
+/// Check an MXFP4 tensor and return its logical (R, K).
+fn check_mx(op: &'static str, w: &Mxfp4, name: &str) -> Result<(usize, usize)> {
+    expect_dtype(op, &format!("{name}.codes"), &w.codes, &[DType::E2M1])?;
+    expect_dtype(op, &format!("{name}.scales"), &w.scales, &[DType::E8M0])?;
+    if w.codes.shape.len() != 2 {
+        return Err(err(op, format!("`{name}.codes` must have rank 2 [R, K], got shape {:?}", w.codes.shape)));
+    }
+    let (r, k) = (w.codes.shape[0], w.codes.shape[1]);
+    if k % 32 != 0 {
+        return Err(err(op, format!("`{name}.codes` has K = {k}, which is not a multiple of the block size 32")));
+    }
+    if w.scales.shape != [r, k / 32] {
+        return Err(err(op, format!("`{name}.scales` has shape {:?}, expected [R={r}, K/32={}]", w.scales.shape, k / 32)));
+    }
+    Ok((r, k))
+}
+
+/// OCP MX quantization with the FLOOR scale rule: per block of 32 along K,
+/// shared = floor(log2(amax)) − 2 (clamped to ≥ −127), codes = e2m1_rne_sat(x / 2^shared).
+pub fn quantize(ops: &Ops, x: &Tensor) -> Result<Mxfp4> {
+    const OP: &str = "mxfp4_quantize";
+    expect_dtype(OP, "x", x, &[DType::F32])?;
+    if x.shape.len() != 2 {
+        return Err(err(OP, format!("`x` must have rank 2 [R, K], got shape {:?}", x.shape)));
+    }
+    let (r, k) = (x.shape[0], x.shape[1]);
+    if k % 32 != 0 {
+        return Err(err(OP, format!("`x` has K = {k}, which is not a multiple of the block size 32")));
+    }
+    let codes = Tensor::zeros(DType::E2M1, &[r, k]);
+    let scales = Tensor::zeros(DType::E8M0, &[r, k / 32]);
+    if r == 0 || k == 0 {
+        return Ok(Mxfp4 { codes, scales });
+    }
+    let inst = Instance::default().tunable("BB", blocks_per_program(k));
+    let mut args = vec![Arg::Tensor(x.clone()), Arg::Tensor(codes), Arg::Tensor(scales)];
+    ops.kernel(FILE, "mxfp4_quantize", &inst)?.launch(&mut args)?;
+    Ok(Mxfp4 { codes: take(&mut args[1]), scales: take(&mut args[2]) })
+}
+
+/// x[r, k] = e2m1(codes[r, k]) · 2^(scales[r, k/32] − 127), as f32 [R, K].
+pub fn dequantize(ops: &Ops, w: &Mxfp4) -> Result<Tensor> {
+    const OP: &str = "mxfp4_dequantize";
+    let (r, k) = check_mx(OP, w, "w")?;
+    let x = Tensor::zeros(DType::F32, &[r, k]);
+    if r == 0 || k == 0 {
+        return Ok(x);
+    }
+    let inst = Instance::default().tunable("BB", blocks_per_program(k));
+    let mut args = vec![Arg::Tensor(w.codes.clone()), Arg::Tensor(w.scales.clone()), Arg::Tensor(x)];
+    ops.kernel(FILE, "mxfp4_dequantize", &inst)?.launch(&mut args)?;
+    Ok(take(&mut args[2]))
+}
+
+/// y = x · Wᵀ with W [N, K] kept in MXFP4 (gpt-oss layout: blocks along K); f32 [M, N].
+/// M == 1 runs the GEMV kernel, larger M the tiled GEMM.
+pub fn gemm(ops: &Ops, x: &Tensor, w: &Mxfp4) -> Result<Tensor> {
+    const OP: &str = "mxfp4_gemm";
+    expect_dtype(OP, "x", x, &[DType::F32, DType::BF16])?;
+    if x.shape.len() != 2 {
+        return Err(err(OP, format!("`x` must have rank 2 [M, K], got shape {:?}", x.shape)));
+    }
+    let (n, kw) = check_mx(OP, w, "w")?;
+    let (m, k) = (x.shape[0], x.shape[1]);
+    if k != kw {
+        return Err(err(OP, format!("`x` has K = {k} but the MXFP4 weight is [N={n}, K={kw}]")));
+    }
+    let y = Tensor::zeros(DType::F32, &[m, n]);
+    if m == 0 || n == 0 {
+        return Ok(y);
+    }
+    if m == 1 {
+        let inst = Instance::default()
+            .dtype("T", x.dtype)
+            .tunable("BN", tile(n, 8, 64))
+            .tunable("BK", tile(k, 32, 256));
+        let xv = Tensor { shape: vec![k], ..x.clone() };
+        let mut args = vec![
+            Arg::Tensor(xv),
+            Arg::Tensor(w.codes.clone()),
+            Arg::Tensor(w.scales.clone()),
+            Arg::Tensor(Tensor::zeros(DType::F32, &[n])),
+        ];
+        ops.kernel(FILE, "mxfp4_gemv", &inst)?.launch(&mut args)?;
+        let yv = take(&mut args[3]);
+        return Ok(Tensor { shape: vec![1, n], ..yv });
+    }
+    let inst = Instance::default()
+        .dtype("T", x.dtype)
+        .tunable("BM", tile(m, 16, 64))
+        .tunable("BN", tile(n, 16, 64))
+        .tunable("BK", tile(k, 32, 128));
+    let mut args = vec![Arg::Tensor(x.clone()), Arg::Tensor(w.codes.clone()), Arg::Tensor(w.scales.clone()), Arg::Tensor(y)];
+    ops.kernel(FILE, "mxfp4_gemm", &inst)?.launch(&mut args)?;
+    Ok(take(&mut args[3]))
+}

@@ -1,1 +1,9 @@
-//! opc runtime
+//! opc runtime: reference fixtures (safetensors) and operator verification against them.
+
+pub mod fixtures;
+#[cfg(feature = "stub-ops")]
+mod ops_stub;
+pub mod verify;
+
+pub use fixtures::{FixtureFile, RuntimeError};
+pub use verify::{verify_fixtures, verify_fixtures_filtered, Summary, VerifyError};
