@@ -468,6 +468,8 @@ impl Parser {
                         self.bump();
                         return Ok(Expr { kind: ExprKind::Float(f64::NAN), span: t.span });
                     }
+                    // `where(c, a, b)` is the select builtin; `where` alone opens constraints.
+                    "where" if self.peek_at(1) == &Tok::Punct("(") => {}
                     _ if is_reserved(&name) => {
                         return Err(Diag::new(format!("expected an expression, found keyword `{name}`"), t.span)
                             .label("keyword"));

@@ -10,8 +10,8 @@
 //! - f32 arithmetic is done in f32 with f32 math functions; f16/bf16 arithmetic is done in f32 and
 //!   rounded to the dtype after every op; ints wrap to their width.
 //! - Programs run in parallel on rayon (`OPC_INTERP_THREADS=1` forces sequential execution, any
-//!   other number sets the thread count). Tensor memory is reached through [`Mem`], a raw
-//!   shared view of each argument's bytes.
+//!   other number sets the thread count). Tensor memory is reached through `Mem`, a shared
+//!   view of each argument's bytes as `[AtomicU8]`.
 //!
 //! Choices where the IR docs leave room (all deterministic, none can panic):
 //! - `shl` / `shr` by an amount outside `[0, bits)`: `shl` gives 0, `shr` gives the sign fill
@@ -24,7 +24,7 @@
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -74,9 +74,15 @@ type R<T> = Result<T, String>;
 // ---------------------------------------------------------------------------------------------
 
 /// Shared view of one tensor argument's bytes, used by every program at once.
-struct Mem {
-    ptr: *mut u8,
-    bytes: usize,
+///
+/// The bytes are viewed as `[AtomicU8]`: every access is a relaxed atomic byte access, so
+/// concurrent programs can never cause a data race, whatever the kernel does, and the view is
+/// `Sync` without any `unsafe impl`. (Relaxed byte loads and stores compile to plain moves.)
+/// Kernels are written so that programs write disjoint elements; nibbles of packed types that
+/// share a byte are updated with a compare-and-swap so neighbours written by other programs are
+/// not lost; `atomic_add` read-modify-writes hold `lock`.
+struct Mem<'a> {
+    cells: &'a [AtomicU8],
     dtype: DType,
     shape: Vec<usize>,
     strides: Vec<usize>,
@@ -86,42 +92,34 @@ struct Mem {
     lock: Mutex<()>,
 }
 
-// SAFETY: `ptr` points into the `Vec<u8>` of a tensor argument that `run` holds mutably borrowed
-// (and does not otherwise touch, move or resize) for as long as any `Mem` exists, and `bytes` is
-// its exact length. Every access goes through `Mem::byte`, which bounds-checks the byte index
-// and uses `AtomicU8` (same layout as `u8`) with relaxed ordering, so concurrent accesses from
-// several programs are never data races, whatever the kernel does. Kernels are written so that
-// programs write disjoint elements; nibbles of packed types that share a byte are updated with a
-// compare-and-swap so neighbours written by other programs are not lost; `atomic_add`
-// read-modify-writes hold `lock`. Nothing is freed while programs run.
-unsafe impl Sync for Mem {}
-unsafe impl Send for Mem {}
+/// View a mutably borrowed byte buffer as atomics for as long as the borrow lasts.
+fn atomic_bytes(data: &mut [u8]) -> &[AtomicU8] {
+    // SAFETY: `AtomicU8` has the same size, alignment and bit validity as `u8`. The returned
+    // slice covers exactly the buffer and keeps it mutably borrowed for its whole lifetime, so
+    // nothing else can read or write the bytes non-atomically meanwhile (this is what the
+    // unstable `AtomicU8::from_mut_slice` does).
+    unsafe { std::slice::from_raw_parts(data.as_mut_ptr() as *const AtomicU8, data.len()) }
+}
 
-impl Mem {
-    #[inline(always)]
-    fn byte(&self, i: usize) -> &AtomicU8 {
-        assert!(i < self.bytes, "interpreter bug: byte {i} out of {} in `{}`", self.bytes, self.name);
-        // SAFETY: in bounds (checked above) of a live allocation, see `unsafe impl Sync for Mem`.
-        unsafe { AtomicU8::from_ptr(self.ptr.add(i)) }
-    }
-
+impl Mem<'_> {
     /// Raw code of element `e` (zero-extended; packed 4-bit types unpacked).
     #[inline]
     fn get_raw(&self, e: usize) -> u32 {
         const RL: Ordering = Ordering::Relaxed;
         match self.dtype.bits() {
             4 => {
-                let b = self.byte(e / 2).load(RL);
+                let b = self.cells[e / 2].load(RL);
                 (if e % 2 == 0 { b & 0xF } else { b >> 4 }) as u32
             }
-            8 => self.byte(e).load(RL) as u32,
-            16 => u16::from_le_bytes([self.byte(2 * e).load(RL), self.byte(2 * e + 1).load(RL)]) as u32,
-            _ => u32::from_le_bytes([
-                self.byte(4 * e).load(RL),
-                self.byte(4 * e + 1).load(RL),
-                self.byte(4 * e + 2).load(RL),
-                self.byte(4 * e + 3).load(RL),
-            ]),
+            8 => self.cells[e].load(RL) as u32,
+            16 => {
+                let c = &self.cells[2 * e..2 * e + 2];
+                u16::from_le_bytes([c[0].load(RL), c[1].load(RL)]) as u32
+            }
+            _ => {
+                let c = &self.cells[4 * e..4 * e + 4];
+                u32::from_le_bytes([c[0].load(RL), c[1].load(RL), c[2].load(RL), c[3].load(RL)])
+            }
         }
     }
 
@@ -132,17 +130,19 @@ impl Mem {
             4 => {
                 let v = (bits & 0xF) as u8;
                 let (keep, put) = if e % 2 == 0 { (0xF0u8, v) } else { (0x0Fu8, v << 4) };
-                let _ = self.byte(e / 2).fetch_update(RL, RL, |b| Some((b & keep) | put));
+                let _ = self.cells[e / 2].fetch_update(RL, RL, |b| Some((b & keep) | put));
             }
-            8 => self.byte(e).store(bits as u8, RL),
+            8 => self.cells[e].store(bits as u8, RL),
             16 => {
+                let c = &self.cells[2 * e..2 * e + 2];
                 let b = (bits as u16).to_le_bytes();
-                self.byte(2 * e).store(b[0], RL);
-                self.byte(2 * e + 1).store(b[1], RL);
+                c[0].store(b[0], RL);
+                c[1].store(b[1], RL);
             }
             _ => {
-                for (k, b) in bits.to_le_bytes().into_iter().enumerate() {
-                    self.byte(4 * e + k).store(b, RL);
+                let c = &self.cells[4 * e..4 * e + 4];
+                for (cell, b) in c.iter().zip(bits.to_le_bytes()) {
+                    cell.store(b, RL);
                 }
             }
         }
@@ -205,7 +205,7 @@ enum SVal {
 struct Shared<'k> {
     kernel: &'k Kernel,
     dims: &'k [i64],
-    mems: Vec<Option<Mem>>,
+    mems: Vec<Option<Mem<'k>>>,
     scalars: Vec<Option<SVal>>,
     grid: [usize; 3],
 }
@@ -213,6 +213,18 @@ struct Shared<'k> {
 /// Number of worker threads requested by `OPC_INTERP_THREADS` (None: rayon's default).
 fn requested_threads() -> Option<usize> {
     std::env::var("OPC_INTERP_THREADS").ok()?.trim().parse::<usize>().ok().filter(|&n| n > 0)
+}
+
+/// A rayon pool with `n` threads, built once per distinct `n` and kept for later launches.
+fn pool_with(n: usize) -> Option<Arc<rayon::ThreadPool>> {
+    static POOLS: Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(Vec::new());
+    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = pools.iter().find(|(k, _)| *k == n) {
+        return Some(p.clone());
+    }
+    let p = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(n).build().ok()?);
+    pools.push((n, p.clone()));
+    Some(p)
 }
 
 /// Run every program of the grid on the host tensors in `args` (outputs written in place).
@@ -231,7 +243,7 @@ pub fn run(kernel: &Kernel, args: &mut [Arg]) -> Result<(), LaunchError> {
             Arg::Bool(b) => Some(SVal::I(*b as i64)),
         })
         .collect();
-    // From here on `args` is only reached through these raw views (see `Mem`).
+    // From here on `args` is only reached through these atomic views (see `Mem`).
     let mems: Vec<Option<Mem>> = args
         .iter_mut()
         .zip(&kernel.params)
@@ -241,11 +253,11 @@ pub fn run(kernel: &Kernel, args: &mut [Arg]) -> Result<(), LaunchError> {
                 for d in (0..t.shape.len().saturating_sub(1)).rev() {
                     strides[d] = strides[d + 1] * t.shape[d + 1];
                 }
+                let (dtype, shape) = (t.dtype, t.shape.clone());
                 Some(Mem {
-                    ptr: t.data.as_mut_ptr(),
-                    bytes: t.data.len(),
-                    dtype: t.dtype,
-                    shape: t.shape.clone(),
+                    cells: atomic_bytes(&mut t.data),
+                    dtype,
+                    shape,
                     strides,
                     output: *output,
                     name: p.name.clone(),
@@ -274,9 +286,9 @@ pub fn run(kernel: &Kernel, args: &mut [Arg]) -> Result<(), LaunchError> {
             let mut env = vec![None; nvals];
             (0..total).try_for_each(|p| one(&mut env, p))
         }
-        Some(n) => match rayon::ThreadPoolBuilder::new().num_threads(n).build() {
-            Ok(pool) => pool.install(|| (0..total).into_par_iter().try_for_each_init(|| vec![None; nvals], one)),
-            Err(_) => (0..total).into_par_iter().try_for_each_init(|| vec![None; nvals], one),
+        Some(n) => match pool_with(n) {
+            Some(pool) => pool.install(|| (0..total).into_par_iter().try_for_each_init(|| vec![None; nvals], one)),
+            None => (0..total).into_par_iter().try_for_each_init(|| vec![None; nvals], one),
         },
         None => (0..total).into_par_iter().try_for_each_init(|| vec![None; nvals], one),
     }
@@ -501,7 +513,7 @@ impl Prog<'_, '_> {
         }
     }
 
-    fn mem(&self, t: usize) -> R<&Mem> {
+    fn mem(&self, t: usize) -> R<&Mem<'_>> {
         if self.in_grid {
             return Err("tensors cannot be accessed in the grid block".into());
         }

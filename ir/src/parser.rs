@@ -360,10 +360,27 @@ impl Parser {
         }
     }
 
-    /// A possibly empty comma-separated list of values (stops at the first non-value).
+    /// Whether the tokens ahead read `%a, %b =`: the results of the next op, not operands (this
+    /// separates an operand-less `yield` from the op after it).
+    fn at_results(&self) -> bool {
+        let mut i = self.pos;
+        loop {
+            match self.toks.get(i).map(|t| &t.tok) {
+                Some(Tok::Val(_)) => i += 1,
+                _ => return false,
+            }
+            match self.toks.get(i).map(|t| &t.tok) {
+                Some(Tok::Punct(",")) => i += 1,
+                Some(Tok::Punct("=")) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    /// A possibly empty comma-separated list of operands (stops at the first non-value).
     fn opt_vals(&mut self) -> R<Vec<ValueId>> {
         let mut out = vec![];
-        if matches!(self.peek(), Tok::Val(_)) {
+        if matches!(self.peek(), Tok::Val(_)) && !self.at_results() {
             out.push(self.val()?);
             while self.eat(",") {
                 out.push(self.val()?);
@@ -465,11 +482,14 @@ impl Parser {
                 match self.types.remove(&id) {
                     Some(t) => k.values.push(t),
                     None => {
-                        let at = self.first_use.get(&id).copied().unwrap_or_else(|| self.here());
-                        return self.err_at(
-                            at,
-                            format!("value %{id} has no type: no op or region defines it (list such ids in a trailing `values {{ %{id}: TYPE }}` section)"),
-                        );
+                        let hint = format!("(list such ids in a trailing `values {{ %{id}: TYPE }}` section)");
+                        return match self.first_use.get(&id) {
+                            Some(&at) => self.err_at(at, format!("value %{id} has no type: no op or region defines it {hint}")),
+                            None => {
+                                let at = self.first_use.get(&max).copied().unwrap_or_else(|| self.here());
+                                self.err_at(at, format!("value %{id} has no type: ids are dense up to the largest, %{max} {hint}"))
+                            }
+                        };
                     }
                 }
             }
@@ -695,9 +715,9 @@ impl Parser {
 
     fn op(&mut self) -> R<Op> {
         let start = self.here();
-        let results = self.opt_vals()?;
-        if !results.is_empty() {
-            self.expect("=")?;
+        let mut results = vec![];
+        if self.at_results() {
+            results = self.list("=", Self::val)?;
         }
         let mn_at = self.here();
         let mn = self.ident("an op")?;

@@ -508,3 +508,4 @@ proptest! {
         prop_assert_eq!(y.to_bits(), x.to_bits(), "{}", s);
     }
 }
+

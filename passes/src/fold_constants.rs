@@ -4,8 +4,9 @@
 //! **Rewrites.** An op whose operands are all splat constants (`const`, scalar or tile) becomes
 //! a `const` of its result type, keeping its result value: `neg abs not floor ceil round sqrt
 //! recip isnan isinf`, the binary ops but `pow`, `cmp`, `cast`, `bitcast` (f32↔i32, i8↔u8),
-//! `broadcast` / `expand_dims` / `reshape` / `permute` of a splat, and `reduce` `max`/`min`
-//! (and int `sum`, `argmax`/`argmin` of a non-NaN splat). `dim @D` of a `const` dim whose value
+//! `broadcast` / `expand_dims` / `reshape` / `permute` of a splat, and `reduce` of a splat:
+//! `max`/`min`, int `sum` (n·c, wrapped; result in the operand's dtype only), `argmax`/`argmin`
+//! of a non-NaN splat (0). `dim @D` of a `const` dim whose value
 //! is fixed becomes `const`. Values follow `opc_ir::numerics`: ints wrap to their dtype, float
 //! results are rounded (RNE) to their dtype — every folded float op is correctly rounded in f64,
 //! and rounding that to f32/f16/bf16 is innocuous, so any correctly rounded implementation
@@ -17,7 +18,8 @@
 //! - floats: `x*1.0`, `1.0*x`, `x/1.0`, `x-(+0.0)`, `x+(-0.0)`, `(-0.0)+x` → `x`. Not `x+0.0`
 //!   (−0.0 + 0.0 is +0.0) and not `x*0.0` (NaN, ∞ and the sign of zero);
 //! - bool: `x and true`, `x or false`, `x xor false` → `x`; `x and false` → false, `x or true` → true;
-//! - `select(true, a, b)` → `a`, `select(false, a, b)` → `b`, `select(c, a, a)` → `a`.
+//! - `select(true, a, b)` → `a`, `select(false, a, b)` → `b`, `select(c, a, a)` → `a`;
+//! - `cast` / `bitcast` to the operand's own type → the operand.
 //!
 //! **Expects / leaves.** Any verified tile IR; leaves verified IR with the same values (folded
 //! ops keep their result ids; dropped ones are substituted). Operands that became unused are left
@@ -170,6 +172,8 @@ impl Folder {
                 _ if op.args[1] == op.args[2] => Fold::Value(op.args[1]),
                 _ => Fold::Keep,
             },
+            // A conversion to the operand's own type is the identity.
+            OpKind::Cast(_) | OpKind::Bitcast if ty(op.args[0]) == ty(op.result()) => Fold::Value(op.args[0]),
             OpKind::Cast(r) => {
                 done(c(0).and_then(|x| cast(x, ty(op.args[0]).dtype, ty(op.result()).dtype, *r)))
             }
@@ -289,8 +293,8 @@ fn identity(b: BinaryOp, xv: ValueId, x: Option<C>, yv: ValueId, y: Option<C>) -
             Fold::Const(zero)
         }
         // floats
-        (Mul | Div, _, Some(C::Float(f))) if f == 1.0 => Fold::Value(xv),
-        (Mul, Some(C::Float(f)), _) if f == 1.0 => Fold::Value(yv),
+        (Mul | Div, _, Some(C::Float(1.0))) => Fold::Value(xv),
+        (Mul, Some(C::Float(1.0)), _) => Fold::Value(yv),
         (Sub, _, Some(C::Float(f))) if f == 0.0 && f.is_sign_positive() => Fold::Value(xv),
         (Add, _, Some(C::Float(f))) if f == 0.0 && f.is_sign_negative() => Fold::Value(xv),
         (Add, Some(C::Float(f)), _) if f == 0.0 && f.is_sign_negative() => Fold::Value(yv),

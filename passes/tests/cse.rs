@@ -25,7 +25,7 @@ fn merges_duplicates_in_one_block() {
     b.store(out, &[r], total);
     let mut k = b.finish();
     assert!(Cse::run(&mut k));
-    check_ssa(&k).unwrap();
+    check(&k);
     assert_eq!(count(&k, "exp"), 1);
     assert_eq!(count(&k, "add"), 2, "the two identical adds merge once their operands do");
     let add = def(&k, stores(&k)[3].args[1]).unwrap();
@@ -68,7 +68,7 @@ fn loads_merge_only_from_read_only_tensors() {
     b.store(y_t, &[r], s2);
     let mut k = b.finish();
     Cse::run(&mut k);
-    check_ssa(&k).unwrap();
+    check(&k);
     assert_eq!(count(&k, "load"), 3);
     let last = def(&k, stored_values(&k)[1]).unwrap();
     assert_eq!(last.args, vec![x1, y2]);
@@ -102,7 +102,7 @@ fn scopes_follow_regions() {
     b.store(out, &[pid], c);
     let mut k = b.finish();
     assert!(Cse::run(&mut k));
-    check_ssa(&k).unwrap();
+    check(&k);
     assert_eq!(count(&k, "mul"), 1);
     assert_eq!(count(&k, "add"), 3);
     let loops: Vec<_> = k.body.ops.iter().filter(|o| o.kind == OpKind::For).collect();

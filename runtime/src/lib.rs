@@ -1,8 +1,6 @@
 //! opc runtime: reference fixtures (safetensors) and operator verification against them.
 
 pub mod fixtures;
-#[cfg(feature = "stub-ops")]
-mod ops_stub;
 pub mod verify;
 
 pub use fixtures::{FixtureFile, RuntimeError};

@@ -21,9 +21,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-#[cfg(feature = "stub-ops")]
-use crate::ops_stub::{attention, kl_judge, kron_quant, moe, mxfp4};
-#[cfg(not(feature = "stub-ops"))]
 use opc_ops::{attention, kl_judge, kron_quant, moe, mxfp4};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -220,8 +217,15 @@ pub fn sci(x: f64) -> String {
     format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
 }
 
+/// The first non-empty line of an error (rendered diagnostics start with `error: FILE:LINE:COL: msg`;
+/// `opc check FILE` shows the rest).
 fn one_line(msg: &str) -> String {
-    msg.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" | ")
+    let mut lines = msg.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("(no message)").to_string();
+    match lines.count() {
+        0 => first,
+        n => format!("{first} [+{n} lines]"),
+    }
 }
 
 fn write_line(

@@ -217,7 +217,7 @@ pub fn mnemonics(b: &Block) -> Vec<&'static str> {
 }
 
 /// The op defining `v` (nested included).
-pub fn def<'a>(k: &'a Kernel, v: ValueId) -> Option<&'a Op> {
+pub fn def(k: &Kernel, v: ValueId) -> Option<&Op> {
     let mut found = None;
     walk_ops(&k.body, &mut |op| {
         if op.results.contains(&v) {
@@ -241,6 +241,14 @@ pub fn stores(k: &Kernel) -> Vec<&Op> {
         }
     });
     v
+}
+
+/// The structural SSA check below and the IR verifier.
+pub fn check(k: &Kernel) {
+    check_ssa(k).unwrap();
+    if let Err(e) = opc_ir::verify::verify(k) {
+        panic!("{e}\n{}", opc_ir::printer::print_kernel(k));
+    }
 }
 
 /// Structural SSA check independent of the verifier: every value defined once, every operand

@@ -1,0 +1,171 @@
+//! Command-line behaviour of `opc` (exit codes, messages), run as a subprocess.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn opc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_opc")).args(args).output().expect("run opc")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// A scratch file under the system temp dir (unique per test and process).
+fn scratch(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("opc-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, contents).unwrap();
+    p
+}
+
+const VALID: &str = "\
+// y = x * 2
+kernel twice(x: f32[N], y: out f32[N])
+tunables { B: level1 in {16, 32} = 16 }
+grid(cdiv(N, B))
+{
+    let i = program_id(0) * B + arange(B);
+    store(y[i], load(x[i]) * 2.0);
+}
+";
+
+#[test]
+fn help_lists_every_subcommand() {
+    let o = opc(&["--help"]);
+    assert!(o.status.success());
+    let (out, _) = text(&o);
+    for cmd in ["check", "build", "verify", "passes", "targets"] {
+        assert!(out.lines().any(|l| l.trim_start().starts_with(cmd)), "`{cmd}` missing from --help:\n{out}");
+    }
+    for cmd in ["check", "build", "verify", "passes", "targets"] {
+        let o = opc(&[cmd, "--help"]);
+        assert!(o.status.success(), "{cmd} --help");
+        assert!(text(&o).0.contains("Example"), "{cmd} --help has no example");
+    }
+}
+
+#[test]
+fn no_subcommand_is_a_usage_error() {
+    let o = opc(&[]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn bad_dtype_syntax_is_explained() {
+    let f = scratch("dtype.opc", VALID);
+    let o = opc(&["build", f.to_str().unwrap(), "--dtype", "T:bf16"]);
+    assert_eq!(o.status.code(), Some(2));
+    let (_, err) = text(&o);
+    assert!(err.contains(r#"--dtype expects VAR=DTYPE, e.g. T=bf16; got "T:bf16""#), "{err}");
+
+    let o = opc(&["build", f.to_str().unwrap(), "--dtype", "T=bf17"]);
+    assert_eq!(o.status.code(), Some(2));
+    let (_, err) = text(&o);
+    assert!(err.contains(r#"unknown dtype "bf17""#) && err.contains("bf16"), "{err}");
+
+    let o = opc(&["build", f.to_str().unwrap(), "--const", "D=sixty"]);
+    assert_eq!(o.status.code(), Some(2));
+    let (_, err) = text(&o);
+    assert!(err.contains("--const expects DIM=INT, e.g. D=64") && err.contains("not an integer"), "{err}");
+
+    let o = opc(&["build", f.to_str().unwrap(), "--tunable", "=32"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("--tunable expects NAME=INT, e.g. BM=32"));
+}
+
+#[test]
+fn verify_missing_dir_errors() {
+    let o = opc(&["verify", "--fixtures", "/nonexistent/opc-fixtures"]);
+    assert_eq!(o.status.code(), Some(2));
+    let (_, err) = text(&o);
+    assert!(err.contains("/nonexistent/opc-fixtures") && err.contains("does not exist"), "{err}");
+
+    let dir = scratch("marker", "").parent().unwrap().join("no-ops-here");
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = opc(&["verify", "--fixtures", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("has no `ops` subdirectory"), "{}", text(&o).1);
+}
+
+#[test]
+fn verify_skips_unknown_files_and_reports_bad_ones() {
+    let root = scratch("marker2", "").parent().unwrap().join("fx");
+    std::fs::create_dir_all(root.join("ops")).unwrap();
+    std::fs::write(root.join("ops/zzz_unknown.safetensors"), b"whatever").unwrap();
+    std::fs::write(root.join("ops/moe.safetensors"), b"short").unwrap();
+    let o = opc(&["verify", "--fixtures", root.to_str().unwrap()]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("zzz_unknown.safetensors: skipped (no operator registered)"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("moe.safetensors") && l.contains("FAIL") && l.contains("not a safetensors file")), "{out}");
+    assert_eq!(out.lines().last(), Some("0 passed, 1 failed"));
+}
+
+#[test]
+fn unknown_target_errors() {
+    let o = opc(&["verify", "--fixtures", "/", "--target", "tpu"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("unknown target `tpu`"), "{}", text(&o).1);
+}
+
+#[test]
+fn missing_file_is_an_io_error() {
+    let o = opc(&["check", "/nonexistent/k.opc"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("cannot read /nonexistent/k.opc"));
+}
+
+#[test]
+fn targets_and_passes_list() {
+    let o = opc(&["targets"]);
+    assert!(o.status.success());
+    assert!(text(&o).0.lines().any(|l| l == "interp"));
+    let o = opc(&["passes"]);
+    assert!(o.status.success());
+}
+
+#[test]
+fn check_syntax_error_points_at_file_line_col() {
+    let f = scratch("bad.opc", "kernel k(x: f32[N], y: out f32[N])\ngrid(1)\n{\n    let a = ;\n}\n");
+    let o = opc(&["check", f.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    let loc = format!("{}:4:", f.display());
+    assert!(err.contains(&loc), "expected `{loc}COL` in:\n{err}");
+}
+
+#[test]
+fn check_and_build_a_valid_kernel() {
+    let f = scratch("ok.opc", VALID);
+    let p = f.to_str().unwrap();
+    let o = opc(&["check", p]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(text(&o).0.trim(), "ok: kernels twice");
+
+    let o = opc(&["build", p, "--emit", "ir", "--tunable", "B=32"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(text(&o).0.contains("twice"), "{}", text(&o).0);
+
+    let out = f.with_extension("ir");
+    let o = opc(&["build", p, "--kernel", "twice", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(std::fs::read_to_string(&out).unwrap().contains("twice"));
+
+    let passes = text(&opc(&["passes"])).0;
+    if let Some(first) = passes.lines().next() {
+        let o = opc(&["build", p, "--dump-after", first]);
+        assert!(o.status.success(), "{}", text(&o).1);
+        assert!(text(&o).0.starts_with(&format!("// ----- after {first} -----")), "{}", text(&o).0);
+
+        let o = opc(&["build", p, "--dump-after", "no-such-pass"]);
+        assert_eq!(o.status.code(), Some(2));
+        let (_, err) = text(&o);
+        assert!(err.contains("unknown pass `no-such-pass`") && err.contains(first), "{err}");
+    }
+
+    let o = opc(&["build", p, "--kernel", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("nope"));
+}
