@@ -109,7 +109,7 @@ impl Mem<'_> {
         match self.dtype.bits() {
             4 => {
                 let b = self.cells[e / 2].load(RL);
-                (if e % 2 == 0 { b & 0xF } else { b >> 4 }) as u32
+                (if e.is_multiple_of(2) { b & 0xF } else { b >> 4 }) as u32
             }
             8 => self.cells[e].load(RL) as u32,
             16 => {
@@ -129,7 +129,7 @@ impl Mem<'_> {
         match self.dtype.bits() {
             4 => {
                 let v = (bits & 0xF) as u8;
-                let (keep, put) = if e % 2 == 0 { (0xF0u8, v) } else { (0x0Fu8, v << 4) };
+                let (keep, put) = if e.is_multiple_of(2) { (0xF0u8, v) } else { (0x0Fu8, v << 4) };
                 let _ = self.cells[e / 2].fetch_update(RL, RL, |b| Some((b & keep) | put));
             }
             8 => self.cells[e].store(bits as u8, RL),

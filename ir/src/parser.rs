@@ -13,6 +13,7 @@ use crate::ir::*;
 use crate::types::{DType, MemSpace, Rounding, TileType};
 use std::collections::HashMap;
 
+/// A syntax error at a 1-based line and column (counted in characters).
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{line}:{col}: {msg}")]
 pub struct ParseError {
@@ -41,7 +42,8 @@ enum Tok {
     Name(String),
     /// `%N`.
     Val(u32),
-    /// Digits and letters: `12`, `1.5`, `1e`-less forms, `0x7ff8...` (sign is a separate token).
+    /// A digit followed by letters, digits and dots: `12`, `1.5`, `1e-7`, `0x7ff8...` (a leading
+    /// sign is a separate token).
     Num(String),
     Punct(&'static str),
     Eof,
@@ -209,7 +211,7 @@ struct Parser {
     /// Dim names referenced by header dim expressions, resolved once all `dim` lines are read
     /// (`DimExpr::Sym(SymId(i))` points into this list until then).
     pending: Vec<(String, usize, usize)>,
-    /// Type of each value id seen in a definition, with where it was given.
+    /// Type of each value id seen in a definition.
     types: HashMap<u32, TileType>,
     /// Where each value id first appears (for "has no type" errors).
     first_use: HashMap<u32, (usize, usize)>,

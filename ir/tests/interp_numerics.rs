@@ -350,7 +350,8 @@ fn f16_and_bf16_round_after_every_op() {
 #[test]
 fn unary_float_functions_use_f32_math() {
     let xs = [0.5f32, -1.25, 3.0, 2.5, -2.5, 0.0];
-    let cases: Vec<(UnaryOp, fn(f32) -> f32)> = vec![
+    type Case = (UnaryOp, fn(f32) -> f32);
+    let cases: Vec<Case> = vec![
         (UnaryOp::Exp, f32::exp),
         (UnaryOp::Exp2, f32::exp2),
         (UnaryOp::Sigmoid, |x| 1.0 / (1.0 + (-x).exp())),

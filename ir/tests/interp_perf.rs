@@ -123,16 +123,21 @@ fn causal_attention_b2_h8_s256_d64() {
     let err = got.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max);
     assert!(err < 1e-5, "max abs error {err}");
 
-    // sequential execution gives bit-identical results
+    // sequential execution (and an explicit 3-thread pool) give bit-identical results
     std::env::set_var("OPC_INTERP_THREADS", "1");
     let mut args2 = mk();
     let t = Instant::now();
     let r = interp::run(&kern, &mut args2);
     let dt1 = t.elapsed();
+    std::env::set_var("OPC_INTERP_THREADS", "3");
+    let mut args3 = mk();
+    let r3 = interp::run(&kern, &mut args3);
     std::env::remove_var("OPC_INTERP_THREADS");
     r.unwrap();
+    r3.unwrap();
     eprintln!("  sequential: {dt1:?}");
     assert_eq!(tens(&args2[3]).data, tens(&args[3]).data);
+    assert_eq!(tens(&args3[3]).data, tens(&args[3]).data);
 }
 
 /// y = log_softmax(x) over rows of x[R, N], BN columns per step, one program per row.

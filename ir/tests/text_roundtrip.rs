@@ -41,7 +41,7 @@ impl B {
         let results: Vec<ValueId> = tys.iter().map(|t| self.k.new_value(t.clone())).collect();
         let mut op = Op::new(kind, args.to_vec(), results.clone());
         self.loc += 1;
-        if self.loc % 3 != 0 {
+        if !self.loc.is_multiple_of(3) {
             op.loc = Some(Loc { line: self.loc, col: self.loc % 7 + 1 });
         }
         self.blocks.last_mut().unwrap().push(op);

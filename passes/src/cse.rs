@@ -17,8 +17,9 @@
 //! commutativity (`add %a, %b` vs `add %b, %a`): no canonical operand order is imposed.
 //!
 //! ```text
-//! before: %3 = mul %1, %2 : f32[64];  %4 = mul %1, %2 : f32[64];  %5 = add %3, %4 : f32[64]
-//! after:  %3 = mul %1, %2 : f32[64];  %5 = add %3, %3 : f32[64]
+//! before:  %3 = mul %1, %2 : f32[64]
+//!          %4 = mul %1, %2 : f32[64]        %5 = add %3, %4 : f32[64]
+//! after:   %3 = mul %1, %2 : f32[64]        %5 = add %3, %3 : f32[64]
 //! ```
 use std::collections::{HashMap, HashSet};
 

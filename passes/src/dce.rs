@@ -20,8 +20,9 @@
 //! but run zero times, or unreachable branches of an `if` on a constant condition.
 //!
 //! ```text
-//! before: %3 = exp %1 : f32[64];  %4 = add %1, %1 : f32[64];  store @out[%i], %4
-//! after:  %4 = add %1, %1 : f32[64];  store @out[%i], %4
+//! before:  %3 = exp %1 : f32[64]            (%3 unused)
+//!          %4 = add %1, %1 : f32[64]        store @out[%i], %4
+//! after:   %4 = add %1, %1 : f32[64]        store @out[%i], %4
 //! ```
 use opc_ir::{Block, Kernel, Op, OpKind, ValueId};
 

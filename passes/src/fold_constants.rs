@@ -33,8 +33,9 @@
 //! condition or zero-trip loops, and it never reassociates.
 //!
 //! ```text
-//! before: %1 = const 2 : i32;  %2 = const 3 : i32;  %3 = mul %1, %2 : i32;  %5 = add %4, %z : i32  (%z = const 0)
-//! after:  %1 = const 2 : i32;  %2 = const 3 : i32;  %3 = const 6 : i32      (uses of %5 read %4)
+//! before:  %3 = mul %1, %2 : i32          (%1 = const 2, %2 = const 3)
+//!          %5 = add %4, %0 : i32          (%0 = const 0; %5 used by a store)
+//! after:   %3 = const 6 : i32             (%5 dropped: the store reads %4)
 //! ```
 use std::collections::HashMap;
 

@@ -83,8 +83,20 @@ pub fn run_passes(kernel: &mut Kernel, names: &[&str], opts: &PipelineOptions) -
     pipeline::run_entries(kernel, &entries, opts).map(|(dumps, _)| dumps)
 }
 
-/// Names of the passes in pipeline order (a pass that runs twice is listed twice).
+/// Names of the pipeline's passes in pipeline order, each once (the names `dump_after` and
+/// `disabled` take, besides "all").
 pub fn pass_names() -> Vec<&'static str> {
+    let mut names = vec![];
+    for e in PIPELINE {
+        if !names.contains(&e.name) {
+            names.push(e.name);
+        }
+    }
+    names
+}
+
+/// The pipeline as it runs: a pass that runs twice is listed twice.
+pub fn pipeline_order() -> Vec<&'static str> {
     PIPELINE.iter().map(|e| e.name).collect()
 }
 

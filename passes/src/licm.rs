@@ -19,8 +19,9 @@
 //! skipped), whole invariant `for` / `if` ops, or sink ops out of loops.
 //!
 //! ```text
-//! before: for %k = %lo to %hi step %s { %5 = mul %a, %b : f32[64];  %6 = add %5, %acc ... }
-//! after:  %5 = mul %a, %b : f32[64];  for %k = %lo to %hi step %s { %6 = add %5, %acc ... }
+//! before:  %9 = for %4 = %0 to %1 step %2 iter(%5 = %3) : f32[64] { %6 = mul %a, %b : f32[64]; %7 = add %5, %6 ...
+//! after:   %6 = mul %a, %b : f32[64]
+//!          %9 = for %4 = %0 to %1 step %2 iter(%5 = %3) : f32[64] { %7 = add %5, %6 ...
 //! ```
 use std::collections::HashSet;
 

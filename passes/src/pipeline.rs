@@ -64,8 +64,9 @@ fn verify(kernel: &Kernel, pass: &str) -> Result<()> {
     opc_ir::verify::verify(kernel).map_err(|err| PassError::Verify { pass: pass.to_string(), err })
 }
 
-/// Run `entries` in order over `kernel`. Names in `opts` are validated first.
-pub(crate) fn run_entries(
+/// Run `entries` in order over `kernel` (names in `opts` are validated first); returns the dumps
+/// and what each pass did and took (for a `--time-passes` table).
+pub fn run_entries(
     kernel: &mut Kernel,
     entries: &[PassEntry],
     opts: &PipelineOptions,

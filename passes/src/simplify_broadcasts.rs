@@ -21,8 +21,9 @@
 //! spaces are left alone.
 //!
 //! ```text
-//! before: %2 = expand_dims 0 %1 : f32[1, 64];  %3 = reshape %2 : f32[64];  %4 = permute [1, 0] %t : f32[8, 8]  (%t = permute [1, 0])
-//! after:  (uses of %3 read %1; uses of %4 read the operand of %t)
+//! before:  %2 = expand_dims %1 axis 0 : f32[1, 64]     %3 = reshape %2 : f32[64]
+//!          %5 = permute %4 perm [1, 0] : f32[8, 8]     %6 = permute %5 perm [1, 0] : f32[8, 8]
+//! after:   (%3 and %6 dropped: their uses read %1 and %4)
 //! ```
 use std::collections::HashMap;
 

@@ -49,3 +49,16 @@ fn pipeline_stages() {
     }
     insta::assert_snapshot!(text);
 }
+
+/// Every stage's dump parses back to the same kernel (`--from kernel.tir.opt` can resume there).
+#[test]
+fn dumps_parse_back() {
+    let mut k = demo_kernel();
+    let opts = PipelineOptions { dump_after: vec!["all".into()], ..Default::default() };
+    let dumps = run_pipeline(&mut k, &opts).unwrap();
+    for d in &dumps {
+        let parsed = opc_ir::parser::parse_kernel(&d.ir).unwrap_or_else(|e| panic!("after {}: {e}", d.pass));
+        assert_eq!(print_kernel(&parsed), d.ir, "after {}", d.pass);
+    }
+    assert_eq!(opc_ir::parser::parse_kernel(&dumps.last().unwrap().ir).unwrap(), k);
+}

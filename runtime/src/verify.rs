@@ -119,7 +119,7 @@ pub fn verify_fixtures_filtered(
         let (file, cases) = match &pl.opened {
             Ok(x) => x,
             Err(e) => {
-                writeln!(out, "{:<lw$}  {:<kw$}  {:<29}  FAIL  {}", pl.file_name, "-", "error", one_line(&e.to_string()))?;
+                writeln!(out, "{:<lw$}  {:<kw$}  {:<30}  FAIL  {}", pl.file_name, "-", "error", one_line(&e.to_string()))?;
                 sum.failed += 1;
                 continue;
             }
@@ -245,8 +245,8 @@ fn write_line(
                 .filter(|c| c.tol.is_some())
                 .max_by(|a, b| a.ratio().partial_cmp(&b.ratio()).unwrap_or(std::cmp::Ordering::Equal));
             let head = match worst {
-                Some(c) => format!("max_err {:>9}  tol {:>9}", sci(c.err), sci(c.tol.unwrap())),
-                None => format!("{:<29}", "exact"),
+                Some(c) => format!("max_err {:>8}  tol {:>8}", sci(c.err), sci(c.tol.unwrap())),
+                None => format!("{:<30}", "exact"),
             };
             let tail: Vec<&str> = checks.iter().map(|c| c.detail.as_str()).collect();
             writeln!(
@@ -258,7 +258,7 @@ fn write_line(
             Ok(pass)
         }
         Err(msg) => {
-            writeln!(out, "{label:<lw$}  {kernel:<kw$}  {:<29}  FAIL  {}  ({secs:.1}s)", "error", one_line(msg))?;
+            writeln!(out, "{label:<lw$}  {kernel:<kw$}  {:<30}  FAIL  {}  ({secs:.1}s)", "error", one_line(msg))?;
             Ok(false)
         }
     }
