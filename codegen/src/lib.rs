@@ -7,6 +7,7 @@
 use opc_ir::{Arg, Kernel};
 use std::sync::Arc;
 
+pub mod cpu;
 pub mod interp;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +38,13 @@ pub trait Target: Send + Sync {
 }
 
 /// Names accepted by [`target_by_name`].
-pub const TARGETS: &[&str] = &["interp"];
+pub const TARGETS: &[&str] = &["interp", "cpu"];
 
 /// Look a target up by its command-line name.
 pub fn target_by_name(name: &str) -> Result<Arc<dyn Target>> {
     match name {
         "interp" => Ok(Arc::new(interp::InterpTarget)),
+        "cpu" => Ok(Arc::new(cpu::CpuTarget)),
         _ => Err(CodegenError::UnknownTarget(name.to_string(), TARGETS.join(", "))),
     }
 }

@@ -47,7 +47,9 @@ pub fn lex(src: &str) -> Result<Vec<Token>, Diag> {
                 i += 1;
             }
             if i + 1 >= bytes.len() {
-                return Err(Diag::new("unterminated block comment", Span::new(start, 2)).help("close it with `*/`"));
+                return Err(Diag::new("unterminated block comment", Span::new(start, 2))
+                    .label("comment opened here")
+                    .help("close it with `*/`"));
             }
             i += 2;
             continue;

@@ -82,6 +82,8 @@ pub fn compile(path: &str, src: &str, kernel: &str, inst: &Instance) -> Result<K
 }
 
 fn lower_def(path: &str, src: &str, def: &ast::KernelDef, inst: &Instance, representative: bool) -> Result<Kernel, Diagnostics> {
+    // Duplicates first: instantiation choices are keyed by name.
+    lower::check_duplicates(src, def).map_err(|d| Diagnostics::one(path, src, d))?;
     let ch = lower::choices(def, inst, representative).map_err(|d| Diagnostics::one(path, src, d))?;
     let k = lower::Lowerer::lower(src, def, &ch).map_err(|d| Diagnostics::one(path, src, d))?;
     if let Err(e) = opc_ir::verify::verify(&k) {
@@ -92,6 +94,17 @@ fn lower_def(path: &str, src: &str, def: &ast::KernelDef, inst: &Instance, repre
         return Err(Diagnostics::one(path, src, d));
     }
     Ok(k)
+}
+
+/// Compile kernel `kernel` with representative choices for everything the instance leaves out
+/// (first dtype of each type variable, default tunables, const dims from their `in` sets or a
+/// small value meeting their constraints). Used by `check`, IR snapshots and `opc build`.
+pub fn compile_representative(path: &str, src: &str, kernel: &str, inst: &Instance) -> Result<Kernel, Diagnostics> {
+    let module = parse(path, src)?;
+    let Some(def) = module.kernels.iter().find(|k| k.name.name == kernel) else {
+        return compile(path, src, kernel, inst);
+    };
+    lower_def(path, src, def, inst, true)
 }
 
 /// Type-check every kernel in the file, every declared dtype combination, with default tunables

@@ -17,6 +17,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// on-chip buffers on any target.
 pub const MAX_TILE_ELEMS: usize = 1 << 22;
 
+/// Most dims a tile may have (axes are `u8` in the IR; real kernels use at most a handful).
+pub const MAX_TILE_RANK: usize = 16;
+
 type R<T> = Result<T, Diag>;
 
 /// A lowered expression: an IR value or a literal that has not yet been given a dtype.
@@ -117,26 +120,7 @@ impl<'a> Lowerer<'a> {
     // ------------------------------------------------------------------ declarations
 
     fn declare(&mut self, def: &KernelDef, ch: &Choices) -> R<()> {
-        let mut seen: HashMap<String, Span> = HashMap::new();
-        let mut check_dup = |id: &Ident, what: &str| -> R<()> {
-            if let Some(prev) = seen.get(&id.name) {
-                let (line, col) = line_col_of(self.src, prev.start);
-                return Err(Diag::new(format!("`{}` is declared twice", id.name), id.span)
-                    .label(format!("second declaration, as {what}"))
-                    .help(format!("first declared at {line}:{col}; rename one of them")));
-            }
-            seen.insert(id.name.clone(), id.span);
-            Ok(())
-        };
-        for (v, _) in &def.tyvars {
-            check_dup(v, "a type variable")?;
-        }
-        for t in &def.tunables {
-            check_dup(&t.name, "a tunable")?;
-        }
-        for p in &def.params {
-            check_dup(&p.name, "a parameter")?;
-        }
+        check_duplicates(self.src, def)?;
         // type variables
         for (v, set) in &def.tyvars {
             for d in set {
@@ -215,14 +199,14 @@ impl<'a> Lowerer<'a> {
                 ConstraintDef::MultipleOf(a, b) => {
                     let (da, db) = (self.dim_expr(a, &const_names, ch)?, self.dim_expr(b, &const_names, ch)?);
                     if let (Some(x), Some(y)) = (self.eval_static(&da), self.eval_static(&db)) {
-                        if y == 0 || x % y != 0 {
+                        if y == 0 || x.checked_rem(y) != Some(0) {
                             let tunable = def.tunables.iter().find(|t| mentions(b, &t.name.name) || mentions(a, &t.name.name));
                             let mut d = Diag::new(format!("{} = {x} is not a multiple of {} = {y}", show_expr(a), show_expr(b)), a.span.to(b.span))
                                 .label("constraint violated by this instantiation");
                             if let Some(t) = tunable {
                                 d = Diag::new(format!("tile `{}` = {} does not fit: {} = {x} is not a multiple of {} = {y}", t.name.name, ch.tunables[&t.name.name], show_expr(a), show_expr(b)), t.span)
                                     .label("this tile size")
-                                    .help(format!("choose a value of `{}` that divides {}", t.name.name, show_expr(a)));
+                                    .help(format!("choose a value of `{}` that divides {} = {x}", t.name.name, show_expr(a)));
                             }
                             return Err(d);
                         }
@@ -264,7 +248,8 @@ impl<'a> Lowerer<'a> {
 
     /// Value of a dim expression when it only involves const dims (and constants).
     fn eval_static(&self, d: &DimExpr) -> Option<i64> {
-        d.eval(&|s| self.k.dims[s.0 as usize].value)
+        // Not `DimExpr::eval`: user-written dims may overflow i64 (`2 * 9223372036854775807`).
+        eval_dim_checked(d, &|s| self.k.dims[s.0 as usize].value)
     }
 
     fn dim_expr(&mut self, e: &Expr, consts: &HashSet<&str>, ch: &Choices) -> R<DimExpr> {
@@ -476,10 +461,14 @@ impl<'a> Lowerer<'a> {
                 self.assign(&name.name, v);
             }
             Stmt::Expr(e) => {
-                let tv = self.expr(e)?;
-                if let TV::Val(v) = tv {
-                    if v.0 != u32::MAX && !matches!(e.kind, ExprKind::Call { .. }) {
-                        let _ = v; // a bare expression statement is allowed (it is dead and removed by dce)
+                // `store` / `atomic_add` produce no value: they are only valid here, as statements.
+                // Any other bare expression is allowed (it is dead and removed by dce).
+                match &e.kind {
+                    ExprKind::Call { func, args } if is_effect(&func.name) => {
+                        self.call(func, args, e.span)?;
+                    }
+                    _ => {
+                        self.expr(e)?;
                     }
                 }
             }
@@ -573,9 +562,10 @@ impl<'a> Lowerer<'a> {
         self.scopes.push(HashMap::new());
         self.bind(&var.name, Binding::Val { v: iv, mutable: false });
         self.stmts(body)?;
+        // Pop the body's scope first: a `let` in the body may shadow a carried `var`.
+        self.scopes.pop();
         let yields: Vec<ValueId> = carried.iter().map(|n| self.current(n)).collect();
         self.emit(OpKind::Yield, yields, None, span);
-        self.scopes.pop();
         let ops = self.blocks.pop().unwrap();
         let results: Vec<ValueId> = inits.iter().map(|&v| {
             let t = self.ty(v).clone();
@@ -620,9 +610,10 @@ impl<'a> Lowerer<'a> {
             if let Some(b) = branch {
                 self.stmts(b)?;
             }
+            // Pop the branch's scope first: a `let` in the branch may shadow an assigned `var`.
+            self.scopes.pop();
             let ys: Vec<ValueId> = names.iter().map(|n| self.current(n)).collect();
             self.emit(OpKind::Yield, ys, None, span);
-            self.scopes.pop();
             regions.push(Block { args: vec![], ops: self.blocks.pop().unwrap() });
             for (n, &v) in names.iter().zip(&before) {
                 self.assign(n, v);
@@ -645,10 +636,13 @@ impl<'a> Lowerer<'a> {
     // ------------------------------------------------------------------ expressions
 
     fn unknown_name(&self, name: &str, span: Span) -> Diag {
-        let mut cands: Vec<String> = self.scopes.iter().flat_map(|s| s.keys().cloned()).collect();
-        cands.extend(BUILTINS.iter().map(|s| s.to_string()));
+        // Suggest names in scope only: a builtin function is never what a value position wants.
+        let cands: Vec<String> = self.scopes.iter().flat_map(|s| s.keys().cloned()).collect();
         let best = cands.iter().filter(|c| edit_distance(c, name) <= 2.max(name.len() / 3)).min_by_key(|c| edit_distance(c, name));
         let d = Diag::new(format!("cannot find `{name}` in this kernel"), span).label("not found");
+        if BUILTINS.contains(&name) {
+            return d.help(format!("`{name}` is a builtin function: call it, e.g. `{name}(...)`"));
+        }
         match best {
             Some(b) => d.help(format!("did you mean `{b}`?")),
             None => d.help("names are parameters, dims, tunables, `let`/`var` bindings and loop variables"),
@@ -669,24 +663,25 @@ impl<'a> Lowerer<'a> {
                     .label("not a tunable, const dim or literal")
                     .help("tile shapes use tunables, const dims and integer literals")),
             },
-            ExprKind::Unary(UnOp::Neg, a) => Ok(-self.const_eval(a)?),
+            ExprKind::Unary(UnOp::Neg, a) => self.const_eval(a)?.checked_neg().ok_or_else(|| const_overflow(e.span)),
             ExprKind::Binary(op, a, b) => {
                 let (x, y) = (self.const_eval(a)?, self.const_eval(b)?);
-                match op {
-                    BinOp::Add => Ok(x + y),
-                    BinOp::Sub => Ok(x - y),
-                    BinOp::Mul => Ok(x * y),
-                    BinOp::Div | BinOp::Rem if y == 0 => Err(Diag::new("division by zero in a compile-time size", e.span)),
-                    BinOp::Div => Ok(x / y),
-                    BinOp::Rem => Ok(x % y),
-                    _ => Err(Diag::new(format!("`{}` is not allowed in a compile-time size", op.symbol()), e.span)),
-                }
+                let r = match op {
+                    BinOp::Add => x.checked_add(y),
+                    BinOp::Sub => x.checked_sub(y),
+                    BinOp::Mul => x.checked_mul(y),
+                    BinOp::Div | BinOp::Rem if y == 0 => return Err(Diag::new("division by zero in a compile-time size", e.span)),
+                    BinOp::Div => x.checked_div(y),
+                    BinOp::Rem => x.checked_rem(y),
+                    _ => return Err(Diag::new(format!("`{}` is not allowed in a compile-time size", op.symbol()), e.span)),
+                };
+                r.ok_or_else(|| const_overflow(e.span))
             }
             ExprKind::Call { func, args } if matches!(func.name.as_str(), "cdiv" | "minimum" | "maximum") && args.len() == 2 => {
                 let (x, y) = (self.const_eval(&args[0].value)?, self.const_eval(&args[1].value)?);
                 match func.name.as_str() {
                     "cdiv" if y <= 0 => Err(Diag::new("cdiv by a non-positive value", e.span)),
-                    "cdiv" => Ok((x + y - 1).div_euclid(y)),
+                    "cdiv" => checked_cdiv(x, y).ok_or_else(|| const_overflow(e.span)),
                     "minimum" => Ok(x.min(y)),
                     _ => Ok(x.max(y)),
                 }
@@ -719,6 +714,11 @@ impl<'a> Lowerer<'a> {
             return Err(Diag::new(format!("tile {} has {n} elements, more than the limit of {MAX_TILE_ELEMS}", fmt_shape(shape)), span)
                 .label("too large")
                 .help("tile it: loop over smaller blocks with a level2 tunable"));
+        }
+        if shape.len() > MAX_TILE_RANK {
+            return Err(Diag::new(format!("tile has {} dims, more than the limit of {MAX_TILE_RANK}", shape.len()), span)
+                .label("too many dims")
+                .help("reshape to fewer dims"));
         }
         Ok(())
     }
@@ -775,6 +775,11 @@ impl<'a> Lowerer<'a> {
                 let v = self.materialize(tv, None, base.span)?;
                 self.expand_index(v, items, e.span)
             }
+            ExprKind::Call { func, .. } if is_effect(&func.name) => {
+                Err(Diag::new(format!("`{}` does not produce a value", func.name), e.span)
+                    .label("used as a value")
+                    .help(format!("call `{}(...)` as a statement of its own", func.name)))
+            }
             ExprKind::Call { func, args } => self.call(func, args, e.span),
         }
     }
@@ -782,7 +787,9 @@ impl<'a> Lowerer<'a> {
     fn name(&mut self, n: &str, span: Span) -> R<TV> {
         let b = self.lookup(n).ok_or_else(|| self.unknown_name(n, span))?;
         if self.in_grid && matches!(b, Binding::Val { .. } | Binding::Scalar(_)) {
-            return Err(Diag::new(format!("the grid may only use dims and tunables, not `{n}`"), span).label("not allowed in the grid"));
+            return Err(Diag::new(format!("the grid may only use dims and tunables, not `{n}`"), span)
+                .label("not allowed in the grid")
+                .help("the grid is sized from tensor dims, const dims and tunables; mask the extra programs in the body instead"));
         }
         Ok(match b {
             Binding::Val { v, .. } => TV::Val(v),
@@ -815,6 +822,7 @@ impl<'a> Lowerer<'a> {
                 IndexItem::Full(_) => pos += 1,
                 IndexItem::NewAxis(_) => {
                     shape.insert(pos, 1);
+                    self.check_tile_size(&shape, span)?;
                     cur = self.emit(OpKind::ExpandDims(pos as u8), vec![cur], Some(TileType::new(t.dtype, shape.clone())), span);
                     pos += 1;
                 }
@@ -830,7 +838,7 @@ impl<'a> Lowerer<'a> {
 
     fn unary(&mut self, op: UnOp, tv: TV, span: Span, aspan: Span) -> R<TV> {
         match (op, tv) {
-            (UnOp::Neg, TV::Int(i)) => return Ok(TV::Int(-i)),
+            (UnOp::Neg, TV::Int(i)) if i != i64::MIN => return Ok(TV::Int(-i)),
             (UnOp::Neg, TV::Float(f)) => return Ok(TV::Float(-f)),
             (UnOp::Not, TV::Bool(b)) => return Ok(TV::Bool(!b)),
             _ => {}
@@ -856,10 +864,21 @@ impl<'a> Lowerer<'a> {
         let dtype = match (da, db) {
             (Some(x), Some(y)) if x != y => {
                 let (ta, tb) = (self.describe(a), self.describe(b));
-                let wider = if x.is_float() && y.is_float() { DType::F32 } else { x };
+                // Suggest converting toward f32 (two floats) or toward the float side (int vs
+                // float), naming the operand that needs the cast.
+                let wider = if x.is_float() && y.is_float() {
+                    DType::F32
+                } else if y.is_float() {
+                    y
+                } else {
+                    x
+                };
+                let (narrow, nspan) = if x == wider { (y, bspan) } else { (x, aspan) };
+                let text = self.src.get(nspan.start..nspan.start + nspan.len).unwrap_or("...");
+                let text = if text.len() <= 40 && !text.contains('\n') { text } else { "..." };
                 return Err(Diag::new(format!("dtype mismatch: `{x}` and `{y}`"), span)
                     .label(format!("{ta} and {tb}"))
-                    .help(format!("convert one side explicitly, e.g. `cast(..., {wider})`")));
+                    .help(format!("convert the {narrow} side explicitly, e.g. `cast({text}, {wider})`")));
             }
             (Some(x), _) | (_, Some(x)) => Some(x),
             (None, None) => match (a, b) {
@@ -958,8 +977,11 @@ impl<'a> Lowerer<'a> {
             "store" | "atomic_add" => &["mask"],
             _ => &[],
         };
-        for a in &named {
+        for (i, a) in named.iter().enumerate() {
             let n = a.name.as_ref().unwrap();
+            if named[..i].iter().any(|b| b.name.as_ref().unwrap().name == n.name) {
+                return Err(Diag::new(format!("argument `{}` is given twice", n.name), n.span).label(format!("second `{}`", n.name)).help("remove one of them"));
+            }
             if !allowed_named.contains(&n.name.as_str()) {
                 return Err(Diag::new(format!("`{f}` has no argument named `{}`", n.name), n.span).label("unknown argument").help(
                     if allowed_named.is_empty() { format!("`{f}` takes only positional arguments") } else { format!("named arguments of `{f}`: {}", allowed_named.join(", ")) },
@@ -1013,7 +1035,12 @@ impl<'a> Lowerer<'a> {
                 let s = match value {
                     TV::Int(i) if d.is_float() => Scalar::Float(i as f64),
                     TV::Int(i) if d == DType::Bool => Scalar::Bool(i != 0),
-                    TV::Int(i) => Scalar::Int(i),
+                    TV::Int(i) => match d.int_range() {
+                        Some((lo, hi)) if i < lo || i > hi => {
+                            return Err(Diag::new(format!("fill value {i} does not fit in {d} ({lo}..={hi})"), pos[1].span).label("out of range"))
+                        }
+                        _ => Scalar::Int(i),
+                    },
                     TV::Float(x) if d.is_float() => Scalar::Float(x),
                     TV::Bool(b) if d == DType::Bool => Scalar::Bool(b),
                     TV::Val(v) => {
@@ -1033,7 +1060,8 @@ impl<'a> Lowerer<'a> {
                 let (a, b) = (self.expr(pos[0])?, self.expr(pos[1])?);
                 if let (TV::Int(x), TV::Int(y)) = (a, b) {
                     if y > 0 {
-                        return Ok(TV::Int((x + y - 1).div_euclid(y)));
+                        let r = checked_cdiv(x, y).ok_or_else(|| const_overflow(span))?;
+                        return Ok(TV::Int(r));
                     }
                 }
                 let (va, vb) = self.unify(a, b, pos[0].span, pos[1].span, span)?;
@@ -1349,7 +1377,7 @@ impl<'a> Lowerer<'a> {
         }
         if items.len() != rank {
             return Err(Diag::new(format!("tensor `{n}` has {rank} dims but is indexed with {}", items.len()), e.span)
-                .label(format!("{} indices", items.len()))
+                .label(if items.len() == 1 { "1 index".to_string() } else { format!("{} indices", items.len()) })
                 .help("give one index (scalar or i32 tile) per dim"));
         }
         let mut idx = vec![];
@@ -1382,8 +1410,8 @@ fn fold_literals(op: BinOp, a: TV, b: TV) -> Option<TV> {
             BinOp::Add => Int(x.checked_add(y)?),
             BinOp::Sub => Int(x.checked_sub(y)?),
             BinOp::Mul => Int(x.checked_mul(y)?),
-            BinOp::Div if y != 0 => Int(x / y),
-            BinOp::Rem if y != 0 => Int(x % y),
+            BinOp::Div if y != 0 => Int(x.checked_div(y)?),
+            BinOp::Rem if y != 0 => Int(x.checked_rem(y)?),
             _ => return None,
         },
         (Float(_), Float(_)) | (Int(_), Float(_)) | (Float(_), Int(_)) => {
@@ -1402,6 +1430,40 @@ fn fold_literals(op: BinOp, a: TV, b: TV) -> Option<TV> {
             }
         }
         _ => return None,
+    })
+}
+
+/// Builtins called for their effect on memory; they have no result value.
+fn is_effect(f: &str) -> bool {
+    matches!(f, "store" | "atomic_add")
+}
+
+/// `ceil(x / y)` for `y > 0`, `None` on overflow.
+fn checked_cdiv(x: i64, y: i64) -> Option<i64> {
+    Some(x.checked_add(y - 1)?.div_euclid(y))
+}
+
+fn const_overflow(span: Span) -> Diag {
+    Diag::new("integer overflow in a compile-time value", span)
+        .label("overflows i64")
+        .help("compile-time sizes and constants must fit in 64-bit integers")
+}
+
+/// [`DimExpr::eval`] with overflow checks (`None` when unknown, inexact or out of range).
+fn eval_dim_checked(d: &DimExpr, sym: &dyn Fn(SymId) -> Option<i64>) -> Option<i64> {
+    Some(match d {
+        DimExpr::Sym(s) => sym(*s)?,
+        DimExpr::Const(c) => *c,
+        DimExpr::Add(a, b) => eval_dim_checked(a, sym)?.checked_add(eval_dim_checked(b, sym)?)?,
+        DimExpr::Sub(a, b) => eval_dim_checked(a, sym)?.checked_sub(eval_dim_checked(b, sym)?)?,
+        DimExpr::Mul(a, b) => eval_dim_checked(a, sym)?.checked_mul(eval_dim_checked(b, sym)?)?,
+        DimExpr::Div(a, b) => {
+            let (a, b) = (eval_dim_checked(a, sym)?, eval_dim_checked(b, sym)?);
+            if b == 0 || a.checked_rem(b)? != 0 {
+                return None;
+            }
+            a.checked_div(b)?
+        }
     })
 }
 
@@ -1498,6 +1560,26 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Type variables, tunables and parameters share one namespace: report the second declaration
+/// of a name (in source order, so "first" and "second" mean what they say).
+pub fn check_duplicates(src: &str, def: &KernelDef) -> R<()> {
+    let mut decls: Vec<(&Ident, &str)> = def.tyvars.iter().map(|(v, _)| (v, "a type variable")).collect();
+    decls.extend(def.tunables.iter().map(|t| (&t.name, "a tunable")));
+    decls.extend(def.params.iter().map(|p| (&p.name, "a parameter")));
+    decls.sort_by_key(|(id, _)| id.span.start);
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    for (id, what) in decls {
+        if let Some(prev) = seen.get(id.name.as_str()) {
+            let (line, col) = line_col_of(src, prev.start);
+            return Err(Diag::new(format!("`{}` is declared twice", id.name), id.span)
+                .label(format!("second declaration, as {what}"))
+                .help(format!("first declared at {line}:{col}; rename one of them")));
+        }
+        seen.insert(&id.name, id.span);
+    }
+    Ok(())
+}
+
 /// Resolve an [`crate::Instance`] against a kernel's declarations: defaults for what is left out,
 /// errors for unknown names and values outside declared sets.
 pub fn choices(def: &KernelDef, inst: &crate::Instance, representative: bool) -> R<Choices> {
@@ -1524,7 +1606,13 @@ pub fn choices(def: &KernelDef, inst: &crate::Instance, representative: bool) ->
     }
     let mut tunables = HashMap::new();
     for t in &def.tunables {
-        let v = inst.tunables.iter().find(|(n, _)| *n == t.name.name).map(|(_, v)| *v).unwrap_or(t.default.0);
+        let given = inst.tunables.iter().find(|(n, _)| *n == t.name.name).map(|(_, v)| *v);
+        let v = given.unwrap_or(t.default.0);
+        if given.is_none() && !t.space.iter().any(|(s, _)| *s == v) {
+            return Err(Diag::new(format!("default {v} of tunable `{}` is not in its search space", t.name.name), t.default.1)
+                .label("not in the space")
+                .help(format!("pick one of {{{}}}", t.space.iter().map(|s| s.0.to_string()).collect::<Vec<_>>().join(", "))));
+        }
         if !t.space.iter().any(|(s, _)| *s == v) {
             return Err(Diag::new(format!("tunable `{}` = {v} is outside its search space", t.name.name), t.span)
                 .label("declared here")

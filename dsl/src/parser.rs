@@ -5,7 +5,7 @@ use crate::diag::{Diag, Span};
 use crate::lexer::{Tok, Token};
 
 pub fn parse(tokens: Vec<Token>) -> Result<Module, Diag> {
-    let mut p = Parser { toks: tokens, pos: 0 };
+    let mut p = Parser { toks: tokens, pos: 0, depth: 0 };
     let mut kernels = Vec::new();
     while !p.at_eof() {
         kernels.push(p.kernel()?);
@@ -16,7 +16,17 @@ pub fn parse(tokens: Vec<Token>) -> Result<Module, Diag> {
 struct Parser {
     toks: Vec<Token>,
     pos: usize,
+    /// Nesting of the syntax tree being built (sub-expressions, operator chains, blocks); bounded
+    /// by [`MAX_DEPTH`] so that parsing and the recursive passes over the tree cannot overflow
+    /// the stack.
+    depth: usize,
 }
+
+/// Deepest nesting accepted. Real kernels stay far below (about 10). At 64, parsing and
+/// lowering the deepest tree of any shape fits in a 512 KiB stack (optimized build), a quarter of
+/// a test thread's 2 MiB; see `deep_nesting_is_an_error_not_a_stack_overflow` in
+/// `tests/no_panic.rs`.
+pub const MAX_DEPTH: usize = 64;
 
 fn describe(t: &Tok) -> String {
     match t {
@@ -67,9 +77,25 @@ impl Parser {
             false
         }
     }
+    fn enter(&mut self) -> Result<(), Diag> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(Diag::new("nested too deeply", self.peek().span)
+                .label(format!("more than {MAX_DEPTH} levels of nesting"))
+                .help("split the expression or block with `let` bindings"));
+        }
+        Ok(())
+    }
+
     fn unexpected(&self, what: &str) -> Diag {
         let t = self.peek();
-        Diag::new(format!("expected {what}, found {}", describe(&t.tok)), t.span).label(format!("expected {what}"))
+        let mut span = t.span;
+        if t.tok == Tok::Eof && self.pos > 0 {
+            // Nothing to underline at the end of the file: point just after the last token.
+            let prev = self.toks[self.pos - 1].span;
+            span = Span::new(prev.start + prev.len, 0);
+        }
+        Diag::new(format!("expected {what}, found {}", describe(&t.tok)), span).label(format!("expected {what}"))
     }
     fn expect_punct(&mut self, p: &str) -> Result<Span, Diag> {
         if self.is_punct(p) {
@@ -284,15 +310,20 @@ impl Parser {
     }
 
     fn block(&mut self) -> Result<Vec<Stmt>, Diag> {
-        self.expect_punct("{")?;
+        let open = self.expect_punct("{")?;
+        self.enter()?;
         let mut stmts = Vec::new();
         while !self.is_punct("}") {
             if self.at_eof() {
-                return Err(self.unexpected("`}`").help("a block opened with `{` is not closed"));
+                // Point at the `{` that is never closed, not at the (empty) end of the file.
+                return Err(Diag::new("expected `}`, found end of file", open)
+                    .label("this `{` is never closed")
+                    .help("add the missing `}`; blocks close in the reverse order they open"));
             }
             stmts.push(self.stmt()?);
         }
         self.expect_punct("}")?;
+        self.depth -= 1;
         Ok(stmts)
     }
 
@@ -324,7 +355,10 @@ impl Parser {
             let then = self.block()?;
             let els = if self.eat_kw("else") {
                 if self.is_kw("if") {
-                    Some(vec![self.stmt()?])
+                    self.enter()?;
+                    let s = self.stmt()?;
+                    self.depth -= 1;
+                    Some(vec![s])
                 } else {
                     Some(self.block()?)
                 }
@@ -373,9 +407,11 @@ impl Parser {
             return self.unary();
         }
         let mut lhs = self.binary(level + 1)?;
+        let depth = self.depth;
         loop {
             let Some(&(_, op)) = LEVELS[level].iter().find(|(p, _)| self.is_punct(p)) else { break };
             self.bump();
+            self.enter()?;
             let rhs = self.binary(level + 1)?;
             let span = lhs.span.to(rhs.span);
             lhs = Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span };
@@ -386,24 +422,31 @@ impl Parser {
                     .help("split it: `a < b && b < c`"));
             }
         }
+        self.depth = depth;
         Ok(lhs)
     }
 
     fn unary(&mut self) -> Result<Expr, Diag> {
-        if self.is_punct("-") || self.is_punct("!") {
+        self.enter()?;
+        let r = if self.is_punct("-") || self.is_punct("!") {
             let t = self.bump();
             let op = if t.tok == Tok::Punct("-") { UnOp::Neg } else { UnOp::Not };
             let e = self.unary()?;
             let span = t.span.to(e.span);
-            return Ok(Expr { kind: ExprKind::Unary(op, Box::new(e)), span });
-        }
-        self.postfix()
+            Expr { kind: ExprKind::Unary(op, Box::new(e)), span }
+        } else {
+            self.postfix()?
+        };
+        self.depth -= 1;
+        Ok(r)
     }
 
     fn postfix(&mut self) -> Result<Expr, Diag> {
         let mut e = self.primary()?;
+        let depth = self.depth;
         while self.is_punct("[") {
             self.bump();
+            self.enter()?;
             let mut items = Vec::new();
             while !self.is_punct("]") {
                 if self.is_punct(":") {
@@ -421,6 +464,7 @@ impl Parser {
             let span = e.span.to(end);
             e = Expr { kind: ExprKind::Index { base: Box::new(e), items }, span };
         }
+        self.depth = depth;
         Ok(e)
     }
 

@@ -1,0 +1,419 @@
+//! Runtime helpers that generated code calls (`extern "C"`, registered as JIT symbols).
+//!
+//! Everything here exists so that the JIT's results are bit-identical to the interpreter's:
+//! transcendental functions are Rust's own `f32` functions, f16 conversions go through `half`,
+//! and the rarely used conversions (float ↔ int with a rounding mode, e2m1 / e8m0 codes,
+//! bitcasts between 16/8/4-bit types) call the same `opc_ir::numerics` functions the
+//! interpreter uses, one element at a time.
+//!
+//! Element representation shared with the generated code (see `lower.rs`): every element of every
+//! tile is 32 bits — f32 for f32/f16/bf16 (already rounded to the dtype) and i32 for everything
+//! else (ints sign-extended, bool 0/1, e2m1 / e8m0 raw codes). Helpers that take "any" element
+//! take and return those 32 bits as `u32`.
+//!
+//! Memory helpers: packed 4-bit stores are an atomic byte read-modify-write (two programs may
+//! write the two nibbles of one byte concurrently, as the interpreter allows), and `atomic_add`
+//! is a compare-and-swap loop on the element's word.
+
+use half::f16;
+use opc_ir::numerics;
+use opc_ir::{DType, Rounding};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Mutex;
+
+const ROUNDINGS: [Rounding; 4] = [Rounding::Rne, Rounding::Rtz, Rounding::Floor, Rounding::Ceil];
+
+/// The code passed to helpers for a dtype (its index in `DType::ALL`).
+pub(crate) fn dtype_code(d: DType) -> i64 {
+    DType::ALL.iter().position(|&x| x == d).expect("every dtype is in DType::ALL") as i64
+}
+
+pub(crate) fn rounding_code(r: Rounding) -> i64 {
+    ROUNDINGS.iter().position(|&x| x == r).expect("every rounding is in ROUNDINGS") as i64
+}
+
+fn dtype_of(c: u32) -> DType {
+    DType::ALL[c as usize]
+}
+
+fn rounding_of(c: u32) -> Rounding {
+    ROUNDINGS[c as usize]
+}
+
+fn is_float_repr(d: DType) -> bool {
+    matches!(d, DType::F32 | DType::F16 | DType::BF16)
+}
+
+/// Decoded value of a non-float element (codes decoded), as the interpreter's `int_value`.
+fn int_value(d: DType, x: i64) -> f64 {
+    match d {
+        DType::E2M1 => numerics::e2m1_decode(x as u32) as f64,
+        DType::E8M0 => numerics::e8m0_decode(x as u32),
+        _ => x as f64,
+    }
+}
+
+/// Raw bits of a float value of dtype `d`, as the interpreter's `f_bits`.
+fn f_bits(d: DType, x: f32) -> u32 {
+    match d {
+        DType::F16 => f16::from_f32(x).to_bits() as u32,
+        DType::BF16 => half::bf16::from_f32(x).to_bits() as u32,
+        _ => x.to_bits(),
+    }
+}
+
+// --- float math ---------------------------------------------------------------------------
+
+extern "C" fn opc_exp(x: f32) -> f32 {
+    x.exp()
+}
+extern "C" fn opc_exp2(x: f32) -> f32 {
+    x.exp2()
+}
+extern "C" fn opc_ln(x: f32) -> f32 {
+    x.ln()
+}
+extern "C" fn opc_log2(x: f32) -> f32 {
+    x.log2()
+}
+extern "C" fn opc_tanh(x: f32) -> f32 {
+    x.tanh()
+}
+extern "C" fn opc_sin(x: f32) -> f32 {
+    x.sin()
+}
+extern "C" fn opc_cos(x: f32) -> f32 {
+    x.cos()
+}
+extern "C" fn opc_floor(x: f32) -> f32 {
+    x.floor()
+}
+extern "C" fn opc_ceil(x: f32) -> f32 {
+    x.ceil()
+}
+extern "C" fn opc_round(x: f32) -> f32 {
+    x.round_ties_even()
+}
+extern "C" fn opc_powf(x: f32, y: f32) -> f32 {
+    x.powf(y)
+}
+extern "C" fn opc_fmod(x: f32, y: f32) -> f32 {
+    x % y
+}
+
+// --- f16 ----------------------------------------------------------------------------------
+
+/// Round an f32 to the nearest f16 value (RNE), returned as f32.
+extern "C" fn opc_round_f16(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
+}
+/// f16 bits of an f32 (RNE).
+extern "C" fn opc_f16_bits(x: f32) -> u32 {
+    f16::from_f32(x).to_bits() as u32
+}
+/// f32 value of f16 bits.
+extern "C" fn opc_f16_value(bits: u32) -> f32 {
+    f16::from_bits(bits as u16).to_f32()
+}
+
+// --- conversions --------------------------------------------------------------------------
+
+/// `cast` of one element, exactly as the interpreter's `cast`.
+pub(crate) fn cast_repr(x: u32, from: DType, to: DType, r: Rounding) -> u32 {
+    if from == to {
+        return x;
+    }
+    if is_float_repr(from) {
+        let v = f32::from_bits(x);
+        if is_float_repr(to) {
+            if to == DType::F32 {
+                return x;
+            }
+            return (numerics::round_float_with(to, v as f64, r) as f32).to_bits();
+        }
+        let i = match to {
+            DType::Bool => (v != 0.0) as i64,
+            DType::E2M1 => numerics::e2m1_encode(v as f64, r) as i64,
+            DType::E8M0 => numerics::e8m0_encode(v as f64, r) as i64,
+            _ => numerics::float_to_int(to, v as f64, r),
+        };
+        return i as i32 as u32;
+    }
+    let v = x as i32 as i64;
+    if is_float_repr(to) {
+        return (numerics::round_float_with(to, int_value(from, v), r) as f32).to_bits();
+    }
+    let i = if from.is_code() {
+        match to {
+            DType::Bool => (int_value(from, v) != 0.0) as i64,
+            DType::E2M1 => numerics::e2m1_encode(int_value(from, v), r) as i64,
+            DType::E8M0 => numerics::e8m0_encode(int_value(from, v), r) as i64,
+            _ => numerics::wrap_int(to, v),
+        }
+    } else if from == DType::Bool && to.is_code() {
+        let f: fn(f64, Rounding) -> u32 = if to == DType::E2M1 { numerics::e2m1_encode } else { numerics::e8m0_encode };
+        f(v as f64, r) as i64
+    } else {
+        numerics::wrap_int(to, v)
+    };
+    i as i32 as u32
+}
+
+extern "C" fn opc_cast(x: u32, from: u32, to: u32, r: u32) -> u32 {
+    cast_repr(x, dtype_of(from), dtype_of(to), rounding_of(r))
+}
+
+/// `bitcast` of one element, exactly as the interpreter's `bitcast`.
+pub(crate) fn bitcast_repr(x: u32, from: DType, to: DType) -> u32 {
+    if from == to {
+        return x;
+    }
+    let bits = if is_float_repr(from) { f_bits(from, f32::from_bits(x)) } else { numerics::encode_int(from, x as i32 as i64) };
+    match to {
+        DType::F32 => bits,
+        DType::F16 => f16::from_bits(bits as u16).to_f32().to_bits(),
+        DType::BF16 => half::bf16::from_bits(bits as u16).to_f32().to_bits(),
+        _ => numerics::decode_int(to, bits) as i32 as u32,
+    }
+}
+
+extern "C" fn opc_bitcast(x: u32, from: u32, to: u32) -> u32 {
+    bitcast_repr(x, dtype_of(from), dtype_of(to))
+}
+
+/// Integer `pow`, as the interpreter's `ipow` (wrapping to the dtype after every step).
+extern "C" fn opc_ipow(base: i32, exp: i32, d: u32) -> i32 {
+    let d = dtype_of(d);
+    let (base, exp) = (base as i64, exp as i64);
+    if exp < 0 {
+        return match base {
+            1 => 1,
+            -1 => {
+                if exp % 2 == 0 {
+                    1
+                } else {
+                    -1
+                }
+            }
+            _ => 0,
+        };
+    }
+    let (mut r, mut b, mut e) = (1i64, base, exp);
+    while e > 0 {
+        if e & 1 == 1 {
+            r = numerics::wrap_int(d, r.wrapping_mul(b));
+        }
+        b = numerics::wrap_int(d, b.wrapping_mul(b));
+        e >>= 1;
+    }
+    r as i32
+}
+
+// --- memory -------------------------------------------------------------------------------
+
+/// Store a 4-bit code into element `e` of a packed tensor: an atomic read-modify-write of the
+/// byte, so a concurrent store to the other nibble by another program is never lost.
+///
+/// # Safety
+/// `base` points to a tensor buffer of at least `e / 2 + 1` bytes that lives for the call.
+unsafe extern "C" fn opc_store_nibble(base: *mut u8, e: i64, code: u32) {
+    // SAFETY: the caller guarantees the byte is inside the tensor; `AtomicU8` has the layout of u8.
+    let cell = unsafe { &*(base.add((e / 2) as usize) as *const AtomicU8) };
+    let v = (code & 0xF) as u8;
+    let (keep, put) = if e % 2 == 0 { (0xF0u8, v) } else { (0x0Fu8, v << 4) };
+    cell.fetch_and(keep, Ordering::Relaxed);
+    cell.fetch_or(put, Ordering::Relaxed);
+}
+
+/// Serializes `atomic_add` on elements whose address is not 4-byte aligned (tensor bytes are a
+/// `Vec<u8>`; the allocator aligns them in practice, so this path is a fallback).
+static UNALIGNED_ATOMIC: Mutex<()> = Mutex::new(());
+
+/// `atomic_add` of one element of an f32 or i32 tensor (the only dtypes the verifier allows).
+///
+/// # Safety
+/// `base` points to a tensor buffer holding element `e` (4 bytes at `4 * e`) for the call.
+unsafe extern "C" fn opc_atomic_add(base: *mut u8, e: i64, d: u32, v: u32) {
+    let float = dtype_of(d) == DType::F32;
+    let add = |old: u32| -> u32 {
+        if float {
+            (f32::from_bits(old) + f32::from_bits(v)).to_bits()
+        } else {
+            (old as i32).wrapping_add(v as i32) as u32
+        }
+    };
+    // SAFETY: the caller guarantees the 4 bytes are inside the tensor.
+    let p = unsafe { base.add(4 * e as usize) };
+    if (p as usize) % 4 == 0 {
+        // SAFETY: aligned, in bounds; every concurrent access to it is atomic or a plain
+        // store by the kernel's contract (programs do not mix stores and atomic adds on an element).
+        let cell = unsafe { &*(p as *const AtomicU32) };
+        let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| Some(add(old)));
+    } else {
+        let _g = UNALIGNED_ATOMIC.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: as above; byte-wise atomic accesses under the lock.
+        let cells = unsafe { std::slice::from_raw_parts(p as *const AtomicU8, 4) };
+        let old = u32::from_le_bytes(std::array::from_fn(|i| cells[i].load(Ordering::Relaxed)));
+        for (c, b) in cells.iter().zip(add(old).to_le_bytes()) {
+            c.store(b, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A helper the generated code may call: symbol name, address, parameter and result types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Helper {
+    Exp,
+    Exp2,
+    Ln,
+    Log2,
+    Tanh,
+    Sin,
+    Cos,
+    Floor,
+    Ceil,
+    Round,
+    Powf,
+    Fmod,
+    RoundF16,
+    F16Bits,
+    F16Value,
+    Cast,
+    Bitcast,
+    Ipow,
+    StoreNibble,
+    AtomicAdd,
+}
+
+/// Argument / result kinds of helper signatures.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Ty {
+    F32,
+    I32,
+    Ptr,
+    I64,
+}
+
+impl Helper {
+    pub(crate) const ALL: [Helper; 20] = [
+        Helper::Exp,
+        Helper::Exp2,
+        Helper::Ln,
+        Helper::Log2,
+        Helper::Tanh,
+        Helper::Sin,
+        Helper::Cos,
+        Helper::Floor,
+        Helper::Ceil,
+        Helper::Round,
+        Helper::Powf,
+        Helper::Fmod,
+        Helper::RoundF16,
+        Helper::F16Bits,
+        Helper::F16Value,
+        Helper::Cast,
+        Helper::Bitcast,
+        Helper::Ipow,
+        Helper::StoreNibble,
+        Helper::AtomicAdd,
+    ];
+
+    pub(crate) fn symbol(self) -> &'static str {
+        match self {
+            Helper::Exp => "opc_exp",
+            Helper::Exp2 => "opc_exp2",
+            Helper::Ln => "opc_ln",
+            Helper::Log2 => "opc_log2",
+            Helper::Tanh => "opc_tanh",
+            Helper::Sin => "opc_sin",
+            Helper::Cos => "opc_cos",
+            Helper::Floor => "opc_floor",
+            Helper::Ceil => "opc_ceil",
+            Helper::Round => "opc_round",
+            Helper::Powf => "opc_powf",
+            Helper::Fmod => "opc_fmod",
+            Helper::RoundF16 => "opc_round_f16",
+            Helper::F16Bits => "opc_f16_bits",
+            Helper::F16Value => "opc_f16_value",
+            Helper::Cast => "opc_cast",
+            Helper::Bitcast => "opc_bitcast",
+            Helper::Ipow => "opc_ipow",
+            Helper::StoreNibble => "opc_store_nibble",
+            Helper::AtomicAdd => "opc_atomic_add",
+        }
+    }
+
+    pub(crate) fn address(self) -> *const u8 {
+        match self {
+            Helper::Exp => opc_exp as *const u8,
+            Helper::Exp2 => opc_exp2 as *const u8,
+            Helper::Ln => opc_ln as *const u8,
+            Helper::Log2 => opc_log2 as *const u8,
+            Helper::Tanh => opc_tanh as *const u8,
+            Helper::Sin => opc_sin as *const u8,
+            Helper::Cos => opc_cos as *const u8,
+            Helper::Floor => opc_floor as *const u8,
+            Helper::Ceil => opc_ceil as *const u8,
+            Helper::Round => opc_round as *const u8,
+            Helper::Powf => opc_powf as *const u8,
+            Helper::Fmod => opc_fmod as *const u8,
+            Helper::RoundF16 => opc_round_f16 as *const u8,
+            Helper::F16Bits => opc_f16_bits as *const u8,
+            Helper::F16Value => opc_f16_value as *const u8,
+            Helper::Cast => opc_cast as *const u8,
+            Helper::Bitcast => opc_bitcast as *const u8,
+            Helper::Ipow => opc_ipow as *const u8,
+            Helper::StoreNibble => opc_store_nibble as *const u8,
+            Helper::AtomicAdd => opc_atomic_add as *const u8,
+        }
+    }
+
+    /// (parameters, result)
+    pub(crate) fn signature(self) -> (&'static [Ty], Option<Ty>) {
+        use Ty::*;
+        match self {
+            Helper::Exp
+            | Helper::Exp2
+            | Helper::Ln
+            | Helper::Log2
+            | Helper::Tanh
+            | Helper::Sin
+            | Helper::Cos
+            | Helper::Floor
+            | Helper::Ceil
+            | Helper::Round
+            | Helper::RoundF16 => (&[F32], Some(F32)),
+            Helper::Powf | Helper::Fmod => (&[F32, F32], Some(F32)),
+            Helper::F16Bits => (&[F32], Some(I32)),
+            Helper::F16Value => (&[I32], Some(F32)),
+            Helper::Cast => (&[I32, I32, I32, I32], Some(I32)),
+            Helper::Bitcast => (&[I32, I32, I32], Some(I32)),
+            Helper::Ipow => (&[I32, I32, I32], Some(I32)),
+            Helper::StoreNibble => (&[Ptr, I64, I32], None),
+            Helper::AtomicAdd => (&[Ptr, I64, I32, I32], None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn casts_match_numerics() {
+        let x = 2.5f32.to_bits();
+        assert_eq!(cast_repr(x, DType::F32, DType::I8, Rounding::Rne) as i32, 2);
+        assert_eq!(cast_repr(x, DType::F32, DType::E2M1, Rounding::Rne), 4); // 2.5 ties to 2.0 (code 4)
+        assert_eq!(cast_repr(127, DType::E8M0, DType::F32, Rounding::Rne), 1.0f32.to_bits());
+        assert_eq!(bitcast_repr(0xF, DType::E2M1, DType::I4) as i32, -1);
+    }
+
+    #[test]
+    fn nibble_store_keeps_the_other_half() {
+        let mut b = [0xABu8];
+        unsafe { opc_store_nibble(b.as_mut_ptr(), 0, 0x3) };
+        assert_eq!(b[0], 0xA3);
+        unsafe { opc_store_nibble(b.as_mut_ptr(), 1, 0x5) };
+        assert_eq!(b[0], 0x53);
+    }
+}

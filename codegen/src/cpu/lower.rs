@@ -1,0 +1,1343 @@
+//! `lower-cpu`: tile IR → loop-and-buffer form, emitted directly as Cranelift IR (CLIF).
+//!
+//! **The loop-and-buffer level.** Every tile value gets a [`Repr`]:
+//! - [`Repr::Uniform`]: every element is one SSA value (a Cranelift `Variable`). Rank-0 scalars,
+//!   splat constants and elementwise ops over such operands stay here: `zeros([BM]) + sink`
+//!   costs one scalar add, no loop.
+//! - [`Repr::Buf`]: the elements live in the per-program scratch arena at a fixed byte offset,
+//!   addressed through per-dim element strides. Ops that produce data write a fresh contiguous
+//!   (row-major) buffer; the shape ops are pure views on their operand's buffer:
+//!   `expand_dims` inserts a stride, `broadcast` sets stride 0 on stretched dims, `permute`
+//!   permutes strides and `reshape` of a contiguous buffer re-strides it (others copy first).
+//!
+//! Each element is 32 bits in a buffer and in registers: f32 for f32/f16/bf16 values (already
+//! rounded to their dtype, as in the interpreter) and i32 for everything else (ints
+//! sign-extended, bool 0/1, e2m1/e8m0 raw codes). The arena is bump-allocated at compile time, one
+//! slot per buffer-producing op (an op inside a loop reuses its slot every iteration; SSA
+//! guarantees the previous iteration's value is dead by then).
+//!
+//! **Ops become loop nests** over the result shape, with static trip counts (tile shapes are
+//! static): adjacent dims that are contiguous for every operand are merged, the innermost dim
+//! runs 4 lanes at a time (`f32x4` / `i32x4`) where the op is exact lane-wise (f32 add, sub, mul,
+//! div and copies) and every operand is contiguous or broadcast along it, then a scalar tail.
+//! - `load` / `store` / `atomic_add` walk the concatenated index shapes; index tile `d` is read
+//!   once its dims are all bound (outer loops), checked `0 <= i < dim_d` (one unsigned compare
+//!   against the launch-time dim) and folded into the element offset. The element is touched
+//!   only under a branch on (in bounds && mask): ragged edges and out-of-range gathers never
+//!   reach memory.
+//! - `dot`: the accumulator (or zeros) is copied into the result buffer, then each row is
+//!   computed in register blocks of 16 columns (four `f32x4` accumulators) over k ascending:
+//!   `c += a[i,k] * b[k,j]` with the product rounded to f32 and then added (no FMA), which is the
+//!   interpreter's order per element, so results are bit-identical. `b` is first copied
+//!   contiguous if its rows are not (e.g. `trans(ktile)`).
+//! - `reduce` / `scan`: a loop over the axis inside a nest over the other dims, in the
+//!   interpreter's order (from the first element, f16/bf16 rounded once at the end of a sum,
+//!   each output of a cumsum rounded from an f32 running sum).
+//! - `for`: an i64 induction counter (no overflow near `i32::MAX`); carried scalars are
+//!   Variables (the frontend builds the block params), carried tiles live in one buffer per
+//!   carried value, copied in from the init and from each `yield` (through temporaries when a
+//!   yielded view reads another carried buffer). A non-positive step returns an error code.
+//! - `if`: a branch; scalar results are Variables, tile results one buffer written by each arm.
+//!
+//! Element semantics (dtype rounding, int wrapping, guarded division, casts) are in `elem.rs`.
+//!
+//! **Does not** (yet): fuse elementwise chains into one loop, reuse arena slots by liveness, or
+//! vectorize loads/stores of global memory. Correctness first; these are the next steps.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_codegen::ir::{types, FuncRef, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_frontend::{FunctionBuilder, Variable};
+use opc_ir::{Block, DType, Kernel, Op, OpKind, ParamKind, ReduceOp, Scalar, ScanOp, ValueId};
+
+use super::helpers::Helper;
+use super::MetaLayout;
+use crate::{CodegenError, Result};
+
+/// How a tile value is held (see the module docs).
+#[derive(Clone, Debug)]
+pub(super) enum Repr {
+    Uniform(Variable),
+    Buf { off: u32, strides: Vec<i64> },
+}
+
+/// How a loop body reads an operand: one hoisted value, or arena elements with strides over
+/// the loop's dims.
+#[derive(Clone, Debug)]
+pub(super) enum Acc {
+    Val(Value),
+    Arena { off: u32, strides: Vec<i64> },
+}
+
+/// Launch-time facts about one tensor parameter, loaded once in the entry block.
+#[derive(Clone)]
+pub(super) struct TensorVals {
+    pub base: Value,
+    pub shape: Vec<Value>,
+    pub strides: Vec<Value>,
+    pub dtype: DType,
+}
+
+/// What the lowering hands back besides the function.
+pub(super) struct Lowered {
+    /// Bytes of scratch arena one program needs.
+    pub arena_bytes: usize,
+}
+
+pub(super) struct Lower<'a, 'f> {
+    pub k: &'a Kernel,
+    pub b: FunctionBuilder<'f>,
+    reprs: Vec<Option<Repr>>,
+    arena: u32,
+    scratch: Value,
+    err: Value,
+    pid: [Value; 3],
+    grid: [Value; 3],
+    dims: Vec<Value>,
+    scalars: Vec<Option<Value>>,
+    tensors: Vec<Option<TensorVals>>,
+    helpers: HashMap<Helper, FuncRef>,
+    /// Number of `for` ops lowered so far: the error code of a bad step is its index + 1.
+    for_count: i64,
+}
+
+/// Row-major element strides of a shape.
+pub(super) fn row_major(shape: &[usize]) -> Vec<i64> {
+    let mut s = vec![1i64; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1] as i64;
+    }
+    s
+}
+
+/// Whether `strides` address `shape` row-major and densely (size-1 dims may have any stride).
+fn is_contiguous(shape: &[usize], strides: &[i64]) -> bool {
+    let rm = row_major(shape);
+    shape.iter().zip(strides.iter().zip(&rm)).all(|(&n, (&s, &r))| n == 1 || s == r)
+}
+
+/// Cranelift type of one element of a dtype (see the module docs).
+pub(super) fn cty(d: DType) -> Type {
+    if matches!(d, DType::F32 | DType::F16 | DType::BF16) {
+        types::F32
+    } else {
+        types::I32
+    }
+}
+
+/// The error text of a `for` op, as the interpreter formats it (`op_ctx`).
+pub(super) fn op_ctx(op: &Op) -> String {
+    let mut s = format!("op `{}`", op.kind.mnemonic());
+    if let Some(l) = op.loc {
+        s.push_str(&format!(" at {}:{}", l.line, l.col));
+    }
+    if let Some(r) = op.results.first() {
+        s.push_str(&format!(" (%{})", r.0));
+    }
+    s
+}
+
+/// Contexts of every `for` op in lowering order (pre-order), for error messages.
+pub(super) fn for_sites(k: &Kernel) -> Vec<String> {
+    let mut out = vec![];
+    opc_ir::walk_ops(&k.body, &mut |op| {
+        if op.kind == OpKind::For {
+            out.push(op_ctx(op));
+        }
+    });
+    out
+}
+
+const ARENA: MemFlagsData = MemFlagsData::trusted();
+
+/// Lower the body of `k` into the function being built by `b` (its signature is already set:
+/// `(tensors, meta, pid0, pid1, pid2, scratch, err) -> i32`).
+pub(super) fn lower(
+    k: &Kernel,
+    mut b: FunctionBuilder<'_>,
+    helpers: HashMap<Helper, FuncRef>,
+    meta: &MetaLayout,
+    frontend: TargetFrontendConfig,
+) -> Result<Lowered> {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let (tptrs, metap, scratch, err) = (p[0], p[1], p[5], p[6]);
+    let pid = [p[2], p[3], p[4]];
+    let ld = |b: &mut FunctionBuilder, slot: usize| b.ins().load(types::I64, MemFlagsData::trusted().with_readonly(), metap, (8 * slot) as i32);
+    let dims: Vec<Value> = (0..k.dims.len()).map(|s| ld(&mut b, meta.dims + s)).collect();
+    let grid = [ld(&mut b, meta.grid), ld(&mut b, meta.grid + 1), ld(&mut b, meta.grid + 2)];
+    let mut scalars = vec![];
+    let mut tensors = vec![];
+    for (pi, prm) in k.params.iter().enumerate() {
+        match &prm.kind {
+            ParamKind::Scalar { .. } => {
+                scalars.push(Some(ld(&mut b, meta.params[pi])));
+                tensors.push(None);
+            }
+            ParamKind::Tensor { dtype, dims: tdims, .. } => {
+                let r = tdims.len();
+                let base = b.ins().load(types::I64, MemFlagsData::trusted().with_readonly(), tptrs, (8 * pi) as i32);
+                let shape = (0..r).map(|d| ld(&mut b, meta.params[pi] + d)).collect();
+                let strides = (0..r).map(|d| ld(&mut b, meta.params[pi] + r + d)).collect();
+                scalars.push(None);
+                tensors.push(Some(TensorVals { base, shape, strides, dtype: *dtype }));
+            }
+        }
+    }
+    let mut l = Lower {
+        k,
+        b,
+        reprs: vec![None; k.values.len()],
+        arena: 0,
+        scratch,
+        err,
+        pid,
+        grid,
+        dims,
+        scalars,
+        tensors,
+        helpers,
+        for_count: 0,
+    };
+    if let Some(y) = l.lower_block(&k.body)? {
+        return Err(l.unsupported(y, "`yield` at the top level of the body"));
+    }
+    let zero = l.b.ins().iconst(types::I32, 0);
+    l.b.ins().return_(&[zero]);
+    l.b.seal_all_blocks();
+    let arena_bytes = l.arena as usize;
+    l.b.finalize(frontend);
+    Ok(Lowered { arena_bytes })
+}
+
+impl Lower<'_, '_> {
+    pub(super) fn unsupported(&self, op: &Op, why: &str) -> CodegenError {
+        CodegenError::Unsupported { kernel: self.k.name.clone(), target: "cpu".into(), reason: format!("{}: {why}", op_ctx(op)) }
+    }
+
+    pub(super) fn call(&mut self, h: Helper, args: &[Value]) -> Option<Value> {
+        let f = self.helpers[&h];
+        let inst = self.b.ins().call(f, args);
+        self.b.inst_results(inst).first().copied()
+    }
+
+    fn dtype(&self, v: ValueId) -> DType {
+        self.k.ty(v).dtype
+    }
+
+    fn shape(&self, v: ValueId) -> Vec<usize> {
+        self.k.ty(v).shape.clone()
+    }
+
+    fn repr(&self, v: ValueId) -> Repr {
+        self.reprs[v.0 as usize].clone().unwrap_or_else(|| panic!("lower-cpu: %{} used before its definition (the verifier should catch this)", v.0))
+    }
+
+    fn set(&mut self, v: ValueId, r: Repr) {
+        self.reprs[v.0 as usize] = Some(r);
+    }
+
+    /// Define `v` as a uniform value.
+    fn def_uniform(&mut self, v: ValueId, x: Value) {
+        let var = self.b.declare_var(cty(self.dtype(v)));
+        self.b.def_var(var, x);
+        self.set(v, Repr::Uniform(var));
+    }
+
+    /// Reserve a 16-byte aligned arena slot of `numel` elements.
+    fn alloc(&mut self, numel: usize) -> u32 {
+        let off = self.arena.next_multiple_of(16);
+        self.arena = off + 4 * numel as u32;
+        off
+    }
+
+    /// Address of element `elem` (i64) of the arena slot at `off`.
+    fn arena_addr(&mut self, off: u32, elem: Value) -> Value {
+        let bytes = self.b.ins().ishl_imm_u(elem, 2);
+        let a = self.b.ins().iadd(self.scratch, bytes);
+        if off == 0 {
+            a
+        } else {
+            self.b.ins().iadd_imm_s(a, off as i64)
+        }
+    }
+
+    /// Σ idx[d] * strides[d] (an i64 element index); size-0 strides are skipped.
+    fn linear(&mut self, idx: &[Value], strides: &[i64]) -> Value {
+        let mut acc: Option<Value> = None;
+        for (&i, &s) in idx.iter().zip(strides) {
+            if s == 0 {
+                continue;
+            }
+            let t = if s == 1 { i } else { self.b.ins().imul_imm_s(i, s) };
+            acc = Some(match acc {
+                None => t,
+                Some(a) => self.b.ins().iadd(a, t),
+            });
+        }
+        acc.unwrap_or_else(|| self.b.ins().iconst(types::I64, 0))
+    }
+
+    fn load_arena(&mut self, ty: Type, off: u32, elem: Value) -> Value {
+        let a = self.arena_addr(off, elem);
+        self.b.ins().load(ty, ARENA, a, 0)
+    }
+
+    fn store_arena(&mut self, off: u32, elem: Value, x: Value) {
+        let a = self.arena_addr(off, elem);
+        self.b.ins().store(ARENA, x, a, 0);
+    }
+
+    /// The single value of `v` if all its elements are equal by construction (uniform, or one element).
+    fn uniform(&mut self, v: ValueId) -> Option<Value> {
+        match self.repr(v) {
+            Repr::Uniform(var) => Some(self.b.use_var(var)),
+            Repr::Buf { off, .. } if self.k.ty(v).numel() == 1 => {
+                let z = self.b.ins().iconst(types::I64, 0);
+                Some(self.load_arena(cty(self.dtype(v)), off, z))
+            }
+            Repr::Buf { .. } => None,
+        }
+    }
+
+    /// How a loop nest over `shape` reads `v` (which has `shape`'s element count).
+    fn acc(&mut self, v: ValueId, shape: &[usize]) -> Acc {
+        if let Some(x) = self.uniform(v) {
+            return Acc::Val(x);
+        }
+        let Repr::Buf { off, strides } = self.repr(v) else { unreachable!("uniform handled above") };
+        if self.k.ty(v).shape == shape {
+            Acc::Arena { off, strides }
+        } else {
+            // Same element count, other shape: elements pair up in row-major order.
+            let off = self.materialize(v);
+            Acc::Arena { off, strides: row_major(shape) }
+        }
+    }
+
+    fn read(&mut self, a: &Acc, ty: Type, idx: &[Value]) -> Value {
+        match a {
+            Acc::Val(x) => *x,
+            Acc::Arena { off, strides } => {
+                let e = self.linear(idx, strides);
+                self.load_arena(ty, *off, e)
+            }
+        }
+    }
+
+    /// A contiguous row-major buffer holding `v`'s elements (a copy unless it already is one).
+    fn materialize(&mut self, v: ValueId) -> u32 {
+        let shape = self.shape(v);
+        if let Repr::Buf { off, strides } = self.repr(v) {
+            if is_contiguous(&shape, &strides) {
+                return off;
+            }
+        }
+        let dst = self.alloc(shape.iter().product());
+        self.copy_into(v, dst);
+        dst
+    }
+
+    /// Copy `v`'s elements into the contiguous buffer at `dst`.
+    fn copy_into(&mut self, v: ValueId, dst: u32) {
+        let shape = self.shape(v);
+        let ty = cty(self.dtype(v));
+        let a = match self.repr(v) {
+            Repr::Uniform(var) => Acc::Val(self.b.use_var(var)),
+            Repr::Buf { off, strides } => Acc::Arena { off, strides },
+        };
+        let id = |_: &mut Self, x: &[Value]| Ok(x[0]);
+        self.ew(&shape, &[a], &[ty], dst, &id, Some(&|_: &mut Self, x: &[Value]| x[0]))
+            .expect("a copy cannot fail");
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Loops
+    // -----------------------------------------------------------------------------------------
+
+    /// `for i in 0..n` with a static trip count (no loop at all for 0 or 1 iterations).
+    pub(super) fn loop_n(&mut self, n: usize, f: &mut dyn FnMut(&mut Self, Value) -> Result<()>) -> Result<()> {
+        match n {
+            0 => Ok(()),
+            1 => {
+                let z = self.b.ins().iconst(types::I64, 0);
+                f(self, z)
+            }
+            _ => {
+                let body = self.b.create_block();
+                let i = self.b.append_block_param(body, types::I64);
+                let exit = self.b.create_block();
+                let z = self.b.ins().iconst(types::I64, 0);
+                self.b.ins().jump(body, &[z.into()]);
+                self.b.switch_to_block(body);
+                f(self, i)?;
+                let i1 = self.b.ins().iadd_imm_s(i, 1);
+                let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i1, n as i64);
+                self.b.ins().brif(more, body, &[i1.into()], exit, &[]);
+                self.b.switch_to_block(exit);
+                Ok(())
+            }
+        }
+    }
+
+    /// A loop nest over `shape` (outermost first).
+    fn nest(&mut self, shape: &[usize], f: &mut dyn FnMut(&mut Self, &[Value]) -> Result<()>) -> Result<()> {
+        fn go<'a, 'f>(
+            l: &mut Lower<'a, 'f>,
+            shape: &[usize],
+            idx: &mut Vec<Value>,
+            f: &mut dyn FnMut(&mut Lower<'a, 'f>, &[Value]) -> Result<()>,
+        ) -> Result<()> {
+            if idx.len() == shape.len() {
+                return f(l, idx);
+            }
+            l.loop_n(shape[idx.len()], &mut |l, i| {
+                idx.push(i);
+                let r = go(l, shape, idx, f);
+                idx.pop();
+                r
+            })
+        }
+        go(self, shape, &mut vec![], f)
+    }
+
+    /// The elementwise kernel: `out[j] = f(operands at j)` over `shape`, `out` contiguous at
+    /// `out_off`. `vf` is the same function on 4-lane vectors, used on the innermost dim when
+    /// every operand is contiguous or broadcast along it.
+    #[allow(clippy::type_complexity)]
+    fn ew(
+        &mut self,
+        shape: &[usize],
+        accs: &[Acc],
+        tys: &[Type],
+        out_off: u32,
+        f: &dyn Fn(&mut Self, &[Value]) -> Result<Value>,
+        vf: Option<&dyn Fn(&mut Self, &[Value]) -> Value>,
+    ) -> Result<()> {
+        // Merge dims: drop size-1 dims, then fuse d with d+1 when contiguous for every operand.
+        let keep: Vec<usize> = (0..shape.len()).filter(|&d| shape[d] != 1).collect();
+        let mut sh: Vec<usize> = keep.iter().map(|&d| shape[d]).collect();
+        let mut st: Vec<Vec<i64>> = accs
+            .iter()
+            .map(|a| match a {
+                Acc::Val(_) => vec![0; keep.len()],
+                Acc::Arena { strides, .. } => keep.iter().map(|&d| strides[d]).collect(),
+            })
+            .collect();
+        let mut d = sh.len();
+        while d >= 2 {
+            d -= 1;
+            // fuse dims d-1 and d
+            if st.iter().all(|s| s[d - 1] == s[d] * sh[d] as i64) {
+                sh[d - 1] *= sh[d];
+                sh.remove(d);
+                for s in st.iter_mut() {
+                    s.remove(d);
+                }
+            }
+        }
+        if sh.is_empty() {
+            sh.push(1);
+            st.iter_mut().for_each(|s| s.push(0));
+        }
+        let r = sh.len();
+        let inner = sh[r - 1];
+        let out_strides = row_major(&sh);
+        let simd = vf.is_some() && inner >= 4 && st.iter().all(|s| s[r - 1] == 0 || s[r - 1] == 1) && tys.iter().all(|&t| t == tys[0]);
+        let outer_shape = sh[..r - 1].to_vec();
+        self.nest(&outer_shape, &mut |l, oidx| {
+            // Per operand: the hoisted value, or the element index of this row's start.
+            // `bases[k]`: a hoisted value, or the arena slot with the operand's inner stride;
+            // `row_starts[k]`: the element index where this row starts.
+            let mut bases = vec![];
+            let mut row_starts = vec![];
+            for (k, (a, s)) in accs.iter().zip(&st).enumerate() {
+                match a {
+                    Acc::Val(x) => {
+                        bases.push(Acc::Val(*x));
+                        row_starts.push(None);
+                    }
+                    Acc::Arena { off, .. } => {
+                        let e = l.linear(oidx, &s[..r - 1]);
+                        if s[r - 1] == 0 {
+                            let x = l.load_arena(tys[k], *off, e);
+                            bases.push(Acc::Val(x));
+                            row_starts.push(None);
+                        } else {
+                            bases.push(Acc::Arena { off: *off, strides: vec![s[r - 1]] });
+                            row_starts.push(Some(e));
+                        }
+                    }
+                }
+            }
+            let out_row = l.linear(oidx, &out_strides[..r - 1]);
+            let elem = |l: &mut Self, base: Option<Value>, s: i64, j: Value| -> Value {
+                let t = if s == 1 { j } else { l.b.ins().imul_imm_s(j, s) };
+                match base {
+                    Some(b) => l.b.ins().iadd(b, t),
+                    None => t,
+                }
+            };
+            let mut start = 0usize;
+            if simd {
+                let vty = tys[0].by(4).expect("4-lane vector type");
+                let vf = vf.expect("simd implies a vector function");
+                let splats: Vec<Option<Value>> =
+                    bases.iter().map(|a| if let Acc::Val(x) = a { Some(l.b.ins().splat(vty, *x)) } else { None }).collect();
+                let chunks = inner / 4;
+                l.loop_n(chunks, &mut |l, c| {
+                    let j = l.b.ins().imul_imm_s(c, 4);
+                    let mut xs = vec![];
+                    for (k, a) in bases.iter().enumerate() {
+                        xs.push(match a {
+                            Acc::Val(_) => splats[k].expect("splat of a hoisted operand"),
+                            Acc::Arena { off, .. } => {
+                                let e = elem(l, row_starts[k], 1, j);
+                                l.load_arena(vty, *off, e)
+                            }
+                        });
+                    }
+                    let y = vf(l, &xs);
+                    let e = elem(l, Some(out_row), 1, j);
+                    l.store_arena(out_off, e, y);
+                    Ok(())
+                })?;
+                start = chunks * 4;
+            }
+            let tail = inner - start;
+            l.loop_n(tail, &mut |l, j0| {
+                let j = if start == 0 { j0 } else { l.b.ins().iadd_imm_s(j0, start as i64) };
+                let mut xs = vec![];
+                for (k, a) in bases.iter().enumerate() {
+                    xs.push(match a {
+                        Acc::Val(x) => *x,
+                        Acc::Arena { off, strides } => {
+                            let e = elem(l, row_starts[k], strides[0], j);
+                            l.load_arena(tys[k], *off, e)
+                        }
+                    });
+                }
+                let y = f(l, &xs)?;
+                let e = elem(l, Some(out_row), 1, j);
+                l.store_arena(out_off, e, y);
+                Ok(())
+            })
+        })
+    }
+
+    /// Lower an elementwise op: uniform in, uniform out; otherwise a loop into a new buffer.
+    #[allow(clippy::type_complexity)]
+    fn map_op(
+        &mut self,
+        op: &Op,
+        f: &dyn Fn(&mut Self, &[Value]) -> Result<Value>,
+        vf: Option<&dyn Fn(&mut Self, &[Value]) -> Value>,
+    ) -> Result<()> {
+        let res = op.result();
+        let shape = self.shape(res);
+        let all_uniform = op.args.iter().all(|&a| matches!(self.repr(a), Repr::Uniform(_)) || self.k.ty(a).numel() == 1);
+        if all_uniform {
+            let xs: Vec<Value> = op.args.iter().map(|&a| self.uniform(a).expect("uniform operand")).collect();
+            let y = f(self, &xs)?;
+            self.def_uniform(res, y);
+            return Ok(());
+        }
+        let accs: Vec<Acc> = op.args.iter().map(|&a| self.acc(a, &shape)).collect();
+        let tys: Vec<Type> = op.args.iter().map(|&a| cty(self.dtype(a))).collect();
+        let out = self.alloc(shape.iter().product());
+        self.ew(&shape, &accs, &tys, out, f, vf)?;
+        self.set(res, Repr::Buf { off: out, strides: row_major(&shape) });
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Blocks and ops
+    // -----------------------------------------------------------------------------------------
+
+    /// Lower a block's ops; returns its `yield` if it ends in one.
+    fn lower_block<'o>(&mut self, blk: &'o Block) -> Result<Option<&'o Op>> {
+        for op in &blk.ops {
+            match &op.kind {
+                OpKind::Yield => return Ok(Some(op)),
+                OpKind::For => self.lower_for(op)?,
+                OpKind::If => self.lower_if(op)?,
+                _ => self.lower_op(op)?,
+            }
+        }
+        Ok(None)
+    }
+
+    fn lower_op(&mut self, op: &Op) -> Result<()> {
+        let k = self.k;
+        match &op.kind {
+            OpKind::Const(s) => {
+                let d = self.dtype(op.result());
+                let x = self.const_value(*s, d);
+                self.def_uniform(op.result(), x);
+            }
+            OpKind::ProgramId(a) | OpKind::NumPrograms(a) => {
+                let a = *a as usize;
+                if a > 2 {
+                    return Err(self.unsupported(op, "grid axis out of range"));
+                }
+                let src = if matches!(op.kind, OpKind::ProgramId(_)) { self.pid[a] } else { self.grid[a] };
+                let x = self.b.ins().ireduce(types::I32, src);
+                self.def_uniform(op.result(), x);
+            }
+            OpKind::Dim(s) => {
+                let src = *self.dims.get(s.0 as usize).ok_or_else(|| self.unsupported(op, "dim symbol out of range"))?;
+                let x = self.b.ins().ireduce(types::I32, src);
+                self.def_uniform(op.result(), x);
+            }
+            OpKind::ScalarParam(p) => {
+                let raw = self.scalars.get(*p).copied().flatten().ok_or_else(|| self.unsupported(op, "parameter is not a scalar"))?;
+                let x = self.b.ins().ireduce(types::I32, raw);
+                let x = if self.dtype(op.result()) == DType::F32 { self.b.ins().bitcast(types::F32, MemFlagsData::new(), x) } else { x };
+                self.def_uniform(op.result(), x);
+            }
+            OpKind::Arange => {
+                let n = self.shape(op.result())[0];
+                let out = self.alloc(n);
+                self.loop_n(n, &mut |l, i| {
+                    let x = l.b.ins().ireduce(types::I32, i);
+                    l.store_arena(out, i, x);
+                    Ok(())
+                })?;
+                self.set(op.result(), Repr::Buf { off: out, strides: vec![1] });
+            }
+            OpKind::Unary(u) => {
+                let (u, d) = (*u, self.dtype(op.args[0]));
+                let vf = |l: &mut Self, x: &[Value]| l.b.ins().fneg(x[0]);
+                let vneg: Option<&dyn Fn(&mut Self, &[Value]) -> Value> =
+                    if u == opc_ir::UnaryOp::Neg && d == DType::F32 { Some(&vf) } else { None };
+                self.map_op(op, &|l, x| l.unary(op, u, d, x[0]), vneg)?;
+            }
+            OpKind::Binary(bop) => {
+                let (bop, d) = (*bop, self.dtype(op.args[0]));
+                let vf = move |l: &mut Self, x: &[Value]| match bop {
+                    opc_ir::BinaryOp::Add => l.b.ins().fadd(x[0], x[1]),
+                    opc_ir::BinaryOp::Sub => l.b.ins().fsub(x[0], x[1]),
+                    opc_ir::BinaryOp::Mul => l.b.ins().fmul(x[0], x[1]),
+                    _ => l.b.ins().fdiv(x[0], x[1]),
+                };
+                let simd = d == DType::F32
+                    && matches!(bop, opc_ir::BinaryOp::Add | opc_ir::BinaryOp::Sub | opc_ir::BinaryOp::Mul | opc_ir::BinaryOp::Div);
+                let vf: Option<&dyn Fn(&mut Self, &[Value]) -> Value> = if simd { Some(&vf) } else { None };
+                self.map_op(op, &|l, x| l.binary(op, bop, d, x[0], x[1]), vf)?;
+            }
+            OpKind::Cmp(p) => {
+                let (p, d) = (*p, self.dtype(op.args[0]));
+                self.map_op(op, &|l, x| Ok(l.cmp(p, d, x[0], x[1])), None)?;
+            }
+            OpKind::Select => {
+                self.map_op(
+                    op,
+                    &|l, x| {
+                        let c = l.b.ins().icmp_imm_s(IntCC::NotEqual, x[0], 0);
+                        Ok(l.b.ins().select(c, x[1], x[2]))
+                    },
+                    None,
+                )?;
+            }
+            OpKind::Cast(r) => {
+                let (from, to, r) = (self.dtype(op.args[0]), self.dtype(op.result()), *r);
+                if from == to {
+                    let src = self.repr(op.args[0]);
+                    self.set(op.result(), src);
+                } else {
+                    self.map_op(op, &|l, x| Ok(l.cast(from, to, r, x[0])), None)?;
+                }
+            }
+            OpKind::Bitcast => {
+                let (from, to) = (self.dtype(op.args[0]), self.dtype(op.result()));
+                self.map_op(op, &|l, x| Ok(l.bitcast(from, to, x[0])), None)?;
+            }
+            OpKind::Broadcast => {
+                let (ins, out) = (self.shape(op.args[0]), self.shape(op.result()));
+                let r = match self.repr(op.args[0]) {
+                    Repr::Uniform(v) => Repr::Uniform(v),
+                    Repr::Buf { off, strides } => {
+                        let pad = out.len() - ins.len();
+                        let mut st = vec![0i64; out.len()];
+                        for i in pad..out.len() {
+                            st[i] = if ins[i - pad] == out[i] { strides[i - pad] } else { 0 };
+                        }
+                        Repr::Buf { off, strides: st }
+                    }
+                };
+                self.set(op.result(), r);
+            }
+            OpKind::ExpandDims(axis) => {
+                let r = match self.repr(op.args[0]) {
+                    Repr::Uniform(v) => Repr::Uniform(v),
+                    Repr::Buf { off, mut strides } => {
+                        strides.insert(*axis as usize, 0);
+                        Repr::Buf { off, strides }
+                    }
+                };
+                self.set(op.result(), r);
+            }
+            OpKind::Reshape => {
+                let r = match self.repr(op.args[0]) {
+                    Repr::Uniform(v) => Repr::Uniform(v),
+                    Repr::Buf { .. } => {
+                        let off = self.materialize(op.args[0]);
+                        Repr::Buf { off, strides: row_major(&self.shape(op.result())) }
+                    }
+                };
+                self.set(op.result(), r);
+            }
+            OpKind::Permute(perm) => {
+                let r = match self.repr(op.args[0]) {
+                    Repr::Uniform(v) => Repr::Uniform(v),
+                    Repr::Buf { off, strides } => Repr::Buf { off, strides: perm.iter().map(|&p| strides[p as usize]).collect() },
+                };
+                self.set(op.result(), r);
+            }
+            OpKind::Reduce { op: rop, axis } => self.lower_reduce(op, *rop, *axis as usize)?,
+            OpKind::Scan { op: ScanOp::Cumsum, axis } => self.lower_cumsum(op, *axis as usize)?,
+            OpKind::Dot => self.lower_dot(op)?,
+            OpKind::Load { tensor, has_mask, has_other } => self.lower_access(op, *tensor, Access::Load { has_mask: *has_mask, has_other: *has_other })?,
+            OpKind::Store { tensor, has_mask } => self.lower_access(op, *tensor, Access::Store { has_mask: *has_mask, atomic: false })?,
+            OpKind::AtomicAdd { tensor, has_mask } => self.lower_access(op, *tensor, Access::Store { has_mask: *has_mask, atomic: true })?,
+            OpKind::For | OpKind::If | OpKind::Yield => unreachable!("handled by lower_block in {}", k.name),
+        }
+        Ok(())
+    }
+
+    /// A literal in dtype `d`, exactly as the interpreter's `const_data`.
+    fn const_value(&mut self, s: Scalar, d: DType) -> Value {
+        use opc_ir::numerics;
+        if cty(d) == types::F32 {
+            let v = match s {
+                Scalar::Int(i) => i as f64,
+                Scalar::Float(f) => f,
+                Scalar::Bool(b) => b as i64 as f64,
+            };
+            self.b.ins().f32const(numerics::round_float(d, v) as f32)
+        } else {
+            let v = match s {
+                Scalar::Int(i) => numerics::wrap_int(d, i),
+                Scalar::Bool(b) => numerics::wrap_int(d, b as i64),
+                Scalar::Float(f) => match d {
+                    DType::Bool => (f != 0.0) as i64,
+                    DType::E2M1 => numerics::e2m1_encode(f, opc_ir::Rounding::Rne) as i64,
+                    DType::E8M0 => numerics::e8m0_encode(f, opc_ir::Rounding::Rne) as i64,
+                    _ => numerics::float_to_int(d, f, opc_ir::Rounding::Rne),
+                },
+            };
+            self.b.ins().iconst(types::I32, v as i32 as i64)
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Control flow
+    // -----------------------------------------------------------------------------------------
+
+    fn lower_for(&mut self, op: &Op) -> Result<()> {
+        let site = self.for_count;
+        self.for_count += 1;
+        let body = &op.regions[0];
+        let (lo, hi, step) = match (self.uniform(op.args[0]), self.uniform(op.args[1]), self.uniform(op.args[2])) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => return Err(self.unsupported(op, "loop bounds must be scalars")),
+        };
+        // A non-positive step is a launch error (as in the interpreter): return its site code.
+        let bad = self.b.create_block();
+        let ok = self.b.create_block();
+        let nonpos = self.b.ins().icmp_imm_s(IntCC::SignedLessThanOrEqual, step, 0);
+        self.b.ins().brif(nonpos, bad, &[], ok, &[]);
+        self.b.switch_to_block(bad);
+        let s64 = self.b.ins().sextend(types::I64, step);
+        self.b.ins().store(MemFlagsData::trusted(), s64, self.err, 0);
+        let code = self.b.ins().iconst(types::I32, site + 1);
+        self.b.ins().return_(&[code]);
+        self.b.switch_to_block(ok);
+
+        // Carried values: scalars in Variables, tiles in one buffer each.
+        let mut carried_bufs: Vec<Option<u32>> = vec![];
+        for (i, &init) in op.args[3..].iter().enumerate() {
+            let ra = body.args[i + 1];
+            let t = self.k.ty(ra).clone();
+            if t.is_scalar() {
+                let x = self.uniform(init).expect("scalar init");
+                self.def_uniform(ra, x);
+                carried_bufs.push(None);
+            } else {
+                let c = self.alloc(t.numel());
+                self.copy_into(init, c);
+                self.set(ra, Repr::Buf { off: c, strides: row_major(&t.shape) });
+                carried_bufs.push(Some(c));
+            }
+        }
+        let iv = self.b.declare_var(types::I64);
+        let lo64 = self.b.ins().sextend(types::I64, lo);
+        self.b.def_var(iv, lo64);
+        let hi64 = self.b.ins().sextend(types::I64, hi);
+        let step64 = self.b.ins().sextend(types::I64, step);
+        let header = self.b.create_block();
+        let body_blk = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        let cur = self.b.use_var(iv);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, cur, hi64);
+        self.b.ins().brif(more, body_blk, &[], exit, &[]);
+        self.b.switch_to_block(body_blk);
+        let iv32 = self.b.ins().ireduce(types::I32, cur);
+        self.def_uniform(body.args[0], iv32);
+        let y = self.lower_block(body)?.ok_or_else(|| self.unsupported(op, "the body does not end in `yield`"))?;
+        self.yield_into(&y.args, &body.args[1..], &carried_bufs);
+        let next = self.b.ins().iadd(cur, step64);
+        self.b.def_var(iv, next);
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(exit);
+        for (i, &res) in op.results.iter().enumerate() {
+            let ra = body.args[i + 1];
+            match carried_bufs[i] {
+                None => {
+                    let x = self.uniform(ra).expect("scalar carried value");
+                    self.def_uniform(res, x);
+                }
+                Some(c) => self.set(res, Repr::Buf { off: c, strides: row_major(&self.shape(res)) }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand yielded values to their destinations: scalar Variables of `dests` or the buffers in
+    /// `bufs`. Sources that read one of those buffers are copied to temporaries first, so no
+    /// destination is overwritten before every source has been read.
+    fn yield_into(&mut self, srcs: &[ValueId], dests: &[ValueId], bufs: &[Option<u32>]) {
+        let targets: Vec<u32> = bufs.iter().flatten().copied().collect();
+        let mut staged: Vec<(ValueId, Option<u32>)> = vec![];
+        for (i, &src) in srcs.iter().enumerate() {
+            let Some(dst) = bufs[i] else {
+                staged.push((src, None));
+                continue;
+            };
+            match self.repr(src) {
+                Repr::Buf { off, strides } if off == dst && is_contiguous(&self.shape(src), &strides) => staged.push((src, Some(dst))),
+                Repr::Buf { off, .. } if targets.contains(&off) => {
+                    let tmp = self.materialize_copy(src);
+                    staged.push((src, Some(tmp)));
+                }
+                _ => staged.push((src, None)),
+            }
+        }
+        let scalars: Vec<Option<Value>> =
+            srcs.iter().zip(bufs).map(|(&s, b)| if b.is_none() { self.uniform(s) } else { None }).collect();
+        for (i, &src) in srcs.iter().enumerate() {
+            match bufs[i] {
+                None => {
+                    let Repr::Uniform(var) = self.repr(dests[i]) else { unreachable!("scalar destinations are variables") };
+                    self.b.def_var(var, scalars[i].expect("scalar yield"));
+                }
+                Some(dst) => match staged[i].1 {
+                    Some(from) if from == dst => {}
+                    Some(tmp) => {
+                        let shape = self.shape(src);
+                        let a = Acc::Arena { off: tmp, strides: row_major(&shape) };
+                        let ty = cty(self.dtype(src));
+                        self.ew(&shape, &[a], &[ty], dst, &|_, x| Ok(x[0]), Some(&|_: &mut Self, x: &[Value]| x[0]))
+                            .expect("a copy cannot fail");
+                    }
+                    None => self.copy_into(src, dst),
+                },
+            }
+        }
+    }
+
+    /// A fresh contiguous copy of `v` (even if `v` already is contiguous).
+    fn materialize_copy(&mut self, v: ValueId) -> u32 {
+        let dst = self.alloc(self.k.ty(v).numel());
+        self.copy_into(v, dst);
+        dst
+    }
+
+    fn lower_if(&mut self, op: &Op) -> Result<()> {
+        let c = self.uniform(op.args[0]).ok_or_else(|| self.unsupported(op, "the condition must be a scalar"))?;
+        let mut bufs = vec![];
+        for &r in &op.results {
+            let t = self.k.ty(r).clone();
+            if t.is_scalar() {
+                let var = self.b.declare_var(cty(t.dtype));
+                self.set(r, Repr::Uniform(var));
+                bufs.push(None);
+            } else {
+                let off = self.alloc(t.numel());
+                self.set(r, Repr::Buf { off, strides: row_major(&t.shape) });
+                bufs.push(Some(off));
+            }
+        }
+        let then_b = self.b.create_block();
+        let else_b = self.b.create_block();
+        let merge = self.b.create_block();
+        self.b.ins().brif(c, then_b, &[], else_b, &[]);
+        for (blk, region) in [(then_b, &op.regions[0]), (else_b, &op.regions[1])] {
+            self.b.switch_to_block(blk);
+            let y = self.lower_block(region)?;
+            let ys = y.map(|y| y.args.clone()).unwrap_or_default();
+            if ys.len() != op.results.len() {
+                return Err(self.unsupported(op, "a region yields the wrong number of values"));
+            }
+            self.yield_into(&ys, &op.results, &bufs);
+            self.b.ins().jump(merge, &[]);
+        }
+        self.b.switch_to_block(merge);
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reductions, scans, dot
+    // -----------------------------------------------------------------------------------------
+
+    fn lower_reduce(&mut self, op: &Op, rop: ReduceOp, axis: usize) -> Result<()> {
+        let x = op.args[0];
+        let (d, shape) = (self.dtype(x), self.shape(x));
+        let res = op.result();
+        let rd = self.dtype(res);
+        let n = shape[axis];
+        let mut oshape = shape.clone();
+        oshape.remove(axis);
+        let a = match self.repr(x) {
+            Repr::Buf { off, strides } => Acc::Arena { off, strides },
+            Repr::Uniform(_) => Acc::Arena { off: self.materialize(x), strides: row_major(&shape) },
+        };
+        let Acc::Arena { off: xoff, strides: xst } = a else { unreachable!() };
+        let ty = cty(d);
+        let float = ty == types::F32;
+        let arg = matches!(rop, ReduceOp::Argmax | ReduceOp::Argmin);
+        // One output element: the reduction along the axis starting at element index `base`.
+        let one = |l: &mut Self, base: Value| -> Result<Value> {
+            let sa = xst[axis];
+            let at = |l: &mut Self, j: Value| -> Value {
+                let t = l.b.ins().imul_imm_s(j, sa);
+                let e = l.b.ins().iadd(base, t);
+                l.load_arena(ty, xoff, e)
+            };
+            if n == 0 {
+                return Ok(if arg {
+                    l.b.ins().iconst(types::I32, 0)
+                } else if float {
+                    l.b.ins().f32const(match rop {
+                        ReduceOp::Max => f32::NEG_INFINITY,
+                        ReduceOp::Min => f32::INFINITY,
+                        _ => 0.0,
+                    })
+                } else {
+                    let (lo, hi) = d.int_range().unwrap_or((0, 0));
+                    l.b.ins().iconst(types::I32, match rop {
+                        ReduceOp::Max => lo,
+                        ReduceOp::Min => hi,
+                        _ => 0,
+                    })
+                });
+            }
+            if arg {
+                let better = if rop == ReduceOp::Argmax { cranelift_codegen::ir::condcodes::FloatCC::GreaterThan } else { cranelift_codegen::ir::condcodes::FloatCC::LessThan };
+                let ibetter = if rop == ReduceOp::Argmax { IntCC::SignedGreaterThan } else { IntCC::SignedLessThan };
+                let bi = l.b.declare_var(types::I32);
+                let bv = l.b.declare_var(ty);
+                let z = l.b.ins().iconst(types::I32, 0);
+                l.b.def_var(bi, z);
+                if float {
+                    // best starts "absent": NaNs are skipped, an all-NaN row gives 0.
+                    let has = l.b.declare_var(types::I8);
+                    let f = l.b.ins().iconst(types::I8, 0);
+                    l.b.def_var(has, f);
+                    let zf = l.b.ins().f32const(0.0);
+                    l.b.def_var(bv, zf);
+                    l.loop_n(n, &mut |l, j| {
+                        let v = at(l, j);
+                        let (cb, ch, ci) = (l.b.use_var(bv), l.b.use_var(has), l.b.use_var(bi));
+                        let notnan = l.b.ins().fcmp(cranelift_codegen::ir::condcodes::FloatCC::Ordered, v, v);
+                        let gt = l.b.ins().fcmp(better, v, cb);
+                        let none = l.b.ins().icmp_imm_s(IntCC::Equal, ch, 0);
+                        let cand = l.b.ins().bor(none, gt);
+                        let take = l.b.ins().band(notnan, cand);
+                        let j32 = l.b.ins().ireduce(types::I32, j);
+                        let ni = l.b.ins().select(take, j32, ci);
+                        let nv = l.b.ins().select(take, v, cb);
+                        let nh = l.b.ins().bor(ch, take);
+                        l.b.def_var(bi, ni);
+                        l.b.def_var(bv, nv);
+                        l.b.def_var(has, nh);
+                        Ok(())
+                    })?;
+                } else {
+                    let z64 = l.b.ins().iconst(types::I64, 0);
+                    let first = at(l, z64);
+                    l.b.def_var(bv, first);
+                    l.loop_n(n - 1, &mut |l, j0| {
+                        let j = l.b.ins().iadd_imm_s(j0, 1);
+                        let v = at(l, j);
+                        let (cb, ci) = (l.b.use_var(bv), l.b.use_var(bi));
+                        let take = l.b.ins().icmp(ibetter, v, cb);
+                        let j32 = l.b.ins().ireduce(types::I32, j);
+                        let ni = l.b.ins().select(take, j32, ci);
+                        let nv = l.b.ins().select(take, v, cb);
+                        l.b.def_var(bi, ni);
+                        l.b.def_var(bv, nv);
+                        Ok(())
+                    })?;
+                }
+                return Ok(l.b.use_var(bi));
+            }
+            let accv = l.b.declare_var(ty);
+            let z64 = l.b.ins().iconst(types::I64, 0);
+            let first = at(l, z64);
+            l.b.def_var(accv, first);
+            l.loop_n(n - 1, &mut |l, j0| {
+                let j = l.b.ins().iadd_imm_s(j0, 1);
+                let v = at(l, j);
+                let s = l.b.use_var(accv);
+                let r = match (rop, float) {
+                    (ReduceOp::Sum, true) => l.b.ins().fadd(s, v),
+                    (ReduceOp::Max, true) => l.fmax(s, v),
+                    (_, true) => l.fmin(s, v),
+                    (ReduceOp::Sum, false) => l.b.ins().iadd(s, v),
+                    (ReduceOp::Max, false) => l.b.ins().smax(s, v),
+                    (_, false) => l.b.ins().smin(s, v),
+                };
+                l.b.def_var(accv, r);
+                Ok(())
+            })?;
+            let s = l.b.use_var(accv);
+            Ok(if float { l.round_to(d, s) } else { l.wrap(d, s) })
+        };
+        let mut ost = xst.clone();
+        ost.remove(axis);
+        if oshape.is_empty() {
+            let z = self.b.ins().iconst(types::I64, 0);
+            let y = one(self, z)?;
+            self.def_uniform(res, y);
+            return Ok(());
+        }
+        let out = self.alloc(oshape.iter().product());
+        let orm = row_major(&oshape);
+        let _ = rd;
+        self.nest(&oshape, &mut |l, idx| {
+            let base = l.linear(idx, &ost);
+            let y = one(l, base)?;
+            let e = l.linear(idx, &orm);
+            l.store_arena(out, e, y);
+            Ok(())
+        })?;
+        self.set(res, Repr::Buf { off: out, strides: orm });
+        Ok(())
+    }
+
+    fn lower_cumsum(&mut self, op: &Op, axis: usize) -> Result<()> {
+        let x = op.args[0];
+        let (d, shape) = (self.dtype(x), self.shape(x));
+        let (xoff, xst) = match self.repr(x) {
+            Repr::Buf { off, strides } => (off, strides),
+            Repr::Uniform(_) => (self.materialize(x), row_major(&shape)),
+        };
+        let ty = cty(d);
+        let n = shape[axis];
+        let orm = row_major(&shape);
+        let out = self.alloc(shape.iter().product());
+        let mut outer = shape.clone();
+        outer[axis] = 1;
+        self.nest(&outer, &mut |l, idx| {
+            let base = l.linear(idx, &xst);
+            let obase = l.linear(idx, &orm);
+            let acc = l.b.declare_var(ty);
+            let z = if ty == types::F32 { l.b.ins().f32const(0.0) } else { l.b.ins().iconst(types::I32, 0) };
+            l.b.def_var(acc, z);
+            l.loop_n(n, &mut |l, j| {
+                let t = l.b.ins().imul_imm_s(j, xst[axis]);
+                let e = l.b.ins().iadd(base, t);
+                let v = l.load_arena(ty, xoff, e);
+                let s = l.b.use_var(acc);
+                // the first element starts the sum (so -0.0 stays -0.0, as in the interpreter)
+                let (ns, y) = if ty == types::F32 {
+                    let sum = l.b.ins().fadd(s, v);
+                    let is0 = l.b.ins().icmp_imm_s(IntCC::Equal, j, 0);
+                    let ns = l.b.ins().select(is0, v, sum);
+                    (ns, l.round_to(d, ns))
+                } else {
+                    let ns = l.b.ins().iadd(s, v);
+                    (ns, l.wrap(d, ns))
+                };
+                l.b.def_var(acc, ns);
+                let t = l.b.ins().imul_imm_s(j, orm[axis]);
+                let oe = l.b.ins().iadd(obase, t);
+                l.store_arena(out, oe, y);
+                Ok(())
+            })
+        })?;
+        self.set(op.result(), Repr::Buf { off: out, strides: orm });
+        Ok(())
+    }
+
+    fn lower_dot(&mut self, op: &Op) -> Result<()> {
+        let (a, bv) = (op.args[0], op.args[1]);
+        let (sa, sb) = (self.shape(a), self.shape(bv));
+        let (m, kk, n) = (sa[0], sa[1], sb[1]);
+        let res = op.result();
+        let rd = self.dtype(res);
+        let out = self.alloc(m * n);
+        let rm = row_major(&[m, n]);
+        // c = acc (or 0)
+        match op.args.get(2) {
+            Some(&acc) => self.copy_into(acc, out),
+            None => {
+                let z = if rd == DType::F32 { self.b.ins().f32const(0.0) } else { self.b.ins().iconst(types::I32, 0) };
+                let t = cty(rd);
+                self.ew(&[m, n], &[Acc::Val(z)], &[t], out, &|_, x| Ok(x[0]), Some(&|_: &mut Self, x: &[Value]| x[0]))?;
+            }
+        }
+        self.set(res, Repr::Buf { off: out, strides: rm.clone() });
+        // Operands as f32 (codes decoded) or i32, with `b` rows contiguous.
+        let operand = |l: &mut Self, v: ValueId| -> (u32, Vec<i64>) {
+            let d = l.dtype(v);
+            if rd == DType::F32 && d.is_code() {
+                let shape = l.shape(v);
+                let acc = l.acc(v, &shape);
+                let dst = l.alloc(shape.iter().product());
+                l.ew(&shape, &[acc], &[types::I32], dst, &|l, x| Ok(l.cast(d, DType::F32, opc_ir::Rounding::Rne, x[0])), None)
+                    .expect("decode cannot fail");
+                return (dst, row_major(&shape));
+            }
+            match l.repr(v) {
+                Repr::Buf { off, strides } => (off, strides),
+                Repr::Uniform(_) => (l.materialize(v), row_major(&l.shape(v))),
+            }
+        };
+        let (aoff, ast) = operand(self, a);
+        let (mut boff, mut bst) = operand(self, bv);
+        if n > 1 && bst[1] != 1 {
+            let dst = self.alloc(kk * n);
+            let acc = Acc::Arena { off: boff, strides: bst.clone() };
+            let t = cty(rd);
+            self.ew(&[kk, n], &[acc], &[t], dst, &|_, x| Ok(x[0]), Some(&|_: &mut Self, x: &[Value]| x[0]))?;
+            boff = dst;
+            bst = row_major(&[kk, n]);
+        }
+        if rd == DType::I32 {
+            return self.nest(&[m, n], &mut |l, idx| {
+                let (i, j) = (idx[0], idx[1]);
+                let ce = l.linear(idx, &rm);
+                let s = l.b.declare_var(types::I32);
+                let c0 = l.load_arena(types::I32, out, ce);
+                l.b.def_var(s, c0);
+                l.loop_n(kk, &mut |l, p| {
+                    let av = {
+                        let e = l.linear(&[i, p], &ast);
+                        l.load_arena(types::I32, aoff, e)
+                    };
+                    let bvv = {
+                        let e = l.linear(&[p, j], &bst);
+                        l.load_arena(types::I32, boff, e)
+                    };
+                    let prod = l.b.ins().imul(av, bvv);
+                    let cur = l.b.use_var(s);
+                    let nx = l.b.ins().iadd(cur, prod);
+                    l.b.def_var(s, nx);
+                    Ok(())
+                })?;
+                let r = l.b.use_var(s);
+                l.store_arena(out, ce, r);
+                Ok(())
+            });
+        }
+        // f32: rows of c in register blocks of 4 vectors, then single vectors, then scalars.
+        let bst0 = bst[0];
+        let a_at = |l: &mut Self, i: Value, p: Value| -> Value {
+            let e = l.linear(&[i, p], &ast);
+            l.load_arena(types::F32, aoff, e)
+        };
+        let block = |l: &mut Self, i: Value, j0: Value, lanes: usize| -> Result<()> {
+            let nv = lanes / 4;
+            let row = l.b.ins().imul_imm_s(i, n as i64);
+            let cbase = l.b.ins().iadd(row, j0);
+            let vars: Vec<Variable> = (0..nv.max(1)).map(|_| l.b.declare_var(if lanes >= 4 { types::F32X4 } else { types::F32 })).collect();
+            let vty = if lanes >= 4 { types::F32X4 } else { types::F32 };
+            for (q, &var) in vars.iter().enumerate() {
+                let e = l.b.ins().iadd_imm_s(cbase, 4 * q as i64);
+                let c = l.load_arena(vty, out, e);
+                l.b.def_var(var, c);
+            }
+            l.loop_n(kk, &mut |l, p| {
+                let av = a_at(l, i, p);
+                let av = if lanes >= 4 { l.b.ins().splat(types::F32X4, av) } else { av };
+                let brow = l.b.ins().imul_imm_s(p, bst0);
+                let bbase = l.b.ins().iadd(brow, j0);
+                for (q, &var) in vars.iter().enumerate() {
+                    let e = l.b.ins().iadd_imm_s(bbase, 4 * q as i64);
+                    let bq = l.load_arena(vty, boff, e);
+                    let prod = l.b.ins().fmul(av, bq);
+                    let cur = l.b.use_var(var);
+                    let s = l.b.ins().fadd(cur, prod);
+                    l.b.def_var(var, s);
+                }
+                Ok(())
+            })?;
+            for (q, &var) in vars.iter().enumerate() {
+                let e = l.b.ins().iadd_imm_s(cbase, 4 * q as i64);
+                let c = l.b.use_var(var);
+                l.store_arena(out, e, c);
+            }
+            Ok(())
+        };
+        let n16 = n / 16;
+        let n4 = (n - n16 * 16) / 4;
+        let n1 = n - n16 * 16 - n4 * 4;
+        self.loop_n(m, &mut |l, i| {
+            l.loop_n(n16, &mut |l, jb| {
+                let j0 = l.b.ins().imul_imm_s(jb, 16);
+                block(l, i, j0, 16)
+            })?;
+            l.loop_n(n4, &mut |l, jb| {
+                let j0 = l.b.ins().imul_imm_s(jb, 4);
+                let j0 = l.b.ins().iadd_imm_s(j0, (n16 * 16) as i64);
+                block(l, i, j0, 4)
+            })?;
+            l.loop_n(n1, &mut |l, jb| {
+                let j0 = l.b.ins().iadd_imm_s(jb, (n16 * 16 + n4 * 4) as i64);
+                block(l, i, j0, 1)
+            })
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Global memory
+    // -----------------------------------------------------------------------------------------
+
+    fn lower_access(&mut self, op: &Op, tensor: usize, kind: Access) -> Result<()> {
+        let tv = self.tensors.get(tensor).cloned().flatten().ok_or_else(|| self.unsupported(op, "parameter is not a tensor"))?;
+        let rank = tv.shape.len();
+        // The access shape: index shapes concatenated.
+        let mut shape = vec![];
+        let mut parts = vec![];
+        for d in 0..rank {
+            let s = self.shape(op.args[d]);
+            let start = shape.len();
+            shape.extend_from_slice(&s);
+            let acc = self.acc(op.args[d], &s);
+            parts.push((acc, start, shape.len()));
+        }
+        let (mask_at, value_at, other_at) = match kind {
+            Access::Load { has_mask, has_other } => (has_mask.then_some(rank), None, has_other.then_some(rank + has_mask as usize)),
+            Access::Store { has_mask, .. } => (has_mask.then_some(rank + 1), Some(rank), None),
+        };
+        let mask = mask_at.map(|i| self.acc(op.args[i], &shape));
+        let value = value_at.map(|i| self.acc(op.args[i], &shape));
+        let dt = tv.dtype;
+        let other = match other_at {
+            Some(i) => self.acc(op.args[i], &shape),
+            None => Acc::Val(if cty(dt) == types::F32 { self.b.ins().f32const(0.0) } else { self.b.ins().iconst(types::I32, 0) }),
+        };
+        let out = match kind {
+            Access::Load { .. } if !shape.is_empty() => Some(self.alloc(shape.iter().product())),
+            _ => None,
+        };
+        let orm = row_major(&shape);
+        let mut result: Option<Value> = None;
+        // Walk the access shape; index `d` is checked as soon as its dims are bound.
+        #[allow(clippy::too_many_arguments)]
+        fn walk<'a, 'f>(
+            l: &mut Lower<'a, 'f>,
+            shape: &[usize],
+            parts: &[(Acc, usize, usize)],
+            tv: &TensorVals,
+            idx: &mut Vec<Value>,
+            valid: Value,
+            off: Value,
+            inner: &mut dyn FnMut(&mut Lower<'a, 'f>, &[Value], Value, Value) -> Result<()>,
+        ) -> Result<()> {
+            let (mut valid, mut off) = (valid, off);
+            for (d, (acc, s, e)) in parts.iter().enumerate() {
+                if *e != idx.len() {
+                    continue;
+                }
+                let i = l.read(acc, types::I32, &idx[*s..*e]);
+                let i = l.b.ins().sextend(types::I64, i);
+                let ok = l.b.ins().icmp(IntCC::UnsignedLessThan, i, tv.shape[d]);
+                valid = l.b.ins().band(valid, ok);
+                let t = l.b.ins().imul(i, tv.strides[d]);
+                off = l.b.ins().iadd(off, t);
+            }
+            if idx.len() == shape.len() {
+                return inner(l, idx, valid, off);
+            }
+            l.loop_n(shape[idx.len()], &mut |l, i| {
+                idx.push(i);
+                let r = walk(l, shape, parts, tv, idx, valid, off, inner);
+                idx.pop();
+                r
+            })
+        }
+        let one = self.b.ins().iconst(types::I8, 1);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        walk(self, &shape, &parts, &tv, &mut vec![], one, zero, &mut |l, idx, valid, off| {
+            let valid = match &mask {
+                Some(m) => {
+                    let mv = l.read(m, types::I32, idx);
+                    let on = l.b.ins().icmp_imm_s(IntCC::NotEqual, mv, 0);
+                    l.b.ins().band(valid, on)
+                }
+                None => valid,
+            };
+            let hit = l.b.create_block();
+            let merge = l.b.create_block();
+            match kind {
+                Access::Load { .. } => {
+                    let miss = l.b.create_block();
+                    let x = l.b.append_block_param(merge, cty(dt));
+                    l.b.ins().brif(valid, hit, &[], miss, &[]);
+                    l.b.switch_to_block(hit);
+                    let v = l.read_elem(&tv, off);
+                    l.b.ins().jump(merge, &[v.into()]);
+                    l.b.switch_to_block(miss);
+                    let o = l.read(&other, cty(dt), idx);
+                    l.b.ins().jump(merge, &[o.into()]);
+                    l.b.switch_to_block(merge);
+                    match out {
+                        Some(out) => {
+                            let e = l.linear(idx, &orm);
+                            l.store_arena(out, e, x);
+                        }
+                        None => result = Some(x),
+                    }
+                }
+                Access::Store { atomic, .. } => {
+                    l.b.ins().brif(valid, hit, &[], merge, &[]);
+                    l.b.switch_to_block(hit);
+                    let v = l.read(value.as_ref().expect("store value"), cty(dt), idx);
+                    if atomic {
+                        l.atomic_add_elem(&tv, off, v);
+                    } else {
+                        l.write_elem(&tv, off, v);
+                    }
+                    l.b.ins().jump(merge, &[]);
+                    l.b.switch_to_block(merge);
+                }
+            }
+            Ok(())
+        })?;
+        if let Access::Load { .. } = kind {
+            match out {
+                Some(out) => self.set(op.result(), Repr::Buf { off: out, strides: orm }),
+                None => {
+                    let x = result.expect("scalar load value");
+                    self.def_uniform(op.result(), x);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Access {
+    Load { has_mask: bool, has_other: bool },
+    Store { has_mask: bool, atomic: bool },
+}
