@@ -71,9 +71,14 @@ pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
 /// click in editors), then miette's source snippet with the caret and help.
 pub fn render(path: &str, src: &str, d: &Diag) -> String {
     let (line, col) = line_col(src, d.span.start);
+    let mut text = src.to_string();
+    if d.span.start >= src.len() {
+        // miette draws no label at the very end of the source: give the caret a column to sit on.
+        text.push(' ');
+    }
     let report = Report {
         message: d.message.clone(),
-        src: NamedSource::new(path, src.to_string()),
+        src: NamedSource::new(path, text),
         span: SourceSpan::new(d.span.start.min(src.len()).into(), d.span.len),
         label: d.label.clone().unwrap_or_else(|| "here".to_string()),
         help: d.help.clone(),

@@ -708,3 +708,37 @@ grid(cdiv(N, 64))
 }
 "#
 );
+
+diag!(
+    named_argument_twice,
+    (5, 49),
+    r#"kernel masked_load(x: f32[N], y: out f32[N])
+grid(cdiv(N, 64))
+{
+    let i = program_id(0) * 64 + arange(64);
+    let v = load(x[i], mask: i < N, other: 0.0, other: -1.0);
+    store(y[i], v);
+}
+"#
+);
+
+diag!(
+    store_used_as_value,
+    (5, 13),
+    r#"kernel copy_count(x: f32[N], y: out f32[N], n: out i32[1])
+grid(cdiv(N, 64))
+{
+    let i = program_id(0) * 64 + arange(64);
+    let w = store(y[i], load(x[i]));
+    atomic_add(n[0], w);
+}
+"#
+);
+
+diag!(
+    truncated_file,
+    (3, 16),
+    r#"kernel add(a: f32[N], b: f32[N], c: out f32[N])
+tunables { B: level1 in {64, 128} = 128 }
+grid(cdiv(N, B)"#
+);

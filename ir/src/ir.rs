@@ -50,20 +50,21 @@ pub enum DimExpr {
 }
 
 impl DimExpr {
-    /// Evaluate with every symbol bound; `None` if a symbol is unbound or a division is inexact or by zero.
+    /// Evaluate with every symbol bound; `None` if a symbol is unbound, a division is inexact or by
+    /// zero, or the arithmetic overflows.
     pub fn eval(&self, sym: &dyn Fn(SymId) -> Option<i64>) -> Option<i64> {
         Some(match self {
             DimExpr::Sym(s) => sym(*s)?,
             DimExpr::Const(c) => *c,
-            DimExpr::Add(a, b) => a.eval(sym)? + b.eval(sym)?,
-            DimExpr::Sub(a, b) => a.eval(sym)? - b.eval(sym)?,
-            DimExpr::Mul(a, b) => a.eval(sym)? * b.eval(sym)?,
+            DimExpr::Add(a, b) => a.eval(sym)?.checked_add(b.eval(sym)?)?,
+            DimExpr::Sub(a, b) => a.eval(sym)?.checked_sub(b.eval(sym)?)?,
+            DimExpr::Mul(a, b) => a.eval(sym)?.checked_mul(b.eval(sym)?)?,
             DimExpr::Div(a, b) => {
                 let (a, b) = (a.eval(sym)?, b.eval(sym)?);
-                if b == 0 || a % b != 0 {
+                if b == 0 || a.checked_rem(b)? != 0 {
                     return None;
                 }
-                a / b
+                a.checked_div(b)?
             }
         })
     }
