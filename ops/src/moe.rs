@@ -84,7 +84,7 @@ pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tenso
         .dtype("T", dt)
         .konst("E", e as i64)
         .tunable("BT", pick(&[1, 2, 4, 8, 16, 32, 64], t, 16))
-        .tunable("BK", pick(&[8, 16, 32, 64, 128], h, 32));
+        .tunable("BK", pick(&[4, 8, 16, 32, 64, 128], h, 8));
     let ids = Tensor::zeros(DType::I32, &[t, k]);
     let weights = Tensor::zeros(DType::F32, &[t, k]);
     let mut args = match routing {

@@ -267,3 +267,8 @@ pub fn mxfp4_gemm(x: &[f64], codes: &[u8], scales: &[u8], m: usize, n: usize, k:
     }
     y
 }
+
+/// Proptest case count: `default`, or `PROPTEST_CASES` from the environment for a deeper run.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}

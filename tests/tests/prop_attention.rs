@@ -119,7 +119,7 @@ fn dtype_strategy() -> impl Strategy<Value = DType> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: ref_a::proptest_cases(24), max_shrink_iters: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn attention_matches_reference(
@@ -244,4 +244,35 @@ fn shape_errors_are_precise() {
     assert!(m.contains("`q` has dtype i32"), "{m}");
     let m = msg(flash_decode(ops(), &q, &k, &k, None, &p, 0));
     assert!(m.contains("num_splits"), "{m}");
+}
+
+/// Every alignment of the causal diagonal and the window edge against the tile grid: the
+/// tile-level decisions (loop bounds, which tiles need the mask) must agree with the per-element
+/// mask for every offset Sk − Sq, not only for the ones random shapes happen to hit.
+#[test]
+fn mask_edges_at_every_tile_alignment() {
+    let mut n = 0;
+    for sq in [5usize, 16, 17, 40] {
+        for diag in -20i64..=70 {
+            let sk = sq as i64 + diag;
+            if sk < 1 {
+                continue;
+            }
+            for causal in [true, false] {
+                for window in [None, Some(1usize), Some(7), Some(16), Some(17), Some(33), Some(80)] {
+                    if !causal && window.is_none() {
+                        continue;
+                    }
+                    let splits = 1 + diag.rem_euclid(4) as usize;
+                    let mut c = case(1, 1, 1, sq, sk as usize, 8, causal, window, DType::F32, diag % 3 == 0, splits);
+                    c.seed = n;
+                    if let Err(m) = check(&c) {
+                        panic!("{c:?}\n{m}");
+                    }
+                    n += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{n} mask alignments checked");
 }

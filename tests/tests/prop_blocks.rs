@@ -22,8 +22,13 @@ fn close(name: &str, got: &Tensor, want: &[f64], tol: f64) -> Result<(), TestCas
     Ok(())
 }
 
+/// 16 cases per property (seconds for the suite); `PROPTEST_CASES=N` for a longer soak.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn matmul_and_linear(m in 1usize..=70, k in 1usize..=70, n in 1usize..=70, with_bias: bool, seed in any::<u64>()) {

@@ -73,8 +73,13 @@ fn check(got: &JudgeOut, want: &JudgeRef) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// 16 cases per property (seconds for the suite); `PROPTEST_CASES=N` for a longer soak.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, max_local_rejects: 10_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), max_local_rejects: 10_000, ..ProptestConfig::default() })]
 
     #[test]
     fn judge_matches_reference(gamma in 1usize..=12, v in 1usize..=300, tau in 0.1f32..1.4, seed in any::<u64>()) {
@@ -136,4 +141,13 @@ fn shape_errors_are_precise() {
     assert!(err.contains("[4, 10]"), "{err}");
     let err = kl_judge(ops(), &f(&[4, 10]), &f(&[3, 10]), &Tensor::zeros(DType::I32, &[2]), 0.5).unwrap_err().to_string();
     assert!(err.contains("draft_tokens") && err.contains("[3]"), "{err}");
+}
+
+/// γ = 0: nothing to judge, the target's first row still yields one token.
+#[test]
+fn empty_draft() {
+    let c = Case::random(0, 33, 6);
+    let got = c.run(0.5);
+    assert_eq!((got.accepted, got.kl.numel(), got.accept.numel()), (0, 0, 0));
+    assert_eq!(got.emitted, vec![ref_b::argmax(&c.target[..33]) as i32]);
 }

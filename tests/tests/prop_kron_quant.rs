@@ -115,7 +115,7 @@ fn check_gemm(seed: u64, m: usize, n: usize, k: usize, with_bias: bool) -> Resul
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: ref_a::proptest_cases(24), max_shrink_iters: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn kron_quant_matches_reference(seed in any::<u64>(), t in 1usize..=5, n1 in 1usize..=12, n2 in 1usize..=12, zero in any::<bool>()) {

@@ -96,8 +96,13 @@ fn check(got: &MoeOut, want: &MoeRef, t: usize, h: usize, k: usize) -> Result<()
 const HS: [usize; 6] = [1, 8, 17, 33, 40, 64];
 const IS: [usize; 5] = [1, 5, 17, 32, 48];
 
+/// 16 cases per property (seconds for the suite); `PROPTEST_CASES=N` for a longer soak.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, max_local_rejects: 10_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), max_local_rejects: 10_000, ..ProptestConfig::default() })]
 
     #[test]
     fn topk_routing_matches_reference(t in 1usize..=40, e in 1usize..=9, kf in 0.0f64..1.0,
@@ -165,4 +170,24 @@ fn shape_errors_are_precise() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("`w2`") && err.contains("[4, 8, 6]"), "{err}");
+}
+
+/// bf16 storage: routing and GEMMs accumulate in f32, the SiLU·mul intermediate is rounded to
+/// bf16 (as the model would), so compare against the f64 reference on the bf16-rounded inputs.
+#[test]
+fn bf16_inputs() {
+    let mut c = Case::random(7, 33, 4, 17, 21);
+    let round = |v: &mut Vec<f32>| *v = Tensor::from_f32(DType::BF16, &[v.len()], v).to_f32_vec();
+    for v in [&mut c.x, &mut c.gate, &mut c.w1, &mut c.w3, &mut c.w2] {
+        round(v);
+    }
+    let want = c.reference(&RefRouting::TopK { k: 2 });
+    assert!(routing_margin(&want, 7, 4, 2, false) > 1e-3);
+    let b = |shape: &[usize], v: &[f32]| Tensor::from_f32(DType::BF16, shape, v);
+    let got = moe_forward(ops(), &b(&[7, 33], &c.x), &b(&[4, 33], &c.gate), &b(&[4, 17, 33], &c.w1), &b(&[4, 17, 33], &c.w3), &b(&[4, 33, 17], &c.w2), &Routing::TopK { k: 2 })
+        .unwrap();
+    let ids: Vec<i32> = got.expert_ids.to_i64_vec().iter().map(|&v| v as i32).collect();
+    assert_eq!(ids, want.ids);
+    let err = ref_b::rel_err_to_max(&got.out.to_f32_vec(), &want.out, 1e-6);
+    assert!(err <= 1e-2, "bf16 out error {err:e}");
 }

@@ -138,7 +138,7 @@ fn k_strategy() -> impl Strategy<Value = usize> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: ref_a::proptest_cases(24), max_shrink_iters: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn quantize_is_bit_exact(seed in any::<u64>(), r in 1usize..=5, k in k_strategy()) {

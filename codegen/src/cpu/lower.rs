@@ -436,7 +436,7 @@ impl Lower<'_, '_> {
                 sh[d - 1] *= sh[d];
                 sh.remove(d);
                 for s in st.iter_mut() {
-                    s.remove(d);
+                    s.remove(d - 1);
                 }
             }
         }
