@@ -22,6 +22,9 @@
 //! may write the two nibbles of one byte of a packed (`i4` / `e2m1`) tensor: nibble stores are an
 //! atomic byte read-modify-write. `atomic_add` is a compare-and-swap loop per element.
 //!
+//! Environment: `OPC_CPU_TIME=1` prints each kernel's compile time (lowering + Cranelift +
+//! linking) and arena size to stderr; `OPC_CPU_DUMP_CLIF=1` prints the CLIF before compiling.
+//!
 //! **Compile cache.** Compiled code is cached in memory, keyed by the printed IR
 //! (`opc_ir::printer::print_kernel`) and the host ISA's features. Not here yet: an on-disk cache
 //! (keyed the same way plus the compiler version) and the LLVM tier for peak throughput; both
@@ -195,7 +198,12 @@ impl Target for CpuTarget {
         let code = match hit {
             Some(c) => c,
             None => {
+                let t0 = std::time::Instant::now();
                 let c = Arc::new(compile_code(kernel)?);
+                if std::env::var_os("OPC_CPU_TIME").is_some() {
+                    let ms = t0.elapsed().as_secs_f64() * 1e3;
+                    eprintln!("cpu compile {:<24} {ms:7.2} ms  arena {:>8} B", kernel.name, c.arena_bytes);
+                }
                 cache().lock().unwrap_or_else(|e| e.into_inner()).insert(key, c.clone());
                 c
             }
