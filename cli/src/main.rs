@@ -40,7 +40,7 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         fixtures: PathBuf,
         /// Target to compile the operator kernels for (see `opc targets`).
-        #[arg(long, default_value = "interp")]
+        #[arg(long, default_value = "cpu")]
         target: String,
         /// Only run lines whose `file/case kernel` label contains this text.
         #[arg(long, value_name = "TEXT")]
@@ -80,7 +80,7 @@ struct BuildArgs {
     #[arg(long = "tunable", value_name = "NAME=INT", value_parser = parse_tunable_binding)]
     tunables: Vec<(String, i64)>,
     /// Target to compile for (see `opc targets`).
-    #[arg(long, default_value = "interp")]
+    #[arg(long, default_value = "cpu")]
     target: String,
     /// Write the emitted output to this file instead of stdout (implies --emit ir).
     #[arg(short = 'o', long = "output", value_name = "OUT")]

@@ -19,7 +19,19 @@ fn attention(d: DType, hd: i64, bm: i64, bn: i64) -> Kernel {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn args(r: &mut Rng, d: DType, b: usize, hq: usize, hkv: usize, sq: usize, sk: usize, hd: usize, causal: bool, window: Option<i32>, sinks: bool) -> Vec<Arg> {
+fn args(
+    r: &mut Rng,
+    d: DType,
+    b: usize,
+    hq: usize,
+    hkv: usize,
+    sq: usize,
+    sk: usize,
+    hd: usize,
+    causal: bool,
+    window: Option<i32>,
+    sinks: bool,
+) -> Vec<Arg> {
     vec![
         Arg::Tensor(r.tensor_f(d, &[b, hq, sq, hd], false)),
         Arg::Tensor(r.tensor_f(d, &[b, hkv, sk, hd], false)),

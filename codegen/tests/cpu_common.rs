@@ -16,7 +16,7 @@ pub fn kernel(src: &str, name: &str, inst: &Instance) -> Kernel {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0 | 1;
         x ^= x << 13;
         x ^= x >> 7;
@@ -25,7 +25,7 @@ impl Rng {
         x
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
     /// Mostly uniform in [-4, 4), with occasional specials (0, -0, ±inf, NaN, halves, big).
     pub fn f(&mut self, specials: bool) -> f32 {
@@ -43,7 +43,7 @@ impl Rng {
     pub fn tensor_raw(&mut self, d: DType, shape: &[usize]) -> Tensor {
         let mut t = Tensor::zeros(d, shape);
         for b in t.data.iter_mut() {
-            *b = self.next() as u8;
+            *b = self.next_u64() as u8;
         }
         if d == DType::Bool {
             t.data.iter_mut().for_each(|b| *b &= 1);
@@ -81,11 +81,8 @@ pub fn same(k: &Kernel, args: &[Arg]) {
                 if bad.is_empty() {
                     continue;
                 }
-                let show: Vec<String> = bad
-                    .iter()
-                    .take(6)
-                    .map(|&i| format!("[{i}] interp {} / cpu {}", describe(x, i), describe(y, i)))
-                    .collect();
+                let show: Vec<String> =
+                    bad.iter().take(6).map(|&i| format!("[{i}] interp {} / cpu {}", describe(x, i), describe(y, i))).collect();
                 panic!(
                     "`{}` argument #{p} ({} {:?}): {} of {n} elements differ:\n  {}",
                     k.name,

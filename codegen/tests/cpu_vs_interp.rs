@@ -483,7 +483,7 @@ proptest! {
         let k = kernel(CONTROL, "ints", &Instance::default());
         let mut r = Rng(seed);
         let mk = |r: &mut Rng| if small { r.tensor_i(DType::I32, &[n], -3, 3) } else {
-            let v: Vec<i32> = (0..n).map(|_| [i32::MIN, -1, 0, 1, i32::MAX, r.next() as i32][r.below(6) as usize]).collect();
+            let v: Vec<i32> = (0..n).map(|_| [i32::MIN, -1, 0, 1, i32::MAX, r.next_u64() as i32][r.below(6) as usize]).collect();
             Tensor::from_i32(DType::I32, &[n], &v)
         };
         let args = vec![Arg::Tensor(mk(&mut r)), Arg::Tensor(mk(&mut r)), Arg::Tensor(Tensor::zeros(DType::I32, &[n, 8])), Arg::Tensor(Tensor::zeros(DType::I8, &[n, 4])), Arg::Tensor(Tensor::zeros(DType::U8, &[n]))];
@@ -494,7 +494,13 @@ proptest! {
 #[test]
 fn bad_step_is_the_same_launch_error() {
     let k = kernel(CONTROL, "control", &Instance::default());
-    let args = vec![Arg::Tensor(Tensor::zeros(DType::F32, &[8])), Arg::Tensor(Tensor::zeros(DType::F32, &[8])), Arg::I32(3), Arg::Bool(true), Arg::I32(0)];
+    let args = vec![
+        Arg::Tensor(Tensor::zeros(DType::F32, &[8])),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[8])),
+        Arg::I32(3),
+        Arg::Bool(true),
+        Arg::I32(0),
+    ];
     same(&k, &args);
 }
 
@@ -509,4 +515,53 @@ fn launch_errors_are_identical() {
         Arg::Bool(false),
     ];
     same(&k, &args);
+}
+
+const NARROW: &str = r#"
+kernel narrow(x: f32[N], b: out bf16[N, 4], h: out f16[N, 2])
+tunables { B: level1 in {32} = 32 }
+grid(cdiv(N, B))
+{
+    let i = program_id(0) * B + arange(B);
+    let v = load(x[i]);
+    store(b[i, 0], cast(v, bf16));
+    store(b[i, 1], cast(v, bf16, rtz));
+    store(b[i, 2], cast(v, bf16) * cast(v, bf16));
+    store(b[i, 3], cast(v * 1.5, bf16));
+    store(h[i, 0], cast(v, f16));
+    store(h[i, 1], cast(v, f16, ceil) + cast(v, f16));
+}
+"#;
+
+proptest! {
+    #![proptest_config(cfg(32))]
+    /// f32 → bf16 / f16 on bit patterns near rounding ties, subnormals, infinities and NaNs.
+    #[test]
+    fn narrowing_casts_at_ties(n in 1usize..200, seed in any::<u64>()) {
+        let k = kernel(NARROW, "narrow", &Instance::default());
+        let mut r = Rng(seed);
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                let x = r.next_u64() as u32;
+                f32::from_bits(match r.below(6) {
+                    // bf16 tie region: round bit set, bits 3..14 clear, low bits random
+                    0 => (x & 0xFFFF_0007) | 0x8000,
+                    // f16 tie region
+                    1 => (x & 0xFFFF_E007) | 0x1000,
+                    // subnormal
+                    2 => x & 0x8000_FFFF,
+                    // exponent near the top (overflow to inf when rounding up)
+                    3 => (x & 0x807F_FFFF) | 0x7F00_0000,
+                    4 => [0x7F80_0000, 0xFF80_0000, 0x7FC0_0001, 0xFF81_2345, 0x7F7F_FFFF, 0x0000_8000][r.below(6) as usize],
+                    _ => x,
+                })
+            })
+            .collect();
+        let args = vec![
+            Arg::Tensor(Tensor::from_f32(DType::F32, &[n], &v)),
+            Arg::Tensor(Tensor::zeros(DType::BF16, &[n, 4])),
+            Arg::Tensor(Tensor::zeros(DType::F16, &[n, 2])),
+        ];
+        same(&k, &args);
+    }
 }

@@ -109,14 +109,37 @@ pub fn round_with(x: f64, rounding: Rounding) -> f64 {
     }
 }
 
-/// Round an f64 to the nearest value of a float dtype (RNE), returned as f64.
+/// Round an f64 to the nearest value of a float dtype (RNE, one rounding), returned as f64.
+///
+/// f16 and bf16 are rounded here directly from the f64 rather than through `half`'s f64
+/// conversions: `bf16::from_f64` looks only at the f64's top bits, and a hardware path may go
+/// through f32 first, and both can break ties differently from a single RNE rounding.
 pub fn round_float(dtype: DType, x: f64) -> f64 {
     match dtype {
         DType::F32 => x as f32 as f64,
-        DType::F16 => f16::from_f64(x).to_f64(),
-        DType::BF16 => bf16::from_f64(x).to_f64(),
+        DType::F16 => round_ieee(x, 10, -14, 15),
+        DType::BF16 => round_ieee(x, 7, -126, 127),
         _ => x,
     }
+}
+
+/// Round half to even onto a binary format with `mbits` explicit mantissa bits and normal
+/// exponents `emin..=emax` (subnormals below `emin`); overflow gives ±inf, NaN stays NaN.
+fn round_ieee(x: f64, mbits: i32, emin: i32, emax: i32) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let a = x.abs();
+    if a < 2f64.powi(emin - mbits - 2) {
+        // Below half the smallest subnormal: rounds to zero.
+        return 0.0f64.copysign(x);
+    }
+    let e = (((a.to_bits() >> 52) & 0x7FF) as i32 - 1023).max(emin);
+    let ulp = 2f64.powi(e - mbits);
+    let r = round_half_even(a / ulp) * ulp; // scaling by a power of two is exact
+    let max = (2.0 - 2f64.powi(-mbits)) * 2f64.powi(emax);
+    let r = if r > max { f64::INFINITY } else { r };
+    r.copysign(x)
 }
 
 /// Round a value to a float dtype with a directed rounding mode (f32 → f16/bf16 casts with rtz/floor/ceil).
@@ -305,6 +328,25 @@ mod tests {
         assert_eq!(float_to_int(DType::I4, 9.7, Rounding::Rne), 7);
         assert_eq!(float_to_int(DType::I4, -8.5, Rounding::Rne), -8);
         assert_eq!(float_to_int(DType::I8, 2.5, Rounding::Rne), 2);
+    }
+
+    #[test]
+    fn bf16_and_f16_round_once_to_nearest_even() {
+        // 0x3F808001: a tie is broken by the lowest f32 mantissa bits.
+        let x = f32::from_bits(0x3F80_8001) as f64;
+        assert_eq!(bf16::from_f64(round_float(DType::BF16, x)).to_bits(), 0x3F81);
+        assert_eq!(round_float(DType::BF16, f32::from_bits(0x3F80_8000) as f64), 1.0);
+        for bits in (0u32..=0xFFFF_FFFF).step_by(65_521) {
+            let f = f32::from_bits(bits);
+            if f.is_nan() {
+                continue;
+            }
+            assert_eq!(round_float(DType::BF16, f as f64), bf16::from_f32(f).to_f64(), "bf16 {bits:#x}");
+            let h = round_float(DType::F16, f as f64);
+            assert_eq!(h.to_bits(), f16::from_f32(f).to_f64().to_bits(), "f16 {bits:#x}");
+        }
+        assert_eq!(round_float(DType::F16, 65520.0), f64::INFINITY);
+        assert_eq!(round_float(DType::F16, 65519.99), 65504.0);
     }
 
     #[test]

@@ -274,12 +274,12 @@ pub fn rope(x: &[f32], positions: &[i32], t: usize, nh: usize, d: usize, theta: 
     let (inv, scale) = rope_inv_freq(d, theta, yarn);
     let half = d / 2;
     let mut y = vec![0.0; t * nh * d];
-    for ti in 0..t {
+    for (ti, &pos) in positions.iter().enumerate().take(t) {
         for hi in 0..nh {
             let base = (ti * nh + hi) * d;
             for c in 0..d {
                 let j = c % half;
-                let angle = (positions[ti] as f32 * inv[j]) as f64;
+                let angle = (pos as f32 * inv[j]) as f64;
                 let (s, co) = angle.sin_cos();
                 let rot = if c < half { -(x[base + c + half] as f64) } else { x[base + c - half] as f64 };
                 y[base + c] = x[base + c] as f64 * co * scale + rot * s * scale;

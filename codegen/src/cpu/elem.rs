@@ -10,14 +10,16 @@
 //!   outside `[0, bits)` give 0 (`shl`) or the sign fill (`shr`).
 //! - Casts: the common exact cases inline (int → int wrapping, i32 → f32 RNE, f16/bf16 → f32),
 //!   every other combination through the `opc_cast` helper (`cast_repr` mirrors the interpreter).
-//!   That includes f32 → f16/bf16: the interpreter converts through `f64` with `half`'s
-//!   `from_f64`, which ignores the low mantissa bits of the f64 when breaking ties, so it is not
-//!   always the RNE that arithmetic rounding (`from_f32`) gives; the helper reproduces it exactly.
+//!   f32 → f16/bf16 casts are special: the interpreter converts through `f64` with `half`'s
+//!   `from_f64`, which ignores the low 32 bits of the f64 when breaking ties (and flushes tiny
+//!   subnormals), so it is not always the RNE that arithmetic rounding (`from_f32`) gives. bf16
+//!   RNE casts reproduce that inline (subnormals through the helper); f16 casts and directed
+//!   roundings call the helper.
 //! - Global memory: per-dtype element loads and stores; packed 4-bit elements at byte `e / 2`
 //!   (low nibble for even `e`), stored through an atomic byte read-modify-write helper.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{types, Endianness, InstBuilder, MemFlagsData, Type, Value};
 use opc_ir::{BinaryOp, CmpPred, DType, Op, Rounding, UnaryOp};
 
 use super::helpers::{dtype_code, rounding_code, Helper};
@@ -28,6 +30,11 @@ use crate::Result;
 /// are a `Vec<u8>`, so nothing is known about alignment.
 fn global() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
+}
+
+/// Flags of a lane-preserving vector bitcast.
+fn lanes() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(Endianness::Little)
 }
 
 impl Lower<'_, '_> {
@@ -41,6 +48,12 @@ impl Lower<'_, '_> {
 
     /// The bf16 bits (low 16 bits of an i32) of an f32, as `half::bf16::from_f32`.
     fn bf16_bits(&mut self, x: Value) -> Value {
+        self.bf16_bits_sticky(x, 3 * 0x8000 - 1)
+    }
+
+    /// RNE to bf16 bits where only the mantissa bits in `sticky` break ties (`from_f32` uses
+    /// all bits below the rounding bit plus the lsb, `0x17FFF`).
+    fn bf16_bits_sticky(&mut self, x: Value, sticky: i64) -> Value {
         let b = &mut self.b;
         let xi = b.ins().bitcast(types::I32, MemFlagsData::new(), x);
         let abs = b.ins().band_imm_u(xi, 0x7FFF_FFFF);
@@ -49,7 +62,7 @@ impl Lower<'_, '_> {
         let nan = b.ins().bor_imm_u(hi, 0x40);
         let rb = b.ins().band_imm_u(xi, 0x8000);
         let rb = b.ins().icmp_imm_s(IntCC::NotEqual, rb, 0);
-        let rest = b.ins().band_imm_u(xi, 3 * 0x8000 - 1);
+        let rest = b.ins().band_imm_u(xi, sticky);
         let rest = b.ins().icmp_imm_s(IntCC::NotEqual, rest, 0);
         let up = b.ins().band(rb, rest);
         let up = b.ins().uextend(types::I32, up);
@@ -309,7 +322,7 @@ impl Lower<'_, '_> {
     }
 
     pub(super) fn cast(&mut self, from: DType, to: DType, r: Rounding, x: Value) -> Value {
-        let (ff, tf) = (cty(from) == types::F32, cty(to) == types::F32);
+        let ff = cty(from) == types::F32;
         if from == to || (ff && to == DType::F32) {
             return x;
         }
@@ -320,6 +333,15 @@ impl Lower<'_, '_> {
         if plain_int(from) && to == DType::F32 && r == Rounding::Rne {
             return self.b.ins().fcvt_from_sint(types::F32, x);
         }
+        if ff && to == DType::BF16 && r == Rounding::Rne {
+            // One RNE rounding, the same as bf16 arithmetic (`numerics::round_float`).
+            return self.round_to(DType::BF16, x);
+        }
+        self.cast_call(from, to, r, x)
+    }
+
+    fn cast_call(&mut self, from: DType, to: DType, r: Rounding, x: Value) -> Value {
+        let (ff, tf) = (cty(from) == types::F32, cty(to) == types::F32);
         let xi = if ff { self.b.ins().bitcast(types::I32, MemFlagsData::new(), x) } else { x };
         let (fc, tc, rc) = (self.iconst(dtype_code(from)), self.iconst(dtype_code(to)), self.iconst(rounding_code(r)));
         let y = self.call(Helper::Cast, &[xi, fc, tc, rc]).expect("i32");
@@ -440,5 +462,117 @@ impl Lower<'_, '_> {
         let bits = if cty(tv.dtype) == types::F32 { self.b.ins().bitcast(types::I32, MemFlagsData::new(), v) } else { v };
         let dc = self.iconst(dtype_code(tv.dtype));
         self.call(Helper::AtomicAdd, &[tv.base, e, dc, bits]);
+    }
+
+    // --- 4-lane versions (f32x4 / i32x4), exactly the scalar semantics lane by lane ------------
+
+    /// Whether [`Self::unary_x4`] handles `u` on `d`.
+    pub(super) fn has_unary_x4(u: UnaryOp, d: DType) -> bool {
+        d == DType::F32 && matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sqrt)
+    }
+
+    pub(super) fn unary_x4(&mut self, u: UnaryOp, d: DType, x: Value) -> Option<Value> {
+        if !Self::has_unary_x4(u, d) {
+            return None;
+        }
+        Some(match u {
+            UnaryOp::Neg => self.b.ins().fneg(x),
+            UnaryOp::Abs => self.b.ins().fabs(x),
+            _ => self.b.ins().sqrt(x),
+        })
+    }
+
+    /// Whether [`Self::binary_x4`] handles `bop` on `d` (f32 needs no rounding; ints need no
+    /// wrapping or guard: i32 and bool only).
+    pub(super) fn has_binary_x4(bop: BinaryOp, d: DType) -> bool {
+        match d {
+            DType::F32 => matches!(bop, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Max | BinaryOp::Min),
+            DType::I32 => matches!(
+                bop,
+                BinaryOp::Add
+                    | BinaryOp::Sub
+                    | BinaryOp::Mul
+                    | BinaryOp::And
+                    | BinaryOp::Or
+                    | BinaryOp::Xor
+                    | BinaryOp::Max
+                    | BinaryOp::Min
+            ),
+            DType::Bool => matches!(bop, BinaryOp::And | BinaryOp::Or | BinaryOp::Xor),
+            _ => false,
+        }
+    }
+
+    pub(super) fn binary_x4(&mut self, bop: BinaryOp, d: DType, x: Value, y: Value) -> Option<Value> {
+        if !Self::has_binary_x4(bop, d) {
+            return None;
+        }
+        let b = &mut self.b;
+        Some(match (d, bop) {
+            (DType::F32, BinaryOp::Add) => b.ins().fadd(x, y),
+            (DType::F32, BinaryOp::Sub) => b.ins().fsub(x, y),
+            (DType::F32, BinaryOp::Mul) => b.ins().fmul(x, y),
+            (DType::F32, BinaryOp::Div) => b.ins().fdiv(x, y),
+            (DType::F32, BinaryOp::Max | BinaryOp::Min) => {
+                // a.is_nan() || (b > a | b < a) ? b : a
+                let nan = b.ins().fcmp(FloatCC::Unordered, x, x);
+                let cc = if bop == BinaryOp::Max { FloatCC::GreaterThan } else { FloatCC::LessThan };
+                let better = b.ins().fcmp(cc, y, x);
+                let take = b.ins().bor(nan, better);
+                let take = b.ins().bitcast(types::F32X4, lanes(), take);
+                b.ins().bitselect(take, y, x)
+            }
+            (_, BinaryOp::Add) => b.ins().iadd(x, y),
+            (_, BinaryOp::Sub) => b.ins().isub(x, y),
+            (_, BinaryOp::Mul) => b.ins().imul(x, y),
+            (_, BinaryOp::And) => b.ins().band(x, y),
+            (_, BinaryOp::Or) => b.ins().bor(x, y),
+            (_, BinaryOp::Xor) => b.ins().bxor(x, y),
+            (_, BinaryOp::Max) => b.ins().smax(x, y),
+            (_, BinaryOp::Min) => b.ins().smin(x, y),
+            _ => return None,
+        })
+    }
+
+    /// Lane masks (all ones / zero) to bool lanes (1 / 0).
+    fn mask_to_bool_x4(&mut self, m: Value) -> Value {
+        let one = self.b.ins().iconst(types::I32, 1);
+        let ones = self.b.ins().splat(types::I32X4, one);
+        self.b.ins().band(m, ones)
+    }
+
+    pub(super) fn cmp_x4(&mut self, p: CmpPred, d: DType, x: Value, y: Value) -> Value {
+        let m = if cty(d) == types::F32 {
+            let cc = match p {
+                CmpPred::Eq => FloatCC::Equal,
+                CmpPred::Ne => FloatCC::NotEqual,
+                CmpPred::Lt => FloatCC::LessThan,
+                CmpPred::Le => FloatCC::LessThanOrEqual,
+                CmpPred::Gt => FloatCC::GreaterThan,
+                CmpPred::Ge => FloatCC::GreaterThanOrEqual,
+            };
+            self.b.ins().fcmp(cc, x, y)
+        } else {
+            let cc = match p {
+                CmpPred::Eq => IntCC::Equal,
+                CmpPred::Ne => IntCC::NotEqual,
+                CmpPred::Lt => IntCC::SignedLessThan,
+                CmpPred::Le => IntCC::SignedLessThanOrEqual,
+                CmpPred::Gt => IntCC::SignedGreaterThan,
+                CmpPred::Ge => IntCC::SignedGreaterThanOrEqual,
+            };
+            self.b.ins().icmp(cc, x, y)
+        };
+        self.mask_to_bool_x4(m)
+    }
+
+    /// `c != 0 ? a : b` lane-wise (`c` is i32x4 of 0/1; `a`, `b` f32x4 or i32x4).
+    pub(super) fn select_x4(&mut self, c: Value, a: Value, bv: Value) -> Value {
+        let zero = self.b.ins().iconst(types::I32, 0);
+        let zeros = self.b.ins().splat(types::I32X4, zero);
+        let m = self.b.ins().icmp(IntCC::NotEqual, c, zeros);
+        let ty: Type = self.b.func.dfg.value_type(a);
+        let m = if ty == types::I32X4 { m } else { self.b.ins().bitcast(ty, lanes(), m) };
+        self.b.ins().bitselect(m, a, bv)
     }
 }

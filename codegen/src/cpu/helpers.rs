@@ -244,7 +244,7 @@ unsafe extern "C" fn opc_atomic_add(base: *mut u8, e: i64, d: u32, v: u32) {
     };
     // SAFETY: the caller guarantees the 4 bytes are inside the tensor.
     let p = unsafe { base.add(4 * e as usize) };
-    if (p as usize) % 4 == 0 {
+    if (p as usize).is_multiple_of(4) {
         // SAFETY: aligned, in bounds; every concurrent access to it is atomic or a plain
         // store by the kernel's contract (programs do not mix stores and atomic adds on an element).
         let cell = unsafe { &*(p as *const AtomicU32) };

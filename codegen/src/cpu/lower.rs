@@ -18,21 +18,11 @@
 //!
 //! **Ops become loop nests** over the result shape, with static trip counts (tile shapes are
 //! static): adjacent dims that are contiguous for every operand are merged, the innermost dim
-//! runs 4 lanes at a time (`f32x4` / `i32x4`) where the op is exact lane-wise (f32 add, sub, mul,
-//! div and copies) and every operand is contiguous or broadcast along it, then a scalar tail.
-//! - `load` / `store` / `atomic_add` walk the concatenated index shapes; index tile `d` is read
-//!   once its dims are all bound (outer loops), checked `0 <= i < dim_d` (one unsigned compare
-//!   against the launch-time dim) and folded into the element offset. The element is touched
-//!   only under a branch on (in bounds && mask): ragged edges and out-of-range gathers never
-//!   reach memory.
-//! - `dot`: the accumulator (or zeros) is copied into the result buffer, then each row is
-//!   computed in register blocks of 16 columns (four `f32x4` accumulators) over k ascending:
-//!   `c += a[i,k] * b[k,j]` with the product rounded to f32 and then added (no FMA), which is the
-//!   interpreter's order per element, so results are bit-identical. `b` is first copied
-//!   contiguous if its rows are not (e.g. `trans(ktile)`).
-//! - `reduce` / `scan`: a loop over the axis inside a nest over the other dims, in the
-//!   interpreter's order (from the first element, f16/bf16 rounded once at the end of a sum,
-//!   each output of a cumsum rounded from an f32 running sum).
+//! runs 4 lanes at a time (`f32x4` / `i32x4`) where the op is exact lane-wise (copies, compares,
+//! selects, f32 `+ - * /`, f32 `max`/`min` with the interpreter's NaN rule, `neg`/`abs`, i32 and
+//! bool `+ - * & | ^`, i32 `max`/`min`; see `elem.rs`) and every operand is contiguous or
+//! broadcast along it, then a scalar tail.
+//! - `load` / `store` / `atomic_add`: `memory.rs`; `dot`: `dot.rs`; `reduce` / `cumsum`: `reduce.rs`.
 //! - `for`: an i64 induction counter (no overflow near `i32::MAX`); carried scalars are
 //!   Variables (the frontend builds the block params), carried tiles live in one buffer per
 //!   carried value, copied in from the init and from each `yield` (through temporaries when a
@@ -41,18 +31,26 @@
 //!
 //! Element semantics (dtype rounding, int wrapping, guarded division, casts) are in `elem.rs`.
 //!
+//! ```text
+//! tile IR:  %5 = load @x[%3, %4] : f32[8, 16]       %7 = mul %5, %6 : f32[8, 16]   (%6 = param @s)
+//! lowered:  arena@0x80  <- for i < 8, j < 16: e = r[i]·stride0 + c[j]·stride1;
+//!                          (r[i] <u M && c[j] <u N) ? x[e] : 0.0
+//!           arena@0x280 <- for t < 128 step 4: f32x4 load @0x80 · splat(%6)   (dims merged)
+//! ```
+//!
 //! **Does not** (yet): fuse elementwise chains into one loop, reuse arena slots by liveness, or
 //! vectorize loads/stores of global memory. Correctness first; these are the next steps.
 
 use std::collections::HashMap;
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_codegen::ir::{types, FuncRef, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, Variable};
-use opc_ir::{Block, DType, Kernel, Op, OpKind, ParamKind, ReduceOp, Scalar, ScanOp, ValueId};
+use opc_ir::{Block, DType, Kernel, Op, OpKind, ParamKind, Scalar, ScanOp, ValueId};
 
 use super::helpers::Helper;
+use super::memory::Access;
 use super::MetaLayout;
 use crate::{CodegenError, Result};
 
@@ -97,7 +95,7 @@ pub(super) struct Lower<'a, 'f> {
     grid: [Value; 3],
     dims: Vec<Value>,
     scalars: Vec<Option<Value>>,
-    tensors: Vec<Option<TensorVals>>,
+    pub(super) tensors: Vec<Option<TensorVals>>,
     helpers: HashMap<Helper, FuncRef>,
     /// Number of `for` ops lowered so far: the error code of a bad step is its index + 1.
     for_count: i64,
@@ -167,7 +165,8 @@ pub(super) fn lower(
     let p = b.block_params(entry).to_vec();
     let (tptrs, metap, scratch, err) = (p[0], p[1], p[5], p[6]);
     let pid = [p[2], p[3], p[4]];
-    let ld = |b: &mut FunctionBuilder, slot: usize| b.ins().load(types::I64, MemFlagsData::trusted().with_readonly(), metap, (8 * slot) as i32);
+    let ld =
+        |b: &mut FunctionBuilder, slot: usize| b.ins().load(types::I64, MemFlagsData::trusted().with_readonly(), metap, (8 * slot) as i32);
     let dims: Vec<Value> = (0..k.dims.len()).map(|s| ld(&mut b, meta.dims + s)).collect();
     let grid = [ld(&mut b, meta.grid), ld(&mut b, meta.grid + 1), ld(&mut b, meta.grid + 2)];
     let mut scalars = vec![];
@@ -188,21 +187,8 @@ pub(super) fn lower(
             }
         }
     }
-    let mut l = Lower {
-        k,
-        b,
-        reprs: vec![None; k.values.len()],
-        arena: 0,
-        scratch,
-        err,
-        pid,
-        grid,
-        dims,
-        scalars,
-        tensors,
-        helpers,
-        for_count: 0,
-    };
+    let mut l =
+        Lower { k, b, reprs: vec![None; k.values.len()], arena: 0, scratch, err, pid, grid, dims, scalars, tensors, helpers, for_count: 0 };
     if let Some(y) = l.lower_block(&k.body)? {
         return Err(l.unsupported(y, "`yield` at the top level of the body"));
     }
@@ -225,38 +211,40 @@ impl Lower<'_, '_> {
         self.b.inst_results(inst).first().copied()
     }
 
-    fn dtype(&self, v: ValueId) -> DType {
+    pub(super) fn dtype(&self, v: ValueId) -> DType {
         self.k.ty(v).dtype
     }
 
-    fn shape(&self, v: ValueId) -> Vec<usize> {
+    pub(super) fn shape(&self, v: ValueId) -> Vec<usize> {
         self.k.ty(v).shape.clone()
     }
 
-    fn repr(&self, v: ValueId) -> Repr {
-        self.reprs[v.0 as usize].clone().unwrap_or_else(|| panic!("lower-cpu: %{} used before its definition (the verifier should catch this)", v.0))
+    pub(super) fn repr(&self, v: ValueId) -> Repr {
+        self.reprs[v.0 as usize]
+            .clone()
+            .unwrap_or_else(|| panic!("lower-cpu: %{} used before its definition (the verifier should catch this)", v.0))
     }
 
-    fn set(&mut self, v: ValueId, r: Repr) {
+    pub(super) fn set(&mut self, v: ValueId, r: Repr) {
         self.reprs[v.0 as usize] = Some(r);
     }
 
     /// Define `v` as a uniform value.
-    fn def_uniform(&mut self, v: ValueId, x: Value) {
+    pub(super) fn def_uniform(&mut self, v: ValueId, x: Value) {
         let var = self.b.declare_var(cty(self.dtype(v)));
         self.b.def_var(var, x);
         self.set(v, Repr::Uniform(var));
     }
 
     /// Reserve a 16-byte aligned arena slot of `numel` elements.
-    fn alloc(&mut self, numel: usize) -> u32 {
+    pub(super) fn alloc(&mut self, numel: usize) -> u32 {
         let off = self.arena.next_multiple_of(16);
         self.arena = off + 4 * numel as u32;
         off
     }
 
     /// Address of element `elem` (i64) of the arena slot at `off`.
-    fn arena_addr(&mut self, off: u32, elem: Value) -> Value {
+    pub(super) fn arena_addr(&mut self, off: u32, elem: Value) -> Value {
         let bytes = self.b.ins().ishl_imm_u(elem, 2);
         let a = self.b.ins().iadd(self.scratch, bytes);
         if off == 0 {
@@ -267,7 +255,7 @@ impl Lower<'_, '_> {
     }
 
     /// Σ idx[d] * strides[d] (an i64 element index); size-0 strides are skipped.
-    fn linear(&mut self, idx: &[Value], strides: &[i64]) -> Value {
+    pub(super) fn linear(&mut self, idx: &[Value], strides: &[i64]) -> Value {
         let mut acc: Option<Value> = None;
         for (&i, &s) in idx.iter().zip(strides) {
             if s == 0 {
@@ -282,18 +270,18 @@ impl Lower<'_, '_> {
         acc.unwrap_or_else(|| self.b.ins().iconst(types::I64, 0))
     }
 
-    fn load_arena(&mut self, ty: Type, off: u32, elem: Value) -> Value {
+    pub(super) fn load_arena(&mut self, ty: Type, off: u32, elem: Value) -> Value {
         let a = self.arena_addr(off, elem);
         self.b.ins().load(ty, ARENA, a, 0)
     }
 
-    fn store_arena(&mut self, off: u32, elem: Value, x: Value) {
+    pub(super) fn store_arena(&mut self, off: u32, elem: Value, x: Value) {
         let a = self.arena_addr(off, elem);
         self.b.ins().store(ARENA, x, a, 0);
     }
 
     /// The single value of `v` if all its elements are equal by construction (uniform, or one element).
-    fn uniform(&mut self, v: ValueId) -> Option<Value> {
+    pub(super) fn uniform(&mut self, v: ValueId) -> Option<Value> {
         match self.repr(v) {
             Repr::Uniform(var) => Some(self.b.use_var(var)),
             Repr::Buf { off, .. } if self.k.ty(v).numel() == 1 => {
@@ -305,7 +293,7 @@ impl Lower<'_, '_> {
     }
 
     /// How a loop nest over `shape` reads `v` (which has `shape`'s element count).
-    fn acc(&mut self, v: ValueId, shape: &[usize]) -> Acc {
+    pub(super) fn acc(&mut self, v: ValueId, shape: &[usize]) -> Acc {
         if let Some(x) = self.uniform(v) {
             return Acc::Val(x);
         }
@@ -319,7 +307,7 @@ impl Lower<'_, '_> {
         }
     }
 
-    fn read(&mut self, a: &Acc, ty: Type, idx: &[Value]) -> Value {
+    pub(super) fn read(&mut self, a: &Acc, ty: Type, idx: &[Value]) -> Value {
         match a {
             Acc::Val(x) => *x,
             Acc::Arena { off, strides } => {
@@ -330,7 +318,7 @@ impl Lower<'_, '_> {
     }
 
     /// A contiguous row-major buffer holding `v`'s elements (a copy unless it already is one).
-    fn materialize(&mut self, v: ValueId) -> u32 {
+    pub(super) fn materialize(&mut self, v: ValueId) -> u32 {
         let shape = self.shape(v);
         if let Repr::Buf { off, strides } = self.repr(v) {
             if is_contiguous(&shape, &strides) {
@@ -343,7 +331,7 @@ impl Lower<'_, '_> {
     }
 
     /// Copy `v`'s elements into the contiguous buffer at `dst`.
-    fn copy_into(&mut self, v: ValueId, dst: u32) {
+    pub(super) fn copy_into(&mut self, v: ValueId, dst: u32) {
         let shape = self.shape(v);
         let ty = cty(self.dtype(v));
         let a = match self.repr(v) {
@@ -351,8 +339,7 @@ impl Lower<'_, '_> {
             Repr::Buf { off, strides } => Acc::Arena { off, strides },
         };
         let id = |_: &mut Self, x: &[Value]| Ok(x[0]);
-        self.ew(&shape, &[a], &[ty], dst, &id, Some(&|_: &mut Self, x: &[Value]| x[0]))
-            .expect("a copy cannot fail");
+        self.ew(&shape, &[a], &[ty], dst, &id, Some(&|_: &mut Self, x: &[Value]| x[0])).expect("a copy cannot fail");
     }
 
     // -----------------------------------------------------------------------------------------
@@ -385,7 +372,7 @@ impl Lower<'_, '_> {
     }
 
     /// A loop nest over `shape` (outermost first).
-    fn nest(&mut self, shape: &[usize], f: &mut dyn FnMut(&mut Self, &[Value]) -> Result<()>) -> Result<()> {
+    pub(super) fn nest(&mut self, shape: &[usize], f: &mut dyn FnMut(&mut Self, &[Value]) -> Result<()>) -> Result<()> {
         fn go<'a, 'f>(
             l: &mut Lower<'a, 'f>,
             shape: &[usize],
@@ -409,7 +396,7 @@ impl Lower<'_, '_> {
     /// `out_off`. `vf` is the same function on 4-lane vectors, used on the innermost dim when
     /// every operand is contiguous or broadcast along it.
     #[allow(clippy::type_complexity)]
-    fn ew(
+    pub(super) fn ew(
         &mut self,
         shape: &[usize],
         accs: &[Acc],
@@ -447,7 +434,7 @@ impl Lower<'_, '_> {
         let r = sh.len();
         let inner = sh[r - 1];
         let out_strides = row_major(&sh);
-        let simd = vf.is_some() && inner >= 4 && st.iter().all(|s| s[r - 1] == 0 || s[r - 1] == 1) && tys.iter().all(|&t| t == tys[0]);
+        let simd = vf.is_some() && inner >= 4 && st.iter().all(|s| s[r - 1] == 0 || s[r - 1] == 1);
         let outer_shape = sh[..r - 1].to_vec();
         self.nest(&outer_shape, &mut |l, oidx| {
             // Per operand: the hoisted value, or the element index of this row's start.
@@ -484,10 +471,13 @@ impl Lower<'_, '_> {
             };
             let mut start = 0usize;
             if simd {
-                let vty = tys[0].by(4).expect("4-lane vector type");
+                let vtys: Vec<Type> = tys.iter().map(|t| t.by(4).expect("4-lane vector type")).collect();
                 let vf = vf.expect("simd implies a vector function");
-                let splats: Vec<Option<Value>> =
-                    bases.iter().map(|a| if let Acc::Val(x) = a { Some(l.b.ins().splat(vty, *x)) } else { None }).collect();
+                let splats: Vec<Option<Value>> = bases
+                    .iter()
+                    .zip(&vtys)
+                    .map(|(a, &vty)| if let Acc::Val(x) = a { Some(l.b.ins().splat(vty, *x)) } else { None })
+                    .collect();
                 let chunks = inner / 4;
                 l.loop_n(chunks, &mut |l, c| {
                     let j = l.b.ins().imul_imm_s(c, 4);
@@ -497,7 +487,7 @@ impl Lower<'_, '_> {
                             Acc::Val(_) => splats[k].expect("splat of a hoisted operand"),
                             Acc::Arena { off, .. } => {
                                 let e = elem(l, row_starts[k], 1, j);
-                                l.load_arena(vty, *off, e)
+                                l.load_arena(vtys[k], *off, e)
                             }
                         });
                     }
@@ -571,6 +561,7 @@ impl Lower<'_, '_> {
         Ok(None)
     }
 
+    #[allow(clippy::type_complexity)]
     fn lower_op(&mut self, op: &Op) -> Result<()> {
         let k = self.k;
         match &op.kind {
@@ -611,27 +602,19 @@ impl Lower<'_, '_> {
             }
             OpKind::Unary(u) => {
                 let (u, d) = (*u, self.dtype(op.args[0]));
-                let vf = |l: &mut Self, x: &[Value]| l.b.ins().fneg(x[0]);
-                let vneg: Option<&dyn Fn(&mut Self, &[Value]) -> Value> =
-                    if u == opc_ir::UnaryOp::Neg && d == DType::F32 { Some(&vf) } else { None };
-                self.map_op(op, &|l, x| l.unary(op, u, d, x[0]), vneg)?;
+                let vf = move |l: &mut Self, x: &[Value]| l.unary_x4(u, d, x[0]).expect("checked by has_unary_x4");
+                let vf: Option<&dyn Fn(&mut Self, &[Value]) -> Value> = if Self::has_unary_x4(u, d) { Some(&vf) } else { None };
+                self.map_op(op, &|l, x| l.unary(op, u, d, x[0]), vf)?;
             }
             OpKind::Binary(bop) => {
                 let (bop, d) = (*bop, self.dtype(op.args[0]));
-                let vf = move |l: &mut Self, x: &[Value]| match bop {
-                    opc_ir::BinaryOp::Add => l.b.ins().fadd(x[0], x[1]),
-                    opc_ir::BinaryOp::Sub => l.b.ins().fsub(x[0], x[1]),
-                    opc_ir::BinaryOp::Mul => l.b.ins().fmul(x[0], x[1]),
-                    _ => l.b.ins().fdiv(x[0], x[1]),
-                };
-                let simd = d == DType::F32
-                    && matches!(bop, opc_ir::BinaryOp::Add | opc_ir::BinaryOp::Sub | opc_ir::BinaryOp::Mul | opc_ir::BinaryOp::Div);
-                let vf: Option<&dyn Fn(&mut Self, &[Value]) -> Value> = if simd { Some(&vf) } else { None };
+                let vf = move |l: &mut Self, x: &[Value]| l.binary_x4(bop, d, x[0], x[1]).expect("checked by has_binary_x4");
+                let vf: Option<&dyn Fn(&mut Self, &[Value]) -> Value> = if Self::has_binary_x4(bop, d) { Some(&vf) } else { None };
                 self.map_op(op, &|l, x| l.binary(op, bop, d, x[0], x[1]), vf)?;
             }
             OpKind::Cmp(p) => {
                 let (p, d) = (*p, self.dtype(op.args[0]));
-                self.map_op(op, &|l, x| Ok(l.cmp(p, d, x[0], x[1])), None)?;
+                self.map_op(op, &|l, x| Ok(l.cmp(p, d, x[0], x[1])), Some(&|l: &mut Self, x: &[Value]| l.cmp_x4(p, d, x[0], x[1])))?;
             }
             OpKind::Select => {
                 self.map_op(
@@ -640,7 +623,7 @@ impl Lower<'_, '_> {
                         let c = l.b.ins().icmp_imm_s(IntCC::NotEqual, x[0], 0);
                         Ok(l.b.ins().select(c, x[1], x[2]))
                     },
-                    None,
+                    Some(&|l: &mut Self, x: &[Value]| l.select_x4(x[0], x[1], x[2])),
                 )?;
             }
             OpKind::Cast(r) => {
@@ -701,9 +684,13 @@ impl Lower<'_, '_> {
             OpKind::Reduce { op: rop, axis } => self.lower_reduce(op, *rop, *axis as usize)?,
             OpKind::Scan { op: ScanOp::Cumsum, axis } => self.lower_cumsum(op, *axis as usize)?,
             OpKind::Dot => self.lower_dot(op)?,
-            OpKind::Load { tensor, has_mask, has_other } => self.lower_access(op, *tensor, Access::Load { has_mask: *has_mask, has_other: *has_other })?,
+            OpKind::Load { tensor, has_mask, has_other } => {
+                self.lower_access(op, *tensor, Access::Load { has_mask: *has_mask, has_other: *has_other })?
+            }
             OpKind::Store { tensor, has_mask } => self.lower_access(op, *tensor, Access::Store { has_mask: *has_mask, atomic: false })?,
-            OpKind::AtomicAdd { tensor, has_mask } => self.lower_access(op, *tensor, Access::Store { has_mask: *has_mask, atomic: true })?,
+            OpKind::AtomicAdd { tensor, has_mask } => {
+                self.lower_access(op, *tensor, Access::Store { has_mask: *has_mask, atomic: true })?
+            }
             OpKind::For | OpKind::If | OpKind::Yield => unreachable!("handled by lower_block in {}", k.name),
         }
         Ok(())
@@ -829,8 +816,7 @@ impl Lower<'_, '_> {
                 _ => staged.push((src, None)),
             }
         }
-        let scalars: Vec<Option<Value>> =
-            srcs.iter().zip(bufs).map(|(&s, b)| if b.is_none() { self.uniform(s) } else { None }).collect();
+        let scalars: Vec<Option<Value>> = srcs.iter().zip(bufs).map(|(&s, b)| if b.is_none() { self.uniform(s) } else { None }).collect();
         for (i, &src) in srcs.iter().enumerate() {
             match bufs[i] {
                 None => {
@@ -895,449 +881,4 @@ impl Lower<'_, '_> {
     // -----------------------------------------------------------------------------------------
     // Reductions, scans, dot
     // -----------------------------------------------------------------------------------------
-
-    fn lower_reduce(&mut self, op: &Op, rop: ReduceOp, axis: usize) -> Result<()> {
-        let x = op.args[0];
-        let (d, shape) = (self.dtype(x), self.shape(x));
-        let res = op.result();
-        let rd = self.dtype(res);
-        let n = shape[axis];
-        let mut oshape = shape.clone();
-        oshape.remove(axis);
-        let a = match self.repr(x) {
-            Repr::Buf { off, strides } => Acc::Arena { off, strides },
-            Repr::Uniform(_) => Acc::Arena { off: self.materialize(x), strides: row_major(&shape) },
-        };
-        let Acc::Arena { off: xoff, strides: xst } = a else { unreachable!() };
-        let ty = cty(d);
-        let float = ty == types::F32;
-        let arg = matches!(rop, ReduceOp::Argmax | ReduceOp::Argmin);
-        // One output element: the reduction along the axis starting at element index `base`.
-        let one = |l: &mut Self, base: Value| -> Result<Value> {
-            let sa = xst[axis];
-            let at = |l: &mut Self, j: Value| -> Value {
-                let t = l.b.ins().imul_imm_s(j, sa);
-                let e = l.b.ins().iadd(base, t);
-                l.load_arena(ty, xoff, e)
-            };
-            if n == 0 {
-                return Ok(if arg {
-                    l.b.ins().iconst(types::I32, 0)
-                } else if float {
-                    l.b.ins().f32const(match rop {
-                        ReduceOp::Max => f32::NEG_INFINITY,
-                        ReduceOp::Min => f32::INFINITY,
-                        _ => 0.0,
-                    })
-                } else {
-                    let (lo, hi) = d.int_range().unwrap_or((0, 0));
-                    l.b.ins().iconst(types::I32, match rop {
-                        ReduceOp::Max => lo,
-                        ReduceOp::Min => hi,
-                        _ => 0,
-                    })
-                });
-            }
-            if arg {
-                let better = if rop == ReduceOp::Argmax { cranelift_codegen::ir::condcodes::FloatCC::GreaterThan } else { cranelift_codegen::ir::condcodes::FloatCC::LessThan };
-                let ibetter = if rop == ReduceOp::Argmax { IntCC::SignedGreaterThan } else { IntCC::SignedLessThan };
-                let bi = l.b.declare_var(types::I32);
-                let bv = l.b.declare_var(ty);
-                let z = l.b.ins().iconst(types::I32, 0);
-                l.b.def_var(bi, z);
-                if float {
-                    // best starts "absent": NaNs are skipped, an all-NaN row gives 0.
-                    let has = l.b.declare_var(types::I8);
-                    let f = l.b.ins().iconst(types::I8, 0);
-                    l.b.def_var(has, f);
-                    let zf = l.b.ins().f32const(0.0);
-                    l.b.def_var(bv, zf);
-                    l.loop_n(n, &mut |l, j| {
-                        let v = at(l, j);
-                        let (cb, ch, ci) = (l.b.use_var(bv), l.b.use_var(has), l.b.use_var(bi));
-                        let notnan = l.b.ins().fcmp(cranelift_codegen::ir::condcodes::FloatCC::Ordered, v, v);
-                        let gt = l.b.ins().fcmp(better, v, cb);
-                        let none = l.b.ins().icmp_imm_s(IntCC::Equal, ch, 0);
-                        let cand = l.b.ins().bor(none, gt);
-                        let take = l.b.ins().band(notnan, cand);
-                        let j32 = l.b.ins().ireduce(types::I32, j);
-                        let ni = l.b.ins().select(take, j32, ci);
-                        let nv = l.b.ins().select(take, v, cb);
-                        let nh = l.b.ins().bor(ch, take);
-                        l.b.def_var(bi, ni);
-                        l.b.def_var(bv, nv);
-                        l.b.def_var(has, nh);
-                        Ok(())
-                    })?;
-                } else {
-                    let z64 = l.b.ins().iconst(types::I64, 0);
-                    let first = at(l, z64);
-                    l.b.def_var(bv, first);
-                    l.loop_n(n - 1, &mut |l, j0| {
-                        let j = l.b.ins().iadd_imm_s(j0, 1);
-                        let v = at(l, j);
-                        let (cb, ci) = (l.b.use_var(bv), l.b.use_var(bi));
-                        let take = l.b.ins().icmp(ibetter, v, cb);
-                        let j32 = l.b.ins().ireduce(types::I32, j);
-                        let ni = l.b.ins().select(take, j32, ci);
-                        let nv = l.b.ins().select(take, v, cb);
-                        l.b.def_var(bi, ni);
-                        l.b.def_var(bv, nv);
-                        Ok(())
-                    })?;
-                }
-                return Ok(l.b.use_var(bi));
-            }
-            let accv = l.b.declare_var(ty);
-            let z64 = l.b.ins().iconst(types::I64, 0);
-            let first = at(l, z64);
-            l.b.def_var(accv, first);
-            l.loop_n(n - 1, &mut |l, j0| {
-                let j = l.b.ins().iadd_imm_s(j0, 1);
-                let v = at(l, j);
-                let s = l.b.use_var(accv);
-                let r = match (rop, float) {
-                    (ReduceOp::Sum, true) => l.b.ins().fadd(s, v),
-                    (ReduceOp::Max, true) => l.fmax(s, v),
-                    (_, true) => l.fmin(s, v),
-                    (ReduceOp::Sum, false) => l.b.ins().iadd(s, v),
-                    (ReduceOp::Max, false) => l.b.ins().smax(s, v),
-                    (_, false) => l.b.ins().smin(s, v),
-                };
-                l.b.def_var(accv, r);
-                Ok(())
-            })?;
-            let s = l.b.use_var(accv);
-            Ok(if float { l.round_to(d, s) } else { l.wrap(d, s) })
-        };
-        let mut ost = xst.clone();
-        ost.remove(axis);
-        if oshape.is_empty() {
-            let z = self.b.ins().iconst(types::I64, 0);
-            let y = one(self, z)?;
-            self.def_uniform(res, y);
-            return Ok(());
-        }
-        let out = self.alloc(oshape.iter().product());
-        let orm = row_major(&oshape);
-        let _ = rd;
-        self.nest(&oshape, &mut |l, idx| {
-            let base = l.linear(idx, &ost);
-            let y = one(l, base)?;
-            let e = l.linear(idx, &orm);
-            l.store_arena(out, e, y);
-            Ok(())
-        })?;
-        self.set(res, Repr::Buf { off: out, strides: orm });
-        Ok(())
-    }
-
-    fn lower_cumsum(&mut self, op: &Op, axis: usize) -> Result<()> {
-        let x = op.args[0];
-        let (d, shape) = (self.dtype(x), self.shape(x));
-        let (xoff, xst) = match self.repr(x) {
-            Repr::Buf { off, strides } => (off, strides),
-            Repr::Uniform(_) => (self.materialize(x), row_major(&shape)),
-        };
-        let ty = cty(d);
-        let n = shape[axis];
-        let orm = row_major(&shape);
-        let out = self.alloc(shape.iter().product());
-        let mut outer = shape.clone();
-        outer[axis] = 1;
-        self.nest(&outer, &mut |l, idx| {
-            let base = l.linear(idx, &xst);
-            let obase = l.linear(idx, &orm);
-            let acc = l.b.declare_var(ty);
-            let z = if ty == types::F32 { l.b.ins().f32const(0.0) } else { l.b.ins().iconst(types::I32, 0) };
-            l.b.def_var(acc, z);
-            l.loop_n(n, &mut |l, j| {
-                let t = l.b.ins().imul_imm_s(j, xst[axis]);
-                let e = l.b.ins().iadd(base, t);
-                let v = l.load_arena(ty, xoff, e);
-                let s = l.b.use_var(acc);
-                // the first element starts the sum (so -0.0 stays -0.0, as in the interpreter)
-                let (ns, y) = if ty == types::F32 {
-                    let sum = l.b.ins().fadd(s, v);
-                    let is0 = l.b.ins().icmp_imm_s(IntCC::Equal, j, 0);
-                    let ns = l.b.ins().select(is0, v, sum);
-                    (ns, l.round_to(d, ns))
-                } else {
-                    let ns = l.b.ins().iadd(s, v);
-                    (ns, l.wrap(d, ns))
-                };
-                l.b.def_var(acc, ns);
-                let t = l.b.ins().imul_imm_s(j, orm[axis]);
-                let oe = l.b.ins().iadd(obase, t);
-                l.store_arena(out, oe, y);
-                Ok(())
-            })
-        })?;
-        self.set(op.result(), Repr::Buf { off: out, strides: orm });
-        Ok(())
-    }
-
-    fn lower_dot(&mut self, op: &Op) -> Result<()> {
-        let (a, bv) = (op.args[0], op.args[1]);
-        let (sa, sb) = (self.shape(a), self.shape(bv));
-        let (m, kk, n) = (sa[0], sa[1], sb[1]);
-        let res = op.result();
-        let rd = self.dtype(res);
-        let out = self.alloc(m * n);
-        let rm = row_major(&[m, n]);
-        // c = acc (or 0)
-        match op.args.get(2) {
-            Some(&acc) => self.copy_into(acc, out),
-            None => {
-                let z = if rd == DType::F32 { self.b.ins().f32const(0.0) } else { self.b.ins().iconst(types::I32, 0) };
-                let t = cty(rd);
-                self.ew(&[m, n], &[Acc::Val(z)], &[t], out, &|_, x| Ok(x[0]), Some(&|_: &mut Self, x: &[Value]| x[0]))?;
-            }
-        }
-        self.set(res, Repr::Buf { off: out, strides: rm.clone() });
-        // Operands as f32 (codes decoded) or i32, with `b` rows contiguous.
-        let operand = |l: &mut Self, v: ValueId| -> (u32, Vec<i64>) {
-            let d = l.dtype(v);
-            if rd == DType::F32 && d.is_code() {
-                let shape = l.shape(v);
-                let acc = l.acc(v, &shape);
-                let dst = l.alloc(shape.iter().product());
-                l.ew(&shape, &[acc], &[types::I32], dst, &|l, x| Ok(l.cast(d, DType::F32, opc_ir::Rounding::Rne, x[0])), None)
-                    .expect("decode cannot fail");
-                return (dst, row_major(&shape));
-            }
-            match l.repr(v) {
-                Repr::Buf { off, strides } => (off, strides),
-                Repr::Uniform(_) => (l.materialize(v), row_major(&l.shape(v))),
-            }
-        };
-        let (aoff, ast) = operand(self, a);
-        let (mut boff, mut bst) = operand(self, bv);
-        if n > 1 && bst[1] != 1 {
-            let dst = self.alloc(kk * n);
-            let acc = Acc::Arena { off: boff, strides: bst.clone() };
-            let t = cty(rd);
-            self.ew(&[kk, n], &[acc], &[t], dst, &|_, x| Ok(x[0]), Some(&|_: &mut Self, x: &[Value]| x[0]))?;
-            boff = dst;
-            bst = row_major(&[kk, n]);
-        }
-        if rd == DType::I32 {
-            return self.nest(&[m, n], &mut |l, idx| {
-                let (i, j) = (idx[0], idx[1]);
-                let ce = l.linear(idx, &rm);
-                let s = l.b.declare_var(types::I32);
-                let c0 = l.load_arena(types::I32, out, ce);
-                l.b.def_var(s, c0);
-                l.loop_n(kk, &mut |l, p| {
-                    let av = {
-                        let e = l.linear(&[i, p], &ast);
-                        l.load_arena(types::I32, aoff, e)
-                    };
-                    let bvv = {
-                        let e = l.linear(&[p, j], &bst);
-                        l.load_arena(types::I32, boff, e)
-                    };
-                    let prod = l.b.ins().imul(av, bvv);
-                    let cur = l.b.use_var(s);
-                    let nx = l.b.ins().iadd(cur, prod);
-                    l.b.def_var(s, nx);
-                    Ok(())
-                })?;
-                let r = l.b.use_var(s);
-                l.store_arena(out, ce, r);
-                Ok(())
-            });
-        }
-        // f32: rows of c in register blocks of 4 vectors, then single vectors, then scalars.
-        let bst0 = bst[0];
-        let a_at = |l: &mut Self, i: Value, p: Value| -> Value {
-            let e = l.linear(&[i, p], &ast);
-            l.load_arena(types::F32, aoff, e)
-        };
-        let block = |l: &mut Self, i: Value, j0: Value, lanes: usize| -> Result<()> {
-            let nv = lanes / 4;
-            let row = l.b.ins().imul_imm_s(i, n as i64);
-            let cbase = l.b.ins().iadd(row, j0);
-            let vars: Vec<Variable> = (0..nv.max(1)).map(|_| l.b.declare_var(if lanes >= 4 { types::F32X4 } else { types::F32 })).collect();
-            let vty = if lanes >= 4 { types::F32X4 } else { types::F32 };
-            for (q, &var) in vars.iter().enumerate() {
-                let e = l.b.ins().iadd_imm_s(cbase, 4 * q as i64);
-                let c = l.load_arena(vty, out, e);
-                l.b.def_var(var, c);
-            }
-            l.loop_n(kk, &mut |l, p| {
-                let av = a_at(l, i, p);
-                let av = if lanes >= 4 { l.b.ins().splat(types::F32X4, av) } else { av };
-                let brow = l.b.ins().imul_imm_s(p, bst0);
-                let bbase = l.b.ins().iadd(brow, j0);
-                for (q, &var) in vars.iter().enumerate() {
-                    let e = l.b.ins().iadd_imm_s(bbase, 4 * q as i64);
-                    let bq = l.load_arena(vty, boff, e);
-                    let prod = l.b.ins().fmul(av, bq);
-                    let cur = l.b.use_var(var);
-                    let s = l.b.ins().fadd(cur, prod);
-                    l.b.def_var(var, s);
-                }
-                Ok(())
-            })?;
-            for (q, &var) in vars.iter().enumerate() {
-                let e = l.b.ins().iadd_imm_s(cbase, 4 * q as i64);
-                let c = l.b.use_var(var);
-                l.store_arena(out, e, c);
-            }
-            Ok(())
-        };
-        let n16 = n / 16;
-        let n4 = (n - n16 * 16) / 4;
-        let n1 = n - n16 * 16 - n4 * 4;
-        self.loop_n(m, &mut |l, i| {
-            l.loop_n(n16, &mut |l, jb| {
-                let j0 = l.b.ins().imul_imm_s(jb, 16);
-                block(l, i, j0, 16)
-            })?;
-            l.loop_n(n4, &mut |l, jb| {
-                let j0 = l.b.ins().imul_imm_s(jb, 4);
-                let j0 = l.b.ins().iadd_imm_s(j0, (n16 * 16) as i64);
-                block(l, i, j0, 4)
-            })?;
-            l.loop_n(n1, &mut |l, jb| {
-                let j0 = l.b.ins().iadd_imm_s(jb, (n16 * 16 + n4 * 4) as i64);
-                block(l, i, j0, 1)
-            })
-        })
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Global memory
-    // -----------------------------------------------------------------------------------------
-
-    fn lower_access(&mut self, op: &Op, tensor: usize, kind: Access) -> Result<()> {
-        let tv = self.tensors.get(tensor).cloned().flatten().ok_or_else(|| self.unsupported(op, "parameter is not a tensor"))?;
-        let rank = tv.shape.len();
-        // The access shape: index shapes concatenated.
-        let mut shape = vec![];
-        let mut parts = vec![];
-        for d in 0..rank {
-            let s = self.shape(op.args[d]);
-            let start = shape.len();
-            shape.extend_from_slice(&s);
-            let acc = self.acc(op.args[d], &s);
-            parts.push((acc, start, shape.len()));
-        }
-        let (mask_at, value_at, other_at) = match kind {
-            Access::Load { has_mask, has_other } => (has_mask.then_some(rank), None, has_other.then_some(rank + has_mask as usize)),
-            Access::Store { has_mask, .. } => (has_mask.then_some(rank + 1), Some(rank), None),
-        };
-        let mask = mask_at.map(|i| self.acc(op.args[i], &shape));
-        let value = value_at.map(|i| self.acc(op.args[i], &shape));
-        let dt = tv.dtype;
-        let other = match other_at {
-            Some(i) => self.acc(op.args[i], &shape),
-            None => Acc::Val(if cty(dt) == types::F32 { self.b.ins().f32const(0.0) } else { self.b.ins().iconst(types::I32, 0) }),
-        };
-        let out = match kind {
-            Access::Load { .. } if !shape.is_empty() => Some(self.alloc(shape.iter().product())),
-            _ => None,
-        };
-        let orm = row_major(&shape);
-        let mut result: Option<Value> = None;
-        // Walk the access shape; index `d` is checked as soon as its dims are bound.
-        #[allow(clippy::too_many_arguments)]
-        fn walk<'a, 'f>(
-            l: &mut Lower<'a, 'f>,
-            shape: &[usize],
-            parts: &[(Acc, usize, usize)],
-            tv: &TensorVals,
-            idx: &mut Vec<Value>,
-            valid: Value,
-            off: Value,
-            inner: &mut dyn FnMut(&mut Lower<'a, 'f>, &[Value], Value, Value) -> Result<()>,
-        ) -> Result<()> {
-            let (mut valid, mut off) = (valid, off);
-            for (d, (acc, s, e)) in parts.iter().enumerate() {
-                if *e != idx.len() {
-                    continue;
-                }
-                let i = l.read(acc, types::I32, &idx[*s..*e]);
-                let i = l.b.ins().sextend(types::I64, i);
-                let ok = l.b.ins().icmp(IntCC::UnsignedLessThan, i, tv.shape[d]);
-                valid = l.b.ins().band(valid, ok);
-                let t = l.b.ins().imul(i, tv.strides[d]);
-                off = l.b.ins().iadd(off, t);
-            }
-            if idx.len() == shape.len() {
-                return inner(l, idx, valid, off);
-            }
-            l.loop_n(shape[idx.len()], &mut |l, i| {
-                idx.push(i);
-                let r = walk(l, shape, parts, tv, idx, valid, off, inner);
-                idx.pop();
-                r
-            })
-        }
-        let one = self.b.ins().iconst(types::I8, 1);
-        let zero = self.b.ins().iconst(types::I64, 0);
-        walk(self, &shape, &parts, &tv, &mut vec![], one, zero, &mut |l, idx, valid, off| {
-            let valid = match &mask {
-                Some(m) => {
-                    let mv = l.read(m, types::I32, idx);
-                    let on = l.b.ins().icmp_imm_s(IntCC::NotEqual, mv, 0);
-                    l.b.ins().band(valid, on)
-                }
-                None => valid,
-            };
-            let hit = l.b.create_block();
-            let merge = l.b.create_block();
-            match kind {
-                Access::Load { .. } => {
-                    let miss = l.b.create_block();
-                    let x = l.b.append_block_param(merge, cty(dt));
-                    l.b.ins().brif(valid, hit, &[], miss, &[]);
-                    l.b.switch_to_block(hit);
-                    let v = l.read_elem(&tv, off);
-                    l.b.ins().jump(merge, &[v.into()]);
-                    l.b.switch_to_block(miss);
-                    let o = l.read(&other, cty(dt), idx);
-                    l.b.ins().jump(merge, &[o.into()]);
-                    l.b.switch_to_block(merge);
-                    match out {
-                        Some(out) => {
-                            let e = l.linear(idx, &orm);
-                            l.store_arena(out, e, x);
-                        }
-                        None => result = Some(x),
-                    }
-                }
-                Access::Store { atomic, .. } => {
-                    l.b.ins().brif(valid, hit, &[], merge, &[]);
-                    l.b.switch_to_block(hit);
-                    let v = l.read(value.as_ref().expect("store value"), cty(dt), idx);
-                    if atomic {
-                        l.atomic_add_elem(&tv, off, v);
-                    } else {
-                        l.write_elem(&tv, off, v);
-                    }
-                    l.b.ins().jump(merge, &[]);
-                    l.b.switch_to_block(merge);
-                }
-            }
-            Ok(())
-        })?;
-        if let Access::Load { .. } = kind {
-            match out {
-                Some(out) => self.set(op.result(), Repr::Buf { off: out, strides: orm }),
-                None => {
-                    let x = result.expect("scalar load value");
-                    self.def_uniform(op.result(), x);
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Access {
-    Load { has_mask: bool, has_other: bool },
-    Store { has_mask: bool, atomic: bool },
 }

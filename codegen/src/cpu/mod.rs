@@ -11,8 +11,11 @@
 //! - the result: 0, or `k + 1` when the `k`-th `for` (pre-order) met a non-positive step, whose
 //!   value is then in `*err`.
 //!
-//! Element semantics are in `elem.rs`, the runtime helpers the code calls (transcendental
-//! functions, f16 conversions, rare casts, packed stores, `atomic_add`) in `helpers.rs`.
+//! Files: `lower.rs` (the driver: values, buffers, loop nests, elementwise ops, shape views,
+//! `for`/`if`), `memory.rs` (`load`/`store`/`atomic_add`), `dot.rs`, `reduce.rs` (`reduce`,
+//! `cumsum`), `elem.rs` (element semantics: dtype rounding, int wrapping, casts, tensor element
+//! access) and `helpers.rs` (the runtime functions the code calls: transcendental functions,
+//! f16 conversions, rare casts, packed stores, `atomic_add`).
 //!
 //! **Launch** mirrors the interpreter: [`opc_ir::launch::bind_dims`] and
 //! [`opc_ir::launch::grid`] first (so launch errors are identical), then the programs run in
@@ -30,9 +33,12 @@
 //! (keyed the same way plus the compiler version) and the LLVM tier for peak throughput; both
 //! plug in behind this target without changing the lowering's loop-and-buffer contract.
 
+mod dot;
 mod elem;
 mod helpers;
 mod lower;
+mod memory;
+mod reduce;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
