@@ -82,9 +82,13 @@ struct BuildArgs {
     /// Target to compile for (see `opc targets`).
     #[arg(long, default_value = "cpu")]
     target: String,
-    /// Write the emitted output to this file instead of stdout (implies --emit ir).
+    /// Write the output here: with `--emit ir` the IR file; otherwise the target's
+    /// ahead-of-time artifact directory (code + manifest.json).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     output: Option<PathBuf>,
+    /// Target architecture for renderers, e.g. sm_80, sm_90a.
+    #[arg(long, value_name = "ARCH")]
+    arch: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -164,7 +168,12 @@ fn cmd_check(file: &Path) -> Result<(), Fail> {
 
 fn cmd_build(a: &BuildArgs) -> Result<(), Fail> {
     // Flags first: unknown target / pass names are usage errors whatever the source says.
-    let target = opc_codegen::target_by_name(&a.target).map_err(|e| usage(format!("error: {e}")))?;
+    // A target runs in-process (`Target`), writes code out (`Renderer`), or both.
+    let target = opc_codegen::target_by_name(&a.target).ok();
+    if target.is_none() && opc_codegen::artifact::renderer_by_name(&a.target).is_err() {
+        let e = opc_codegen::target_by_name(&a.target).err().expect("unknown target");
+        return Err(usage(format!("error: {e}")));
+    }
     let known = opc_passes::pass_names();
     if !known.is_empty() {
         for p in a.dump_after.iter().chain(&a.disable_pass) {
@@ -199,9 +208,21 @@ fn cmd_build(a: &BuildArgs) -> Result<(), Fail> {
             writeln!(out).map_err(io)?;
         }
     }
-    target
-        .compile(&k)
-        .map_err(|e| failed(format!("error: kernel `{kernel}` does not compile for target `{}`: {e}", a.target)))?;
+    // `-o DIR` without `--emit ir`: the target's ahead-of-time artifact (code + manifest.json).
+    if let (Some(dir), None) = (&a.output, &a.emit) {
+        let renderer = opc_codegen::artifact::renderer_by_name(&a.target).map_err(|e| usage(format!("error: {e}")))?;
+        let art = renderer
+            .render(&k, &opc_codegen::RenderOptions { arch: a.arch.clone() })
+            .map_err(|e| failed(format!("error: kernel `{kernel}` does not compile for target `{}`: {e}", a.target)))?;
+        write_artifact(dir, &art)?;
+        eprintln!("ok: wrote {} ({} files + manifest.json)", dir.display(), art.files.len());
+        return Ok(());
+    }
+    if let Some(target) = &target {
+        target
+            .compile(&k)
+            .map_err(|e| failed(format!("error: kernel `{kernel}` does not compile for target `{}`: {e}", a.target)))?;
+    }
     let emit = a.emit.is_some() || a.output.is_some();
     if emit {
         let ir = opc_ir::printer::print_kernel(&k);
@@ -219,6 +240,19 @@ fn cmd_build(a: &BuildArgs) -> Result<(), Fail> {
         eprintln!("ok: built kernel `{kernel}` for target `{}`", a.target);
     }
     Ok(())
+}
+
+/// Write an artifact's files and its `manifest.json` into `dir` (created if missing).
+fn write_artifact(dir: &Path, art: &opc_codegen::Artifact) -> Result<(), Fail> {
+    let io = |p: &Path, e: std::io::Error| usage(format!("error: cannot write {}: {e}", p.display()));
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    for (name, bytes) in &art.files {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).map_err(|e| io(&p, e))?;
+    }
+    let p = dir.join("manifest.json");
+    let text = serde_json::to_string_pretty(&art.manifest).expect("manifest is plain JSON");
+    std::fs::write(&p, text + "\n").map_err(|e| io(&p, e))
 }
 
 fn cmd_verify(dir: &Path, target: &str, filter: Option<&str>) -> Result<(), Fail> {

@@ -8,7 +8,10 @@ use opc_ir::{Arg, Kernel};
 use std::sync::Arc;
 
 pub mod cpu;
+pub mod artifact;
 pub mod interp;
+
+pub use artifact::{Artifact, RenderOptions, Renderer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodegenError {
