@@ -149,7 +149,7 @@ fn check_and_build_a_valid_kernel() {
     assert!(text(&o).0.contains("twice"), "{}", text(&o).0);
 
     let out = f.with_extension("ir");
-    let o = opc(&["build", p, "--kernel", "twice", "-o", out.to_str().unwrap()]);
+    let o = opc(&["build", p, "--kernel", "twice", "--emit", "ir", "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o).1);
     assert!(std::fs::read_to_string(&out).unwrap().contains("twice"));
 

@@ -31,11 +31,9 @@ pub trait Renderer: Send + Sync {
 pub fn renderer_by_name(name: &str) -> Result<Arc<dyn Renderer>> {
     #[allow(clippy::match_single_binding)]
     match name {
-        _ => Err(CodegenError::Unsupported {
-            kernel: String::new(),
-            target: name.to_string(),
-            reason: "this target has no ahead-of-time output (use --emit ir to write the IR)".to_string(),
-        }),
+        "cpu" => Ok(Arc::new(crate::cpu::CpuRenderer)),
+        "ptx" => Ok(Arc::new(crate::ptx::PtxRenderer)),
+        _ => Err(CodegenError::NoRenderer(name.to_string())),
     }
 }
 

@@ -10,6 +10,9 @@ use std::sync::Arc;
 pub mod cpu;
 pub mod artifact;
 pub mod interp;
+pub mod ptx;
+#[cfg(feature = "llvm22-1")]
+pub mod llvm;
 
 pub use artifact::{Artifact, RenderOptions, Renderer};
 
@@ -21,6 +24,8 @@ pub enum CodegenError {
     Unsupported { kernel: String, target: String, reason: String },
     #[error("unknown target `{0}` (known: {1})")]
     UnknownTarget(String, String),
+    #[error("target `{0}` writes no ahead-of-time artifact; use `--emit ir -o FILE` to write the IR")]
+    NoRenderer(String),
 }
 
 pub type Result<T> = std::result::Result<T, CodegenError>;
@@ -41,13 +46,19 @@ pub trait Target: Send + Sync {
 }
 
 /// Names accepted by [`target_by_name`].
+#[cfg(not(feature = "llvm22-1"))]
 pub const TARGETS: &[&str] = &["interp", "cpu"];
+/// Names accepted by [`target_by_name`] (`llvm`: LLVM 22 JIT, feature `llvm22-1`).
+#[cfg(feature = "llvm22-1")]
+pub const TARGETS: &[&str] = &["interp", "cpu", "llvm"];
 
 /// Look a target up by its command-line name.
 pub fn target_by_name(name: &str) -> Result<Arc<dyn Target>> {
     match name {
         "interp" => Ok(Arc::new(interp::InterpTarget)),
         "cpu" => Ok(Arc::new(cpu::CpuTarget)),
+        #[cfg(feature = "llvm22-1")]
+        "llvm" => Ok(Arc::new(llvm::LlvmTarget)),
         _ => Err(CodegenError::UnknownTarget(name.to_string(), TARGETS.join(", "))),
     }
 }

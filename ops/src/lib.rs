@@ -16,12 +16,14 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("grouped_gemm", include_str!("../kernels/grouped_gemm.opc")),
     ("kl_judge", include_str!("../kernels/kl_judge.opc")),
     ("blocks", include_str!("../kernels/blocks.opc")),
+    ("model", include_str!("../kernels/model.opc")),
 ];
 
 pub mod attention;
 pub mod blocks;
 pub mod kl_judge;
 pub mod kron_quant;
+pub mod model;
 pub mod moe;
 pub mod mxfp4;
 

@@ -1,6 +1,7 @@
 //! opc runtime: reference fixtures (safetensors) and operator verification against them.
 
 pub mod fixtures;
+pub mod model;
 pub mod verify;
 
 pub use fixtures::{FixtureFile, RuntimeError};

@@ -154,41 +154,12 @@ const ARENA: MemFlagsData = MemFlagsData::trusted();
 /// `(tensors, meta, pid0, pid1, pid2, scratch, err) -> i32`).
 pub(super) fn lower(
     k: &Kernel,
-    mut b: FunctionBuilder<'_>,
+    b: FunctionBuilder<'_>,
     helpers: HashMap<Helper, FuncRef>,
     meta: &MetaLayout,
     frontend: TargetFrontendConfig,
 ) -> Result<Lowered> {
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let (tptrs, metap, scratch, err) = (p[0], p[1], p[5], p[6]);
-    let pid = [p[2], p[3], p[4]];
-    let ld =
-        |b: &mut FunctionBuilder, slot: usize| b.ins().load(types::I64, MemFlagsData::trusted().with_readonly(), metap, (8 * slot) as i32);
-    let dims: Vec<Value> = (0..k.dims.len()).map(|s| ld(&mut b, meta.dims + s)).collect();
-    let grid = [ld(&mut b, meta.grid), ld(&mut b, meta.grid + 1), ld(&mut b, meta.grid + 2)];
-    let mut scalars = vec![];
-    let mut tensors = vec![];
-    for (pi, prm) in k.params.iter().enumerate() {
-        match &prm.kind {
-            ParamKind::Scalar { .. } => {
-                scalars.push(Some(ld(&mut b, meta.params[pi])));
-                tensors.push(None);
-            }
-            ParamKind::Tensor { dtype, dims: tdims, .. } => {
-                let r = tdims.len();
-                let base = b.ins().load(types::I64, MemFlagsData::trusted().with_readonly(), tptrs, (8 * pi) as i32);
-                let shape = (0..r).map(|d| ld(&mut b, meta.params[pi] + d)).collect();
-                let strides = (0..r).map(|d| ld(&mut b, meta.params[pi] + r + d)).collect();
-                scalars.push(None);
-                tensors.push(Some(TensorVals { base, shape, strides, dtype: *dtype }));
-            }
-        }
-    }
-    let mut l =
-        Lower { k, b, reprs: vec![None; k.values.len()], arena: 0, scratch, err, pid, grid, dims, scalars, tensors, helpers, for_count: 0 };
+    let mut l = Lower::enter(k, b, helpers, meta);
     if let Some(y) = l.lower_block(&k.body)? {
         return Err(l.unsupported(y, "`yield` at the top level of the body"));
     }
@@ -198,6 +169,81 @@ pub(super) fn lower(
     let arena_bytes = l.arena as usize;
     l.b.finalize(frontend);
     Ok(Lowered { arena_bytes })
+}
+
+/// Lower the *grid block* of `k` into a function with the program signature whose `err`
+/// argument points to three i64s: it writes the grid extents there (missing axes 1, values
+/// unchecked: the caller rejects negative ones) and returns 0. The ahead-of-time launcher calls
+/// it, so that the grid is computed by the same lowering as the body instead of a second
+/// evaluator. `pid*` and `scratch` are unused; the grid's `num_programs` reads `meta`'s grid
+/// slots, which the caller has not filled yet (the verifier rejects it in a grid block anyway).
+pub(super) fn lower_grid(
+    k: &Kernel,
+    b: FunctionBuilder<'_>,
+    helpers: HashMap<Helper, FuncRef>,
+    meta: &MetaLayout,
+    frontend: TargetFrontendConfig,
+) -> Result<()> {
+    let mut l = Lower::enter(k, b, helpers, meta);
+    let unsupported = |why: String| CodegenError::Unsupported { kernel: k.name.clone(), target: "cpu".into(), reason: why };
+    let Some(y) = l.lower_block(&k.grid)? else {
+        return Err(unsupported("the grid block does not end in `yield`".into()));
+    };
+    if y.args.is_empty() || y.args.len() > 3 {
+        return Err(unsupported(format!("the grid block yields {} extents; 1 to 3 are allowed", y.args.len())));
+    }
+    for i in 0..3 {
+        let x = match y.args.get(i) {
+            Some(&v) => {
+                let x = l.uniform(v).ok_or_else(|| unsupported(format!("grid extent {i} is not an i32 scalar")))?;
+                l.b.ins().sextend(types::I64, x)
+            }
+            None => l.b.ins().iconst(types::I64, 1),
+        };
+        l.b.ins().store(MemFlagsData::trusted(), x, l.err, (8 * i) as i32);
+    }
+    let zero = l.b.ins().iconst(types::I32, 0);
+    l.b.ins().return_(&[zero]);
+    l.b.seal_all_blocks();
+    l.b.finalize(frontend);
+    Ok(())
+}
+
+impl<'a, 'f> Lower<'a, 'f> {
+    /// The entry block: read the launch-time values (dims, grid, scalars, tensor bases, shapes
+    /// and strides) from the function's arguments.
+    fn enter(k: &'a Kernel, mut b: FunctionBuilder<'f>, helpers: HashMap<Helper, FuncRef>, meta: &MetaLayout) -> Self {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let (tptrs, metap, scratch, err) = (p[0], p[1], p[5], p[6]);
+        let pid = [p[2], p[3], p[4]];
+        let ld = |b: &mut FunctionBuilder, slot: usize| {
+            b.ins().load(types::I64, MemFlagsData::trusted().with_readonly(), metap, (8 * slot) as i32)
+        };
+        let dims: Vec<Value> = (0..k.dims.len()).map(|s| ld(&mut b, meta.dims + s)).collect();
+        let grid = [ld(&mut b, meta.grid), ld(&mut b, meta.grid + 1), ld(&mut b, meta.grid + 2)];
+        let mut scalars = vec![];
+        let mut tensors = vec![];
+        for (pi, prm) in k.params.iter().enumerate() {
+            match &prm.kind {
+                ParamKind::Scalar { .. } => {
+                    scalars.push(Some(ld(&mut b, meta.params[pi])));
+                    tensors.push(None);
+                }
+                ParamKind::Tensor { dtype, dims: tdims, .. } => {
+                    let r = tdims.len();
+                    let base = b.ins().load(types::I64, MemFlagsData::trusted().with_readonly(), tptrs, (8 * pi) as i32);
+                    let shape = (0..r).map(|d| ld(&mut b, meta.params[pi] + d)).collect();
+                    let strides = (0..r).map(|d| ld(&mut b, meta.params[pi] + r + d)).collect();
+                    scalars.push(None);
+                    tensors.push(Some(TensorVals { base, shape, strides, dtype: *dtype }));
+                }
+            }
+        }
+        Lower { k, b, reprs: vec![None; k.values.len()], arena: 0, scratch, err, pid, grid, dims, scalars, tensors, helpers, for_count: 0 }
+    }
 }
 
 impl Lower<'_, '_> {

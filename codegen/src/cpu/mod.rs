@@ -26,36 +26,44 @@
 //! atomic byte read-modify-write. `atomic_add` is a compare-and-swap loop per element.
 //!
 //! Environment: `OPC_CPU_TIME=1` prints each kernel's compile time (lowering + Cranelift +
-//! linking) and arena size to stderr; `OPC_CPU_DUMP_CLIF=1` prints the CLIF before compiling.
+//! loading) and arena size, or the cache that answered, to stderr; `OPC_CPU_DUMP_CLIF=1` prints
+//! the CLIF before compiling; `OPC_CACHE_DIR` places (or, `off`, disables) the disk cache.
 //!
-//! **Compile cache.** Compiled code is cached in memory, keyed by the printed IR
-//! (`opc_ir::printer::print_kernel`) and the host ISA's features. Not here yet: an on-disk cache
-//! (keyed the same way plus the compiler version) and the LLVM tier for peak throughput; both
-//! plug in behind this target without changing the lowering's loop-and-buffer contract.
+//! **Code path.** `emit.rs` builds the function and compiles it to relocatable bytes
+//! (`loader::Blob`); `loader.rs` maps them executable and patches the helper addresses.
+//!
+//! **Compile cache** (`cache.rs`): blobs are cached in memory and on disk, keyed by the IR, the
+//! tunables, the host ISA's features and the compiler's fingerprint; safe under concurrent
+//! processes. **Ahead of time** (`aot.rs`): `opc build --target cpu -o DIR` writes a shared
+//! library with a C-ABI launcher and a manifest. **Raw launch**: [`CpuExecutable::launch_raw`]
+//! runs on caller-owned memory (the guard-page tests use it).
 
+mod aot;
+mod cache;
 mod dot;
 mod elem;
+mod emit;
 mod helpers;
+mod loader;
 mod lower;
 mod memory;
 mod reduce;
 
+pub use aot::CpuRenderer;
+pub use cache::{cache_stats, compiler_id, disk_dir, entry_path, CacheStats};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cranelift_codegen::ir::{types, AbiParam, Signature};
+use std::sync::atomic::Ordering;
+
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
-use cranelift_codegen::Context;
-use cranelift_frontend::FunctionBuilderContext;
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Linkage, Module};
 use opc_ir::launch::{self, LaunchError};
 use opc_ir::{Arg, Kernel, ParamKind};
 use rayon::prelude::*;
 
 use crate::{CodegenError, Executable, Result, Target};
-use helpers::Helper;
 
 /// The Cranelift JIT target (`--target cpu`).
 pub struct CpuTarget;
@@ -96,34 +104,31 @@ struct Code {
     entry: KernelFn,
     arena_bytes: usize,
     meta: MetaLayout,
-    /// Owns the code memory; freed on drop.
-    module: Mutex<Option<JITModule>>,
+    /// Owns the code memory (unmapped on drop, when no executable can call `entry` any more).
+    _mem: loader::Loaded,
 }
 
-impl Drop for Code {
-    fn drop(&mut self) {
-        if let Some(m) = self.module.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
-            // SAFETY: `Code` is being dropped, so no executable can call `entry` any more.
-            unsafe { m.free_memory() };
-        }
-    }
+/// The host ISA with opc's flags, built once; `pic` builds the position-independent variant
+/// the ahead-of-time shared library needs.
+fn isa_with(pic: bool) -> Result<OwnedTargetIsa> {
+    static ISA: [OnceLock<std::result::Result<OwnedTargetIsa, String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    ISA[pic as usize]
+        .get_or_init(|| {
+            let mut flags = settings::builder();
+            let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| format!("{k}={v}: {e}"));
+            set(&mut flags, "opt_level", "speed")?;
+            set(&mut flags, "use_colocated_libcalls", "false")?;
+            set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
+            set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
+            let isa_builder = cranelift_native::builder().map_err(|e| format!("host machine is not supported: {e}"))?;
+            isa_builder.finish(settings::Flags::new(flags)).map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|reason| CodegenError::Unsupported { kernel: String::new(), target: "cpu".into(), reason })
 }
 
-/// The host ISA with opc's flags, built once.
 fn isa() -> Result<OwnedTargetIsa> {
-    static ISA: OnceLock<std::result::Result<OwnedTargetIsa, String>> = OnceLock::new();
-    ISA.get_or_init(|| {
-        let mut flags = settings::builder();
-        let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| format!("{k}={v}: {e}"));
-        set(&mut flags, "opt_level", "speed")?;
-        set(&mut flags, "use_colocated_libcalls", "false")?;
-        set(&mut flags, "is_pic", "false")?;
-        set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
-        let isa_builder = cranelift_native::builder().map_err(|e| format!("host machine is not supported: {e}"))?;
-        isa_builder.finish(settings::Flags::new(flags)).map_err(|e| e.to_string())
-    })
-    .clone()
-    .map_err(|reason| CodegenError::Unsupported { kernel: String::new(), target: "cpu".into(), reason })
+    isa_with(false)
 }
 
 /// The target features that change generated code (part of the cache key).
@@ -141,56 +146,52 @@ fn unsupported(k: &Kernel, reason: String) -> CodegenError {
     CodegenError::Unsupported { kernel: k.name.clone(), target: "cpu".into(), reason }
 }
 
-/// Compile `k` to machine code (no cache).
-fn compile_code(k: &Kernel) -> Result<Code> {
+/// Compile `k` to machine code through both caches.
+fn compile_cached(k: &Kernel) -> Result<Arc<Code>> {
     opc_ir::verify::verify(k).map_err(|e| unsupported(k, format!("the kernel does not verify: {e}")))?;
     let isa = isa()?;
-    let mut jb = JITBuilder::with_isa(isa.clone(), default_libcall_names());
-    for h in Helper::ALL {
-        jb.symbol(h.symbol(), h.address());
+    let key = cache::key(k, &features(&isa));
+    if let Some(c) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned() {
+        cache::MEMORY_HITS.fetch_add(1, Ordering::Relaxed);
+        return Ok(c);
     }
-    let mut module = JITModule::new(jb);
-    let ptr = module.target_config().pointer_type();
-    let jit_err = |e: cranelift_module::ModuleError| unsupported(k, format!("Cranelift: {e:?}"));
+    let t0 = std::time::Instant::now();
+    let dir = cache::disk_dir();
+    let (blob, source) = match dir.as_deref().and_then(|d| cache::read(d, &key)) {
+        Some(b) => {
+            cache::DISK_HITS.fetch_add(1, Ordering::Relaxed);
+            (b, "disk cache hit")
+        }
+        None => {
+            let b = emit::compile_blob(k, &*isa)?;
+            cache::COMPILES.fetch_add(1, Ordering::Relaxed);
+            if let Some(d) = &dir {
+                if let Err(e) = cache::write(d, &key, &b) {
+                    if std::env::var_os("OPC_CPU_TIME").is_some() {
+                        eprintln!("cpu cache: cannot write to {}: {e}", d.display());
+                    }
+                }
+            }
+            (b, "compiled")
+        }
+    };
+    let mem = loader::load(&blob).map_err(|e| unsupported(k, format!("loading the machine code: {e}")))?;
+    // SAFETY: the blob is the program function, compiled with exactly `KernelFn`'s signature
+    // (system-V C ABI), its relocations applied by `load`.
+    let entry = unsafe { std::mem::transmute::<*const u8, KernelFn>(mem.entry()) };
+    let c = Arc::new(Code { entry, arena_bytes: blob.arena_bytes, meta: MetaLayout::new(k), _mem: mem });
+    if std::env::var_os("OPC_CPU_TIME").is_some() {
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        eprintln!("cpu compile {:<24} {ms:7.2} ms  arena {:>8} B  ({source})", k.name, c.arena_bytes);
+    }
+    cache().lock().unwrap_or_else(|e| e.into_inner()).insert(key, c.clone());
+    Ok(c)
+}
 
-    let mut helper_ids = vec![];
-    for h in Helper::ALL {
-        let (params, ret) = h.signature();
-        let mut sig = module.make_signature();
-        let ty = |t: helpers::Ty| match t {
-            helpers::Ty::F32 => types::F32,
-            helpers::Ty::I32 => types::I32,
-            helpers::Ty::I64 => types::I64,
-            helpers::Ty::Ptr => ptr,
-        };
-        sig.params.extend(params.iter().map(|&t| AbiParam::new(ty(t))));
-        sig.returns.extend(ret.map(|t| AbiParam::new(ty(t))));
-        helper_ids.push((h, module.declare_function(h.symbol(), Linkage::Import, &sig).map_err(jit_err)?));
-    }
-
-    let mut sig: Signature = module.make_signature();
-    for t in [ptr, ptr, types::I64, types::I64, types::I64, ptr, ptr] {
-        sig.params.push(AbiParam::new(t));
-    }
-    sig.returns.push(AbiParam::new(types::I32));
-    let fid = module.declare_function("opc_kernel", Linkage::Export, &sig).map_err(jit_err)?;
-    let mut ctx: Context = module.make_context();
-    ctx.func.signature = sig;
-    let refs = helper_ids.iter().map(|&(h, id)| (h, module.declare_func_in_func(id, &mut ctx.func))).collect();
-    let meta = MetaLayout::new(k);
-    let mut fctx = FunctionBuilderContext::new();
-    let builder = cranelift_frontend::FunctionBuilder::new(&mut ctx.func, &mut fctx);
-    let lowered = lower::lower(k, builder, refs, &meta, isa.frontend_config())?;
-    if std::env::var_os("OPC_CPU_DUMP_CLIF").is_some() {
-        eprintln!("{}", ctx.func.display());
-    }
-    module.define_function(fid, &mut ctx).map_err(|e| unsupported(k, format!("Cranelift: {e:?}")))?;
-    module.clear_context(&mut ctx);
-    module.finalize_definitions().map_err(jit_err)?;
-    let code = module.get_finalized_function(fid);
-    // SAFETY: the function was just defined with exactly `KernelFn`'s signature (system-V C ABI).
-    let entry = unsafe { std::mem::transmute::<*const u8, KernelFn>(code) };
-    Ok(Code { entry, arena_bytes: lowered.arena_bytes, meta, module: Mutex::new(Some(module)) })
+/// Forget this process's in-memory cache (the disk cache stays): the next compile of each kernel
+/// loads it from disk or compiles it. For tests and for long-running tuners bounding memory.
+pub fn clear_memory_cache() {
+    cache().lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
 impl Target for CpuTarget {
@@ -199,21 +200,14 @@ impl Target for CpuTarget {
     }
 
     fn compile(&self, kernel: &Kernel) -> Result<Arc<dyn Executable>> {
-        let key = format!("{}\n; {}", opc_ir::printer::print_kernel(kernel), features(&isa()?));
-        let hit = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
-        let code = match hit {
-            Some(c) => c,
-            None => {
-                let t0 = std::time::Instant::now();
-                let c = Arc::new(compile_code(kernel)?);
-                if std::env::var_os("OPC_CPU_TIME").is_some() {
-                    let ms = t0.elapsed().as_secs_f64() * 1e3;
-                    eprintln!("cpu compile {:<24} {ms:7.2} ms  arena {:>8} B", kernel.name, c.arena_bytes);
-                }
-                cache().lock().unwrap_or_else(|e| e.into_inner()).insert(key, c.clone());
-                c
-            }
-        };
+        Ok(self.compile_cpu(kernel)?)
+    }
+}
+
+impl CpuTarget {
+    /// [`Target::compile`] with the concrete type, for [`CpuExecutable::launch_raw`].
+    pub fn compile_cpu(&self, kernel: &Kernel) -> Result<Arc<CpuExecutable>> {
+        let code = compile_cached(kernel)?;
         Ok(Arc::new(CpuExecutable { kernel: kernel.clone(), for_sites: lower::for_sites(kernel), code }))
     }
 }
@@ -233,8 +227,31 @@ impl CpuExecutable {
     }
 }
 
-impl Executable for CpuExecutable {
-    fn launch(&self, args: &mut [Arg]) -> Result<()> {
+impl CpuExecutable {
+    /// Launch on tensor data the caller owns: `args` give the dtypes, shapes and scalars (checked
+    /// exactly as [`Executable::launch`] checks them, including each tensor's byte count), and
+    /// `data[i]` is where tensor `i`'s bytes are read and written instead of `args[i].data`
+    /// (ignored for scalars). Outputs are written through `data`, not into `args`.
+    ///
+    /// # Safety
+    /// For every tensor argument `i`, `data[i]` must point to `args[i].data.len()` bytes, valid
+    /// for reads and writes for the whole call and not accessed by anything else meanwhile.
+    /// (The generated code accesses no byte outside them: the guard-page tests check it.)
+    pub unsafe fn launch_raw(&self, args: &[Arg], data: &[*mut u8]) -> Result<()> {
+        if data.len() != args.len() {
+            return Err(LaunchError::ArgCount { kernel: self.kernel.name.clone(), expected: args.len(), got: data.len() }.into());
+        }
+        let ptrs = data.iter().map(|&p| p as usize).collect();
+        // SAFETY: the caller's contract is `run`'s.
+        unsafe { self.run(args, ptrs) }
+    }
+
+    /// Check `args`, bind the dims, evaluate the grid and run every program.
+    ///
+    /// # Safety
+    /// `ptrs[i]` addresses `args[i].data.len()` bytes of tensor `i`, valid for reads and writes
+    /// during the call and exclusive to it.
+    unsafe fn run(&self, args: &[Arg], mut ptrs: Vec<usize>) -> Result<()> {
         let k = &self.kernel;
         let dims = launch::bind_dims(k, args)?;
         let g = launch::grid(k, &dims)?;
@@ -244,8 +261,7 @@ impl Executable for CpuExecutable {
         for (i, &e) in g.iter().enumerate() {
             meta[lay.grid + i] = e as i64;
         }
-        let mut ptrs = vec![0usize; args.len()];
-        for (pi, a) in args.iter_mut().enumerate() {
+        for (pi, a) in args.iter().enumerate() {
             let at = lay.params[pi];
             match a {
                 Arg::Tensor(t) => {
@@ -256,11 +272,13 @@ impl Executable for CpuExecutable {
                         meta[at + r + d] = stride;
                         stride = stride.wrapping_mul(t.shape[d] as i64);
                     }
-                    ptrs[pi] = t.data.as_mut_ptr() as usize;
                 }
                 Arg::F32(x) => meta[at] = x.to_bits() as i64,
                 Arg::I32(x) => meta[at] = *x as i64,
                 Arg::Bool(b) => meta[at] = *b as i64,
+            }
+            if !matches!(a, Arg::Tensor(_)) {
+                ptrs[pi] = 0;
             }
         }
         let total = g[0] * g[1] * g[2];
@@ -269,9 +287,9 @@ impl Executable for CpuExecutable {
         let run = |arena: &mut Vec<u128>, p: usize| -> std::result::Result<(), LaunchError> {
             let pid = [(p % g[0]) as i64, ((p / g[0]) % g[1]) as i64, (p / (g[0] * g[1])) as i64];
             let mut err = 0i64;
-            // SAFETY: `ptrs` point into the argument tensors, which stay mutably borrowed for the
-            // whole launch; `meta` describes their shapes, so every access the generated code makes
-            // is bounds-checked against it; the arena has `arena_bytes` bytes, 16-aligned.
+            // SAFETY: `ptrs` address the tensors' bytes (this function's contract); `meta`
+            // describes their shapes, so every access the generated code makes is bounds-checked
+            // against it; the arena has `arena_bytes` bytes, 16-aligned.
             let rc = unsafe { entry(ptrs.as_ptr(), meta.as_ptr(), pid[0], pid[1], pid[2], arena.as_mut_ptr() as *mut u8, &mut err) };
             if rc == 0 {
                 return Ok(());
@@ -284,6 +302,21 @@ impl Executable for CpuExecutable {
         };
         (0..total).into_par_iter().try_for_each_init(|| vec![0u128; words], run)?;
         Ok(())
+    }
+}
+
+impl Executable for CpuExecutable {
+    fn launch(&self, args: &mut [Arg]) -> Result<()> {
+        let ptrs = args
+            .iter_mut()
+            .map(|a| match a {
+                Arg::Tensor(t) => t.data.as_mut_ptr() as usize,
+                _ => 0,
+            })
+            .collect();
+        // SAFETY: the pointers address the argument tensors' own buffers, which `args` keeps
+        // mutably borrowed (and unmoved) for the whole call.
+        unsafe { self.run(args, ptrs) }
     }
 
     fn kernel(&self) -> &Kernel {

@@ -1,0 +1,109 @@
+//! `plan-ascendc-memory`: place the UB `calc` tiles by live range and check every on-chip
+//! buffer against the 910B budgets (UB 192 KiB, L1 512 KiB, L0A / L0B 64 KiB, L0C 128 KiB).
+//!
+//! Tiles whose live ranges (see `liveness.rs`) do not overlap share memory: first fit in order
+//! of first use, every offset 256-byte aligned (vector repeats; 32-byte alignment follows). The
+//! queues (`TQue`, `num` buffers each) sit outside the arena. A plan that does not fit is a
+//! compile error naming the buffer, the bytes needed and available, the largest tiles live at
+//! the peak with their DSL locations, and the tunables they come from.
+
+use super::lir::{self, Space};
+use crate::{CodegenError, Result};
+
+/// Bytes used per on-chip buffer, for the manifest and the closing report.
+#[derive(Clone, Debug, Default)]
+pub struct Usage {
+    /// Peak of the calc arena (UB).
+    pub calc: u64,
+    pub ub: u64,
+    pub l1: u64,
+    pub l0a: u64,
+    pub l0b: u64,
+    pub l0c: u64,
+}
+
+/// Place the calc tiles (sets `Buf::off`) and check the budgets.
+pub fn plan(k: &mut lir::Kernel, ir: &opc_ir::Kernel) -> Result<Usage> {
+    let mut order: Vec<usize> = (0..k.bufs.len()).collect();
+    order.sort_by_key(|&i| (k.bufs[i].live.0, std::cmp::Reverse(k.bufs[i].bytes)));
+    let mut placed: Vec<usize> = vec![];
+    let mut peak = 0u64;
+    for i in order {
+        let (lo, hi) = k.bufs[i].live;
+        let bytes = k.bufs[i].bytes;
+        // Busy intervals of live-overlapping tiles, by offset.
+        let mut busy: Vec<(u64, u64)> = placed
+            .iter()
+            .filter(|&&j| {
+                let (a, b) = k.bufs[j].live;
+                a <= hi && lo <= b
+            })
+            .map(|&j| (k.bufs[j].off.unwrap_or(0), k.bufs[j].off.unwrap_or(0) + k.bufs[j].bytes))
+            .collect();
+        busy.sort();
+        let mut off = 0u64;
+        for (s, e) in busy {
+            if off + bytes <= s {
+                break;
+            }
+            off = off.max(lir::round_up(e, 256));
+        }
+        k.bufs[i].off = Some(off);
+        peak = peak.max(off + bytes);
+        placed.push(i);
+    }
+    let usage = Usage {
+        calc: peak,
+        ub: peak + k.queue_bytes(Space::Ub),
+        l1: k.queue_bytes(Space::L1),
+        l0a: k.queue_bytes(Space::L0a),
+        l0b: k.queue_bytes(Space::L0b),
+        l0c: k.queue_bytes(Space::L0c),
+    };
+    for (space, used) in [(Space::Ub, usage.ub), (Space::L1, usage.l1), (Space::L0a, usage.l0a), (Space::L0b, usage.l0b), (Space::L0c, usage.l0c)] {
+        if used > space.capacity() {
+            return Err(over_budget(k, ir, space, used, peak));
+        }
+    }
+    Ok(usage)
+}
+
+fn over_budget(k: &lir::Kernel, ir: &opc_ir::Kernel, space: Space, used: u64, peak: u64) -> CodegenError {
+    let mut msg = format!(
+        "the tile configuration does not fit the 910B's {}: buffer `{}` needs {used} bytes, {} bytes available",
+        space.name(),
+        match space {
+            Space::Ub => "UB (calc arena + VECIN/VECOUT queues)",
+            Space::L1 => "L1 (A1/B1 queues)",
+            Space::L0a => "L0A (A2 queue)",
+            Space::L0b => "L0B (B2 queue)",
+            Space::L0c => "L0C (CO1 queue)",
+        },
+        space.capacity()
+    );
+    for q in k.queues.iter().filter(|q| q.pos.space() == space) {
+        msg.push_str(&format!("\n  {}: {} x {} bytes ({})", q.name, q.num, q.bytes, q.what));
+    }
+    if space == Space::Ub {
+        msg.push_str(&format!("\n  calc arena: {peak} bytes at the peak; the largest tiles live there:"));
+        // The tiles live at the peak position.
+        let at = k
+            .bufs
+            .iter()
+            .filter(|b| b.off.map(|o| o + b.bytes) == Some(peak))
+            .map(|b| b.live.0)
+            .next()
+            .unwrap_or(0);
+        let mut live: Vec<&lir::Buf> = k.bufs.iter().filter(|b| b.live.0 <= at && at <= b.live.1).collect();
+        live.sort_by_key(|b| std::cmp::Reverse(b.bytes));
+        for b in live.iter().take(4) {
+            let loc = b.loc.map(|l| format!(", DSL {}:{}", l.line, l.col)).unwrap_or_default();
+            msg.push_str(&format!("\n    {} ({} bytes{loc})", b.what, b.bytes));
+        }
+    }
+    let tun: Vec<String> = ir.tunables.iter().map(|t| format!("{} = {} (level {}, one of {:?})", t.name, t.value, t.level, t.space)).collect();
+    if !tun.is_empty() {
+        msg.push_str(&format!("\n  help: the tile shapes come from the kernel's `tunables` block: {}; choose smaller tiles", tun.join(", ")));
+    }
+    CodegenError::Unsupported { kernel: ir.name.clone(), target: "ascendc".into(), reason: msg }
+}

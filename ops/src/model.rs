@@ -1,0 +1,598 @@
+//! Model-runtime drivers for `kernels/model.opc`: weight widening, residual add, linear layers
+//! with weights kept in their storage dtype, head-layout swaps, the paged KV cache write and
+//! gather, gpt-oss's MXFP4 expert layer (routing through the library's topk / softmax /
+//! moe_permute / moe_combine kernels) and token sampling.
+//!
+//! Large operands (weights, KV pools) are taken by `&mut` and *leased* to the launch: moved into
+//! the argument list and moved back afterwards, so a launch never copies a weight matrix.
+
+use crate::blocks::{dims, pick, reshaped, shape, take};
+use crate::{blocks, expect_dtype, Ops, Result};
+use opc_dsl::Instance;
+use opc_ir::{Arg, DType, Tensor};
+
+const FILE: &str = "model";
+const FLOATS: &[DType] = &[DType::BF16, DType::F16, DType::F32];
+
+/// Launch `kernel` with `args`, where the tensors at `leased` positions were moved out of the
+/// caller's `&mut Tensor`s and are moved back (even when the launch fails).
+fn launch_leased(ops: &Ops, file: &str, kernel: &str, inst: &Instance, args: &mut [Arg], leased: &mut [(usize, &mut Tensor)]) -> Result<()> {
+    for (i, t) in leased.iter_mut() {
+        args[*i] = Arg::Tensor(std::mem::replace(*t, empty()));
+    }
+    let r = ops.kernel(file, kernel, inst).and_then(|exe| exe.launch(args).map_err(Into::into));
+    for (i, t) in leased.iter_mut() {
+        **t = take(args, *i);
+    }
+    r
+}
+
+fn empty() -> Tensor {
+    Tensor { dtype: DType::U8, shape: vec![0], data: Vec::new() }
+}
+
+fn flat(t: &Tensor) -> Tensor {
+    reshaped(t, &[t.numel()])
+}
+
+/// x (any float dtype, any shape) widened to f32, same shape.
+pub fn to_f32(ops: &Ops, x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "to_f32";
+    expect_dtype(OP, "x", x, FLOATS)?;
+    let n = x.numel();
+    let out = Tensor::zeros(DType::F32, &[n]);
+    if n == 0 {
+        return Ok(reshaped(&out, &x.shape));
+    }
+    let inst = Instance::default().dtype("S", x.dtype).tunable("BN", pick(&[256, 1024, 4096], n, 4096));
+    let mut args = vec![Arg::Tensor(flat(x)), Arg::Tensor(out)];
+    ops.kernel(FILE, "to_f32", &inst)?.launch(&mut args)?;
+    Ok(reshaped(&take(&mut args, 1), &x.shape))
+}
+
+/// a + b, both f32 of one shape.
+pub fn add(ops: &Ops, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    const OP: &str = "add";
+    expect_dtype(OP, "a", a, &[DType::F32])?;
+    expect_dtype(OP, "b", b, &[DType::F32])?;
+    if a.shape != b.shape {
+        return Err(shape(OP, format!("`b` is {:?}, expected the shape of `a` {:?}", b.shape, a.shape)));
+    }
+    let n = a.numel();
+    if n == 0 {
+        return Ok(a.clone());
+    }
+    let inst = Instance::default().tunable("BN", pick(&[256, 1024, 4096], n, 4096));
+    let mut args = vec![Arg::Tensor(flat(a)), Arg::Tensor(flat(b)), Arg::Tensor(Tensor::zeros(DType::F32, &[n]))];
+    ops.kernel(FILE, "add", &inst)?.launch(&mut args)?;
+    Ok(reshaped(&take(&mut args, 2), &a.shape))
+}
+
+/// x · s, f32 any shape.
+pub fn scale(ops: &Ops, x: &Tensor, s: f32) -> Result<Tensor> {
+    expect_dtype("scale", "x", x, &[DType::F32])?;
+    let n = x.numel();
+    if n == 0 {
+        return Ok(x.clone());
+    }
+    let inst = Instance::default().tunable("BN", pick(&[256, 1024, 4096], n, 4096));
+    let mut args = vec![Arg::Tensor(flat(x)), Arg::Tensor(Tensor::zeros(DType::F32, &[n])), Arg::F32(s)];
+    ops.kernel(FILE, "scale", &inst)?.launch(&mut args)?;
+    Ok(reshaped(&take(&mut args, 1), &x.shape))
+}
+
+/// Y = X·Wᵀ (+ bias): x f32 [M,K], w [N,K] in bf16 / f16 / f32 (leased, not copied), bias f32
+/// [N]; result f32 [M,N]. Up to 4 rows use the GEMV kernel, more the tiled GEMM.
+pub fn linear_w(ops: &Ops, x: &Tensor, w: &mut Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    const OP: &str = "linear_w";
+    expect_dtype(OP, "x", x, &[DType::F32])?;
+    expect_dtype(OP, "w", w, FLOATS)?;
+    let [m, k] = dims::<2>(OP, "x", "[M, K]", x)?;
+    let [n, kw] = dims::<2>(OP, "w", "[N, K]", w)?;
+    if kw != k {
+        return Err(shape(OP, format!("`x` is {:?} ([M, K]) but `w` is {:?}: expected [N, K] with K = {k}", x.shape, w.shape)));
+    }
+    let bias_t = match bias {
+        Some(b) => {
+            expect_dtype(OP, "bias", b, &[DType::F32])?;
+            if b.shape != [n] {
+                return Err(shape(OP, format!("`bias` is {:?}, expected [N] = [{n}]", b.shape)));
+            }
+            b.clone()
+        }
+        None => Tensor::zeros(DType::F32, &[n]),
+    };
+    let out = Tensor::zeros(DType::F32, &[m, n]);
+    if m == 0 || n == 0 {
+        return Ok(out);
+    }
+    let (kernel, inst) = if m <= 4 {
+        let inst = Instance::default()
+            .dtype("W", w.dtype)
+            .tunable("BN", pick(&[8, 16, 32, 64], n, 16))
+            .tunable("BK", pick(&[32, 64, 128, 256], k, 256));
+        ("gemv_w", inst)
+    } else {
+        let inst = Instance::default()
+            .dtype("W", w.dtype)
+            .tunable("BM", pick(&[16, 32, 64, 128], m, 64))
+            .tunable("BN", pick(&[16, 32, 64, 128], n, 64))
+            .tunable("BK", pick(&[8, 16, 32, 64], k, 32));
+        ("linear_w", inst)
+    };
+    let mut args = vec![Arg::Tensor(x.clone()), Arg::Bool(false), Arg::Tensor(bias_t), Arg::Tensor(out), Arg::Bool(bias.is_some())];
+    launch_leased(ops, FILE, kernel, &inst, &mut args, &mut [(1, w)])?;
+    Ok(take(&mut args, 3))
+}
+
+/// Rows of table [V, H] (any float dtype, leased) at ids i32 [T], widened to f32 [T, H]: the
+/// library's embedding gather, then `to_f32`.
+pub fn embedding_w(ops: &Ops, table: &mut Tensor, ids: &Tensor) -> Result<Tensor> {
+    const OP: &str = "embedding_w";
+    expect_dtype(OP, "table", table, FLOATS)?;
+    expect_dtype(OP, "ids", ids, &[DType::I32])?;
+    let [_, h] = dims::<2>(OP, "table", "[V, H]", table)?;
+    let [t] = dims::<1>(OP, "ids", "[T]", ids)?;
+    if t == 0 {
+        return Ok(Tensor::zeros(DType::F32, &[0, h]));
+    }
+    let inst = Instance::default()
+        .dtype("T", table.dtype)
+        .tunable("BT", pick(&[1, 2, 4, 8, 16, 32], t, 8))
+        .tunable("BH", pick(&[16, 32, 64, 128, 256, 512], h, 256));
+    let mut args = vec![Arg::Bool(false), Arg::Tensor(ids.clone()), Arg::Tensor(Tensor::zeros(table.dtype, &[t, h]))];
+    launch_leased(ops, "blocks", "embedding", &inst, &mut args, &mut [(0, table)])?;
+    let rows = take(&mut args, 2);
+    if rows.dtype == DType::F32 {
+        Ok(rows)
+    } else {
+        to_f32(ops, &rows)
+    }
+}
+
+/// [A, B, C] -> [B, A, C] (f32).
+pub fn swap01(ops: &Ops, x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "swap01";
+    expect_dtype(OP, "x", x, &[DType::F32])?;
+    let [a, b, c] = dims::<3>(OP, "x", "[A, B, C]", x)?;
+    let out = Tensor::zeros(DType::F32, &[b, a, c]);
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let inst = Instance::default().konst("C", c as i64).tunable("BB", pick(&[1, 2, 4, 8, 16, 32], b, 8));
+    let mut args = vec![Arg::Tensor(x.clone()), Arg::Tensor(out)];
+    ops.kernel(FILE, "swap01", &inst)?.launch(&mut args)?;
+    Ok(take(&mut args, 1))
+}
+
+/// A paged KV pool of one layer: `blocks` blocks of `block_size` token slots, f32 [slots, H, D].
+#[derive(Clone, Debug)]
+pub struct KvPool {
+    pub k: Tensor,
+    pub v: Tensor,
+    pub block_size: usize,
+}
+
+impl KvPool {
+    pub fn new(blocks: usize, block_size: usize, heads: usize, head_dim: usize) -> KvPool {
+        let shape = [blocks * block_size, heads, head_dim];
+        KvPool { k: Tensor::zeros(DType::F32, &shape), v: Tensor::zeros(DType::F32, &shape), block_size }
+    }
+
+    pub fn blocks(&self) -> usize {
+        self.k.shape[0] / self.block_size.max(1)
+    }
+}
+
+fn check_table(op: &'static str, table: &Tensor, pool: &KvPool, end: usize) -> Result<()> {
+    expect_dtype(op, "table", table, &[DType::I32])?;
+    let [nb] = dims::<1>(op, "table", "[blocks]", table)?;
+    if nb * pool.block_size < end {
+        return Err(shape(op, format!("block table of {nb} blocks × {} slots cannot hold position {}", pool.block_size, end.saturating_sub(1))));
+    }
+    Ok(())
+}
+
+/// Write k and v [T, H, D] (f32) at positions start..start+T of the sequence whose blocks are
+/// `table` (i32 [blocks]).
+pub fn kv_write(ops: &Ops, pool: &mut KvPool, k: &Tensor, v: &Tensor, table: &Tensor, start: usize) -> Result<()> {
+    const OP: &str = "kv_write";
+    expect_dtype(OP, "k", k, &[DType::F32])?;
+    expect_dtype(OP, "v", v, &[DType::F32])?;
+    let [t, h, d] = dims::<3>(OP, "k", "[T, H, D]", k)?;
+    if v.shape != k.shape {
+        return Err(shape(OP, format!("`v` is {:?}, expected the shape of `k` {:?}", v.shape, k.shape)));
+    }
+    if pool.k.shape[1..] != [h, d] {
+        return Err(shape(OP, format!("`k` is {:?} but the pool holds [slots, H, D] = {:?}", k.shape, pool.k.shape)));
+    }
+    check_table(OP, table, pool, start + t)?;
+    if t == 0 {
+        return Ok(());
+    }
+    let inst = Instance::default().konst("D", d as i64).tunable("BH", pick(&[1, 2, 4, 8, 16], h, 16));
+    let bs = pool.block_size as i32;
+    for (src, cache) in [(k, &mut pool.k), (v, &mut pool.v)] {
+        let mut args = vec![Arg::Tensor(src.clone()), Arg::Tensor(table.clone()), Arg::Bool(false), Arg::I32(start as i32), Arg::I32(bs)];
+        launch_leased(ops, FILE, "kv_write", &inst, &mut args, &mut [(2, cache)])?;
+    }
+    Ok(())
+}
+
+/// The first `len` positions of a sequence, head-major: (k, v) f32 [1, H, len, D].
+pub fn kv_gather(ops: &Ops, pool: &mut KvPool, table: &Tensor, len: usize) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "kv_gather";
+    check_table(OP, table, pool, len)?;
+    let (h, d) = (pool.k.shape[1], pool.k.shape[2]);
+    let inst = Instance::default().konst("D", d as i64).tunable("BT", pick(&[4, 16, 32, 64], len, 64));
+    let bs = pool.block_size as i32;
+    let mut outs = Vec::with_capacity(2);
+    for cache in [&mut pool.k, &mut pool.v] {
+        let mut args = vec![Arg::Bool(false), Arg::Tensor(table.clone()), Arg::Tensor(Tensor::zeros(DType::F32, &[h, len, d])), Arg::I32(bs)];
+        if len > 0 {
+            launch_leased(ops, FILE, "kv_gather", &inst, &mut args, &mut [(0, cache)])?;
+        }
+        outs.push(reshaped(&take(&mut args, 2), &[1, h, len, d]));
+    }
+    let v = outs.pop().expect("two outputs");
+    Ok((outs.pop().expect("two outputs"), v))
+}
+
+/// MXFP4 expert weights in the gpt-oss checkpoint layout: codes e2m1 [E, R, K] (blocks of 32
+/// along K, the input dim), scales e8m0 [E, R, K/32], bias f32 [E, R].
+#[derive(Clone, Debug)]
+pub struct MxExperts {
+    pub codes: Tensor,
+    pub scales: Tensor,
+    pub bias: Tensor,
+}
+
+impl MxExperts {
+    fn check(&self, op: &'static str, name: &str) -> Result<[usize; 3]> {
+        expect_dtype(op, &format!("{name}.codes"), &self.codes, &[DType::E2M1])?;
+        expect_dtype(op, &format!("{name}.scales"), &self.scales, &[DType::E8M0])?;
+        expect_dtype(op, &format!("{name}.bias"), &self.bias, &[DType::F32])?;
+        let [e, r, k] = dims::<3>(op, &format!("{name}.codes"), "[E, R, K]", &self.codes)?;
+        if k % 32 != 0 || self.scales.shape != [e, r, k / 32] || self.bias.shape != [e, r] {
+            return Err(shape(
+                op,
+                format!(
+                    "`{name}`: codes {:?}, scales {:?}, bias {:?}; expected [E, R, K] with K % 32 == 0, [E, R, K/32], [E, R]",
+                    self.codes.shape, self.scales.shape, self.bias.shape
+                ),
+            ));
+        }
+        Ok([e, r, k])
+    }
+}
+
+/// gpt-oss MoE layer. x f32 [T, H]; router w [E, H] (any float, leased) and bias f32 [E];
+/// `top_k` experts by raw router logit, their weights the softmax over the selected logits;
+/// experts: gate_up [E, 2I, H] (gate/up interleaved by row) and down [E, H, I], both MXFP4 with
+/// biases; clamped SwiGLU with `alpha`, `limit`. Result f32 [T, H].
+#[allow(clippy::too_many_arguments)]
+pub fn moe_mxfp4(
+    ops: &Ops,
+    x: &Tensor,
+    router_w: &mut Tensor,
+    router_b: &Tensor,
+    top_k: usize,
+    gate_up: &mut MxExperts,
+    down: &mut MxExperts,
+    alpha: f32,
+    limit: f32,
+) -> Result<Tensor> {
+    const OP: &str = "moe_mxfp4";
+    expect_dtype(OP, "x", x, &[DType::F32])?;
+    let [t, h] = dims::<2>(OP, "x", "[T, H]", x)?;
+    let [e, i2, hu] = gate_up.check(OP, "gate_up")?;
+    let [ed, hd, i] = down.check(OP, "down")?;
+    if hu != h || ed != e || hd != h || i2 != 2 * i {
+        return Err(shape(OP, format!("experts gate_up {:?} and down {:?} do not fit x {:?}: expected [E, 2I, H] and [E, H, I]", gate_up.codes.shape, down.codes.shape, x.shape)));
+    }
+    if top_k == 0 || top_k > e {
+        return Err(shape(OP, format!("top_k = {top_k} must be in 1..={e}")));
+    }
+    if t == 0 {
+        return Ok(Tensor::zeros(DType::F32, &[0, h]));
+    }
+    let p = t * top_k;
+    // routing: logits, top-k by logit, softmax over the chosen k
+    let logits = linear_w(ops, x, router_w, Some(router_b))?;
+    let (vals, ids) = blocks::topk(ops, &logits, top_k)?;
+    let weights = blocks::softmax(ops, &vals)?;
+
+    // permutation of the (token, slot) pairs by expert (the library's grouped-GEMM kernel)
+    let perm_inst = Instance::default().konst("E", e as i64).tunable("BP", pick(&[16, 32, 64, 128, 256], p, 256));
+    let mut args = vec![
+        Arg::Tensor(reshaped(&ids, &[p])),
+        Arg::Tensor(Tensor::zeros(DType::I32, &[p])),
+        Arg::Tensor(Tensor::zeros(DType::I32, &[p])),
+        Arg::Tensor(Tensor::zeros(DType::I32, &[e])),
+        Arg::Tensor(Tensor::zeros(DType::I32, &[e])),
+    ];
+    ops.kernel("grouped_gemm", "moe_permute", &perm_inst)?.launch(&mut args)?;
+    let (sorted_pairs, pos, starts, counts) = (take(&mut args, 1), take(&mut args, 2), take(&mut args, 3), take(&mut args, 4));
+
+    let bm = pick(&[4, 16, 32, 64], p.div_ceil(e), 64);
+    let up_inst = Instance::default()
+        .tunable("BM", bm)
+        .tunable("BN", pick(&[16, 32, 64], i, 32))
+        .tunable("BK", pick(&[32, 64, 128], h, 128));
+    let mut args = vec![
+        Arg::Tensor(x.clone()),
+        Arg::Bool(false),
+        Arg::Bool(false),
+        Arg::Bool(false),
+        Arg::Tensor(sorted_pairs),
+        Arg::Tensor(starts),
+        Arg::Tensor(counts),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[p, i])),
+        Arg::I32(top_k as i32),
+        Arg::F32(alpha),
+        Arg::F32(limit),
+    ];
+    launch_leased(ops, FILE, "moe_mx_up", &up_inst, &mut args, &mut [(1, &mut gate_up.codes), (2, &mut gate_up.scales), (3, &mut gate_up.bias)])?;
+    let hidden = take(&mut args, 7);
+    let (sorted_pairs, starts, counts) = (take(&mut args, 4), take(&mut args, 5), take(&mut args, 6));
+
+    let down_inst = Instance::default()
+        .tunable("BM", bm)
+        .tunable("BN", pick(&[16, 32, 64], h, 32))
+        .tunable("BK", pick(&[32, 64, 128], i, 128));
+    let mut args = vec![
+        Arg::Tensor(hidden),
+        Arg::Bool(false),
+        Arg::Bool(false),
+        Arg::Bool(false),
+        Arg::Tensor(sorted_pairs),
+        Arg::Tensor(starts),
+        Arg::Tensor(counts),
+        Arg::Tensor(reshaped(&weights, &[p])),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[p, h])),
+    ];
+    launch_leased(ops, FILE, "moe_mx_down", &down_inst, &mut args, &mut [(1, &mut down.codes), (2, &mut down.scales), (3, &mut down.bias)])?;
+    let y_perm = take(&mut args, 8);
+
+    let comb_inst = Instance::default()
+        .tunable("BT", pick(&[1, 2, 4, 8, 16, 32, 64], t, 16))
+        .tunable("BH", pick(&[16, 32, 64, 128, 256], h, 128));
+    let mut args = vec![Arg::Tensor(y_perm), Arg::Tensor(reshaped(&pos, &[t, top_k])), Arg::Tensor(Tensor::zeros(DType::F32, &[t, h]))];
+    ops.kernel("grouped_gemm", "moe_combine", &comb_inst)?.launch(&mut args)?;
+    Ok(take(&mut args, 2))
+}
+
+/// How to draw a token from a row of logits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleParams {
+    /// > 0 (greedy decoding does not sample).
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (None: all).
+    pub top_k: Option<usize>,
+    /// Nucleus mass in (0, 1]; 1 keeps every candidate.
+    pub top_p: f32,
+}
+
+/// Candidates considered when top-p is set without top-k.
+pub const TOP_P_CANDIDATES: usize = 256;
+
+/// Sample one token per row of logits f32 [R, V], with uniforms u f32 [R] in [0, 1).
+/// Top-k / top-p sample among the top-k candidates (the library's topk kernel; with top-p and
+/// no top-k, the `TOP_P_CANDIDATES` best); otherwise the full softmax is inverted directly.
+pub fn sample(ops: &Ops, logits: &Tensor, u: &Tensor, p: &SampleParams) -> Result<Vec<i32>> {
+    const OP: &str = "sample";
+    expect_dtype(OP, "logits", logits, &[DType::F32])?;
+    expect_dtype(OP, "u", u, &[DType::F32])?;
+    let [r, v] = dims::<2>(OP, "logits", "[R, V]", logits)?;
+    if u.shape != [r] {
+        return Err(shape(OP, format!("`u` is {:?}, expected [R] = [{r}]", u.shape)));
+    }
+    if !(p.temperature > 0.0 && p.temperature.is_finite()) || !(p.top_p > 0.0 && p.top_p <= 1.0) {
+        return Err(shape(OP, format!("temperature {} must be > 0 and top_p {} in (0, 1]", p.temperature, p.top_p)));
+    }
+    let out = Tensor::zeros(DType::I32, &[r]);
+    if r == 0 {
+        return Ok(Vec::new());
+    }
+    let k = match (p.top_k, p.top_p < 1.0) {
+        (Some(k), _) => Some(k.clamp(1, v)),
+        (None, true) => Some(TOP_P_CANDIDATES.min(v)),
+        (None, false) => None,
+    };
+    let mut args;
+    match k {
+        Some(k) => {
+            let (vals, ids) = blocks::topk(ops, logits, k)?;
+            let inst = Instance::default().konst("K", k as i64);
+            args = vec![Arg::Tensor(vals), Arg::Tensor(ids), Arg::Tensor(u.clone()), Arg::Tensor(out), Arg::F32(1.0 / p.temperature), Arg::F32(p.top_p)];
+            ops.kernel(FILE, "sample_sorted", &inst)?.launch(&mut args)?;
+        }
+        None => {
+            let inst = Instance::default().tunable("BV", pick(&[64, 256, 1024, 4096], v, 4096));
+            args = vec![Arg::Tensor(logits.clone()), Arg::Tensor(u.clone()), Arg::Tensor(out), Arg::F32(1.0 / p.temperature)];
+            ops.kernel(FILE, "sample_full", &inst)?.launch(&mut args)?;
+        }
+    }
+    let at = if k.is_some() { 3 } else { 2 };
+    Ok(take(&mut args, at).to_i64_vec().into_iter().map(|x| x as i32).collect())
+}
+
+/// Greedy choice per row of logits f32 [R, V]: the argmax (ties to the smaller id), via topk.
+pub fn argmax(ops: &Ops, logits: &Tensor) -> Result<Vec<i32>> {
+    let (_, ids) = blocks::topk(ops, logits, 1)?;
+    Ok(ids.to_i64_vec().into_iter().map(|x| x as i32).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops() -> Ops {
+        Ops::new(opc_codegen::target_by_name("cpu").unwrap())
+    }
+
+    fn f32t(shape: &[usize], f: impl Fn(usize) -> f32) -> Tensor {
+        let n: usize = shape.iter().product();
+        Tensor::from_f32(DType::F32, shape, &(0..n).map(f).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn widen_add_scale() {
+        let ops = ops();
+        let x = Tensor::from_f32(DType::BF16, &[3, 5], &(0..15).map(|i| i as f32 * 0.37 - 2.0).collect::<Vec<_>>());
+        let y = to_f32(&ops, &x).unwrap();
+        assert_eq!(y.shape, vec![3, 5]);
+        assert_eq!(y.to_f32_vec(), x.to_f32_vec());
+        let a = f32t(&[7, 3], |i| i as f32);
+        let b = f32t(&[7, 3], |i| 0.5 - i as f32 * 2.0);
+        assert_eq!(add(&ops, &a, &b).unwrap().to_f32_vec(), (0..21).map(|i| 0.5 - i as f32).collect::<Vec<_>>());
+        assert_eq!(scale(&ops, &a, 0.5).unwrap().to_f32_vec(), (0..21).map(|i| i as f32 * 0.5).collect::<Vec<_>>());
+        assert!(add(&ops, &a, &f32t(&[3, 7], |_| 0.0)).unwrap_err().to_string().contains("expected the shape of `a` [7, 3]"));
+    }
+
+    #[test]
+    fn linear_w_matches_f32_linear_and_keeps_weights() {
+        let ops = ops();
+        for m in [1, 3, 9] {
+            let x = f32t(&[m, 40], |i| ((i * 7919) % 23) as f32 / 11.0 - 1.0);
+            let wv: Vec<f32> = (0..24 * 40).map(|i| ((i * 104729) % 31) as f32 / 16.0 - 1.0).collect();
+            let mut w = Tensor::from_f32(DType::BF16, &[24, 40], &wv);
+            let w_before = w.clone();
+            let bias = f32t(&[24], |i| i as f32 * 0.25);
+            let y = linear_w(&ops, &x, &mut w, Some(&bias)).unwrap();
+            assert_eq!(w, w_before, "the leased weight comes back unchanged");
+            let wf = Tensor::from_f32(DType::F32, &[24, 40], &w.to_f32_vec());
+            let want = blocks::linear(&ops, &x, &wf, Some(&bias)).unwrap();
+            for (a, b) in y.to_f32_vec().iter().zip(want.to_f32_vec()) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "m={m}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn swap_and_paged_kv_roundtrip() {
+        let ops = ops();
+        let x = f32t(&[5, 3, 4], |i| i as f32);
+        let y = swap01(&ops, &x).unwrap();
+        assert_eq!(y.shape, vec![3, 5, 4]);
+        let xv = x.to_f32_vec();
+        let yv = y.to_f32_vec();
+        for a in 0..5 {
+            for b in 0..3 {
+                for c in 0..4 {
+                    assert_eq!(yv[(b * 5 + a) * 4 + c], xv[(a * 3 + b) * 4 + c]);
+                }
+            }
+        }
+        // 6 blocks of 4 slots; the sequence owns blocks 5, 1, 3 (out of order on purpose)
+        let mut pool = KvPool::new(6, 4, 3, 4);
+        let table = Tensor::from_i32(DType::I32, &[3], &[5, 1, 3]);
+        let k1 = f32t(&[7, 3, 4], |i| i as f32);
+        let v1 = f32t(&[7, 3, 4], |i| -(i as f32));
+        kv_write(&ops, &mut pool, &k1, &v1, &table, 0).unwrap();
+        let k2 = f32t(&[2, 3, 4], |i| 1000.0 + i as f32);
+        kv_write(&ops, &mut pool, &k2, &k2, &table, 7).unwrap();
+        let (k, v) = kv_gather(&ops, &mut pool, &table, 9).unwrap();
+        assert_eq!(k.shape, vec![1, 3, 9, 4]);
+        let (kv, vv) = (k.to_f32_vec(), v.to_f32_vec());
+        for h in 0..3 {
+            for j in 0..9 {
+                for d in 0..4 {
+                    let want_k = if j < 7 { ((j * 3 + h) * 4 + d) as f32 } else { 1000.0 + (((j - 7) * 3 + h) * 4 + d) as f32 };
+                    assert_eq!(kv[(h * 9 + j) * 4 + d], want_k, "h={h} j={j} d={d}");
+                    if j < 7 {
+                        assert_eq!(vv[(h * 9 + j) * 4 + d], -want_k);
+                    }
+                }
+            }
+        }
+        // slot 0 of block 5 holds position 0; block 0 (not owned) stays untouched
+        assert_eq!(pool.k.to_f32_vec()[5 * 4 * 12], 0.0);
+        assert!(pool.k.to_f32_vec()[..48].iter().all(|&x| x == 0.0));
+        let e = kv_write(&ops, &mut pool, &k2, &k2, &table, 11).unwrap_err().to_string();
+        assert_eq!(e, "kv_write: block table of 3 blocks × 4 slots cannot hold position 12");
+    }
+
+    #[test]
+    fn sampling_inverts_the_cdf() {
+        let ops = ops();
+        // probabilities 0.5, 0.25, 0.125, 0.125 (logits ln p), vocab order shuffled
+        let lp = [0.125f32.ln(), 0.5f32.ln(), 0.125f32.ln(), 0.25f32.ln()];
+        let logits = Tensor::from_f32(DType::F32, &[1, 4], &lp);
+        let full = SampleParams { temperature: 1.0, top_k: None, top_p: 1.0 };
+        let topk = SampleParams { temperature: 1.0, top_k: Some(4), top_p: 1.0 };
+        for (u, want) in [(0.0, 1), (0.49, 1), (0.51, 3), (0.74, 3), (0.76, 0), (0.99, 2)] {
+            let ut = Tensor::from_f32(DType::F32, &[1], &[u]);
+            let got_full = sample(&ops, &logits, &ut, &full).unwrap()[0];
+            let got_k = sample(&ops, &logits, &ut, &topk).unwrap()[0];
+            // the full-vocab walk goes in id order: cumulative 0.125, 0.625, 0.75, 1.0
+            let want_full = if u < 0.125 { 0 } else if u < 0.625 { 1 } else if u < 0.75 { 2 } else { 3 };
+            assert_eq!(got_full, want_full, "u={u}");
+            assert_eq!(got_k, want, "u={u}");
+        }
+        // top-p 0.6 keeps {0.5, 0.25}: u = 0.7 lands on the second (0.7·0.75 = 0.525 > 0.5)
+        let nucleus = SampleParams { temperature: 1.0, top_k: None, top_p: 0.6 };
+        let ut = Tensor::from_f32(DType::F32, &[1], &[0.99]);
+        assert_eq!(sample(&ops, &logits, &ut, &nucleus).unwrap()[0], 3);
+        // top-k 1 is greedy whatever u
+        let k1 = SampleParams { temperature: 0.7, top_k: Some(1), top_p: 1.0 };
+        assert_eq!(sample(&ops, &logits, &ut, &k1).unwrap()[0], 1);
+        assert_eq!(argmax(&ops, &logits).unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn mxfp4_experts_match_a_dequantized_reference() {
+        let ops = ops();
+        let (t, h, i, e, k) = (5, 64, 32, 4, 2);
+        let x = f32t(&[t, h], |j| ((j * 37) % 17) as f32 / 8.0 - 1.0);
+        let quant = |rows: usize, cols: usize, seed: usize| {
+            let w = f32t(&[e * rows, cols], |j| (((j + seed) * 7919) % 29) as f32 / 14.0 - 1.0);
+            let q = crate::mxfp4::quantize(&ops, &w).unwrap();
+            let deq = crate::mxfp4::dequantize(&ops, &q).unwrap().to_f32_vec();
+            let codes = Tensor { shape: vec![e, rows, cols], ..q.codes };
+            let scales = Tensor { shape: vec![e, rows, cols / 32], ..q.scales };
+            let bias = f32t(&[e, rows], |j| ((j + seed) % 5) as f32 * 0.1 - 0.2);
+            (MxExperts { codes, scales, bias }, deq)
+        };
+        let (mut gu, gu_deq) = quant(2 * i, h, 1);
+        let (mut dn, dn_deq) = quant(h, i, 2);
+        let mut rw = Tensor::from_f32(DType::BF16, &[e, h], &(0..e * h).map(|j| ((j * 13) % 11) as f32 / 10.0 - 0.5).collect::<Vec<_>>());
+        let rb = f32t(&[e], |j| j as f32 * 0.01);
+        let (alpha, limit) = (1.702, 7.0);
+        let y = moe_mxfp4(&ops, &x, &mut rw, &rb, k, &mut gu, &mut dn, alpha, limit).unwrap().to_f32_vec();
+
+        // host oracle in f64
+        let xv = x.to_f32_vec();
+        let rwv = rw.to_f32_vec();
+        let (gbv, dbv) = (gu.bias.to_f32_vec(), dn.bias.to_f32_vec());
+        for tok in 0..t {
+            let xr = &xv[tok * h..(tok + 1) * h];
+            let logits: Vec<f64> = (0..e).map(|ex| (0..h).map(|c| xr[c] as f64 * rwv[ex * h + c] as f64).sum::<f64>() + rb.to_f32_vec()[ex] as f64).collect();
+            let mut order: Vec<usize> = (0..e).collect();
+            order.sort_by(|a, b| logits[*b].partial_cmp(&logits[*a]).unwrap().then(a.cmp(b)));
+            let sel = &order[..k];
+            let mx = logits[sel[0]];
+            let den: f64 = sel.iter().map(|&s| (logits[s] - mx).exp()).sum();
+            let mut out = vec![0f64; h];
+            for &ex in sel {
+                let wgt = (logits[ex] - mx).exp() / den;
+                let gu_row = |r: usize| (0..h).map(|c| xr[c] as f64 * gu_deq[(ex * 2 * i + r) * h + c] as f64).sum::<f64>() + gbv[ex * 2 * i + r] as f64;
+                let act: Vec<f64> = (0..i)
+                    .map(|n| {
+                        let g = gu_row(2 * n).min(limit as f64);
+                        let u = gu_row(2 * n + 1).clamp(-limit as f64, limit as f64);
+                        (u + 1.0) * g / (1.0 + (-g * alpha as f64).exp())
+                    })
+                    .collect();
+                for (c, o) in out.iter_mut().enumerate() {
+                    let d: f64 = (0..i).map(|n| act[n] * dn_deq[(ex * h + c) * i + n] as f64).sum::<f64>() + dbv[ex * h + c] as f64;
+                    *o += wgt * d;
+                }
+            }
+            for c in 0..h {
+                let got = y[tok * h + c] as f64;
+                assert!((got - out[c]).abs() <= 1e-4 * (1.0 + out[c].abs()), "t={tok} c={c}: {got} vs {}", out[c]);
+            }
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! A loaded causal LM and its forward pass. Every numerical step is an opc operator launched
+//! through `opc_ops` (library drivers plus `opc_ops::model`); this file only loads weights,
+//! builds position / block-table tensors and moves rows between segments.
+//!
+//! Weights keep their storage dtype (bf16 matrices are widened tile by tile inside the linear
+//! kernels); activations, the residual stream and the KV cache are f32, so logits match
+//! transformers run in f32 on the stored weights. Small vectors (norms, biases, sinks) are
+//! widened once at load, and Qwen3 / MoGE expert stacks once at load (the library's MoE
+//! operator takes one dtype).
+
+use super::checkpoint::Checkpoint;
+use super::config::{Arch, LayerAttention, ModelConfig};
+use super::error::{ModelError, Result};
+use super::kv::{KvCache, SeqId};
+use opc_ir::{DType, Tensor};
+use opc_ops::attention::{flash_attention, flash_decode, AttentionParams};
+use opc_ops::model::{self as mops, MxExperts};
+use opc_ops::moe::{moe_forward, Routing};
+use opc_ops::{blocks, Ops};
+use std::path::Path;
+
+const FLOATS: &[DType] = &[DType::BF16, DType::F16, DType::F32];
+
+struct Attn {
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    bq: Option<Tensor>,
+    bk: Option<Tensor>,
+    bv: Option<Tensor>,
+    bo: Option<Tensor>,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    sinks: Option<Tensor>,
+    window: Option<usize>,
+}
+
+struct DenseMlp {
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+    biases: Option<[Tensor; 3]>,
+}
+
+enum Mlp {
+    Dense(DenseMlp),
+    /// Qwen3-MoE (top-k softmax) and MoGE (grouped), experts stacked f32 [E, I, H] / [E, H, I].
+    Moe { gate: Tensor, w1: Tensor, w3: Tensor, w2: Tensor, routing: Routing, shared: Option<DenseMlp> },
+    /// gpt-oss: MXFP4 experts with biases, router with bias.
+    MoeMx { router_w: Tensor, router_b: Tensor, gate_up: MxExperts, down: MxExperts, top_k: usize },
+}
+
+struct Layer {
+    in_norm: Tensor,
+    post_norm: Tensor,
+    attn: Attn,
+    mlp: Mlp,
+}
+
+/// One run of consecutive tokens of one sequence inside a forward batch.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    pub seq: SeqId,
+    pub tokens: Vec<u32>,
+    /// Logits for every token of the segment (prefill checks, speculative verification) or only
+    /// for the last one (generation).
+    pub all_logits: bool,
+}
+
+/// A causal LM ready to run: configuration, weights and the operator cache.
+pub struct Model {
+    pub cfg: ModelConfig,
+    pub ops: Ops,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Tensor,
+}
+
+struct Loader<'a> {
+    ck: &'a Checkpoint,
+    ops: &'a Ops,
+}
+
+impl Loader<'_> {
+    /// A matrix kept in its storage dtype.
+    fn mat(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.ck.get(name, shape, FLOATS)
+    }
+    /// A small tensor widened to f32.
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.ck.get(name, shape, FLOATS)?;
+        Ok(mops::to_f32(self.ops, &t)?)
+    }
+    fn opt_f32(&self, present: bool, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+        if present {
+            self.f32(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+    /// Per-expert matrices `{prefix}.{e}.{proj}.weight` stacked into f32 [E, ...shape].
+    fn stack(&self, prefix: &str, proj: &str, experts: usize, shape: &[usize]) -> Result<Tensor> {
+        let mut data = Vec::new();
+        for e in 0..experts {
+            let t = self.f32(&format!("{prefix}.{e}.{proj}.weight"), shape)?;
+            data.extend_from_slice(&t.data);
+        }
+        let mut full = vec![experts];
+        full.extend_from_slice(shape);
+        Ok(Tensor { dtype: DType::F32, shape: full, data })
+    }
+    fn dense(&self, prefix: &str, h: usize, i: usize, bias: bool) -> Result<DenseMlp> {
+        let biases = if bias {
+            Some([self.f32(&format!("{prefix}.gate_proj.bias"), &[i])?, self.f32(&format!("{prefix}.up_proj.bias"), &[i])?, self.f32(&format!("{prefix}.down_proj.bias"), &[h])?])
+        } else {
+            None
+        };
+        Ok(DenseMlp {
+            gate: self.mat(&format!("{prefix}.gate_proj.weight"), &[i, h])?,
+            up: self.mat(&format!("{prefix}.up_proj.weight"), &[i, h])?,
+            down: self.mat(&format!("{prefix}.down_proj.weight"), &[h, i])?,
+            biases,
+        })
+    }
+    /// gpt-oss MXFP4 experts `{prefix}_blocks` [E, R, K/32, 16], `_scales` [E, R, K/32], `_bias` [E, R].
+    fn mx(&self, prefix: &str, e: usize, r: usize, k: usize) -> Result<MxExperts> {
+        if k % 32 != 0 {
+            return Err(ModelError::Usage(format!("{prefix}: MXFP4 input dim {k} is not a multiple of 32")));
+        }
+        let blocks = self.ck.get(&format!("{prefix}_blocks"), &[e, r, k / 32, 16], &[DType::U8])?;
+        let scales = self.ck.get(&format!("{prefix}_scales"), &[e, r, k / 32], &[DType::U8])?;
+        Ok(MxExperts {
+            codes: Tensor { dtype: DType::E2M1, shape: vec![e, r, k], data: blocks.data },
+            scales: Tensor { dtype: DType::E8M0, shape: vec![e, r, k / 32], data: scales.data },
+            bias: self.f32(&format!("{prefix}_bias"), &[e, r])?,
+        })
+    }
+}
+
+impl Model {
+    /// Load `dir` (config.json + safetensors) with operators compiled for `ops`' target.
+    pub fn load(dir: &Path, ops: Ops) -> Result<Model> {
+        let cfg = ModelConfig::load(&dir.join("config.json"))?;
+        let ck = Checkpoint::open(dir)?;
+        Model::from_checkpoint(cfg, &ck, ops)
+    }
+
+    pub fn from_checkpoint(cfg: ModelConfig, ck: &Checkpoint, ops: Ops) -> Result<Model> {
+        let l = Loader { ck, ops: &ops };
+        let (h, v, d) = (cfg.hidden, cfg.vocab, cfg.head_dim);
+        let (qd, kd) = (cfg.heads * d, cfg.kv_heads * d);
+        let embed = l.mat("model.embed_tokens.weight", &[v, h])?;
+        let mut layers = Vec::with_capacity(cfg.layers);
+        for i in 0..cfg.layers {
+            let p = format!("model.layers.{i}");
+            let a = format!("{p}.self_attn");
+            let ab = cfg.attention_bias;
+            let attn = Attn {
+                wq: l.mat(&format!("{a}.q_proj.weight"), &[qd, h])?,
+                wk: l.mat(&format!("{a}.k_proj.weight"), &[kd, h])?,
+                wv: l.mat(&format!("{a}.v_proj.weight"), &[kd, h])?,
+                wo: l.mat(&format!("{a}.o_proj.weight"), &[h, qd])?,
+                bq: l.opt_f32(ab, &format!("{a}.q_proj.bias"), &[qd])?,
+                bk: l.opt_f32(ab, &format!("{a}.k_proj.bias"), &[kd])?,
+                bv: l.opt_f32(ab, &format!("{a}.v_proj.bias"), &[kd])?,
+                bo: l.opt_f32(ab, &format!("{a}.o_proj.bias"), &[h])?,
+                q_norm: l.opt_f32(cfg.qk_norm, &format!("{a}.q_norm.weight"), &[d])?,
+                k_norm: l.opt_f32(cfg.qk_norm, &format!("{a}.k_norm.weight"), &[d])?,
+                sinks: l.opt_f32(cfg.sinks, &format!("{a}.sinks"), &[cfg.heads])?,
+                window: match cfg.attention[i] {
+                    LayerAttention::Full => None,
+                    LayerAttention::Sliding(w) => Some(w),
+                },
+            };
+            let m = format!("{p}.mlp");
+            let mlp = match (cfg.arch, &cfg.moe) {
+                (Arch::Llama, _) | (_, None) => Mlp::Dense(l.dense(&m, h, cfg.intermediate, cfg.mlp_bias)?),
+                (Arch::Qwen3Moe, Some(mc)) | (Arch::PanguMoge, Some(mc)) => {
+                    let (e, im) = (mc.experts, mc.intermediate);
+                    let ex = format!("{m}.experts");
+                    let routing = match mc.groups {
+                        None => {
+                            if !mc.norm_topk_prob {
+                                return Err(ModelError::Usage("Qwen3-MoE with norm_topk_prob = false is not supported (the moe operator renormalizes the top-k weights)".into()));
+                            }
+                            Routing::TopK { k: mc.top_k }
+                        }
+                        Some(groups) => {
+                            let name = format!("{m}.router_scale");
+                            // stored [E] or, as in Pangu checkpoints, [1, E]
+                            let shape: &[usize] = if matches!(ck.shape(&name), Some([1, _])) { &[1, e] } else { &[e] };
+                            let rs = l.f32(&name, shape)?;
+                            Routing::MoGE { groups, router_scale: Tensor { shape: vec![e], ..rs } }
+                        }
+                    };
+                    let shared = if mc.shared_intermediate > 0 { Some(l.dense(&format!("{m}.shared_expert"), h, mc.shared_intermediate, false)?) } else { None };
+                    Mlp::Moe {
+                        gate: l.f32(&format!("{m}.gate.weight"), &[e, h])?,
+                        w1: l.stack(&ex, "gate_proj", e, &[im, h])?,
+                        w3: l.stack(&ex, "up_proj", e, &[im, h])?,
+                        w2: l.stack(&ex, "down_proj", e, &[h, im])?,
+                        routing,
+                        shared,
+                    }
+                }
+                (Arch::GptOss, Some(mc)) => {
+                    let (e, im) = (mc.experts, mc.intermediate);
+                    Mlp::MoeMx {
+                        router_w: l.mat(&format!("{m}.router.weight"), &[e, h])?,
+                        router_b: l.f32(&format!("{m}.router.bias"), &[e])?,
+                        gate_up: l.mx(&format!("{m}.experts.gate_up_proj"), e, 2 * im, h)?,
+                        down: l.mx(&format!("{m}.experts.down_proj"), e, h, im)?,
+                        top_k: mc.top_k,
+                    }
+                }
+            };
+            layers.push(Layer {
+                in_norm: l.f32(&format!("{p}.input_layernorm.weight"), &[h])?,
+                post_norm: l.f32(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                attn,
+                mlp,
+            });
+        }
+        let norm = l.f32("model.norm.weight", &[h])?;
+        let lm_head = if cfg.tie_embeddings && !ck.contains("lm_head.weight") { embed.clone() } else { l.mat("lm_head.weight", &[v, h])? };
+        Ok(Model { cfg, ops, embed, layers, norm, lm_head })
+    }
+
+    /// A KV cache sized for `max_tokens` positions in total over all sequences.
+    pub fn new_cache(&self, max_tokens: usize, block_size: usize) -> KvCache {
+        let blocks = max_tokens.div_ceil(block_size).max(1);
+        KvCache::new(self.cfg.layers, blocks, block_size, self.cfg.kv_heads, self.cfg.head_dim)
+    }
+
+    /// Run `segments` (each appended to its sequence's cache) through the model. Returns the
+    /// logits of each segment: f32 [n, V] if `all_logits`, else [1, V] for its last token.
+    pub fn forward(&mut self, cache: &mut KvCache, segments: &[Segment]) -> Result<Vec<Tensor>> {
+        let cfg = self.cfg.clone();
+        let ops = &self.ops;
+        // rows, positions and block tables of the batch
+        let mut ids = Vec::new();
+        let mut pos = Vec::new();
+        let mut spans = Vec::new(); // (row0, n, start, table)
+        for s in segments {
+            if s.tokens.is_empty() {
+                return Err(ModelError::Usage("a forward segment has no tokens".into()));
+            }
+            if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
+                return Err(ModelError::Usage(format!("token id {bad} is outside the vocabulary (size {})", cfg.vocab)));
+            }
+            let start = cache.len(s.seq)?;
+            cache.grow(s.seq, start + s.tokens.len())?;
+            spans.push((ids.len(), s.tokens.len(), start, cache.table(s.seq)?));
+            for (i, &t) in s.tokens.iter().enumerate() {
+                ids.push(t as i32);
+                pos.push((start + i) as i32);
+            }
+        }
+        let t = ids.len();
+        let ids = Tensor::from_i32(DType::I32, &[t], &ids);
+        let pos = Tensor::from_i32(DType::I32, &[t], &pos);
+        let mut x = mops::embedding_w(ops, &mut self.embed, &ids)?;
+        for (li, layer) in self.layers.iter_mut().enumerate() {
+            let xn = blocks::rmsnorm(ops, &x, &layer.in_norm, cfg.eps)?;
+            let attn = attention(ops, &cfg, &mut layer.attn, &xn, &pos, &spans, &mut cache.pools[li])?;
+            x = mops::add(ops, &x, &attn)?;
+            let xn = blocks::rmsnorm(ops, &x, &layer.post_norm, cfg.eps)?;
+            let m = mlp(ops, &cfg, &mut layer.mlp, &xn)?;
+            x = mops::add(ops, &x, &m)?;
+        }
+        // rows that need logits
+        let mut rows = Vec::new();
+        for (s, &(r0, n, _, _)) in segments.iter().zip(&spans) {
+            if s.all_logits {
+                rows.extend(r0..r0 + n);
+            } else {
+                rows.push(r0 + n - 1);
+            }
+        }
+        let sel = select_rows(&x, &rows);
+        let xn = blocks::rmsnorm(ops, &sel, &self.norm, cfg.eps)?;
+        let logits = mops::linear_w(ops, &xn, &mut self.lm_head, None)?;
+        let mut out = Vec::new();
+        let mut r = 0;
+        for (s, &(_, n, _, _)) in segments.iter().zip(&spans) {
+            let k = if s.all_logits { n } else { 1 };
+            out.push(select_rows(&logits, &(r..r + k).collect::<Vec<_>>()));
+            r += k;
+        }
+        Ok(out)
+    }
+}
+
+/// Rows `rows` of a 2-D or 3-D tensor (a copy).
+fn select_rows(x: &Tensor, rows: &[usize]) -> Tensor {
+    let row_bytes = x.data.len() / x.shape[0].max(1);
+    let mut data = Vec::with_capacity(rows.len() * row_bytes);
+    for &r in rows {
+        data.extend_from_slice(&x.data[r * row_bytes..(r + 1) * row_bytes]);
+    }
+    let mut shape = x.shape.clone();
+    shape[0] = rows.len();
+    Tensor { dtype: x.dtype, shape, data }
+}
+
+fn view(t: Tensor, shape: &[usize]) -> Tensor {
+    debug_assert_eq!(t.numel(), shape.iter().product::<usize>());
+    Tensor { shape: shape.to_vec(), ..t }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    ops: &Ops,
+    cfg: &ModelConfig,
+    a: &mut Attn,
+    xn: &Tensor,
+    pos: &Tensor,
+    spans: &[(usize, usize, usize, Tensor)],
+    pool: &mut opc_ops::model::KvPool,
+) -> Result<Tensor> {
+    let t = xn.shape[0];
+    let (hq, hk, d) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
+    let q = mops::linear_w(ops, xn, &mut a.wq, a.bq.as_ref())?;
+    let k = mops::linear_w(ops, xn, &mut a.wk, a.bk.as_ref())?;
+    let v = mops::linear_w(ops, xn, &mut a.wv, a.bv.as_ref())?;
+    let (mut q, mut k) = (view(q, &[t, hq, d]), view(k, &[t, hk, d]));
+    let v = view(v, &[t, hk, d]);
+    if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
+        q = view(blocks::rmsnorm(ops, &view(q, &[t * hq, d]), qn, cfg.eps)?, &[t, hq, d]);
+        k = view(blocks::rmsnorm(ops, &view(k, &[t * hk, d]), kn, cfg.eps)?, &[t, hk, d]);
+    }
+    let q = blocks::rope(ops, &q, pos, &cfg.rope)?;
+    let k = blocks::rope(ops, &k, pos, &cfg.rope)?;
+    let params = AttentionParams { causal: true, window: a.window, scale: 1.0 / (d as f32).sqrt() };
+    let mut out = Vec::with_capacity(t * hq * d * 4);
+    for (r0, n, start, table) in spans {
+        let rows: Vec<usize> = (*r0..r0 + n).collect();
+        mops::kv_write(ops, pool, &select_rows(&k, &rows), &select_rows(&v, &rows), table, *start)?;
+        let (kc, vc) = mops::kv_gather(ops, pool, table, start + n)?;
+        let qs = view(mops::swap01(ops, &select_rows(&q, &rows))?, &[1, hq, *n, d]);
+        let o = if *n == 1 {
+            let splits = (start + n).div_ceil(256).clamp(1, 16);
+            flash_decode(ops, &qs, &kc, &vc, a.sinks.as_ref(), &params, splits)?
+        } else {
+            flash_attention(ops, &qs, &kc, &vc, a.sinks.as_ref(), &params)?
+        };
+        let o = mops::swap01(ops, &view(o.out, &[hq, *n, d]))?;
+        out.extend_from_slice(&o.data);
+    }
+    let o = Tensor { dtype: DType::F32, shape: vec![t, hq * d], data: out };
+    Ok(mops::linear_w(ops, &o, &mut a.wo, a.bo.as_ref())?)
+}
+
+fn dense(ops: &Ops, m: &mut DenseMlp, xn: &Tensor) -> Result<Tensor> {
+    let (bg, bu, bd) = match &m.biases {
+        Some([g, u, d]) => (Some(g), Some(u), Some(d)),
+        None => (None, None, None),
+    };
+    let g = mops::linear_w(ops, xn, &mut m.gate, bg)?;
+    let u = mops::linear_w(ops, xn, &mut m.up, bu)?;
+    let a = blocks::swiglu(ops, &g, &u)?;
+    Ok(mops::linear_w(ops, &a, &mut m.down, bd)?)
+}
+
+fn mlp(ops: &Ops, cfg: &ModelConfig, m: &mut Mlp, xn: &Tensor) -> Result<Tensor> {
+    match m {
+        Mlp::Dense(dm) => dense(ops, dm, xn),
+        Mlp::Moe { gate, w1, w3, w2, routing, shared } => {
+            let y = moe_forward(ops, xn, gate, w1, w3, w2, routing)?.out;
+            match shared {
+                Some(s) => {
+                    let sy = dense(ops, s, xn)?;
+                    Ok(mops::add(ops, &y, &sy)?)
+                }
+                None => Ok(y),
+            }
+        }
+        Mlp::MoeMx { router_w, router_b, gate_up, down, top_k } => {
+            let (alpha, limit) = cfg.swiglu;
+            Ok(mops::moe_mxfp4(ops, xn, router_w, router_b, *top_k, gate_up, down, alpha, limit)?)
+        }
+    }
+}
