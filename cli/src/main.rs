@@ -3,6 +3,8 @@
 //! Exit codes: 0 success, 1 a check failed (diagnostics, failing fixtures, compile errors),
 //! 2 usage or I/O errors (and internal errors).
 
+mod model_cmds;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use opc_dsl::Instance;
 use opc_ir::DType;
@@ -52,6 +54,17 @@ enum Cmd {
     /// List the code generation targets.
     #[command(after_help = "Example:\n  opc targets\n  opc build k.opc --target interp")]
     Targets,
+    /// Compare a model's logits and greedy tokens with a reference file; exits 1 on mismatch.
+    #[command(after_help = "Example:\n  opc eval --model ../shared/fixtures/models/llama-tiny --reference ../shared/fixtures/models/llama-tiny/reference.safetensors")]
+    Eval(model_cmds::EvalArgs),
+    /// Generate text from a prompt (streamed), optionally with a draft model (speculative decoding).
+    #[command(after_help = "Examples:\n  opc run --model DIR --prompt \"Once upon a time\" --max-tokens 32\n  opc run --model TARGET --draft DRAFT --kl-tau 0.5 --gamma 4 --prompt TEXT --compare")]
+    Run(model_cmds::RunArgs),
+    /// Model checkpoint tools: `opc model init` writes a random-weight checkpoint.
+    Model {
+        #[command(subcommand)]
+        cmd: model_cmds::ModelCmd,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -282,6 +295,9 @@ fn run(cli: Cli) -> Result<(), Fail> {
             }
             Ok(())
         }
+        Cmd::Eval(a) => model_cmds::eval(&a),
+        Cmd::Run(a) => model_cmds::run(&a),
+        Cmd::Model { cmd } => model_cmds::model(&cmd),
         Cmd::Targets => {
             for t in opc_codegen::TARGETS {
                 println!("{t}");

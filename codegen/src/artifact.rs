@@ -33,6 +33,7 @@ pub fn renderer_by_name(name: &str) -> Result<Arc<dyn Renderer>> {
     match name {
         "cpu" => Ok(Arc::new(crate::cpu::CpuRenderer)),
         "ptx" => Ok(Arc::new(crate::ptx::PtxRenderer)),
+        "ascendc" => Ok(Arc::new(crate::ascendc::AscendCRenderer)),
         _ => Err(CodegenError::NoRenderer(name.to_string())),
     }
 }

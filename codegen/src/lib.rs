@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 pub mod cpu;
 pub mod artifact;
+pub mod ascendc;
 pub mod interp;
 pub mod ptx;
 #[cfg(feature = "llvm22-1")]
@@ -57,6 +58,8 @@ pub fn target_by_name(name: &str) -> Result<Arc<dyn Target>> {
     match name {
         "interp" => Ok(Arc::new(interp::InterpTarget)),
         "cpu" => Ok(Arc::new(cpu::CpuTarget)),
+        #[cfg(feature = "cuda")]
+        "ptx" => Ok(Arc::new(ptx::runtime::PtxTarget)),
         #[cfg(feature = "llvm22-1")]
         "llvm" => Ok(Arc::new(llvm::LlvmTarget)),
         _ => Err(CodegenError::UnknownTarget(name.to_string(), TARGETS.join(", "))),

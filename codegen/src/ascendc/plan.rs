@@ -52,6 +52,8 @@ pub fn plan(k: &mut lir::Kernel, ir: &opc_ir::Kernel) -> Result<Usage> {
         peak = peak.max(off + bytes);
         placed.push(i);
     }
+    // 256 bytes after the tiles: the scratch of `ScalarMath` (scalar transcendental functions).
+    let peak = peak + 256;
     let usage = Usage {
         calc: peak,
         ub: peak + k.queue_bytes(Space::Ub),

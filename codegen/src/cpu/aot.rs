@@ -31,13 +31,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use cranelift_codegen::ir::{ExternalName, Function};
+use cranelift_codegen::ir::{ExtFuncData, ExternalName, Function, UserExternalName};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use opc_ir::{Constraint, DType, DimExpr, Kernel, ParamKind};
 use serde_json::json;
 
 use super::emit::{self, Entry};
+use super::loader::RelocTarget;
 use super::helpers::Helper;
 use super::{features, isa_with, unsupported, MetaLayout};
 use crate::artifact::{base_manifest, Artifact, RenderOptions, Renderer};
@@ -55,7 +56,31 @@ struct Object {
     arena_bytes: usize,
 }
 
+/// The helpers `k`'s two functions call (from an in-process compile's relocations), so that the
+/// object declares, and the library needs, only those.
+fn used_helpers(k: &Kernel) -> Result<BTreeSet<Helper>> {
+    let isa = super::isa()?;
+    let mut used = BTreeSet::new();
+    for entry in [Entry::Program, Entry::Grid] {
+        for r in emit::compile_entry(k, entry, &*isa)?.relocs {
+            if let RelocTarget::Helper(i) = r.target {
+                used.insert(Helper::ALL[i as usize]);
+            }
+        }
+    }
+    Ok(used)
+}
+
 fn emit_object(k: &Kernel, sym: &str) -> Result<Object> {
+    let used = used_helpers(k)?;
+    for h in [Helper::Cast, Helper::Bitcast] {
+        if used.contains(&h) {
+            return Err(unsupported(
+                k,
+                format!("ahead-of-time output: the kernel calls the runtime helper `{}`, which has no C twin yet", h.symbol()),
+            ));
+        }
+    }
     let isa = isa_with(true)?;
     let me = |e: cranelift_module::ModuleError| unsupported(k, format!("Cranelift: {e:?}"));
     let builder = ObjectBuilder::new(isa.clone(), format!("opc_{sym}"), default_libcall_names()).map_err(me)?;
@@ -63,45 +88,34 @@ fn emit_object(k: &Kernel, sym: &str) -> Result<Object> {
     let ptr = isa.pointer_type();
     let cc = isa.default_call_conv();
     let mut ids: HashMap<Helper, FuncId> = HashMap::new();
-    let mut by_id: HashMap<u32, &'static str> = HashMap::new();
-    for h in Helper::ALL {
-        let id = module.declare_function(h.symbol(), Linkage::Import, &emit::helper_signature(h, cc, ptr)).map_err(me)?;
-        ids.insert(h, id);
-        by_id.insert(id.as_u32(), h.symbol());
+    for &h in &used {
+        ids.insert(h, module.declare_function(h.symbol(), Linkage::Import, &emit::helper_signature(h, cc, ptr)).map_err(me)?);
     }
     let sig = emit::entry_signature(cc, ptr);
-    let mut helpers = BTreeSet::new();
     let mut arena_bytes = 0;
     for (entry, name) in [(Entry::Program, format!("opc_{sym}_program")), (Entry::Grid, format!("opc_{sym}_grid"))] {
         let id = module.declare_function(&name, Linkage::Export, &sig).map_err(me)?;
         let mut ctx = module.make_context();
         ctx.func.signature = sig.clone();
-        let mut import = |h: Helper, f: &mut Function| module.declare_func_in_func(ids[&h], f);
+        // A helper the code never calls gets a name outside the module's namespace: declaring
+        // it would leave an undefined symbol in the library; calling it would fail to link.
+        let mut import = |h: Helper, f: &mut Function| match ids.get(&h) {
+            Some(&id) => module.declare_func_in_func(id, f),
+            None => {
+                let signature = f.import_signature(emit::helper_signature(h, cc, ptr));
+                let name = ExternalName::user(f.declare_imported_user_function(UserExternalName::new(1, 0)));
+                f.import_function(ExtFuncData { name, signature, colocated: false, patchable: false })
+            }
+        };
         let bytes = emit::define(k, entry, &mut ctx.func, &*isa, &mut import)?;
         if entry == Entry::Program {
             arena_bytes = bytes;
         }
         module.define_function(id, &mut ctx).map_err(me)?;
-        let code = ctx.compiled_code().expect("define_function compiled the function");
-        for r in code.buffer.relocs() {
-            if let cranelift_codegen::FinalizedRelocTarget::ExternalName(ExternalName::User(u)) = &r.target {
-                if let Some(s) = by_id.get(&ctx.func.params.user_named_funcs()[*u].index) {
-                    helpers.insert(*s);
-                }
-            }
-        }
         module.clear_context(&mut ctx);
     }
-    for h in [Helper::Cast, Helper::Bitcast] {
-        if helpers.contains(h.symbol()) {
-            return Err(unsupported(
-                k,
-                format!("ahead-of-time output: the kernel calls the runtime helper `{}`, which has no C twin yet", h.symbol()),
-            ));
-        }
-    }
     let bytes = module.finish().emit().map_err(|e| unsupported(k, format!("writing the object file: {e}")))?;
-    Ok(Object { bytes, helpers, arena_bytes })
+    Ok(Object { bytes, helpers: used.iter().map(|h| h.symbol()).collect(), arena_bytes })
 }
 
 /// The generated prelude of `opc_rt.c`: dtype codes and integer wrapping (`numerics::wrap_int`).
@@ -409,7 +423,9 @@ impl Renderer for CpuRenderer {
         let header = header(k, &sym);
         let (o_name, c_name, h_name, lib) = (format!("{sym}.o"), format!("{sym}_launch.c"), format!("{sym}.h"), format!("lib{sym}.so"));
 
-        let tmp = std::env::temp_dir().join(format!("opc-aot-{}-{}-{sym}", std::process::id(), crate::artifact::ir_hash(k)));
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = std::env::temp_dir().join(format!("opc-aot-{}-{seq}-{}-{sym}", std::process::id(), crate::artifact::ir_hash(k)));
         let io = |e: std::io::Error| unsupported(k, format!("writing {}: {e}", tmp.display()));
         std::fs::create_dir_all(&tmp).map_err(io)?;
         let built = (|| -> std::result::Result<Vec<u8>, CodegenError> {

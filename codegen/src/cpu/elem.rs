@@ -333,11 +333,55 @@ impl Lower<'_, '_> {
         if plain_int(from) && to == DType::F32 && r == Rounding::Rne {
             return self.b.ins().fcvt_from_sint(types::F32, x);
         }
-        if ff && to == DType::BF16 && r == Rounding::Rne {
-            // One RNE rounding, the same as bf16 arithmetic (`numerics::round_float`).
-            return self.round_to(DType::BF16, x);
+        // MXFP4 decoding: every e2m1 value is exact in f32 / bf16 / f16 and every e8m0 value in
+        // f32 / bf16, so the rounding mode is irrelevant and the value is built from its bits.
+        if from == DType::E2M1 && cty(to) == types::F32 {
+            return self.e2m1_value(x);
+        }
+        if from == DType::E8M0 && matches!(to, DType::F32 | DType::BF16) {
+            return self.e8m0_value(x);
+        }
+        if ff && matches!(to, DType::BF16 | DType::F16) && r == Rounding::Rne {
+            // One RNE rounding, the same as bf16 / f16 arithmetic (`numerics::round_float`).
+            return self.round_to(to, x);
         }
         self.cast_call(from, to, r, x)
+    }
+
+    /// The f32 value of an e2m1 code (`numerics::e2m1_decode`): magnitude code m = e·2 + mant,
+    /// 0 → 0, 1 → 0.5, m ≥ 2 → 2^(e−1)·(1 + mant/2); bit 3 is the sign.
+    fn e2m1_value(&mut self, x: Value) -> Value {
+        let m = self.b.ins().band_imm_u(x, 7);
+        let e = self.b.ins().ushr_imm_u(m, 1);
+        let mant = self.b.ins().band_imm_u(m, 1);
+        let exp = self.b.ins().iadd_imm_s(e, 126);
+        let exp = self.b.ins().ishl_imm_u(exp, 23);
+        let mant = self.b.ins().ishl_imm_u(mant, 22);
+        let normal = self.b.ins().bor(exp, mant);
+        let half = self.iconst(126 << 23);
+        let zero = self.iconst(0);
+        let is_one = self.b.ins().icmp_imm_s(IntCC::Equal, m, 1);
+        let small = self.b.ins().select(is_one, half, zero);
+        let is_normal = self.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, m, 2);
+        let mag = self.b.ins().select(is_normal, normal, small);
+        let sign = self.b.ins().band_imm_u(x, 8);
+        let sign = self.b.ins().ishl_imm_u(sign, 28);
+        let bits = self.b.ins().bor(mag, sign);
+        self.b.ins().bitcast(types::F32, MemFlagsData::new(), bits)
+    }
+
+    /// The f32 value of an e8m0 code (`numerics::e8m0_decode`): 2^(e−127); 0 is the subnormal
+    /// 2^−127; 0xFF is NaN.
+    fn e8m0_value(&mut self, x: Value) -> Value {
+        let e = self.b.ins().band_imm_u(x, 0xFF);
+        let normal = self.b.ins().ishl_imm_u(e, 23);
+        let sub = self.iconst(0x0040_0000);
+        let nan = self.iconst(0x7FC0_0000);
+        let is_zero = self.b.ins().icmp_imm_s(IntCC::Equal, e, 0);
+        let v = self.b.ins().select(is_zero, sub, normal);
+        let is_nan = self.b.ins().icmp_imm_s(IntCC::Equal, e, 0xFF);
+        let bits = self.b.ins().select(is_nan, nan, v);
+        self.b.ins().bitcast(types::F32, MemFlagsData::new(), bits)
     }
 
     fn cast_call(&mut self, from: DType, to: DType, r: Rounding, x: Value) -> Value {

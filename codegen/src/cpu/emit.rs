@@ -78,6 +78,11 @@ pub(super) fn define(
 /// Compile the program function of `k` for the in-process path: machine code plus the
 /// relocations the loader patches (helpers are user names `0:<index in Helper::ALL>`).
 pub(super) fn compile_blob(k: &Kernel, isa: &dyn TargetIsa) -> Result<Blob> {
+    compile_entry(k, Entry::Program, isa)
+}
+
+/// [`compile_blob`] for either entry.
+pub(super) fn compile_entry(k: &Kernel, entry: Entry, isa: &dyn TargetIsa) -> Result<Blob> {
     let ptr = isa.pointer_type();
     let cc = isa.default_call_conv();
     let mut ctx = Context::new();
@@ -88,10 +93,11 @@ pub(super) fn compile_blob(k: &Kernel, isa: &dyn TargetIsa) -> Result<Blob> {
         let name = ExternalName::user(f.declare_imported_user_function(UserExternalName::new(0, idx)));
         f.import_function(ExtFuncData { name, signature, colocated: false, patchable: false })
     };
-    let arena_bytes = define(k, Entry::Program, &mut ctx.func, isa, &mut import)?;
+    let arena_bytes = define(k, entry, &mut ctx.func, isa, &mut import)?;
     if std::env::var_os("OPC_CPU_DUMP_CLIF").is_some() {
         eprintln!("{}", ctx.func.display());
     }
+    let names = ctx.func.params.user_named_funcs().clone();
     let code = ctx.compile(isa, &mut ControlPlane::default()).map_err(|e| unsupported(k, format!("Cranelift: {:?}", e.inner)))?;
     let mut relocs = vec![];
     for r in code.buffer.relocs() {
@@ -103,7 +109,7 @@ pub(super) fn compile_blob(k: &Kernel, isa: &dyn TargetIsa) -> Result<Blob> {
             other => return Err(unsupported(k, format!("the loader does not handle relocation {other:?}"))),
         };
         let target = match &r.target {
-            T::ExternalName(ExternalName::User(u)) => RelocTarget::Helper(ctx.func.params.user_named_funcs()[*u].index),
+            T::ExternalName(ExternalName::User(u)) => RelocTarget::Helper(names[*u].index),
             T::ExternalName(ExternalName::LibCall(lc)) => RelocTarget::LibCall(
                 super::loader::libcall_code(*lc).ok_or_else(|| unsupported(k, format!("the loader does not provide libcall {lc:?}")))?,
             ),

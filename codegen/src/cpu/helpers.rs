@@ -261,7 +261,7 @@ unsafe extern "C" fn opc_atomic_add(base: *mut u8, e: i64, d: u32, v: u32) {
 }
 
 /// A helper the generated code may call: symbol name, address, parameter and result types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Helper {
     Exp,
     Exp2,

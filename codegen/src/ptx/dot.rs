@@ -63,7 +63,7 @@ impl Lower<'_> {
             self.hazard(true, false, None, None);
         }
         // c[i, j] for output element e: acc + Σ_k a[i, k] · b[k, j]
-        let mut one = |l: &mut Self, i: usize, e: Option<Reg>| -> Reg {
+        let one = |l: &mut Self, i: usize, e: Option<Reg>| -> Reg {
             let (row, col) = match e {
                 Some(e) => (l.p.op(Kind::R, "div.u32", &[&e, &n]), l.p.op(Kind::R, "rem.u32", &[&e, &n])),
                 None => (l.p.mov(Kind::R, 0), l.p.mov(Kind::R, 0)),
@@ -86,7 +86,7 @@ impl Lower<'_> {
                 return c;
             }
             // per operand: (address register, byte step per k) or a uniform value
-            let mut cursor = |l: &mut Self, s: &Src, fixed: Reg, fixed_dim: usize| -> (Option<(Reg, i64, DType)>, Option<Reg>) {
+            let cursor = |l: &mut Self, s: &Src, fixed: Reg, fixed_dim: usize| -> (Option<(Reg, i64, DType)>, Option<Reg>) {
                 match s {
                     Src::V(w, _, d) => {
                         let el = l.p.op(Kind::R, "mul.lo.u32", &[&fixed, &w.strides[fixed_dim]]);

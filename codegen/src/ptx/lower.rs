@@ -43,7 +43,6 @@ use std::collections::BTreeSet;
 use opc_ir::{Block, DType, Kernel, Op, OpKind, ParamKind, Scalar, ValueId};
 
 use super::emit::{fimm, Kind, Ptx, Reg};
-use super::Arch;
 use crate::{CodegenError, Result};
 
 /// How a tile value is held (see the module docs).
@@ -191,7 +190,6 @@ pub(super) struct Lowered {
 
 pub(super) struct Lower<'k> {
     pub k: &'k Kernel,
-    pub arch: Arch,
     /// Threads per CTA.
     pub t: u32,
     pub p: Ptx,
@@ -900,7 +898,7 @@ impl<'k> Lower<'k> {
 /// Lower `k`'s body with `t` threads per CTA. `plan` holds each buffer's byte offset (None in the
 /// planning run). `params` are the PTX names of the entry's parameters, as the renderer declares
 /// them (see `mod.rs`).
-pub(super) fn lower(k: &Kernel, arch: Arch, t: u32, plan: Option<Vec<u32>>, names: &super::ParamNames) -> Result<Lowered> {
+pub(super) fn lower(k: &Kernel, t: u32, plan: Option<Vec<u32>>, names: &super::ParamNames) -> Result<Lowered> {
     let mut p = Ptx::default();
     let tid = p.mov(Kind::R, "%tid.x");
     let smem = p.mov(Kind::R, "opc_smem");
@@ -948,7 +946,6 @@ pub(super) fn lower(k: &Kernel, arch: Arch, t: u32, plan: Option<Vec<u32>>, name
     }
     let mut l = Lower {
         k,
-        arch,
         t,
         p,
         reprs: vec![None; k.values.len()],

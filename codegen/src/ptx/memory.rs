@@ -209,7 +209,7 @@ impl Lower<'_> {
         self.hazard(reads_smem, false, Some(tensor), None);
         let kind = ekind(tv.dtype);
         let ty = if kind == Kind::F { "f32" } else { "b32" };
-        let mut one = |l: &mut Self, i: usize, e: Option<Reg>| -> Reg {
+        let one = |l: &mut Self, i: usize, e: Option<Reg>| -> Reg {
             let (valid, off) = l.address(&parts, &tv, i, e);
             let valid = match (&mask, valid) {
                 (Some(m), v) => {
@@ -274,7 +274,7 @@ impl Lower<'_> {
         let mask = has_mask.then(|| self.src(op.args[rank + 1]));
         let reads_smem = parts.iter().map(|p| &p.src).chain(mask.iter()).chain([&value]).any(|s| matches!(s, Src::V(..)));
         self.hazard(reads_smem, false, None, Some(tensor));
-        let mut one = |l: &mut Self, i: usize, e: Option<Reg>| {
+        let one = |l: &mut Self, i: usize, e: Option<Reg>| {
             let (valid, off) = l.address(&parts, &tv, i, e);
             let rd = |l: &mut Self, s: &Src| match (s, e) {
                 (Src::D(rs), _) => rs[i],

@@ -157,7 +157,7 @@ pub fn compile(k: &Kernel, arch: Arch) -> Result<Compiled> {
     })?;
     let t = threads(k);
     let names = ParamNames::new(k);
-    let first = lower::lower(k, arch, t, None, &names)?;
+    let first = lower::lower(k, t, None, &names)?;
     let live = lower::intervals(&first.bufs, &first.loops);
     let sizes: Vec<u32> = first.bufs.iter().map(|b| b.bytes).collect();
     let (offs, total) = plan::pack(&sizes, &live);
@@ -171,7 +171,7 @@ pub fn compile(k: &Kernel, arch: Arch) -> Result<Compiled> {
             ),
         });
     }
-    let low = lower::lower(k, arch, t, Some(offs), &names)?;
+    let low = lower::lower(k, t, Some(offs), &names)?;
     let dynamic = total > STATIC_SHARED_LIMIT;
     let mut params = vec![];
     let mut decls = vec![];

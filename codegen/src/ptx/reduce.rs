@@ -84,7 +84,7 @@ impl Lower<'_> {
         if matches!(src, Src::V(..)) {
             self.hazard(true, false, None, None);
         }
-        let mut lane = |l: &mut Self, o: Option<Reg>| -> Reg {
+        let lane = |l: &mut Self, o: Option<Reg>| -> Reg {
             let start = o.and_then(|o| l.view_elem(&rshape, &rst, o));
             let acc = l.p.reg(rkind);
             let best = l.p.reg(ekind(d));

@@ -256,7 +256,7 @@ impl InitSpec {
 fn write_fill(w: &mut impl Write, t: &TensorSpec, rng: &mut Rng) -> std::io::Result<()> {
     let n: usize = t.shape.iter().product();
     let mut buf = Vec::with_capacity(1 << 16);
-    let mut flush = |buf: &mut Vec<u8>, w: &mut dyn Write, force: bool| -> std::io::Result<()> {
+    let flush = |buf: &mut Vec<u8>, w: &mut dyn Write, force: bool| -> std::io::Result<()> {
         if force || buf.len() >= 1 << 16 {
             w.write_all(buf)?;
             buf.clear();

@@ -29,9 +29,12 @@ mod memory;
 mod scalar;
 mod vector;
 
+pub(super) use cube::{cube_eligible, workspace_slots, FLAG_OPERANDS, FLAG_PRODUCT};
+pub(super) use scalar::literal as literal_of;
+
 use std::collections::HashSet;
 
-use opc_ir::{Block, DType, Kernel, Loc, Op, OpKind, ParamKind, Scalar, ValueId};
+use opc_ir::{Block, DType, Kernel, Loc, Op, OpKind, ParamKind, ValueId};
 
 use super::lir::{self, Buf, BufId, Core, Effect, Instr, Pipe, Pos, Queue, QueueId, Res, Stmt};
 use super::liveness::Liveness;
@@ -737,17 +740,4 @@ impl PushAll for HashSet<ValueId> {
     fn push_all(&mut self, v: &[ValueId]) {
         self.extend(v.iter().copied());
     }
-}
-
-/// Literal value of a `const` op, for pattern checks.
-pub(super) fn const_of(k: &Kernel, v: ValueId) -> Option<Scalar> {
-    let mut found = None;
-    opc_ir::walk_ops(&k.body, &mut |op| {
-        if op.results.first() == Some(&v) {
-            if let OpKind::Const(c) = op.kind {
-                found = Some(c);
-            }
-        }
-    });
-    found
 }

@@ -1,0 +1,289 @@
+//! `opc eval`, `opc run` and `opc model init`: the model runtime on the command line.
+
+use crate::{failed, usage, Fail};
+use opc_runtime::model::eval::{evaluate, LOGITS_TOL};
+use opc_runtime::model::generate::{generate, generate_batch, generate_speculative, Decoding, GenOptions, GenStats};
+use opc_runtime::model::init::InitSpec;
+use opc_runtime::model::{Arch, Model, ModelError, Tokenizer};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Model directory (config.json, model.safetensors[.index.json], tokenizer.json).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Reference file (default: DIR/reference.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub reference: Option<PathBuf>,
+    /// Target to compile the operators for (see `opc targets`).
+    #[arg(long, default_value = "cpu")]
+    pub target: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Model directory.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Prompt text (encoded with the model's tokenizer.json).
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: String,
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample among the k most likely tokens only.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling mass in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop after this token id (repeatable; default: the config's eos_token_id).
+    #[arg(long = "stop", value_name = "ID")]
+    pub stop: Vec<u32>,
+    /// Do not stop at the end-of-sequence token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Draft model directory: speculative decoding verified by the kl_judge operator.
+    #[arg(long, value_name = "DIR")]
+    pub draft: Option<PathBuf>,
+    /// KL-judge threshold τ (nats); 0 reproduces the target's greedy output exactly.
+    #[arg(long, default_value_t = 0.0)]
+    pub kl_tau: f32,
+    /// Draft tokens per verification step.
+    #[arg(long, default_value_t = 4)]
+    pub gamma: usize,
+    /// With --draft: also run the target alone and report the speed-up.
+    #[arg(long)]
+    pub compare: bool,
+    /// Decode this many copies of the prompt as one batch (greedy) and report throughput.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Target to compile the operators for.
+    #[arg(long, default_value = "cpu")]
+    pub target: String,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ModelCmd {
+    /// Write a random-weight checkpoint in the real Hugging Face layout.
+    #[command(after_help = "Examples:\n  opc model init --arch llama --layers 16 --hidden 2048 --heads 32 --kv-heads 8 --intermediate 5632 --vocab 32000 -o /tmp/llama\n  opc model init --arch gpt-oss --layers 12 --hidden 2048 --intermediate 2048 --experts 16 --top-k 4 --head-dim 64 --heads 32 --kv-heads 8 --vocab 32000 -o /tmp/gptoss")]
+    Init(InitArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    /// llama, qwen3-moe, gpt-oss or moge (Pangu Pro MoE).
+    #[arg(long)]
+    pub arch: String,
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 128)]
+    pub hidden: usize,
+    /// MLP intermediate size (per expert for MoE models).
+    #[arg(long, default_value_t = 256)]
+    pub intermediate: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 2)]
+    pub kv_heads: usize,
+    /// Default: hidden / heads.
+    #[arg(long)]
+    pub head_dim: Option<usize>,
+    #[arg(long, default_value_t = 512)]
+    pub vocab: usize,
+    #[arg(long, default_value_t = 8)]
+    pub experts: usize,
+    #[arg(long, default_value_t = 2)]
+    pub top_k: usize,
+    /// MoGE expert groups (one expert per group per token).
+    #[arg(long, default_value_t = 4)]
+    pub groups: usize,
+    /// MoGE shared-expert intermediate size (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub shared_intermediate: usize,
+    /// gpt-oss sliding window of the even layers.
+    #[arg(long, default_value_t = 128)]
+    pub sliding_window: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Shard the weights into files of at most this many MiB (0: one file).
+    #[arg(long, default_value_t = 0)]
+    pub shard_mib: usize,
+    /// tokenizer.json to copy into the checkpoint.
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// Output directory.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
+}
+
+fn model_err(e: ModelError) -> Fail {
+    usage(format!("error: {e}"))
+}
+
+fn load(dir: &Path, target: &str) -> Result<Model, Fail> {
+    let t = opc_codegen::target_by_name(target).map_err(|e| usage(format!("error: {e}")))?;
+    Model::load(dir, opc_ops::Ops::new(t)).map_err(model_err)
+}
+
+pub fn eval(a: &EvalArgs) -> Result<(), Fail> {
+    let reference = a.reference.clone().unwrap_or_else(|| a.model.join("reference.safetensors"));
+    let mut model = load(&a.model, &a.target)?;
+    let tok = Tokenizer::load(&a.model).ok();
+    let r = evaluate(&mut model, &reference, tok.as_ref()).map_err(model_err)?;
+    println!("model {} ({}, {} layers) on target {}", a.model.display(), model.cfg.arch.hf_name(), model.cfg.layers, a.target);
+    println!("logits: max abs error {:.3e} over {}x{} (tolerance {:.0e})", r.max_abs_err, r.positions, r.vocab, LOGITS_TOL);
+    println!("top-1 agreement: {}/{}", r.top1_agree, r.positions);
+    if r.greedy_match() {
+        println!("greedy tokens: {}/{} identical", r.greedy.len(), r.reference_greedy.len());
+    } else {
+        let at = r.greedy.iter().zip(&r.reference_greedy).position(|(a, b)| a != b).unwrap_or(r.greedy.len().min(r.reference_greedy.len()));
+        println!("greedy tokens: differ at {at}: got {:?}, reference {:?}", r.greedy, r.reference_greedy);
+    }
+    match r.tokenizer_agrees {
+        Some(true) => println!("tokenizer: the reference prompt encodes to input_ids"),
+        Some(false) => println!("tokenizer: the reference prompt does NOT encode to input_ids"),
+        None => {}
+    }
+    if r.pass() {
+        println!("PASS");
+        Ok(())
+    } else {
+        println!("FAIL");
+        Err(failed(String::new()))
+    }
+}
+
+fn progress(s: &GenStats) -> String {
+    format!(
+        "prefill {} tok in {:.3} s ({:.1} tok/s) | decode {} tok in {:.3} s ({:.1} tok/s)",
+        s.prompt_tokens,
+        s.prefill_secs,
+        s.prefill_tok_s(),
+        s.generated.saturating_sub(1),
+        s.decode_secs,
+        s.decode_tok_s()
+    )
+}
+
+pub fn run(a: &RunArgs) -> Result<(), Fail> {
+    let mut model = load(&a.model, &a.target)?;
+    let tok = Tokenizer::load(&a.model).map_err(model_err)?;
+    let prompt = tok.encode(&a.prompt).map_err(model_err)?;
+    let decoding = if a.temperature > 0.0 {
+        Decoding::Sample { params: opc_ops::model::SampleParams { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p }, seed: a.seed }
+    } else {
+        Decoding::Greedy
+    };
+    let mut stop = a.stop.clone();
+    if !a.ignore_eos && stop.is_empty() {
+        stop = model.cfg.eos.clone();
+    }
+    let opts = GenOptions { max_tokens: a.max_tokens, stop, decoding };
+    if a.batch > 1 {
+        if a.draft.is_some() || decoding != Decoding::Greedy {
+            return Err(usage("error: --batch decodes greedily without a draft model"));
+        }
+        let prompts = vec![prompt; a.batch];
+        let (outs, s) = generate_batch(&mut model, &prompts, a.max_tokens).map_err(model_err)?;
+        for o in &outs {
+            println!("{}", tok.decode(o).map_err(model_err)?);
+        }
+        eprintln!("batch {}: {}", a.batch, progress(&s));
+        return Ok(());
+    }
+    let stdout = std::io::stdout();
+    let mut detok = opc_runtime::model::tokenizer::Detokenizer::new();
+    let mut stream = |id: u32| -> Result<(), ModelError> {
+        let text = detok.push(&tok, id)?;
+        let mut o = stdout.lock();
+        let _ = write!(o, "{text}");
+        let _ = o.flush();
+        Ok(())
+    };
+    match &a.draft {
+        None => {
+            let (_, s) = generate(&mut model, &prompt, &opts, &mut stream).map_err(model_err)?;
+            println!();
+            eprintln!("{}", progress(&s));
+        }
+        Some(ddir) => {
+            let mut draft = load(ddir, &a.target)?;
+            let (out, s) = generate_speculative(&mut model, &mut draft, &prompt, &opts, a.gamma, a.kl_tau, &mut stream).map_err(model_err)?;
+            println!();
+            eprintln!("{}", progress(&s));
+            let sp = s.spec.clone().unwrap_or_default();
+            eprintln!(
+                "speculative: gamma {} tau {} | {} steps, accepted per step {:?} | mean {:.2} tokens per target forward",
+                sp.gamma,
+                a.kl_tau,
+                sp.accepted.len(),
+                sp.accepted,
+                sp.tokens_per_step()
+            );
+            if a.compare {
+                let (base, bs) = generate(&mut model, &prompt, &opts, |_| Ok(())).map_err(model_err)?;
+                let same = base == out;
+                eprintln!("target alone: {}", progress(&bs));
+                eprintln!(
+                    "speed-up {:.2}x (decode time {:.3} s -> {:.3} s); output {} the target's greedy output",
+                    bs.decode_secs / s.decode_secs.max(1e-9),
+                    bs.decode_secs,
+                    s.decode_secs,
+                    if same { "identical to" } else { "differs from" }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn model(cmd: &ModelCmd) -> Result<(), Fail> {
+    match cmd {
+        ModelCmd::Init(a) => init(a),
+    }
+}
+
+fn init(a: &InitArgs) -> Result<(), Fail> {
+    let arch = match a.arch.as_str() {
+        "llama" => Arch::Llama,
+        "qwen3-moe" | "qwen3_moe" => Arch::Qwen3Moe,
+        "gpt-oss" | "gpt_oss" => Arch::GptOss,
+        "moge" | "pangu" => Arch::PanguMoge,
+        other => return Err(usage(format!("error: unknown --arch `{other}` (llama, qwen3-moe, gpt-oss, moge)"))),
+    };
+    if a.heads == 0 {
+        return Err(usage("error: --heads must be at least 1"));
+    }
+    let spec = InitSpec {
+        arch,
+        vocab: a.vocab,
+        hidden: a.hidden,
+        intermediate: a.intermediate,
+        layers: a.layers,
+        heads: a.heads,
+        kv_heads: a.kv_heads,
+        head_dim: a.head_dim.unwrap_or(a.hidden / a.heads),
+        experts: a.experts,
+        top_k: if arch == Arch::PanguMoge { a.groups } else { a.top_k },
+        groups: a.groups,
+        shared_intermediate: a.shared_intermediate,
+        sliding_window: a.sliding_window,
+        seed: a.seed,
+        shard_bytes: a.shard_mib << 20,
+    };
+    let bytes = spec.write(&a.output).map_err(model_err)?;
+    if let Some(t) = &a.tokenizer {
+        let to = a.output.join("tokenizer.json");
+        std::fs::copy(t, &to).map_err(|e| usage(format!("error: cannot copy {} to {}: {e}", t.display(), to.display())))?;
+    }
+    eprintln!("ok: wrote {} ({}, {:.3} B parameters, {:.1} MiB)", a.output.display(), arch.hf_name(), spec.parameters() as f64 / 1e9, bytes as f64 / (1 << 20) as f64);
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! `opc eval` on every model of ../shared/fixtures/models (skipped when absent), and its failure
+//! exit code; `opc model init` output loads.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn opc() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_opc"))
+}
+
+fn models() -> Option<PathBuf> {
+    let d = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/models"));
+    if d.is_dir() {
+        Some(d)
+    } else {
+        eprintln!("skipping: {} not found", d.display());
+        None
+    }
+}
+
+#[test]
+fn eval_passes_on_every_fixture_model() {
+    let Some(dir) = models() else { return };
+    for m in ["llama-tiny", "qwen3moe-tiny", "gptoss-tiny-mxfp4", "spec-target", "spec-draft"] {
+        let d = dir.join(m);
+        let out = opc().args(["eval", "--model"]).arg(&d).arg("--reference").arg(d.join("reference.safetensors")).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{m}: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("top-1 agreement: 17/17"), "{m}: {text}");
+        assert!(text.contains("greedy tokens: 16/16 identical"), "{m}: {text}");
+        assert!(text.trim_end().ends_with("PASS"), "{m}: {text}");
+    }
+}
+
+#[test]
+fn eval_fails_with_exit_1_on_another_models_reference() {
+    let Some(dir) = models() else { return };
+    let out = opc()
+        .args(["eval", "--model"])
+        .arg(dir.join("spec-draft"))
+        .arg("--reference")
+        .arg(dir.join("spec-target/reference.safetensors"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.trim_end().ends_with("FAIL"), "{text}");
+}
+
+#[test]
+fn model_init_writes_a_loadable_checkpoint() {
+    let d = std::env::temp_dir().join(format!("opc-cli-init-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let out = opc()
+        .args(["model", "init", "--arch", "gpt-oss", "--layers", "2", "--hidden", "64", "--intermediate", "64", "--heads", "4", "--kv-heads", "2", "--vocab", "96", "--experts", "4", "--top-k", "2", "--shard-mib", "0", "-o"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
+    assert!(cfg.contains("GptOssForCausalLM"));
+    let st = opc_runtime_check(&d);
+    assert!(st.contains("model.layers.1.mlp.experts.gate_up_proj_blocks"), "{st}");
+}
+
+/// The tensor names of the written checkpoint (header only).
+fn opc_runtime_check(d: &std::path::Path) -> String {
+    let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    String::from_utf8_lossy(&bytes[8..8 + n]).to_string()
+}

@@ -1,0 +1,327 @@
+//! `dot`: `c = acc + a · b` as register-blocked micro-kernels.
+//!
+//! The result buffer is the accumulator's own buffer when that is its last use in the defining
+//! region (the `acc = dot(a, b, acc)` of a K loop: no copy per step), else a fresh buffer
+//! holding a copy of `acc` (or nothing: a kernel without `acc` starts from zero registers).
+//!
+//! **f32** (float operands; e2m1 / e8m0 decoded first): `c` is walked in blocks of `MR` rows ×
+//! `16·NV` columns (`NV` = 4, 2, 1 vectors; `MR` = 6, 12, 14 so that `MR·NV` ≤ 24 zmm
+//! accumulators stay in registers), the last partial vector of a row under a lane mask. Per k:
+//! `NV` vector loads of a `b` row, one broadcast of `a[i, k]` per row, `MR·NV` FMAs
+//! (`llvm.fma.v16f32`). `b` is first copied row-contiguous if it is a transposed view.
+//! Rounding: each `c[i, j]` still sums k in ascending order, but every step is one fused
+//! multiply-add instead of the interpreter's rounded product then rounded sum, so results
+//! differ by rounding only (|Δ| ≲ K·2⁻²⁴·Σ|a·b|, a few ulps of the largest partial sum).
+//!
+//! **bf16** (both operands bf16, host with `avx512bf16`): `a` rows and `b` columns are packed
+//! as k-pairs of bf16 (`a` as `[M, ⌈K/2⌉]` i32, `b` as `[⌈K/2⌉, N]` i32, a zero pad for odd K)
+//! and each step is `vdpbf16ps` (`llvm.x86.avx512bf16.dpbf16ps.512`): 32 products per
+//! instruction, exact in f32, the pair added to the accumulator (the hardware flushes
+//! subnormals). Same blocking and masks as f32.
+//!
+//! **i32** (int operands): a scalar triple loop in the interpreter's order with wrapping
+//! arithmetic (exact).
+
+use opc_ir::{DType, Op, Rounding};
+
+use super::lower::{ety, lane_mask, row_major, Acc, Lower, Repr};
+use crate::Result;
+
+/// Where the micro-kernel reads its operands.
+#[derive(Clone, Copy)]
+enum Operands {
+    /// `a[i, k]` at `aoff + i·as0 + k·as1`; `b[k, j]` at `boff + k·bs0 + j`.
+    F32 { aoff: u32, as0: i64, as1: i64, boff: u32, bs0: i64 },
+    /// Packed k-pairs: `apk[i, p]` at `apk + i·kp + p`, `bpk[p, j]` at `bpk + p·n + j`.
+    Bf16 { apk: u32, bpk: u32, kp: usize, n: usize },
+}
+
+impl Lower<'_> {
+    pub(super) fn lower_dot(&mut self, op: &Op) -> Result<()> {
+        let (a, bv) = (op.args[0], op.args[1]);
+        let (sa, sb) = (self.shape(a), self.shape(bv));
+        let (m, kk, n) = (sa[0], sa[1], sb[1]);
+        let res = op.result();
+        let rd = self.dtype(res);
+        let rm = row_major(&[m, n]);
+        let rb = ety(rd);
+        let (out, zero_init) = match op.args.get(2) {
+            Some(&acc) if self.can_update_in_place(acc) => {
+                let Repr::Buf { off, .. } = self.repr(acc) else { unreachable!("checked in place") };
+                (off, false)
+            }
+            Some(&acc) => {
+                let o = self.alloc(m * n);
+                self.copy_into(acc, o);
+                (o, false)
+            }
+            None => (self.alloc(m * n), true),
+        };
+        self.set(res, Repr::Buf { off: out, strides: rm.clone() });
+        if kk == 0 || rd == DType::I32 || m == 0 || n == 0 {
+            if zero_init {
+                let z = if rb == "float" { "0.0" } else { "0" };
+                self.ew(&[m, n], &[Acc::Val(z.into())], &[rb], rb, out, &|_, x, _| Ok(x[0].clone()))?;
+            }
+            if kk == 0 || m == 0 || n == 0 {
+                return Ok(());
+            }
+            return self.int_dot(a, bv, out, m, kk, n);
+        }
+        // Operands as f32 (codes decoded).
+        let operand = |l: &mut Self, v: opc_ir::ValueId| -> (u32, Vec<i64>) {
+            let d = l.dtype(v);
+            if d.is_code() {
+                let shape = l.shape(v);
+                let acc = l.acc(v, &shape);
+                let dst = l.alloc(shape.iter().product());
+                l.ew(&shape, &[acc], &["i32"], "float", dst, &|l, x, lanes| Ok(l.cast(d, DType::F32, Rounding::Rne, &x[0], lanes)))
+                    .expect("decode cannot fail");
+                return (dst, row_major(&shape));
+            }
+            l.buf(v)
+        };
+        let (aoff, ast) = operand(self, a);
+        let (boff, bst) = operand(self, bv);
+        let bf16 = self.isa.bf16 && self.dtype(a) == DType::BF16 && self.dtype(bv) == DType::BF16;
+        let ops = if bf16 {
+            let kp = kk.div_ceil(2);
+            let apk = self.alloc(m * kp);
+            let bpk = self.alloc(kp * n);
+            self.pack_pairs(aoff, &ast, m, kk, apk, true)?;
+            self.pack_pairs(boff, &bst, n, kk, bpk, false)?;
+            Operands::Bf16 { apk, bpk, kp, n }
+        } else {
+            let (boff, bst) = if n > 1 && bst[1] != 1 {
+                let dst = self.alloc(kk * n);
+                let acc = Acc::Arena { off: boff, strides: bst.clone() };
+                self.ew(&[kk, n], &[acc], &["float"], "float", dst, &|_, x, _| Ok(x[0].clone()))?;
+                (dst, row_major(&[kk, n]))
+            } else {
+                (boff, bst)
+            };
+            Operands::F32 { aoff, as0: ast[0], as1: ast[1], boff, bs0: bst[0] }
+        };
+        let steps = match ops {
+            Operands::F32 { .. } => kk,
+            Operands::Bf16 { kp, .. } => kp,
+        };
+        // Column blocks of 4, 2, 1 vectors, then one masked vector for the rest.
+        let n64 = n / 64;
+        let mut rest = n - 64 * n64;
+        let mut j = 64 * n64;
+        let mut cols: Vec<(usize, u32, usize)> = vec![]; // (first column, vectors, lanes in the last)
+        for nv in [2u32, 1] {
+            if rest >= 16 * nv as usize {
+                cols.push((j, nv, 16));
+                j += 16 * nv as usize;
+                rest -= 16 * nv as usize;
+            }
+        }
+        if rest > 0 {
+            cols.push((j, 1, rest));
+        }
+        let mr_of = |nv: u32| -> usize {
+            match nv {
+                4 => 6,
+                2 => 12,
+                _ => 14,
+            }
+        };
+        // 64-wide blocks: a loop over them.
+        if n64 > 0 {
+            let mr = mr_of(4);
+            self.loop_n(n64, &mut |l, jb| {
+                let j0 = l.f.val(format!("mul i64 {jb}, 64"));
+                l.row_blocks(ops, out, n, m, mr, &j0, 4, 16, steps, zero_init)
+            })?;
+        }
+        for (j0, nv, last) in cols {
+            let mr = mr_of(nv);
+            self.row_blocks(ops, out, n, m, mr, &j0.to_string(), nv, last, steps, zero_init)?;
+        }
+        Ok(())
+    }
+
+    /// All row blocks of one column block.
+    #[allow(clippy::too_many_arguments)]
+    fn row_blocks(&mut self, ops: Operands, out: u32, n: usize, m: usize, mr: usize, j0: &str, nv: u32, last: usize, steps: usize, zero: bool) -> Result<()> {
+        let full = m / mr;
+        let rem = m % mr;
+        self.loop_n(full, &mut |l, ib| {
+            let i0 = if ib == "0" { "0".to_string() } else { l.f.val(format!("mul i64 {ib}, {mr}")) };
+            l.micro(ops, out, n, &i0, mr, j0, nv, last, steps, zero);
+            Ok(())
+        })?;
+        if rem > 0 {
+            self.micro(ops, out, n, &(full * mr).to_string(), rem, j0, nv, last, steps, zero);
+        }
+        Ok(())
+    }
+
+    /// One `mr × 16·nv` block of `c` held in registers across all k steps.
+    #[allow(clippy::too_many_arguments)]
+    fn micro(&mut self, ops: Operands, out: u32, n: usize, i0: &str, mr: usize, j0: &str, nv: u32, last: usize, steps: usize, zero: bool) {
+        let v = "<16 x float>";
+        let nv = nv as usize;
+        let mask = (last < 16).then(|| lane_mask(16, last));
+        // c element index of (i0 + r, j0 + 16 q)
+        let cidx = |l: &mut Self, r: usize, q: usize| -> String {
+            let i = l.f.val(format!("add i64 {i0}, {r}"));
+            let row = l.f.val(format!("mul i64 {i}, {n}"));
+            let e = l.f.val(format!("add i64 {row}, {j0}"));
+            l.f.val(format!("add i64 {e}, {}", 16 * q))
+        };
+        let mut init = vec![];
+        for r in 0..mr {
+            for q in 0..nv {
+                init.push(if zero {
+                    "zeroinitializer".to_string()
+                } else {
+                    let e = cidx(self, r, q);
+                    self.load_arena("float", 16, out, &e)
+                });
+            }
+        }
+        let pre = self.f.cur.clone();
+        let body = self.f.label();
+        let exit = self.f.label();
+        let p = self.f.fresh();
+        let pn = self.f.fresh();
+        let accs: Vec<String> = (0..mr * nv).map(|_| self.f.fresh()).collect();
+        let nexts: Vec<String> = (0..mr * nv).map(|_| self.f.fresh()).collect();
+        self.f.br(&body);
+        self.f.block(&body);
+        self.f.inst(format!("{p} = phi i64 [ 0, %{pre} ], [ {pn}, %{body} ]"));
+        for (x, (a, nx)) in init.iter().zip(accs.iter().zip(&nexts)) {
+            self.f.inst(format!("{a} = phi {v} [ {x}, %{pre} ], [ {nx}, %{body} ]"));
+        }
+        match ops {
+            Operands::F32 { aoff, as0, as1, boff, bs0 } => {
+                let brow = self.f.val(format!("mul i64 {p}, {bs0}"));
+                let brow = self.f.val(format!("add i64 {brow}, {j0}"));
+                let bq: Vec<String> = (0..nv)
+                    .map(|q| {
+                        let e = self.f.val(format!("add i64 {brow}, {}", 16 * q));
+                        self.load_arena("float", 16, boff, &e)
+                    })
+                    .collect();
+                let ak = self.f.val(format!("mul i64 {p}, {as1}"));
+                for r in 0..mr {
+                    let i = self.f.val(format!("add i64 {i0}, {r}"));
+                    let ai = self.f.val(format!("mul i64 {i}, {as0}"));
+                    let e = self.f.val(format!("add i64 {ai}, {ak}"));
+                    let x = self.load_arena("float", 0, aoff, &e);
+                    let xs = self.f.splat("float", 16, &x);
+                    for (q, b) in bq.iter().enumerate() {
+                        let k = r * nv + q;
+                        self.f.inst(format!("{} = call {v} @llvm.fma.v16f32({v} {xs}, {v} {b}, {v} {})", nexts[k], accs[k]));
+                    }
+                }
+            }
+            Operands::Bf16 { apk, bpk, kp, n: bn } => {
+                let bt = "<32 x bfloat>";
+                let brow = self.f.val(format!("mul i64 {p}, {bn}"));
+                let brow = self.f.val(format!("add i64 {brow}, {j0}"));
+                let bq: Vec<String> = (0..nv)
+                    .map(|q| {
+                        let e = self.f.val(format!("add i64 {brow}, {}", 16 * q));
+                        let w = self.load_arena("i32", 16, bpk, &e);
+                        self.f.val(format!("bitcast <16 x i32> {w} to {bt}"))
+                    })
+                    .collect();
+                for r in 0..mr {
+                    let i = self.f.val(format!("add i64 {i0}, {r}"));
+                    let ai = self.f.val(format!("mul i64 {i}, {kp}"));
+                    let e = self.f.val(format!("add i64 {ai}, {p}"));
+                    let x = self.load_arena("i32", 0, apk, &e);
+                    let xs = self.f.splat("i32", 16, &x);
+                    let xb = self.f.val(format!("bitcast <16 x i32> {xs} to {bt}"));
+                    for (q, b) in bq.iter().enumerate() {
+                        let k = r * nv + q;
+                        self.f.inst(format!(
+                            "{} = call {v} @llvm.x86.avx512bf16.dpbf16ps.512({v} {}, {bt} {xb}, {bt} {b})",
+                            nexts[k], accs[k]
+                        ));
+                    }
+                }
+            }
+        }
+        self.f.inst(format!("{pn} = add nuw nsw i64 {p}, 1"));
+        let c = self.f.val(format!("icmp ult i64 {pn}, {steps}"));
+        self.f.condbr(&c, &body, &exit);
+        self.f.block(&exit);
+        for r in 0..mr {
+            for q in 0..nv {
+                let e = cidx(self, r, q);
+                let m = if q == nv - 1 { mask.as_deref() } else { None };
+                self.store_arena("float", 16, out, &e, &nexts[r * nv + q], m);
+            }
+        }
+    }
+
+    /// Pack bf16 values (held as f32) into k-pairs of 16-bit halves: for `a` (`rows_are_a`),
+    /// `dst[i, p] = a[i, 2p] | a[i, 2p+1] << 16` over `[rows, ⌈K/2⌉]`; for `b`,
+    /// `dst[p, j] = b[2p, j] | b[2p+1, j] << 16` over `[⌈K/2⌉, rows]`. Odd K pads with 0.
+    fn pack_pairs(&mut self, off: u32, st: &[i64], rows: usize, kk: usize, dst: u32, rows_are_a: bool) -> Result<()> {
+        let kp = kk.div_ceil(2);
+        let shape = if rows_are_a { [rows, kp] } else { [kp, rows] };
+        let drm = row_major(&shape);
+        let st = st.to_vec();
+        self.nest(&shape, &mut |l, idx| {
+            let (r, p) = if rows_are_a { (&idx[0], &idx[1]) } else { (&idx[1], &idx[0]) };
+            let k0 = l.f.val(format!("mul i64 {p}, 2"));
+            let elem = |l: &mut Self, k: &str| -> String {
+                let (i, j) = if rows_are_a { (r.to_string(), k.to_string()) } else { (k.to_string(), r.to_string()) };
+                let e = l.linear(&[i, j], &st);
+                let x = l.load_arena("i32", 0, off, &e);
+                l.f.val(format!("lshr i32 {x}, 16"))
+            };
+            let lo = elem(l, &k0);
+            let hi = if kk % 2 == 1 {
+                // the last pair of an odd K has no high half
+                let k1 = l.f.val(format!("add i64 {k0}, 1"));
+                let inr = l.f.val(format!("icmp ult i64 {k1}, {kk}"));
+                let kc = l.f.val(format!("select i1 {inr}, i64 {k1}, i64 {k0}"));
+                let h = elem(l, &kc);
+                l.f.val(format!("select i1 {inr}, i32 {h}, i32 0"))
+            } else {
+                let k1 = l.f.val(format!("add i64 {k0}, 1"));
+                elem(l, &k1)
+            };
+            let hs = l.f.val(format!("shl i32 {hi}, 16"));
+            let w = l.f.val(format!("or i32 {lo}, {hs}"));
+            let e = l.linear(idx, &drm);
+            l.store_arena("i32", 0, dst, &e, &w, None);
+            Ok(())
+        })
+    }
+
+    /// Integer `dot`: wrapping i32 products and sums, k ascending.
+    fn int_dot(&mut self, a: opc_ir::ValueId, b: opc_ir::ValueId, out: u32, m: usize, kk: usize, n: usize) -> Result<()> {
+        let (aoff, ast) = self.buf(a);
+        let (boff, bst) = self.buf(b);
+        let rm = row_major(&[m, n]);
+        self.nest(&[m, n], &mut |l, idx| {
+            let (i, j) = (idx[0].clone(), idx[1].clone());
+            let ce = l.linear(idx, &rm);
+            let slot = l.f.alloca("i32");
+            let c0 = l.load_arena("i32", 0, out, &ce);
+            l.f.inst(format!("store i32 {c0}, ptr {slot}, align 4"));
+            l.loop_n(kk, &mut |l, p| {
+                let ea = l.linear(&[i.clone(), p.to_string()], &ast);
+                let av = l.load_arena("i32", 0, aoff, &ea);
+                let eb = l.linear(&[p.to_string(), j.clone()], &bst);
+                let bv = l.load_arena("i32", 0, boff, &eb);
+                let prod = l.f.val(format!("mul i32 {av}, {bv}"));
+                let cur = l.f.val(format!("load i32, ptr {slot}, align 4"));
+                let nx = l.f.val(format!("add i32 {cur}, {prod}"));
+                l.f.inst(format!("store i32 {nx}, ptr {slot}, align 4"));
+                Ok(())
+            })?;
+            let r = l.f.val(format!("load i32, ptr {slot}, align 4"));
+            l.store_arena("i32", 0, out, &ce, &r, None);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,1203 @@
+//! `lower-llvm`: tile IR → loop-and-buffer form, written as textual LLVM IR.
+//!
+//! **The loop-and-buffer level** (the design of the Cranelift target's `lower.rs`, with wider
+//! vectors and an affine form for index tiles). Every tile value gets a [`Repr`]:
+//! - [`Repr::Uniform`]: every element is one SSA scalar (rank-0 values, splat constants, and
+//!   elementwise ops over such operands: `zeros([BM]) + sink` is one scalar add).
+//! - [`Repr::Affine`]: an `i32` tile whose element at `idx` is `base + Σ coefs[d]·idx[d]`
+//!   (wrapping), with `base` a scalar SSA value: `program_id(0) * BM + arange(BM)` and everything
+//!   built from `arange`, scalars, `+`, `-`, `*` by a constant, `neg`, broadcasts and permutes.
+//!   Nothing is stored; readers compute elements on the fly, and the memory lowering sees that
+//!   an access is contiguous along its innermost dim (`memory.rs`).
+//! - [`Repr::Buf`]: the elements live in the per-program scratch arena at a fixed offset,
+//!   addressed through per-dim element strides. Ops that produce data write a fresh contiguous
+//!   buffer; `expand_dims`, `broadcast`, `permute` and `reshape` (of a contiguous buffer) are views.
+//!
+//! Each element is 32 bits, as in the interpreter's two representations: `float` for
+//! f32/f16/bf16 (already rounded to the dtype) and `i32` for everything else (ints
+//! sign-extended, bool 0/1, e2m1 / e8m0 raw codes). The arena is bump-allocated at compile time,
+//! one 64-byte aligned slot per buffer-producing op (an op in a loop reuses its slot every
+//! iteration; SSA guarantees the previous iteration's value is dead by then).
+//!
+//! **Ops become loop nests** over the result shape with static trip counts: adjacent dims that
+//! are contiguous for every operand are merged, and the innermost dim runs as explicit
+//! `<16 x T>` vectors (fewer lanes for short rows), the last chunk stored under a lane mask.
+//! Element semantics are written once over any lane count (`elem.rs`), so every op vectorizes:
+//! operands contiguous along the inner dim are vector loads, broadcast ones are splats,
+//! strided ones are assembled lane by lane, affine ones are computed.
+//! - `load` / `store` / `atomic_add`: `memory.rs`; `dot`: `dot.rs` (register-blocked FMA and
+//!   `vdpbf16ps` micro-kernels); `reduce` / `cumsum`: `reduce.rs`.
+//! - `for`: an i64 induction variable in a stack slot (promoted by `mem2reg`); carried scalars
+//!   in stack slots, carried tiles in one arena buffer each, copied in from the init and from each
+//!   `yield` (through temporaries when a yielded view reads another carried buffer). A
+//!   non-positive step returns an error code. `if`: a branch writing the same slots / buffers.
+
+use std::collections::{HashMap, HashSet};
+
+use opc_ir::{Block, DType, Kernel, Op, OpKind, ParamKind, Scalar, ScanOp, ValueId};
+
+use super::text::{cst, vt, Fb};
+use super::MetaLayout;
+use crate::{CodegenError, Result};
+
+/// How a tile value is held (see the module docs).
+#[derive(Clone, Debug)]
+pub(super) enum Repr {
+    Uniform(String),
+    Buf { off: u32, strides: Vec<i64> },
+    Affine { base: String, coefs: Vec<i64> },
+}
+
+/// How a loop nest reads an operand: one hoisted value, arena elements with strides over the
+/// loop's dims, or an affine function of the loop indices.
+#[derive(Clone, Debug)]
+pub(super) enum Acc {
+    Val(String),
+    Arena { off: u32, strides: Vec<i64> },
+    Affine { base: String, coefs: Vec<i64> },
+}
+
+/// Launch-time facts about one tensor parameter, loaded once in the entry block.
+#[derive(Clone)]
+pub(super) struct TensorVals {
+    pub base: String,
+    /// i64 dims.
+    pub shape: Vec<String>,
+    /// i64 element strides.
+    pub strides: Vec<String>,
+    /// i32 bounds for vector index checks: `min(dim, 2^31)`, compared unsigned.
+    pub bound32: Vec<String>,
+    pub dtype: DType,
+}
+
+/// What the host CPU offers the generated code.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Isa {
+    /// `avx512bf16`: `vdpbf16ps` for bf16 `dot`.
+    pub bf16: bool,
+}
+
+/// The lowered function body and what the launcher needs.
+pub(super) struct Lowered {
+    pub text: String,
+    /// Bytes of scratch arena one program needs.
+    pub arena_bytes: usize,
+}
+
+pub(super) struct Lower<'a> {
+    pub k: &'a Kernel,
+    pub f: Fb,
+    pub isa: Isa,
+    reprs: Vec<Option<Repr>>,
+    /// Arena size so far, in 4-byte elements.
+    arena: u32,
+    err: String,
+    pid: [String; 3],
+    grid: [String; 3],
+    dims: Vec<String>,
+    scalars: Vec<Option<String>>,
+    pub(super) tensors: Vec<Option<TensorVals>>,
+    /// Number of `for` ops lowered so far: the error code of a bad step is its index + 1.
+    for_count: i64,
+    /// Known i32 constants (scalars and splat tiles).
+    consts: HashMap<ValueId, i64>,
+    /// Uses of each value (nested regions included).
+    uses: Vec<u32>,
+    /// The region each value was defined in, and the region being lowered.
+    region_of: Vec<u32>,
+    region: u32,
+    regions: u32,
+    /// Arena slots that some view aliases (never updated in place).
+    shared: HashSet<u32>,
+    /// Slot reuse: size of every slot, live values referencing each, slots never freed
+    /// (carried and `if` buffers), freed slots, and the high-water mark (all in elements).
+    slot_size: HashMap<u32, u32>,
+    slot_refs: HashMap<u32, u32>,
+    pinned: HashSet<u32>,
+    free: Vec<(u32, u32)>,
+    peak: u32,
+}
+
+/// Row-major element strides of a shape.
+pub(super) fn row_major(shape: &[usize]) -> Vec<i64> {
+    let mut s = vec![1i64; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1] as i64;
+    }
+    s
+}
+
+/// Whether `strides` address `shape` row-major and densely (size-1 dims may have any stride).
+pub(super) fn is_contiguous(shape: &[usize], strides: &[i64]) -> bool {
+    let rm = row_major(shape);
+    shape.iter().zip(strides.iter().zip(&rm)).all(|(&n, (&s, &r))| n == 1 || s == r)
+}
+
+/// LLVM type of one element of a dtype (see the module docs).
+pub(super) fn ety(d: DType) -> &'static str {
+    if matches!(d, DType::F32 | DType::F16 | DType::BF16) {
+        "float"
+    } else {
+        "i32"
+    }
+}
+
+/// The error text of a `for` op, as the interpreter formats it.
+pub(super) fn op_ctx(op: &Op) -> String {
+    let mut s = format!("op `{}`", op.kind.mnemonic());
+    if let Some(l) = op.loc {
+        s.push_str(&format!(" at {}:{}", l.line, l.col));
+    }
+    if let Some(r) = op.results.first() {
+        s.push_str(&format!(" (%{})", r.0));
+    }
+    s
+}
+
+/// Contexts of every `for` op in lowering order (pre-order), for error messages.
+pub(super) fn for_sites(k: &Kernel) -> Vec<String> {
+    let mut out = vec![];
+    opc_ir::walk_ops(&k.body, &mut |op| {
+        if op.kind == OpKind::For {
+            out.push(op_ctx(op));
+        }
+    });
+    out
+}
+
+/// Lanes for an inner dim of `n` elements: 16, or the next power of two for shorter rows.
+pub(super) fn lanes_for(n: usize) -> u32 {
+    if n >= 16 {
+        16
+    } else {
+        (n.max(2) as u32).next_power_of_two()
+    }
+}
+
+/// `<L x i1>` constant with the first `n` lanes on.
+pub(super) fn lane_mask(lanes: u32, n: usize) -> String {
+    let v: Vec<&str> = (0..lanes as usize).map(|i| if i < n { "i1 true" } else { "i1 false" }).collect();
+    format!("<{}>", v.join(", "))
+}
+
+/// `<L x i32>` constant `0, c, 2c, ...` (wrapping).
+pub(super) fn iota(lanes: u32, c: i64) -> String {
+    let v: Vec<String> = (0..lanes as i64).map(|i| format!("i32 {}", (i.wrapping_mul(c)) as i32)).collect();
+    format!("<{}>", v.join(", "))
+}
+
+/// Lower the body of `k` into the text of `opc_kernel`'s body.
+pub(super) fn lower(k: &Kernel, meta: &MetaLayout, isa: Isa) -> Result<Lowered> {
+    let mut f = Fb::new();
+    let ld = |f: &mut Fb, slot: usize| -> String {
+        let p = f.val(format!("getelementptr inbounds i64, ptr %meta, i64 {slot}"));
+        f.val(format!("load i64, ptr {p}, align 8, !invariant.load !0"))
+    };
+    let dims: Vec<String> = (0..k.dims.len()).map(|s| ld(&mut f, meta.dims + s)).collect();
+    let grid = [ld(&mut f, meta.grid), ld(&mut f, meta.grid + 1), ld(&mut f, meta.grid + 2)];
+    let mut scalars = vec![];
+    let mut tensors = vec![];
+    for (pi, prm) in k.params.iter().enumerate() {
+        match &prm.kind {
+            ParamKind::Scalar { .. } => {
+                scalars.push(Some(ld(&mut f, meta.params[pi])));
+                tensors.push(None);
+            }
+            ParamKind::Tensor { dtype, dims: tdims, .. } => {
+                let r = tdims.len();
+                let pp = f.val(format!("getelementptr inbounds ptr, ptr %tensors, i64 {pi}"));
+                let base = f.val(format!("load ptr, ptr {pp}, align 8, !invariant.load !0"));
+                let shape: Vec<String> = (0..r).map(|d| ld(&mut f, meta.params[pi] + d)).collect();
+                let strides = (0..r).map(|d| ld(&mut f, meta.params[pi] + r + d)).collect();
+                let bound32 = shape
+                    .iter()
+                    .map(|s| {
+                        let m = f.val(format!("call i64 @llvm.umin.i64(i64 {s}, i64 2147483648)"));
+                        f.val(format!("trunc i64 {m} to i32"))
+                    })
+                    .collect();
+                scalars.push(None);
+                tensors.push(Some(TensorVals { base, shape, strides, bound32, dtype: *dtype }));
+            }
+        }
+    }
+    let mut uses = vec![0u32; k.values.len()];
+    opc_ir::walk_ops(&k.body, &mut |op| {
+        for a in &op.args {
+            uses[a.0 as usize] += 1;
+        }
+    });
+    let mut l = Lower {
+        k,
+        f,
+        isa,
+        reprs: vec![None; k.values.len()],
+        arena: 0,
+        err: "%err".into(),
+        pid: ["%pid0".into(), "%pid1".into(), "%pid2".into()],
+        grid,
+        dims,
+        scalars,
+        tensors,
+        for_count: 0,
+        consts: HashMap::new(),
+        uses,
+        region_of: vec![0; k.values.len()],
+        region: 0,
+        regions: 0,
+        shared: HashSet::new(),
+        slot_size: HashMap::new(),
+        slot_refs: HashMap::new(),
+        pinned: HashSet::new(),
+        free: vec![],
+        peak: 0,
+    };
+    if let Some(y) = l.lower_block(&k.body)? {
+        return Err(l.unsupported(y, "`yield` at the top level of the body"));
+    }
+    l.f.inst("ret i32 0");
+    // Vector reads of a row's last chunk may run up to one vector past the last slot.
+    let arena_bytes = 4 * (l.peak.max(l.arena) as usize + 16);
+    Ok(Lowered { text: l.f.finish(), arena_bytes })
+}
+
+impl Lower<'_> {
+    pub(super) fn unsupported(&self, op: &Op, why: &str) -> CodegenError {
+        CodegenError::Unsupported { kernel: self.k.name.clone(), target: "llvm".into(), reason: format!("{}: {why}", op_ctx(op)) }
+    }
+
+    pub(super) fn dtype(&self, v: ValueId) -> DType {
+        self.k.ty(v).dtype
+    }
+
+    pub(super) fn shape(&self, v: ValueId) -> Vec<usize> {
+        self.k.ty(v).shape.clone()
+    }
+
+    pub(super) fn repr(&self, v: ValueId) -> Repr {
+        self.reprs[v.0 as usize]
+            .clone()
+            .unwrap_or_else(|| panic!("lower-llvm: %{} used before its definition (the verifier should catch this)", v.0))
+    }
+
+    pub(super) fn set(&mut self, v: ValueId, r: Repr) {
+        if let Repr::Buf { off, .. } = &r {
+            *self.slot_refs.entry(*off).or_insert(0) += 1;
+        }
+        self.region_of[v.0 as usize] = self.region;
+        self.reprs[v.0 as usize] = Some(r);
+    }
+
+    /// Define `v` as a view of another value's representation (its buffer becomes shared).
+    fn set_view(&mut self, v: ValueId, r: Repr) {
+        if let Repr::Buf { off, .. } = &r {
+            self.shared.insert(*off);
+        }
+        self.set(v, r);
+    }
+
+    pub(super) fn def_uniform(&mut self, v: ValueId, x: String) {
+        self.set(v, Repr::Uniform(x));
+    }
+
+    /// Whether the arena buffer of `acc` may be overwritten by the op consuming it: its only
+    /// use, in the region that defined it (so the op runs once per definition), and no view
+    /// aliases the buffer.
+    pub(super) fn can_update_in_place(&self, acc: ValueId) -> bool {
+        let i = acc.0 as usize;
+        match self.repr(acc) {
+            Repr::Buf { off, strides } => {
+                self.uses[i] == 1
+                    && self.region_of[i] == self.region
+                    && !self.shared.contains(&off)
+                    && is_contiguous(&self.shape(acc), &strides)
+            }
+            _ => false,
+        }
+    }
+
+    /// Reserve a 64-byte aligned arena slot of `numel` elements: the smallest freed slot that
+    /// fits, else fresh space.
+    pub(super) fn alloc(&mut self, numel: usize) -> u32 {
+        let need = numel.max(1).next_multiple_of(16) as u32;
+        let best = self.free.iter().enumerate().filter(|(_, f)| f.1 >= need).min_by_key(|(_, f)| f.1).map(|(i, _)| i);
+        if let Some(i) = best {
+            let (off, size) = self.free.swap_remove(i);
+            if size > need {
+                self.free.push((off + need, size - need));
+            }
+            self.slot_size.insert(off, need);
+            return off;
+        }
+        let off = self.arena.next_multiple_of(16);
+        self.arena = off + need;
+        self.peak = self.peak.max(self.arena);
+        self.slot_size.insert(off, need);
+        off
+    }
+
+    /// A slot that holds a carried or merged value: never reused.
+    pub(super) fn pin(&mut self, off: u32) {
+        self.pinned.insert(off);
+    }
+
+    /// `v` is dead: drop its reference to its slot, freeing the slot when none is left.
+    fn release(&mut self, v: ValueId) {
+        let Some(Repr::Buf { off, .. }) = self.reprs[v.0 as usize].clone() else { return };
+        let Some(r) = self.slot_refs.get_mut(&off) else { return };
+        *r = r.saturating_sub(1);
+        if *r == 0 && !self.pinned.contains(&off) {
+            if let Some(&size) = self.slot_size.get(&off) {
+                self.free.push((off, size));
+                self.slot_refs.remove(&off);
+            }
+        }
+    }
+
+    /// Pointer to element `e` (an i64 operand) of the arena slot at `off`.
+    pub(super) fn arena_ptr(&mut self, off: u32, e: &str) -> String {
+        let idx = if off == 0 {
+            e.to_string()
+        } else if e == "0" {
+            off.to_string()
+        } else {
+            self.f.val(format!("add i64 {e}, {off}"))
+        };
+        self.f.val(format!("getelementptr inbounds i32, ptr %arena, i64 {idx}"))
+    }
+
+    /// Σ idx[d] * strides[d] as an i64 operand; zero strides are skipped.
+    pub(super) fn linear(&mut self, idx: &[String], strides: &[i64]) -> String {
+        let mut acc: Option<String> = None;
+        for (i, &s) in idx.iter().zip(strides) {
+            if s == 0 {
+                continue;
+            }
+            let t = if s == 1 { i.clone() } else { self.f.val(format!("mul i64 {i}, {s}")) };
+            acc = Some(match acc {
+                None => t,
+                Some(a) => self.f.val(format!("add i64 {a}, {t}")),
+            });
+        }
+        acc.unwrap_or_else(|| "0".into())
+    }
+
+    /// Load `lanes` elements (a scalar for 0) of type `base` at element `e` of slot `off`.
+    pub(super) fn load_arena(&mut self, base: &str, lanes: u32, off: u32, e: &str) -> String {
+        let p = self.arena_ptr(off, e);
+        let t = vt(base, lanes);
+        self.f.val(format!("load {t}, ptr {p}, align 4"))
+    }
+
+    /// Store `x` (`lanes` elements of `base`) at element `e` of slot `off`; `mask` keeps lanes.
+    pub(super) fn store_arena(&mut self, base: &str, lanes: u32, off: u32, e: &str, x: &str, mask: Option<&str>) {
+        let p = self.arena_ptr(off, e);
+        let t = vt(base, lanes);
+        match mask {
+            None => self.f.inst(format!("store {t} {x}, ptr {p}, align 4")),
+            Some(m) => {
+                let s = super::text::suffix(base, lanes);
+                self.f.inst(format!("call void @llvm.masked.store.{s}.p0({t} {x}, ptr align 4 {p}, <{lanes} x i1> {m})"))
+            }
+        }
+    }
+
+    /// The single value of `v` if all its elements are equal by construction.
+    pub(super) fn uniform(&mut self, v: ValueId) -> Option<String> {
+        match self.repr(v) {
+            Repr::Uniform(x) => Some(x),
+            Repr::Affine { base, coefs } if coefs.iter().all(|&c| c == 0) => Some(base),
+            Repr::Buf { off, .. } if self.k.ty(v).numel() == 1 => Some(self.load_arena(ety(self.dtype(v)), 0, off, "0")),
+            _ if self.k.ty(v).numel() == 1 => {
+                let Repr::Affine { base, .. } = self.repr(v) else { unreachable!() };
+                Some(base)
+            }
+            _ => None,
+        }
+    }
+
+    /// How a loop nest over `shape` reads `v` (which has `shape`'s element count).
+    pub(super) fn acc(&mut self, v: ValueId, shape: &[usize]) -> Acc {
+        if let Some(x) = self.uniform(v) {
+            return Acc::Val(x);
+        }
+        let same = self.k.ty(v).shape == shape;
+        match self.repr(v) {
+            Repr::Buf { off, strides } if same => Acc::Arena { off, strides },
+            Repr::Affine { base, coefs } if same => Acc::Affine { base, coefs },
+            _ => {
+                // Same element count, other shape: elements pair up in row-major order.
+                let off = self.materialize(v);
+                Acc::Arena { off, strides: row_major(shape) }
+            }
+        }
+    }
+
+    /// A scalar element of `a` at loop indices `idx` (i64 operands).
+    pub(super) fn read(&mut self, a: &Acc, base: &str, idx: &[String]) -> String {
+        match a {
+            Acc::Val(x) => x.clone(),
+            Acc::Arena { off, strides } => {
+                let e = self.linear(idx, strides);
+                self.load_arena(base, 0, *off, &e)
+            }
+            Acc::Affine { base: b, coefs } => {
+                let e = self.linear(idx, coefs);
+                let t = self.f.val(format!("trunc i64 {e} to i32"));
+                self.f.val(format!("add i32 {b}, {t}"))
+            }
+        }
+    }
+
+    /// `(off, strides)` of `v` in the arena (materialized if uniform or affine).
+    pub(super) fn buf(&mut self, v: ValueId) -> (u32, Vec<i64>) {
+        match self.repr(v) {
+            Repr::Buf { off, strides } => (off, strides),
+            _ => (self.materialize(v), row_major(&self.shape(v))),
+        }
+    }
+
+    /// A contiguous row-major buffer holding `v`'s elements (a copy unless it already is one).
+    pub(super) fn materialize(&mut self, v: ValueId) -> u32 {
+        let shape = self.shape(v);
+        if let Repr::Buf { off, strides } = self.repr(v) {
+            if is_contiguous(&shape, &strides) {
+                return off;
+            }
+        }
+        let dst = self.alloc(shape.iter().product());
+        self.copy_into(v, dst);
+        dst
+    }
+
+    /// Copy `v`'s elements into the contiguous buffer at `dst`.
+    pub(super) fn copy_into(&mut self, v: ValueId, dst: u32) {
+        let shape = self.shape(v);
+        let base = ety(self.dtype(v));
+        let a = match self.repr(v) {
+            Repr::Uniform(x) => Acc::Val(x),
+            Repr::Buf { off, strides } => Acc::Arena { off, strides },
+            Repr::Affine { base, coefs } => Acc::Affine { base, coefs },
+        };
+        self.ew(&shape, &[a], &[base], base, dst, &|_, x, _| Ok(x[0].clone())).expect("a copy cannot fail");
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Loops
+    // -----------------------------------------------------------------------------------------
+
+    /// `for i in 0..n` (i64 `i`) with a static trip count; no loop for 0 or 1 iterations.
+    pub(super) fn loop_n(&mut self, n: usize, f: &mut dyn FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
+        match n {
+            0 => Ok(()),
+            1 => f(self, "0"),
+            _ => {
+                let pre = self.f.cur.clone();
+                let body = self.f.label();
+                let latch = self.f.label();
+                let exit = self.f.label();
+                let i = self.f.fresh();
+                let inext = self.f.fresh();
+                self.f.br(&body);
+                self.f.block(&body);
+                self.f.inst(format!("{i} = phi i64 [ 0, %{pre} ], [ {inext}, %{latch} ]"));
+                f(self, &i)?;
+                self.f.br(&latch);
+                self.f.block(&latch);
+                self.f.inst(format!("{inext} = add nuw nsw i64 {i}, 1"));
+                let c = self.f.val(format!("icmp ult i64 {inext}, {n}"));
+                self.f.condbr(&c, &body, &exit);
+                self.f.block(&exit);
+                Ok(())
+            }
+        }
+    }
+
+    /// A loop nest over `shape` (outermost first).
+    pub(super) fn nest(&mut self, shape: &[usize], f: &mut dyn FnMut(&mut Self, &[String]) -> Result<()>) -> Result<()> {
+        fn go<'a>(l: &mut Lower<'a>, shape: &[usize], idx: &mut Vec<String>, f: &mut dyn FnMut(&mut Lower<'a>, &[String]) -> Result<()>) -> Result<()> {
+            if idx.len() == shape.len() {
+                return f(l, idx);
+            }
+            l.loop_n(shape[idx.len()], &mut |l, i| {
+                idx.push(i.to_string());
+                let r = go(l, shape, idx, f);
+                idx.pop();
+                r
+            })
+        }
+        go(self, shape, &mut vec![], f)
+    }
+
+    /// `lanes` elements of `a` along the inner dim, starting at inner index `j0` (i64 operand)
+    /// of the row whose outer part is `row` (element index, or affine value), inner stride `s`.
+    /// Lanes past `valid` are not read (they hold poison / zero).
+    pub(super) fn read_vec(&mut self, a: &RowAcc, base: &str, lanes: u32, j0: &str, valid: usize) -> String {
+        match a {
+            RowAcc::Val(x) => self.f.splat(base, lanes, x),
+            RowAcc::Arena { off, row, s } => {
+                let t = if *s == 1 { j0.to_string() } else { self.f.val(format!("mul i64 {j0}, {s}")) };
+                let e = self.f.val(format!("add i64 {row}, {t}"));
+                match *s {
+                    0 => {
+                        let x = self.load_arena(base, 0, *off, &e);
+                        self.f.splat(base, lanes, &x)
+                    }
+                    1 => self.load_arena(base, lanes, *off, &e),
+                    _ => {
+                        let mut v = "zeroinitializer".to_string();
+                        let ty = vt(base, lanes);
+                        for lane in 0..(lanes as usize).min(valid) {
+                            let el = self.f.val(format!("add i64 {e}, {}", lane as i64 * s));
+                            let x = self.load_arena(base, 0, *off, &el);
+                            v = self.f.val(format!("insertelement {ty} {v}, {base} {x}, i64 {lane}"));
+                        }
+                        v
+                    }
+                }
+            }
+            RowAcc::Affine { row, c } => {
+                // row + c * (j0 + lane)
+                let j = self.f.val(format!("trunc i64 {j0} to i32"));
+                let cj = self.f.val(format!("mul i32 {j}, {c}"));
+                let r = self.f.val(format!("add i32 {row}, {cj}"));
+                let sp = self.f.splat("i32", lanes, &r);
+                self.f.val(format!("add <{lanes} x i32> {sp}, {}", iota(lanes, *c)))
+            }
+        }
+    }
+
+    /// Element `j` (i64 operand) of a row operand, as a scalar.
+    pub(super) fn read_row(&mut self, a: &RowAcc, base: &str, j: &str) -> String {
+        match a {
+            RowAcc::Val(x) => x.clone(),
+            RowAcc::Arena { off, row, s } => {
+                let t = match *s {
+                    0 => "0".to_string(),
+                    1 => j.to_string(),
+                    _ => self.f.val(format!("mul i64 {j}, {s}")),
+                };
+                let e = if t == "0" { row.clone() } else { self.f.val(format!("add i64 {row}, {t}")) };
+                self.load_arena(base, 0, *off, &e)
+            }
+            RowAcc::Affine { row, c } => {
+                let j32 = self.f.val(format!("trunc i64 {j} to i32"));
+                let cj = self.f.val(format!("mul i32 {j32}, {c}"));
+                self.f.val(format!("add i32 {row}, {cj}"))
+            }
+        }
+    }
+
+    /// Split a loop-nest operand into its per-row part at outer indices `oidx` (strides over
+    /// all dims given; the last one is the inner stride).
+    pub(super) fn row_acc(&mut self, a: &Acc, st: &[i64], oidx: &[String]) -> RowAcc {
+        let r = st.len();
+        match a {
+            Acc::Val(x) => RowAcc::Val(x.clone()),
+            Acc::Arena { off, .. } => {
+                let e = self.linear(oidx, &st[..r - 1]);
+                RowAcc::Arena { off: *off, row: e, s: st[r - 1] }
+            }
+            Acc::Affine { base, .. } => {
+                let e = self.linear(oidx, &st[..r - 1]);
+                let row = if e == "0" {
+                    base.clone()
+                } else {
+                    let t = self.f.val(format!("trunc i64 {e} to i32"));
+                    self.f.val(format!("add i32 {base}, {t}"))
+                };
+                if st[r - 1] == 0 {
+                    RowAcc::Val(row)
+                } else {
+                    RowAcc::Affine { row, c: st[r - 1] }
+                }
+            }
+        }
+    }
+
+    /// The elementwise kernel: `out[j] = f(operands at j)` over `shape`, `out` contiguous at
+    /// `out_off`. `f` is written over any lane count (0 = scalar) and gets operands of the
+    /// element types `bases`.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn ew(
+        &mut self,
+        shape: &[usize],
+        accs: &[Acc],
+        bases: &[&str],
+        ob: &str,
+        out_off: u32,
+        f: &dyn Fn(&mut Self, &[String], u32) -> Result<String>,
+    ) -> Result<()> {
+        // Merge dims: drop size-1 dims, then fuse d with d+1 when contiguous for every operand.
+        let keep: Vec<usize> = (0..shape.len()).filter(|&d| shape[d] != 1).collect();
+        let mut sh: Vec<usize> = keep.iter().map(|&d| shape[d]).collect();
+        let mut st: Vec<Vec<i64>> = accs
+            .iter()
+            .map(|a| match a {
+                Acc::Val(_) => vec![0; keep.len()],
+                Acc::Arena { strides, .. } => keep.iter().map(|&d| strides[d]).collect(),
+                Acc::Affine { coefs, .. } => keep.iter().map(|&d| coefs[d]).collect(),
+            })
+            .collect();
+        let mut d = sh.len();
+        while d >= 2 {
+            d -= 1;
+            if st.iter().all(|s| s[d - 1] == s[d] * sh[d] as i64) {
+                sh[d - 1] *= sh[d];
+                sh.remove(d);
+                for s in st.iter_mut() {
+                    s.remove(d - 1);
+                }
+            }
+        }
+        if sh.is_empty() {
+            sh.push(1);
+            st.iter_mut().for_each(|s| s.push(0));
+        }
+        let r = sh.len();
+        let inner = sh[r - 1];
+        let out_strides = row_major(&sh);
+        let outer_shape = sh[..r - 1].to_vec();
+        self.nest(&outer_shape, &mut |l, oidx| {
+            let rows: Vec<RowAcc> = accs.iter().zip(&st).map(|(a, s)| l.row_acc(a, s, oidx)).collect();
+            let out_row = l.linear(oidx, &out_strides[..r - 1]);
+            if inner == 1 {
+                let xs: Vec<String> = rows.iter().zip(bases).map(|(a, b)| l.read_row(a, b, "0")).collect();
+                let y = f(l, &xs, 0)?;
+                l.store_arena(ob, 0, out_off, &out_row, &y, None);
+                return Ok(());
+            }
+            let lanes = lanes_for(inner);
+            let chunks = inner / lanes as usize;
+            let tail = inner % lanes as usize;
+            let body = |l: &mut Self, j0: &str, valid: usize| -> Result<()> {
+                let xs: Vec<String> = rows.iter().zip(bases).map(|(a, b)| l.read_vec(a, b, lanes, j0, valid)).collect();
+                let y = f(l, &xs, lanes)?;
+                let e = l.f.val(format!("add i64 {out_row}, {j0}"));
+                let m = (valid < lanes as usize).then(|| lane_mask(lanes, valid));
+                l.store_arena(ob, lanes, out_off, &e, &y, m.as_deref());
+                Ok(())
+            };
+            l.loop_n(chunks, &mut |l, c| {
+                let j0 = if c == "0" { "0".to_string() } else { l.f.val(format!("mul i64 {c}, {lanes}")) };
+                body(l, &j0, lanes as usize)
+            })?;
+            if tail > 0 {
+                body(l, &(chunks * lanes as usize).to_string(), tail)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// One operand of an `ew` row: a hoisted value, arena elements from element index `row` with
+/// inner stride `s`, or the affine `row + c·j`.
+#[derive(Clone, Debug)]
+pub(super) enum RowAcc {
+    Val(String),
+    Arena { off: u32, row: String, s: i64 },
+    Affine { row: String, c: i64 },
+}
+
+impl Lower<'_> {
+    /// Lower an elementwise op: uniform in, uniform out; otherwise a loop into a new buffer.
+    fn map_op(&mut self, op: &Op, f: &dyn Fn(&mut Self, &[String], u32) -> Result<String>) -> Result<()> {
+        let res = op.result();
+        let shape = self.shape(res);
+        let all_uniform = op.args.iter().all(|&a| {
+            matches!(self.repr(a), Repr::Uniform(_)) || self.k.ty(a).numel() == 1 || matches!(self.repr(a), Repr::Affine { ref coefs, .. } if coefs.iter().all(|&c| c == 0))
+        });
+        if all_uniform {
+            let xs: Vec<String> = op.args.iter().map(|&a| self.uniform(a).expect("uniform operand")).collect();
+            let y = f(self, &xs, 0)?;
+            self.def_uniform(res, y);
+            return Ok(());
+        }
+        let accs: Vec<Acc> = op.args.iter().map(|&a| self.acc(a, &shape)).collect();
+        let bases: Vec<&str> = op.args.iter().map(|&a| ety(self.dtype(a))).collect();
+        let out = self.alloc(shape.iter().product());
+        self.ew(&shape, &accs, &bases, ety(self.dtype(res)), out, f)?;
+        self.set(res, Repr::Buf { off: out, strides: row_major(&shape) });
+        Ok(())
+    }
+
+    /// Lower a block's ops; returns its `yield` if it ends in one.
+    fn lower_block<'o>(&mut self, blk: &'o Block) -> Result<Option<&'o Op>> {
+        // Last use (op index in this block, nested uses counted at their op) of every value
+        // defined here: its slot is free for later ops once that op is lowered.
+        let mut last: HashMap<ValueId, usize> = HashMap::new();
+        for (i, op) in blk.ops.iter().enumerate() {
+            for &r in &op.results {
+                last.insert(r, i);
+            }
+        }
+        for (i, op) in blk.ops.iter().enumerate() {
+            let mut note = |v: &ValueId| {
+                if let Some(l) = last.get_mut(v) {
+                    *l = (*l).max(i);
+                }
+            };
+            op.args.iter().for_each(&mut note);
+            for r in &op.regions {
+                opc_ir::walk_ops(r, &mut |o| o.args.iter().for_each(&mut note));
+            }
+        }
+        let mut dies: Vec<Vec<ValueId>> = vec![vec![]; blk.ops.len()];
+        for (v, i) in last {
+            dies[i].push(v);
+        }
+        for (i, op) in blk.ops.iter().enumerate() {
+            match &op.kind {
+                OpKind::Yield => return Ok(Some(op)),
+                OpKind::For => self.lower_for(op)?,
+                OpKind::If => self.lower_if(op)?,
+                _ => self.lower_op(op)?,
+            }
+            for &v in &dies[i] {
+                self.release(v);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The affine form of an i32 operand of `shape` (uniform values have zero coefficients).
+    fn affine_of(&mut self, v: ValueId) -> Option<(String, Vec<i64>)> {
+        if self.dtype(v) != DType::I32 {
+            return None;
+        }
+        let rank = self.k.ty(v).rank();
+        match self.repr(v) {
+            Repr::Affine { base, coefs } => Some((base, coefs)),
+            Repr::Uniform(x) => Some((x, vec![0; rank])),
+            _ => None,
+        }
+    }
+
+    /// Try to define an i32 `add` / `sub` / `mul` / `neg` result as affine.
+    fn try_affine(&mut self, op: &Op) -> bool {
+        let res = op.result();
+        if self.dtype(res) != DType::I32 || self.k.ty(res).rank() == 0 {
+            return false;
+        }
+        let (bop, uop) = match &op.kind {
+            OpKind::Binary(b) => (Some(*b), None),
+            OpKind::Unary(u) => (None, Some(*u)),
+            _ => return false,
+        };
+        if let Some(opc_ir::UnaryOp::Neg) = uop {
+            let Some((b, c)) = self.affine_of(op.args[0]) else { return false };
+            if c.iter().all(|&x| x == 0) {
+                return false;
+            }
+            let nb = self.f.val(format!("sub i32 0, {b}"));
+            self.set(res, Repr::Affine { base: nb, coefs: c.iter().map(|x| x.wrapping_neg()).collect() });
+            return true;
+        }
+        let Some(bop) = bop else { return false };
+        let (Some((b0, c0)), Some((b1, c1))) = (self.affine_of(op.args[0]), self.affine_of(op.args[1])) else { return false };
+        if c0.iter().chain(&c1).all(|&x| x == 0) {
+            return false;
+        }
+        use opc_ir::BinaryOp as B;
+        let (base, coefs) = match bop {
+            B::Add => (self.f.val(format!("add i32 {b0}, {b1}")), c0.iter().zip(&c1).map(|(a, b)| a.wrapping_add(*b)).collect::<Vec<i64>>()),
+            B::Sub => (self.f.val(format!("sub i32 {b0}, {b1}")), c0.iter().zip(&c1).map(|(a, b)| a.wrapping_sub(*b)).collect::<Vec<i64>>()),
+            B::Mul => {
+                let (k, b, c) = if let Some(&k) = self.consts.get(&op.args[1]) {
+                    (k, b0, c0)
+                } else if let Some(&k) = self.consts.get(&op.args[0]) {
+                    (k, b1, c1)
+                } else {
+                    return false;
+                };
+                let nb = self.f.val(format!("mul i32 {b}, {k}"));
+                (nb, c.iter().map(|x| (x.wrapping_mul(k) as i32) as i64).collect())
+            }
+            _ => return false,
+        };
+        // Coefficients are kept as i32 values (wrapping, like the elements).
+        let coefs: Vec<i64> = coefs.into_iter().map(|x: i64| x as i32 as i64).collect();
+        self.set(res, Repr::Affine { base, coefs });
+        true
+    }
+
+    fn lower_op(&mut self, op: &Op) -> Result<()> {
+        let k = self.k;
+        match &op.kind {
+            OpKind::Const(s) => {
+                let d = self.dtype(op.result());
+                if d == DType::I32 {
+                    if let Scalar::Int(i) = s {
+                        self.consts.insert(op.result(), *i as i32 as i64);
+                    }
+                }
+                let x = self.const_value(*s, d);
+                self.def_uniform(op.result(), x);
+            }
+            OpKind::ProgramId(a) | OpKind::NumPrograms(a) => {
+                let a = *a as usize;
+                if a > 2 {
+                    return Err(self.unsupported(op, "grid axis out of range"));
+                }
+                let src = if matches!(op.kind, OpKind::ProgramId(_)) { self.pid[a].clone() } else { self.grid[a].clone() };
+                let x = self.f.val(format!("trunc i64 {src} to i32"));
+                self.def_uniform(op.result(), x);
+            }
+            OpKind::Dim(s) => {
+                let src = self.dims.get(s.0 as usize).cloned().ok_or_else(|| self.unsupported(op, "dim symbol out of range"))?;
+                let x = self.f.val(format!("trunc i64 {src} to i32"));
+                self.def_uniform(op.result(), x);
+            }
+            OpKind::ScalarParam(p) => {
+                let raw = self.scalars.get(*p).cloned().flatten().ok_or_else(|| self.unsupported(op, "parameter is not a scalar"))?;
+                let x = self.f.val(format!("trunc i64 {raw} to i32"));
+                let x = if self.dtype(op.result()) == DType::F32 { self.f.val(format!("bitcast i32 {x} to float")) } else { x };
+                self.def_uniform(op.result(), x);
+            }
+            OpKind::Arange => {
+                let n = self.shape(op.result())[0];
+                if n == 1 {
+                    self.def_uniform(op.result(), "0".into());
+                } else {
+                    self.set(op.result(), Repr::Affine { base: "0".into(), coefs: vec![1] });
+                }
+            }
+            OpKind::Unary(u) => {
+                if self.try_affine(op) {
+                    return Ok(());
+                }
+                let (u, d) = (*u, self.dtype(op.args[0]));
+                self.map_op(op, &|l, x, lanes| l.unary(op, u, d, &x[0], lanes))?;
+            }
+            OpKind::Binary(bop) => {
+                if self.try_affine(op) {
+                    return Ok(());
+                }
+                let (bop, d) = (*bop, self.dtype(op.args[0]));
+                self.map_op(op, &|l, x, lanes| l.binary(op, bop, d, &x[0], &x[1], lanes))?;
+            }
+            OpKind::Cmp(p) => {
+                let (p, d) = (*p, self.dtype(op.args[0]));
+                self.map_op(op, &|l, x, lanes| Ok(l.cmp(p, d, &x[0], &x[1], lanes)))?;
+            }
+            OpKind::Select => {
+                self.map_op(op, &|l, x, lanes| {
+                    let t = vt(ety(l.dtype(op.args[1])), lanes);
+                    let c = l.f.val(format!("icmp ne {} {}, {}", vt("i32", lanes), x[0], cst("i32", lanes, "0")));
+                    Ok(l.f.val(format!("select {} {c}, {t} {}, {t} {}", vt("i1", lanes), x[1], x[2])))
+                })?;
+            }
+            OpKind::Cast(r) => {
+                let (from, to, r) = (self.dtype(op.args[0]), self.dtype(op.result()), *r);
+                if from == to {
+                    let src = self.repr(op.args[0]);
+                    self.set_view(op.result(), src);
+                    if let Some(&c) = self.consts.get(&op.args[0]) {
+                        self.consts.insert(op.result(), c);
+                    }
+                } else {
+                    self.map_op(op, &|l, x, lanes| Ok(l.cast(from, to, r, &x[0], lanes)))?;
+                }
+            }
+            OpKind::Bitcast => {
+                let (from, to) = (self.dtype(op.args[0]), self.dtype(op.result()));
+                self.map_op(op, &|l, x, lanes| Ok(l.bitcast(from, to, &x[0], lanes)))?;
+            }
+            OpKind::Broadcast => {
+                let (ins, out) = (self.shape(op.args[0]), self.shape(op.result()));
+                let pad = out.len() - ins.len();
+                let restride = |strides: &[i64]| -> Vec<i64> {
+                    let mut st = vec![0i64; out.len()];
+                    for i in pad..out.len() {
+                        st[i] = if ins[i - pad] == out[i] { strides[i - pad] } else { 0 };
+                    }
+                    st
+                };
+                let r = match self.repr(op.args[0]) {
+                    Repr::Uniform(v) => Repr::Uniform(v),
+                    Repr::Buf { off, strides } => Repr::Buf { off, strides: restride(&strides) },
+                    Repr::Affine { base, coefs } => Repr::Affine { base, coefs: restride(&coefs) },
+                };
+                self.set_view(op.result(), r);
+                if let Some(&c) = self.consts.get(&op.args[0]) {
+                    self.consts.insert(op.result(), c);
+                }
+            }
+            OpKind::ExpandDims(axis) => {
+                let r = match self.repr(op.args[0]) {
+                    Repr::Uniform(v) => Repr::Uniform(v),
+                    Repr::Buf { off, mut strides } => {
+                        strides.insert(*axis as usize, 0);
+                        Repr::Buf { off, strides }
+                    }
+                    Repr::Affine { base, mut coefs } => {
+                        coefs.insert(*axis as usize, 0);
+                        Repr::Affine { base, coefs }
+                    }
+                };
+                self.set_view(op.result(), r);
+                if let Some(&c) = self.consts.get(&op.args[0]) {
+                    self.consts.insert(op.result(), c);
+                }
+            }
+            OpKind::Reshape => {
+                let r = match self.repr(op.args[0]) {
+                    Repr::Uniform(v) => Repr::Uniform(v),
+                    _ => {
+                        let off = self.materialize(op.args[0]);
+                        Repr::Buf { off, strides: row_major(&self.shape(op.result())) }
+                    }
+                };
+                self.set_view(op.result(), r);
+            }
+            OpKind::Permute(perm) => {
+                let r = match self.repr(op.args[0]) {
+                    Repr::Uniform(v) => Repr::Uniform(v),
+                    Repr::Buf { off, strides } => Repr::Buf { off, strides: perm.iter().map(|&p| strides[p as usize]).collect() },
+                    Repr::Affine { base, coefs } => Repr::Affine { base, coefs: perm.iter().map(|&p| coefs[p as usize]).collect() },
+                };
+                self.set_view(op.result(), r);
+            }
+            OpKind::Reduce { op: rop, axis } => self.lower_reduce(op, *rop, *axis as usize)?,
+            OpKind::Scan { op: ScanOp::Cumsum, axis } => self.lower_cumsum(op, *axis as usize)?,
+            OpKind::Dot => self.lower_dot(op)?,
+            OpKind::Load { tensor, has_mask, has_other } => {
+                self.lower_access(op, *tensor, super::memory::Access::Load { has_mask: *has_mask, has_other: *has_other })?
+            }
+            OpKind::Store { tensor, has_mask } => {
+                self.lower_access(op, *tensor, super::memory::Access::Store { has_mask: *has_mask, atomic: false })?
+            }
+            OpKind::AtomicAdd { tensor, has_mask } => {
+                self.lower_access(op, *tensor, super::memory::Access::Store { has_mask: *has_mask, atomic: true })?
+            }
+            OpKind::For | OpKind::If | OpKind::Yield => unreachable!("handled by lower_block in {}", k.name),
+        }
+        Ok(())
+    }
+
+    /// A literal in dtype `d`, exactly as the interpreter's `const_data`.
+    fn const_value(&mut self, s: Scalar, d: DType) -> String {
+        use opc_ir::numerics;
+        if ety(d) == "float" {
+            let v = match s {
+                Scalar::Int(i) => i as f64,
+                Scalar::Float(f) => f,
+                Scalar::Bool(b) => b as i64 as f64,
+            };
+            super::text::flit(numerics::round_float(d, v) as f32)
+        } else {
+            let v = match s {
+                Scalar::Int(i) => numerics::wrap_int(d, i),
+                Scalar::Bool(b) => numerics::wrap_int(d, b as i64),
+                Scalar::Float(f) => match d {
+                    DType::Bool => (f != 0.0) as i64,
+                    DType::E2M1 => numerics::e2m1_encode(f, opc_ir::Rounding::Rne) as i64,
+                    DType::E8M0 => numerics::e8m0_encode(f, opc_ir::Rounding::Rne) as i64,
+                    _ => numerics::float_to_int(d, f, opc_ir::Rounding::Rne),
+                },
+            };
+            (v as i32).to_string()
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Control flow
+    // -----------------------------------------------------------------------------------------
+
+    fn enter_region(&mut self) -> u32 {
+        let saved = self.region;
+        self.regions += 1;
+        self.region = self.regions;
+        saved
+    }
+
+    fn lower_for(&mut self, op: &Op) -> Result<()> {
+        let site = self.for_count;
+        self.for_count += 1;
+        let body = &op.regions[0];
+        let (lo, hi, step) = match (self.uniform(op.args[0]), self.uniform(op.args[1]), self.uniform(op.args[2])) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => return Err(self.unsupported(op, "loop bounds must be scalars")),
+        };
+        // A non-positive step is a launch error (as in the interpreter): return its site code.
+        let bad = self.f.label();
+        let ok = self.f.label();
+        let nonpos = self.f.val(format!("icmp sle i32 {step}, 0"));
+        self.f.condbr(&nonpos, &bad, &ok);
+        self.f.block(&bad);
+        let s64 = self.f.val(format!("sext i32 {step} to i64"));
+        self.f.inst(format!("store i64 {s64}, ptr {}, align 8", self.err));
+        self.f.inst(format!("ret i32 {}", site + 1));
+        self.f.block(&ok);
+
+        // Carried values: scalars in stack slots, tiles in one buffer each.
+        let mut carried: Vec<Carried> = vec![];
+        let mut inits = vec![];
+        for &init in &op.args[3..] {
+            inits.push(if self.k.ty(init).is_scalar() { self.uniform(init) } else { None });
+        }
+        for (i, &init) in op.args[3..].iter().enumerate() {
+            let ra = body.args[i + 1];
+            let t = self.k.ty(ra).clone();
+            if t.is_scalar() {
+                let slot = self.f.alloca(ety(t.dtype));
+                let x = inits[i].clone().expect("scalar init");
+                self.f.inst(format!("store {} {x}, ptr {slot}, align 4", ety(t.dtype)));
+                carried.push(Carried::Slot(slot, ety(t.dtype)));
+            } else {
+                let c = self.alloc(t.numel());
+                self.pin(c);
+                self.copy_into(init, c);
+                carried.push(Carried::Buf(c));
+            }
+        }
+        let iv = self.f.alloca("i64");
+        let lo64 = self.f.val(format!("sext i32 {lo} to i64"));
+        self.f.inst(format!("store i64 {lo64}, ptr {iv}, align 8"));
+        let hi64 = self.f.val(format!("sext i32 {hi} to i64"));
+        let step64 = self.f.val(format!("sext i32 {step} to i64"));
+        let header = self.f.label();
+        let body_blk = self.f.label();
+        let exit = self.f.label();
+        self.f.br(&header);
+        self.f.block(&header);
+        let cur = self.f.val(format!("load i64, ptr {iv}, align 8"));
+        let more = self.f.val(format!("icmp slt i64 {cur}, {hi64}"));
+        self.f.condbr(&more, &body_blk, &exit);
+        self.f.block(&body_blk);
+        let saved = self.enter_region();
+        let iv32 = self.f.val(format!("trunc i64 {cur} to i32"));
+        self.def_uniform(body.args[0], iv32);
+        for (i, c) in carried.iter().enumerate() {
+            let ra = body.args[i + 1];
+            match c {
+                Carried::Slot(slot, t) => {
+                    let x = self.f.val(format!("load {t}, ptr {slot}, align 4"));
+                    self.def_uniform(ra, x);
+                }
+                Carried::Buf(b) => {
+                    let st = row_major(&self.shape(ra));
+                    self.set(ra, Repr::Buf { off: *b, strides: st });
+                }
+            }
+        }
+        let y = self.lower_block(body)?.ok_or_else(|| self.unsupported(op, "the body does not end in `yield`"))?;
+        self.yield_into(&y.args, &carried);
+        let next = self.f.val(format!("add i64 {cur}, {step64}"));
+        self.f.inst(format!("store i64 {next}, ptr {iv}, align 8"));
+        self.f.br(&header);
+        self.region = saved;
+        self.f.block(&exit);
+        for (i, &res) in op.results.iter().enumerate() {
+            match &carried[i] {
+                Carried::Slot(slot, t) => {
+                    let x = self.f.val(format!("load {t}, ptr {slot}, align 4"));
+                    self.def_uniform(res, x);
+                }
+                Carried::Buf(c) => {
+                    let st = row_major(&self.shape(res));
+                    self.set(res, Repr::Buf { off: *c, strides: st });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand yielded values to their destinations (stack slots or buffers). Sources that read
+    /// one of the destination buffers are copied to temporaries first, so no destination is
+    /// overwritten before every source has been read.
+    fn yield_into(&mut self, srcs: &[ValueId], dests: &[Carried]) {
+        let targets: Vec<u32> = dests.iter().filter_map(|d| if let Carried::Buf(b) = d { Some(*b) } else { None }).collect();
+        let mut staged: Vec<Option<u32>> = vec![];
+        for (i, &src) in srcs.iter().enumerate() {
+            let Carried::Buf(dst) = dests[i] else {
+                staged.push(None);
+                continue;
+            };
+            match self.repr(src) {
+                Repr::Buf { off, strides } if off == dst && is_contiguous(&self.shape(src), &strides) => staged.push(Some(dst)),
+                Repr::Buf { off, .. } if targets.contains(&off) => {
+                    let tmp = self.alloc(self.k.ty(src).numel());
+                    self.copy_into(src, tmp);
+                    staged.push(Some(tmp));
+                }
+                _ => staged.push(None),
+            }
+        }
+        let scalars: Vec<Option<String>> =
+            srcs.iter().zip(dests).map(|(&s, d)| if matches!(d, Carried::Slot(..)) { self.uniform(s) } else { None }).collect();
+        for (i, &src) in srcs.iter().enumerate() {
+            match &dests[i] {
+                Carried::Slot(slot, t) => {
+                    let x = scalars[i].clone().expect("scalar yield");
+                    self.f.inst(format!("store {t} {x}, ptr {slot}, align 4"));
+                }
+                Carried::Buf(dst) => match staged[i] {
+                    Some(from) if from == *dst => {}
+                    Some(tmp) => {
+                        let shape = self.shape(src);
+                        let a = Acc::Arena { off: tmp, strides: row_major(&shape) };
+                        let b = ety(self.dtype(src));
+                        self.ew(&shape, &[a], &[b], b, *dst, &|_, x, _| Ok(x[0].clone())).expect("a copy cannot fail");
+                    }
+                    None => self.copy_into(src, *dst),
+                },
+            }
+        }
+    }
+
+    fn lower_if(&mut self, op: &Op) -> Result<()> {
+        let c = self.uniform(op.args[0]).ok_or_else(|| self.unsupported(op, "the condition must be a scalar"))?;
+        let mut dests = vec![];
+        for &r in &op.results {
+            let t = self.k.ty(r).clone();
+            if t.is_scalar() {
+                let slot = self.f.alloca(ety(t.dtype));
+                dests.push(Carried::Slot(slot, ety(t.dtype)));
+            } else {
+                let b = self.alloc(t.numel());
+                self.pin(b);
+                dests.push(Carried::Buf(b));
+            }
+        }
+        let then_b = self.f.label();
+        let else_b = self.f.label();
+        let merge = self.f.label();
+        let cb = self.f.val(format!("icmp ne i32 {c}, 0"));
+        self.f.condbr(&cb, &then_b, &else_b);
+        for (blk, region) in [(then_b, &op.regions[0]), (else_b, &op.regions[1])] {
+            self.f.block(&blk);
+            let saved = self.enter_region();
+            let y = self.lower_block(region)?;
+            let ys = y.map(|y| y.args.clone()).unwrap_or_default();
+            if ys.len() != op.results.len() {
+                return Err(self.unsupported(op, "a region yields the wrong number of values"));
+            }
+            self.yield_into(&ys, &dests);
+            self.f.br(&merge);
+            self.region = saved;
+        }
+        self.f.block(&merge);
+        for (i, &r) in op.results.iter().enumerate() {
+            match &dests[i] {
+                Carried::Slot(slot, t) => {
+                    let x = self.f.val(format!("load {t}, ptr {slot}, align 4"));
+                    self.def_uniform(r, x);
+                }
+                Carried::Buf(b) => {
+                    let st = row_major(&self.shape(r));
+                    self.set(r, Repr::Buf { off: *b, strides: st });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a carried (`for`) or merged (`if`) value lives: a stack slot of an element type, or
+/// an arena buffer.
+#[derive(Clone, Debug)]
+enum Carried {
+    Slot(String, &'static str),
+    Buf(u32),
+}

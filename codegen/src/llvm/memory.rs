@@ -1,0 +1,432 @@
+//! Global memory: `load`, `store` and `atomic_add`.
+//!
+//! **Rows of lanes** (every access but packed 4-bit types and `atomic_add`): the index tile
+//! that covers the innermost access dim gives each row of the access its element indices; the
+//! other indices are per row. The outer dims become a loop nest computing the row's element
+//! offset and validity once; the row runs as `<16 x T>` chunks: lane indices (affine ones
+//! computed, loaded ones read from the tile), checked `0 <= i < dim` in one unsigned vector
+//! compare, joined with the row validity, the mask tile and (for the last chunk) the row length.
+//! When the indices are consecutive along the tensor's last dim (`x[rows, k0 + arange(BK)]`,
+//! the common case) the access is one `llvm.masked.load` / `llvm.masked.store`; otherwise
+//! (`x[rows, 2 * cols]`, `table[ids, h]` transposed, ...) a `llvm.masked.gather` /
+//! `llvm.masked.scatter` of per-lane addresses. Lanes that are out of range or masked off never
+//! touch memory (AVX-512 masked moves and gathers suppress faults).
+//!
+//! **Element by element** (packed 4-bit types, `atomic_add`, scalar accesses): a loop nest over
+//! the access shape: index tile `d` is read as soon as its dims are bound, checked with one
+//! unsigned compare against the launch-time dim and folded into the running element offset and
+//! validity; in the innermost body the element is touched only under a branch on that validity
+//! (and the mask), so out-of-range elements read `other` (default 0) or are skipped.
+//!
+//! Element conversions between memory and the tile representation (`mem_to_repr`,
+//! `repr_to_mem`) are written over any lane count, so both paths share them.
+
+use opc_ir::{DType, Op};
+
+use super::helpers::{dtype_code, Helper};
+use super::lower::{ety, lane_mask, lanes_for, row_major, Acc, Lower, Repr, TensorVals};
+use super::text::{cst, vt};
+use crate::Result;
+
+/// What a global access does.
+#[derive(Clone, Copy)]
+pub(super) enum Access {
+    Load { has_mask: bool, has_other: bool },
+    Store { has_mask: bool, atomic: bool },
+}
+
+/// The in-memory LLVM element type of a (non-packed) dtype, and its size in bytes.
+fn mem_ty(d: DType) -> (&'static str, u32) {
+    match d {
+        DType::F32 => ("float", 4),
+        DType::I32 => ("i32", 4),
+        DType::F16 => ("half", 2),
+        DType::BF16 => ("i16", 2),
+        _ => ("i8", 1),
+    }
+}
+
+impl Lower<'_> {
+    /// Memory element(s) of dtype `d` to the tile representation.
+    pub(super) fn mem_to_repr(&mut self, d: DType, x: &str, lanes: u32) -> String {
+        let ti = vt("i32", lanes);
+        match d {
+            DType::F32 | DType::I32 => x.to_string(),
+            DType::F16 => self.f.val(format!("fpext {} {x} to {}", vt("half", lanes), vt("float", lanes))),
+            DType::BF16 => {
+                let c = |s: &str| cst("i32", lanes, s);
+                let b = self.f.val(format!("zext {} {x} to {ti}", vt("i16", lanes)));
+                let abs = self.f.val(format!("and {ti} {b}, {}", c("32767")));
+                let nan = self.f.val(format!("icmp ugt {ti} {abs}, {}", c("32640")));
+                let q = self.f.val(format!("or {ti} {b}, {}", c("64")));
+                let v = self.f.val(format!("select {} {nan}, {ti} {q}, {ti} {b}", vt("i1", lanes)));
+                let s = self.f.val(format!("shl {ti} {v}, {}", c("16")));
+                self.f.val(format!("bitcast {ti} {s} to {}", vt("float", lanes)))
+            }
+            DType::I8 => self.f.val(format!("sext {} {x} to {ti}", vt("i8", lanes))),
+            DType::Bool => {
+                let z = self.f.val(format!("zext {} {x} to {ti}", vt("i8", lanes)));
+                self.f.val(format!("and {ti} {z}, {}", cst("i32", lanes, "1")))
+            }
+            _ => self.f.val(format!("zext {} {x} to {ti}", vt("i8", lanes))),
+        }
+    }
+
+    /// Tile-representation element(s) to memory elements of dtype `d` (values are already
+    /// representable: the conversion is exact).
+    pub(super) fn repr_to_mem(&mut self, d: DType, x: &str, lanes: u32) -> String {
+        let ti = vt("i32", lanes);
+        match d {
+            DType::F32 | DType::I32 => x.to_string(),
+            DType::F16 => self.f.val(format!("fptrunc {} {x} to {}", vt("float", lanes), vt("half", lanes))),
+            DType::BF16 => {
+                let r = self.round_bf16(x, lanes);
+                let b = self.f.val(format!("bitcast {} {r} to {ti}", vt("float", lanes)));
+                let h = self.f.val(format!("lshr {ti} {b}, {}", cst("i32", lanes, "16")));
+                self.f.val(format!("trunc {ti} {h} to {}", vt("i16", lanes)))
+            }
+            DType::Bool => {
+                let c = self.f.val(format!("icmp ne {ti} {x}, {}", cst("i32", lanes, "0")));
+                self.f.val(format!("zext {} {c} to {}", vt("i1", lanes), vt("i8", lanes)))
+            }
+            _ => self.f.val(format!("trunc {ti} {x} to {}", vt("i8", lanes))),
+        }
+    }
+
+    pub(super) fn lower_access(&mut self, op: &Op, tensor: usize, kind: Access) -> Result<()> {
+        let tv = self.tensors.get(tensor).cloned().flatten().ok_or_else(|| self.unsupported(op, "parameter is not a tensor"))?;
+        let rank = tv.shape.len();
+        let mut shape = vec![];
+        let mut parts = vec![];
+        for d in 0..rank {
+            let s = self.shape(op.args[d]);
+            let start = shape.len();
+            shape.extend_from_slice(&s);
+            let acc = self.acc(op.args[d], &s);
+            parts.push((acc, start, shape.len()));
+        }
+        let (mask_at, value_at, other_at) = match kind {
+            Access::Load { has_mask, has_other } => (has_mask.then_some(rank), None, has_other.then_some(rank + has_mask as usize)),
+            Access::Store { has_mask, .. } => (has_mask.then_some(rank + 1), Some(rank), None),
+        };
+        let mask = mask_at.map(|i| self.acc(op.args[i], &shape));
+        let value = value_at.map(|i| self.acc(op.args[i], &shape));
+        let dt = tv.dtype;
+        let other = match other_at {
+            Some(i) => self.acc(op.args[i], &shape),
+            None => Acc::Val(if ety(dt) == "float" { "0.0".into() } else { "0".into() }),
+        };
+        let out = match kind {
+            Access::Load { .. } if !shape.is_empty() => Some(self.alloc(shape.iter().product())),
+            _ => None,
+        };
+        // The part whose index tile covers the innermost access dim (later parts are scalars).
+        let inner_part = parts.iter().rposition(|(_, s, e)| e > s).filter(|&p| parts[p].2 == shape.len());
+        let fast = !shape.is_empty()
+            && *shape.last().expect("non-empty") >= 2
+            && inner_part.is_some()
+            && !matches!(kind, Access::Store { atomic: true, .. })
+            && !matches!(dt, DType::I4 | DType::E2M1);
+        if fast {
+            let p = inner_part.expect("checked");
+            self.access_rows(&tv, &shape, &parts, p, kind, mask.as_ref(), value.as_ref(), &other, out)?;
+        } else {
+            let r = self.access_elems(&tv, &shape, &parts, kind, mask.as_ref(), value.as_ref(), &other, out)?;
+            if let (Access::Load { .. }, None) = (kind, out) {
+                self.def_uniform(op.result(), r.expect("scalar load value"));
+                return Ok(());
+            }
+        }
+        if let (Access::Load { .. }, Some(out)) = (kind, out) {
+            self.set(op.result(), Repr::Buf { off: out, strides: row_major(&shape) });
+        }
+        Ok(())
+    }
+
+    /// Strides of a loop-nest operand over the access dims.
+    fn acc_strides(a: &Acc, n: usize) -> Vec<i64> {
+        match a {
+            Acc::Val(_) => vec![0; n],
+            Acc::Arena { strides, .. } => strides.clone(),
+            Acc::Affine { coefs, .. } => coefs.clone(),
+        }
+    }
+
+    /// The row path (see the module docs): part `ip`'s index tile covers the innermost dim.
+    #[allow(clippy::too_many_arguments)]
+    fn access_rows(
+        &mut self,
+        tv: &TensorVals,
+        shape: &[usize],
+        parts: &[(Acc, usize, usize)],
+        ip: usize,
+        kind: Access,
+        mask: Option<&Acc>,
+        value: Option<&Acc>,
+        other: &Acc,
+        out: Option<u32>,
+    ) -> Result<()> {
+        let n = shape.len();
+        let inner = shape[n - 1];
+        let lanes = lanes_for(inner);
+        let (mty, esize) = mem_ty(tv.dtype);
+        let rb = ety(tv.dtype);
+        let outer = shape[..n - 1].to_vec();
+        let orm = row_major(shape);
+        let tb = vt("i1", lanes);
+        let ti = vt("i32", lanes);
+        let ip_start = parts[ip].1;
+        // Contiguous: affine with coefficient 1 along the tensor's last (unit-stride) dim.
+        let contiguous = ip == parts.len() - 1 && matches!(&parts[ip].0, Acc::Affine { coefs, .. } if coefs.last() == Some(&1));
+        self.nest(&outer, &mut |l, oidx| {
+            // Row validity and element offset from every other index.
+            let mut valid = "true".to_string();
+            let mut off = "0".to_string();
+            for (d, (acc, s, e)) in parts.iter().enumerate() {
+                if d == ip {
+                    continue;
+                }
+                // parts after `ip` are scalars (no dims)
+                let i = if s == e { l.read(acc, "i32", &[]) } else { l.read(acc, "i32", &oidx[*s..*e]) };
+                let i = l.f.val(format!("sext i32 {i} to i64"));
+                let ok = l.f.val(format!("icmp ult i64 {i}, {}", tv.shape[d]));
+                valid = l.f.val(format!("and i1 {valid}, {ok}"));
+                let t = l.f.val(format!("mul i64 {i}, {}", tv.strides[d]));
+                off = l.f.val(format!("add i64 {off}, {t}"));
+            }
+            let pst = Self::acc_strides(&parts[ip].0, n - ip_start);
+            let irow = l.row_acc(&parts[ip].0, &pst, &oidx[ip_start..]);
+            let vsplat = l.f.splat("i1", lanes, &valid);
+            let bound = l.f.splat("i32", lanes, &tv.bound32[ip]);
+            let full = |a: &Acc| -> Vec<i64> { Self::acc_strides(a, n) };
+            let mrow = mask.map(|m| l.row_acc(m, &full(m), oidx));
+            let vrow = value.map(|v| l.row_acc(v, &full(v), oidx));
+            let orow = l.row_acc(other, &full(other), oidx);
+            let out_row = l.linear(oidx, &orm[..n - 1]);
+            let chunks = inner / lanes as usize;
+            let tail = inner % lanes as usize;
+            let chunk = |l: &mut Self, j0: &str, nvalid: usize| -> Result<()> {
+                let idxv = l.read_vec(&irow, "i32", lanes, j0, nvalid);
+                let inb = l.f.val(format!("icmp ult {ti} {idxv}, {bound}"));
+                let mut lm = l.f.val(format!("and {tb} {inb}, {vsplat}"));
+                if nvalid < lanes as usize {
+                    lm = l.f.val(format!("and {tb} {lm}, {}", lane_mask(lanes, nvalid)));
+                }
+                if let Some(m) = &mrow {
+                    let mv = l.read_vec(m, "i32", lanes, j0, nvalid);
+                    let on = l.f.val(format!("icmp ne {ti} {mv}, zeroinitializer"));
+                    lm = l.f.val(format!("and {tb} {lm}, {on}"));
+                }
+                let mt = vt(mty, lanes);
+                let sfx = super::text::suffix(mty, lanes);
+                // Either one base pointer (contiguous lanes) or one pointer per lane.
+                let ptr = if contiguous {
+                    let s0 = l.f.val(format!("extractelement {ti} {idxv}, i64 0"));
+                    let s64 = l.f.val(format!("sext i32 {s0} to i64"));
+                    let e = l.f.val(format!("add i64 {off}, {s64}"));
+                    let eb = l.f.val(format!("mul i64 {e}, {esize}"));
+                    l.f.val(format!("getelementptr i8, ptr {}, i64 {eb}", tv.base))
+                } else {
+                    let tl = vt("i64", lanes);
+                    let i64v = l.f.val(format!("sext {ti} {idxv} to {tl}"));
+                    let st = l.f.splat("i64", lanes, &tv.strides[ip]);
+                    let e = l.f.val(format!("mul {tl} {i64v}, {st}"));
+                    let o = l.f.splat("i64", lanes, &off);
+                    let e = l.f.val(format!("add {tl} {e}, {o}"));
+                    let eb = l.f.val(format!("mul {tl} {e}, {}", super::text::cst("i64", lanes, &esize.to_string())));
+                    l.f.val(format!("getelementptr i8, ptr {}, {tl} {eb}", tv.base))
+                };
+                match kind {
+                    Access::Load { .. } => {
+                        let raw = if contiguous {
+                            l.f.val(format!("call {mt} @llvm.masked.load.{sfx}.p0(ptr {ptr}, i32 {esize}, {tb} {lm}, {mt} zeroinitializer)"))
+                        } else {
+                            l.f.val(format!(
+                                "call {mt} @llvm.masked.gather.{sfx}.v{lanes}p0(<{lanes} x ptr> {ptr}, i32 {esize}, {tb} {lm}, {mt} zeroinitializer)"
+                            ))
+                        };
+                        let x = l.mem_to_repr(tv.dtype, &raw, lanes);
+                        let o = l.read_vec(&orow, rb, lanes, j0, nvalid);
+                        let rt = vt(rb, lanes);
+                        let y = l.f.val(format!("select {tb} {lm}, {rt} {x}, {rt} {o}"));
+                        let oe = l.f.val(format!("add i64 {out_row}, {j0}"));
+                        let sm = (nvalid < lanes as usize).then(|| lane_mask(lanes, nvalid));
+                        l.store_arena(rb, lanes, out.expect("load buffer"), &oe, &y, sm.as_deref());
+                    }
+                    Access::Store { .. } => {
+                        let v = l.read_vec(vrow.as_ref().expect("store value"), rb, lanes, j0, nvalid);
+                        let m = l.repr_to_mem(tv.dtype, &v, lanes);
+                        if contiguous {
+                            l.f.inst(format!("call void @llvm.masked.store.{sfx}.p0({mt} {m}, ptr {ptr}, i32 {esize}, {tb} {lm})"));
+                        } else {
+                            l.f.inst(format!(
+                                "call void @llvm.masked.scatter.{sfx}.v{lanes}p0({mt} {m}, <{lanes} x ptr> {ptr}, i32 {esize}, {tb} {lm})"
+                            ));
+                        }
+                    }
+                }
+                Ok(())
+            };
+            l.loop_n(chunks, &mut |l, c| {
+                let j0 = if c == "0" { "0".to_string() } else { l.f.val(format!("mul i64 {c}, {lanes}")) };
+                chunk(l, &j0, lanes as usize)
+            })?;
+            if tail > 0 {
+                chunk(l, &(chunks * lanes as usize).to_string(), tail)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The element-by-element path (see the module docs). Returns the value of a scalar load.
+    #[allow(clippy::too_many_arguments)]
+    fn access_elems(
+        &mut self,
+        tv: &TensorVals,
+        shape: &[usize],
+        parts: &[(Acc, usize, usize)],
+        kind: Access,
+        mask: Option<&Acc>,
+        value: Option<&Acc>,
+        other: &Acc,
+        out: Option<u32>,
+    ) -> Result<Option<String>> {
+        let orm = row_major(shape);
+        let dt = tv.dtype;
+        let rb = ety(dt);
+        let mut result: Option<String> = None;
+        #[allow(clippy::type_complexity)]
+        fn walk<'a>(
+            l: &mut Lower<'a>,
+            shape: &[usize],
+            parts: &[(Acc, usize, usize)],
+            tv: &TensorVals,
+            idx: &mut Vec<String>,
+            valid: String,
+            off: String,
+            inner: &mut dyn FnMut(&mut Lower<'a>, &[String], &str, &str) -> Result<()>,
+        ) -> Result<()> {
+            let (mut valid, mut off) = (valid, off);
+            for (d, (acc, s, e)) in parts.iter().enumerate() {
+                if *e != idx.len() {
+                    continue;
+                }
+                let i = l.read(acc, "i32", &idx[*s..*e]);
+                let i = l.f.val(format!("sext i32 {i} to i64"));
+                let ok = l.f.val(format!("icmp ult i64 {i}, {}", tv.shape[d]));
+                valid = l.f.val(format!("and i1 {valid}, {ok}"));
+                let t = l.f.val(format!("mul i64 {i}, {}", tv.strides[d]));
+                off = l.f.val(format!("add i64 {off}, {t}"));
+            }
+            if idx.len() == shape.len() {
+                return inner(l, idx, &valid, &off);
+            }
+            l.loop_n(shape[idx.len()], &mut |l, i| {
+                idx.push(i.to_string());
+                let r = walk(l, shape, parts, tv, idx, valid.clone(), off.clone(), inner);
+                idx.pop();
+                r
+            })
+        }
+        walk(self, shape, parts, tv, &mut vec![], "true".into(), "0".into(), &mut |l, idx, valid, off| {
+            let valid = match mask {
+                Some(m) => {
+                    let mv = l.read(m, "i32", idx);
+                    let on = l.f.val(format!("icmp ne i32 {mv}, 0"));
+                    l.f.val(format!("and i1 {valid}, {on}"))
+                }
+                None => valid.to_string(),
+            };
+            let hit = l.f.label();
+            let merge = l.f.label();
+            match kind {
+                Access::Load { .. } => {
+                    let miss = l.f.label();
+                    l.f.condbr(&valid, &hit, &miss);
+                    l.f.block(&hit);
+                    let v = l.read_elem(tv, off);
+                    let hit_end = l.f.cur.clone();
+                    l.f.br(&merge);
+                    l.f.block(&miss);
+                    let o = l.read(other, rb, idx);
+                    let miss_end = l.f.cur.clone();
+                    l.f.br(&merge);
+                    l.f.block(&merge);
+                    let x = l.f.val(format!("phi {rb} [ {v}, %{hit_end} ], [ {o}, %{miss_end} ]"));
+                    match out {
+                        Some(out) => {
+                            let e = l.linear(idx, &orm);
+                            l.store_arena(rb, 0, out, &e, &x, None);
+                        }
+                        None => result = Some(x),
+                    }
+                }
+                Access::Store { atomic, .. } => {
+                    l.f.condbr(&valid, &hit, &merge);
+                    l.f.block(&hit);
+                    let v = l.read(value.expect("store value"), rb, idx);
+                    if atomic {
+                        let bits = if rb == "float" { l.f.val(format!("bitcast float {v} to i32")) } else { v };
+                        l.f.inst(format!(
+                            "call void @{}(ptr {}, i64 {off}, i32 {}, i32 {bits})",
+                            Helper::AtomicAdd.symbol(),
+                            tv.base,
+                            dtype_code(dt)
+                        ));
+                    } else {
+                        l.write_elem(tv, off, &v);
+                    }
+                    l.f.br(&merge);
+                    l.f.block(&merge);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(result)
+    }
+
+    /// Element `e` (i64 operand) of a tensor, in the tile representation.
+    fn read_elem(&mut self, tv: &TensorVals, e: &str) -> String {
+        match tv.dtype {
+            DType::I4 | DType::E2M1 => {
+                let byte = self.f.val(format!("lshr i64 {e}, 1"));
+                let p = self.f.val(format!("getelementptr inbounds i8, ptr {}, i64 {byte}", tv.base));
+                let b = self.f.val(format!("load i8, ptr {p}, align 1"));
+                let b = self.f.val(format!("zext i8 {b} to i32"));
+                let odd = self.f.val(format!("and i64 {e}, 1"));
+                let odd = self.f.val(format!("trunc i64 {odd} to i32"));
+                let sh = self.f.val(format!("shl i32 {odd}, 2"));
+                let v = self.f.val(format!("lshr i32 {b}, {sh}"));
+                let v = self.f.val(format!("and i32 {v}, 15"));
+                if tv.dtype == DType::I4 {
+                    self.wrap(DType::I4, &v, 0)
+                } else {
+                    v
+                }
+            }
+            d => {
+                let (mty, esize) = mem_ty(d);
+                let eb = self.f.val(format!("mul i64 {e}, {esize}"));
+                let p = self.f.val(format!("getelementptr inbounds i8, ptr {}, i64 {eb}", tv.base));
+                let raw = self.f.val(format!("load {mty}, ptr {p}, align 1"));
+                self.mem_to_repr(d, &raw, 0)
+            }
+        }
+    }
+
+    /// Store a tile element into element `e` of a tensor.
+    fn write_elem(&mut self, tv: &TensorVals, e: &str, v: &str) {
+        match tv.dtype {
+            DType::I4 | DType::E2M1 => {
+                self.f.inst(format!("call void @{}(ptr {}, i64 {e}, i32 {v})", Helper::StoreNibble.symbol(), tv.base));
+            }
+            d => {
+                let (mty, esize) = mem_ty(d);
+                let m = self.repr_to_mem(d, v, 0);
+                let eb = self.f.val(format!("mul i64 {e}, {esize}"));
+                let p = self.f.val(format!("getelementptr inbounds i8, ptr {}, i64 {eb}", tv.base));
+                self.f.inst(format!("store {mty} {m}, ptr {p}, align 1"));
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Shared harness of the `llvm_*` tests: compile DSL source, run it on the `interp` and `llvm`
+//! targets, and compare: bit for bit where the `llvm` target promises it (elementwise ops,
+//! casts, memory), within a per-dtype tolerance where it changes rounding (`dot` with FMA or
+//! `vdpbf16ps`, sums along the last dim).
+#![allow(dead_code)]
+
+use opc_dsl::Instance;
+use opc_ir::{Arg, DType, Kernel, Tensor};
+
+/// Compile kernel `name` of `src` and run the default pass pipeline.
+pub fn kernel(src: &str, name: &str, inst: &Instance) -> Kernel {
+    let mut k = opc_dsl::compile("test.opc", src, name, inst).unwrap_or_else(|d| panic!("{d}"));
+    opc_passes::run_pipeline(&mut k, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+    k
+}
+
+/// Deterministic xorshift generator for test data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0 | 1;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    /// Mostly uniform in [-4, 4), with occasional specials (0, -0, ±inf, NaN, halves, big).
+    pub fn f(&mut self, specials: bool) -> f32 {
+        if specials && self.below(16) == 0 {
+            return [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 0.5, -2.5, 1e30, 1e-30][self.below(9) as usize];
+        }
+        (self.below(1 << 24) as f32 / (1 << 24) as f32) * 8.0 - 4.0
+    }
+    pub fn tensor_f(&mut self, d: DType, shape: &[usize], specials: bool) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| self.f(specials)).collect();
+        Tensor::from_f32(d, shape, &v)
+    }
+    /// Raw random codes of any dtype (every bit pattern).
+    pub fn tensor_raw(&mut self, d: DType, shape: &[usize]) -> Tensor {
+        let mut t = Tensor::zeros(d, shape);
+        for b in t.data.iter_mut() {
+            *b = self.next_u64() as u8;
+        }
+        if d == DType::Bool {
+            t.data.iter_mut().for_each(|b| *b &= 1);
+        }
+        t
+    }
+    pub fn tensor_i(&mut self, d: DType, shape: &[usize], lo: i32, hi: i32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<i32> = (0..n).map(|_| lo + self.below((hi - lo + 1) as u64) as i32).collect();
+        Tensor::from_i32(d, shape, &v)
+    }
+}
+
+/// Machine epsilon of a float dtype.
+pub fn eps(d: DType) -> f64 {
+    match d {
+        DType::F16 => 2f64.powi(-10),
+        DType::BF16 => 2f64.powi(-7),
+        _ => 2f64.powi(-23),
+    }
+}
+
+/// How outputs are compared.
+#[derive(Clone, Copy, Debug)]
+pub enum Cmp {
+    /// Bit for bit (any NaN matches any NaN).
+    Exact,
+    /// f32 outputs within `ulps · eps(f32) · max|reference|` of the tensor, f16 / bf16 outputs
+    /// within 2 ulps of their dtype relative to the max (one rounding step may flip either way);
+    /// infinities and NaNs must match; non-float outputs exact.
+    Close { ulps: f64 },
+}
+
+fn describe(t: &Tensor, i: usize) -> String {
+    format!("raw {:#x} = {}", t.get_raw(i), t.get_f64(i))
+}
+
+/// Run `k` on `interp` and `llvm` with copies of `args`; compare outputs and errors. Returns
+/// the outputs of the llvm run.
+pub fn check(k: &Kernel, args: &[Arg], cmp: Cmp) -> Vec<Arg> {
+    let interp = opc_codegen::target_by_name("interp").unwrap().compile(k).unwrap();
+    let llvm = opc_codegen::target_by_name("llvm").unwrap().compile(k).unwrap_or_else(|e| panic!("llvm compile: {e}"));
+    let mut a = args.to_vec();
+    let mut b = args.to_vec();
+    let ra = interp.launch(&mut a).map_err(|e| e.to_string());
+    let rb = llvm.launch(&mut b).map_err(|e| e.to_string());
+    assert_eq!(ra, rb, "launch results differ for `{}`", k.name);
+    for (p, (x, y)) in a.iter().zip(&b).enumerate() {
+        let (Arg::Tensor(x), Arg::Tensor(y)) = (x, y) else { continue };
+        if x.data == y.data {
+            continue;
+        }
+        let n = x.numel();
+        let nan = |t: &Tensor, i: usize| t.dtype.is_float() && t.get_f64(i).is_nan();
+        let tol = match cmp {
+            Cmp::Close { ulps } if x.dtype.is_float() => {
+                let max = (0..n).map(|i| x.get_f64(i)).filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
+                let u = if x.dtype == DType::F32 { ulps } else { 2.0 };
+                u * eps(x.dtype) * max
+            }
+            _ => 0.0,
+        };
+        let bad: Vec<usize> = (0..n)
+            .filter(|&i| {
+                if x.get_raw(i) == y.get_raw(i) || (nan(x, i) && nan(y, i)) {
+                    return false;
+                }
+                if tol == 0.0 {
+                    return true;
+                }
+                let (u, v) = (x.get_f64(i), y.get_f64(i));
+                !(u.is_finite() && v.is_finite() && (u - v).abs() <= tol)
+            })
+            .collect();
+        if bad.is_empty() {
+            continue;
+        }
+        let show: Vec<String> = bad.iter().take(6).map(|&i| format!("[{i}] interp {} / llvm {}", describe(x, i), describe(y, i))).collect();
+        panic!(
+            "`{}` argument #{p} ({} {:?}): {} of {n} elements differ (tolerance {tol:e}):\n  {}",
+            k.name,
+            x.dtype,
+            x.shape,
+            bad.len(),
+            show.join("\n  ")
+        );
+    }
+    b
+}
+
+pub fn exact(k: &Kernel, args: &[Arg]) {
+    check(k, args, Cmp::Exact);
+}

@@ -1,0 +1,247 @@
+//! PTX renderer checks that need no GPU: every kernel of the operator library, for `sm_80` and
+//! `sm_90a`, renders and is accepted by `ptxas -O3` with no warning; `ptxas -v`'s register and
+//! static shared-memory usage stays within what the manifest declares; a kernel written here goes
+//! through too; and the PTX of a small kernel is an insta snapshot (re-bless with
+//! `INSTA_UPDATE=always` and review the diff).
+//!
+//! `ptxas` is found through `OPC_PTXAS`, then `PATH`, then the `nvidia-cuda-nvcc-cu12` pip
+//! package (`python3 -m pip install nvidia-cuda-nvcc-cu12==12.9.86`, which `.ci/run` installs).
+//! Without it these tests fail, unless `OPC_ALLOW_NO_PTXAS=1` is set (then the assembler checks
+//! are skipped with a note; rendering is still checked).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use opc_codegen::artifact::{RenderOptions, Renderer};
+use opc_codegen::ptx::PtxRenderer;
+use opc_dsl::Instance;
+use opc_ir::{DType, Kernel};
+
+const ARCHS: [&str; 2] = ["sm_80", "sm_90a"];
+
+fn ptxas() -> Option<PathBuf> {
+    static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let works = |p: &PathBuf| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success());
+            if let Some(p) = std::env::var_os("OPC_PTXAS").map(PathBuf::from) {
+                assert!(works(&p), "OPC_PTXAS={} does not run", p.display());
+                return Some(p);
+            }
+            let on_path = PathBuf::from("ptxas");
+            if works(&on_path) {
+                return Some(on_path);
+            }
+            let py = "import nvidia.cuda_nvcc as m, os; print(os.path.join(list(m.__path__)[0], 'bin', 'ptxas'))";
+            if let Ok(o) = Command::new("python3").args(["-c", py]).output() {
+                let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+                if o.status.success() && works(&p) {
+                    return Some(p);
+                }
+            }
+            if std::env::var("OPC_ALLOW_NO_PTXAS").as_deref() == Ok("1") {
+                eprintln!("note: ptxas not found; OPC_ALLOW_NO_PTXAS=1, so the assembler checks are skipped");
+                return None;
+            }
+            panic!(
+                "ptxas not found (set OPC_PTXAS, put it on PATH, or `python3 -m pip install nvidia-cuda-nvcc-cu12==12.9.86`); \
+                 set OPC_ALLOW_NO_PTXAS=1 to skip the assembler checks locally"
+            )
+        })
+        .clone()
+}
+
+/// What `ptxas -v` reports for one entry.
+#[derive(Debug)]
+struct Usage {
+    registers: u32,
+    smem: u32,
+}
+
+/// Assemble `ptx` for `arch`; any error or warning fails.
+fn assemble(name: &str, ptx: &str, arch: &str) -> Option<Usage> {
+    let exe = ptxas()?;
+    let dir = std::env::temp_dir().join(format!("opc-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join(format!("{name}.{arch}.ptx"));
+    let out = dir.join(format!("{name}.{arch}.cubin"));
+    std::fs::write(&src, ptx).unwrap();
+    let o = Command::new(&exe)
+        .args(["-O3", &format!("-arch={arch}"), "-v", "--warning-as-error"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("ptxas runs");
+    let err = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    let _ = std::fs::remove_file(&out);
+    assert!(o.status.success(), "{name} ({arch}): ptxas failed:\n{err}\n(PTX kept at {})", src.display());
+    assert!(!err.to_lowercase().contains("warning"), "{name} ({arch}): ptxas warned:\n{err}");
+    let _ = std::fs::remove_file(&src);
+    let num_before = |key: &str| -> u32 {
+        err.lines()
+            .find_map(|l| {
+                let i = l.find(key)?;
+                l[..i].split_whitespace().last()?.parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    Some(Usage { registers: num_before(" registers"), smem: num_before(" bytes smem") })
+}
+
+/// Render for `arch`, assemble, and check usage against the manifest.
+fn check(name: &str, k: &Kernel, arch: &str) {
+    let art = PtxRenderer
+        .render(k, &RenderOptions { arch: Some(arch.to_string()) })
+        .unwrap_or_else(|e| panic!("{name} ({arch}): {e}"));
+    let m = &art.manifest;
+    assert_eq!(m["entry"], k.name.as_str());
+    assert_eq!(m["arch"], arch);
+    assert_eq!(art.files.len(), 1);
+    assert_eq!(m["block"][1], 1);
+    let ptx = String::from_utf8(art.files[0].1.clone()).unwrap();
+    assert!(ptx.contains(&format!(".target {arch}\n")), "{name}: header names the arch");
+    let Some(u) = assemble(name, &ptx, arch) else { return };
+    let max_regs = m["occupancy"]["max_registers_per_thread"].as_u64().unwrap() as u32;
+    let smem_static = m["shared_bytes"]["static"].as_u64().unwrap() as u32;
+    assert!(u.registers <= max_regs, "{name} ({arch}): ptxas uses {} registers, the manifest declares {max_regs}", u.registers);
+    assert!(u.smem <= smem_static, "{name} ({arch}): ptxas reports {} bytes of static shared memory, the manifest declares {smem_static}", u.smem);
+    assert!(m["shared_bytes"]["total"].as_u64().unwrap() as u32 >= u.smem);
+}
+
+fn library() -> Vec<(String, Kernel)> {
+    let mut out = vec![];
+    for (file, src) in opc_ops::SOURCES {
+        let path = format!("ops/kernels/{file}.opc");
+        let names = opc_dsl::check(&path, src).unwrap_or_else(|d| panic!("{d}"));
+        for name in names {
+            let mut k = opc_dsl::compile_representative(&path, src, &name, &Instance::default()).unwrap_or_else(|d| panic!("{d}"));
+            opc_passes::run_pipeline(&mut k, &Default::default()).unwrap_or_else(|e| panic!("{file}/{name}: {e}"));
+            out.push((format!("{file}__{name}"), k));
+        }
+    }
+    out
+}
+
+/// Run `check` over `jobs` on two threads (ptxas is single-threaded; CI has two cores).
+fn check_all(jobs: Vec<(String, Kernel)>) {
+    let jobs: Vec<(String, Kernel, &str)> = jobs.into_iter().flat_map(|(n, k)| ARCHS.map(|a| (n.clone(), k.clone(), a))).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((n, k, a)) = jobs.get(i) else { break };
+                check(n, k, a);
+            });
+        }
+    });
+}
+
+#[test]
+fn every_library_kernel_assembles_for_sm80_and_sm90a() {
+    let kernels = library();
+    assert!(kernels.len() >= 20, "expected the whole library, found {}", kernels.len());
+    check_all(kernels);
+}
+
+#[test]
+fn tensor_core_instantiations_assemble() {
+    // f16 / bf16 instances take the mma.sync path (the representative instances are f32)
+    let mut jobs = vec![];
+    for (file, kernel, dt, konst) in [
+        ("blocks", "matmul", DType::BF16, None),
+        ("blocks", "linear", DType::F16, None),
+        ("flash_attention", "flash_attention", DType::BF16, Some(("D", 128))),
+        ("flash_attention", "flash_attention", DType::F16, Some(("D", 64))),
+    ] {
+        let src = opc_ops::SOURCES.iter().find(|(f, _)| *f == file).unwrap().1;
+        let mut inst = Instance::default().dtype("T", dt);
+        if let Some((d, v)) = konst {
+            inst = inst.konst(d, v);
+        }
+        let mut k = opc_dsl::compile(file, src, kernel, &inst).unwrap_or_else(|d| panic!("{d}"));
+        opc_passes::run_pipeline(&mut k, &Default::default()).unwrap();
+        let art = PtxRenderer.render(&k, &RenderOptions { arch: Some("sm_90a".into()) }).unwrap();
+        assert_eq!(art.manifest["tensor_cores"], "mma.sync.m16n8k16", "{file}/{kernel} {dt}");
+        let ptx = String::from_utf8(art.files[0].1.clone()).unwrap();
+        assert!(ptx.contains("ldmatrix.sync.aligned") && ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32"));
+        jobs.push((format!("{file}__{kernel}_{dt}"), k));
+    }
+    check_all(jobs);
+}
+
+/// Every op family the PTX lowering has a path for, in one kernel written here.
+const EVERYTHING: &str = r#"
+kernel everything(x: f32[R, C], h: bf16[R, C], q: i8[R, C], idx: i32[R], y: out f32[R, C], hb: out bf16[R, C],
+                  codes: out e2m1[R, C], sc: out e8m0[R], cnt: out i32[C], am: out i32[R], cs: out f16[R, C], s: f32, n: i32)
+tunables { BR: level1 in {4, 8} = 8, BC: level2 in {32, 64} = 32 }
+grid(cdiv(R, BR))
+{
+    let rows = program_id(0) * BR + arange(BR);
+    let cols = arange(BC);
+    var acc = zeros([BR, BC], f32);
+    for c0 in 0..cdiv(C, BC) {
+        let cs0 = c0 * BC + cols;
+        let v = load(x[rows, cs0], mask: (rows[:, None] < R) && (cs0[None, :] < C), other: 1.0);
+        let hv = cast(load(h[rows, cs0]), f32);
+        let qi = load(q[rows, cs0]);
+        let t = exp(v) + log(abs(v) + 1.0) + sin(v) * cos(hv) + tanh(v) - sigmoid(v) + silu(hv) + sqrt(abs(v)) + rsqrt(abs(v) + 1.0);
+        let u = pow(abs(v) + 0.5, hv) + (v % 3.0) + floor(v) + ceil(hv) + round(v) + exp2(v) + log2(abs(v) + 2.0) + recip(v + 7.0);
+        let w = where(isnan(t) || isinf(u), 0.0, t + u);
+        let ii = cast(qi, i32);
+        let iv = (ii / (n - 3)) + (ii % n) + (ii << 2) + (ii >> 1) + ii * ii + maximum(ii, -ii) + (ii & 7) + (ii | 1) + (ii ^ 5) + abs(ii);
+        acc = acc + w + cast(iv, f32, rne) + dot(dot(v, trans(v)), v) + cast(dot(dot(qi, trans(qi)), ii), f32, rne);
+        store(hb[rows, cs0], cast(acc, bf16, rtz) + cast(iv, bf16));
+        store(codes[rows, cs0], cast(acc * s, e2m1, floor));
+        atomic_add(cnt[cs0], sum(cast(qi > 0, i32), 0));
+        store(cs[rows, cs0], cast(cumsum(v, 1), f16));
+    }
+    store(y[rows, cols], acc);
+    let g = load(x[load(idx[rows]), cols]);
+    store(am[rows], argmax(g, 1) + argmin(cast(g, i32, floor), 1));
+    store(sc[rows], cast(max(abs(acc), 1), e8m0, ceil));
+    atomic_add(y[rows, cols], acc * 0.5);
+}
+"#;
+
+#[test]
+fn a_kernel_written_in_the_test_assembles() {
+    let mut k = opc_dsl::compile("everything.opc", EVERYTHING, "everything", &Instance::default()).unwrap_or_else(|d| panic!("{d}"));
+    opc_passes::run_pipeline(&mut k, &Default::default()).unwrap();
+    check_all(vec![("everything".into(), k)]);
+}
+
+const SMALL: &str = r#"
+kernel scale_rows(x: bf16[R, C], w: f32[C], y: out bf16[R, C], s: f32)
+tunables { BC: level1 in {64, 128} = 64 }
+grid(R, cdiv(C, BC))
+{
+    let r = program_id(0);
+    let c = program_id(1) * BC + arange(BC);
+    let v = cast(load(x[r, c]), f32) * load(w[c]) * s;
+    store(y[r, c], cast(v / sum(v, 0), bf16));
+}
+"#;
+
+#[test]
+fn small_kernel_ptx_snapshot() {
+    let mut k = opc_dsl::compile("small.opc", SMALL, "scale_rows", &Instance::default()).unwrap_or_else(|d| panic!("{d}"));
+    opc_passes::run_pipeline(&mut k, &Default::default()).unwrap();
+    let art = PtxRenderer.render(&k, &RenderOptions { arch: Some("sm_90a".into()) }).unwrap();
+    let ptx = String::from_utf8(art.files[0].1.clone()).unwrap();
+    assemble("scale_rows", &ptx, "sm_90a");
+    insta::assert_snapshot!("scale_rows_sm90a_ptx", ptx);
+    let mut m = art.manifest.clone();
+    m.as_object_mut().unwrap().remove("compiler");
+    insta::assert_snapshot!("scale_rows_sm90a_manifest", serde_json::to_string_pretty(&m).unwrap());
+}
+
+#[test]
+fn unknown_arch_is_an_error() {
+    let mut k = opc_dsl::compile("small.opc", SMALL, "scale_rows", &Instance::default()).unwrap();
+    opc_passes::run_pipeline(&mut k, &Default::default()).unwrap();
+    let e = PtxRenderer.render(&k, &RenderOptions { arch: Some("sm_70".into()) }).unwrap_err();
+    assert!(e.to_string().contains("unknown arch `sm_70`"), "{e}");
+}

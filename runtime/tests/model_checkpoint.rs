@@ -1,0 +1,183 @@
+//! Checkpoint loading: bad checkpoints give one precise error each (exact messages), sharded
+//! checkpoints load like single files, and random MoGE / Qwen3-MoE / gpt-oss checkpoints written
+//! by `InitSpec` load and run.
+
+use opc_runtime::model::init::InitSpec;
+use opc_runtime::model::llm::Segment;
+use opc_runtime::model::{Arch, Model};
+use std::path::{Path, PathBuf};
+
+fn ops() -> opc_ops::Ops {
+    opc_ops::Ops::new(opc_codegen::target_by_name("cpu").unwrap())
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("opc-model-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn spec(arch: Arch) -> InitSpec {
+    InitSpec {
+        arch,
+        vocab: 64,
+        hidden: 64,
+        intermediate: 64,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 16,
+        experts: 4,
+        top_k: 2,
+        groups: 2,
+        shared_intermediate: 32,
+        sliding_window: 4,
+        seed: 7,
+        shard_bytes: 0,
+    }
+}
+
+fn llama(name: &str) -> PathBuf {
+    let d = tmp(name);
+    spec(Arch::Llama).write(&d).unwrap();
+    d
+}
+
+/// Rewrite the safetensors header of `dir`/model.safetensors with `edit`.
+fn edit_header(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let p = dir.join("model.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut h: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut h);
+    let hb = serde_json::to_vec(&h).unwrap();
+    let mut out = (hb.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&hb);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(&p, out).unwrap();
+}
+
+fn load_err(dir: &Path) -> String {
+    match Model::load(dir, ops()) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn unknown_architecture() {
+    let d = llama("arch");
+    let cfg = d.join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("LlamaForCausalLM", "MambaForCausalLM");
+    std::fs::write(&cfg, text).unwrap();
+    assert_eq!(
+        load_err(&d),
+        format!(
+            "{}: unknown architecture `MambaForCausalLM` (supported: LlamaForCausalLM, Qwen3MoeForCausalLM, GptOssForCausalLM, PanguProMoEForCausalLM)",
+            cfg.display()
+        )
+    );
+}
+
+#[test]
+fn missing_tensor() {
+    let d = llama("missing");
+    edit_header(&d, |h| {
+        h.remove("model.layers.1.mlp.up_proj.weight");
+    });
+    assert_eq!(load_err(&d), format!("{}: missing tensor `model.layers.1.mlp.up_proj.weight` (expected BF16|F16|F32 [64, 64])", d.display()));
+}
+
+#[test]
+fn wrong_shape() {
+    let d = llama("shape");
+    edit_header(&d, |h| {
+        h.get_mut("model.layers.0.self_attn.k_proj.weight").unwrap()["shape"] = serde_json::json!([64, 32]);
+    });
+    assert_eq!(
+        load_err(&d),
+        format!("tensor `model.layers.0.self_attn.k_proj.weight` in {} has shape [64, 32], expected [32, 64]", d.join("model.safetensors").display())
+    );
+}
+
+#[test]
+fn wrong_dtype() {
+    let d = llama("dtype");
+    edit_header(&d, |h| {
+        h.get_mut("model.norm.weight").unwrap()["dtype"] = serde_json::json!("I16");
+    });
+    assert_eq!(
+        load_err(&d),
+        format!("tensor `model.norm.weight` in {} has dtype I16, expected BF16 or F16 or F32", d.join("model.safetensors").display())
+    );
+}
+
+#[test]
+fn truncated_file() {
+    let d = llama("trunc");
+    let p = d.join("model.safetensors");
+    let mut bytes = std::fs::read(&p).unwrap();
+    let len = bytes.len();
+    bytes.truncate(len - 100);
+    std::fs::write(&p, &bytes).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let data = len - 8 - n;
+    let lm = 64 * 64 * 2;
+    assert_eq!(
+        load_err(&d),
+        format!(
+            "{} is truncated: tensor `lm_head.weight` needs bytes [{}, {data}) of the data section but only {} bytes follow the header",
+            p.display(),
+            data - lm,
+            data - 100
+        )
+    );
+    // cut inside the header
+    std::fs::write(&p, &bytes[..20]).unwrap();
+    assert_eq!(load_err(&d), format!("{} is truncated: the header needs {} bytes but the file has 20", p.display(), 8 + n));
+}
+
+fn logits(dir: &Path, tokens: &[u32]) -> Vec<f32> {
+    let mut m = Model::load(dir, ops()).unwrap();
+    let mut c = m.new_cache(64, 16);
+    let s = c.new_seq();
+    let l = m.forward(&mut c, &[Segment { seq: s, tokens: tokens.to_vec(), all_logits: true }]).unwrap();
+    let v = l[0].to_f32_vec();
+    assert!(v.iter().all(|x| x.is_finite()));
+    v
+}
+
+#[test]
+fn sharded_checkpoint_loads_like_one_file() {
+    let one = llama("one");
+    let d = tmp("sharded");
+    let mut s = spec(Arch::Llama);
+    s.shard_bytes = 40_000;
+    s.write(&d).unwrap();
+    assert!(d.join("model.safetensors.index.json").exists());
+    assert!(!d.join("model.safetensors").exists());
+    let toks = [1, 5, 9, 3, 60, 2];
+    assert_eq!(logits(&d, &toks), logits(&one, &toks));
+}
+
+/// Decoding token by token through the paged cache gives the logits of one prefill.
+#[test]
+fn decode_steps_match_prefill_for_every_architecture() {
+    for arch in [Arch::Llama, Arch::Qwen3Moe, Arch::GptOss, Arch::PanguMoge] {
+        let d = tmp(&format!("arch-{arch:?}"));
+        spec(arch).write(&d).unwrap();
+        let toks: Vec<u32> = (0..11).map(|i| (i * 7 + 3) % 64).collect();
+        let full = logits(&d, &toks);
+        let mut m = Model::load(&d, ops()).unwrap();
+        // block size 4: the 11 positions span three blocks
+        let mut c = m.new_cache(64, 4);
+        let s = c.new_seq();
+        let mut steps = Vec::new();
+        m.forward(&mut c, &[Segment { seq: s, tokens: toks[..3].to_vec(), all_logits: true }]).unwrap()[0].to_f32_vec().into_iter().for_each(|x| steps.push(x));
+        for &t in &toks[3..] {
+            steps.extend(m.forward(&mut c, &[Segment { seq: s, tokens: vec![t], all_logits: false }]).unwrap()[0].to_f32_vec());
+        }
+        let err = full.iter().zip(&steps).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err < 1e-4, "{arch:?}: decode vs prefill max abs error {err}");
+    }
+}
