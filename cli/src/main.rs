@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 a check failed (diagnostics, failing fixtures, compile errors),
 //! 2 usage or I/O errors (and internal errors).
 
+mod bench;
 mod model_cmds;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -54,6 +55,10 @@ enum Cmd {
     /// List the code generation targets.
     #[command(after_help = "Example:\n  opc targets\n  opc build k.opc --target interp")]
     Targets,
+    /// Run the speed rows (GEMM, attention, GEMV, MoE, KL judge) and print a table against the
+    /// machine's limits and an optional baseline.
+    #[command(after_help = "Examples:\n  opc bench\n  opc bench --rows gemm,kl --peak-gflops 250 --amx-gflops 1500 --bw-gbs 33\n  opc bench --baseline torch_baseline.json")]
+    Bench(bench::BenchArgs),
     /// Compare a model's logits and greedy tokens with a reference file; exits 1 on mismatch.
     #[command(after_help = "Example:\n  opc eval --model ../shared/fixtures/models/llama-tiny --reference ../shared/fixtures/models/llama-tiny/reference.safetensors")]
     Eval(model_cmds::EvalArgs),
@@ -298,6 +303,7 @@ fn run(cli: Cli) -> Result<(), Fail> {
         Cmd::Eval(a) => model_cmds::eval(&a),
         Cmd::Run(a) => model_cmds::run(&a),
         Cmd::Model { cmd } => model_cmds::model(&cmd),
+        Cmd::Bench(a) => bench::cmd_bench(&a).map_err(|(code, msg)| Fail { code, msg }),
         Cmd::Targets => {
             for t in opc_codegen::TARGETS {
                 println!("{t}");

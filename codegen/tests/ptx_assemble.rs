@@ -2,7 +2,10 @@
 //! `sm_90a`, renders and is accepted by `ptxas -O3` with no warning; `ptxas -v`'s register and
 //! static shared-memory usage stays within what the manifest declares; a kernel written here goes
 //! through too; and the PTX of a small kernel is an insta snapshot (re-bless with
-//! `INSTA_UPDATE=always` and review the diff).
+//! `INSTA_UPDATE=always` and review the diff). Register spills are reported (`--nocapture`
+//! prints each entry's registers, spill bytes and shared memory), not failures: the general
+//! lowering keeps whole distributed tiles in registers, and ptxas spilling them is a
+//! performance matter, not a correctness one.
 //!
 //! `ptxas` is found through `OPC_PTXAS`, then `PATH`, then the `nvidia-cuda-nvcc-cu12` pip
 //! package (`python3 -m pip install nvidia-cuda-nvcc-cu12==12.9.86`, which `.ci/run` installs).
@@ -57,6 +60,7 @@ fn ptxas() -> Option<PathBuf> {
 struct Usage {
     registers: u32,
     smem: u32,
+    spill_stores: u32,
 }
 
 /// Assemble `ptx` for `arch`; any error or warning fails.
@@ -87,7 +91,7 @@ fn assemble(name: &str, ptx: &str, arch: &str) -> Option<Usage> {
             })
             .unwrap_or(0)
     };
-    Some(Usage { registers: num_before(" registers"), smem: num_before(" bytes smem") })
+    Some(Usage { registers: num_before(" registers"), smem: num_before(" bytes smem"), spill_stores: num_before(" bytes spill stores") })
 }
 
 /// Render for `arch`, assemble, and check usage against the manifest.
@@ -108,6 +112,10 @@ fn check(name: &str, k: &Kernel, arch: &str) {
     assert!(u.registers <= max_regs, "{name} ({arch}): ptxas uses {} registers, the manifest declares {max_regs}", u.registers);
     assert!(u.smem <= smem_static, "{name} ({arch}): ptxas reports {} bytes of static shared memory, the manifest declares {smem_static}", u.smem);
     assert!(m["shared_bytes"]["total"].as_u64().unwrap() as u32 >= u.smem);
+    eprintln!(
+        "{name:<40} {arch:<7} block {:>3}  registers {:>3}/{max_regs}  spill stores {:>5} B  shared {:>6} B  {}",
+        m["block"][0], u.registers, u.spill_stores, m["shared_bytes"]["total"], m["tensor_cores"]
+    );
 }
 
 fn library() -> Vec<(String, Kernel)> {

@@ -13,6 +13,7 @@
 //!    `PipeBarrier<PIPE_ALL>`. The check simulates the program with one vector clock per pipe;
 //!    loop bodies run twice (hazards across iterations), `if` arms are joined conservatively.
 //!    Calc tiles are compared by address range, so two tiles sharing memory are one resource.
+//!    Scalar reads (`GetValue`) complete before the scalar unit issues anything else.
 //!
 //! Cross-core flags order GM between cores; they are checked at run time by the CPU model.
 
@@ -146,6 +147,9 @@ type Clock = [u64; NP];
 struct Access {
     pipe: Pipe,
     clock: u64,
+    /// Pipes already ordered after this access on the path that made it (set when `if` arms
+    /// join: the arm's own flags and barriers cover its own accesses).
+    synced: u32,
     text: String,
     loc: Option<opc_ir::Loc>,
 }
@@ -160,6 +164,34 @@ struct SyncState {
     flags: HashMap<(usize, usize), Vec<Clock>>,
     fwd: HashMap<QueueId, Vec<Clock>>,
     back: HashMap<QueueId, Vec<Clock>>,
+}
+
+/// Record, on every access an arm made, which pipes that arm already ordered after it.
+fn mark_synced(st: &mut SyncState, fork: u64) {
+    let vc = st.vc;
+    let mark = |acc: &mut Access| {
+        if acc.clock > fork {
+            for q in 0..NP {
+                if vc[q][acc.pipe.index()] >= acc.clock {
+                    acc.synced |= 1 << q;
+                }
+            }
+        }
+    };
+    st.writes.values_mut().for_each(mark);
+    st.reads.values_mut().for_each(mark);
+}
+
+fn merge_lists<K: std::hash::Hash + Eq + Copy>(into: &mut HashMap<K, Vec<Clock>>, from: &HashMap<K, Vec<Clock>>) {
+    for (k, list) in from {
+        let dst = into.entry(*k).or_default();
+        for (i, c) in list.iter().enumerate() {
+            match dst.get_mut(i) {
+                Some(d) => join(d, c),
+                None => dst.push(*c),
+            }
+        }
+    }
 }
 
 fn join(a: &mut Clock, b: &Clock) {
@@ -197,11 +229,14 @@ fn sync_block(k: &Kernel, stmts: &[Stmt], st: &mut SyncState) -> std::result::Re
                 sync_block(k, body, st)?;
             }
             Stmt::If { then_, else_, .. } => {
+                let fork = st.clock;
                 let mut a = st.clone();
                 sync_block(k, then_, &mut a)?;
                 let mut b = st.clone();
                 b.clock = a.clock;
                 sync_block(k, else_, &mut b)?;
+                mark_synced(&mut a, fork);
+                mark_synced(&mut b, fork);
                 // Join: the least-ordered clocks, every access either arm made.
                 let mut m = b.clone();
                 for p in 0..NP {
@@ -215,6 +250,11 @@ fn sync_block(k: &Kernel, stmts: &[Stmt], st: &mut SyncState) -> std::result::Re
                 for (r, acc) in a.reads {
                     m.reads.entry(r).or_insert(acc);
                 }
+                // Pending hand-offs: an arm's FreeTensor / EnQue / SetFlag is what a later
+                // AllocTensor / DeQue / WaitFlag waits for on that path.
+                merge_lists(&mut m.fwd, &a.fwd);
+                merge_lists(&mut m.back, &a.back);
+                merge_lists(&mut m.flags, &a.flags);
                 *st = m;
             }
             _ => {}
@@ -228,6 +268,7 @@ fn sync_instr(k: &Kernel, i: &Instr, st: &mut SyncState) -> std::result::Result<
     st.clock += 1;
     let now = st.clock;
     st.vc[p][p] = now;
+    acquire(k, i, st, now)?;
     let hazard = |kind: &str, r: Res, prev: &Access| -> String {
         format!(
             "pipe synchronization: {kind} on {}: `{}` ({}){} {} `{}` ({}){} with no queue hand-off, flag pair or barrier between them",
@@ -246,7 +287,7 @@ fn sync_instr(k: &Kernel, i: &Instr, st: &mut SyncState) -> std::result::Result<
             continue;
         }
         for (w, acc) in st.writes.iter() {
-            if overlaps(&k.bufs, *w, r) && acc.pipe != i.pipe && st.vc[p][acc.pipe.index()] < acc.clock {
+            if overlaps(&k.bufs, *w, r) && acc.pipe != i.pipe && (acc.synced >> p) & 1 == 0 && st.vc[p][acc.pipe.index()] < acc.clock {
                 return Err(hazard("read-after-write", r, acc));
             }
         }
@@ -256,31 +297,36 @@ fn sync_instr(k: &Kernel, i: &Instr, st: &mut SyncState) -> std::result::Result<
             continue;
         }
         for ((rr, _), acc) in st.reads.iter() {
-            if overlaps(&k.bufs, *rr, r) && acc.pipe != i.pipe && st.vc[p][acc.pipe.index()] < acc.clock {
+            if overlaps(&k.bufs, *rr, r) && acc.pipe != i.pipe && (acc.synced >> p) & 1 == 0 && st.vc[p][acc.pipe.index()] < acc.clock {
                 return Err(hazard("write-after-read", r, acc));
             }
         }
         for (w, acc) in st.writes.iter() {
-            if overlaps(&k.bufs, *w, r) && acc.pipe != i.pipe && st.vc[p][acc.pipe.index()] < acc.clock {
+            if overlaps(&k.bufs, *w, r) && acc.pipe != i.pipe && (acc.synced >> p) & 1 == 0 && st.vc[p][acc.pipe.index()] < acc.clock {
                 return Err(hazard("write-after-write", r, acc));
             }
         }
     }
-    let acc = Access { pipe: i.pipe, clock: now, text: i.text.clone(), loc: i.loc };
+    let acc = Access { pipe: i.pipe, clock: now, synced: 0, text: i.text.clone(), loc: i.loc };
+    // The scalar unit issues every instruction: its reads are complete before it issues the
+    // next one, on any pipe.
+    let read_acc = if i.pipe == Pipe::S { Access { synced: u32::MAX, ..acc.clone() } } else { acc.clone() };
     for &r in &i.reads {
-        st.reads.insert((r, p), acc.clone());
+        st.reads.insert((r, p), read_acc.clone());
     }
     for &r in &i.writes {
         // A write supersedes earlier accesses of exactly this resource.
         st.writes.insert(r, acc.clone());
         st.reads.retain(|(rr, _), _| *rr != r);
     }
+    release(k, i, st, now);
+    Ok(())
+}
+
+/// Effects that order this instruction after others: applied before its accesses are checked.
+fn acquire(k: &Kernel, i: &Instr, st: &mut SyncState, now: u64) -> std::result::Result<(), String> {
+    let p = i.pipe.index();
     match i.effect {
-        Effect::SetFlag(a, b, _) => {
-            let mut snap = st.vc[a.index()];
-            snap[a.index()] = now;
-            st.flags.entry((a.index(), b.index())).or_default().push(snap);
-        }
         Effect::WaitFlag(a, b, _) => {
             let list = st.flags.entry((a.index(), b.index())).or_default();
             if list.is_empty() {
@@ -299,11 +345,6 @@ fn sync_instr(k: &Kernel, i: &Instr, st: &mut SyncState) -> std::result::Result<
                 *row = all;
             }
         }
-        Effect::EnQue(q) => {
-            let (prod, _) = queue_pipes(k, q);
-            let snap = st.vc[prod.index()];
-            st.fwd.entry(q).or_default().push(snap);
-        }
         Effect::DeQue(q) => {
             let (_, cons) = queue_pipes(k, q);
             if let Some(list) = st.fwd.get_mut(&q) {
@@ -312,11 +353,6 @@ fn sync_instr(k: &Kernel, i: &Instr, st: &mut SyncState) -> std::result::Result<
                     join(&mut st.vc[cons.index()], &snap);
                 }
             }
-        }
-        Effect::FreeTensor(q) => {
-            let (_, cons) = queue_pipes(k, q);
-            let snap = st.vc[cons.index()];
-            st.back.entry(q).or_default().push(snap);
         }
         Effect::AllocTensor(q) => {
             let (prod, _) = queue_pipes(k, q);
@@ -330,6 +366,28 @@ fn sync_instr(k: &Kernel, i: &Instr, st: &mut SyncState) -> std::result::Result<
         _ => {}
     }
     Ok(())
+}
+
+/// Effects that publish this instruction's order to others: applied after it.
+fn release(k: &Kernel, i: &Instr, st: &mut SyncState, now: u64) {
+    match i.effect {
+        Effect::SetFlag(a, b, _) => {
+            let mut snap = st.vc[a.index()];
+            snap[a.index()] = now;
+            st.flags.entry((a.index(), b.index())).or_default().push(snap);
+        }
+        Effect::EnQue(q) => {
+            let (prod, _) = queue_pipes(k, q);
+            let snap = st.vc[prod.index()];
+            st.fwd.entry(q).or_default().push(snap);
+        }
+        Effect::FreeTensor(q) => {
+            let (_, cons) = queue_pipes(k, q);
+            let snap = st.vc[cons.index()];
+            st.back.entry(q).or_default().push(snap);
+        }
+        _ => {}
+    }
 }
 
 fn queue_pipes(k: &Kernel, q: QueueId) -> (Pipe, Pipe) {

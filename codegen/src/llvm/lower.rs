@@ -701,6 +701,7 @@ pub(super) enum RowAcc {
 
 impl Lower<'_> {
     /// Lower an elementwise op: uniform in, uniform out; otherwise a loop into a new buffer.
+    #[allow(clippy::type_complexity)]
     fn map_op(&mut self, op: &Op, f: &dyn Fn(&mut Self, &[String], u32) -> Result<String>) -> Result<()> {
         let res = op.result();
         let shape = self.shape(res);

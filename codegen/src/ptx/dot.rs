@@ -39,6 +39,13 @@ struct MmaOperand {
     transposed: bool,
 }
 
+/// Whether `dot` op `op` takes the tensor-core path.
+pub(super) fn mma_eligible(k: &opc_ir::Kernel, op: &Op) -> bool {
+    let (a, b) = (k.ty(op.args[0]), k.ty(op.args[1]));
+    let (m, kk, n) = (a.shape[0], a.shape[1], b.shape[1]);
+    matches!(a.dtype, DType::F16 | DType::BF16) && m % 16 == 0 && n % 8 == 0 && kk % 16 == 0 && m * n > 1
+}
+
 impl Lower<'_> {
     pub(super) fn lower_dot(&mut self, op: &Op) -> Result<()> {
         let (a, b) = (op.args[0], op.args[1]);
@@ -46,7 +53,7 @@ impl Lower<'_> {
         let (m, kk, n) = (sa[0], sa[1], sb[1]);
         let d = self.dtype(a);
         let res = op.result();
-        if matches!(d, DType::F16 | DType::BF16) && m % 16 == 0 && n % 8 == 0 && kk % 16 == 0 && m * n > 1 {
+        if mma_eligible(self.k, op) {
             return self.lower_mma(op, m, n, kk, d);
         }
         let rd = self.dtype(res);
@@ -168,12 +175,12 @@ impl Lower<'_> {
             None => self.src(c),
         });
         // output: f32 [m, n], rows padded by 4 floats when they are a multiple of 128 bytes
-        let pitch = if n % 32 == 0 { n + 4 } else { n };
+        let pitch = if n.is_multiple_of(32) { n + 4 } else { n };
         let out = self.alloc(m * pitch * 4);
         self.hazard(true, true, None, None);
         let warps = (self.t / 32) as usize;
         let ntiles = n / 8;
-        let g = [8, 4, 2, 1].into_iter().find(|g| ntiles % g == 0).unwrap_or(1);
+        let g = [8, 4, 2, 1].into_iter().find(|g| ntiles.is_multiple_of(*g)).unwrap_or(1);
         let ngroups = ntiles / g;
         let units = (m / 16) * ngroups;
         let ab = if d == DType::F16 { "f16" } else { "bf16" };

@@ -331,10 +331,7 @@ impl Lower<'_> {
         let above = self.p.op(Kind::P, "setp.gt.f32", &[&near, &x]);
         let below = self.p.op(Kind::P, "setp.lt.f32", &[&near, &x]);
         let bits = match r {
-            Rounding::Floor => {
-                let t = self.p.op(Kind::R, "selp.b32", &[&down, &hb, &above]);
-                t
-            }
+            Rounding::Floor => self.p.op(Kind::R, "selp.b32", &[&down, &hb, &above]),
             Rounding::Ceil => self.p.op(Kind::R, "selp.b32", &[&up, &hb, &below]),
             _ => {
                 // toward zero: down for positive x, up for negative x

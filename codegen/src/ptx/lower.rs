@@ -147,7 +147,10 @@ pub(super) fn needs_smem(k: &Kernel) -> Vec<bool> {
     opc_ir::walk_ops(&k.body, &mut |op| match &op.kind {
         OpKind::Broadcast | OpKind::Permute(_) | OpKind::Reduce { .. } | OpKind::Scan { .. } => need[op.args[0].0 as usize] = true,
         OpKind::Dot => {
-            for &a in &op.args {
+            // operands always; the accumulator only for the tensor-core path (the general path
+            // reads it from the thread's own registers)
+            let n = if super::dot::mma_eligible(k, op) { op.args.len() } else { 2 };
+            for &a in &op.args[..n] {
                 need[a.0 as usize] = true;
             }
         }
@@ -371,7 +374,7 @@ impl<'k> Lower<'k> {
     /// Row pitch (elements) of a fresh 2-D buffer: 16-bit tiles with 128-byte rows are padded by
     /// 16 bytes so that the 8 rows an `ldmatrix` reads fall into different banks.
     pub(super) fn pitch(d: DType, shape: &[usize]) -> Vec<i64> {
-        if shape.len() == 2 && esize(d) == 2 && shape[1] % 64 == 0 {
+        if shape.len() == 2 && esize(d) == 2 && shape[1].is_multiple_of(64) {
             vec![shape[1] as i64 + 8, 1]
         } else {
             row_major(shape)
@@ -569,30 +572,17 @@ impl<'k> Lower<'k> {
         Ok(())
     }
 
-    /// Registers holding `v` in the carried form of a value of its type (uniform for one
-    /// element, distributed otherwise): fresh registers, filled from `v`.
-    fn to_regs(&mut self, v: ValueId, dst: Option<&Repr>) -> Result<Repr> {
+    /// Fresh registers holding `v` in the carried form of its type (uniform for one element,
+    /// distributed otherwise).
+    fn carried_regs(&mut self, v: ValueId) -> Result<Repr> {
         let n = self.numel(v);
         let kind = ekind(self.dtype(v));
-        let ty = if kind == Kind::F { "f32" } else { "b32" };
-        if n == 1 || self.k.ty(v).is_scalar() {
+        if n == 1 {
             let x = self.uniform(v).expect("one-element values are uniform");
-            let r = match dst {
-                Some(Repr::Uniform(r)) => *r,
-                _ => self.p.reg(kind),
-            };
-            self.p.ins(format!("mov.{ty} {r}, {x}"));
-            return Ok(Repr::Uniform(r));
+            return Ok(Repr::Uniform(self.p.mov(kind, x)));
         }
         let src = self.src(v);
-        let regs = self.ew(n, &[src], kind, &mut |_, x| Ok(x[0]))?;
-        if let Some(Repr::Dist(d)) = dst {
-            for (a, b) in d.iter().zip(&regs) {
-                self.p.ins(format!("mov.{ty} {a}, {b}"));
-            }
-            return Ok(Repr::Dist(d.clone()));
-        }
-        Ok(Repr::Dist(regs))
+        Ok(Repr::Dist(self.ew(n, &[src], kind, &mut |_, x| Ok(x[0]))?))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -717,7 +707,7 @@ impl<'k> Lower<'k> {
                     Repr::View(w) if is_contiguous(&self.shape(op.args[0]), &w.strides) => {
                         Repr::View(View { buf: w.buf, strides: row_major(&self.shape(op.result())) })
                     }
-                    Repr::View(_) => self.to_regs(op.args[0], None)?,
+                    Repr::View(_) => self.carried_regs(op.args[0])?,
                     other => other,
                 };
                 self.set(op.result(), r);
@@ -792,7 +782,7 @@ impl<'k> Lower<'k> {
 
         let mut carried = vec![];
         for &init in &op.args[3..] {
-            carried.push(self.to_regs(init, None)?);
+            carried.push(self.carried_regs(init)?);
         }
         self.flush();
         let iv = self.p.mov(Kind::R, lo);
@@ -834,7 +824,7 @@ impl<'k> Lower<'k> {
     fn yield_into(&mut self, srcs: &[ValueId], dst: &[Repr]) -> Result<()> {
         let mut tmps = vec![];
         for &s in srcs {
-            tmps.push(self.to_regs(s, None)?);
+            tmps.push(self.carried_regs(s)?);
         }
         for (t, d) in tmps.iter().zip(dst) {
             match (t, d) {

@@ -86,8 +86,9 @@ impl Lower<'_> {
         }
         let lane = |l: &mut Self, o: Option<Reg>| -> Reg {
             let start = o.and_then(|o| l.view_elem(&rshape, &rst, o));
-            let acc = l.p.reg(rkind);
-            let best = l.p.reg(ekind(d));
+            let acc = l.p.mov(rkind, if rkind == Kind::F { fimm(0.0) } else { "0".into() });
+            // the best value so far (arg reductions only)
+            let best = if arg { l.p.mov(ekind(d), if ekind(d) == Kind::F { fimm(0.0) } else { "0".into() }) } else { acc };
             if n == 0 {
                 let v = match (rop, d.is_float()) {
                     (_, _) if arg => "0".to_string(),
@@ -191,7 +192,7 @@ impl Lower<'_> {
         self.chunk_loop(lanes.max(1), &mut |l, _, e| {
             let start = l.view_elem(&rshape, &rst, e);
             let ostart = l.view_elem(&rshape, &orst, e).unwrap_or_else(|| l.p.mov(Kind::R, 0));
-            let acc = l.p.reg(kind);
+            let acc = l.p.mov(kind, if kind == Kind::F { fimm(0.0) } else { "0".into() });
             l.walk(&src, start, step, n, 0, &mut |l, j, v| {
                 let is0 = l.p.op(Kind::P, "setp.eq.u32", &[&j, &0]);
                 let s = if d.is_float() { l.p.op(Kind::F, "add.rn.f32", &[&acc, &v]) } else { l.p.op(Kind::R, "add.s32", &[&acc, &v]) };

@@ -101,7 +101,7 @@ impl Executable for PtxExecutable {
         let k = &self.kernel;
         let dims = launch::bind_dims(k, args)?;
         let g = launch::grid(k, &dims)?;
-        if g.iter().any(|&e| e == 0) {
+        if g.contains(&0) {
             return Ok(());
         }
         let drv = |e: cudarc::driver::DriverError| err(&k.name, format!("CUDA: {e:?}"));

@@ -359,7 +359,8 @@ inline void Access(int p, const void* ptr, uint64_t bytes, bool write, const cha
             for (int q = 0; q < kPipes; ++q) {
                 k.rclock[q] = 0;
             }
-        } else {
+        } else if (p != PIPE_S) {
+            // Scalar reads complete before the scalar unit issues the next instruction.
             k.rclock[p] = c.clock;
         }
     }
