@@ -103,3 +103,54 @@ fn mxfp4_gemm_bf16_mix() {
     let args = vec![Arg::Tensor(r.tensor(DType::BF16, &[m, kk], 1.0)), Arg::Tensor(r.raw(DType::E2M1, &[n, kk])), Arg::Tensor(scales), Arg::Tensor(Tensor::zeros(DType::F32, &[m, n]))];
     check_against_interp(&k, &args);
 }
+
+/// Split-KV decode (flash-decoding) f16: pack-GQA rows, NS = 2 splits; the KV loop bounds come
+/// from a reduction over the packed rows' positions, which the cube program evaluates itself.
+#[test]
+fn flash_decode_split_f16_mix() {
+    let k = kernel("flash_attention", "flash_decode_split", &Instance::default().dtype("T", DType::F16).konst("D", 32).tunable("BM", 16).tunable("BN", 32));
+    let mut r = Rng(13);
+    let (b, hkv, g, sq, sk, ns, d) = (1, 2, 2, 3, 70, 2, 32);
+    let m = g * sq;
+    let args = vec![
+        Arg::Tensor(r.tensor(DType::F16, &[b, hkv, m, d], 1.0)),
+        Arg::Tensor(r.tensor(DType::F16, &[b, hkv, sk, d], 1.0)),
+        Arg::Tensor(r.tensor(DType::F16, &[b, hkv, sk, d], 1.0)),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[ns, b, hkv, m, d])),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[ns, b, hkv, m])),
+        Arg::I32(sq as i32),
+        Arg::F32(0.17),
+        Arg::Bool(true),
+        Arg::Bool(false),
+        Arg::I32(0),
+    ];
+    check_against_interp(&k, &args);
+}
+
+/// Grouped-expert GEMM (MoE down projection, bf16): per-expert M slices over one weight tensor,
+/// the slice bounds loaded from GM by both the vector and the cube program; an empty expert.
+#[test]
+fn moe_down_bf16_grouped_mix() {
+    let k = kernel("grouped_gemm", "moe_down", &Instance::default().dtype("T", DType::BF16).tunable("BM", 16).tunable("BN", 32).tunable("BK", 32));
+    let mut r = Rng(17);
+    let (p, i, h, e) = (17, 64, 40, 3);
+    let pairs: Vec<i32> = (0..p as i32).map(|x| (x * 7) % p as i32).collect();
+    let args = vec![
+        Arg::Tensor(r.tensor(DType::BF16, &[p, i], 1.0)),
+        Arg::Tensor(r.tensor(DType::BF16, &[e, h, i], 1.0)),
+        Arg::Tensor(Tensor::from_i32(DType::I32, &[p], &pairs)),
+        Arg::Tensor(Tensor::from_i32(DType::I32, &[e], &[0, 5, 5])),
+        Arg::Tensor(Tensor::from_i32(DType::I32, &[e], &[5, 0, 12])),
+        Arg::Tensor(r.tensor(DType::F32, &[p], 1.0)),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[p, h])),
+    ];
+    check_against_interp(&k, &args);
+}
+
+/// FlashAttention f32: the products run on the vector unit (Axpy), an AIV-only kernel.
+#[test]
+fn flash_attention_f32_vector_dots() {
+    let k = kernel("flash_attention", "flash_attention", &Instance::default().dtype("T", DType::F32).konst("D", 16).tunable("BM", 16).tunable("BN", 16));
+    let mut r = Rng(19);
+    check_against_interp(&k, &flash_args(&mut r, DType::F32, 1, 1, 1, 20, 37, 16, true, None, false));
+}

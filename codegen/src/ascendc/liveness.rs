@@ -9,6 +9,8 @@
 //!   read again by the next iteration.
 //! - Shape views (`broadcast`, `expand_dims`, `reshape`, `permute`) may alias their operand's
 //!   buffer, so a use of a view is also a use of its operand (transitively).
+//! - A compare's operands live as long as its result (a compare fused into a select reads
+//!   them at the select).
 //! - `for` results and carried block arguments share the loop's carried buffer: live from the
 //!   loop's start to the later of the loop's end and the results' last use.
 
@@ -37,10 +39,14 @@ impl Liveness {
         uses(&k.body, &mut pos, &mut loops, &mut lv);
         // Views: a use of a view is a use of its source (walk in reverse definition order so
         // chains propagate).
+        // A compare fused into its select is evaluated at the select: its operands live as long.
         let mut views: Vec<(ValueId, ValueId)> = vec![];
         opc_ir::walk_ops(&k.body, &mut |op| {
             if matches!(op.kind, OpKind::Broadcast | OpKind::ExpandDims(_) | OpKind::Reshape | OpKind::Permute(_)) {
                 views.push((op.args[0], op.results[0]));
+            }
+            if matches!(op.kind, OpKind::Cmp(_)) {
+                views.extend(op.args.iter().map(|a| (*a, op.results[0])));
             }
         });
         for (src, view) in views.iter().rev() {

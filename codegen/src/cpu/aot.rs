@@ -458,6 +458,7 @@ impl Renderer for CpuRenderer {
             })
             .collect();
         let obj_map = m.as_object_mut().expect("base_manifest is an object");
+        obj_map.insert("compiler_build".into(), json!(super::compiler_id()));
         obj_map.insert("library".into(), json!(lib));
         obj_map.insert("header".into(), json!(h_name));
         obj_map.insert("target_features".into(), json!(features(&isa)));

@@ -34,6 +34,12 @@
 //! one 64-byte aligned arena. Concurrency contract as `cpu`: programs write disjoint elements;
 //! nibble stores are atomic byte read-modify-writes; `atomic_add` is a compare-and-swap loop.
 //!
+//! **Not here yet**: fusing chains of elementwise ops into one loop (each op is its own vector
+//! loop over its tile, which costs attention about as much as its two `dot`s), AMX tiles for bf16
+//! `dot` (the micro-kernel uses `avx512bf16`; AMX needs a host with `amx-tile`, which the
+//! development machine — an AMD EPYC — lacks), packing `a` / `b` panels across programs,
+//! software prefetch, and an on-disk cache.
+//!
 //! **Cache**: compiled code is kept in memory, keyed by the printed IR and the host CPU name and
 //! features. `OPC_LLVM_TIME=1` prints each kernel's compile time (lower / parse+O3 / codegen);
 //! `OPC_LLVM_DUMP=1` / `OPC_LLVM_DUMP_OPT=1` print the module before / after optimization;

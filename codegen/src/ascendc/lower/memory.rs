@@ -171,10 +171,8 @@ impl Lower<'_> {
             l.line(format!("const int32_t {tn}Blocks = ({tn}Lp + {nc} + {c} - 1) / {c};"));
             l.instr(Pipe::Mte2, format!("LocalTensor<{ct}> {tn} = {qn}.AllocTensor<{ct}>();"), vec![], vec![Res::Queue(q)], Effect::AllocTensor(q));
             l.line(format!("DataCopyExtParams {tn}Cp;"));
-            l.line(format!(
-                "{tn}Cp.blockCount = {nr}; {tn}Cp.blockLen = {nc} * sizeof({ct}); {tn}Cp.srcStride = ({} - {nc}) * sizeof({ct}); {tn}Cp.dstStride = {pb} - {tn}Blocks; {tn}Cp.rsv = 0;",
-                g.row_stride
-            ));
+            let gap = if nd >= 2 { format!("({} - {nc}) * sizeof({ct})", g.row_stride) } else { "0".into() };
+            l.line(format!("{tn}Cp.blockCount = {nr}; {tn}Cp.blockLen = {nc} * sizeof({ct}); {tn}Cp.srcStride = {gap}; {tn}Cp.dstStride = {pb} - {tn}Blocks; {tn}Cp.rsv = 0;"));
             l.line(format!("DataCopyPadExtParams<{ct}> {tn}Pad;"));
             l.line(format!(
                 "{tn}Pad.isPad = true; {tn}Pad.leftPadding = static_cast<uint8_t>({tn}Lp); {tn}Pad.rightPadding = static_cast<uint8_t>({tn}Blocks * {c} - {tn}Lp - {nc}); {tn}Pad.paddingValue = static_cast<{ct}>({other});"
@@ -400,9 +398,9 @@ impl Lower<'_> {
             l.instr(Pipe::V, format!("{qn}.EnQue({tn});"), vec![], vec![], Effect::EnQue(q));
             l.instr(Pipe::Mte3, format!("{tn} = {qn}.DeQue<{ct}>();"), vec![], vec![], Effect::DeQue(q));
             l.line(format!("DataCopyExtParams {tn}Cp;"));
+            let gap = if nd >= 2 { format!("({} - {nc}) * sizeof({ct})", g.row_stride) } else { "0".into() };
             l.line(format!(
-                "{tn}Cp.blockCount = {nr}; {tn}Cp.blockLen = {nc} * sizeof({ct}); {tn}Cp.srcStride = {pb} - ({nc} * sizeof({ct}) + 31) / 32; {tn}Cp.dstStride = ({} - {nc}) * sizeof({ct}); {tn}Cp.rsv = 0;",
-                g.row_stride
+                "{tn}Cp.blockCount = {nr}; {tn}Cp.blockLen = {nc} * sizeof({ct}); {tn}Cp.srcStride = {pb} - ({nc} * sizeof({ct}) + 31) / 32; {tn}Cp.dstStride = {gap}; {tn}Cp.rsv = 0;"
             ));
             if atomic {
                 l.instr(Pipe::Mte3, format!("SetAtomicAdd<{ct}>();"), vec![], vec![], Effect::None);

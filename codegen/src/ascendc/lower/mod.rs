@@ -562,11 +562,14 @@ impl<'k> Lower<'k> {
                     return Ok(());
                 }
                 if !self.k.ty(r).is_scalar() {
-                    return Err(self.unsupported(op, "the control flow of the cube program depends on a tile value"));
+                    // Tiles the control flow needs are evaluated element by element where a
+                    // scalar reduces them (`skeleton_reduce`): the AIC has no UB.
+                    return Ok(());
                 }
                 match &op.kind {
                     OpKind::Load { tensor, has_mask, has_other } => self.scalar_load(op, *tensor, *has_mask, *has_other),
-                    OpKind::Reduce { .. } | OpKind::Dot => Err(self.unsupported(op, "the control flow of the cube program depends on a vector result")),
+                    OpKind::Reduce { op: rop, .. } => self.skeleton_reduce(op, *rop),
+                    OpKind::Dot => Err(self.unsupported(op, "the control flow of the cube program depends on a matrix product")),
                     _ => self.scalar_op(op),
                 }
             }
@@ -654,6 +657,95 @@ impl<'k> Lower<'k> {
             }
         }
         Ok(())
+    }
+}
+
+impl Lower<'_> {
+    /// A scalar reduction of a tile in the cube program / peer skeleton: a loop over the
+    /// tile's elements, each computed from its defining ops (no UB on the AIC).
+    fn skeleton_reduce(&mut self, op: &Op, rop: opc_ir::ReduceOp) -> Result<()> {
+        use opc_ir::ReduceOp as R;
+        let r = op.results[0];
+        let x = op.args[0];
+        let (xd, xs) = (self.dtype(x), self.shape(x));
+        let idx: Vec<String> = (0..xs.len()).map(|i| format!("k{}_{i}", r.0)).collect();
+        let e = self.skel_elem(op, x, &idx)?;
+        let st = scalar_ctype(xd);
+        let (init, step) = match rop {
+            R::Sum if xd.is_float() => ("0.0f".to_string(), "acc = acc + v;".to_string()),
+            R::Sum => ("0".into(), "acc = OpcWrap(static_cast<int64_t>(acc) + v, 32, true);".into()),
+            R::Max if xd.is_float() => ("(-kOpcInf)".into(), "acc = OpcMax(acc, v);".into()),
+            R::Min if xd.is_float() => ("kOpcInf".into(), "acc = OpcMin(acc, v);".into()),
+            R::Max => (format!("{}", xd.int_range().map(|r| r.0).unwrap_or(0)), "acc = v > acc ? v : acc;".into()),
+            R::Min => (format!("{}", xd.int_range().map(|r| r.1).unwrap_or(0)), "acc = v < acc ? v : acc;".into()),
+            _ => return Err(self.unsupported(op, "an arg-reduction in the control flow of the cube program")),
+        };
+        let name = format!("s{}", r.0);
+        self.line(format!("{st} {name} = {init};"));
+        self.line("{".to_string());
+        self.line(format!("    {st} acc = {init};"));
+        let body = format!("const {st} v = {e};\n{step}");
+        for l in Self::loop_nest(&xs, &body, &idx).lines() {
+            self.line(format!("    {l}"));
+        }
+        self.line(format!("    {name} = acc;"));
+        self.line("}".to_string());
+        self.set(r, Val::Scalar(name));
+        Ok(())
+    }
+
+    /// Element `idx` of tile `v` as a scalar expression over its defining ops (constants,
+    /// `arange`, shape views, elementwise ops, scalars already defined).
+    fn skel_elem(&self, at: &Op, v: ValueId, idx: &[String]) -> Result<String> {
+        if let Some(s) = self.scalar(v) {
+            if !s.is_empty() {
+                return Ok(s);
+            }
+        }
+        let Some(d) = self.def_op(v) else { return Err(self.unsupported(at, "the control flow of the cube program depends on a loop-carried tile")) };
+        let src = |i: usize| d.args[i];
+        Ok(match &d.kind {
+            OpKind::Const(c) => scalar::literal(*c, self.dtype(v)),
+            OpKind::Arange => format!("({})", idx[0]),
+            OpKind::ExpandDims(a) => {
+                let mut j = idx.to_vec();
+                j.remove(*a as usize);
+                self.skel_elem(at, src(0), &j)?
+            }
+            OpKind::Broadcast => {
+                let xs = self.shape(src(0));
+                let rs = self.shape(v);
+                let j: Vec<String> = idx.iter().enumerate().map(|(i, n)| if xs[i] == rs[i] { n.clone() } else { "0".into() }).collect();
+                self.skel_elem(at, src(0), &j)?
+            }
+            OpKind::Permute(p) => {
+                let mut j = vec![String::new(); p.len()];
+                for (i, &s) in p.iter().enumerate() {
+                    j[s as usize] = idx[i].clone();
+                }
+                self.skel_elem(at, src(0), &j)?
+            }
+            OpKind::Reshape => {
+                let xs = self.shape(src(0));
+                let rs = self.shape(v);
+                let from: Vec<usize> = (0..rs.len()).filter(|&i| rs[i] != 1).collect();
+                let to: Vec<usize> = (0..xs.len()).filter(|&i| xs[i] != 1).collect();
+                if from.len() != to.len() {
+                    return Err(self.unsupported(at, "a general reshape in the control flow of the cube program"));
+                }
+                let mut j = vec!["0".to_string(); xs.len()];
+                for (a, b) in from.iter().zip(&to) {
+                    j[*b] = idx[*a].clone();
+                }
+                self.skel_elem(at, src(0), &j)?
+            }
+            OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Cast(_) | OpKind::Bitcast => {
+                let a: Vec<String> = d.args.iter().map(|x| self.skel_elem(at, *x, idx)).collect::<Result<_>>()?;
+                let from = self.dtype(d.args[0]);
+                scalar::expr(&d.kind, from, self.dtype(v), &a).ok_or_else(|| self.unsupported(at, "a transcendental function in the control flow of the cube program"))?
+            }
+            _ => return Err(self.unsupported(at, "the control flow of the cube program depends on a vector result")),
+        })
     }
 }
 

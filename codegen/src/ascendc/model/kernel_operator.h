@@ -745,12 +745,9 @@ inline void PipeBarrier()
     auto& c = detail::CurrentCore();
     c.clock += 1;
     if (P == PIPE_ALL) {
-        detail::Clock all{};
+        // Every pipe drains: everything issued so far is complete for everyone.
         for (auto& row : c.vc) {
-            detail::Join(all, row);
-        }
-        for (auto& row : c.vc) {
-            row = all;
+            row.fill(c.clock);
         }
     }
 }
@@ -1565,4 +1562,3 @@ inline void RunKernel(uint32_t blockDim, const std::function<void()>& body)
 #define ASCEND_IS_AIC (!AscendC::detail::CurrentCore().aiv)
 #define KERNEL_TASK_TYPE_DEFAULT(t) AscendC::detail::CheckTaskType(t)
 
-using AscendC::KernelType;
