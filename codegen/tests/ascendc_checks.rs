@@ -5,7 +5,7 @@
 #[path = "ascendc_common.rs"]
 mod common;
 
-use common::{kernel, kernel_src, run_sources, Rng};
+use common::{kernel, kernel_src, run_sources, run_sources_with, Rng};
 use opc_codegen::ascendc::check;
 use opc_codegen::ascendc::lir::{Buf, CopyLen, Effect, Instr, Kernel, Pipe, Pos, Queue, Res, Stmt, Core};
 use opc_dsl::Instance;
@@ -173,7 +173,7 @@ fn model_catches_missing_flags_and_frees() {
     };
     let err = run_sources(&k, &edit("WaitFlag<HardEvent::V_S>(EVENT_ID0);"), &mut args(&mut r)).err().expect("hazard");
     assert!(err.contains("pipe hazard: PIPE_S reads UB bytes") && err.contains("last written by PIPE_V without a queue hand-off, flag pair or barrier"), "{err}");
-    let err = run_sources(&k, &edit("CrossCoreSetFlag<0x2, PIPE_FIX>(kFlagProduct);"), &mut args(&mut r)).err().expect("hang");
+    let err = run_sources_with(&k, &edit("CrossCoreSetFlag<0x2, PIPE_FIX>(kFlagProduct);"), &mut args(&mut r), 2).err().expect("hang");
     assert!(err.contains("CrossCoreWaitFlag(2): no matching CrossCoreSetFlag"), "{err}");
     let free = c.sources.kernel_cpp.lines().find(|l| l.trim().starts_with("outQueue.FreeTensor(")).expect("a FreeTensor").trim().to_string();
     let err = run_sources(&k, &edit(&free), &mut args(&mut r)).err().expect("queue balance");

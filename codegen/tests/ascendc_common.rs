@@ -127,6 +127,11 @@ pub struct SimRun {
 /// Build the rendered `kernel_cpp` (possibly edited by the caller) and run it on `args`;
 /// outputs are written back into `args`. Err carries the compiler's or the model's message.
 pub fn run_sources(k: &Kernel, sources: &opc_codegen::ascendc::Sources, args: &mut [Arg]) -> Result<SimRun, String> {
+    run_sources_with(k, sources, args, 60)
+}
+
+/// As [`run_sources`], with the model's cross-core wait limit in seconds.
+pub fn run_sources_with(k: &Kernel, sources: &opc_codegen::ascendc::Sources, args: &mut [Arg], flag_timeout_s: u32) -> Result<SimRun, String> {
     let dims = opc_ir::launch::bind_dims(k, args).map_err(|e| e.to_string())?;
     let dir = scratch(&k.name);
     std::fs::write(dir.join(format!("{}.cpp", k.name)), &sources.kernel_cpp).map_err(|e| e.to_string())?;
@@ -147,7 +152,7 @@ pub fn run_sources(k: &Kernel, sources: &opc_codegen::ascendc::Sources, args: &m
     if !cc.status.success() {
         return Err(format!("g++ failed in {}:\n{}", dir.display(), String::from_utf8_lossy(&cc.stderr)));
     }
-    let run = Command::new(dir.join("sim")).current_dir(&dir).env("OPC_MODEL_FLAG_TIMEOUT", "5").output().map_err(|e| e.to_string())?;
+    let run = Command::new(dir.join("sim")).current_dir(&dir).env("OPC_MODEL_FLAG_TIMEOUT", flag_timeout_s.to_string()).output().map_err(|e| e.to_string())?;
     if !run.status.success() {
         return Err(format!("simulation failed ({}):\n{}", run.status, String::from_utf8_lossy(&run.stderr)));
     }
