@@ -122,9 +122,12 @@ impl Fill {
     }
 }
 
+/// One run of a row on a target.
+type RunFn = Box<dyn FnMut(&Ops) -> Result<(), String>>;
+
 /// A row ready to run: inputs allocated, kernels compiled by a first run.
 pub struct Prepared {
-    run: Box<dyn FnMut(&Ops) -> Result<(), String>>,
+    run: RunFn,
 }
 
 impl Prepared {
@@ -141,7 +144,7 @@ fn e(x: opc_ops::OpError) -> String {
 /// Allocate `row`'s inputs and run it once on `ops` (compiling its kernels).
 pub fn prepare(row: &Row, ops: &Ops) -> Result<Prepared, String> {
     let mut f = Fill(0x9E37_79B9_7F4A_7C15);
-    let mut run: Box<dyn FnMut(&Ops) -> Result<(), String>> = match row.name {
+    let mut run: RunFn = match row.name {
         "gemm_f32_1024" | "gemm_bf16_1024" => {
             let d = if row.name.contains("f32") { DType::F32 } else { DType::BF16 };
             let (a, b) = (f.tensor(d, &[1024, 1024]), f.tensor(d, &[1024, 1024]));

@@ -72,7 +72,20 @@ fn run_tool(tools: &Path, name: &str) -> Result<String, String> {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let r = sh(&build).and_then(|_| sh(&format!("./{name}")));
+    // Line-buffered (`stdbuf`, when present) so that the figures printed before a crash survive:
+    // peak.c dies with SIGILL after its FMA lines on CPUs without AMX.
+    let run = if sh("command -v stdbuf").is_ok() { format!("stdbuf -oL ./{name}") } else { format!("./{name}") };
+    let r = sh(&build).and_then(|_| {
+        let out = std::process::Command::new("sh").arg("-c").arg(&run).current_dir(&dir).output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(text)
+        } else if !text.trim().is_empty() {
+            Ok(format!("{text}(`{run}` then failed: {})", out.status))
+        } else {
+            Err(format!("`{run}` failed: {} {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    });
     let _ = std::fs::remove_dir_all(&dir);
     r
 }
@@ -161,7 +174,7 @@ pub fn cmd_bench(a: &BenchArgs) -> Result<(), (u8, String)> {
     );
     let ops = opc_ops::Ops::new(target);
     let bname = baseline.as_ref().map_or("baseline".to_string(), |b| b.0.clone());
-    println!("{:<24} {:>10} {:>14} {:>9} {:>12} {:>9}  {}", "row", "ms", "rate", "of limit", format!("{bname} ms"), "speedup", "what");
+    println!("{:<24} {:>10} {:>14} {:>9} {:>12} {:>9}  what", "row", "ms", "rate", "of limit", format!("{bname} ms"), "speedup");
     let mut failed = 0;
     for row in &selected {
         let mut p = match rows::prepare(row, &ops) {

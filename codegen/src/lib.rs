@@ -48,16 +48,17 @@ pub trait Target: Send + Sync {
 
 /// Names accepted by [`target_by_name`].
 #[cfg(not(feature = "llvm22-1"))]
-pub const TARGETS: &[&str] = &["interp", "cpu"];
+pub const TARGETS: &[&str] = &["interp", "cpu", "ascendc-sim"];
 /// Names accepted by [`target_by_name`] (`llvm`: LLVM 22 JIT, feature `llvm22-1`).
 #[cfg(feature = "llvm22-1")]
-pub const TARGETS: &[&str] = &["interp", "cpu", "llvm"];
+pub const TARGETS: &[&str] = &["interp", "cpu", "llvm", "ascendc-sim"];
 
 /// Look a target up by its command-line name.
 pub fn target_by_name(name: &str) -> Result<Arc<dyn Target>> {
     match name {
         "interp" => Ok(Arc::new(interp::InterpTarget)),
         "cpu" => Ok(Arc::new(cpu::CpuTarget)),
+        "ascendc-sim" => Ok(Arc::new(ascendc::sim::AscendcSimTarget)),
         #[cfg(feature = "cuda")]
         "ptx" => Ok(Arc::new(ptx::runtime::PtxTarget)),
         #[cfg(feature = "llvm22-1")]

@@ -166,7 +166,7 @@ fn model_catches_missing_flags_and_frees() {
     // The unedited kernel runs.
     run_sources(&k, &c.sources, &mut args(&mut r)).expect("unedited kernel");
     let edit = |what: &str| {
-        let mut s = opc_codegen::ascendc::Sources { kernel_cpp: c.sources.kernel_cpp.clone(), tiling_h: c.sources.tiling_h.clone(), launch_cpp: c.sources.launch_cpp.clone() };
+        let mut s = c.sources.clone();
         let line = s.kernel_cpp.lines().find(|l| l.trim() == what).unwrap_or_else(|| panic!("no line `{what}`")).to_string();
         s.kernel_cpp = s.kernel_cpp.replacen(&format!("{line}\n"), "", 1);
         s

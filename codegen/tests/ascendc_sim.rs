@@ -9,6 +9,7 @@ use common::{check_against_interp, kernel, Rng};
 use opc_dsl::Instance;
 use opc_ir::{Arg, DType, Tensor};
 
+#[allow(clippy::too_many_arguments)]
 fn flash_args(r: &mut Rng, d: DType, b: usize, hq: usize, hkv: usize, sq: usize, sk: usize, hd: usize, causal: bool, window: Option<i32>, sinks: bool) -> Vec<Arg> {
     vec![
         Arg::Tensor(r.tensor(d, &[b, hq, sq, hd], 1.0)),
@@ -153,4 +154,25 @@ fn flash_attention_f32_vector_dots() {
     let k = kernel("flash_attention", "flash_attention", &Instance::default().dtype("T", DType::F32).konst("D", 16).tunable("BM", 16).tunable("BN", 16));
     let mut r = Rng(19);
     check_against_interp(&k, &flash_args(&mut r, DType::F32, 1, 1, 1, 20, 37, 16, true, None, false));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: std::env::var("OPC_ASCENDC_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(6), failure_persistence: None, ..Default::default() })]
+    /// One f16 FlashAttention build, random shapes and masks (ragged SQ / SK, GQA, causal,
+    /// window, sinks) against the interpreter.
+    #[test]
+    fn flash_attention_random_shapes(
+        seed in proptest::prelude::any::<u64>(),
+        b in 1usize..3, g in 1usize..3, hkv in 1usize..3, sq in 1usize..90, sk in 1usize..110,
+        causal in proptest::prelude::any::<bool>(), window in proptest::option::of(1i32..80), sinks in proptest::prelude::any::<bool>(),
+    ) {
+        static EXE: std::sync::OnceLock<(opc_ir::Kernel, opc_codegen::ascendc::sim::SimExe)> = std::sync::OnceLock::new();
+        let (k, exe) = EXE.get_or_init(|| {
+            let k = kernel("flash_attention", "flash_attention", &Instance::default().dtype("T", DType::F16).konst("D", 32).tunable("BM", 32).tunable("BN", 32));
+            let exe = common::build(&k);
+            (k, exe)
+        });
+        let mut r = Rng(seed);
+        common::check_run(exe, k, &flash_args(&mut r, DType::F16, b, g * hkv, hkv, sq, sk, 32, causal, window, sinks));
+    }
 }

@@ -10,6 +10,7 @@ use super::lower::ctype;
 use super::plan::Usage;
 
 /// The generated sources.
+#[derive(Clone, Debug)]
 pub struct Sources {
     pub kernel_cpp: String,
     pub tiling_h: String,
@@ -208,8 +209,8 @@ pub struct EmitInput<'a> {
     pub prog: &'a lir::Kernel,
     pub usage: &'a Usage,
     pub mix: bool,
-    /// Offsets of the A, B, C slots in a group's workspace and the group's bytes.
-    pub ws: (u64, u64, u64, u64),
+    /// Offsets of the A, B, C and zeros slots in a group's workspace, and the group's bytes.
+    pub ws: (u64, u64, u64, u64, u64),
     pub cores: u32,
 }
 
@@ -249,20 +250,21 @@ fn kernel_cpp(k: &Kernel, inp: &EmitInput) -> String {
             lir::Space::L0b.capacity(),
             inp.usage.l0c,
             lir::Space::L0c.capacity(),
-            inp.ws.3
+            inp.ws.4
         ));
     }
     s.push_str(&format!("\n#include \"kernel_operator.h\"\n#include \"{}_tiling.h\"\n\nusing namespace AscendC;\n\nnamespace {{\n\n", n.entry));
     s.push_str(PRELUDE);
     if inp.mix {
         s.push_str(&format!(
-            "\n// Cube <-> vector hand-off: cross-core flag ids and the GM workspace slots of one group.\nconstexpr int32_t kFlagOperands = {};\nconstexpr int32_t kFlagProduct = {};\nconstexpr uint64_t kWsA = {};\nconstexpr uint64_t kWsB = {};\nconstexpr uint64_t kWsC = {};\nconstexpr uint64_t kWsGroupBytes = {};\n",
+            "\n// Cube <-> vector hand-off: cross-core flag ids and the GM workspace slots of one group.\nconstexpr int32_t kFlagOperands = {};\nconstexpr int32_t kFlagProduct = {};\nconstexpr uint64_t kWsA = {};\nconstexpr uint64_t kWsB = {};\nconstexpr uint64_t kWsC = {};\nconstexpr uint64_t kWsZ = {};  // zeros (the host zero-initializes the workspace)\nconstexpr uint64_t kWsGroupBytes = {};\n",
             super::lower::FLAG_OPERANDS,
             super::lower::FLAG_PRODUCT,
             inp.ws.0,
             inp.ws.1,
             inp.ws.2,
-            inp.ws.3
+            inp.ws.3,
+            inp.ws.4
         ));
     }
     s.push_str("\n}  // namespace\n\n");
@@ -476,13 +478,13 @@ fn tiling_h(k: &Kernel, inp: &EmitInput) -> String {
     }
     s.push_str("};\n\n");
     s.push_str(&format!("constexpr uint32_t k{}Cores = {};  // {}\n", camel(&k.name), inp.cores, if inp.mix { "AI Core groups (1 AIC + 2 AIV) of a 910B2" } else { "vector cores of a 910B2" }));
-    s.push_str(&format!("constexpr uint64_t k{}WorkspaceGroupBytes = {};\n\n", camel(&k.name), inp.ws.3));
+    s.push_str(&format!("constexpr uint64_t k{}WorkspaceGroupBytes = {};\n\n", camel(&k.name), inp.ws.4));
     let sargs: Vec<String> = scalars.iter().map(|(nm, d)| format!("{} {nm}", if *d == DType::F32 { "float" } else if *d == DType::Bool { "bool" } else { "int32_t" })).collect();
     let mut args = vec![format!("const {}& shape", n.shape)];
     args.extend(sargs);
     args.push(format!("{}* t", n.tiling));
     args.push("uint64_t* workspaceBytes".into());
-    s.push_str("// Fill the tiling data; returns blockDim (cores to launch) and the GM workspace size.\n");
+    s.push_str("// Fill the tiling data; returns blockDim (cores to launch) and the GM workspace size. The\n// workspace must be zero-initialized (aclrtMemset) before the launch.\n");
     s.push_str(&format!("inline uint32_t {}({})\n{{\n", n.tiling_fn, args.join(", ")));
     for d in &dims {
         s.push_str(&format!("    t->{d} = shape.{d};\n"));

@@ -42,6 +42,7 @@ pub mod lir;
 mod liveness;
 mod lower;
 mod plan;
+pub mod sim;
 
 use opc_ir::Kernel;
 use serde_json::json;
@@ -116,8 +117,8 @@ pub fn compile(k: &Kernel) -> Result<Compiled> {
     prog.aic = aic;
     prog.aiv_peer = peer;
     prog.cube_sites = cube_sites;
-    let (a, b, c) = lower::workspace_slots(k);
-    prog.workspace_per_core = a + b + c;
+    let (a, b, c, z) = lower::workspace_slots(k);
+    prog.workspace_per_core = a + b + c + z;
     let usage = plan::plan(&mut prog, k)?;
     check::check(&prog, k, "the vector program", &prog.aiv)?;
     if let Some(aic) = &prog.aic {
@@ -126,9 +127,9 @@ pub fn compile(k: &Kernel) -> Result<Compiled> {
     if let Some(peer) = &prog.aiv_peer {
         check::check(&prog, k, "the peer program", peer)?;
     }
-    let inp = emit::EmitInput { prog: &prog, usage: &usage, mix, ws: (0, a, a + b, a + b + c), cores: if mix { AIC_CORES } else { AIV_CORES } };
+    let inp = emit::EmitInput { prog: &prog, usage: &usage, mix, ws: (0, a, a + b, a + b + c, a + b + c + z), cores: if mix { AIC_CORES } else { AIV_CORES } };
     let sources = emit::emit(k, &inp);
-    Ok(Compiled { sources, usage, mix, cube_sites, workspace_group_bytes: a + b + c, program: prog })
+    Ok(Compiled { sources, usage, mix, cube_sites, workspace_group_bytes: a + b + c + z, program: prog })
 }
 
 /// The `ascendc` renderer (`opc build --target ascendc`).

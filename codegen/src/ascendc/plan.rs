@@ -3,7 +3,8 @@
 //!
 //! Tiles whose live ranges (see `liveness.rs`) do not overlap share memory: first fit in order
 //! of first use, every offset 256-byte aligned (vector repeats; 32-byte alignment follows). The
-//! queues (`TQue`, `num` buffers each) sit outside the arena. A plan that does not fit is a
+//! queues (`TQue`, `num` buffers each) sit outside the arena; when double-buffered queues do
+//! not fit, they drop to one buffer each before the plan is rejected. A plan that does not fit is a
 //! compile error naming the buffer, the bytes needed and available, the largest tiles live at
 //! the peak with their DSL locations, and the tunables they come from.
 
@@ -53,6 +54,7 @@ pub fn plan(k: &mut lir::Kernel, ir: &opc_ir::Kernel) -> Result<Usage> {
         placed.push(i);
     }
     // 256 bytes after the tiles: the scratch of `ScalarMath` (scalar transcendental functions).
+    let tiles_peak = peak;
     let peak = peak + 256;
     let usage = Usage {
         calc: peak,
@@ -62,45 +64,50 @@ pub fn plan(k: &mut lir::Kernel, ir: &opc_ir::Kernel) -> Result<Usage> {
         l0b: k.queue_bytes(Space::L0b),
         l0c: k.queue_bytes(Space::L0c),
     };
+    let mut usage = usage;
+    if usage.ub > Space::Ub.capacity() && k.queues.iter().any(|q| q.pos.space() == Space::Ub && q.num > 1) {
+        // Double buffering is the first thing to give up: one buffer per VECIN/VECOUT queue.
+        let single: u64 = k.queues.iter().filter(|q| q.pos.space() == Space::Ub).map(|q| q.bytes).sum();
+        if peak + single <= Space::Ub.capacity() {
+            for q in k.queues.iter_mut().filter(|q| q.pos.space() == Space::Ub) {
+                q.num = 1;
+            }
+            usage.ub = peak + single;
+        }
+    }
     for (space, used) in [(Space::Ub, usage.ub), (Space::L1, usage.l1), (Space::L0a, usage.l0a), (Space::L0b, usage.l0b), (Space::L0c, usage.l0c)] {
         if used > space.capacity() {
-            return Err(over_budget(k, ir, space, used, peak));
+            return Err(over_budget(k, ir, space, used, tiles_peak));
         }
     }
     Ok(usage)
 }
 
 fn over_budget(k: &lir::Kernel, ir: &opc_ir::Kernel, space: Space, used: u64, peak: u64) -> CodegenError {
+    let what = match space {
+        Space::Ub => "UB (calc arena + VECIN/VECOUT queues)",
+        Space::L1 => "L1 (A1/B1 queues)",
+        Space::L0a => "L0A (A2 queue)",
+        Space::L0b => "L0B (B2 queue)",
+        Space::L0c => "L0C (CO1 queue)",
+    };
     let mut msg = format!(
-        "the tile configuration does not fit the 910B's {}: buffer `{}` needs {used} bytes, {} bytes available",
+        "the tile configuration does not fit the 910B's {}: buffer {what} needs {used} bytes, {} bytes available",
         space.name(),
-        match space {
-            Space::Ub => "UB (calc arena + VECIN/VECOUT queues)",
-            Space::L1 => "L1 (A1/B1 queues)",
-            Space::L0a => "L0A (A2 queue)",
-            Space::L0b => "L0B (B2 queue)",
-            Space::L0c => "L0C (CO1 queue)",
-        },
         space.capacity()
     );
+    let at = |loc: Option<opc_ir::Loc>| loc.map(|l| format!(", DSL line {}:{}", l.line, l.col)).unwrap_or_default();
     for q in k.queues.iter().filter(|q| q.pos.space() == space) {
         msg.push_str(&format!("\n  {}: {} x {} bytes ({})", q.name, q.num, q.bytes, q.what));
     }
     if space == Space::Ub {
-        msg.push_str(&format!("\n  calc arena: {peak} bytes at the peak; the largest tiles live there:"));
-        // The tiles live at the peak position.
-        let at = k
-            .bufs
-            .iter()
-            .filter(|b| b.off.map(|o| o + b.bytes) == Some(peak))
-            .map(|b| b.live.0)
-            .next()
-            .unwrap_or(0);
-        let mut live: Vec<&lir::Buf> = k.bufs.iter().filter(|b| b.live.0 <= at && at <= b.live.1).collect();
+        msg.push_str(&format!("\n  calc arena: {} bytes at the peak; the largest tiles live there:", peak + 256));
+        // The position where the arena peaks: the start of the tile that ends highest.
+        let top = k.bufs.iter().filter(|b| b.off.map(|o| o + b.bytes) == Some(peak)).map(|b| b.live.0).next().unwrap_or(0);
+        let mut live: Vec<&lir::Buf> = k.bufs.iter().filter(|b| b.live.0 <= top && top <= b.live.1).collect();
         live.sort_by_key(|b| std::cmp::Reverse(b.bytes));
         for b in live.iter().take(4) {
-            let loc = b.loc.map(|l| format!(", DSL {}:{}", l.line, l.col)).unwrap_or_default();
-            msg.push_str(&format!("\n    {} ({} bytes{loc})", b.what, b.bytes));
+            msg.push_str(&format!("\n    {} ({} bytes{})", b.what, b.bytes, at(b.loc)));
         }
     }
     let tun: Vec<String> = ir.tunables.iter().map(|t| format!("{} = {} (level {}, one of {:?})", t.name, t.value, t.level, t.space)).collect();

@@ -84,9 +84,12 @@ extern "C" fn fma_f64(a: f64, b: f64, c: f64) -> f64 {
     a.mul_add(b, c)
 }
 
+/// Returns a function's address.
+type Address = fn() -> *const u8;
+
 /// The libcalls Cranelift may emit for float rounding / FMA on CPUs without SSE4.1 / FMA, with
 /// their implementations (the same Rust functions the interpreter's semantics use).
-const LIBCALLS: [(LibCall, fn() -> *const u8); 10] = [
+const LIBCALLS: [(LibCall, Address); 10] = [
     (LibCall::FloorF32, || floor_f32 as *const u8),
     (LibCall::CeilF32, || ceil_f32 as *const u8),
     (LibCall::TruncF32, || trunc_f32 as *const u8),

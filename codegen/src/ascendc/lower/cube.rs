@@ -44,9 +44,10 @@ pub(in crate::ascendc) fn cube_eligible(k: &opc_ir::Kernel, op: &Op) -> bool {
     matches!(a.dtype, DType::F16 | DType::BF16) && a.shape.len() == 2 && b.shape.len() == 2 && a.shape.iter().chain(&b.shape).all(|n| n % 16 == 0)
 }
 
-/// The GM workspace slot sizes of one group: (A bytes, B bytes, C bytes), each the largest
-/// over the kernel's cube sites, rounded to 512 bytes.
-pub(in crate::ascendc) fn workspace_slots(k: &opc_ir::Kernel) -> (u64, u64, u64) {
+/// The GM workspace slot sizes of one group: (A bytes, B bytes, C bytes, zeros bytes), each the
+/// largest over the kernel's cube sites, rounded to 512 bytes. The zeros slot (zero-initialized
+/// by the host, never written) pads the L1 tiles of clipped GM operands.
+pub(in crate::ascendc) fn workspace_slots(k: &opc_ir::Kernel) -> (u64, u64, u64, u64) {
     let (mut a, mut b, mut c) = (0u64, 0u64, 0u64);
     opc_ir::walk_ops(&k.body, &mut |op| {
         if cube_eligible(k, op) {
@@ -58,7 +59,7 @@ pub(in crate::ascendc) fn workspace_slots(k: &opc_ir::Kernel) -> (u64, u64, u64)
         }
     });
     let r = |x: u64| crate::ascendc::lir::round_up(x, 512);
-    (r(a), r(b), r(c))
+    (r(a), r(b), r(c), r(a.max(b)))
 }
 
 impl Lower<'_> {
@@ -172,11 +173,17 @@ impl Lower<'_> {
         let (m, kk, n) = (sa[0] as u64, sa[1] as u64, sb[1] as u64);
         let ct = ctype(da);
         self.comment(format!("cube hand-off #{site}: [{m}x{kk}]·[{kk}x{n}]{} on the AIC", if bt { " (B given transposed)" } else { "" }));
-        let ab = self.materialize(op, a)?;
-        let bb = self.materialize(op, bv)?;
-        let (wa, wb, wc) = (self.ws_tensor("kWsA", da), self.ws_tensor("kWsB", da), self.ws_tensor("kWsC", DType::F32));
-        let oq = self.queue(Pos::VecOut, (m * kk).max(kk * n) * 2);
-        for (src, ws, cnt) in [(ab, wa, m * kk), (bb, wb, kk * n)] {
+        let mut send = vec![];
+        for (v, slot, cnt) in [(a, "kWsA", m * kk), (bv, "kWsB", kk * n)] {
+            if !matches!(self.val(v), Val::Gm(_)) {
+                let b = self.materialize(op, v)?;
+                let ws = self.ws_tensor(slot, da);
+                send.push((b, ws, cnt));
+            }
+        }
+        let wc = self.ws_tensor("kWsC", DType::F32);
+        let oq = if send.is_empty() { 0 } else { self.queue(Pos::VecOut, (m * kk).max(kk * n) * 2) };
+        for (src, ws, cnt) in send {
             let tn = self.fresh("out");
             let qn = self.out.queues[oq].name.clone();
             let sn = self.bname(src);
@@ -235,7 +242,7 @@ impl Lower<'_> {
         let (sa, sb) = (self.shape(op.args[0]), self.shape(op.args[1]));
         let (m, kk, n) = (sa[0] as u64, sa[1] as u64, sb[1] as u64);
         self.comment(format!("cube site #{site}: C[{m}x{n}] = A[{m}x{kk}] · B[{kk}x{n}]{}", if bt { " (B arrives as Bᵀ)" } else { "" }));
-        let (wa, wb, wc) = (self.ws_tensor("kWsA", da), self.ws_tensor("kWsB", da), self.ws_tensor("kWsC", DType::F32));
+        let wc = self.ws_tensor("kWsC", DType::F32);
         let qa1 = self.cube_queue(Pos::A1, "inQueueA1", m * kk * 2);
         let qb1 = self.cube_queue(Pos::B1, "inQueueB1", kk * n * 2);
         let qa2 = self.cube_queue(Pos::A2, "inQueueA2", m * kk * 2);
@@ -244,16 +251,24 @@ impl Lower<'_> {
         let names = |l: &Lower, q: usize| l.out.queues[q].name.clone();
         let (a1, b1, a2, b2, c1) = (self.fresh("a1_"), self.fresh("b1_"), self.fresh("a2_"), self.fresh("b2_"), self.fresh("c1_"));
         self.instr(Pipe::Mte2, "CrossCoreWaitFlag(kFlagOperands);", vec![], vec![], Effect::CrossCoreWait(FLAG_OPERANDS));
-        // GM (ND) → L1 (NZ).
+        // GM (ND) → L1 (NZ): from the workspace, or straight from the operand's tensor.
         let (brows, bcols) = if bt { (n, kk) } else { (kk, n) };
-        for (q, t, ws, rows, cols) in [(qa1, &a1, &wa, m, kk), (qb1, &b1, &wb, brows, bcols)] {
+        let (bv, _) = self.cube_b(op.args[1]);
+        let operands = [(qa1, a1.clone(), "kWsA", op.args[0], m, kk), (qb1, b1.clone(), "kWsB", bv, brows, bcols)];
+        for (q, t, slot, v, rows, cols) in operands {
             let qn = names(self, q);
             self.instr(Pipe::Mte2, format!("LocalTensor<{ct}> {t} = {qn}.AllocTensor<{ct}>();"), vec![], vec![Res::Queue(q)], Effect::AllocTensor(q));
-            self.line(format!("Nd2NzParams {t}Nd;"));
-            self.line(format!(
-                "{t}Nd.ndNum = 1; {t}Nd.nValue = {rows}; {t}Nd.dValue = {cols}; {t}Nd.srcNdMatrixStride = 0; {t}Nd.srcDValue = {cols}; {t}Nd.dstNzC0Stride = {rows}; {t}Nd.dstNzNStride = 1; {t}Nd.dstNzMatrixStride = 0;"
-            ));
-            self.instr(Pipe::Mte2, format!("DataCopy({t}, {ws}, {t}Nd);"), vec![Res::Gm], vec![Res::Queue(q)], Effect::Copy(CopyLen::Elems { count: rows * cols, elem_bytes: 2 }));
+            match self.val(v) {
+                Val::Gm(i) => self.l1_from_gm(q, &t, i, da, rows, cols)?,
+                _ => {
+                    let ws = self.ws_tensor(slot, da);
+                    self.line(format!("Nd2NzParams {t}Nd;"));
+                    self.line(format!(
+                        "{t}Nd.ndNum = 1; {t}Nd.nValue = {rows}; {t}Nd.dValue = {cols}; {t}Nd.srcNdMatrixStride = 0; {t}Nd.srcDValue = {cols}; {t}Nd.dstNzC0Stride = {rows}; {t}Nd.dstNzNStride = 1; {t}Nd.dstNzMatrixStride = 0;"
+                    ));
+                    self.instr(Pipe::Mte2, format!("DataCopy({t}, {ws}, {t}Nd);"), vec![Res::Gm], vec![Res::Queue(q)], Effect::Copy(CopyLen::Elems { count: rows * cols, elem_bytes: 2 }));
+                }
+            }
             self.instr(Pipe::Mte2, format!("{qn}.EnQue({t});"), vec![], vec![], Effect::EnQue(q));
         }
         // L1 → L0A: one LoadData per 16-row band of A (fractals in zZ order).
@@ -307,6 +322,54 @@ impl Lower<'_> {
         self.instr(Pipe::Fix, format!("Fixpipe<float, float, CFG_ROW_MAJOR>({wc}, {c1}, {c1}Fp);"), vec![Res::Queue(qc)], vec![Res::Gm], Effect::None);
         self.instr(Pipe::Fix, format!("{qcn}.FreeTensor({c1});"), vec![], vec![], Effect::FreeTensor(qc));
         self.instr(Pipe::Fix, "CrossCoreSetFlag<0x2, PIPE_FIX>(kFlagProduct);", vec![], vec![], Effect::CrossCoreSet(FLAG_PRODUCT));
+        Ok(())
+    }
+
+    /// Copy the box of direct load `i` into the L1 tile `t` ([rows, cols] in NZ): zeros from
+    /// the workspace's zero slot first when the box is clipped (the cube must never see
+    /// garbage in the reduction dim), then the valid rows and columns.
+    fn l1_from_gm(&mut self, q: usize, t: &str, i: usize, d: DType, rows: u64, cols: u64) -> Result<()> {
+        let load = self.direct[i].clone();
+        let OpKind::Load { tensor, .. } = load.kind else { return Err(self.unsupported(&load, "not a load")) };
+        let bx = self.box_access(&load, tensor).ok_or_else(|| self.unsupported(&load, "the cube operand is no longer a box"))?;
+        let g = self.clip(tensor, &bx);
+        let ct = ctype(d);
+        let c0 = 16u64;
+        let z = self.ws_tensor("kWsZ", d);
+        self.line(format!("Nd2NzParams {t}Nd;"));
+        self.line(format!(
+            "{t}Nd.ndNum = 1; {t}Nd.nValue = {rows}; {t}Nd.dValue = {cols}; {t}Nd.srcNdMatrixStride = 0; {t}Nd.srcDValue = {cols}; {t}Nd.dstNzC0Stride = {rows}; {t}Nd.dstNzNStride = 1; {t}Nd.dstNzMatrixStride = 0;"
+        ));
+        self.push();
+        self.instr(Pipe::Mte2, format!("DataCopy({t}, {z}, {t}Nd);"), vec![Res::Gm], vec![Res::Queue(q)], Effect::Copy(CopyLen::Elems { count: rows * cols, elem_bytes: 2 }));
+        let zero = self.pop();
+        self.push_stmt(crate::ascendc::lir::Stmt::If { cond: format!("!({} && {})", g.inb, g.full), then_: zero, else_: vec![] });
+        let (lr, lc, nr, nc) = (g.lo[0].clone(), g.lo[1].clone(), g.n(0), g.n(1));
+        let gm = self.gm(tensor);
+        let off = g.gm_off.clone();
+        let stride = g.row_stride.clone();
+        self.push();
+        self.line(format!("{t}Nd.nValue = {nr}; {t}Nd.srcDValue = static_cast<uint16_t>({stride});"));
+        self.push();
+        self.line(format!("{t}Nd.dValue = {nc};"));
+        self.instr(Pipe::Mte2, format!("DataCopy({t}[({lc} / {c0}) * {rows} * {c0} + {lr} * {c0}], {gm}[{off}], {t}Nd);"), vec![Res::Gm], vec![Res::Queue(q)], Effect::Copy(CopyLen::Pad));
+        let aligned = self.pop();
+        // A first column inside a fractal column (a negative start): one column at a time.
+        self.push();
+        self.line(format!("{t}Nd.dValue = 1;"));
+        let c = format!("{t}C");
+        self.instr(
+            Pipe::Mte2,
+            format!("for (int32_t {c} = 0; {c} < {nc}; ++{c}) {{\n    DataCopy({t}[(({lc} + {c}) / {c0}) * {rows} * {c0} + {lr} * {c0} + ({lc} + {c}) % {c0}], {gm}[{off} + {c}], {t}Nd);\n}}"),
+            vec![Res::Gm],
+            vec![Res::Queue(q)],
+            Effect::Copy(CopyLen::Pad),
+        );
+        let columns = self.pop();
+        self.push_stmt(crate::ascendc::lir::Stmt::If { cond: format!("{lc} % {c0} == 0"), then_: aligned, else_: columns });
+        let copy = self.pop();
+        self.push_stmt(crate::ascendc::lir::Stmt::If { cond: format!("{} && {nr} > 0 && {nc} > 0", g.inb), then_: copy, else_: vec![] });
+        let _ = ct;
         Ok(())
     }
 

@@ -20,7 +20,7 @@
 //! **Everything else** (gathers, tile masks, a first column that is not 0, packed 4-bit types)
 //! runs element by element on the scalar unit with `GlobalTensor::GetValue` / `SetValue`.
 
-use opc_ir::{DType, DimExpr, Op, ParamKind, ValueId};
+use opc_ir::{DType, DimExpr, Op, OpKind, ParamKind, ValueId};
 
 use super::{c0, ctype, elem_bytes, layout, scalar_ctype, Lower, Val};
 use crate::ascendc::lir::{self, BufId, CopyLen, Effect, Pipe, Pos, Res, Stmt};
@@ -34,7 +34,7 @@ struct BoxDim {
     drive: Option<(usize, String)>,
 }
 
-struct BoxAccess {
+pub(super) struct BoxAccess {
     /// Tensor dims indexed by a scalar: (dim, index expression).
     scalars: Vec<(usize, String)>,
     dims: Vec<BoxDim>,
@@ -57,7 +57,7 @@ impl Lower<'_> {
         }
     }
 
-    fn tensor_dims(&self, t: usize) -> Vec<DimExpr> {
+    pub(super) fn tensor_dims(&self, t: usize) -> Vec<DimExpr> {
         match &self.k.params[t].kind {
             ParamKind::Tensor { dims, .. } => dims.clone(),
             ParamKind::Scalar { .. } => vec![],
@@ -79,7 +79,7 @@ impl Lower<'_> {
         format!("{}Gm", self.k.params[t].name)
     }
 
-    fn box_access(&self, op: &Op, t: usize) -> Option<BoxAccess> {
+    pub(super) fn box_access(&self, op: &Op, t: usize) -> Option<BoxAccess> {
         let rank = self.tensor_dims(t).len();
         let mut scalars = vec![];
         let mut dims = vec![];
@@ -128,10 +128,34 @@ impl Lower<'_> {
 
     // ---- load -------------------------------------------------------------------------------
 
+    /// If `op` (a tile load) only feeds cube dots and is a box, record it as a direct GM → L1
+    /// operand and return its index in `direct`.
+    pub(super) fn direct_load(&mut self, op: &Op, t: usize) -> Option<usize> {
+        let OpKind::Load { has_mask: false, .. } = op.kind else { return None };
+        let r = op.results[0];
+        let d = self.dtype(r);
+        let rank = self.tensor_dims(t).len();
+        if !self.cube_kernel || !matches!(d, DType::F16 | DType::BF16) || self.shape(r).len() != 2 || !super::feeds_cube_only(self.k, r) {
+            return None;
+        }
+        // Every index must be known here (the cube program computes only what it needs).
+        if op.args[..rank].iter().any(|a| self.vals[a.0 as usize].is_none()) {
+            return None;
+        }
+        self.box_access(op, t)?;
+        self.direct.push(op.clone());
+        Some(self.direct.len() - 1)
+    }
+
     pub(super) fn lower_load(&mut self, op: &Op, t: usize, has_mask: bool, has_other: bool) -> Result<()> {
         let r = op.results[0];
         if self.k.ty(r).is_scalar() {
             return self.scalar_load(op, t, has_mask, has_other);
+        }
+        if let Some(i) = self.direct_load(op, t) {
+            self.comment(format!("{}[..] -> %{}: read by the cube straight from GM", self.k.params[t].name, r.0));
+            self.set(r, Val::Gm(i));
+            return Ok(());
         }
         let rank = self.tensor_dims(t).len();
         let (d, shape) = (self.dtype(r), self.shape(r));
@@ -202,7 +226,7 @@ impl Lower<'_> {
     }
 
     /// Declare the clipped extent of every box dim; returns the names.
-    fn clip(&mut self, t: usize, bx: &BoxAccess) -> Clip {
+    pub(super) fn clip(&mut self, t: usize, bx: &BoxAccess) -> Clip {
         let dims = self.tensor_dims(t);
         let id = self.fresh("x");
         let mut inb = vec!["true".to_string()];
@@ -510,19 +534,19 @@ impl Lower<'_> {
 }
 
 /// Run-time extents of a clipped box (C++ names).
-struct Clip {
-    inb: String,
-    full: String,
-    lo: Vec<String>,
-    n: Vec<String>,
-    strides: Vec<String>,
-    gm_off: String,
-    row_stride: String,
+pub(super) struct Clip {
+    pub inb: String,
+    pub full: String,
+    pub lo: Vec<String>,
+    pub n: Vec<String>,
+    pub strides: Vec<String>,
+    pub gm_off: String,
+    pub row_stride: String,
 }
 
 impl Clip {
     /// Valid count of dim `j` (`1` for a missing dim).
-    fn n(&self, j: usize) -> String {
+    pub(super) fn n(&self, j: usize) -> String {
         self.n.get(j).cloned().unwrap_or_else(|| "1".into())
     }
 }

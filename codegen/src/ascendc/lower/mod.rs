@@ -48,6 +48,9 @@ pub(super) enum Val {
     Affine { base: String, coefs: Vec<i64> },
     Tile(BufId),
     View { buf: BufId, off: i64, strides: Vec<i64> },
+    /// A box `load` that only feeds the cube: never brought into UB; the cube program copies
+    /// it from GM straight into L1 (index into `Lower::direct`).
+    Gm(usize),
 }
 
 /// Which program the walk emits.
@@ -133,6 +136,8 @@ pub(super) struct Lower<'k> {
     /// Index of the next `dot` site met by the walk.
     dot_site: usize,
     pub loc: Option<Loc>,
+    /// Loads the cube reads straight from GM (see `Val::Gm`).
+    pub(super) direct: Vec<Op>,
 }
 
 impl<'k> Lower<'k> {
@@ -153,6 +158,7 @@ impl<'k> Lower<'k> {
             out_q: None,
             dot_site: 0,
             loc: None,
+            direct: vec![],
         }
     }
 
@@ -163,6 +169,7 @@ impl<'k> Lower<'k> {
         self.stack = vec![vec![]];
         self.pos = 0;
         self.dot_site = 0;
+        self.direct.clear();
         let body = self.k.body.clone();
         self.block(&body)?;
         Ok(self.stack.pop().unwrap_or_default())
@@ -172,7 +179,7 @@ impl<'k> Lower<'k> {
 
     pub fn where_(&self) -> String {
         match self.loc {
-            Some(l) => format!("{}:{}:{}", self.file, l.line, l.col),
+            Some(l) => format!("{} line {}:{}", self.file, l.line, l.col),
             None => self.file.clone(),
         }
     }
@@ -222,11 +229,11 @@ impl<'k> Lower<'k> {
         self.instr(Pipe::S, "PipeBarrier<PIPE_ALL>();", vec![], vec![], Effect::Barrier(None));
     }
 
-    fn push(&mut self) {
+    pub(super) fn push(&mut self) {
         self.stack.push(vec![]);
     }
 
-    fn pop(&mut self) -> Vec<Stmt> {
+    pub(super) fn pop(&mut self) -> Vec<Stmt> {
         self.stack.pop().unwrap_or_default()
     }
 
@@ -562,9 +569,17 @@ impl<'k> Lower<'k> {
                     return Ok(());
                 }
                 if !self.k.ty(r).is_scalar() {
-                    // Tiles the control flow needs are evaluated element by element where a
-                    // scalar reduces them (`skeleton_reduce`): the AIC has no UB.
-                    return Ok(());
+                    // Index tiles stay symbolic (`Splat` / `Affine`); cube operands loaded from
+                    // GM are copied at their dot; other tiles the control flow needs are
+                    // evaluated element by element where a scalar reduces them
+                    // (`skeleton_reduce`): the AIC has no UB.
+                    if let OpKind::Load { tensor, .. } = op.kind {
+                        if let Some(i) = self.direct_load(op, tensor) {
+                            self.set(r, Val::Gm(i));
+                        }
+                        return Ok(());
+                    }
+                    return self.symbolic_tile_op(op);
                 }
                 match &op.kind {
                     OpKind::Load { tensor, has_mask, has_other } => self.scalar_load(op, *tensor, *has_mask, *has_other),
@@ -771,6 +786,11 @@ fn needed_for_control(k: &Kernel) -> HashSet<ValueId> {
     opc_ir::walk_ops(&k.body, &mut |op| match op.kind {
         OpKind::For if contains_dot(op) => needed.extend(op.args[..3].iter().copied()),
         OpKind::If if contains_dot(op) => needed.push_all(&op.args[..1]),
+        OpKind::Load { has_mask: false, .. } if feeds_cube_only(k, op.results[0]) => {
+            let rank = op.args.len() - matches!(op.kind, OpKind::Load { has_other: true, .. }) as usize;
+            needed.extend(op.args[..rank].iter().copied());
+            needed.insert(op.results[0]);
+        }
         _ => {}
     });
     // Fixpoint: operands of needed defs, yields of needed `if`/`for` results.
@@ -832,4 +852,35 @@ impl PushAll for HashSet<ValueId> {
     fn push_all(&mut self, v: &[ValueId]) {
         self.extend(v.iter().copied());
     }
+}
+
+/// Whether every use of `v` is an operand of a cube `dot` (A directly, B directly or through
+/// `trans`).
+pub(super) fn feeds_cube_only(k: &Kernel, v: ValueId) -> bool {
+    let mut uses = 0;
+    let mut ok = true;
+    let mut check_b_of = vec![];
+    opc_ir::walk_ops(&k.body, &mut |o| {
+        for (i, a) in o.args.iter().enumerate() {
+            if *a != v {
+                continue;
+            }
+            uses += 1;
+            match &o.kind {
+                OpKind::Dot if i < 2 && cube::cube_eligible(k, o) => {}
+                OpKind::Permute(p) if p == &[1, 0] => check_b_of.push(o.results[0]),
+                _ => ok = false,
+            }
+        }
+    });
+    for t in check_b_of {
+        opc_ir::walk_ops(&k.body, &mut |o| {
+            for (i, a) in o.args.iter().enumerate() {
+                if *a == t && !(matches!(o.kind, OpKind::Dot) && i == 1 && cube::cube_eligible(k, o)) {
+                    ok = false;
+                }
+            }
+        });
+    }
+    ok && uses > 0
 }

@@ -259,6 +259,7 @@ impl Lower<'_> {
             }
             Val::Tile(b) => read(b, 0, &layout(d, &self.shape(v)).0),
             Val::View { buf, off, strides } => read(buf, off, &strides),
+            Val::Gm(_) => "/* cube operand in GM */0".into(),
         }
     }
 

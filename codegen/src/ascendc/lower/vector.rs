@@ -49,6 +49,26 @@ impl Lower<'_> {
         }
     }
 
+    /// In the cube program / peer skeleton: the index arithmetic that stays symbolic
+    /// (`Splat` / `Affine`, no instructions); anything else is left undefined.
+    pub(super) fn symbolic_tile_op(&mut self, op: &Op) -> Result<()> {
+        let symbolic = |l: &Lower, v: ValueId| matches!(l.vals[v.0 as usize], Some(Val::Scalar(_) | Val::Splat(_) | Val::Affine { .. }));
+        let uniform = |l: &Lower, v: ValueId| matches!(l.vals[v.0 as usize], Some(Val::Scalar(_) | Val::Splat(_)));
+        match &op.kind {
+            OpKind::Const(_) | OpKind::Arange => self.tile_op(op),
+            OpKind::Broadcast | OpKind::ExpandDims(_) | OpKind::Permute(_) if symbolic(self, op.args[0]) => self.view_op(op),
+            OpKind::Reshape if uniform(self, op.args[0]) => self.view_op(op),
+            OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Cast(_) | OpKind::Bitcast if op.args.iter().all(|a| uniform(self, *a)) => self.elementwise(op),
+            OpKind::Binary(_) if op.args.iter().all(|a| symbolic(self, *a)) => {
+                if let Some(v) = self.affine_op(op) {
+                    self.set(op.results[0], v);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn view_op(&mut self, op: &Op) -> Result<()> {
         let r = op.results[0];
         let x = op.args[0];
@@ -80,6 +100,8 @@ impl Lower<'_> {
         };
         let v = match (self.val(x), map) {
             (Val::Scalar(s) | Val::Splat(s), _) => Val::Splat(s),
+            // `trans` of a cube operand in GM: the cube reads the untransposed tile (`cube_b`).
+            (Val::Gm(i), _) => Val::Gm(i),
             (Val::Affine { base, coefs }, Some(m)) => Val::Affine { base, coefs: m.iter().map(|s| s.map(|i| coefs[i]).unwrap_or(0)).collect() },
             (Val::Tile(b), Some(m)) => {
                 let st = layout(self.dtype(x), &xs).0;
@@ -117,6 +139,24 @@ impl Lower<'_> {
         };
         self.set(r, v);
         Ok(())
+    }
+
+    /// A dense operand tile whose life ends at this op, of the result's dtype and shape: the
+    /// result can be computed in place (elementwise vector instructions allow dst == src).
+    fn reusable(&self, b: BufId, d: DType, shape: &[usize]) -> Option<BufId> {
+        let buf = &self.out.bufs[b];
+        let (_, elems) = layout(d, shape);
+        let bytes = crate::ascendc::lir::round_up(elems * super::elem_bytes(d), 256);
+        (buf.live.1 == self.pos() && buf.elem == ctype(d) && buf.bytes == bytes && !buf.what.starts_with("loop-carried") && !buf.what.starts_with("if result")).then_some(b)
+    }
+
+    /// Take over buffer `b` for the result `r` (in place).
+    fn adopt(&mut self, b: BufId, r: ValueId) -> BufId {
+        let until = self.last_use(r);
+        let buf = &mut self.out.bufs[b];
+        buf.live.1 = buf.live.1.max(until);
+        buf.what = format!("{}, then %{} in place", buf.what, r.0);
+        b
     }
 
     /// Give a uniform scalar expression a name (evaluated once).
@@ -235,6 +275,7 @@ impl Lower<'_> {
                 }
             }
             Val::Affine { .. } => Operand::Dense(self.materialize(op, v)?),
+            Val::Gm(_) => return Err(self.unsupported(op, "a cube operand read straight from GM used by a vector op")),
         })
     }
 
@@ -287,7 +328,14 @@ impl Lower<'_> {
                 }
                 let x = self.operand(op, op.args[0], &shape)?;
                 let y = self.operand(op, op.args[1], &shape)?;
-                let dst = self.alloc(d, &shape, self.last_use(r), format!("%{} {}", r.0, self.k.ty(r)));
+                let reuse = [&x, &y].iter().find_map(|o| match o {
+                    Operand::Dense(b) => self.reusable(*b, d, &shape),
+                    _ => None,
+                });
+                let dst = match reuse {
+                    Some(b) => self.adopt(b, r),
+                    None => self.alloc(d, &shape, self.last_use(r), format!("%{} {}", r.0, self.k.ty(r))),
+                };
                 if d == DType::BF16 {
                     let (x, y) = (self.up_to_f32(x, d, &shape), self.up_to_f32(y, d, &shape));
                     let t = self.temp(DType::F32, &shape, "bf16 arithmetic in f32");
@@ -308,7 +356,10 @@ impl Lower<'_> {
                     return Ok(false);
                 }
                 let x = self.materialize(op, op.args[0])?;
-                let dst = self.alloc(d, &shape, self.last_use(r), format!("%{} {}", r.0, self.k.ty(r)));
+                let dst = match self.reusable(x, d, &shape) {
+                    Some(b) => self.adopt(b, r),
+                    None => self.alloc(d, &shape, self.last_use(r), format!("%{} {}", r.0, self.k.ty(r))),
+                };
                 if d == DType::BF16 {
                     let xf = self.cast_buf(x, d, DType::F32, &shape, Rounding::Rne);
                     let t = self.temp(DType::F32, &shape, "bf16 math in f32");
@@ -477,6 +528,7 @@ impl Lower<'_> {
                     &[dst],
                 );
             }
+            Val::Gm(_) => return Err(self.unsupported(_op, "a cube operand read straight from GM used by a vector op")),
             _ => {
                 let reads = self.bufs_of(v);
                 self.scalar_fill(dst, d, &shape, reads, &|l, idx| l.elem(v, idx));

@@ -8,8 +8,9 @@
 //  - one thread per core: AIV-only kernels run blockDim vector cores; MIX_AIC_1_2 kernels run
 //    blockDim groups of 1 AIC + 2 AIV (GetBlockIdx on an AIV is group * 2 + sub-block);
 //  - per-position arenas with the real capacities (UB 192 KiB, L1 512 KiB, L0A / L0B 64 KiB,
-//    L0C 128 KiB); allocation overflow, 32-byte misalignment and out-of-range element counts
-//    abort with a message;
+//    L0C 128 KiB), filled with NaN bytes so that reading memory nothing wrote shows up;
+//    allocation overflow, 32-byte misalignment and out-of-range element counts abort with a
+//    message;
 //  - fp16 / bf16 results are rounded (to nearest even) after every vector instruction;
 //    Mmad multiplies and accumulates in fp32, k ascending;
 //  - DataCopy of a byte count that is not a multiple of 32 aborts (the hardware silently
@@ -379,7 +380,7 @@ inline uint8_t* Allocate(int s, uint64_t bytes, const char* what)
 {
     Core& c = CurrentCore();
     if (c.base[s] == nullptr) {
-        c.storage[s].assign(Capacity(s) + 64, 0xA5);
+        c.storage[s].assign(Capacity(s) + 64, 0xFF);  // poison: NaN in every float type
         uintptr_t p = reinterpret_cast<uintptr_t>(c.storage[s].data());
         c.base[s] = reinterpret_cast<uint8_t*>((p + 63) & ~static_cast<uintptr_t>(63));
         c.blocks[s].assign(Capacity(s) / 32, Core::Block{});
