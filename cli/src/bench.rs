@@ -16,7 +16,7 @@ use rows::{Limit, Work};
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Target to compile the operators for (see `opc targets`).
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = opc_codegen::DEFAULT_TARGET)]
     target: String,
     /// Only rows whose name contains one of these (comma-separated), e.g. gemm,kl.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]

@@ -43,7 +43,7 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         fixtures: PathBuf,
         /// Target to compile the operator kernels for (see `opc targets`).
-        #[arg(long, default_value = "cpu")]
+        #[arg(long, default_value = opc_codegen::DEFAULT_TARGET)]
         target: String,
         /// Only run lines whose `file/case kernel` label contains this text.
         #[arg(long, value_name = "TEXT")]
@@ -98,7 +98,7 @@ struct BuildArgs {
     #[arg(long = "tunable", value_name = "NAME=INT", value_parser = parse_tunable_binding)]
     tunables: Vec<(String, i64)>,
     /// Target to compile for (see `opc targets`).
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = opc_codegen::DEFAULT_TARGET)]
     target: String,
     /// Write the output here: with `--emit ir` the IR file; otherwise the target's
     /// ahead-of-time artifact directory (code + manifest.json).

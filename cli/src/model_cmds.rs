@@ -17,7 +17,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     pub reference: Option<PathBuf>,
     /// Target to compile the operators for (see `opc targets`).
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = opc_codegen::DEFAULT_TARGET)]
     pub target: String,
 }
 
@@ -66,7 +66,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Target to compile the operators for.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = opc_codegen::DEFAULT_TARGET)]
     pub target: String,
 }
 

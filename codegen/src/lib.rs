@@ -53,6 +53,10 @@ pub const TARGETS: &[&str] = &["interp", "cpu", "ascendc-sim"];
 #[cfg(feature = "llvm22-1")]
 pub const TARGETS: &[&str] = &["interp", "cpu", "llvm", "ascendc-sim"];
 
+/// The target the CLI uses when none is given: the LLVM fast path when it is built in
+/// (feature `llvm22-1`), else the zero-dependency Cranelift path.
+pub const DEFAULT_TARGET: &str = if cfg!(feature = "llvm22-1") { "llvm" } else { "cpu" };
+
 /// Look a target up by its command-line name.
 pub fn target_by_name(name: &str) -> Result<Arc<dyn Target>> {
     match name {
