@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod artifact;
 pub mod ascendc;
 pub mod interp;
+mod repr;
 pub mod ptx;
 #[cfg(feature = "llvm22-1")]
 pub mod llvm;

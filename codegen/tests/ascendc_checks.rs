@@ -7,7 +7,7 @@ mod common;
 
 use common::{kernel, kernel_src, run_sources, run_sources_with, Rng};
 use opc_codegen::ascendc::check;
-use opc_codegen::ascendc::lir::{Buf, CopyLen, Effect, Instr, Kernel, Pipe, Pos, Queue, Res, Stmt, Core};
+use opc_codegen::ascendc::lir::{Buf, CopyLen, Core, Effect, Instr, Kernel, Pipe, Pos, Queue, Res, Stmt};
 use opc_dsl::Instance;
 use opc_ir::{Arg, DType, Tensor};
 
@@ -17,7 +17,16 @@ fn instr(pipe: Pipe, text: &str, reads: Vec<Res>, writes: Vec<Res>, effect: Effe
 
 /// A program with one VECIN queue and two UB tiles.
 fn program() -> Kernel {
-    let buf = |name: &str, off: u64| Buf { name: name.into(), elem: "float", elems: 64, bytes: 256, live: (0, 9), what: format!("tile {name}"), loc: None, off: Some(off) };
+    let buf = |name: &str, off: u64| Buf {
+        name: name.into(),
+        elem: "float",
+        elems: 64,
+        bytes: 256,
+        live: (0, 9),
+        what: format!("tile {name}"),
+        loc: None,
+        off: Some(off),
+    };
     Kernel {
         bufs: vec![buf("b0", 0), buf("b1", 256)],
         queues: vec![Queue { name: "inQueue".into(), pos: Pos::VecIn, depth: 2, num: 2, bytes: 256, core: Core::Aiv, what: String::new() }],
@@ -52,9 +61,22 @@ fn pipe_sync_missing_flag_is_caught() {
     let bar = instr(Pipe::S, "PipeBarrier<PIPE_ALL>();", vec![], vec![], Effect::Barrier(None));
     run_checks(&k, &[load.clone(), bar, add.clone()]).unwrap();
     // Write-after-read across loop iterations: V reads b0, the next iteration's MTE2 overwrites it.
-    let looped = Stmt::Loop { head: "int i = 0; i < 4; ++i".into(), body: vec![load.clone(), instr(Pipe::Mte2, "SetFlag<HardEvent::MTE2_V>(EVENT_ID0);", vec![], vec![], Effect::SetFlag(Pipe::Mte2, Pipe::V, 0)), instr(Pipe::V, "WaitFlag<HardEvent::MTE2_V>(EVENT_ID0);", vec![], vec![], Effect::WaitFlag(Pipe::Mte2, Pipe::V, 0)), add] };
+    let looped = Stmt::Loop {
+        head: "int i = 0; i < 4; ++i".into(),
+        body: vec![
+            load.clone(),
+            instr(Pipe::Mte2, "SetFlag<HardEvent::MTE2_V>(EVENT_ID0);", vec![], vec![], Effect::SetFlag(Pipe::Mte2, Pipe::V, 0)),
+            instr(Pipe::V, "WaitFlag<HardEvent::MTE2_V>(EVENT_ID0);", vec![], vec![], Effect::WaitFlag(Pipe::Mte2, Pipe::V, 0)),
+            add,
+        ],
+    };
     let err = run_checks(&k, &[looped]).unwrap_err();
-    assert!(err.contains("write-after-read on UB tile b0 (tile b0): `DataCopy(b0, xGm, 64);` (PIPE_MTE2) (DSL 7:5) overwrites what `Add(b1, b0, b0, 64);` (PIPE_V)"), "{err}");
+    assert!(
+        err.contains(
+            "write-after-read on UB tile b0 (tile b0): `DataCopy(b0, xGm, 64);` (PIPE_MTE2) (DSL 7:5) overwrites what `Add(b1, b0, b0, 64);` (PIPE_V)"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -79,13 +101,16 @@ fn queue_hand_off_orders_pipes() {
 fn queue_balance_is_checked() {
     let k = program();
     let alloc = instr(Pipe::Mte2, "LocalTensor<float> t = inQueue.AllocTensor<float>();", vec![], vec![Res::Queue(0)], Effect::AllocTensor(0));
-    let err = run_checks(&k, &[alloc.clone()]).unwrap_err();
+    let err = run_checks(&k, std::slice::from_ref(&alloc)).unwrap_err();
     assert_eq!(err, "kernel `k` cannot be compiled for target `ascendc`: queue balance: inQueue.AllocTensor in the vector program (the program body) has no matching FreeTensor");
     let err = run_checks(&k, &[alloc.clone(), alloc.clone(), alloc]).unwrap_err();
     assert_eq!(err, "kernel `k` cannot be compiled for target `ascendc`: queue balance: inQueue.AllocTensor in the vector program (the program body) holds more tensors than the queue's 2 buffers (DSL 7:5)");
     let deq = instr(Pipe::V, "t = inQueue.DeQue<float>();", vec![], vec![], Effect::DeQue(0));
     let err = run_checks(&k, &[Stmt::Loop { head: "..".into(), body: vec![deq] }]).unwrap_err();
-    assert_eq!(err, "kernel `k` cannot be compiled for target `ascendc`: queue balance: inQueue.DeQue in the vector program (a loop body) without an EnQue (DSL 7:5)");
+    assert_eq!(
+        err,
+        "kernel `k` cannot be compiled for target `ascendc`: queue balance: inQueue.DeQue in the vector program (a loop body) without an EnQue (DSL 7:5)"
+    );
 }
 
 #[test]
@@ -171,11 +196,14 @@ fn model_catches_missing_flags_and_frees() {
         s.kernel_cpp = s.kernel_cpp.replacen(&format!("{line}\n"), "", 1);
         s
     };
-    let err = run_sources(&k, &edit("WaitFlag<HardEvent::V_S>(EVENT_ID0);"), &mut args(&mut r)).err().expect("hazard");
-    assert!(err.contains("pipe hazard: PIPE_S reads UB bytes") && err.contains("last written by PIPE_V without a queue hand-off, flag pair or barrier"), "{err}");
-    let err = run_sources_with(&k, &edit("CrossCoreSetFlag<0x2, PIPE_FIX>(kFlagProduct);"), &mut args(&mut r), 2).err().expect("hang");
+    let err = run_sources(&k, &edit("WaitFlag<HardEvent::V_S>(EVENT_ID0);"), &mut args(&mut r)).expect_err("hazard");
+    assert!(
+        err.contains("pipe hazard: PIPE_S reads UB bytes") && err.contains("last written by PIPE_V without a queue hand-off, flag pair or barrier"),
+        "{err}"
+    );
+    let err = run_sources_with(&k, &edit("CrossCoreSetFlag<0x2, PIPE_FIX>(kFlagProduct);"), &mut args(&mut r), 2).expect_err("hang");
     assert!(err.contains("CrossCoreWaitFlag(2): no matching CrossCoreSetFlag"), "{err}");
     let free = c.sources.kernel_cpp.lines().find(|l| l.trim().starts_with("outQueue.FreeTensor(")).expect("a FreeTensor").trim().to_string();
-    let err = run_sources(&k, &edit(&free), &mut args(&mut r)).err().expect("queue balance");
+    let err = run_sources(&k, &edit(&free), &mut args(&mut r)).expect_err("queue balance");
     assert!(err.contains("AllocTensor: all 2 buffers of the queue are in use") || err.contains("queue balance"), "{err}");
 }

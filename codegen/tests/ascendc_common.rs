@@ -28,7 +28,7 @@ pub fn kernel_src(src: &str, name: &str, inst: &Instance) -> Kernel {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0 | 1;
         x ^= x << 13;
         x ^= x >> 7;
@@ -38,7 +38,7 @@ impl Rng {
     }
     /// Uniform in [-a, a).
     pub fn f(&mut self, a: f32) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
     }
     pub fn tensor(&mut self, d: DType, shape: &[usize], a: f32) -> Tensor {
         let n: usize = shape.iter().product();
@@ -48,7 +48,7 @@ impl Rng {
     pub fn raw(&mut self, d: DType, shape: &[usize]) -> Tensor {
         let mut t = Tensor::zeros(d, shape);
         for b in t.data.iter_mut() {
-            *b = self.next() as u8;
+            *b = self.next_u64() as u8;
         }
         t
     }

@@ -10,7 +10,19 @@ use opc_dsl::Instance;
 use opc_ir::{Arg, DType, Tensor};
 
 #[allow(clippy::too_many_arguments)]
-fn flash_args(r: &mut Rng, d: DType, b: usize, hq: usize, hkv: usize, sq: usize, sk: usize, hd: usize, causal: bool, window: Option<i32>, sinks: bool) -> Vec<Arg> {
+fn flash_args(
+    r: &mut Rng,
+    d: DType,
+    b: usize,
+    hq: usize,
+    hkv: usize,
+    sq: usize,
+    sk: usize,
+    hd: usize,
+    causal: bool,
+    window: Option<i32>,
+    sinks: bool,
+) -> Vec<Arg> {
     vec![
         Arg::Tensor(r.tensor(d, &[b, hq, sq, hd], 1.0)),
         Arg::Tensor(r.tensor(d, &[b, hkv, sk, hd], 1.0)),
@@ -67,7 +79,12 @@ fn rmsnorm_bf16_aiv() {
     let k = kernel("blocks", "rmsnorm", &Instance::default().dtype("T", DType::BF16).tunable("BT", 4).tunable("BH", 64));
     let mut r = Rng(3);
     let (nt, h) = (10, 200);
-    let args = vec![Arg::Tensor(r.tensor(DType::BF16, &[nt, h], 2.0)), Arg::Tensor(r.tensor(DType::BF16, &[h], 1.0)), Arg::Tensor(Tensor::zeros(DType::BF16, &[nt, h])), Arg::F32(1e-6)];
+    let args = vec![
+        Arg::Tensor(r.tensor(DType::BF16, &[nt, h], 2.0)),
+        Arg::Tensor(r.tensor(DType::BF16, &[h], 1.0)),
+        Arg::Tensor(Tensor::zeros(DType::BF16, &[nt, h])),
+        Arg::F32(1e-6),
+    ];
     check_against_interp(&k, &args);
 }
 
@@ -101,7 +118,12 @@ fn mxfp4_gemm_bf16_mix() {
     for b in scales.data.iter_mut() {
         *b = 120 + *b % 12;
     }
-    let args = vec![Arg::Tensor(r.tensor(DType::BF16, &[m, kk], 1.0)), Arg::Tensor(r.raw(DType::E2M1, &[n, kk])), Arg::Tensor(scales), Arg::Tensor(Tensor::zeros(DType::F32, &[m, n]))];
+    let args = vec![
+        Arg::Tensor(r.tensor(DType::BF16, &[m, kk], 1.0)),
+        Arg::Tensor(r.raw(DType::E2M1, &[n, kk])),
+        Arg::Tensor(scales),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
+    ];
     check_against_interp(&k, &args);
 }
 
@@ -175,4 +197,15 @@ proptest::proptest! {
         let mut r = Rng(seed);
         common::check_run(exe, k, &flash_args(&mut r, DType::F16, b, g * hkv, hkv, sq, sk, 32, causal, window, sinks));
     }
+}
+
+/// The configuration of the S = 4096 estimate (f16, D = 128, BM = BN = 64: the largest tiles
+/// that fit UB), on a shorter causal sequence with two heads.
+#[test]
+fn flash_attention_f16_d128_report_config() {
+    let k = kernel("flash_attention", "flash_attention", &Instance::default().dtype("T", DType::F16).konst("D", 128).tunable("BM", 64).tunable("BN", 64));
+    let c = opc_codegen::ascendc::compile(&k).expect("fits");
+    assert!(c.mix && c.usage.ub <= 192 * 1024 && c.cube_sites == 2);
+    let mut r = Rng(23);
+    check_against_interp(&k, &flash_args(&mut r, DType::F16, 1, 2, 1, 192, 192, 128, true, None, false));
 }

@@ -1057,31 +1057,6 @@ fn zip2<T: Copy, U>(a: &[T], b: &[T], f: impl Fn(T, T) -> U) -> R<Vec<U>> {
     }
 }
 
-fn ipow(base: i64, exp: i64, d: DType) -> i64 {
-    if exp < 0 {
-        return match base {
-            1 => 1,
-            -1 => {
-                if exp % 2 == 0 {
-                    1
-                } else {
-                    -1
-                }
-            }
-            _ => 0,
-        };
-    }
-    let (mut r, mut b, mut e) = (1i64, base, exp);
-    while e > 0 {
-        if e & 1 == 1 {
-            r = numerics::wrap_int(d, r.wrapping_mul(b));
-        }
-        b = numerics::wrap_int(d, b.wrapping_mul(b));
-        e >>= 1;
-    }
-    r
-}
-
 fn binary(op: BinaryOp, d: DType, x: &Data, y: &Data) -> R<Data> {
     match (x, y) {
         (Data::F(a), Data::F(b)) => {
@@ -1127,7 +1102,7 @@ fn binary(op: BinaryOp, d: DType, x: &Data, y: &Data) -> R<Data> {
                         0
                     }
                 })?,
-                BinaryOp::Pow => zip2(a, b, |x, y| ipow(x, y, d))?,
+                BinaryOp::Pow => zip2(a, b, |x, y| numerics::int_pow(x, y, d))?,
             };
             Ok(Data::i(v))
         }

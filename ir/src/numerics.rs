@@ -237,6 +237,28 @@ pub fn wrap_int(dtype: DType, x: i64) -> i64 {
     }
 }
 
+/// Integer `pow` wrapping to `dtype` after every step (square-and-multiply); a negative exponent
+/// gives 0 except for bases ±1.
+pub fn int_pow(base: i64, exp: i64, dtype: DType) -> i64 {
+    if exp < 0 {
+        return match base {
+            1 => 1,
+            -1 if exp % 2 == 0 => 1,
+            -1 => -1,
+            _ => 0,
+        };
+    }
+    let (mut r, mut b, mut e) = (1i64, base, exp);
+    while e > 0 {
+        if e & 1 == 1 {
+            r = wrap_int(dtype, r.wrapping_mul(b));
+        }
+        b = wrap_int(dtype, b.wrapping_mul(b));
+        e >>= 1;
+    }
+    r
+}
+
 /// Float → integer dtype: round with the mode, saturate; NaN gives 0.
 pub fn float_to_int(dtype: DType, x: f64, rounding: Rounding) -> i64 {
     if x.is_nan() {

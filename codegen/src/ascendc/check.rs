@@ -99,7 +99,12 @@ pub fn queue_balance(k: &Kernel, name: &str, stmts: &[Stmt]) -> std::result::Res
                         Effect::AllocTensor(q) => {
                             out[q] += 1;
                             if out[q] > k.queues[q].num as i64 {
-                                return Err(format!("queue balance: {}.AllocTensor in {name} ({what}) holds more tensors than the queue's {} buffers{}", qn(q), k.queues[q].num, at(i.loc)));
+                                return Err(format!(
+                                    "queue balance: {}.AllocTensor in {name} ({what}) holds more tensors than the queue's {} buffers{}",
+                                    qn(q),
+                                    k.queues[q].num,
+                                    at(i.loc)
+                                ));
                             }
                         }
                         Effect::FreeTensor(q) => {
@@ -171,8 +176,8 @@ fn mark_synced(st: &mut SyncState, fork: u64) {
     let vc = st.vc;
     let mark = |acc: &mut Access| {
         if acc.clock > fork {
-            for q in 0..NP {
-                if vc[q][acc.pipe.index()] >= acc.clock {
+            for (q, row) in vc.iter().enumerate() {
+                if row[acc.pipe.index()] >= acc.clock {
                     acc.synced |= 1 << q;
                 }
             }

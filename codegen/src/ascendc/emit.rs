@@ -113,6 +113,40 @@ __aicore__ inline float OpcE8M0(int32_t e)
 {
     return e == 255 ? (kOpcInf - kOpcInf) : (e == 0 ? OpcBitsF32(0x00400000) : OpcBitsF32(e << 23));
 }
+// E2M1 code of x (OCP MX: RNE on the magnitude grid {0, .5, 1, 1.5, 2, 3, 4, 6}, saturating
+// at 6, NaN -> +0); mode: 0 rne, 1 toward zero, 2 floor, 3 ceil.
+__aicore__ inline int32_t OpcE2M1Enc(float x, int32_t mode)
+{
+    if (x != x) {
+        return 0;
+    }
+    const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    const int32_t sign = (OpcF32Bits(x) < 0) ? 8 : 0;
+    const float a = OpcAbs(x);
+    const bool down = mode == 1 || (mode == 2 && sign == 0) || (mode == 3 && sign != 0);
+    const bool up = (mode == 2 && sign != 0) || (mode == 3 && sign == 0);
+    int32_t best = 7;
+    if (a < 6.0f) {
+        int32_t lo = 0;
+        while (lo + 1 < 8 && mag[lo + 1] <= a) {
+            ++lo;
+        }
+        const int32_t hi = lo + 1 < 7 ? lo + 1 : 7;
+        const float dl = a - mag[lo];
+        const float dh = mag[hi] - a;
+        best = (a == mag[lo] || down) ? lo : up ? hi : dl < dh ? lo : dl > dh ? hi : (lo % 2 == 0 ? lo : hi);
+    }
+    return best | sign;
+}
+// Store one 4-bit code into a packed tensor (read-modify-write of its byte: programs must not
+// share a byte, which holds when their boundaries along the packed dim are even).
+template <typename G>
+__aicore__ inline void OpcStoreNibble(const G& gm, int64_t off, int32_t code)
+{
+    const int32_t b = gm.GetValue(off / 2);
+    const int32_t v = (off % 2) != 0 ? ((b & 0x0F) | ((code & 15) << 4)) : ((b & 0xF0) | (code & 15));
+    gm.SetValue(off / 2, static_cast<uint8_t>(v));
+}
 __aicore__ inline int32_t OpcNibble(int32_t byte, int64_t odd, bool isSigned)
 {
     const int32_t v = odd != 0 ? ((byte >> 4) & 15) : (byte & 15);
@@ -271,10 +305,16 @@ fn kernel_cpp(k: &Kernel, inp: &EmitInput) -> String {
     // The class.
     s.push_str(&format!("class {} {{\npublic:\n    __aicore__ inline {}() {{}}\n\n", n.class, n.class));
     let gm_args: Vec<String> = tensors.iter().map(|(_, nm, _)| format!("GM_ADDR {nm}")).collect();
-    s.push_str(&format!("    __aicore__ inline void Init({}, GM_ADDR workspace, const {}& tiling)\n    {{\n        tiling_ = tiling;\n", gm_args.join(", "), n.tiling));
+    s.push_str(&format!(
+        "    __aicore__ inline void Init({}, GM_ADDR workspace, const {}& tiling)\n    {{\n        tiling_ = tiling;\n",
+        gm_args.join(", "),
+        n.tiling
+    ));
     for (_, nm, d) in &tensors {
         let ct = gm_ctype(*d);
-        s.push_str(&format!("        {nm}Gm.SetGlobalBuffer(reinterpret_cast<__gm__ {ct}*>({nm}), static_cast<uint64_t>(tiling_.{nm}Bytes / sizeof({ct})));\n"));
+        s.push_str(&format!(
+            "        {nm}Gm.SetGlobalBuffer(reinterpret_cast<__gm__ {ct}*>({nm}), static_cast<uint64_t>(tiling_.{nm}Bytes / sizeof({ct})));\n"
+        ));
     }
     s.push_str("        workspace_ = workspace;\n");
     let ub_q: Vec<&lir::Queue> = p.queues.iter().filter(|q| q.core == lir::Core::Aiv).collect();
@@ -303,7 +343,9 @@ fn kernel_cpp(k: &Kernel, inp: &EmitInput) -> String {
     // Process: level-1 programs round-robin over the cores.
     s.push_str("    __aicore__ inline void Process()\n    {\n");
     s.push_str("        // Level-1 programs round-robin over the cores (blockDim <= number of programs).\n");
-    s.push_str("        const int64_t g0 = tiling_.grid0;\n        const int64_t g1 = tiling_.grid1;\n        const int64_t total = g0 * g1 * tiling_.grid2;\n");
+    s.push_str(
+        "        const int64_t g0 = tiling_.grid0;\n        const int64_t g1 = tiling_.grid1;\n        const int64_t total = g0 * g1 * tiling_.grid2;\n",
+    );
     if inp.mix {
         s.push_str("        // One group (1 AIC + 2 AIV) per program; AIV 0 runs the vector program, AIV 1 the\n        // hand-off skeleton, the AIC the cube program.\n");
         s.push_str("        const int64_t group = ASCEND_IS_AIV ? GetBlockIdx() / 2 : GetBlockIdx();\n");
@@ -325,7 +367,15 @@ fn kernel_cpp(k: &Kernel, inp: &EmitInput) -> String {
         s.push_str("        // UB tiles of the calc arena (offsets planned by live range).\n");
     }
     for b in &p.bufs {
-        s.push_str(&format!("        LocalTensor<{}> {} = calcBuf_.GetWithOffset<{}>({}, {});  // {}\n", b.elem, b.name, b.elem, b.elems, b.off.unwrap_or(0), b.what));
+        s.push_str(&format!(
+            "        LocalTensor<{}> {} = calcBuf_.GetWithOffset<{}>({}, {});  // {}\n",
+            b.elem,
+            b.name,
+            b.elem,
+            b.elems,
+            b.off.unwrap_or(0),
+            b.what
+        ));
     }
     let mut body = String::new();
     print(&p.aiv, 2, &mut body);
@@ -370,7 +420,7 @@ fn kernel_cpp(k: &Kernel, inp: &EmitInput) -> String {
 "#,
     );
     // Members.
-    s.push_str(&format!("    TPipe pipe_;\n"));
+    s.push_str("    TPipe pipe_;\n");
     for q in &p.queues {
         s.push_str(&format!("    TQue<{}, {}> {};\n", q.pos.cpp(), q.depth, q.name));
     }
@@ -455,7 +505,12 @@ fn tiling_h(k: &Kernel, inp: &EmitInput) -> String {
             _ => None,
         })
         .collect();
-    let mut s = format!("// {}_tiling.h: host-side tiling of `{}` (generated by opc {}).\n#pragma once\n#include <cstdint>\n\n", n.entry, n.entry, env!("CARGO_PKG_VERSION"));
+    let mut s = format!(
+        "// {}_tiling.h: host-side tiling of `{}` (generated by opc {}).\n#pragma once\n#include <cstdint>\n\n",
+        n.entry,
+        n.entry,
+        env!("CARGO_PKG_VERSION")
+    );
     s.push_str(&format!("// Computed on the host by {}(), copied to the device, read by the kernel.\nstruct {} {{\n", n.tiling_fn, n.tiling));
     for (_, nm, _) in &tensors {
         s.push_str(&format!("    int64_t {nm}Bytes;\n"));
@@ -477,9 +532,28 @@ fn tiling_h(k: &Kernel, inp: &EmitInput) -> String {
         s.push_str("    int32_t unused;\n");
     }
     s.push_str("};\n\n");
-    s.push_str(&format!("constexpr uint32_t k{}Cores = {};  // {}\n", camel(&k.name), inp.cores, if inp.mix { "AI Core groups (1 AIC + 2 AIV) of a 910B2" } else { "vector cores of a 910B2" }));
+    s.push_str(&format!(
+        "constexpr uint32_t k{}Cores = {};  // {}\n",
+        camel(&k.name),
+        inp.cores,
+        if inp.mix { "AI Core groups (1 AIC + 2 AIV) of a 910B2" } else { "vector cores of a 910B2" }
+    ));
     s.push_str(&format!("constexpr uint64_t k{}WorkspaceGroupBytes = {};\n\n", camel(&k.name), inp.ws.4));
-    let sargs: Vec<String> = scalars.iter().map(|(nm, d)| format!("{} {nm}", if *d == DType::F32 { "float" } else if *d == DType::Bool { "bool" } else { "int32_t" })).collect();
+    let sargs: Vec<String> = scalars
+        .iter()
+        .map(|(nm, d)| {
+            format!(
+                "{} {nm}",
+                if *d == DType::F32 {
+                    "float"
+                } else if *d == DType::Bool {
+                    "bool"
+                } else {
+                    "int32_t"
+                }
+            )
+        })
+        .collect();
     let mut args = vec![format!("const {}& shape", n.shape)];
     args.extend(sargs);
     args.push(format!("{}* t", n.tiling));
@@ -507,7 +581,10 @@ fn tiling_h(k: &Kernel, inp: &EmitInput) -> String {
         s.push_str(&format!("    t->{nm} = {v};\n"));
     }
     s.push_str("    const int64_t programs = static_cast<int64_t>(t->grid0) * t->grid1 * t->grid2;\n");
-    s.push_str(&format!("    const uint32_t blockDim = programs < k{c}Cores ? static_cast<uint32_t>(programs < 1 ? 1 : programs) : k{c}Cores;\n", c = camel(&k.name)));
+    s.push_str(&format!(
+        "    const uint32_t blockDim = programs < k{c}Cores ? static_cast<uint32_t>(programs < 1 ? 1 : programs) : k{c}Cores;\n",
+        c = camel(&k.name)
+    ));
     s.push_str(&format!("    *workspaceBytes = static_cast<uint64_t>(blockDim) * k{}WorkspaceGroupBytes;\n    return blockDim;\n}}\n", camel(&k.name)));
     s
 }

@@ -253,8 +253,15 @@ pub enum Stmt {
     Comment(String),
     Instr(Instr),
     /// `for (head) { body }`; `head` is the text between the parentheses.
-    Loop { head: String, body: Vec<Stmt> },
-    If { cond: String, then_: Vec<Stmt>, else_: Vec<Stmt> },
+    Loop {
+        head: String,
+        body: Vec<Stmt>,
+    },
+    If {
+        cond: String,
+        then_: Vec<Stmt>,
+        else_: Vec<Stmt>,
+    },
 }
 
 /// Everything the emitter needs about one lowered kernel.

@@ -28,13 +28,20 @@
 //! hazard checker. Tests compile the emitted files against it with g++ and compare with the
 //! interpreter (`codegen/tests/ascendc_*.rs`).
 //!
+//! **FlashAttention** maps as: level-1 program (BM query rows of one head) → one AI Core group;
+//! each KV step (level 2, BN keys) is two cube hand-offs, S = Q·Kᵀ and P·V, with Q, K and V
+//! copied by the AIC straight from GM into L1 (they never enter UB) and P / S / P·V exchanged
+//! through the group's GM workspace; the online softmax runs on AIV 0 in UB. The DSL's loop
+//! bounds skip the tiles above the causal diagonal, tiles below it take the unmasked branch,
+//! and only diagonal / ragged tiles evaluate the mask.
+//!
 //! **Not yet** (documented limits): the two vector cores of a MIX group do not split the
-//! level-2 rows yet (AIV 1 only takes part in the hand-offs); cube operands always travel
-//! through the GM workspace (no direct GM → L1 loads of `load`ed operands, no L0C
-//! accumulation across a K loop, no workspace ping-pong); causal masks of diagonal tiles are
-//! computed per tile on the scalar unit (the DSL already skips tiles above the diagonal and
-//! does not mask tiles below it); stores into packed 4-bit tensors; scalar stores to GM in the
-//! element-wise fallback rely on `GlobalTensor::SetValue` without a data-cache flush.
+//! level-2 rows (AIV 1 only takes part in the hand-offs), so vector sub-blocks are the whole
+//! BM × BN tile; no L0C accumulation across a K loop and no workspace ping-pong (the cube waits
+//! for the vector core at every hand-off); the diagonal-tile mask is computed per tile on the
+//! scalar unit instead of one precomputed mask tile; stores into packed 4-bit tensors and
+//! masked / scattered stores go element by element through `GlobalTensor::SetValue` (no
+//! data-cache flush is emitted); `pow`, `sin`, `cos` (rope) have no lowering.
 
 pub mod check;
 mod emit;
@@ -58,30 +65,122 @@ pub use plan::Usage;
 /// (`model/kernel_operator.h`) implements exactly these.
 pub const API_SURFACE: &[&str] = &[
     // types, macros, core identity
-    "GM_ADDR", "__gm__", "__aicore__", "__global__", "half", "bfloat16_t", "KERNEL_TASK_TYPE_DEFAULT", "KERNEL_TYPE_AIV_ONLY",
-    "KERNEL_TYPE_MIX_AIC_1_2", "ASCEND_IS_AIV", "ASCEND_IS_AIC", "GetBlockIdx", "GetBlockNum", "GetSubBlockIdx",
+    "GM_ADDR",
+    "__gm__",
+    "__aicore__",
+    "__global__",
+    "half",
+    "bfloat16_t",
+    "KERNEL_TASK_TYPE_DEFAULT",
+    "KERNEL_TYPE_AIV_ONLY",
+    "KERNEL_TYPE_MIX_AIC_1_2",
+    "ASCEND_IS_AIV",
+    "ASCEND_IS_AIC",
+    "GetBlockIdx",
+    "GetBlockNum",
+    "GetSubBlockIdx",
     // memory management
-    "TPipe", "TPipe::InitBuffer", "TQue", "TQue::AllocTensor", "TQue::EnQue", "TQue::DeQue", "TQue::FreeTensor", "TBuf",
-    "TBuf::GetWithOffset", "TPosition::VECIN", "TPosition::VECOUT", "TPosition::VECCALC", "TPosition::A1", "TPosition::B1",
-    "TPosition::A2", "TPosition::B2", "TPosition::CO1", "LocalTensor", "LocalTensor::operator[]", "LocalTensor::GetValue",
-    "LocalTensor::SetValue", "GlobalTensor", "GlobalTensor::SetGlobalBuffer", "GlobalTensor::operator[]", "GlobalTensor::GetValue",
+    "TPipe",
+    "TPipe::InitBuffer",
+    "TQue",
+    "TQue::AllocTensor",
+    "TQue::EnQue",
+    "TQue::DeQue",
+    "TQue::FreeTensor",
+    "TBuf",
+    "TBuf::GetWithOffset",
+    "TPosition::VECIN",
+    "TPosition::VECOUT",
+    "TPosition::VECCALC",
+    "TPosition::A1",
+    "TPosition::B1",
+    "TPosition::A2",
+    "TPosition::B2",
+    "TPosition::CO1",
+    "LocalTensor",
+    "LocalTensor::operator[]",
+    "LocalTensor::GetValue",
+    "LocalTensor::SetValue",
+    "LocalTensor::ReinterpretCast",
+    "GlobalTensor",
+    "GlobalTensor::SetGlobalBuffer",
+    "GlobalTensor::operator[]",
+    "GlobalTensor::GetValue",
     "GlobalTensor::SetValue",
     // data movement
-    "DataCopy(LocalTensor, GlobalTensor, uint32_t)", "DataCopy(GlobalTensor, LocalTensor, uint32_t)", "DataCopy(LocalTensor, LocalTensor, uint32_t)",
-    "DataCopy(LocalTensor, LocalTensor, DataCopyParams)", "DataCopy(LocalTensor, GlobalTensor, Nd2NzParams)", "DataCopyParams", "DataCopyPad",
-    "DataCopyExtParams", "DataCopyPadExtParams", "Nd2NzParams", "SetAtomicAdd", "SetAtomicNone",
+    "DataCopy(LocalTensor, GlobalTensor, uint32_t)",
+    "DataCopy(GlobalTensor, LocalTensor, uint32_t)",
+    "DataCopy(LocalTensor, LocalTensor, uint32_t)",
+    "DataCopy(LocalTensor, LocalTensor, DataCopyParams)",
+    "DataCopy(LocalTensor, GlobalTensor, Nd2NzParams)",
+    "DataCopyParams",
+    "DataCopyPad",
+    "DataCopyExtParams",
+    "DataCopyPadExtParams",
+    "Nd2NzParams",
+    "SetAtomicAdd",
+    "SetAtomicNone",
     // vector
-    "Add", "Sub", "Mul", "Div", "Max", "Min", "Adds", "Muls", "Maxs", "Mins", "Exp", "Ln", "Abs", "Sqrt", "Rsqrt", "Reciprocal",
-    "Duplicate", "Cast", "RoundMode::CAST_NONE", "RoundMode::CAST_RINT", "RoundMode::CAST_FLOOR", "RoundMode::CAST_CEIL",
-    "RoundMode::CAST_TRUNC", "ReduceSum", "ReduceMax", "ReduceMin", "Compare", "CMPMODE", "Select", "SELMODE::VSEL_TENSOR_TENSOR_MODE",
-    "SELMODE::VSEL_TENSOR_SCALAR_MODE", "Axpy",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Max",
+    "Min",
+    "Adds",
+    "Muls",
+    "Maxs",
+    "Mins",
+    "Exp",
+    "Ln",
+    "Abs",
+    "Sqrt",
+    "Rsqrt",
+    "Reciprocal",
+    "Duplicate",
+    "Cast",
+    "RoundMode::CAST_NONE",
+    "RoundMode::CAST_RINT",
+    "RoundMode::CAST_FLOOR",
+    "RoundMode::CAST_CEIL",
+    "RoundMode::CAST_TRUNC",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "Compare",
+    "CMPMODE",
+    "Select",
+    "SELMODE::VSEL_TENSOR_TENSOR_MODE",
+    "SELMODE::VSEL_TENSOR_SCALAR_MODE",
+    "Axpy",
+    "And",
+    "Or",
+    "Not",
     // cube
-    "LoadData", "LoadData2DParams", "Mmad", "MmadParams", "Fixpipe", "FixpipeParamsV220", "CFG_ROW_MAJOR", "QuantMode_t::NoQuant",
+    "LoadData",
+    "LoadData2DParams",
+    "Mmad",
+    "MmadParams",
+    "Fixpipe",
+    "FixpipeParamsV220",
+    "CFG_ROW_MAJOR",
+    "QuantMode_t::NoQuant",
     // synchronization
-    "SetFlag", "WaitFlag", "HardEvent", "EVENT_ID0", "PipeBarrier", "PIPE_ALL", "CrossCoreSetFlag", "CrossCoreWaitFlag",
-    "PIPE_MTE3", "PIPE_FIX",
+    "SetFlag",
+    "WaitFlag",
+    "HardEvent",
+    "EVENT_ID0",
+    "PipeBarrier",
+    "PIPE_ALL",
+    "CrossCoreSetFlag",
+    "CrossCoreWaitFlag",
+    "PIPE_MTE3",
+    "PIPE_FIX",
     // CPU debug launch (tikicpulib.h)
-    "ICPU_RUN_KF", "SetKernelMode", "KernelMode::AIV_MODE", "KernelMode::MIX_MODE",
+    "ICPU_RUN_KF",
+    "SetKernelMode",
+    "KernelMode::AIV_MODE",
+    "KernelMode::MIX_MODE",
 ];
 
 /// The CPU model of the API subset (opc's own header) and the CPU-debug launcher header.

@@ -91,11 +91,8 @@ fn over_budget(k: &lir::Kernel, ir: &opc_ir::Kernel, space: Space, used: u64, pe
         Space::L0b => "L0B (B2 queue)",
         Space::L0c => "L0C (CO1 queue)",
     };
-    let mut msg = format!(
-        "the tile configuration does not fit the 910B's {}: buffer {what} needs {used} bytes, {} bytes available",
-        space.name(),
-        space.capacity()
-    );
+    let mut msg =
+        format!("the tile configuration does not fit the 910B's {}: buffer {what} needs {used} bytes, {} bytes available", space.name(), space.capacity());
     let at = |loc: Option<opc_ir::Loc>| loc.map(|l| format!(", DSL line {}:{}", l.line, l.col)).unwrap_or_default();
     for q in k.queues.iter().filter(|q| q.pos.space() == space) {
         msg.push_str(&format!("\n  {}: {} x {} bytes ({})", q.name, q.num, q.bytes, q.what));

@@ -170,7 +170,7 @@ fn driver_cpp(k: &Kernel) -> String {
             }
             ParamKind::Scalar { dtype } => {
                 let e = match dtype {
-                    DType::F32 => format!("opc_model::BitsF32(static_cast<uint32_t>(v))"),
+                    DType::F32 => "opc_model::BitsF32(static_cast<uint32_t>(v))".to_string(),
                     DType::Bool => "v != 0".to_string(),
                     _ => "static_cast<int32_t>(v)".to_string(),
                 };

@@ -17,52 +17,13 @@
 
 use half::f16;
 use opc_ir::numerics;
-use opc_ir::{DType, Rounding};
+use opc_ir::DType;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Mutex;
 
-const ROUNDINGS: [Rounding; 4] = [Rounding::Rne, Rounding::Rtz, Rounding::Floor, Rounding::Ceil];
+pub(crate) use crate::repr::{bitcast_repr, cast_repr, dtype_code, dtype_of, rounding_code, rounding_of};
 
-/// The code passed to helpers for a dtype (its index in `DType::ALL`).
-pub(crate) fn dtype_code(d: DType) -> i64 {
-    DType::ALL.iter().position(|&x| x == d).expect("every dtype is in DType::ALL") as i64
-}
-
-pub(crate) fn rounding_code(r: Rounding) -> i64 {
-    ROUNDINGS.iter().position(|&x| x == r).expect("every rounding is in ROUNDINGS") as i64
-}
-
-fn dtype_of(c: u32) -> DType {
-    DType::ALL[c as usize]
-}
-
-fn rounding_of(c: u32) -> Rounding {
-    ROUNDINGS[c as usize]
-}
-
-fn is_float_repr(d: DType) -> bool {
-    matches!(d, DType::F32 | DType::F16 | DType::BF16)
-}
-
-/// Decoded value of a non-float element (codes decoded), as the interpreter's `int_value`.
-fn int_value(d: DType, x: i64) -> f64 {
-    match d {
-        DType::E2M1 => numerics::e2m1_decode(x as u32) as f64,
-        DType::E8M0 => numerics::e8m0_decode(x as u32),
-        _ => x as f64,
-    }
-}
-
-/// Raw bits of a float value of dtype `d`, as the interpreter's `f_bits`.
-fn f_bits(d: DType, x: f32) -> u32 {
-    match d {
-        DType::F16 => f16::from_f32(x).to_bits() as u32,
-        DType::BF16 => half::bf16::from_f32(x).to_bits() as u32,
-        _ => x.to_bits(),
-    }
-}
-
-// --- float math ---------------------------------------------------------------------------
+// --- float math// --- float math ---------------------------------------------------------------------------
 
 extern "C" fn opc_exp(x: f32) -> f32 {
     x.exp()
@@ -118,95 +79,17 @@ extern "C" fn opc_f16_value(bits: u32) -> f32 {
 
 // --- conversions --------------------------------------------------------------------------
 
-/// `cast` of one element, exactly as the interpreter's `cast`.
-pub(crate) fn cast_repr(x: u32, from: DType, to: DType, r: Rounding) -> u32 {
-    if from == to {
-        return x;
-    }
-    if is_float_repr(from) {
-        let v = f32::from_bits(x);
-        if is_float_repr(to) {
-            if to == DType::F32 {
-                return x;
-            }
-            return (numerics::round_float_with(to, v as f64, r) as f32).to_bits();
-        }
-        let i = match to {
-            DType::Bool => (v != 0.0) as i64,
-            DType::E2M1 => numerics::e2m1_encode(v as f64, r) as i64,
-            DType::E8M0 => numerics::e8m0_encode(v as f64, r) as i64,
-            _ => numerics::float_to_int(to, v as f64, r),
-        };
-        return i as i32 as u32;
-    }
-    let v = x as i32 as i64;
-    if is_float_repr(to) {
-        return (numerics::round_float_with(to, int_value(from, v), r) as f32).to_bits();
-    }
-    let i = if from.is_code() {
-        match to {
-            DType::Bool => (int_value(from, v) != 0.0) as i64,
-            DType::E2M1 => numerics::e2m1_encode(int_value(from, v), r) as i64,
-            DType::E8M0 => numerics::e8m0_encode(int_value(from, v), r) as i64,
-            _ => numerics::wrap_int(to, v),
-        }
-    } else if from == DType::Bool && to.is_code() {
-        let f: fn(f64, Rounding) -> u32 = if to == DType::E2M1 { numerics::e2m1_encode } else { numerics::e8m0_encode };
-        f(v as f64, r) as i64
-    } else {
-        numerics::wrap_int(to, v)
-    };
-    i as i32 as u32
-}
-
 extern "C" fn opc_cast(x: u32, from: u32, to: u32, r: u32) -> u32 {
     cast_repr(x, dtype_of(from), dtype_of(to), rounding_of(r))
-}
-
-/// `bitcast` of one element, exactly as the interpreter's `bitcast`.
-pub(crate) fn bitcast_repr(x: u32, from: DType, to: DType) -> u32 {
-    if from == to {
-        return x;
-    }
-    let bits = if is_float_repr(from) { f_bits(from, f32::from_bits(x)) } else { numerics::encode_int(from, x as i32 as i64) };
-    match to {
-        DType::F32 => bits,
-        DType::F16 => f16::from_bits(bits as u16).to_f32().to_bits(),
-        DType::BF16 => half::bf16::from_bits(bits as u16).to_f32().to_bits(),
-        _ => numerics::decode_int(to, bits) as i32 as u32,
-    }
 }
 
 extern "C" fn opc_bitcast(x: u32, from: u32, to: u32) -> u32 {
     bitcast_repr(x, dtype_of(from), dtype_of(to))
 }
 
-/// Integer `pow`, as the interpreter's `ipow` (wrapping to the dtype after every step).
+/// Integer `pow`, `numerics::int_pow`.
 extern "C" fn opc_ipow(base: i32, exp: i32, d: u32) -> i32 {
-    let d = dtype_of(d);
-    let (base, exp) = (base as i64, exp as i64);
-    if exp < 0 {
-        return match base {
-            1 => 1,
-            -1 => {
-                if exp % 2 == 0 {
-                    1
-                } else {
-                    -1
-                }
-            }
-            _ => 0,
-        };
-    }
-    let (mut r, mut b, mut e) = (1i64, base, exp);
-    while e > 0 {
-        if e & 1 == 1 {
-            r = numerics::wrap_int(d, r.wrapping_mul(b));
-        }
-        b = numerics::wrap_int(d, b.wrapping_mul(b));
-        e >>= 1;
-    }
-    r as i32
+    numerics::int_pow(base as i64, exp as i64, dtype_of(d)) as i32
 }
 
 // --- memory -------------------------------------------------------------------------------
@@ -398,15 +281,6 @@ impl Helper {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn casts_match_numerics() {
-        let x = 2.5f32.to_bits();
-        assert_eq!(cast_repr(x, DType::F32, DType::I8, Rounding::Rne) as i32, 2);
-        assert_eq!(cast_repr(x, DType::F32, DType::E2M1, Rounding::Rne), 4); // 2.5 ties to 2.0 (code 4)
-        assert_eq!(cast_repr(127, DType::E8M0, DType::F32, Rounding::Rne), 1.0f32.to_bits());
-        assert_eq!(bitcast_repr(0xF, DType::E2M1, DType::I4) as i32, -1);
-    }
 
     #[test]
     fn nibble_store_keeps_the_other_half() {

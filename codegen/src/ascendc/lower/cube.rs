@@ -1,22 +1,26 @@
 //! `dot`: on the cube in a MIX kernel, on the vector unit otherwise.
 //!
-//! **Cube hand-off** (16-bit operands, every dim a multiple of the 16×16 fractal). The AIV
-//! holds the operands in UB (whatever produced them: a load, a decoded MXFP4 tile, the softmax
-//! probabilities `cast(p, T)`), so one hand-off is:
+//! **Cube hand-off** (16-bit operands, every dim a multiple of the 16×16 fractal). An operand
+//! that is a box `load` used only by cube dots (Q, K, V, matmul tiles) is copied by the AIC
+//! straight from its tensor into L1 (`Val::Gm`; clipped boxes are first filled from the
+//! workspace's zero slot, so the reduction dim never sees garbage); any other operand (a
+//! decoded MXFP4 tile, the softmax probabilities `cast(p, T)`) is computed by the AIV and goes
+//! through the group's GM workspace:
 //!
 //! ```text
-//! AIV0  A, B → VECOUT → DataCopy → GM workspace of the group       (MTE3)
+//! AIV0  computed A / B → VECOUT → DataCopy → GM workspace          (MTE3)
 //!       CrossCoreSetFlag<0x2, PIPE_MTE3>(kOperandsReady)
 //! AIC   CrossCoreWaitFlag(kOperandsReady)
-//!       DataCopy GM → L1 with Nd2NzParams (ND → NZ)                 (MTE2, A1/B1 queues)
+//!       DataCopy GM (workspace or tensor) → L1, Nd2NzParams          (MTE2, A1/B1 queues)
 //!       LoadData L1 → L0A (zZ) / L0B (nZ, transposing B's fractals)  (MTE1, A2/B2 queues)
 //!       Mmad into L0C, fp32 accumulation                            (M, CO1 queue)
 //!       Fixpipe L0C → GM workspace (NZ → ND, fp32)                  (FIX)
 //!       CrossCoreSetFlag<0x2, PIPE_FIX>(kProductReady)
-//! AIV0  CrossCoreWaitFlag(kProductReady); DataCopy GM → VECIN → tile (MTE2)
+//! AIV0  CrossCoreWaitFlag(kProductReady); DataCopy GM → VECIN; Add / DataCopy → tile
 //! ```
 //! A `trans(x)` operand B is handed over as `x` (row-major [N, K]) and loaded without the
-//! fractal transpose; a `dot(a, b, acc)` adds `acc` on the vector unit after the hand-off.
+//! fractal transpose; a `dot(a, b, acc)` (or an `x + dot(a, b)` right after it: the
+//! online-softmax update) adds on the vector unit straight out of the VECIN buffer.
 //! AIV1 of the group runs the same control flow and takes part in every hand-off (mode 0x2:
 //! the AIC's wait needs both vector cores' flags, its set wakes both).
 //!
@@ -188,39 +192,101 @@ impl Lower<'_> {
             let qn = self.out.queues[oq].name.clone();
             let sn = self.bname(src);
             self.instr(Pipe::V, format!("LocalTensor<{ct}> {tn} = {qn}.AllocTensor<{ct}>();"), vec![], vec![Res::Queue(oq)], Effect::AllocTensor(oq));
-            self.instr(Pipe::V, format!("DataCopy({tn}, {sn}, {cnt});"), vec![Res::Buf(src)], vec![Res::Queue(oq)], Effect::Copy(CopyLen::Elems { count: cnt, elem_bytes: 2 }));
+            self.instr(
+                Pipe::V,
+                format!("DataCopy({tn}, {sn}, {cnt});"),
+                vec![Res::Buf(src)],
+                vec![Res::Queue(oq)],
+                Effect::Copy(CopyLen::Elems { count: cnt, elem_bytes: 2 }),
+            );
             self.instr(Pipe::V, format!("{qn}.EnQue({tn});"), vec![], vec![], Effect::EnQue(oq));
             self.instr(Pipe::Mte3, format!("{tn} = {qn}.DeQue<{ct}>();"), vec![], vec![], Effect::DeQue(oq));
-            self.instr(Pipe::Mte3, format!("DataCopy({ws}, {tn}, {cnt});"), vec![Res::Queue(oq)], vec![Res::Gm], Effect::Copy(CopyLen::Elems { count: cnt, elem_bytes: 2 }));
+            self.instr(
+                Pipe::Mte3,
+                format!("DataCopy({ws}, {tn}, {cnt});"),
+                vec![Res::Queue(oq)],
+                vec![Res::Gm],
+                Effect::Copy(CopyLen::Elems { count: cnt, elem_bytes: 2 }),
+            );
             self.instr(Pipe::Mte3, format!("{qn}.FreeTensor({tn});"), vec![], vec![], Effect::FreeTensor(oq));
         }
-        self.instr(Pipe::Mte3, format!("CrossCoreSetFlag<0x2, PIPE_MTE3>(kFlagOperands);"), vec![], vec![], Effect::CrossCoreSet(FLAG_OPERANDS));
-        self.instr(Pipe::Mte2, format!("CrossCoreWaitFlag(kFlagProduct);"), vec![], vec![], Effect::CrossCoreWait(FLAG_PRODUCT));
+        self.instr(Pipe::Mte3, "CrossCoreSetFlag<0x2, PIPE_MTE3>(kFlagOperands);", vec![], vec![], Effect::CrossCoreSet(FLAG_OPERANDS));
+        self.instr(Pipe::Mte2, "CrossCoreWaitFlag(kFlagProduct);", vec![], vec![], Effect::CrossCoreWait(FLAG_PRODUCT));
         let rs = self.shape(r);
-        let dst = self.alloc(DType::F32, &rs, self.last_use(r), format!("%{} {}", r.0, self.k.ty(r)));
         let iq = self.queue(Pos::VecIn, m * n * 4);
         let tn = self.fresh("in");
         let qn = self.out.queues[iq].name.clone();
-        let dn = self.bname(dst);
         self.instr(Pipe::Mte2, format!("LocalTensor<float> {tn} = {qn}.AllocTensor<float>();"), vec![], vec![Res::Queue(iq)], Effect::AllocTensor(iq));
-        self.instr(Pipe::Mte2, format!("DataCopy({tn}, {wc}, {});", m * n), vec![Res::Gm], vec![Res::Queue(iq)], Effect::Copy(CopyLen::Elems { count: m * n, elem_bytes: 4 }));
+        self.instr(
+            Pipe::Mte2,
+            format!("DataCopy({tn}, {wc}, {});", m * n),
+            vec![Res::Gm],
+            vec![Res::Queue(iq)],
+            Effect::Copy(CopyLen::Elems { count: m * n, elem_bytes: 4 }),
+        );
         self.instr(Pipe::Mte2, format!("{qn}.EnQue({tn});"), vec![], vec![], Effect::EnQue(iq));
         self.instr(Pipe::V, format!("{tn} = {qn}.DeQue<float>();"), vec![], vec![], Effect::DeQue(iq));
-        match op.args.get(2) {
-            Some(&acc) => {
-                let accb = self.materialize(op, acc)?;
-                let an = self.bname(accb);
-                self.vec(format!("Add({dn}, {tn}, {an}, {});", m * n), &[accb], &[dst]);
-                // The queue tensor is read too (the checker tracks it separately).
-                self.instr(Pipe::V, String::new(), vec![Res::Queue(iq)], vec![], Effect::None);
+        // The product is added to a tile straight out of the queue: `dot(a, b, acc)`, or the
+        // `x + dot(a, b)` of the online-softmax update (fused here, in place when `x` dies).
+        let add = match op.args.get(2) {
+            Some(&acc) => Some((r, acc)),
+            None => self.add_user(r),
+        };
+        match add {
+            Some((res, other)) => {
+                let ob = self.materialize(op, other)?;
+                // In place when `x` dies at the add and the add is the very next op (nothing in
+                // between can read `x`).
+                let next = self.lv.def[res.0 as usize] == self.pos();
+                let dies = self.out.bufs[ob].live.1 == self.pos() + 1 && !self.out.bufs[ob].what.starts_with("loop-carried");
+                let dst = if res != r && next && dies {
+                    self.adopt(ob, res)
+                } else {
+                    match self.reusable(ob, DType::F32, &rs) {
+                        Some(b) => self.adopt(b, res),
+                        None => self.alloc(DType::F32, &rs, self.last_use(res), format!("%{} {}", res.0, self.k.ty(res))),
+                    }
+                };
+                let (dn, on) = (self.bname(dst), self.bname(ob));
+                self.instr(Pipe::V, format!("Add({dn}, {tn}, {on}, {});", m * n), vec![Res::Queue(iq), Res::Buf(ob)], vec![Res::Buf(dst)], Effect::None);
+                self.set(res, Val::Tile(dst));
+                if res != r {
+                    self.fused.insert(res);
+                }
             }
             None => {
-                self.instr(Pipe::V, format!("DataCopy({dn}, {tn}, {});", m * n), vec![Res::Queue(iq)], vec![Res::Buf(dst)], Effect::Copy(CopyLen::Elems { count: m * n, elem_bytes: 4 }));
+                let dst = self.alloc(DType::F32, &rs, self.last_use(r), format!("%{} {}", r.0, self.k.ty(r)));
+                let dn = self.bname(dst);
+                self.instr(
+                    Pipe::V,
+                    format!("DataCopy({dn}, {tn}, {});", m * n),
+                    vec![Res::Queue(iq)],
+                    vec![Res::Buf(dst)],
+                    Effect::Copy(CopyLen::Elems { count: m * n, elem_bytes: 4 }),
+                );
+                self.set(r, Val::Tile(dst));
             }
         }
         self.instr(Pipe::V, format!("{qn}.FreeTensor({tn});"), vec![], vec![], Effect::FreeTensor(iq));
-        self.set(r, Val::Tile(dst));
         Ok(())
+    }
+
+    /// `x + r` (or `r + x`) as the only use of dot result `r`, with `x` an f32 tile of the same
+    /// shape defined already: (the add's result, x).
+    fn add_user(&self, r: ValueId) -> Option<(ValueId, ValueId)> {
+        let mut users = vec![];
+        opc_ir::walk_ops(&self.k.body, &mut |o| {
+            if o.args.contains(&r) {
+                users.push(o.clone());
+            }
+        });
+        let [u] = users.as_slice() else { return None };
+        if !matches!(u.kind, OpKind::Binary(opc_ir::BinaryOp::Add)) || u.args[0] == u.args[1] {
+            return None;
+        }
+        let other = if u.args[0] == r { u.args[1] } else { u.args[0] };
+        let defined = matches!(self.vals[other.0 as usize], Some(Val::Tile(_)));
+        (defined && self.k.ty(other) == self.k.ty(r)).then_some((u.results[0], other))
     }
 
     /// Cube program (AIC) or peer skeleton (AIV1) at a `dot`.
@@ -266,7 +332,13 @@ impl Lower<'_> {
                     self.line(format!(
                         "{t}Nd.ndNum = 1; {t}Nd.nValue = {rows}; {t}Nd.dValue = {cols}; {t}Nd.srcNdMatrixStride = 0; {t}Nd.srcDValue = {cols}; {t}Nd.dstNzC0Stride = {rows}; {t}Nd.dstNzNStride = 1; {t}Nd.dstNzMatrixStride = 0;"
                     ));
-                    self.instr(Pipe::Mte2, format!("DataCopy({t}, {ws}, {t}Nd);"), vec![Res::Gm], vec![Res::Queue(q)], Effect::Copy(CopyLen::Elems { count: rows * cols, elem_bytes: 2 }));
+                    self.instr(
+                        Pipe::Mte2,
+                        format!("DataCopy({t}, {ws}, {t}Nd);"),
+                        vec![Res::Gm],
+                        vec![Res::Queue(q)],
+                        Effect::Copy(CopyLen::Elems { count: rows * cols, elem_bytes: 2 }),
+                    );
                 }
             }
             self.instr(Pipe::Mte2, format!("{qn}.EnQue({t});"), vec![], vec![], Effect::EnQue(q));
@@ -276,7 +348,11 @@ impl Lower<'_> {
         self.instr(Pipe::Mte1, format!("{a1} = {qa1n}.DeQue<{ct}>();"), vec![], vec![], Effect::DeQue(qa1));
         self.instr(Pipe::Mte1, format!("LocalTensor<{ct}> {a2} = {qa2n}.AllocTensor<{ct}>();"), vec![], vec![Res::Queue(qa2)], Effect::AllocTensor(qa2));
         self.line(format!("LoadData2DParams {a2}Ld;"));
-        self.line(format!("{a2}Ld.repeatTimes = {}; {a2}Ld.srcStride = {}; {a2}Ld.sid = 0; {a2}Ld.dstGap = 0; {a2}Ld.ifTranspose = false; {a2}Ld.addrMode = 0;", kk / 16, m / 16));
+        self.line(format!(
+            "{a2}Ld.repeatTimes = {}; {a2}Ld.srcStride = {}; {a2}Ld.sid = 0; {a2}Ld.dstGap = 0; {a2}Ld.ifTranspose = false; {a2}Ld.addrMode = 0;",
+            kk / 16,
+            m / 16
+        ));
         self.instr(
             Pipe::Mte1,
             format!("for (int32_t mb = 0; mb < {}; ++mb) {{\n    {a2}Ld.startIndex = mb;\n    LoadData({a2}[mb * {}], {a1}, {a2}Ld);\n}}", m / 16, kk * 16),
@@ -294,7 +370,11 @@ impl Lower<'_> {
             self.line(format!("{b2}Ld.startIndex = 0; {b2}Ld.repeatTimes = {}; {b2}Ld.srcStride = 1; {b2}Ld.sid = 0; {b2}Ld.dstGap = 0; {b2}Ld.ifTranspose = false; {b2}Ld.addrMode = 0;", (kk / 16) * (n / 16)));
             self.instr(Pipe::Mte1, format!("LoadData({b2}, {b1}, {b2}Ld);"), vec![Res::Queue(qb1)], vec![Res::Queue(qb2)], Effect::None);
         } else {
-            self.line(format!("{b2}Ld.repeatTimes = {}; {b2}Ld.srcStride = {}; {b2}Ld.sid = 0; {b2}Ld.dstGap = 0; {b2}Ld.ifTranspose = true; {b2}Ld.addrMode = 0;", n / 16, kk / 16));
+            self.line(format!(
+                "{b2}Ld.repeatTimes = {}; {b2}Ld.srcStride = {}; {b2}Ld.sid = 0; {b2}Ld.dstGap = 0; {b2}Ld.ifTranspose = true; {b2}Ld.addrMode = 0;",
+                n / 16,
+                kk / 16
+            ));
             self.instr(
                 Pipe::Mte1,
                 format!("for (int32_t kb = 0; kb < {}; ++kb) {{\n    {b2}Ld.startIndex = kb;\n    LoadData({b2}[kb * {}], {b1}, {b2}Ld);\n}}", kk / 16, n * 16),
@@ -341,7 +421,13 @@ impl Lower<'_> {
             "{t}Nd.ndNum = 1; {t}Nd.nValue = {rows}; {t}Nd.dValue = {cols}; {t}Nd.srcNdMatrixStride = 0; {t}Nd.srcDValue = {cols}; {t}Nd.dstNzC0Stride = {rows}; {t}Nd.dstNzNStride = 1; {t}Nd.dstNzMatrixStride = 0;"
         ));
         self.push();
-        self.instr(Pipe::Mte2, format!("DataCopy({t}, {z}, {t}Nd);"), vec![Res::Gm], vec![Res::Queue(q)], Effect::Copy(CopyLen::Elems { count: rows * cols, elem_bytes: 2 }));
+        self.instr(
+            Pipe::Mte2,
+            format!("DataCopy({t}, {z}, {t}Nd);"),
+            vec![Res::Gm],
+            vec![Res::Queue(q)],
+            Effect::Copy(CopyLen::Elems { count: rows * cols, elem_bytes: 2 }),
+        );
         let zero = self.pop();
         self.push_stmt(crate::ascendc::lir::Stmt::If { cond: format!("!({} && {})", g.inb, g.full), then_: zero, else_: vec![] });
         let (lr, lc, nr, nc) = (g.lo[0].clone(), g.lo[1].clone(), g.n(0), g.n(1));
@@ -352,7 +438,13 @@ impl Lower<'_> {
         self.line(format!("{t}Nd.nValue = {nr}; {t}Nd.srcDValue = static_cast<uint16_t>({stride});"));
         self.push();
         self.line(format!("{t}Nd.dValue = {nc};"));
-        self.instr(Pipe::Mte2, format!("DataCopy({t}[({lc} / {c0}) * {rows} * {c0} + {lr} * {c0}], {gm}[{off}], {t}Nd);"), vec![Res::Gm], vec![Res::Queue(q)], Effect::Copy(CopyLen::Pad));
+        self.instr(
+            Pipe::Mte2,
+            format!("DataCopy({t}[({lc} / {c0}) * {rows} * {c0} + {lr} * {c0}], {gm}[{off}], {t}Nd);"),
+            vec![Res::Gm],
+            vec![Res::Queue(q)],
+            Effect::Copy(CopyLen::Pad),
+        );
         let aligned = self.pop();
         // A first column inside a fractal column (a negative start): one column at a time.
         self.push();

@@ -201,11 +201,19 @@ impl Lower<'_> {
             l.line(format!(
                 "{tn}Pad.isPad = true; {tn}Pad.leftPadding = static_cast<uint8_t>({tn}Lp); {tn}Pad.rightPadding = static_cast<uint8_t>({tn}Blocks * {c} - {tn}Lp - {nc}); {tn}Pad.paddingValue = static_cast<{ct}>({other});"
             ));
-            l.instr(Pipe::Mte2, format!("DataCopyPad({tn}, {}[{gm_off}], {tn}Cp, {tn}Pad);", l.gm(t)), vec![Res::Gm], vec![Res::Queue(q)], Effect::Copy(CopyLen::Pad));
+            l.instr(
+                Pipe::Mte2,
+                format!("DataCopyPad({tn}, {}[{gm_off}], {tn}Cp, {tn}Pad);", l.gm(t)),
+                vec![Res::Gm],
+                vec![Res::Queue(q)],
+                Effect::Copy(CopyLen::Pad),
+            );
             l.instr(Pipe::Mte2, format!("{qn}.EnQue({tn});"), vec![], vec![], Effect::EnQue(q));
             l.instr(Pipe::V, format!("{tn} = {qn}.DeQue<{ct}>();"), vec![], vec![], Effect::DeQue(q));
             l.line(format!("DataCopyParams {tn}Cc;"));
-            l.line(format!("{tn}Cc.blockCount = {nr}; {tn}Cc.blockLen = {tn}Blocks; {tn}Cc.srcStride = {pb} - {tn}Blocks; {tn}Cc.dstStride = {pb} - {tn}Blocks;"));
+            l.line(format!(
+                "{tn}Cc.blockCount = {nr}; {tn}Cc.blockLen = {tn}Blocks; {tn}Cc.srcStride = {pb} - {tn}Blocks; {tn}Cc.dstStride = {pb} - {tn}Blocks;"
+            ));
             let dn = l.bname(dst);
             l.instr(
                 Pipe::V,
@@ -273,10 +281,10 @@ impl Lower<'_> {
         let mut toff: Vec<String> = vec![];
         let mut goff: Vec<String> = vec![format!("({})", g.gm_off)];
         let mut loops: Vec<(String, String)> = vec![];
-        for j in 0..outer {
+        for (j, pitch) in ls.iter().enumerate().take(outer) {
             let v = self.fresh("o");
             loops.push((v.clone(), g.n[j].clone()));
-            toff.push(format!("({} + {v}) * {}", g.lo[j], ls[j]));
+            toff.push(format!("({} + {v}) * {pitch}", g.lo[j]));
             goff.push(format!("static_cast<int64_t>({v}) * {}", g.strides[j]));
         }
         if nd >= 2 {
@@ -481,7 +489,13 @@ impl Lower<'_> {
         if atomic {
             self.instr(Pipe::Mte3, format!("SetAtomicAdd<{ct}>();"), vec![], vec![], Effect::None);
         }
-        self.instr(Pipe::Mte3, format!("DataCopyPad({}[{}], {tn}, {tn}Cp);", self.gm(t), off.join(" + ")), vec![Res::Queue(q)], vec![Res::Gm], Effect::Copy(CopyLen::Pad));
+        self.instr(
+            Pipe::Mte3,
+            format!("DataCopyPad({}[{}], {tn}, {tn}Cp);", self.gm(t), off.join(" + ")),
+            vec![Res::Queue(q)],
+            vec![Res::Gm],
+            Effect::Copy(CopyLen::Pad),
+        );
         if atomic {
             self.instr(Pipe::Mte3, "SetAtomicNone();".to_string(), vec![], vec![], Effect::None);
         }
@@ -497,9 +511,6 @@ impl Lower<'_> {
         let rank = dims.len();
         let v = op.args[rank];
         let (d, shape) = (self.dtype(v), self.shape(v));
-        if packed(d) {
-            return Err(self.unsupported(op, "stores into packed 4-bit tensors are not supported by the AscendC backend yet"));
-        }
         self.comment(format!("CopyOut (element-wise): -> {}", self.k.params[t].name));
         let spans: Vec<(usize, usize)> = {
             let mut s = 0;
@@ -523,7 +534,12 @@ impl Lower<'_> {
             conds.push(self.elem(op.args[rank + 1], &idx));
         }
         let val = self.elem(v, &idx);
-        let body = format!("if ({}) {{\n    {}.SetValue({}, static_cast<{}>({val}));\n}}", conds.join(" && "), self.gm(t), off.join(" + "), ctype(d));
+        let put = if packed(d) {
+            format!("OpcStoreNibble({}, {}, {val});", self.gm(t), off.join(" + "))
+        } else {
+            format!("{}.SetValue({}, static_cast<{}>({val}));", self.gm(t), off.join(" + "), ctype(d))
+        };
+        let body = format!("if ({}) {{\n    {put}\n}}", conds.join(" && "));
         let text = Self::loop_nest(&shape, &body.replace('\n', &format!("\n{}", "    ".repeat(shape.len()))), &idx);
         let mut reads: Vec<Res> = op.args.iter().flat_map(|a| self.bufs_of(*a)).collect();
         reads.dedup();

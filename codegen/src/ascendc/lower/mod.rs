@@ -45,12 +45,74 @@ use crate::{CodegenError, Result};
 pub(super) enum Val {
     Scalar(String),
     Splat(String),
-    Affine { base: String, coefs: Vec<i64> },
+    Affine {
+        base: String,
+        coefs: Vec<i64>,
+    },
     Tile(BufId),
-    View { buf: BufId, off: i64, strides: Vec<i64> },
+    View {
+        buf: BufId,
+        off: i64,
+        strides: Vec<i64>,
+    },
     /// A box `load` that only feeds the cube: never brought into UB; the cube program copies
     /// it from GM straight into L1 (index into `Lower::direct`).
     Gm(usize),
+    /// A bool tile that is a predicate on index positions (masks built from `arange`):
+    /// evaluated by `Compare` on a precomputed position tile when a `select` needs it.
+    Pred(Pred),
+}
+
+/// A predicate on the element position `i` of a tile (see `Val::Pred`).
+#[derive(Clone, Debug)]
+pub(super) enum Pred {
+    /// `base + Σ coefs[d] · i[d]  (op)  0`.
+    Cmp { op: opc_ir::CmpPred, base: String, coefs: Vec<i64> },
+    /// The same for every element (a C++ bool expression).
+    Uniform(String),
+    And(Box<Pred>, Box<Pred>),
+    Or(Box<Pred>, Box<Pred>),
+    Not(Box<Pred>),
+}
+
+impl Pred {
+    /// Re-index through a view: result dim `j` reads source dim `map[j]` (`None`: broadcast).
+    pub(super) fn remap(&self, map: &[Option<usize>]) -> Pred {
+        match self {
+            Pred::Cmp { op, base, coefs } => Pred::Cmp { op: *op, base: base.clone(), coefs: map.iter().map(|s| s.map(|i| coefs[i]).unwrap_or(0)).collect() },
+            Pred::Uniform(e) => Pred::Uniform(e.clone()),
+            Pred::And(a, b) => Pred::And(Box::new(a.remap(map)), Box::new(b.remap(map))),
+            Pred::Or(a, b) => Pred::Or(Box::new(a.remap(map)), Box::new(b.remap(map))),
+            Pred::Not(a) => Pred::Not(Box::new(a.remap(map))),
+        }
+    }
+
+    /// The C++ bool expression at element `idx`.
+    pub(super) fn at(&self, idx: &[String]) -> String {
+        match self {
+            Pred::Cmp { op, base, coefs } => {
+                let mut e = base.clone();
+                for (i, c) in idx.iter().zip(coefs) {
+                    if *c != 0 {
+                        e = format!("{e} + {c} * {i}");
+                    }
+                }
+                let o = match op {
+                    opc_ir::CmpPred::Eq => "==",
+                    opc_ir::CmpPred::Ne => "!=",
+                    opc_ir::CmpPred::Lt => "<",
+                    opc_ir::CmpPred::Le => "<=",
+                    opc_ir::CmpPred::Gt => ">",
+                    opc_ir::CmpPred::Ge => ">=",
+                };
+                format!("(({e}) {o} 0)")
+            }
+            Pred::Uniform(e) => e.clone(),
+            Pred::And(a, b) => format!("({} && {})", a.at(idx), b.at(idx)),
+            Pred::Or(a, b) => format!("({} || {})", a.at(idx), b.at(idx)),
+            Pred::Not(a) => format!("(!{})", a.at(idx)),
+        }
+    }
 }
 
 /// Which program the walk emits.
@@ -120,7 +182,7 @@ pub(super) fn layout(d: DType, shape: &[usize]) -> (Vec<i64>, u64) {
 pub(super) struct Lower<'k> {
     pub k: &'k Kernel,
     pub file: String,
-    lv: Liveness,
+    pub(super) lv: Liveness,
     vals: Vec<Option<Val>>,
     pub out: lir::Kernel,
     stack: Vec<Vec<Stmt>>,
@@ -138,6 +200,11 @@ pub(super) struct Lower<'k> {
     pub loc: Option<Loc>,
     /// Loads the cube reads straight from GM (see `Val::Gm`).
     pub(super) direct: Vec<Op>,
+    /// Results already computed by an earlier op (an add fused into a cube hand-off).
+    pub(super) fused: HashSet<ValueId>,
+    /// Position tiles filled once at the start of the program (`vector.rs`, `iota`).
+    pub(super) iotas: Vec<((DType, Vec<usize>, Vec<i64>), BufId)>,
+    pub(super) prologue: Vec<Stmt>,
 }
 
 impl<'k> Lower<'k> {
@@ -159,6 +226,9 @@ impl<'k> Lower<'k> {
             dot_site: 0,
             loc: None,
             direct: vec![],
+            fused: HashSet::new(),
+            iotas: vec![],
+            prologue: vec![],
         }
     }
 
@@ -170,9 +240,22 @@ impl<'k> Lower<'k> {
         self.pos = 0;
         self.dot_site = 0;
         self.direct.clear();
+        self.fused.clear();
+        self.iotas.clear();
+        self.prologue.clear();
         let body = self.k.body.clone();
         self.block(&body)?;
-        Ok(self.stack.pop().unwrap_or_default())
+        let mut stmts = self.stack.pop().unwrap_or_default();
+        if !self.prologue.is_empty() {
+            // The precomputed tiles, bracketed like every scalar fill.
+            let bar = |l: &Lower| Stmt::Instr(Instr { text: "PipeBarrier<PIPE_ALL>();".into(), pipe: Pipe::S, reads: vec![], writes: vec![], effect: Effect::Barrier(None), loc: l.loc });
+            let mut pre = vec![bar(self)];
+            pre.append(&mut self.prologue);
+            pre.push(bar(self));
+            pre.append(&mut stmts);
+            stmts = pre;
+        }
+        Ok(stmts)
     }
 
     // ---- errors and naming ------------------------------------------------------------------
@@ -324,7 +407,7 @@ impl<'k> Lower<'k> {
 
     /// The scalar expression of a rank-0 value (or a splat tile).
     pub fn scalar(&self, v: ValueId) -> Option<String> {
-        match self.val(v) {
+        match self.vals[v.0 as usize].clone()? {
             Val::Scalar(s) | Val::Splat(s) => Some(s),
             Val::Affine { base, coefs } if coefs.iter().all(|c| *c == 0) => Some(base),
             _ => None,
@@ -362,6 +445,9 @@ impl<'k> Lower<'k> {
         if self.mode != Mode::Vector {
             return self.skeleton_op(op);
         }
+        if op.results.first().is_some_and(|r| self.fused.contains(r)) {
+            return Ok(());
+        }
         let scalar_result = op.results.first().map(|r| self.k.ty(*r).is_scalar()).unwrap_or(false);
         match &op.kind {
             OpKind::For => self.lower_for(op),
@@ -389,11 +475,8 @@ impl<'k> Lower<'k> {
             OpKind::Dim(s) => self.dim_expr(*s),
             OpKind::ScalarParam(i) => self.param_expr(*i),
             _ => {
-                let args: Vec<String> = op
-                    .args
-                    .iter()
-                    .map(|a| self.scalar(*a).ok_or_else(|| self.unsupported(op, "a tile operand of a scalar op")))
-                    .collect::<Result<_>>()?;
+                let args: Vec<String> =
+                    op.args.iter().map(|a| self.scalar(*a).ok_or_else(|| self.unsupported(op, "a tile operand of a scalar op"))).collect::<Result<_>>()?;
                 let from = op.args.first().map(|a| self.dtype(*a)).unwrap_or(d);
                 match scalar::expr(&op.kind, from, d, &args) {
                     Some(e) => e,
@@ -533,10 +616,13 @@ impl<'k> Lower<'k> {
         let then_ = arms.pop().unwrap_or_default();
         self.stack.last_mut().expect("stack").push(Stmt::If { cond, then_, else_ });
         for (r, buf, name) in outs {
-            self.set(r, match buf {
-                Some(b) => Val::Tile(b),
-                None => Val::Scalar(name),
-            });
+            self.set(
+                r,
+                match buf {
+                    Some(b) => Val::Tile(b),
+                    None => Val::Scalar(name),
+                },
+            );
         }
         Ok(())
     }
@@ -757,7 +843,8 @@ impl Lower<'_> {
             OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Cast(_) | OpKind::Bitcast => {
                 let a: Vec<String> = d.args.iter().map(|x| self.skel_elem(at, *x, idx)).collect::<Result<_>>()?;
                 let from = self.dtype(d.args[0]);
-                scalar::expr(&d.kind, from, self.dtype(v), &a).ok_or_else(|| self.unsupported(at, "a transcendental function in the control flow of the cube program"))?
+                scalar::expr(&d.kind, from, self.dtype(v), &a)
+                    .ok_or_else(|| self.unsupported(at, "a transcendental function in the control flow of the cube program"))?
             }
             _ => return Err(self.unsupported(at, "the control flow of the cube program depends on a vector result")),
         })

@@ -16,7 +16,13 @@ use crate::Result;
 /// C++ literal of a constant of dtype `d`.
 pub(in crate::ascendc) fn literal(c: Scalar, d: DType) -> String {
     match c {
-        Scalar::Bool(b) => if d == DType::Bool { b.to_string() } else { (b as i32).to_string() },
+        Scalar::Bool(b) => {
+            if d == DType::Bool {
+                b.to_string()
+            } else {
+                (b as i32).to_string()
+            }
+        }
         Scalar::Int(i) => {
             if d.is_float() {
                 float_lit(i as f64, d)
@@ -41,7 +47,11 @@ fn float_lit(f: f64, d: DType) -> String {
     if v.is_nan() {
         "(kOpcInf - kOpcInf)".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "kOpcInf".into() } else { "(-kOpcInf)".into() }
+        if v > 0.0 {
+            "kOpcInf".into()
+        } else {
+            "(-kOpcInf)".into()
+        }
     } else {
         let s = format!("{v:?}");
         if s.contains('e') || s.contains('.') {
@@ -186,7 +196,8 @@ fn cast(from: DType, to: DType, r: Rounding, x: &str) -> Option<String> {
         },
         (true, false) => match to {
             DType::Bool => format!("({x} != 0.0f)"),
-            DType::E2M1 | DType::E8M0 => return None,
+            DType::E2M1 => format!("OpcE2M1Enc({x}, {})", rounding_code(r)),
+            DType::E8M0 => return None,
             _ => {
                 let (lo, hi) = to.int_range()?;
                 format!("OpcF2I({x}, {}, {lo}LL, {hi}LL)", rounding_code(r))
@@ -260,6 +271,7 @@ impl Lower<'_> {
             Val::Tile(b) => read(b, 0, &layout(d, &self.shape(v)).0),
             Val::View { buf, off, strides } => read(buf, off, &strides),
             Val::Gm(_) => "/* cube operand in GM */0".into(),
+            Val::Pred(p) => p.at(idx),
         }
     }
 
@@ -394,12 +406,16 @@ impl Lower<'_> {
         };
         let arg = matches!(rop, R::Argmax | R::Argmin);
         // 16-bit float sums round once at the end (the interpreter accumulates in f32).
-        let fin = if arg { "best".to_string() } else if xd.is_float() { round(d, "acc".into()) } else { "acc".into() };
-        let (acc_decl, best_decl) = if arg { (format!("{st} acc = {st}(0);"), "int32_t best = -1;".to_string()) } else { (format!("{st} acc = {init};"), String::new()) };
-        let inner = format!(
-            "{acc_decl} {best_decl}\nfor (int32_t {ax} = 0; {ax} < {n}; ++{ax}) {{\n    const {st} v = {e};\n    {step}\n}}",
-            n = xs[axis]
-        );
+        let fin = if arg {
+            "best".to_string()
+        } else if xd.is_float() {
+            round(d, "acc".into())
+        } else {
+            "acc".into()
+        };
+        let (acc_decl, best_decl) =
+            if arg { (format!("{st} acc = {st}(0);"), "int32_t best = -1;".to_string()) } else { (format!("{st} acc = {init};"), String::new()) };
+        let inner = format!("{acc_decl} {best_decl}\nfor (int32_t {ax} = 0; {ax} < {n}; ++{ax}) {{\n    const {st} v = {e};\n    {step}\n}}", n = xs[axis]);
         let mut oidx = idx.clone();
         oidx.remove(axis);
         let mut outer = xs.clone();

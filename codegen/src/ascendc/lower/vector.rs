@@ -10,7 +10,7 @@
 
 use opc_ir::{BinaryOp, CmpPred, DType, Op, OpKind, Rounding, UnaryOp, ValueId};
 
-use super::{c0, ctype, layout, scalar, scalar_ctype, Lower, Val};
+use super::{c0, ctype, layout, scalar, scalar_ctype, Lower, Pred, Val};
 use crate::ascendc::lir::{BufId, Effect, Pipe, Res};
 use crate::Result;
 
@@ -20,7 +20,11 @@ enum Operand {
     Dense(BufId),
     Scalar(String),
     /// Element (r, c) = buf[off + r·stride] (a per-row scalar).
-    Row { buf: BufId, off: i64, stride: i64 },
+    Row {
+        buf: BufId,
+        off: i64,
+        stride: i64,
+    },
     /// Element (r, c) = buf[c] (a row shared by every row).
     Col(BufId),
 }
@@ -58,7 +62,11 @@ impl Lower<'_> {
             OpKind::Const(_) | OpKind::Arange => self.tile_op(op),
             OpKind::Broadcast | OpKind::ExpandDims(_) | OpKind::Permute(_) if symbolic(self, op.args[0]) => self.view_op(op),
             OpKind::Reshape if uniform(self, op.args[0]) => self.view_op(op),
-            OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Cast(_) | OpKind::Bitcast if op.args.iter().all(|a| uniform(self, *a)) => self.elementwise(op),
+            OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Cast(_) | OpKind::Bitcast
+                if op.args.iter().all(|a| uniform(self, *a)) =>
+            {
+                self.elementwise(op)
+            }
             OpKind::Binary(_) if op.args.iter().all(|a| symbolic(self, *a)) => {
                 if let Some(v) = self.affine_op(op) {
                     self.set(op.results[0], v);
@@ -102,6 +110,7 @@ impl Lower<'_> {
             (Val::Scalar(s) | Val::Splat(s), _) => Val::Splat(s),
             // `trans` of a cube operand in GM: the cube reads the untransposed tile (`cube_b`).
             (Val::Gm(i), _) => Val::Gm(i),
+            (Val::Pred(p), Some(m)) => Val::Pred(p.remap(&m)),
             (Val::Affine { base, coefs }, Some(m)) => Val::Affine { base, coefs: m.iter().map(|s| s.map(|i| coefs[i]).unwrap_or(0)).collect() },
             (Val::Tile(b), Some(m)) => {
                 let st = layout(self.dtype(x), &xs).0;
@@ -143,15 +152,16 @@ impl Lower<'_> {
 
     /// A dense operand tile whose life ends at this op, of the result's dtype and shape: the
     /// result can be computed in place (elementwise vector instructions allow dst == src).
-    fn reusable(&self, b: BufId, d: DType, shape: &[usize]) -> Option<BufId> {
+    pub(super) fn reusable(&self, b: BufId, d: DType, shape: &[usize]) -> Option<BufId> {
         let buf = &self.out.bufs[b];
         let (_, elems) = layout(d, shape);
         let bytes = crate::ascendc::lir::round_up(elems * super::elem_bytes(d), 256);
-        (buf.live.1 == self.pos() && buf.elem == ctype(d) && buf.bytes == bytes && !buf.what.starts_with("loop-carried") && !buf.what.starts_with("if result")).then_some(b)
+        (buf.live.1 == self.pos() && buf.elem == ctype(d) && buf.bytes == bytes && !buf.what.starts_with("loop-carried") && !buf.what.starts_with("if result"))
+            .then_some(b)
     }
 
     /// Take over buffer `b` for the result `r` (in place).
-    fn adopt(&mut self, b: BufId, r: ValueId) -> BufId {
+    pub(super) fn adopt(&mut self, b: BufId, r: ValueId) -> BufId {
         let until = self.last_use(r);
         let buf = &mut self.out.bufs[b];
         buf.live.1 = buf.live.1.max(until);
@@ -184,6 +194,11 @@ impl Lower<'_> {
         // Index arithmetic stays symbolic.
         if let Some(v) = self.affine_op(op) {
             self.set(r, v);
+            return Ok(());
+        }
+        // Masks built from positions stay predicates (`Val::Pred`).
+        if let Some(p) = self.pred_op(op) {
+            self.set(r, Val::Pred(p));
             return Ok(());
         }
         // A compare whose only use is a select is fused into it (`Compare` + `Select`).
@@ -238,6 +253,120 @@ impl Lower<'_> {
         }
     }
 
+    /// A predicate for a compare of position indices, or a boolean combination of predicates
+    /// and uniform bools.
+    fn pred_op(&self, op: &Op) -> Option<Pred> {
+        let rank = self.shape(op.results[0]).len();
+        let as_pred = |v: ValueId| -> Option<Pred> {
+            match self.val(v) {
+                Val::Pred(p) => Some(p),
+                Val::Scalar(s) | Val::Splat(s) if self.dtype(v) == DType::Bool => Some(Pred::Uniform(s)),
+                _ => None,
+            }
+        };
+        let has_pred = op.args.iter().any(|a| matches!(self.val(*a), Val::Pred(_)));
+        match &op.kind {
+            OpKind::Cmp(p) if self.dtype(op.args[0]) == DType::I32 && (1..=2).contains(&rank) => {
+                let aff = |v: ValueId| -> Option<(String, Vec<i64>)> {
+                    match self.val(v) {
+                        Val::Affine { base, coefs } => Some((base, coefs)),
+                        Val::Scalar(s) | Val::Splat(s) => Some((s, vec![0; rank])),
+                        _ => None,
+                    }
+                };
+                if !op.args.iter().any(|a| matches!(self.val(*a), Val::Affine { .. })) {
+                    return None;
+                }
+                let ((bx, cx), (by, cy)) = (aff(op.args[0])?, aff(op.args[1])?);
+                Some(Pred::Cmp { op: *p, base: format!("({bx}) - ({by})"), coefs: cx.iter().zip(&cy).map(|(a, b)| a - b).collect() })
+            }
+            OpKind::Binary(b @ (BinaryOp::And | BinaryOp::Or)) if has_pred => {
+                let (x, y) = (as_pred(op.args[0])?, as_pred(op.args[1])?);
+                Some(if *b == BinaryOp::And { Pred::And(Box::new(x), Box::new(y)) } else { Pred::Or(Box::new(x), Box::new(y)) })
+            }
+            OpKind::Unary(UnaryOp::Not) if has_pred => Some(Pred::Not(Box::new(as_pred(op.args[0])?))),
+            _ => None,
+        }
+    }
+
+    /// The bit mask (`Compare` layout: bit i of the tile's padded element i) of a predicate
+    /// over `shape`, for elements of `d`; `cnt` bits.
+    fn pred_mask(&mut self, p: &Pred, d: DType, shape: &[usize], cnt: u64) -> BufId {
+        let m = self.alloc_elems(DType::U8, cnt / 8, self.pos(), "predicate mask".into());
+        let mn = self.bname(m);
+        let words = cnt / 16;
+        match p {
+            Pred::Cmp { op, base, coefs } => {
+                // Positions come from a tile precomputed once per program: c · i (exact in
+                // f32); one `Adds` moves it to this tile's offset, one `Compare` against 0.
+                // positions (op) -base in f16: the positions are small integers (exact), and the
+                // bound is clamped to just outside their range, which keeps every comparison.
+                let pd = DType::F16;
+                let iota = self.iota(pd, shape, coefs);
+                let z = self.temp(pd, shape, "predicate bound");
+                let (inn, zn) = (self.bname(iota), self.bname(z));
+                let n = layout(pd, shape).1;
+                let span: i64 = coefs.iter().zip(shape).map(|(c, s)| c.abs() * (*s as i64)).sum::<i64>() + 1;
+                self.vec(format!("Duplicate({zn}, static_cast<half>(static_cast<float>(OpcClamp(-static_cast<int64_t>({base}), -{span}, {span}))), {n});"), &[], &[z]);
+                let mode = match op {
+                    CmpPred::Eq => "EQ",
+                    CmpPred::Ne => "NE",
+                    CmpPred::Lt => "LT",
+                    CmpPred::Le => "LE",
+                    CmpPred::Gt => "GT",
+                    CmpPred::Ge => "GE",
+                };
+                self.vec(format!("Compare({mn}, {inn}, {zn}, CMPMODE::{mode}, {cnt});"), &[iota, z], &[m]);
+            }
+            Pred::Uniform(e) => {
+                self.vec(format!("Duplicate({mn}.ReinterpretCast<uint16_t>(), static_cast<uint16_t>(({e}) ? 0xFFFF : 0), {words});"), &[], &[m]);
+            }
+            Pred::And(a, b) | Pred::Or(a, b) => {
+                let (x, y) = (self.pred_mask(a, d, shape, cnt), self.pred_mask(b, d, shape, cnt));
+                let f = if matches!(p, Pred::And(..)) { "And" } else { "Or" };
+                let (xn, yn) = (self.bname(x), self.bname(y));
+                self.vec(format!("{f}({mn}.ReinterpretCast<uint16_t>(), {xn}.ReinterpretCast<uint16_t>(), {yn}.ReinterpretCast<uint16_t>(), {words});"), &[x, y], &[m]);
+            }
+            Pred::Not(a) => {
+                let x = self.pred_mask(a, d, shape, cnt);
+                let xn = self.bname(x);
+                self.vec(format!("Not({mn}.ReinterpretCast<uint16_t>(), {xn}.ReinterpretCast<uint16_t>(), {words});"), &[x], &[m]);
+            }
+        }
+        m
+    }
+
+    /// The position tile `Σ coefs[d] · i[d]` of `shape` in dtype `d`, filled once at the start
+    /// of the program (the small precomputed mask basis: for FlashAttention's causal diagonal
+    /// it is `j - i`).
+    fn iota(&mut self, d: DType, shape: &[usize], coefs: &[i64]) -> BufId {
+        let key = (d, shape.to_vec(), coefs.to_vec());
+        if let Some((_, b)) = self.iotas.iter().find(|(k, _)| *k == key) {
+            return *b;
+        }
+        let b = self.alloc(d, shape, u32::MAX, format!("positions {coefs:?} of {shape:?} (precomputed)"));
+        self.out.bufs[b].live.0 = 0;
+        let idx: Vec<String> = (0..shape.len()).map(|i| format!("p{i}")).collect();
+        let mut e = "0".to_string();
+        for (i, c) in idx.iter().zip(coefs) {
+            if *c != 0 {
+                e = format!("{e} + {c} * {i}");
+            }
+        }
+        let body = format!("{}.SetValue({}, static_cast<{}>(static_cast<float>({e})));", self.bname(b), Self::lin(d, shape, &idx), ctype(d));
+        let text = Self::loop_nest(shape, &body, &idx);
+        self.prologue.push(crate::ascendc::lir::Stmt::Instr(crate::ascendc::lir::Instr {
+            text: format!("// precomputed position tile {}\n{text}", self.bname(b)),
+            pipe: Pipe::S,
+            reads: vec![],
+            writes: vec![Res::Buf(b)],
+            effect: Effect::None,
+            loc: self.loc,
+        }));
+        self.iotas.push((key, b));
+        b
+    }
+
     fn cmp_fusable(&self, op: &Op) -> bool {
         let r = op.results[0];
         let from = self.dtype(op.args[0]);
@@ -276,6 +405,7 @@ impl Lower<'_> {
             }
             Val::Affine { .. } => Operand::Dense(self.materialize(op, v)?),
             Val::Gm(_) => return Err(self.unsupported(op, "a cube operand read straight from GM used by a vector op")),
+            Val::Pred(_) => Operand::Dense(self.materialize(op, v)?),
         })
     }
 
@@ -350,7 +480,18 @@ impl Lower<'_> {
             OpKind::Unary(u) => {
                 let ok = matches!(
                     u,
-                    UnaryOp::Exp | UnaryOp::Exp2 | UnaryOp::Log | UnaryOp::Log2 | UnaryOp::Abs | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip | UnaryOp::Neg | UnaryOp::Sigmoid | UnaryOp::Silu | UnaryOp::Tanh
+                    UnaryOp::Exp
+                        | UnaryOp::Exp2
+                        | UnaryOp::Log
+                        | UnaryOp::Log2
+                        | UnaryOp::Abs
+                        | UnaryOp::Sqrt
+                        | UnaryOp::Rsqrt
+                        | UnaryOp::Recip
+                        | UnaryOp::Neg
+                        | UnaryOp::Sigmoid
+                        | UnaryOp::Silu
+                        | UnaryOp::Tanh
                 );
                 if !(ok && (vec_dtype(d) || d == DType::BF16)) {
                     return Ok(false);
@@ -396,6 +537,28 @@ impl Lower<'_> {
         let r = op.results[0];
         let (d, shape) = (self.dtype(r), self.shape(r));
         let c = op.args[0];
+        // Positions are compared in f16 (exact small integers), so the mask's bits follow the
+        // f16 layout: the select's dtype must lay the tile out the same way.
+        if let (Val::Pred(p), true) = (self.val(c), vec_dtype(d) && layout(d, &shape) == layout(DType::F16, &shape)) {
+            let n = layout(d, &shape).1;
+            let cnt = crate::ascendc::lir::round_up(n, 128);
+            let mask = self.pred_mask(&p, d, &shape, cnt);
+            let t = self.dense_or_dup(op, op.args[1], &shape)?;
+            let dst = self.alloc(d, &shape, self.last_use(r), format!("%{} {}", r.0, self.k.ty(r)));
+            let (mn, tn, dn) = (self.bname(mask), self.bname(t), self.bname(dst));
+            match self.val(op.args[2]) {
+                Val::Scalar(s) | Val::Splat(s) => {
+                    self.vec(format!("Select({dn}, {mn}, {tn}, static_cast<{}>({s}), SELMODE::VSEL_TENSOR_SCALAR_MODE, {n});", ctype(d)), &[mask, t], &[dst]);
+                }
+                _ => {
+                    let f = self.dense_or_dup(op, op.args[2], &shape)?;
+                    let fname = self.bname(f);
+                    self.vec(format!("Select({dn}, {mn}, {tn}, {fname}, SELMODE::VSEL_TENSOR_TENSOR_MODE, {n});"), &[mask, t, f], &[dst]);
+                }
+            }
+            self.set(r, Val::Tile(dst));
+            return Ok(true);
+        }
         let Some(cmp) = self.def_op(c) else { return Ok(false) };
         let OpKind::Cmp(pred) = cmp.kind else { return Ok(false) };
         if !matches!(self.val(c), Val::Scalar(ref s) if s.is_empty()) || !vec_dtype(d) || self.dtype(cmp.args[0]) != d {
@@ -658,7 +821,11 @@ impl Lower<'_> {
                 let (tn, bn) = (self.bname(t), self.bname(buf));
                 self.sync(Pipe::V, Pipe::S);
                 self.instr(Pipe::S, String::new(), vec![Res::Buf(buf)], vec![], Effect::None);
-                self.vec(format!("for (int32_t r = 0; r < {}; ++r) {{\n    Duplicate({tn}[r * {p}], {bn}.GetValue({off} + r * {stride}), {p});\n}}", shape[0]), &[], &[t]);
+                self.vec(
+                    format!("for (int32_t r = 0; r < {}; ++r) {{\n    Duplicate({tn}[r * {p}], {bn}.GetValue({off} + r * {stride}), {p});\n}}", shape[0]),
+                    &[],
+                    &[t],
+                );
                 t
             }
             Operand::Col(c) => {
@@ -747,7 +914,11 @@ impl Lower<'_> {
             let scratch = self.alloc_elems(d, rows as u64 * k, self.pos(), "reduce results".into());
             let work = self.temp(d, &[c], "reduce work");
             let (sn, wn, xn) = (self.bname(scratch), self.bname(work), self.bname(src));
-            let call = if rop == R::Sum { format!("ReduceSum({sn}[r * {k}], {xn}[r * {p}], {wn}, {c});") } else { format!("Reduce{fname}({sn}[r * {k}], {xn}[r * {p}], {wn}, {c}, false);") };
+            let call = if rop == R::Sum {
+                format!("ReduceSum({sn}[r * {k}], {xn}[r * {p}], {wn}, {c});")
+            } else {
+                format!("Reduce{fname}({sn}[r * {k}], {xn}[r * {p}], {wn}, {c}, false);")
+            };
             self.vec(format!("for (int32_t r = 0; r < {rows}; ++r) {{\n    {call}\n}}"), &[src], &[scratch, work]);
             self.sync(Pipe::V, Pipe::S);
             let get = |row: &str| scalar::round(rd, format!("static_cast<float>({sn}.GetValue({row} * {k}))"));
@@ -774,7 +945,11 @@ impl Lower<'_> {
         // axis 0 of [R, C]: fold the rows.
         let (rows, p) = (xs[0], ls[0]);
         let dst_d = if xd == DType::BF16 { DType::F32 } else { rd };
-        let acc = if xd == DType::BF16 { self.temp(DType::F32, &rshape, "bf16 reduce in f32") } else { self.alloc(rd, &rshape, self.last_use(r), format!("%{} {}", r.0, self.k.ty(r))) };
+        let acc = if xd == DType::BF16 {
+            self.temp(DType::F32, &rshape, "bf16 reduce in f32")
+        } else {
+            self.alloc(rd, &rshape, self.last_use(r), format!("%{} {}", r.0, self.k.ty(r)))
+        };
         let (an, xn) = (self.bname(acc), self.bname(src));
         self.instr(
             Pipe::V,

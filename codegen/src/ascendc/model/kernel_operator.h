@@ -463,6 +463,12 @@ public:
     }
     uint32_t GetSize() const { return size_; }
     TPosition GetPosition() const { return pos_; }
+    // The same bytes viewed as another element type.
+    template <typename U>
+    LocalTensor<U> ReinterpretCast() const
+    {
+        return LocalTensor<U>(reinterpret_cast<U*>(ptr_), static_cast<uint32_t>(static_cast<uint64_t>(size_) * sizeof(T) / sizeof(U)), pos_);
+    }
     T* Data() const { return ptr_; }
 
 private:
@@ -1176,6 +1182,39 @@ OPC_MODEL_UNARY(Sqrt, detail::USqrt)
 OPC_MODEL_UNARY(Rsqrt, detail::URsqrt)
 OPC_MODEL_UNARY(Reciprocal, detail::URecip)
 #undef OPC_MODEL_UNARY
+
+namespace detail {
+inline int64_t BAnd(int64_t a, int64_t b) { return a & b; }
+inline int64_t BOr(int64_t a, int64_t b) { return a | b; }
+inline float BNone(float, float) { return 0.0f; }
+}  // namespace detail
+
+// Bitwise, on 16-bit integer tensors (bit masks).
+template <typename T>
+inline void And(const LocalTensor<T>& dst, const LocalTensor<T>& a, const LocalTensor<T>& b, const int32_t count)
+{
+    static_assert(std::is_integral<T>::value && sizeof(T) == 2, "And takes int16_t / uint16_t");
+    detail::VecBinary(dst, a, b, count, "And", detail::BNone, detail::BAnd);
+}
+template <typename T>
+inline void Or(const LocalTensor<T>& dst, const LocalTensor<T>& a, const LocalTensor<T>& b, const int32_t count)
+{
+    static_assert(std::is_integral<T>::value && sizeof(T) == 2, "Or takes int16_t / uint16_t");
+    detail::VecBinary(dst, a, b, count, "Or", detail::BNone, detail::BOr);
+}
+template <typename T>
+inline void Not(const LocalTensor<T>& dst, const LocalTensor<T>& src, const int32_t count)
+{
+    static_assert(std::is_integral<T>::value && sizeof(T) == 2, "Not takes int16_t / uint16_t");
+    detail::VecCheck(dst, count, "Not");
+    detail::VecCheck(src, count, "Not");
+    detail::Issue(PIPE_V);
+    detail::Access(PIPE_V, src.Data(), count * sizeof(T), false, "Not");
+    detail::Access(PIPE_V, dst.Data(), count * sizeof(T), true, "Not");
+    for (int32_t i = 0; i < count; ++i) {
+        dst.Data()[i] = static_cast<T>(~src.Data()[i]);
+    }
+}
 
 template <typename T>
 inline void Duplicate(const LocalTensor<T>& dst, const T& scalarValue, const int32_t count)
