@@ -66,6 +66,8 @@ __aicore__ inline int64_t OpcShr(int64_t x, int64_t y, int32_t bits)
 {
     return (y >= 0 && y < bits) ? (x >> y) : (x < 0 ? -1 : 0);
 }
+__aicore__ inline int64_t OpcMaxI(int64_t a, int64_t b) { return a > b ? a : b; }
+__aicore__ inline int64_t OpcMinI(int64_t a, int64_t b) { return a < b ? a : b; }
 __aicore__ inline int32_t OpcClamp(int64_t x, int64_t lo, int64_t hi)
 {
     return static_cast<int32_t>(x < lo ? lo : (x > hi ? hi : x));

@@ -40,6 +40,9 @@ pub(super) struct BoxAccess {
     dims: Vec<BoxDim>,
 }
 
+/// `[lo, hi)` limits on one result dim's index (C++ expressions; `None`: unbounded).
+pub(super) type Bound = (Option<String>, Option<String>);
+
 pub(super) fn packed(d: DType) -> bool {
     d.bits() == 4
 }
@@ -160,14 +163,14 @@ impl Lower<'_> {
         let rank = self.tensor_dims(t).len();
         let (d, shape) = (self.dtype(r), self.shape(r));
         let other = if has_other { self.scalar(op.args[rank + has_mask as usize]) } else { Some(super::scalar::literal(opc_ir::Scalar::Int(0), d)) };
-        let mask = if has_mask { self.scalar(op.args[rank]) } else { Some("true".into()) };
+        let (mask, bounds) = if has_mask { self.mask_bounds(op.args[rank], shape.len()) } else { (Some("true".into()), vec![]) };
         let bx = if packed(d) { None } else { self.box_access(op, t) };
         let (Some(bx), Some(other), Some(mask)) = (bx, other, mask) else {
             return self.load_fallback(op, t, has_mask, has_other);
         };
         let dst = self.alloc(d, &shape, self.last_use(r), format!("%{} {}", r.0, self.k.ty(r)));
         self.comment(format!("CopyIn: {}[..] -> {} ({}{:?})", self.k.params[t].name, self.bname(dst), d, shape));
-        let g = self.clip(t, &bx);
+        let g = self.clip_within(t, &bx, &bounds);
         // Fill with `other` when the box is clipped.
         let full = format!("{} && {mask} && {}", g.inb, g.full);
         self.push();
@@ -235,6 +238,12 @@ impl Lower<'_> {
 
     /// Declare the clipped extent of every box dim; returns the names.
     pub(super) fn clip(&mut self, t: usize, bx: &BoxAccess) -> Clip {
+        self.clip_within(t, bx, &[])
+    }
+
+    /// As [`Lower::clip`], also restricted to `bounds[j] = (lo, hi)` on result dim `j` (from a
+    /// position mask).
+    pub(super) fn clip_within(&mut self, t: usize, bx: &BoxAccess, bounds: &[Bound]) -> Clip {
         let dims = self.tensor_dims(t);
         let id = self.fresh("x");
         let mut inb = vec!["true".to_string()];
@@ -253,8 +262,17 @@ impl Lower<'_> {
                 Some((d, start)) => {
                     let dim = self.dimx(&dims[*d]);
                     let (lj, nj) = (format!("{id}Lo{j}"), format!("{id}N{j}"));
-                    self.line(format!("const int32_t {lj} = OpcClamp(-({start}), 0, {});", b.len));
-                    self.line(format!("const int32_t {nj} = OpcClamp({dim} - ({start}), 0, {}) - {lj};", b.len));
+                    let (mut l, mut h) = (format!("-static_cast<int64_t>({start})"), format!("static_cast<int64_t>({dim}) - ({start})"));
+                    if let Some((bl, bh)) = bounds.get(j) {
+                        if let Some(bl) = bl {
+                            l = format!("OpcMaxI({l}, {bl})");
+                        }
+                        if let Some(bh) = bh {
+                            h = format!("OpcMinI({h}, {bh})");
+                        }
+                    }
+                    self.line(format!("const int32_t {lj} = OpcClamp({l}, 0, {});", b.len));
+                    self.line(format!("const int32_t {nj} = OpcClamp(OpcClamp({h}, 0, {}) - {lj}, 0, {});", b.len, b.len));
                     full.push(format!("{nj} == {}", b.len));
                     off.push(format!("static_cast<int64_t>(({start}) + {lj}) * {}", self.stride(t, *d)));
                     strides.push(self.stride(t, *d));
@@ -300,6 +318,78 @@ impl Lower<'_> {
         }
         let cond = format!("{cond} && {}", g.n.iter().map(|n| format!("{n} > 0")).collect::<Vec<_>>().join(" && "));
         self.push_stmt(Stmt::If { cond, then_: stmts, else_: vec![] });
+    }
+
+    /// A mask as (uniform condition, per-dim index bounds `[lo, hi)`): a scalar mask, or a
+    /// conjunction of position compares that each bound one dim (`cols < N`). `None` condition:
+    /// the mask needs the element-wise path.
+    fn mask_bounds(&self, m: ValueId, rank: usize) -> (Option<String>, Vec<Bound>) {
+        if let Some(s) = self.scalar(m) {
+            return (Some(s), vec![]);
+        }
+        let Val::Pred(p) = self.val(m) else { return (None, vec![]) };
+        let mut conds = vec!["true".to_string()];
+        let mut bounds: Vec<Bound> = vec![(None, None); rank];
+        fn walk(p: &super::Pred, conds: &mut Vec<String>, bounds: &mut [Bound]) -> bool {
+            use opc_ir::CmpPred as C;
+            match p {
+                super::Pred::And(a, b) => walk(a, conds, bounds) && walk(b, conds, bounds),
+                super::Pred::Uniform(e) => {
+                    conds.push(e.clone());
+                    true
+                }
+                super::Pred::Cmp { op, base, coefs } => {
+                    let nz: Vec<usize> = (0..coefs.len()).filter(|&j| coefs[j] != 0).collect();
+                    if nz.is_empty() {
+                        conds.push(p.at(&[]));
+                        return true;
+                    }
+                    let [j] = nz.as_slice() else { return false };
+                    let c = coefs[*j];
+                    if c.abs() != 1 || matches!(op, C::Eq | C::Ne) {
+                        return false;
+                    }
+                    // c·i + base (op) 0  ⇔  i (op') -c·base
+                    let v = if c == 1 { format!("(-static_cast<int64_t>({base}))") } else { format!("static_cast<int64_t>({base})") };
+                    let op = if c == 1 {
+                        *op
+                    } else {
+                        match op {
+                            C::Lt => C::Gt,
+                            C::Le => C::Ge,
+                            C::Gt => C::Lt,
+                            C::Ge => C::Le,
+                            o => *o,
+                        }
+                    };
+                    let (lo, hi) = match op {
+                        C::Lt => (None, Some(v)),
+                        C::Le => (None, Some(format!("{v} + 1"))),
+                        C::Gt => (Some(format!("{v} + 1")), None),
+                        _ => (Some(v), None),
+                    };
+                    let b = &mut bounds[*j];
+                    if let Some(lo) = lo {
+                        b.0 = Some(match b.0.take() {
+                            Some(x) => format!("OpcMaxI({x}, {lo})"),
+                            None => lo,
+                        });
+                    }
+                    if let Some(hi) = hi {
+                        b.1 = Some(match b.1.take() {
+                            Some(x) => format!("OpcMinI({x}, {hi})"),
+                            None => hi,
+                        });
+                    }
+                    true
+                }
+                _ => false,
+            }
+        }
+        if !walk(&p, &mut conds, &mut bounds) {
+            return (None, vec![]);
+        }
+        (Some(conds.join(" && ")), bounds)
     }
 
     /// A rank-0 load: one scalar read of GM.
@@ -388,7 +478,7 @@ impl Lower<'_> {
         let rank = self.tensor_dims(t).len();
         let v = op.args[rank];
         let (d, shape) = (self.dtype(v), self.shape(v));
-        let mask = if has_mask { self.scalar(op.args[rank + 1]) } else { Some("true".into()) };
+        let (mask, bounds) = if has_mask { self.mask_bounds(op.args[rank + 1], shape.len()) } else { (Some("true".into()), vec![]) };
         if shape.is_empty() {
             return self.scalar_store(op, t, v, mask, atomic);
         }
@@ -401,7 +491,7 @@ impl Lower<'_> {
         };
         let src = self.materialize(op, v)?;
         self.comment(format!("CopyOut: {} -> {}[..]{}", self.bname(src), self.k.params[t].name, if atomic { " (atomic add)" } else { "" }));
-        let g = self.clip(t, &bx);
+        let g = self.clip_within(t, &bx, &bounds);
         // The UB side of a `DataCopyPad` starts 32-byte aligned: a box clipped on the left (a
         // negative first column) is stored element by element instead.
         let lc = g.lo[shape.len() - 1].clone();

@@ -63,11 +63,18 @@ pub(super) enum Val {
     Pred(Pred),
 }
 
+/// A precomputed position tile: (dtype, shape, coefficients).
+pub(super) type IotaKey = (DType, Vec<usize>, Vec<i64>);
+
 /// A predicate on the element position `i` of a tile (see `Val::Pred`).
 #[derive(Clone, Debug)]
 pub(super) enum Pred {
     /// `base + Σ coefs[d] · i[d]  (op)  0`.
-    Cmp { op: opc_ir::CmpPred, base: String, coefs: Vec<i64> },
+    Cmp {
+        op: opc_ir::CmpPred,
+        base: String,
+        coefs: Vec<i64>,
+    },
     /// The same for every element (a C++ bool expression).
     Uniform(String),
     And(Box<Pred>, Box<Pred>),
@@ -203,7 +210,7 @@ pub(super) struct Lower<'k> {
     /// Results already computed by an earlier op (an add fused into a cube hand-off).
     pub(super) fused: HashSet<ValueId>,
     /// Position tiles filled once at the start of the program (`vector.rs`, `iota`).
-    pub(super) iotas: Vec<((DType, Vec<usize>, Vec<i64>), BufId)>,
+    pub(super) iotas: Vec<(IotaKey, BufId)>,
     pub(super) prologue: Vec<Stmt>,
 }
 
@@ -248,7 +255,16 @@ impl<'k> Lower<'k> {
         let mut stmts = self.stack.pop().unwrap_or_default();
         if !self.prologue.is_empty() {
             // The precomputed tiles, bracketed like every scalar fill.
-            let bar = |l: &Lower| Stmt::Instr(Instr { text: "PipeBarrier<PIPE_ALL>();".into(), pipe: Pipe::S, reads: vec![], writes: vec![], effect: Effect::Barrier(None), loc: l.loc });
+            let bar = |l: &Lower| {
+                Stmt::Instr(Instr {
+                    text: "PipeBarrier<PIPE_ALL>();".into(),
+                    pipe: Pipe::S,
+                    reads: vec![],
+                    writes: vec![],
+                    effect: Effect::Barrier(None),
+                    loc: l.loc,
+                })
+            };
             let mut pre = vec![bar(self)];
             pre.append(&mut self.prologue);
             pre.push(bar(self));

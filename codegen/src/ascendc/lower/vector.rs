@@ -290,8 +290,8 @@ impl Lower<'_> {
     }
 
     /// The bit mask (`Compare` layout: bit i of the tile's padded element i) of a predicate
-    /// over `shape`, for elements of `d`; `cnt` bits.
-    fn pred_mask(&mut self, p: &Pred, d: DType, shape: &[usize], cnt: u64) -> BufId {
+    /// over `shape`; `cnt` bits.
+    fn pred_mask(&mut self, p: &Pred, shape: &[usize], cnt: u64) -> BufId {
         let m = self.alloc_elems(DType::U8, cnt / 8, self.pos(), "predicate mask".into());
         let mn = self.bname(m);
         let words = cnt / 16;
@@ -307,7 +307,11 @@ impl Lower<'_> {
                 let (inn, zn) = (self.bname(iota), self.bname(z));
                 let n = layout(pd, shape).1;
                 let span: i64 = coefs.iter().zip(shape).map(|(c, s)| c.abs() * (*s as i64)).sum::<i64>() + 1;
-                self.vec(format!("Duplicate({zn}, static_cast<half>(static_cast<float>(OpcClamp(-static_cast<int64_t>({base}), -{span}, {span}))), {n});"), &[], &[z]);
+                self.vec(
+                    format!("Duplicate({zn}, static_cast<half>(static_cast<float>(OpcClamp(-static_cast<int64_t>({base}), -{span}, {span}))), {n});"),
+                    &[],
+                    &[z],
+                );
                 let mode = match op {
                     CmpPred::Eq => "EQ",
                     CmpPred::Ne => "NE",
@@ -322,13 +326,17 @@ impl Lower<'_> {
                 self.vec(format!("Duplicate({mn}.ReinterpretCast<uint16_t>(), static_cast<uint16_t>(({e}) ? 0xFFFF : 0), {words});"), &[], &[m]);
             }
             Pred::And(a, b) | Pred::Or(a, b) => {
-                let (x, y) = (self.pred_mask(a, d, shape, cnt), self.pred_mask(b, d, shape, cnt));
+                let (x, y) = (self.pred_mask(a, shape, cnt), self.pred_mask(b, shape, cnt));
                 let f = if matches!(p, Pred::And(..)) { "And" } else { "Or" };
                 let (xn, yn) = (self.bname(x), self.bname(y));
-                self.vec(format!("{f}({mn}.ReinterpretCast<uint16_t>(), {xn}.ReinterpretCast<uint16_t>(), {yn}.ReinterpretCast<uint16_t>(), {words});"), &[x, y], &[m]);
+                self.vec(
+                    format!("{f}({mn}.ReinterpretCast<uint16_t>(), {xn}.ReinterpretCast<uint16_t>(), {yn}.ReinterpretCast<uint16_t>(), {words});"),
+                    &[x, y],
+                    &[m],
+                );
             }
             Pred::Not(a) => {
-                let x = self.pred_mask(a, d, shape, cnt);
+                let x = self.pred_mask(a, shape, cnt);
                 let xn = self.bname(x);
                 self.vec(format!("Not({mn}.ReinterpretCast<uint16_t>(), {xn}.ReinterpretCast<uint16_t>(), {words});"), &[x], &[m]);
             }
@@ -542,7 +550,7 @@ impl Lower<'_> {
         if let (Val::Pred(p), true) = (self.val(c), vec_dtype(d) && layout(d, &shape) == layout(DType::F16, &shape)) {
             let n = layout(d, &shape).1;
             let cnt = crate::ascendc::lir::round_up(n, 128);
-            let mask = self.pred_mask(&p, d, &shape, cnt);
+            let mask = self.pred_mask(&p, &shape, cnt);
             let t = self.dense_or_dup(op, op.args[1], &shape)?;
             let dst = self.alloc(d, &shape, self.last_use(r), format!("%{} {}", r.0, self.k.ty(r)));
             let (mn, tn, dn) = (self.bname(mask), self.bname(t), self.bname(dst));
