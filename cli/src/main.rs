@@ -306,7 +306,10 @@ fn run(cli: Cli) -> Result<(), Fail> {
         Cmd::Bench(a) => bench::cmd_bench(&a).map_err(|(code, msg)| Fail { code, msg }),
         Cmd::Targets => {
             for t in opc_codegen::TARGETS {
-                println!("{t}");
+                println!("{t:<12} runs in-process (opc verify / opc build --target {t})");
+            }
+            for t in opc_codegen::artifact::RENDERERS {
+                println!("{t:<12} writes code + manifest.json (opc build --target {t} -o DIR)");
             }
             Ok(())
         }

@@ -121,7 +121,9 @@ fn missing_file_is_an_io_error() {
 fn targets_and_passes_list() {
     let o = opc(&["targets"]);
     assert!(o.status.success());
-    assert!(text(&o).0.lines().any(|l| l == "interp"));
+    let out = text(&o).0;
+    assert!(out.lines().any(|l| l.starts_with("interp ") && l.contains("runs in-process")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("ptx ") && l.contains("-o DIR")), "{out}");
     let o = opc(&["passes"]);
     assert!(o.status.success());
 }

@@ -27,6 +27,9 @@ pub trait Renderer: Send + Sync {
     fn render(&self, kernel: &Kernel, opts: &RenderOptions) -> Result<Artifact>;
 }
 
+/// Names accepted by [`renderer_by_name`].
+pub const RENDERERS: &[&str] = &["cpu", "ptx", "ascendc"];
+
 /// Targets with an ahead-of-time renderer, by command-line name.
 pub fn renderer_by_name(name: &str) -> Result<Arc<dyn Renderer>> {
     #[allow(clippy::match_single_binding)]
