@@ -1,11 +1,14 @@
 //! The 32-bit element representation that the JIT targets (`cpu`, `llvm`) share with their
 //! `extern "C"` helpers: every tile element is 32 bits — f32 for f32/f16/bf16 (already rounded
 //! to the dtype), i32 for everything else (ints sign-extended, bool 0/1, e2m1 / e8m0 raw codes).
-//! Conversions here follow the interpreter exactly (`opc_ir::numerics`), one element at a time.
+//! Conversions here follow the interpreter exactly (`opc_ir::numerics`), one element at a time;
+//! the packed-nibble store and `atomic_add` are the memory helpers both targets call.
 
 use half::{bf16, f16};
 use opc_ir::numerics;
 use opc_ir::{DType, Rounding};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Mutex;
 
 pub(crate) const ROUNDINGS: [Rounding; 4] = [Rounding::Rne, Rounding::Rtz, Rounding::Floor, Rounding::Ceil];
 
@@ -103,6 +106,56 @@ pub(crate) fn bitcast_repr(x: u32, from: DType, to: DType) -> u32 {
         DType::F16 => f16::from_bits(bits as u16).to_f32().to_bits(),
         DType::BF16 => bf16::from_bits(bits as u16).to_f32().to_bits(),
         _ => numerics::decode_int(to, bits) as i32 as u32,
+    }
+}
+
+// --- memory helpers shared by the JIT targets ---------------------------------------------
+
+/// Store a 4-bit code into element `e` of a packed tensor: one atomic read-modify-write of the
+/// byte, so a concurrent store to the other nibble by another program is never lost.
+///
+/// # Safety
+/// `base` points to a tensor buffer of at least `e / 2 + 1` bytes that lives for the call.
+pub(crate) unsafe fn store_nibble(base: *mut u8, e: i64, code: u32) {
+    // SAFETY: the caller guarantees the byte is inside the tensor; `AtomicU8` has the layout of u8.
+    let cell = unsafe { &*(base.add((e / 2) as usize) as *const AtomicU8) };
+    let v = (code & 0xF) as u8;
+    let (keep, put) = if e % 2 == 0 { (0xF0u8, v) } else { (0x0Fu8, v << 4) };
+    let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some((b & keep) | put));
+}
+
+/// Serializes `atomic_add` on elements whose address is not 4-byte aligned (tensor bytes are a
+/// `Vec<u8>`; the allocator aligns them in practice, so this path is a fallback).
+static UNALIGNED_ATOMIC: Mutex<()> = Mutex::new(());
+
+/// `atomic_add` of one element of an f32 or i32 tensor (the only dtypes the verifier allows).
+///
+/// # Safety
+/// `base` points to a tensor buffer holding element `e` (4 bytes at `4 * e`) for the call.
+pub(crate) unsafe fn atomic_add(base: *mut u8, e: i64, d: DType, v: u32) {
+    let float = d == DType::F32;
+    let add = |old: u32| -> u32 {
+        if float {
+            (f32::from_bits(old) + f32::from_bits(v)).to_bits()
+        } else {
+            (old as i32).wrapping_add(v as i32) as u32
+        }
+    };
+    // SAFETY: the caller guarantees the 4 bytes are inside the tensor.
+    let p = unsafe { base.add(4 * e as usize) };
+    if (p as usize).is_multiple_of(4) {
+        // SAFETY: aligned, in bounds; every concurrent access to it is atomic or a plain
+        // store by the kernel's contract (programs do not mix stores and atomic adds on an element).
+        let cell = unsafe { &*(p as *const AtomicU32) };
+        let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| Some(add(old)));
+    } else {
+        let _g = UNALIGNED_ATOMIC.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: as above; byte-wise atomic accesses under the lock.
+        let cells = unsafe { std::slice::from_raw_parts(p as *const AtomicU8, 4) };
+        let old = u32::from_le_bytes(std::array::from_fn(|i| cells[i].load(Ordering::Relaxed)));
+        for (c, b) in cells.iter().zip(add(old).to_le_bytes()) {
+            c.store(b, Ordering::Relaxed);
+        }
     }
 }
 

@@ -12,9 +12,6 @@
 //! (a lock serializes the unaligned fallback: tensor bytes are a `Vec<u8>`).
 
 use opc_ir::numerics;
-use opc_ir::DType;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::sync::Mutex;
 
 pub(super) use crate::repr::{dtype_code, rounding_code};
 use crate::repr::{bitcast_repr, cast_repr, dtype_of, rounding_of};
@@ -57,49 +54,22 @@ extern "C" fn opc_llvm_ipow(base: i32, exp: i32, d: u32) -> i32 {
     numerics::int_pow(base as i64, exp as i64, dtype_of(d)) as i32
 }
 
-/// Store a 4-bit code into element `e` of a packed tensor: an atomic read-modify-write of the
-/// byte, so a concurrent store to the other nibble by another program is never lost.
+/// Packed 4-bit store (`repr::store_nibble`).
 ///
 /// # Safety
-/// `base` points to a tensor buffer of at least `e / 2 + 1` bytes that lives for the call.
+/// As [`crate::repr::store_nibble`].
 unsafe extern "C" fn opc_llvm_store_nibble(base: *mut u8, e: i64, code: u32) {
-    // SAFETY: the caller guarantees the byte is inside the tensor; `AtomicU8` has the layout of u8.
-    let cell = unsafe { &*(base.add((e / 2) as usize) as *const AtomicU8) };
-    let v = (code & 0xF) as u8;
-    let (keep, put) = if e % 2 == 0 { (0xF0u8, v) } else { (0x0Fu8, v << 4) };
-    let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some((b & keep) | put));
+    // SAFETY: forwarded from the caller.
+    unsafe { crate::repr::store_nibble(base, e, code) }
 }
 
-static UNALIGNED_ATOMIC: Mutex<()> = Mutex::new(());
-
-/// `atomic_add` of one element of an f32 or i32 tensor (the only dtypes the verifier allows).
+/// `atomic_add` of one element (`repr::atomic_add`).
 ///
 /// # Safety
-/// `base` points to a tensor buffer holding element `e` (4 bytes at `4 * e`) for the call.
+/// As [`crate::repr::atomic_add`].
 unsafe extern "C" fn opc_llvm_atomic_add(base: *mut u8, e: i64, d: u32, v: u32) {
-    let float = dtype_of(d) == DType::F32;
-    let add = |old: u32| -> u32 {
-        if float {
-            (f32::from_bits(old) + f32::from_bits(v)).to_bits()
-        } else {
-            (old as i32).wrapping_add(v as i32) as u32
-        }
-    };
-    // SAFETY: the caller guarantees the 4 bytes are inside the tensor.
-    let p = unsafe { base.add(4 * e as usize) };
-    if (p as usize).is_multiple_of(4) {
-        // SAFETY: aligned, in bounds; concurrent accesses to it are atomic by the kernel contract.
-        let cell = unsafe { &*(p as *const AtomicU32) };
-        let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| Some(add(old)));
-    } else {
-        let _g = UNALIGNED_ATOMIC.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: as above; byte-wise atomic accesses under the lock.
-        let cells = unsafe { std::slice::from_raw_parts(p as *const AtomicU8, 4) };
-        let old = u32::from_le_bytes(std::array::from_fn(|i| cells[i].load(Ordering::Relaxed)));
-        for (c, b) in cells.iter().zip(add(old).to_le_bytes()) {
-            c.store(b, Ordering::Relaxed);
-        }
-    }
+    // SAFETY: forwarded from the caller.
+    unsafe { crate::repr::atomic_add(base, e, dtype_of(d), v) }
 }
 
 /// A helper the generated code may call.
