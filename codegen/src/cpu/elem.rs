@@ -296,8 +296,10 @@ impl Lower<'_, '_> {
         })
     }
 
-    pub(super) fn cmp(&mut self, p: CmpPred, d: DType, x: Value, y: Value) -> Value {
-        let c = if cty(d) == types::F32 {
+    /// `fcmp` / signed `icmp` of `x` and `y` by predicate `p` (scalars or lanes alike): the
+    /// result is a Cranelift bool (scalar) or lane mask (vector).
+    fn compare(&mut self, p: CmpPred, d: DType, x: Value, y: Value) -> Value {
+        if cty(d) == types::F32 {
             let cc = match p {
                 CmpPred::Eq => FloatCC::Equal,
                 CmpPred::Ne => FloatCC::NotEqual,
@@ -317,7 +319,11 @@ impl Lower<'_, '_> {
                 CmpPred::Ge => IntCC::SignedGreaterThanOrEqual,
             };
             self.b.ins().icmp(cc, x, y)
-        };
+        }
+    }
+
+    pub(super) fn cmp(&mut self, p: CmpPred, d: DType, x: Value, y: Value) -> Value {
+        let c = self.compare(p, d, x, y);
         self.bool_to_i32(c)
     }
 
@@ -586,27 +592,7 @@ impl Lower<'_, '_> {
     }
 
     pub(super) fn cmp_x4(&mut self, p: CmpPred, d: DType, x: Value, y: Value) -> Value {
-        let m = if cty(d) == types::F32 {
-            let cc = match p {
-                CmpPred::Eq => FloatCC::Equal,
-                CmpPred::Ne => FloatCC::NotEqual,
-                CmpPred::Lt => FloatCC::LessThan,
-                CmpPred::Le => FloatCC::LessThanOrEqual,
-                CmpPred::Gt => FloatCC::GreaterThan,
-                CmpPred::Ge => FloatCC::GreaterThanOrEqual,
-            };
-            self.b.ins().fcmp(cc, x, y)
-        } else {
-            let cc = match p {
-                CmpPred::Eq => IntCC::Equal,
-                CmpPred::Ne => IntCC::NotEqual,
-                CmpPred::Lt => IntCC::SignedLessThan,
-                CmpPred::Le => IntCC::SignedLessThanOrEqual,
-                CmpPred::Gt => IntCC::SignedGreaterThan,
-                CmpPred::Ge => IntCC::SignedGreaterThanOrEqual,
-            };
-            self.b.ins().icmp(cc, x, y)
-        };
+        let m = self.compare(p, d, x, y);
         self.mask_to_bool_x4(m)
     }
 
