@@ -3,7 +3,7 @@
 //! C-ABI entry point and compared bit for bit with the interpreter; a C program compiled with
 //! `cc` against the emitted header runs it too; launch errors come back as codes and messages.
 
-#[path = "cpu_common.rs"]
+#[path = "jit_common.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

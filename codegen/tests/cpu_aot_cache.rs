@@ -6,7 +6,7 @@
 //! run directly) with `OPC_CACHE_DIR` pointing to a fresh directory; a child compiles two library
 //! kernels, checks them against the interpreter and prints its `cache_stats()`.
 
-#[path = "cpu_common.rs"]
+#[path = "jit_common.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! interpreter on random ragged shapes, and (ignored by default) a speed comparison:
 //! `cargo test --release -p opc-codegen --test cpu_attention -- --ignored --nocapture`.
 
-#[path = "cpu_common.rs"]
+#[path = "jit_common.rs"]
 mod common;
 
 use std::time::Instant;

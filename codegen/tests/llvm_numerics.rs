@@ -2,7 +2,7 @@
 //! interpreter computes) over the whole useful range, special values and the subnormal tail.
 #![cfg(feature = "llvm22-1")]
 
-#[path = "llvm_common.rs"]
+#[path = "jit_common.rs"]
 mod common;
 
 use common::kernel;

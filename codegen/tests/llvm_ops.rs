@@ -3,13 +3,13 @@
 //!
 //! Float outputs are compared within `ULPS · eps(f32) · max|reference|` (f16 / bf16 outputs:
 //! 2 ulps of their dtype relative to the max), because the `llvm` target's `dot` uses FMA /
-//! `vdpbf16ps` and its last-dim sums are reassociated (`llvm_common.rs`). Integer outputs that
+//! `vdpbf16ps` and its last-dim sums are reassociated (`jit_common.rs`). Integer outputs that
 //! come straight from data (top-k indices on distinct values, quantized codes of
 //! already-quantized inputs) must match exactly; codes that round a `dot` result may differ by
 //! one step where the f32 value sits on a rounding boundary (counted and bounded).
 #![cfg(feature = "llvm22-1")]
 
-#[path = "llvm_common.rs"]
+#[path = "jit_common.rs"]
 mod common;
 
 use std::time::Instant;

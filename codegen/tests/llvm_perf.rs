@@ -5,7 +5,7 @@
 //! `OPC_PERF_DTYPES=f32,bf16` the dtypes; `OPC_PERF_CPU=1` adds the `cpu` target's time.
 #![cfg(feature = "llvm22-1")]
 
-#[path = "llvm_common.rs"]
+#[path = "jit_common.rs"]
 mod common;
 
 use std::time::Instant;

@@ -1,7 +1,8 @@
-//! Shared harness of the `llvm_*` tests: compile DSL source, run it on the `interp` and `llvm`
-//! targets, and compare: bit for bit where the `llvm` target promises it (elementwise ops,
-//! casts, memory), within a per-dtype tolerance where it changes rounding (`dot` with FMA or
-//! `vdpbf16ps`, sums along the last dim).
+//! Shared harness of the JIT target tests (`cpu_*`, `llvm_*`, `jit_vs_interp`): compile DSL
+//! source, run it on the interpreter and on a JIT target, and compare. The `cpu` (Cranelift)
+//! target promises bit-identical results everywhere; the `llvm` target promises them for
+//! elementwise ops, casts and memory, and a per-dtype tolerance where it changes rounding
+//! (`dot` with FMA or `vdpbf16ps`, sums along the last dim).
 #![allow(dead_code)]
 
 use opc_dsl::Instance;
@@ -83,15 +84,40 @@ fn describe(t: &Tensor, i: usize) -> String {
     format!("raw {:#x} = {}", t.get_raw(i), t.get_f64(i))
 }
 
-/// Run `k` on `interp` and `llvm` with copies of `args`; compare outputs and errors. Returns
-/// the outputs of the llvm run.
-pub fn check(k: &Kernel, args: &[Arg], cmp: Cmp) -> Vec<Arg> {
+/// A JIT target under test and what it promises.
+#[derive(Clone, Copy, Debug)]
+pub struct Jit {
+    pub name: &'static str,
+    /// Every output bit-identical to the interpreter (then `Cmp::Close` is checked as exact).
+    pub bit_exact: bool,
+}
+
+pub const CPU: Jit = Jit { name: "cpu", bit_exact: true };
+pub const LLVM: Jit = Jit { name: "llvm", bit_exact: false };
+
+/// The JIT targets built into this test binary.
+pub fn jits() -> Vec<Jit> {
+    let mut v = vec![CPU];
+    if opc_codegen::target_by_name(LLVM.name).is_ok() {
+        v.push(LLVM);
+    }
+    v
+}
+
+/// Run `k` on the interpreter and on `jit` with copies of `args`; compare outputs and errors
+/// under `cmp` (exact when the target promises bit-identical results). Returns the outputs of
+/// the JIT run.
+pub fn check_on(jit: Jit, k: &Kernel, args: &[Arg], cmp: Cmp) -> Vec<Arg> {
+    let cmp = if jit.bit_exact { Cmp::Exact } else { cmp };
     let interp = opc_codegen::target_by_name("interp").unwrap().compile(k).unwrap();
-    let llvm = opc_codegen::target_by_name("llvm").unwrap().compile(k).unwrap_or_else(|e| panic!("llvm compile: {e}"));
+    let exe = opc_codegen::target_by_name(jit.name)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .compile(k)
+        .unwrap_or_else(|e| panic!("{} compile: {e}", jit.name));
     let mut a = args.to_vec();
     let mut b = args.to_vec();
     let ra = interp.launch(&mut a).map_err(|e| e.to_string());
-    let rb = llvm.launch(&mut b).map_err(|e| e.to_string());
+    let rb = exe.launch(&mut b).map_err(|e| e.to_string());
     assert_eq!(ra, rb, "launch results differ for `{}`", k.name);
     for (p, (x, y)) in a.iter().zip(&b).enumerate() {
         let (Arg::Tensor(x), Arg::Tensor(y)) = (x, y) else { continue };
@@ -123,7 +149,7 @@ pub fn check(k: &Kernel, args: &[Arg], cmp: Cmp) -> Vec<Arg> {
         if bad.is_empty() {
             continue;
         }
-        let show: Vec<String> = bad.iter().take(6).map(|&i| format!("[{i}] interp {} / llvm {}", describe(x, i), describe(y, i))).collect();
+        let show: Vec<String> = bad.iter().take(6).map(|&i| format!("[{i}] interp {} / {} {}", describe(x, i), jit.name, describe(y, i))).collect();
         panic!(
             "`{}` argument #{p} ({} {:?}): {} of {n} elements differ (tolerance {tol:e}):\n  {}",
             k.name,
@@ -136,6 +162,24 @@ pub fn check(k: &Kernel, args: &[Arg], cmp: Cmp) -> Vec<Arg> {
     b
 }
 
+/// `check_on` the `llvm` target.
+pub fn check(k: &Kernel, args: &[Arg], cmp: Cmp) -> Vec<Arg> {
+    check_on(LLVM, k, args, cmp)
+}
+
+/// The `llvm` target, bit for bit.
 pub fn exact(k: &Kernel, args: &[Arg]) {
     check(k, args, Cmp::Exact);
+}
+
+/// The `cpu` target, bit for bit.
+pub fn same(k: &Kernel, args: &[Arg]) {
+    check_on(CPU, k, args, Cmp::Exact);
+}
+
+/// Every built-in JIT target under `cmp` (exact on the bit-exact ones).
+pub fn all_jits(k: &Kernel, args: &[Arg], cmp: Cmp) {
+    for jit in jits() {
+        check_on(jit, k, args, cmp);
+    }
 }

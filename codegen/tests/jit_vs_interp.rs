@@ -1,23 +1,24 @@
-//! The `llvm` target against the interpreter on random ragged shapes: bit for bit for
-//! elementwise ops, masked loads and stores, casts (packed types included), gathers, atomics,
-//! control flow and integer arithmetic; within a tolerance where the target changes rounding
-//! (`dot`: FMA / `vdpbf16ps`; `sum` along the last dim: 16 partial sums). Tolerances are
-//! `ULPS · eps(dtype) · max|reference|` per output tensor (see `llvm_common.rs`).
-#![cfg(feature = "llvm22-1")]
+//! Every JIT target built in (`cpu` always, `llvm` with feature `llvm22-1`) against the
+//! interpreter on the same random ragged shapes. `cpu` must match bit for bit everywhere. `llvm`
+//! must match bit for bit for elementwise ops, masked loads and stores, casts (packed types
+//! included), gathers, atomics, control flow and integer arithmetic, and within a tolerance
+//! where it changes rounding (`dot`: FMA / `vdpbf16ps`; `sum` along the last dim: 16 partial
+//! sums; inline `exp`). Tolerances are `ULPS · eps(dtype) · max|reference|` per output tensor
+//! (see `jit_common.rs`).
 
-#[path = "llvm_common.rs"]
+#[path = "jit_common.rs"]
 mod common;
 
-use common::{check, exact, kernel, Cmp, Rng};
+use common::{all_jits, kernel, Cmp, Rng};
 use opc_dsl::Instance;
 use opc_ir::{Arg, DType, Tensor};
 use proptest::prelude::*;
 
 const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
-/// `OPC_LLVM_CASES=N` runs N cases per property instead of the default.
+/// `OPC_JIT_CASES=N` runs N cases per property instead of the default.
 fn cfg(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("OPC_LLVM_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(cases);
+    let cases = std::env::var("OPC_JIT_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(cases);
     ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
 }
 
@@ -38,7 +39,7 @@ grid(cdiv(N, B))
 }
 
 // exp and exp2 (and sigmoid / silu through exp) are inline polynomials on the llvm target: close,
-// not bit-identical (see `llvm_numerics.rs` for their ulp bounds).
+// not bit-identical (bit-identical on cpu) (see `llvm_numerics.rs` for their ulp bounds).
 kernel ew_exp<T: {f32, f16, bf16}>(x: T[N], y: T[N], z: out T[N], w: out T[N])
 tunables { B: level1 in {16, 64} = 64 }
 grid(cdiv(N, B))
@@ -64,7 +65,7 @@ proptest! {
             Arg::Tensor(Tensor::zeros(d, &[n])),
             Arg::Tensor(r.tensor_f(d, &[n], false)),
         ];
-        exact(&k, &args);
+        all_jits(&k, &args, Cmp::Exact);
         let k = kernel(ELEMENTWISE, "ew_exp", &Instance::default().dtype("T", d).tunable("B", [16, 64][b]));
         let args = vec![
             Arg::Tensor(r.tensor_f(d, &[n], true)),
@@ -72,7 +73,7 @@ proptest! {
             Arg::Tensor(Tensor::zeros(d, &[n])),
             Arg::Tensor(r.tensor_f(d, &[n], false)),
         ];
-        check(&k, &args, Cmp::Close { ulps: 4.0 });
+        all_jits(&k, &args, Cmp::Close { ulps: 4.0 });
     }
 }
 
@@ -98,7 +99,7 @@ proptest! {
         let k = kernel(MASKED_2D, "masked", &Instance::default().dtype("T", d));
         let mut r = Rng(seed);
         let args = vec![Arg::Tensor(r.tensor_f(d, &[m, n], true)), Arg::Tensor(r.tensor_f(d, &[m, n], false)), Arg::F32(r.f(false))];
-        exact(&k, &args);
+        all_jits(&k, &args, Cmp::Exact);
     }
 }
 
@@ -168,21 +169,21 @@ proptest! {
             Arg::Tensor(Tensor::zeros(d, &[m, n])),
             Arg::Bool(bias),
         ];
-        check(&k, &args, Cmp::Close { ulps: 16.0 });
+        all_jits(&k, &args, Cmp::Close { ulps: 16.0 });
         let k = kernel(MATMUL, "matmul_nt", &Instance::default());
         let args = vec![
             Arg::Tensor(r.tensor_f(DType::F32, &[m, kk], true)),
             Arg::Tensor(r.tensor_f(DType::F32, &[n, kk], false)),
             Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
         ];
-        check(&k, &args, Cmp::Close { ulps: 16.0 });
+        all_jits(&k, &args, Cmp::Close { ulps: 16.0 });
         let k = kernel(MATMUL, "matmul_i8", &Instance::default());
         let args = vec![
             Arg::Tensor(r.tensor_raw(DType::I8, &[m, kk])),
             Arg::Tensor(r.tensor_raw(DType::I8, &[kk, n])),
             Arg::Tensor(Tensor::zeros(DType::I32, &[m, n])),
         ];
-        exact(&k, &args);
+        all_jits(&k, &args, Cmp::Exact);
     }
 }
 
@@ -222,7 +223,7 @@ proptest! {
         let k = kernel(SOFTMAX, "online_softmax", &Instance::default().dtype("T", d).tunable("BN", [8, 32][bn]));
         let mut r = Rng(seed);
         let args = vec![Arg::Tensor(r.tensor_f(d, &[m, n], false)), Arg::Tensor(Tensor::zeros(d, &[m, n])), Arg::Tensor(Tensor::zeros(DType::F32, &[m]))];
-        check(&k, &args, Cmp::Close { ulps: 16.0 });
+        all_jits(&k, &args, Cmp::Close { ulps: 16.0 });
     }
 }
 
@@ -264,7 +265,7 @@ proptest! {
         };
         let z = |s: &[usize], dt: DType| Arg::Tensor(Tensor::zeros(dt, s));
         let args = vec![Arg::Tensor(x), z(&[n], d), z(&[m], d), z(&[m], d), z(&[n], d), z(&[m], DType::I32), z(&[n], DType::I32), z(&[m, n], d), z(&[m, n], d)];
-        check(&k, &args, Cmp::Close { ulps: 16.0 });
+        all_jits(&k, &args, Cmp::Close { ulps: 16.0 });
     }
 }
 
@@ -326,7 +327,7 @@ proptest! {
             z(&[n, 4], DType::I8), Arg::Tensor(r.tensor_raw(DType::I4, &[n])), z(&[n], DType::E2M1), z(&[n], DType::E8M0),
             z(&[n, 4], DType::F32), z(&[n], DType::U8), z(&[n, 3], DType::F16), z(&[n, 3], DType::BF16), z(&[n], DType::I32),
         ];
-        exact(&k, &args);
+        all_jits(&k, &args, Cmp::Exact);
     }
 
     #[test]
@@ -342,7 +343,7 @@ proptest! {
             Arg::Tensor(r.tensor_raw(DType::I4, &[n])),
             Arg::Tensor(r.tensor_raw(DType::E2M1, &[n])),
         ];
-        exact(&k, &args);
+        all_jits(&k, &args, Cmp::Exact);
     }
 }
 
@@ -380,7 +381,7 @@ proptest! {
             Arg::Tensor(r.tensor_i(DType::I32, &[s], -3, v as i32 + 3)),
             Arg::Tensor(Tensor::zeros(d, &[s, h])),
         ];
-        exact(&k, &args);
+        all_jits(&k, &args, Cmp::Exact);
         let k = kernel(GATHER, "gather2d", &Instance::default());
         let (rr, cc) = (v, h);
         let args = vec![
@@ -388,7 +389,7 @@ proptest! {
             Arg::Tensor(r.tensor_i(DType::I32, &[s, 5], -4, (rr * cc) as i32 + 4)),
             Arg::Tensor(Tensor::zeros(DType::F32, &[s, 5])),
         ];
-        exact(&k, &args);
+        all_jits(&k, &args, Cmp::Exact);
     }
 }
 
@@ -417,7 +418,7 @@ proptest! {
             Arg::Tensor(r.tensor_i(DType::I32, &[bins], -5, 5)),
             Arg::Tensor(Tensor::zeros(DType::F32, &[bins])),
         ];
-        exact(&k, &args);
+        all_jits(&k, &args, Cmp::Exact);
     }
 }
 
@@ -498,10 +499,10 @@ proptest! {
         let k = kernel(CONTROL, "control", &Instance::default());
         let mut r = Rng(seed);
         let args = vec![Arg::Tensor(r.tensor_f(DType::F32, &[n], false)), Arg::Tensor(Tensor::zeros(DType::F32, &[n])), Arg::I32(n_iter), Arg::Bool(flag), Arg::I32(step)];
-        exact(&k, &args);
+        all_jits(&k, &args, Cmp::Exact);
         let k = kernel(CONTROL, "swap", &Instance::default());
         let args = vec![Arg::Tensor(r.tensor_f(DType::F32, &[8], false)), Arg::Tensor(Tensor::zeros(DType::F32, &[8])), Arg::Tensor(Tensor::zeros(DType::F32, &[8])), Arg::I32(n_iter)];
-        exact(&k, &args);
+        all_jits(&k, &args, Cmp::Exact);
     }
 
     #[test]
@@ -513,7 +514,7 @@ proptest! {
             Tensor::from_i32(DType::I32, &[n], &v)
         };
         let args = vec![Arg::Tensor(mk(&mut r)), Arg::Tensor(mk(&mut r)), Arg::Tensor(Tensor::zeros(DType::I32, &[n, 8])), Arg::Tensor(Tensor::zeros(DType::I8, &[n, 4])), Arg::Tensor(Tensor::zeros(DType::U8, &[n]))];
-        exact(&k, &args);
+        all_jits(&k, &args, Cmp::Exact);
     }
 }
 
@@ -527,7 +528,7 @@ fn bad_step_is_the_same_launch_error() {
         Arg::Bool(true),
         Arg::I32(0),
     ];
-    exact(&k, &args);
+    all_jits(&k, &args, Cmp::Exact);
 }
 
 #[test]
@@ -540,7 +541,7 @@ fn launch_errors_are_identical() {
         Arg::Tensor(Tensor::zeros(DType::F32, &[4, 3])),
         Arg::Bool(false),
     ];
-    exact(&k, &args);
+    all_jits(&k, &args, Cmp::Exact);
 }
 
 const NARROW: &str = r#"
@@ -588,6 +589,6 @@ proptest! {
             Arg::Tensor(Tensor::zeros(DType::BF16, &[n, 4])),
             Arg::Tensor(Tensor::zeros(DType::F16, &[n, 2])),
         ];
-        exact(&k, &args);
+        all_jits(&k, &args, Cmp::Exact);
     }
 }
