@@ -22,7 +22,8 @@
 //! ascending order with one FMA (or one `vdpbf16ps` pair, pairs aligned to the same even k) per
 //! step; the register accumulators are exact f32 copies of the arena ones. Loops whose body is
 //! anything else (other carried values, other uses of the loads or of the accumulator, stores)
-//! take the generic path of `lower.rs`.
+//! take the generic path of `lower.rs`, as does every loop when `OPC_LLVM_NO_KLOOP` is set (for
+//! A/B timing).
 
 use opc_ir::{DType, Op, OpKind, ValueId};
 
@@ -56,6 +57,9 @@ fn kc() -> usize {
 impl Lower<'_> {
     /// Whether `op` (a `for`) is a fused K loop, and its parts. Emits nothing.
     pub(super) fn match_kloop(&self, op: &Op) -> Option<KLoop> {
+        if std::env::var_os("OPC_LLVM_NO_KLOOP").is_some() {
+            return None;
+        }
         let body = op.regions.first()?;
         if op.args.len() != 4 || op.results.len() != 1 || body.args.len() != 2 {
             return None;
