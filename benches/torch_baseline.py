@@ -26,10 +26,10 @@ def best_ms(fn, reps):
     return best * 1e3
 
 
-def gemm(dtype):
-    a = torch.randn(1024, 1024, dtype=dtype)
-    b = torch.randn(1024, 1024, dtype=dtype)
-    return (lambda: torch.mm(a, b)), {"flops": 2 * 1024**3}
+def gemm(dtype, n=1024):
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    return (lambda: torch.mm(a, b)), {"flops": 2 * n**3}
 
 
 def attention(dtype):
@@ -106,6 +106,8 @@ def kl_judge():
 ROWS = {
     "gemm_f32_1024": lambda: gemm(torch.float32),
     "gemm_bf16_1024": lambda: gemm(torch.bfloat16),
+    "gemm_f32_2048": lambda: gemm(torch.float32, 2048),
+    "gemm_bf16_2048": lambda: gemm(torch.bfloat16, 2048),
     "attention_prefill_f32": lambda: attention(torch.float32),
     "attention_prefill_bf16": lambda: attention(torch.bfloat16),
     "gemv_bf16": gemv_bf16,

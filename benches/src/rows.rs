@@ -55,6 +55,8 @@ pub fn rows() -> Vec<Row> {
     vec![
         Row { name: "gemm_f32_1024", what: "matmul f32 1024x1024x1024", work: Work::Flops(2.0 * 1024f64.powi(3)), limit: Limit::Fma },
         Row { name: "gemm_bf16_1024", what: "matmul bf16 1024x1024x1024", work: Work::Flops(2.0 * 1024f64.powi(3)), limit: Limit::Amx },
+        Row { name: "gemm_f32_2048", what: "matmul f32 2048x2048x2048", work: Work::Flops(2.0 * 2048f64.powi(3)), limit: Limit::Fma },
+        Row { name: "gemm_bf16_2048", what: "matmul bf16 2048x2048x2048", work: Work::Flops(2.0 * 2048f64.powi(3)), limit: Limit::Amx },
         Row {
             name: "attention_prefill_f32",
             what: "flash_attention causal B1 H8 S2048 D64 f32",
@@ -145,9 +147,10 @@ fn e(x: opc_ops::OpError) -> String {
 pub fn prepare(row: &Row, ops: &Ops) -> Result<Prepared, String> {
     let mut f = Fill(0x9E37_79B9_7F4A_7C15);
     let mut run: RunFn = match row.name {
-        "gemm_f32_1024" | "gemm_bf16_1024" => {
+        "gemm_f32_1024" | "gemm_bf16_1024" | "gemm_f32_2048" | "gemm_bf16_2048" => {
             let d = if row.name.contains("f32") { DType::F32 } else { DType::BF16 };
-            let (a, b) = (f.tensor(d, &[1024, 1024]), f.tensor(d, &[1024, 1024]));
+            let s = if row.name.ends_with("2048") { 2048 } else { 1024 };
+            let (a, b) = (f.tensor(d, &[s, s]), f.tensor(d, &[s, s]));
             Box::new(move |ops| opc_ops::blocks::matmul(ops, &a, &b, None).map(drop).map_err(e))
         }
         "attention_prefill_f32" | "attention_prefill_bf16" => {

@@ -49,6 +49,9 @@ pub struct BenchArgs {
 struct Limits {
     fma: Option<f64>,
     amx: Option<f64>,
+    /// AVX-512 BF16 `vdpbf16ps` GFLOP/s (`benches/tools/bf16dot.c`): the bf16 rows' limit
+    /// when the host has no AMX.
+    dot_bf16: Option<f64>,
     bw: Option<f64>,
 }
 
@@ -57,14 +60,19 @@ struct Limits {
 fn run_tool(tools: &Path, name: &str) -> Result<String, String> {
     let src = tools.join(format!("{name}.c"));
     let text = std::fs::read_to_string(&src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+    run_source(name, &text)
+}
+
+/// Build the C program `text` (named `NAME.c`) as [`run_tool`] does, run it and return its output.
+fn run_source(name: &str, text: &str) -> Result<String, String> {
     let line = text
         .lines()
         .find_map(|l| l.split_once("Build and run:").map(|(_, r)| r.trim().to_string()))
-        .ok_or_else(|| format!("{} has no `Build and run:` line", src.display()))?;
+        .ok_or_else(|| format!("{name}.c has no `Build and run:` line"))?;
     let build = line.split("&&").next().unwrap_or("").trim().to_string();
-    let dir = std::env::temp_dir().join(format!("opc-bench-tools-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("opc-bench-tools-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    std::fs::copy(&src, dir.join(format!("{name}.c"))).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join(format!("{name}.c")), text).map_err(|e| e.to_string())?;
     let sh = |cmd: &str| -> Result<String, String> {
         let out = std::process::Command::new("sh").arg("-c").arg(cmd).current_dir(&dir).output().map_err(|e| e.to_string())?;
         if !out.status.success() {
@@ -102,7 +110,7 @@ fn best_figure(out: &str, key: &str, unit: &str) -> Option<f64> {
 }
 
 fn measure_limits(a: &BenchArgs) -> (Limits, Vec<String>) {
-    let mut l = Limits { fma: a.peak_gflops, amx: a.amx_gflops, bw: a.bw_gbs };
+    let mut l = Limits { fma: a.peak_gflops, amx: a.amx_gflops, dot_bf16: None, bw: a.bw_gbs };
     let mut notes = vec![];
     if l.fma.is_none() || l.amx.is_none() {
         match run_tool(&a.tools, "peak") {
@@ -112,6 +120,15 @@ fn measure_limits(a: &BenchArgs) -> (Limits, Vec<String>) {
                 notes.push(format!("peak.c: {}", out.trim().replace('\n', "; ")));
             }
             Err(e) => notes.push(format!("peak.c not measured: {e}")),
+        }
+    }
+    if l.amx.is_none() {
+        match run_source("bf16dot", include_str!("../../benches/tools/bf16dot.c")) {
+            Ok(out) => {
+                l.dot_bf16 = best_figure(&out, "vdpbf16ps", "GFLOP/s");
+                notes.push(format!("bf16dot.c: {}", out.trim().replace('\n', "; ")));
+            }
+            Err(e) => notes.push(format!("bf16dot.c not measured: {e}")),
         }
     }
     if l.bw.is_none() {
@@ -165,9 +182,10 @@ pub fn cmd_bench(a: &BenchArgs) -> Result<(), (u8, String)> {
     }
     let show = |x: Option<f64>| x.map_or("?".to_string(), |v| format!("{v:.1}"));
     println!(
-        "# limits: FMA fp32 {} GFLOP/s, AMX bf16 {} GFLOP/s, DRAM read {} GB/s; target `{}`, best of {} runs",
+        "# limits: FMA fp32 {} GFLOP/s, AMX bf16 {} GFLOP/s{}, DRAM read {} GB/s; target `{}`, best of {} runs",
         show(limits.fma),
         show(limits.amx),
+        limits.dot_bf16.map_or(String::new(), |d| format!(" (no AMX: bf16 rows against vdpbf16ps {d:.1} GFLOP/s, marked *)")),
         show(limits.bw),
         a.target,
         a.reps
@@ -202,12 +220,13 @@ pub fn cmd_bench(a: &BenchArgs) -> Result<(), (u8, String)> {
             Work::Flops(f) => (f / best / 1e9, "GFLOP/s", f / best / 1e9),
             Work::Bytes(b) => (b / best / 1e9, "GB/s", b / best / 1e9),
         };
-        let limit = match row.limit {
-            Limit::Fma => limits.fma,
-            Limit::Amx => limits.amx,
-            Limit::Bandwidth => limits.bw,
+        let (limit, mark) = match row.limit {
+            Limit::Fma => (limits.fma, ""),
+            Limit::Amx if limits.amx.is_none() && limits.dot_bf16.is_some() => (limits.dot_bf16, "*"),
+            Limit::Amx => (limits.amx, ""),
+            Limit::Bandwidth => (limits.bw, ""),
         };
-        let frac = limit.map_or("?".to_string(), |l| format!("{:.1}%", 100.0 * value / l));
+        let frac = limit.map_or("?".to_string(), |l| format!("{:.1}%{mark}", 100.0 * value / l));
         let (bms, speed) = match baseline.as_ref().and_then(|b| b.1.get(row.name)) {
             Some(&ms) => (format!("{ms:.2}"), format!("{:.2}x", ms / (best * 1e3))),
             None => ("-".into(), "-".into()),

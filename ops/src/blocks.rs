@@ -73,11 +73,15 @@ fn gemm(op: &'static str, kernel: &str, ops: &Ops, a: &Tensor, b: &Tensor, bias:
     if out.numel() == 0 {
         return Ok(out);
     }
+    // The llvm target fuses the K loop into a cache-blocked GEMM (codegen/src/llvm/kloop.rs):
+    // big output tiles then pay (fewer re-reads of the operand panels).
+    let big = ops.target().name() == "llvm" && m >= 128 && n >= 128;
+    let (cap_mn, cap_k) = if big { (128, 64) } else { (64, 32) };
     let inst = Instance::default()
         .dtype("T", a.dtype)
-        .tunable("BM", pick(&[16, 32, 64, 128], m, 64))
-        .tunable("BN", pick(&[16, 32, 64, 128], n, 64))
-        .tunable("BK", pick(&[8, 16, 32, 64], k, 32));
+        .tunable("BM", pick(&[16, 32, 64, 128], m, cap_mn))
+        .tunable("BN", pick(&[16, 32, 64, 128], n, cap_mn))
+        .tunable("BK", pick(&[8, 16, 32, 64], k, cap_k));
     let mut args = vec![Arg::Tensor(a.clone()), Arg::Tensor(b.clone()), Arg::Tensor(bias), Arg::Tensor(out), Arg::Bool(has_bias)];
     ops.kernel(FILE, kernel, &inst)?.launch(&mut args)?;
     Ok(take(&mut args, 3))

@@ -29,7 +29,7 @@ use crate::Result;
 
 /// Where the micro-kernel reads its operands.
 #[derive(Clone, Copy)]
-enum Operands {
+pub(super) enum Operands {
     /// `a[i, k]` at `aoff + i·as0 + k·as1`; `b[k, j]` at `boff + k·bs0 + j`.
     F32 { aoff: u32, as0: i64, as1: i64, boff: u32, bs0: i64 },
     /// Packed k-pairs: `apk[i, p]` at `apk + i·kp + p`, `bpk[p, j]` at `bpk + p·n + j`.
@@ -106,6 +106,13 @@ impl Lower<'_> {
             Operands::F32 { .. } => kk,
             Operands::Bf16 { kp, .. } => kp,
         };
+        self.dot_blocks(ops, out, m, n, &steps.to_string(), zero_init)
+    }
+
+    /// `c[m, n] (+)= a · b` over `steps` k steps (an i64 operand, at least 1) with `c`
+    /// contiguous at `out`: every register block of `c`. `zero` starts from zero registers
+    /// instead of `c`.
+    pub(super) fn dot_blocks(&mut self, ops: Operands, out: u32, m: usize, n: usize, steps: &str, zero_init: bool) -> Result<()> {
         // Column blocks of 4, 2, 1 vectors, then one masked vector for the rest.
         let n64 = n / 64;
         let mut rest = n - 64 * n64;
@@ -145,7 +152,7 @@ impl Lower<'_> {
 
     /// All row blocks of one column block.
     #[allow(clippy::too_many_arguments)]
-    fn row_blocks(&mut self, ops: Operands, out: u32, n: usize, m: usize, mr: usize, j0: &str, nv: u32, last: usize, steps: usize, zero: bool) -> Result<()> {
+    fn row_blocks(&mut self, ops: Operands, out: u32, n: usize, m: usize, mr: usize, j0: &str, nv: u32, last: usize, steps: &str, zero: bool) -> Result<()> {
         let full = m / mr;
         let rem = m % mr;
         self.loop_n(full, &mut |l, ib| {
@@ -161,7 +168,7 @@ impl Lower<'_> {
 
     /// One `mr × 16·nv` block of `c` held in registers across all k steps.
     #[allow(clippy::too_many_arguments)]
-    fn micro(&mut self, ops: Operands, out: u32, n: usize, i0: &str, mr: usize, j0: &str, nv: u32, last: usize, steps: usize, zero: bool) {
+    fn micro(&mut self, ops: Operands, out: u32, n: usize, i0: &str, mr: usize, j0: &str, nv: u32, last: usize, steps: &str, zero: bool) {
         let v = "<16 x float>";
         let nv = nv as usize;
         let mask = (last < 16).then(|| lane_mask(16, last));

@@ -102,10 +102,10 @@ pub(super) struct Lower<'a> {
     /// Known i32 constants (scalars and splat tiles).
     consts: HashMap<ValueId, i64>,
     /// Uses of each value (nested regions included).
-    uses: Vec<u32>,
+    pub(super) uses: Vec<u32>,
     /// The region each value was defined in, and the region being lowered.
     region_of: Vec<u32>,
-    region: u32,
+    pub(super) region: u32,
     regions: u32,
     /// Arena slots that some view aliases (never updated in place).
     shared: HashSet<u32>,
@@ -822,7 +822,7 @@ impl Lower<'_> {
         true
     }
 
-    fn lower_op(&mut self, op: &Op) -> Result<()> {
+    pub(super) fn lower_op(&mut self, op: &Op) -> Result<()> {
         let k = self.k;
         match &op.kind {
             OpKind::Const(s) => {
@@ -1005,22 +1005,22 @@ impl Lower<'_> {
     // Control flow
     // -----------------------------------------------------------------------------------------
 
-    fn enter_region(&mut self) -> u32 {
+    pub(super) fn enter_region(&mut self) -> u32 {
         let saved = self.region;
         self.regions += 1;
         self.region = self.regions;
         saved
     }
 
-    fn lower_for(&mut self, op: &Op) -> Result<()> {
+    /// A `for` op's bounds `(lo, hi, step)` (i32 operands), after the check that returns the
+    /// op's error code when the step is not positive (a launch error, as in the interpreter).
+    fn for_bounds(&mut self, op: &Op) -> Result<(String, String, String)> {
         let site = self.for_count;
         self.for_count += 1;
-        let body = &op.regions[0];
         let (lo, hi, step) = match (self.uniform(op.args[0]), self.uniform(op.args[1]), self.uniform(op.args[2])) {
             (Some(a), Some(b), Some(c)) => (a, b, c),
             _ => return Err(self.unsupported(op, "loop bounds must be scalars")),
         };
-        // A non-positive step is a launch error (as in the interpreter): return its site code.
         let bad = self.f.label();
         let ok = self.f.label();
         let nonpos = self.f.val(format!("icmp sle i32 {step}, 0"));
@@ -1030,6 +1030,15 @@ impl Lower<'_> {
         self.f.inst(format!("store i64 {s64}, ptr {}, align 8", self.err));
         self.f.inst(format!("ret i32 {}", site + 1));
         self.f.block(&ok);
+        Ok((lo, hi, step))
+    }
+
+    fn lower_for(&mut self, op: &Op) -> Result<()> {
+        let body = &op.regions[0];
+        let (lo, hi, step) = self.for_bounds(op)?;
+        if let Some(m) = self.match_kloop(op) {
+            return self.lower_kloop(op, &m, [&lo, &hi, &step]);
+        }
 
         // Carried values: scalars in stack slots, tiles in one buffer each.
         let mut carried: Vec<Carried> = vec![];

@@ -35,6 +35,28 @@ pub(super) enum Access {
     Store { has_mask: bool, atomic: bool },
 }
 
+/// Where a load writes its tile: arena slot `off`, element `base + Σ idx[d]·strides[d]` (the
+/// strides of the leading dims; the innermost one must be 1 for the row path).
+#[derive(Clone, Debug)]
+pub(super) struct Dest {
+    pub off: u32,
+    /// An i64 operand.
+    pub base: String,
+    pub strides: Vec<i64>,
+}
+
+impl Dest {
+    /// The element index of `idx` (a prefix of the tile's indices: the row path passes the outer ones).
+    fn elem(&self, l: &mut Lower<'_>, idx: &[String]) -> String {
+        let e = l.linear(idx, &self.strides[..idx.len()]);
+        match (self.base.as_str(), e.as_str()) {
+            ("0", _) => e,
+            (_, "0") => self.base.clone(),
+            (b, e) => l.f.val(format!("add i64 {b}, {e}")),
+        }
+    }
+}
+
 /// The in-memory LLVM element type of a (non-packed) dtype, and its size in bytes.
 fn mem_ty(d: DType) -> (&'static str, u32) {
     match d {
@@ -94,6 +116,12 @@ impl Lower<'_> {
     }
 
     pub(super) fn lower_access(&mut self, op: &Op, tensor: usize, kind: Access) -> Result<()> {
+        self.lower_access_into(op, tensor, kind, None)
+    }
+
+    /// [`Self::lower_access`], a non-scalar load writing its tile into `into` instead of a
+    /// fresh buffer (a packed panel: `kloop.rs`); the result then has no representation.
+    pub(super) fn lower_access_into(&mut self, op: &Op, tensor: usize, kind: Access, into: Option<Dest>) -> Result<()> {
         let tv = self.tensors.get(tensor).cloned().flatten().ok_or_else(|| self.unsupported(op, "parameter is not a tensor"))?;
         let rank = tv.shape.len();
         let mut shape = vec![];
@@ -116,8 +144,11 @@ impl Lower<'_> {
             Some(i) => self.acc(op.args[i], &shape),
             None => Acc::Val(if ety(dt) == "float" { "0.0".into() } else { "0".into() }),
         };
+        let fresh = into.is_none();
         let out = match kind {
-            Access::Load { .. } if !shape.is_empty() => Some(self.alloc(shape.iter().product())),
+            Access::Load { .. } if !shape.is_empty() => {
+                Some(into.unwrap_or_else(|| Dest { off: self.alloc(shape.iter().product()), base: "0".into(), strides: row_major(&shape) }))
+            }
             _ => None,
         };
         // The part whose index tile covers the innermost access dim (later parts are scalars).
@@ -129,16 +160,16 @@ impl Lower<'_> {
             && !matches!(dt, DType::I4 | DType::E2M1);
         if fast {
             let p = inner_part.expect("checked");
-            self.access_rows(&tv, &shape, &parts, p, kind, mask.as_ref(), value.as_ref(), &other, out)?;
+            self.access_rows(&tv, &shape, &parts, p, kind, mask.as_ref(), value.as_ref(), &other, out.as_ref())?;
         } else {
-            let r = self.access_elems(&tv, &shape, &parts, kind, mask.as_ref(), value.as_ref(), &other, out)?;
-            if let (Access::Load { .. }, None) = (kind, out) {
+            let r = self.access_elems(&tv, &shape, &parts, kind, mask.as_ref(), value.as_ref(), &other, out.as_ref())?;
+            if let (Access::Load { .. }, None) = (kind, &out) {
                 self.def_uniform(op.result(), r.expect("scalar load value"));
                 return Ok(());
             }
         }
-        if let (Access::Load { .. }, Some(out)) = (kind, out) {
-            self.set(op.result(), Repr::Buf { off: out, strides: row_major(&shape) });
+        if let (Access::Load { .. }, Some(out), true) = (kind, out, fresh) {
+            self.set(op.result(), Repr::Buf { off: out.off, strides: out.strides });
         }
         Ok(())
     }
@@ -164,7 +195,7 @@ impl Lower<'_> {
         mask: Option<&Acc>,
         value: Option<&Acc>,
         other: &Acc,
-        out: Option<u32>,
+        out: Option<&Dest>,
     ) -> Result<()> {
         let n = shape.len();
         let inner = shape[n - 1];
@@ -172,7 +203,6 @@ impl Lower<'_> {
         let (mty, esize) = mem_ty(tv.dtype);
         let rb = ety(tv.dtype);
         let outer = shape[..n - 1].to_vec();
-        let orm = row_major(shape);
         let tb = vt("i1", lanes);
         let ti = vt("i32", lanes);
         let ip_start = parts[ip].1;
@@ -202,7 +232,10 @@ impl Lower<'_> {
             let mrow = mask.map(|m| l.row_acc(m, &full(m), oidx));
             let vrow = value.map(|v| l.row_acc(v, &full(v), oidx));
             let orow = l.row_acc(other, &full(other), oidx);
-            let out_row = l.linear(oidx, &orm[..n - 1]);
+            let out_row = match out {
+                Some(d) => d.elem(l, oidx),
+                None => "0".into(),
+            };
             let chunks = inner / lanes as usize;
             let tail = inner % lanes as usize;
             let chunk = |l: &mut Self, j0: &str, nvalid: usize| -> Result<()> {
@@ -251,7 +284,7 @@ impl Lower<'_> {
                         let y = l.f.val(format!("select {tb} {lm}, {rt} {x}, {rt} {o}"));
                         let oe = l.f.val(format!("add i64 {out_row}, {j0}"));
                         let sm = (nvalid < lanes as usize).then(|| lane_mask(lanes, nvalid));
-                        l.store_arena(rb, lanes, out.expect("load buffer"), &oe, &y, sm.as_deref());
+                        l.store_arena(rb, lanes, out.expect("load buffer").off, &oe, &y, sm.as_deref());
                     }
                     Access::Store { .. } => {
                         let v = l.read_vec(vrow.as_ref().expect("store value"), rb, lanes, j0, nvalid);
@@ -289,9 +322,8 @@ impl Lower<'_> {
         mask: Option<&Acc>,
         value: Option<&Acc>,
         other: &Acc,
-        out: Option<u32>,
+        out: Option<&Dest>,
     ) -> Result<Option<String>> {
-        let orm = row_major(shape);
         let dt = tv.dtype;
         let rb = ety(dt);
         let mut result: Option<String> = None;
@@ -355,8 +387,8 @@ impl Lower<'_> {
                     let x = l.f.val(format!("phi {rb} [ {v}, %{hit_end} ], [ {o}, %{miss_end} ]"));
                     match out {
                         Some(out) => {
-                            let e = l.linear(idx, &orm);
-                            l.store_arena(rb, 0, out, &e, &x, None);
+                            let e = out.elem(l, idx);
+                            l.store_arena(rb, 0, out.off, &e, &x, None);
                         }
                         None => result = Some(x),
                     }

@@ -49,6 +49,7 @@
 mod dot;
 mod elem;
 mod helpers;
+mod kloop;
 mod lower;
 mod memory;
 mod reduce;

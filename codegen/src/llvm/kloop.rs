@@ -1,0 +1,279 @@
+//! Fused K loops: a `for` whose body is `acc = dot(load(a[..]), load(b[..]), acc)` (the `b`
+//! load possibly transposed: `trans(load(w[cols, ks]))`) plus index arithmetic — the K sweep of
+//! every DSL GEMM (`matmul`, `linear`, MoE experts) — is lowered as one cache-blocked GEMM
+//! instead of a loop of small tile `dot`s.
+//!
+//! **Blocking.** The program's `BM × BN` accumulator stays in one arena buffer `c`. The loop's
+//! iterations are taken `S` at a time (a K chunk of `KC = S·BK` values, 256 by default:
+//! `OPC_LLVM_KC` overrides it for tuning): first every iteration's loads of the chunk run,
+//! exactly as the unfused loop would run them (same indices, bounds checks, masks and
+//! out-of-range zeros), but they write into two packed panels — `a` as `[BM][KC]` and `b` as
+//! `[KC][BN]` (a transposed `w` tile lands as `[BN][KC]` and is transposed once per chunk) —
+//! then the register micro-kernels of `dot.rs` sweep the whole chunk with the accumulators in
+//! zmm registers, reading the panels sequentially. The accumulator round trip through memory
+//! happens once per chunk instead of once per `BK` step, the panels are contiguous (no cache
+//! set conflicts from the tensors' row strides), and the loads stream each row over `KC`.
+//!
+//! **bf16** (both operands bf16, `avx512bf16`, even `BK`): after the loads each chunk is packed
+//! as k-pairs (`[BM][KC/2]` and `[KC/2][BN]` i32, 16 pairs per vector: even and odd elements
+//! picked by two shuffles) and swept by `vdpbf16ps`.
+//!
+//! **Numerics**: identical to the unfused lowering — every `c[i, j]` still accumulates k in
+//! ascending order with one FMA (or one `vdpbf16ps` pair, pairs aligned to the same even k) per
+//! step; the register accumulators are exact f32 copies of the arena ones. Loops whose body is
+//! anything else (other carried values, other uses of the loads or of the accumulator, stores)
+//! take the generic path of `lower.rs`, as does every loop when `OPC_LLVM_NO_KLOOP` is set (for
+//! A/B timing).
+
+use opc_ir::{DType, Op, OpKind, ValueId};
+
+use super::dot::Operands;
+use super::lower::{row_major, Acc, Lower, Repr};
+use super::memory::{Access, Dest};
+use crate::Result;
+
+/// K values per chunk unless `OPC_LLVM_KC` says otherwise.
+const KC: usize = 256;
+
+/// A matched fused K loop (see the module docs).
+pub(super) struct KLoop {
+    /// The body's ops other than the loads, the transpose, the `dot` and the `yield`.
+    index_ops: Vec<usize>,
+    /// Body op indices of the `a` and `b` loads.
+    load_a: usize,
+    load_b: usize,
+    /// The `b` load is `[BN, BK]`, transposed for the `dot`.
+    b_trans: bool,
+    /// `(BM, BK, BN)`.
+    mkn: (usize, usize, usize),
+    /// Operand dtype (f32, f16 or bf16).
+    dtype: DType,
+}
+
+fn kc() -> usize {
+    std::env::var("OPC_LLVM_KC").ok().and_then(|s| s.parse().ok()).filter(|&k| k > 0).unwrap_or(KC)
+}
+
+impl Lower<'_> {
+    /// Whether `op` (a `for`) is a fused K loop, and its parts. Emits nothing.
+    pub(super) fn match_kloop(&self, op: &Op) -> Option<KLoop> {
+        if std::env::var_os("OPC_LLVM_NO_KLOOP").is_some() {
+            return None;
+        }
+        let body = op.regions.first()?;
+        if op.args.len() != 4 || op.results.len() != 1 || body.args.len() != 2 {
+            return None;
+        }
+        let acc = body.args[1];
+        let at = self.k.ty(acc);
+        if at.dtype != DType::F32 || at.rank() != 2 {
+            return None;
+        }
+        let ops = &body.ops;
+        let (y, rest) = ops.split_last()?;
+        if y.kind != OpKind::Yield || y.args.len() != 1 {
+            return None;
+        }
+        let def = |v: ValueId| rest.iter().position(|o| o.results.contains(&v));
+        let di = def(y.args[0])?;
+        let dot = &rest[di];
+        if dot.kind != OpKind::Dot || dot.args.len() != 3 || dot.args[2] != acc {
+            return None;
+        }
+        let is_load = |i: usize| matches!(rest[i].kind, OpKind::Load { .. }) && rest[i].args.iter().all(|&a| self.k.ty(a).rank() <= 1);
+        let la = def(dot.args[0]).filter(|&i| is_load(i))?;
+        let bi = def(dot.args[1])?;
+        let (lb, pt) = match &rest[bi].kind {
+            OpKind::Permute(p) if p == &[1, 0] => (def(rest[bi].args[0]).filter(|&i| is_load(i))?, Some(bi)),
+            OpKind::Load { .. } if is_load(bi) => (bi, None),
+            _ => return None,
+        };
+        let used_once = |v: ValueId| self.uses[v.0 as usize] == 1;
+        if la == lb || !used_once(rest[la].result()) || !used_once(rest[lb].result()) || pt.is_some_and(|p| !used_once(rest[p].result())) {
+            return None;
+        }
+        let dtype = self.dtype(dot.args[0]);
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) || self.dtype(dot.args[1]) != dtype {
+            return None;
+        }
+        let (sa, sb) = (self.shape(dot.args[0]), self.shape(dot.args[1]));
+        let mkn = (sa[0], sa[1], sb[1]);
+        if mkn.0 == 0 || mkn.1 == 0 || mkn.2 == 0 || self.shape(y.args[0]) != [mkn.0, mkn.2] {
+            return None;
+        }
+        // Everything else is index arithmetic: no memory, no nested regions, no use of the
+        // accumulator or of the loaded tiles.
+        let mut index_ops = vec![];
+        for (i, o) in rest.iter().enumerate() {
+            if i == di || i == la || i == lb || Some(i) == pt {
+                continue;
+            }
+            let pure = matches!(
+                o.kind,
+                OpKind::Const(_)
+                    | OpKind::ProgramId(_)
+                    | OpKind::NumPrograms(_)
+                    | OpKind::Dim(_)
+                    | OpKind::ScalarParam(_)
+                    | OpKind::Arange
+                    | OpKind::Binary(_)
+                    | OpKind::Unary(_)
+                    | OpKind::Cmp(_)
+                    | OpKind::Select
+                    | OpKind::Cast(_)
+                    | OpKind::Broadcast
+                    | OpKind::ExpandDims(_)
+                    | OpKind::Reshape
+                    | OpKind::Permute(_)
+            );
+            let loaded = [la, lb].iter().map(|&l| rest[l].result()).chain(pt.map(|p| rest[p].result())).collect::<Vec<_>>();
+            if !pure || !o.regions.is_empty() || o.args.iter().any(|a| *a == acc || loaded.contains(a)) {
+                return None;
+            }
+            index_ops.push(i);
+        }
+        Some(KLoop { index_ops, load_a: la, load_b: lb, b_trans: pt.is_some(), mkn, dtype })
+    }
+
+    /// Lower a matched K loop (bounds already checked by `for_bounds`).
+    pub(super) fn lower_kloop(&mut self, op: &Op, m: &KLoop, [lo, hi, step]: [&str; 3]) -> Result<()> {
+        let body = &op.regions[0];
+        let rest = &body.ops[..body.ops.len() - 1];
+        let (bm, bk, bn) = m.mkn;
+        let s = kc().div_ceil(bk).max(1);
+        let cap = s * bk; // K values per chunk
+        let cap32 = cap.next_multiple_of(32); // panel row length (whole pair-packing vectors)
+        let bf16 = self.isa.bf16 && m.dtype == DType::BF16 && bk % 2 == 0;
+        // The accumulator.
+        let c = self.alloc(bm * bn);
+        self.pin(c);
+        self.copy_into(op.args[3], c);
+        let ap = self.alloc(bm * cap32);
+        let bp = self.alloc(cap32 * bn);
+        let wp = m.b_trans.then(|| self.alloc(bn * cap32));
+        let (apk, bpk) = if bf16 { (self.alloc(bm * cap32 / 2), self.alloc(cap32 / 2 * bn)) } else { (0, 0) };
+        for x in [Some(ap), Some(bp), wp, bf16.then_some(apk), bf16.then_some(bpk)].into_iter().flatten() {
+            self.pin(x);
+        }
+        // Trip count of the original loop: iv = lo, lo + step, ... < hi.
+        let lo64 = self.f.val(format!("sext i32 {lo} to i64"));
+        let hi64 = self.f.val(format!("sext i32 {hi} to i64"));
+        let st64 = self.f.val(format!("sext i32 {step} to i64"));
+        let span = self.f.val(format!("sub i64 {hi64}, {lo64}"));
+        let span = self.f.val(format!("call i64 @llvm.smax.i64(i64 {span}, i64 0)"));
+        let t = self.f.val(format!("add i64 {span}, {st64}"));
+        let t = self.f.val(format!("sub i64 {t}, 1"));
+        let trips = self.f.val(format!("udiv i64 {t}, {st64}"));
+        let t = self.f.val(format!("add i64 {trips}, {}", s - 1));
+        let chunks = self.f.val(format!("udiv i64 {t}, {s}"));
+        let saved = self.enter_region();
+        self.loop_dyn(&chunks, &mut |l, ch| {
+            let first = l.f.val(format!("mul i64 {ch}, {s}"));
+            let left = l.f.val(format!("sub i64 {trips}, {first}"));
+            let ns = l.f.val(format!("call i64 @llvm.umin.i64(i64 {left}, i64 {s})"));
+            // Loads of the chunk's iterations, into the panels.
+            l.loop_dyn(&ns, &mut |l, si| {
+                let it = l.f.val(format!("add i64 {first}, {si}"));
+                let iv = l.f.val(format!("mul i64 {it}, {st64}"));
+                let iv = l.f.val(format!("add i64 {iv}, {lo64}"));
+                let iv32 = l.f.val(format!("trunc i64 {iv} to i32"));
+                l.def_uniform(body.args[0], iv32);
+                for &i in &m.index_ops {
+                    l.lower_op(&rest[i])?;
+                }
+                let k0 = l.f.val(format!("mul i64 {si}, {bk}"));
+                let da = Dest { off: ap, base: k0.clone(), strides: vec![cap32 as i64, 1] };
+                let db = match wp {
+                    Some(w) => Dest { off: w, base: k0, strides: vec![cap32 as i64, 1] },
+                    None => {
+                        let e = l.f.val(format!("mul i64 {si}, {}", bk * bn));
+                        Dest { off: bp, base: e, strides: vec![bn as i64, 1] }
+                    }
+                };
+                for (li, d) in [(m.load_a, da), (m.load_b, db)] {
+                    let o = &rest[li];
+                    let OpKind::Load { tensor, has_mask, has_other } = o.kind else { unreachable!("matched a load") };
+                    l.lower_access_into(o, tensor, Access::Load { has_mask, has_other }, Some(d))?;
+                }
+                Ok(())
+            })?;
+            if let Some(w) = wp {
+                // [BN][KC] -> [KC][BN]
+                let src = Acc::Arena { off: w, strides: vec![1, cap32 as i64] };
+                l.ew(&[cap, bn], &[src], &["float"], "float", bp, &|_, x, _| Ok(x[0].clone()))?;
+            }
+            let kk = l.f.val(format!("mul i64 {ns}, {bk}"));
+            let ops = if bf16 {
+                l.pack_row_pairs(ap, bm, cap32, apk);
+                l.pack_col_pairs(bp, cap32 / 2, bn, bpk)?;
+                let steps = l.f.val(format!("lshr i64 {kk}, 1"));
+                return l.dot_blocks(Operands::Bf16 { apk, bpk, kp: cap32 / 2, n: bn }, c, bm, bn, &steps, false);
+            } else {
+                Operands::F32 { aoff: ap, as0: cap32 as i64, as1: 1, boff: bp, bs0: bn as i64 }
+            };
+            l.dot_blocks(ops, c, bm, bn, &kk, false)
+        })?;
+        self.region = saved;
+        self.set(op.result(), Repr::Buf { off: c, strides: row_major(&[bm, bn]) });
+        Ok(())
+    }
+
+    /// `for i in 0..n` with `n` an i64 operand (any value; none for `n <= 0`).
+    fn loop_dyn(&mut self, n: &str, f: &mut dyn FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
+        let pre = self.f.cur.clone();
+        let body = self.f.label();
+        let latch = self.f.label();
+        let exit = self.f.label();
+        let any = self.f.val(format!("icmp sgt i64 {n}, 0"));
+        self.f.condbr(&any, &body, &exit);
+        self.f.block(&body);
+        let i = self.f.fresh();
+        let inext = self.f.fresh();
+        self.f.inst(format!("{i} = phi i64 [ 0, %{pre} ], [ {inext}, %{latch} ]"));
+        f(self, &i)?;
+        self.f.br(&latch);
+        self.f.block(&latch);
+        self.f.inst(format!("{inext} = add nuw nsw i64 {i}, 1"));
+        let c = self.f.val(format!("icmp slt i64 {inext}, {n}"));
+        self.f.condbr(&c, &body, &exit);
+        self.f.block(&exit);
+        Ok(())
+    }
+
+    /// bf16 values held as f32 in `[rows][len]` at `src` (`len` a multiple of 32) → k-pairs
+    /// `dst[r][p] = bits(src[r][2p]) >> 16 | bits(src[r][2p+1]) & 0xffff0000` as `[rows][len/2]`
+    /// i32: 32 values per step, even and odd lanes split by two shuffles.
+    fn pack_row_pairs(&mut self, src: u32, rows: usize, len: usize, dst: u32) {
+        let v = "<16 x i32>";
+        let even: Vec<String> = (0..16).map(|i| format!("i32 {}", 2 * i)).collect();
+        let odd: Vec<String> = (0..16).map(|i| format!("i32 {}", 2 * i + 1)).collect();
+        let (even, odd) = (even.join(", "), odd.join(", "));
+        self.nest(&[rows, len / 32], &mut |l, idx| {
+            let e = l.linear(idx, &[len as i64, 32]);
+            let x0 = l.load_arena("i32", 16, src, &e);
+            let e1 = l.f.val(format!("add i64 {e}, 16"));
+            let x1 = l.load_arena("i32", 16, src, &e1);
+            let lo = l.f.val(format!("shufflevector {v} {x0}, {v} {x1}, <16 x i32> <{even}>"));
+            let hi = l.f.val(format!("shufflevector {v} {x0}, {v} {x1}, <16 x i32> <{odd}>"));
+            let lo = l.f.val(format!("lshr {v} {lo}, splat (i32 16)"));
+            let hi = l.f.val(format!("and {v} {hi}, splat (i32 -65536)"));
+            let w = l.f.val(format!("or {v} {lo}, {hi}"));
+            let d = l.linear(idx, &[len as i64 / 2, 16]);
+            l.store_arena("i32", 16, dst, &d, &w, None);
+            Ok(())
+        })
+        .expect("packing cannot fail");
+    }
+
+    /// bf16 values held as f32 in `[2·pairs][n]` at `src` → `dst[p][j] = bits(src[2p][j]) >> 16 |
+    /// bits(src[2p+1][j]) & 0xffff0000` as `[pairs][n]` i32.
+    fn pack_col_pairs(&mut self, src: u32, pairs: usize, n: usize, dst: u32) -> Result<()> {
+        let rows = |off: u32| Acc::Arena { off, strides: vec![2 * n as i64, 1] };
+        self.ew(&[pairs, n], &[rows(src), rows(src + n as u32)], &["i32", "i32"], "i32", dst, &|l, x, lanes| {
+            let t = super::text::vt("i32", lanes);
+            let lo = l.f.val(format!("lshr {t} {}, {}", x[0], super::text::cst("i32", lanes, "16")));
+            let hi = l.f.val(format!("and {t} {}, {}", x[1], super::text::cst("i32", lanes, "-65536")));
+            Ok(l.f.val(format!("or {t} {lo}, {hi}")))
+        })
+    }
+}
