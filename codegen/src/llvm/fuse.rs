@@ -16,6 +16,11 @@
 //! contiguous. Fused ops are skipped where they stand and evaluated inside the reduction; the
 //! values they read stay alive until then.
 //!
+//! The same trees under an elementwise op whose result is kept (used twice, or by a `dot`, a
+//! store, a `for` carry) fuse into that op: one loop writes its rows ([`Lower::fused_map`]).
+//! This is what turns `cast(load(codes)) * cast(load(scales))[:, :, None]` feeding an MXFP4
+//! `dot` into a single decode loop.
+//!
 //! **Point evaluation** ([`Lower::pe`]): a tree node is evaluated at one index per dim: a scalar
 //! (`Ix::S`), or the lane dim (`Ix::L(j0)`: lanes `j0 .. j0 + lanes`), always the node's last
 //! dim or absent (views drop it when they broadcast along it). A result is uniform across the
@@ -72,7 +77,7 @@ const ROWS: usize = 4;
 impl Lower<'_> {
     /// Decide which ops of `blk` are evaluated inside a later reduction: op index → the index
     /// of the reduction that absorbs it.
-    pub(super) fn plan_fusion(&mut self, blk: &Block) -> HashMap<usize, usize> {
+    pub(super) fn plan_fusion(&mut self, blk: &Block) -> (HashMap<usize, usize>, HashSet<usize>) {
         let mut def: HashMap<ValueId, usize> = HashMap::new();
         for (i, op) in blk.ops.iter().enumerate() {
             for &r in &op.results {
@@ -80,8 +85,9 @@ impl Lower<'_> {
             }
         }
         let mut plan = HashMap::new();
+        let mut roots = HashSet::new();
         if std::env::var_os("OPC_LLVM_NOFUSE").is_some() {
-            return plan;
+            return (plan, roots);
         }
         for (i, op) in blk.ops.iter().enumerate() {
             let OpKind::Reduce { op: rop, axis } = op.kind else { continue };
@@ -99,7 +105,79 @@ impl Lower<'_> {
                 }
             }
         }
-        plan
+        // Elementwise ops whose result is kept (several uses, or a consumer that is not
+        // elementwise) with fusible operands: one loop writes the result ([`Lower::fused_map`]).
+        // Consumers first, so a chain is absorbed by its last op.
+        for (i, op) in blk.ops.iter().enumerate().rev() {
+            if plan.contains_key(&i) || op.results.len() != 1 {
+                continue;
+            }
+            let t = self.k.ty(op.result());
+            let elementwise = matches!(op.kind, OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Cast(_) | OpKind::Bitcast);
+            let index_math = t.dtype == DType::I32 && matches!(op.kind, OpKind::Unary(_) | OpKind::Binary(_));
+            if !elementwise || index_math || t.rank() == 0 || t.shape[t.rank() - 1] < 8 {
+                continue;
+            }
+            let mut set = HashSet::new();
+            for &a in &op.args {
+                if self.k.ty(a).shape == t.shape {
+                    let mut inner = HashSet::new();
+                    if self.want(blk, &def, a, i, &mut inner) {
+                        set.extend(inner);
+                    }
+                }
+            }
+            if set.is_empty() {
+                continue;
+            }
+            roots.insert(i);
+            for v in set {
+                let j = def[&v];
+                plan.insert(j, i);
+                self.fused.insert(v, blk.ops[j].clone());
+            }
+        }
+        (plan, roots)
+    }
+
+    /// An elementwise op planned as a fusion root: one loop over its rows evaluates its tree
+    /// chunk by chunk into a fresh buffer.
+    pub(super) fn fused_map(&mut self, op: &Op) -> Result<()> {
+        let v = op.result();
+        let shape = self.shape(v);
+        let base = ety(self.dtype(v));
+        let r = shape.len();
+        let n = shape[r - 1];
+        let lanes = lanes_for(n);
+        let out = self.alloc(shape.iter().product());
+        let orm = row_major(&shape);
+        self.fused.insert(v, op.clone());
+        let res = self.nest(&shape[..r - 1], &mut |l, oidx| {
+            let row = l.linear(oidx, &orm[..r - 1]);
+            let chunk = |l: &mut Self, j0: &str, valid: usize| -> Result<()> {
+                let mut ix: Vec<Ix> = oidx.iter().map(|i| Ix::S(i.clone())).collect();
+                ix.push(Ix::L(j0.to_string()));
+                let y = l.pe(v, &ix, lanes, valid)?;
+                let y = l.pv_vec(&y, base, lanes);
+                let e = l.f.val(format!("add i64 {row}, {j0}"));
+                let m = (valid < lanes as usize).then(|| lane_mask(lanes, valid));
+                l.store_arena(base, lanes, out, &e, &y, m.as_deref());
+                Ok(())
+            };
+            let chunks = n / lanes as usize;
+            l.loop_n(chunks, &mut |l, c| {
+                let j0 = if c == "0" { "0".to_string() } else { l.f.val(format!("mul i64 {c}, {lanes}")) };
+                chunk(l, &j0, lanes as usize)
+            })?;
+            if n % lanes as usize > 0 {
+                chunk(l, &(chunks * lanes as usize).to_string(), n % lanes as usize)?;
+            }
+            Ok(())
+        });
+        self.fused.remove(&v);
+        res?;
+        self.set(v, Repr::Buf { off: out, strides: orm });
+        Ok(())
     }
 
     /// Whether `v` can be evaluated inside the reduction at op index `at`; adds it and its fused
@@ -212,22 +290,7 @@ impl Lower<'_> {
                 self.pe(op.args[0], &sub, lanes, valid)
             }
             OpKind::Reshape => {
-                // Flat row-major element index, then the source's indices; the lane dim is the
-                // last of both (rows of 16 never straddle a source row, checked by the plan).
-                let ins = self.shape(op.args[0]);
-                let (flat, lane) = self.split_ix(ix, &row_major(&shape));
-                let flat = match &lane {
-                    Some((j0, _)) => self.f.val(format!("add i64 {flat}, {j0}")),
-                    None => flat,
-                };
-                let mut sub = vec![Ix::S("0".into()); ins.len()];
-                let mut rest = flat;
-                for d in (0..ins.len()).rev() {
-                    let q = self.f.val(format!("udiv i64 {rest}, {}", ins[d]));
-                    let r = self.f.val(format!("urem i64 {rest}, {}", ins[d]));
-                    sub[d] = if d == ins.len() - 1 && lane.is_some() { Ix::L(r) } else { Ix::S(r) };
-                    rest = q;
-                }
+                let sub = self.reshape_ix(&op, ix);
                 self.pe(op.args[0], &sub, lanes, valid)
             }
             OpKind::Load { tensor, has_mask, has_other } => self.pe_load(&op, *tensor, *has_mask, *has_other, ix, lanes, valid),
@@ -254,6 +317,27 @@ impl Lower<'_> {
                 Ok(if scalar { Pv::U(y) } else { Pv::V(y) })
             }
         }
+    }
+
+    /// The source indices of a fused `reshape` read at `ix`: the flat row-major element index,
+    /// split by the source's dims; the lane dim is the last of both (rows of 16 never straddle
+    /// a source row, checked by the plan).
+    fn reshape_ix(&mut self, op: &Op, ix: &[Ix]) -> Vec<Ix> {
+        let (ins, shape) = (self.shape(op.args[0]), self.shape(op.result()));
+        let (flat, lane) = self.split_ix(ix, &row_major(&shape));
+        let flat = match &lane {
+            Some((j0, _)) => self.f.val(format!("add i64 {flat}, {j0}")),
+            None => flat,
+        };
+        let mut sub = vec![Ix::S("0".into()); ins.len()];
+        let mut rest = flat;
+        for d in (0..ins.len()).rev() {
+            let q = self.f.val(format!("udiv i64 {rest}, {}", ins[d]));
+            let r = self.f.val(format!("urem i64 {rest}, {}", ins[d]));
+            sub[d] = if d == ins.len() - 1 && lane.is_some() { Ix::L(r) } else { Ix::S(r) };
+            rest = q;
+        }
+        sub
     }
 
     /// An elementwise operand at `ix`: of the result's shape, or a one-element tile.
@@ -490,6 +574,11 @@ impl Lower<'_> {
                 self.mem_to_repr(dt, &raw, lanes)
             }
         };
+        if !has_other && !(contiguous && matches!(dt, DType::I4 | DType::E2M1)) {
+            // Masked lanes already read the zero passthru, whose element value is 0 = `other`
+            // (the odd-start nibble path merges in a branch, so it keeps the select).
+            return Ok(Pv::V(x));
+        }
         let o = self.pv_vec(&other, rb, lanes);
         let rt = vt(rb, lanes);
         Ok(Pv::V(self.f.val(format!("select {tb} {lm}, {rt} {x}, {rt} {o}"))))
@@ -653,11 +742,18 @@ impl Lower<'_> {
             "nan" => flit(f32::NAN),
             s => s.to_string(),
         };
-        // sum(a * b) over f32: one FMA per element.
-        let fma = match self.fused.get(&x) {
+        // sum(a * b) over f32, possibly reshaped: one FMA per element.
+        let mut root = x;
+        let mut reshapes = vec![];
+        while let Some(o) = self.fused.get(&root).filter(|o| o.kind == OpKind::Reshape) {
+            reshapes.push(o.clone());
+            root = o.args[0];
+        }
+        let fma = match self.fused.get(&root) {
             Some(o) if rop == ReduceOp::Sum && d == DType::F32 && o.kind == OpKind::Binary(opc_ir::BinaryOp::Mul) => Some(o.clone()),
             _ => None,
         };
+        let mshape = self.shape(root);
         let chunks = n / lanes as usize;
         let tail = n % lanes as usize;
         let unroll = if chunks >= 2 * unroll { unroll } else { 1 };
@@ -688,8 +784,12 @@ impl Lower<'_> {
             };
             let cur = l.f.val(format!("load {t}, ptr {slot}, align 64"));
             let nx = if let Some(m) = &fma {
-                let a = l.pe_fma_operand(m.args[0], &shape, &ix, lanes, valid)?;
-                let b = l.pe_fma_operand(m.args[1], &shape, &ix, lanes, valid)?;
+                let mut ix = ix.clone();
+                for r in &reshapes {
+                    ix = l.reshape_ix(r, &ix);
+                }
+                let a = l.pe_fma_operand(m.args[0], &mshape, &ix, lanes, valid)?;
+                let b = l.pe_fma_operand(m.args[1], &mshape, &ix, lanes, valid)?;
                 let (a, b) = (l.pv_vec(&a, base, lanes), l.pv_vec(&b, base, lanes));
                 // lanes past the row contribute 0·0
                 let (a, b) = (keep(l, &a, "0.0"), keep(l, &b, "0.0"));

@@ -735,7 +735,7 @@ impl Lower<'_> {
         // Last use (op index in this block, nested uses counted at their op) of every value
         // defined here: its slot is free for later ops once that op is lowered.
         // Ops fused into a later reduction use their operands at that reduction.
-        let plan = self.plan_fusion(blk);
+        let (plan, roots) = self.plan_fusion(blk);
         let site = |i: usize| plan.get(&i).copied().unwrap_or(i);
         let mut last: HashMap<ValueId, usize> = HashMap::new();
         for (i, op) in blk.ops.iter().enumerate() {
@@ -764,6 +764,7 @@ impl Lower<'_> {
                 continue;
             }
             match &op.kind {
+                _ if roots.contains(&i) => self.fused_map(op)?,
                 OpKind::Yield => return Ok(Some(op)),
                 OpKind::For => self.lower_for(op)?,
                 OpKind::If => self.lower_if(op)?,
