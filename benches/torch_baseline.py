@@ -5,7 +5,9 @@
 Row names and shapes match benches/src/rows.rs. PyTorch is needed only to run this script (not by
 tests or CI):   python3 benches/torch_baseline.py -o torch_baseline.json [--rows gemm,kl]
 
-gemv_mxfp4 has no PyTorch kernel (the issue's baseline for it is llama.cpp) and is not measured.
+PyTorch has no MXFP4 kernel: the mxfp4 rows time what a PyTorch user writes, a decode of the
+codes and scales to bf16 (table lookup, times 2^(e-127)) and then F.linear (the issue's own
+baseline for them is llama.cpp).
 """
 import argparse
 import json
@@ -49,6 +51,49 @@ def gemv_bf16():
             F.linear(x, w)
 
     return run, {"bytes": 4 * n * k * 2}
+
+
+E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+def mxfp4_weight(n, k):
+    """Random gpt-oss layout MXFP4 weight: packed codes uint8 [n, k/2], scales uint8 [n, k/32]."""
+    codes = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8)
+    scales = torch.randint(120, 131, (n, k // 32), dtype=torch.uint8)
+    return codes, scales
+
+
+def mxfp4_dequant(codes, scales):
+    n = codes.shape[0]
+    lo = E2M1[(codes & 15).long()]
+    hi = E2M1[(codes >> 4).long()]
+    vals = torch.stack((lo, hi), dim=-1).reshape(n, -1, 32)
+    scale = torch.exp2(scales.float() - 127.0)[:, :, None]
+    return (vals * scale).reshape(n, -1).to(torch.bfloat16)
+
+
+def gemv_mxfp4():
+    n, k = 14336, 4096
+    x = torch.randn(1, k, dtype=torch.bfloat16)
+    ws = [mxfp4_weight(n, k) for _ in range(4)]
+
+    def run():
+        for c, s in ws:
+            F.linear(x, mxfp4_dequant(c, s))
+
+    return run, {"bytes": 4 * (n * k // 2 + n * k // 32)}
+
+
+def prefill(kind):
+    m, n, k = 512, 14336, 4096
+    x = torch.randn(m, k, dtype=torch.bfloat16)
+    if kind == "bf16":
+        w = torch.randn(n, k, dtype=torch.bfloat16)
+        run = lambda: F.linear(x, w)
+    else:
+        c, s = mxfp4_weight(n, k)
+        run = lambda: F.linear(x, mxfp4_dequant(c, s))
+    return run, {"flops": 2 * m * n * k}
 
 
 def grouped_gemm_moge():
@@ -111,6 +156,9 @@ ROWS = {
     "attention_prefill_f32": lambda: attention(torch.float32),
     "attention_prefill_bf16": lambda: attention(torch.bfloat16),
     "gemv_bf16": gemv_bf16,
+    "gemv_mxfp4": gemv_mxfp4,
+    "prefill_bf16_512": lambda: prefill("bf16"),
+    "prefill_mxfp4_512": lambda: prefill("mxfp4"),
     "grouped_gemm_moge": grouped_gemm_moge,
     "kl_judge": kl_judge,
 }

@@ -39,6 +39,8 @@ pub struct Row {
 const GEMV_N: usize = 14336;
 const GEMV_K: usize = 4096;
 const GEMV_MATS: usize = 4;
+/// Tokens of the prefill rows (one 14336x4096 weight: 60 GFLOP a run).
+const PREFILL_M: usize = 512;
 const ATTN: (usize, usize, usize) = (8, 2048, 64); // heads, sequence, head dim (B = 1)
 const MOE: (usize, usize, usize, usize, usize, usize) = (512, 2048, 1408, 64, 8, 8); // T, H, I, E, top-k, groups
 const KL: (usize, usize) = (8, 152064); // gamma, vocabulary
@@ -71,7 +73,7 @@ pub fn rows() -> Vec<Row> {
         },
         Row {
             name: "gemv_bf16",
-            what: "linear M=1, 4 bf16 weights 14336x4096 (470 MB)",
+            what: "linear_w M=1 (f32 x), 4 bf16 weights 14336x4096 (470 MB)",
             work: Work::Bytes((GEMV_MATS * GEMV_N * GEMV_K * 2) as f64),
             limit: Limit::Bandwidth,
         },
@@ -80,6 +82,18 @@ pub fn rows() -> Vec<Row> {
             what: "mxfp4 GEMV M=1, 4 weights 14336x4096 (124 MB)",
             work: Work::Bytes((GEMV_MATS * (GEMV_N * GEMV_K / 2 + GEMV_N * GEMV_K / 32)) as f64),
             limit: Limit::Bandwidth,
+        },
+        Row {
+            name: "prefill_bf16_512",
+            what: "linear bf16 M=512, weight 14336x4096",
+            work: Work::Flops(2.0 * (PREFILL_M * GEMV_N * GEMV_K) as f64),
+            limit: Limit::Amx,
+        },
+        Row {
+            name: "prefill_mxfp4_512",
+            what: "mxfp4 GEMM bf16 x M=512, weight 14336x4096",
+            work: Work::Flops(2.0 * (PREFILL_M * GEMV_N * GEMV_K) as f64),
+            limit: Limit::Amx,
         },
         Row {
             name: "grouped_gemm_moge",
@@ -161,9 +175,10 @@ pub fn prepare(row: &Row, ops: &Ops) -> Result<Prepared, String> {
             Box::new(move |ops| opc_ops::attention::flash_attention(ops, &q, &k, &v, None, &p).map(drop).map_err(e))
         }
         "gemv_bf16" => {
-            let x = f.tensor(DType::BF16, &[1, GEMV_K]);
-            let ws: Vec<Tensor> = (0..GEMV_MATS).map(|_| f.tensor(DType::BF16, &[GEMV_N, GEMV_K])).collect();
-            Box::new(move |ops| ws.iter().try_for_each(|w| opc_ops::blocks::linear(ops, &x, w, None).map(drop).map_err(e)))
+            // The runtime's decode path: f32 activations, bf16 weights read in place.
+            let x = f.tensor(DType::F32, &[1, GEMV_K]);
+            let mut ws: Vec<Tensor> = (0..GEMV_MATS).map(|_| f.tensor(DType::BF16, &[GEMV_N, GEMV_K])).collect();
+            Box::new(move |ops| ws.iter_mut().try_for_each(|w| opc_ops::model::linear_w(ops, &x, w, None).map(drop).map_err(e)))
         }
         "gemv_mxfp4" => {
             let x = f.tensor(DType::BF16, &[1, GEMV_K]);
@@ -173,7 +188,18 @@ pub fn prepare(row: &Row, ops: &Ops) -> Result<Prepared, String> {
                     scales: f.tensor(DType::E8M0, &[GEMV_N, GEMV_K / 32]),
                 })
                 .collect();
-            Box::new(move |ops| ws.iter().try_for_each(|w| opc_ops::mxfp4::gemm(ops, &x, w).map(drop).map_err(e)))
+            let mut ws = ws;
+            Box::new(move |ops| ws.iter_mut().try_for_each(|w| opc_ops::mxfp4::gemm_in_place(ops, &x, w).map(drop).map_err(e)))
+        }
+        "prefill_bf16_512" => {
+            let x = f.tensor(DType::BF16, &[PREFILL_M, GEMV_K]);
+            let w = f.tensor(DType::BF16, &[GEMV_N, GEMV_K]);
+            Box::new(move |ops| opc_ops::blocks::linear(ops, &x, &w, None).map(drop).map_err(e))
+        }
+        "prefill_mxfp4_512" => {
+            let x = f.tensor(DType::BF16, &[PREFILL_M, GEMV_K]);
+            let mut w = opc_ops::mxfp4::Mxfp4 { codes: f.tensor(DType::E2M1, &[GEMV_N, GEMV_K]), scales: f.tensor(DType::E8M0, &[GEMV_N, GEMV_K / 32]) };
+            Box::new(move |ops| opc_ops::mxfp4::gemm_in_place(ops, &x, &mut w).map(drop).map_err(e))
         }
         "grouped_gemm_moge" => {
             let (t, h, i, ne, _, groups) = MOE;

@@ -91,8 +91,16 @@ pub fn dequantize(ops: &Ops, w: &Mxfp4) -> Result<Tensor> {
 }
 
 /// y = x · Wᵀ with W [N, K] kept in MXFP4 (gpt-oss layout: blocks along K); f32 [M, N].
-/// M == 1 runs the GEMV kernel, larger M the tiled GEMM.
+/// M == 1 runs the GEMV kernel, larger M the tiled GEMM. Copies `w` into the launch; callers
+/// that own the weights use [`gemm_in_place`].
 pub fn gemm(ops: &Ops, x: &Tensor, w: &Mxfp4) -> Result<Tensor> {
+    let mut w = w.clone();
+    gemm_in_place(ops, x, &mut w)
+}
+
+/// [`gemm`] reading `w` where it is (moved into the launch and back, even on error): the
+/// decode path, where the weights are read once per token and a copy would double the traffic.
+pub fn gemm_in_place(ops: &Ops, x: &Tensor, w: &mut Mxfp4) -> Result<Tensor> {
     const OP: &str = "mxfp4_gemm";
     expect_dtype(OP, "x", x, &[DType::F32, DType::BF16])?;
     if x.shape.len() != 2 {
@@ -103,32 +111,28 @@ pub fn gemm(ops: &Ops, x: &Tensor, w: &Mxfp4) -> Result<Tensor> {
     if k != kw {
         return Err(err(OP, format!("`x` has K = {k} but the MXFP4 weight is [N={n}, K={kw}]")));
     }
-    let y = Tensor::zeros(DType::F32, &[m, n]);
     if m == 0 || n == 0 {
-        return Ok(y);
+        return Ok(Tensor::zeros(DType::F32, &[m, n]));
     }
-    if m == 1 {
+    let (kernel, inst, xa, y) = if m == 1 {
+        let inst = Instance::default().dtype("T", x.dtype).tunable("BN", tile(n, 8, 16)).tunable("BK", tile(k, 32, 2048));
+        ("mxfp4_gemv", inst, Tensor { shape: vec![k], ..x.clone() }, Tensor::zeros(DType::F32, &[n]))
+    } else {
         let inst = Instance::default()
             .dtype("T", x.dtype)
-            .tunable("BN", tile(n, 8, 64))
-            .tunable("BK", tile(k, 32, 256));
-        let xv = Tensor { shape: vec![k], ..x.clone() };
-        let mut args = vec![
-            Arg::Tensor(xv),
-            Arg::Tensor(w.codes.clone()),
-            Arg::Tensor(w.scales.clone()),
-            Arg::Tensor(Tensor::zeros(DType::F32, &[n])),
-        ];
-        ops.kernel(FILE, "mxfp4_gemv", &inst)?.launch(&mut args)?;
-        let yv = take(&mut args[3]);
-        return Ok(Tensor { shape: vec![1, n], ..yv });
-    }
-    let inst = Instance::default()
-        .dtype("T", x.dtype)
-        .tunable("BM", tile(m, 16, 64))
-        .tunable("BN", tile(n, 16, 64))
-        .tunable("BK", tile(k, 32, 128));
-    let mut args = vec![Arg::Tensor(x.clone()), Arg::Tensor(w.codes.clone()), Arg::Tensor(w.scales.clone()), Arg::Tensor(y)];
-    ops.kernel(FILE, "mxfp4_gemm", &inst)?.launch(&mut args)?;
-    Ok(take(&mut args[3]))
+            .tunable("BM", tile(m, 16, 64))
+            .tunable("BN", tile(n, 16, 64))
+            .tunable("BK", tile(k, 32, 128));
+        ("mxfp4_gemm", inst, x.clone(), Tensor::zeros(DType::F32, &[m, n]))
+    };
+    let empty = || Tensor { dtype: DType::U8, shape: vec![0], data: Vec::new() };
+    let codes = std::mem::replace(&mut w.codes, empty());
+    let scales = std::mem::replace(&mut w.scales, empty());
+    let mut args = vec![Arg::Tensor(xa), Arg::Tensor(codes), Arg::Tensor(scales), Arg::Tensor(y)];
+    let r = ops.kernel(FILE, kernel, &inst).and_then(|exe| exe.launch(&mut args).map_err(Into::into));
+    w.codes = take(&mut args[1]);
+    w.scales = take(&mut args[2]);
+    r?;
+    let y = take(&mut args[3]);
+    Ok(Tensor { shape: vec![m, n], ..y })
 }

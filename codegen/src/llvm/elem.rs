@@ -386,6 +386,10 @@ impl Lower<'_> {
             let a = self.f.val(format!("call {ti} @llvm.smax.{}({ti} {i}, {ti} {})", suffix("i32", lanes), cst("i32", lanes, &lo.to_string())));
             return self.f.val(format!("call {ti} @llvm.smin.{}({ti} {a}, {ti} {})", suffix("i32", lanes), cst("i32", lanes, &hi.to_string())));
         }
+        if matches!(from, DType::E2M1 | DType::E8M0) && matches!(to, DType::F32 | DType::BF16) {
+            // exact in both: decoded inline (the MXFP4 inner loops), bit-identical to numerics
+            return self.decode_code(from, x, lanes);
+        }
         let tf = ety(to) == "float";
         let xi = if ff { self.f.val(format!("bitcast {} {x} to {}", vt("float", lanes), vt("i32", lanes))) } else { x.to_string() };
         let (fc, tc, rc) = (dtype_code(from).to_string(), dtype_code(to).to_string(), rounding_code(r).to_string());
@@ -395,6 +399,40 @@ impl Lower<'_> {
         } else {
             y
         }
+    }
+
+    /// An e2m1 / e8m0 code (raw, in an i32) as its f32 value, as `numerics::{e2m1,e8m0}_decode`.
+    /// e2m1: a 16-entry `vpermps` table on 16 AVX-512 lanes, else from bits: magnitude code
+    /// m ≥ 2 is `(m << 22) + (126 << 23)` (exponent and one mantissa bit), 1 is 0.5, 0 is 0,
+    /// and bit 3 is the sign. e8m0: e << 23, with 0 → 2⁻¹²⁷ (a subnormal) and 255 → NaN.
+    fn decode_code(&mut self, from: DType, x: &str, lanes: u32) -> String {
+        let (ti, tf, tb) = (vt("i32", lanes), vt("float", lanes), vt("i1", lanes));
+        let c = |s: &str| cst("i32", lanes, s);
+        if from == DType::E2M1 {
+            if lanes == 16 && self.isa.avx512 {
+                let table: Vec<String> = (0..16u32).map(|i| format!("float {}", flit(opc_ir::numerics::e2m1_decode(i)))).collect();
+                // vpermps reads the low 4 bits of each index: the raw code as is.
+                return self.f.val(format!("call {tf} @llvm.x86.avx512.permvar.sf.512({tf} <{}>, {ti} {x})", table.join(", ")));
+            }
+            let m = self.f.val(format!("and {ti} {x}, {}", c("7")));
+            let sh = self.f.val(format!("shl {ti} {m}, {}", c("22")));
+            let big = self.f.val(format!("add {ti} {sh}, {}", c("1056964608")));
+            let one = self.f.val(format!("icmp eq {ti} {m}, {}", c("1")));
+            let small = self.f.val(format!("select {tb} {one}, {ti} {}, {ti} {}", c("1056964608"), c("0")));
+            let ge2 = self.f.val(format!("icmp ugt {ti} {m}, {}", c("1")));
+            let mag = self.f.val(format!("select {tb} {ge2}, {ti} {big}, {ti} {small}"));
+            let sg = self.f.val(format!("and {ti} {x}, {}", c("8")));
+            let sg = self.f.val(format!("shl {ti} {sg}, {}", c("28")));
+            let bits = self.f.val(format!("or {ti} {mag}, {sg}"));
+            return self.f.val(format!("bitcast {ti} {bits} to {tf}"));
+        }
+        let e = self.f.val(format!("and {ti} {x}, {}", c("255")));
+        let n = self.f.val(format!("shl {ti} {e}, {}", c("23")));
+        let z = self.f.val(format!("icmp eq {ti} {e}, {}", c("0")));
+        let n = self.f.val(format!("select {tb} {z}, {ti} {}, {ti} {n}", c("4194304")));
+        let nan = self.f.val(format!("icmp eq {ti} {e}, {}", c("255")));
+        let bits = self.f.val(format!("select {tb} {nan}, {ti} {}, {ti} {n}", c("2143289344")));
+        self.f.val(format!("bitcast {ti} {bits} to {tf}"))
     }
 
     pub(super) fn bitcast(&mut self, from: DType, to: DType, x: &str, lanes: u32) -> String {

@@ -75,6 +75,8 @@ pub(super) struct TensorVals {
 pub(super) struct Isa {
     /// `avx512bf16`: `vdpbf16ps` for bf16 `dot`.
     pub bf16: bool,
+    /// `avx512f`: 512-bit permutes (`vpermps` tables).
+    pub avx512: bool,
 }
 
 /// The lowered function body and what the launcher needs.
@@ -103,6 +105,10 @@ pub(super) struct Lower<'a> {
     consts: HashMap<ValueId, i64>,
     /// Uses of each value (nested regions included).
     pub(super) uses: Vec<u32>,
+    /// Values evaluated inside a later reduction (`fuse.rs`) instead of where they stand.
+    pub(super) fused: HashMap<ValueId, Op>,
+    /// Set while `fuse.rs` evaluates a load whose only consumer is an FMA.
+    pub(super) arith_only: bool,
     /// The region each value was defined in, and the region being lowered.
     region_of: Vec<u32>,
     pub(super) region: u32,
@@ -242,6 +248,8 @@ pub(super) fn lower(k: &Kernel, meta: &MetaLayout, isa: Isa) -> Result<Lowered> 
         for_count: 0,
         consts: HashMap::new(),
         uses,
+        fused: HashMap::new(),
+        arith_only: false,
         region_of: vec![0; k.values.len()],
         region: 0,
         regions: 0,
@@ -726,13 +734,17 @@ impl Lower<'_> {
     fn lower_block<'o>(&mut self, blk: &'o Block) -> Result<Option<&'o Op>> {
         // Last use (op index in this block, nested uses counted at their op) of every value
         // defined here: its slot is free for later ops once that op is lowered.
+        // Ops fused into a later reduction use their operands at that reduction.
+        let (plan, roots) = self.plan_fusion(blk);
+        let site = |i: usize| plan.get(&i).copied().unwrap_or(i);
         let mut last: HashMap<ValueId, usize> = HashMap::new();
         for (i, op) in blk.ops.iter().enumerate() {
             for &r in &op.results {
-                last.insert(r, i);
+                last.insert(r, site(i));
             }
         }
         for (i, op) in blk.ops.iter().enumerate() {
+            let i = site(i);
             let mut note = |v: &ValueId| {
                 if let Some(l) = last.get_mut(v) {
                     *l = (*l).max(i);
@@ -748,7 +760,11 @@ impl Lower<'_> {
             dies[i].push(v);
         }
         for (i, op) in blk.ops.iter().enumerate() {
+            if plan.contains_key(&i) {
+                continue;
+            }
             match &op.kind {
+                _ if roots.contains(&i) => self.fused_map(op)?,
                 OpKind::Yield => return Ok(Some(op)),
                 OpKind::For => self.lower_for(op)?,
                 OpKind::If => self.lower_if(op)?,

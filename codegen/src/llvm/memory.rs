@@ -58,7 +58,7 @@ impl Dest {
 }
 
 /// The in-memory LLVM element type of a (non-packed) dtype, and its size in bytes.
-fn mem_ty(d: DType) -> (&'static str, u32) {
+pub(super) fn mem_ty(d: DType) -> (&'static str, u32) {
     match d {
         DType::F32 => ("float", 4),
         DType::I32 => ("i32", 4),
@@ -418,7 +418,7 @@ impl Lower<'_> {
     }
 
     /// Element `e` (i64 operand) of a tensor, in the tile representation.
-    fn read_elem(&mut self, tv: &TensorVals, e: &str) -> String {
+    pub(super) fn read_elem(&mut self, tv: &TensorVals, e: &str) -> String {
         match tv.dtype {
             DType::I4 | DType::E2M1 => {
                 let byte = self.f.val(format!("lshr i64 {e}, 1"));

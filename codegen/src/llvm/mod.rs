@@ -48,6 +48,7 @@
 
 mod dot;
 mod elem;
+mod fuse;
 mod helpers;
 mod kloop;
 mod lower;
@@ -205,7 +206,7 @@ fn compile_code(k: &Kernel) -> Result<Code> {
     let host = host()?;
     let t0 = Instant::now();
     let meta = MetaLayout::new(k);
-    let lowered = lower::lower(k, &meta, lower::Isa { bf16: host.has("avx512bf16") })?;
+    let lowered = lower::lower(k, &meta, lower::Isa { bf16: host.has("avx512bf16"), avx512: host.has("avx512f") })?;
     let text = module_text(k, host, &lowered.text);
     if std::env::var_os("OPC_LLVM_DUMP").is_some() {
         eprintln!("{text}");
@@ -308,7 +309,7 @@ impl Target for LlvmTarget {
 pub fn emit_ir(kernel: &Kernel) -> Result<String> {
     opc_ir::verify::verify(kernel).map_err(|e| unsupported(kernel, format!("the kernel does not verify: {e}")))?;
     let host = host()?;
-    let lowered = lower::lower(kernel, &MetaLayout::new(kernel), lower::Isa { bf16: host.has("avx512bf16") })?;
+    let lowered = lower::lower(kernel, &MetaLayout::new(kernel), lower::Isa { bf16: host.has("avx512bf16"), avx512: host.has("avx512f") })?;
     Ok(module_text(kernel, host, &lowered.text))
 }
 

@@ -23,7 +23,7 @@ use crate::Result;
 
 impl Lower<'_> {
     /// `op(acc, v)` on `lanes` lanes of elements of dtype `d` (sums unrounded).
-    fn combine(&mut self, rop: ReduceOp, d: DType, acc: &str, v: &str, lanes: u32) -> String {
+    pub(super) fn combine(&mut self, rop: ReduceOp, d: DType, acc: &str, v: &str, lanes: u32) -> String {
         let float = ety(d) == "float";
         let t = vt(ety(d), lanes);
         match (rop, float) {
@@ -37,7 +37,7 @@ impl Lower<'_> {
     }
 
     /// The final rounding / wrapping of a reduced value.
-    fn finish_reduce(&mut self, d: DType, x: &str, lanes: u32) -> String {
+    pub(super) fn finish_reduce(&mut self, d: DType, x: &str, lanes: u32) -> String {
         if ety(d) == "float" {
             self.round_to(d, x, lanes)
         } else {
@@ -68,6 +68,9 @@ impl Lower<'_> {
 
     pub(super) fn lower_reduce(&mut self, op: &Op, rop: ReduceOp, axis: usize) -> Result<()> {
         let x = op.args[0];
+        if self.fused.contains_key(&x) {
+            return self.fused_reduce(op, rop);
+        }
         let (d, shape) = (self.dtype(x), self.shape(x));
         let res = op.result();
         let n = shape[axis];
