@@ -57,7 +57,7 @@ struct Limits {
 
 /// Build `tools/NAME.c` with the command on its `Build and run:` line (the part before `&&`)
 /// in a scratch directory, run it and return its output.
-fn run_tool(tools: &Path, name: &str) -> Result<String, String> {
+pub(crate) fn run_tool(tools: &Path, name: &str) -> Result<String, String> {
     let src = tools.join(format!("{name}.c"));
     let text = std::fs::read_to_string(&src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
     run_source(name, &text)
@@ -99,7 +99,7 @@ fn run_source(name: &str, text: &str) -> Result<String, String> {
 }
 
 /// The largest number before `unit` on the lines containing `key` (peak.c prints 1 and 2 threads).
-fn best_figure(out: &str, key: &str, unit: &str) -> Option<f64> {
+pub(crate) fn best_figure(out: &str, key: &str, unit: &str) -> Option<f64> {
     out.lines()
         .filter(|l| l.contains(key))
         .filter_map(|l| {

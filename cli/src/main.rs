@@ -63,8 +63,12 @@ enum Cmd {
     #[command(after_help = "Example:\n  opc eval --model ../shared/fixtures/models/llama-tiny --reference ../shared/fixtures/models/llama-tiny/reference.safetensors")]
     Eval(model_cmds::EvalArgs),
     /// Generate text from a prompt (streamed), optionally with a draft model (speculative decoding).
-    #[command(after_help = "Examples:\n  opc run --model DIR --prompt \"Once upon a time\" --max-tokens 32\n  opc run --model TARGET --draft DRAFT --kl-tau 0.5 --gamma 4 --prompt TEXT --compare")]
+    #[command(after_help = "Examples:\n  opc run --model DIR --prompt \"Once upon a time\" --max-tokens 32\n  opc run --model TARGET --draft DRAFT --kl-tau 0.5 --gamma 4 --prompt TEXT\n  opc run --model TARGET --draft DRAFT --temperature 0.8 --seed 1 --prompt TEXT   (lossless speculative sampling)")]
     Run(model_cmds::RunArgs),
+    /// Measure a model's prefill, batch-1 and batched decode tokens/s against the DRAM
+    /// bandwidth limit (bw.c, measured in the same run).
+    #[command(after_help = "Example:\n  opc model init --arch llama --layers 16 --hidden 2048 --heads 32 --kv-heads 8 --intermediate 5632 --vocab 32000 -o /tmp/llama\n  opc bench-model --model /tmp/llama --prompt-tokens 512 --decode-tokens 32 --batch 8")]
+    BenchModel(model_cmds::BenchModelArgs),
     /// Model checkpoint tools: `opc model init` writes a random-weight checkpoint.
     Model {
         #[command(subcommand)]
@@ -302,6 +306,7 @@ fn run(cli: Cli) -> Result<(), Fail> {
         }
         Cmd::Eval(a) => model_cmds::eval(&a),
         Cmd::Run(a) => model_cmds::run(&a),
+        Cmd::BenchModel(a) => model_cmds::bench_model(&a),
         Cmd::Model { cmd } => model_cmds::model(&cmd),
         Cmd::Bench(a) => bench::cmd_bench(&a).map_err(|(code, msg)| Fail { code, msg }),
         Cmd::Targets => {

@@ -1,8 +1,10 @@
-//! `opc eval`, `opc run` and `opc model init`: the model runtime on the command line.
+//! `opc eval`, `opc run`, `opc bench-model` and `opc model init`: the model runtime on the
+//! command line.
 
 use crate::{failed, usage, Fail};
+use opc_runtime::model::bench::{bench, BenchSpec};
 use opc_runtime::model::eval::{evaluate, LOGITS_TOL};
-use opc_runtime::model::generate::{generate, generate_batch, generate_speculative, Decoding, GenOptions, GenStats};
+use opc_runtime::model::generate::{generate, generate_batch, generate_speculative, Decoding, GenOptions, GenStats, Verifier};
 use opc_runtime::model::init::InitSpec;
 use opc_runtime::model::{Arch, Model, ModelError, Tokenizer};
 use std::io::Write;
@@ -50,21 +52,65 @@ pub struct RunArgs {
     /// Do not stop at the end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Draft model directory: speculative decoding verified by the kl_judge operator.
+    /// Draft model directory: speculative decoding. At temperature 0 the draft's greedy tokens
+    /// are verified by the kl_judge operator (--kl-tau); at temperature > 0 they are sampled
+    /// and verified by lossless speculative sampling (accept with min(1, p/q), resample the
+    /// residual), whose output is distributed as sampling the target alone.
     #[arg(long, value_name = "DIR")]
     pub draft: Option<PathBuf>,
-    /// KL-judge threshold τ (nats); 0 reproduces the target's greedy output exactly.
-    #[arg(long, default_value_t = 0.0)]
-    pub kl_tau: f32,
+    /// KL-judge threshold τ (nats) for greedy speculative decoding; 0 (the default) reproduces
+    /// the target's greedy output exactly, larger values accept more drafts. Not allowed with
+    /// --temperature > 0 (lossless sampling has no threshold).
+    #[arg(long, value_name = "T")]
+    pub kl_tau: Option<f32>,
     /// Draft tokens per verification step.
     #[arg(long, default_value_t = 4)]
     pub gamma: usize,
-    /// With --draft: also run the target alone and report the speed-up.
+    /// With --draft: skip running the target alone afterwards (which measures the speed-up).
     #[arg(long)]
-    pub compare: bool,
+    pub no_compare: bool,
     /// Decode this many copies of the prompt as one batch (greedy) and report throughput.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Target to compile the operators for.
+    #[arg(long, default_value = opc_codegen::DEFAULT_TARGET)]
+    pub target: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchModelArgs {
+    /// Model directory (e.g. written by `opc model init`).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Prompt length of the timed prefill (random token ids).
+    #[arg(long, default_value_t = 512)]
+    pub prompt_tokens: usize,
+    /// Decode steps timed at batch 1 and at --batch.
+    #[arg(long, default_value_t = 32)]
+    pub decode_tokens: usize,
+    /// Sequences decoded together in the batched run (1: skip it).
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Prompt length of each sequence of the batched run.
+    #[arg(long, default_value_t = 64)]
+    pub batch_prompt_tokens: usize,
+    /// DRAM read bandwidth in GB/s (skips running bw.c).
+    #[arg(long, value_name = "GBS")]
+    pub bw_gbs: Option<f64>,
+    /// Directory holding bw.c.
+    #[arg(long, value_name = "DIR", default_value = "../shared/tools")]
+    pub tools: PathBuf,
+    /// Print the per-operator time of the timed runs.
+    #[arg(long)]
+    pub profile: bool,
+    /// Baseline prefill tokens/s to compare with (e.g. the faster of llama.cpp and transformers).
+    #[arg(long, value_name = "TOK_S")]
+    pub baseline_prefill: Option<f64>,
+    /// Baseline batch-1 decode tokens/s to compare with.
+    #[arg(long, value_name = "TOK_S")]
+    pub baseline_decode: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Target to compile the operators for.
     #[arg(long, default_value = opc_codegen::DEFAULT_TARGET)]
     pub target: String,
@@ -215,32 +261,93 @@ pub fn run(a: &RunArgs) -> Result<(), Fail> {
             eprintln!("{}", progress(&s));
         }
         Some(ddir) => {
+            let verifier = Verifier::for_decoding(&opts.decoding, a.kl_tau).map_err(model_err)?;
             let mut draft = load(ddir, &a.target)?;
-            let (out, s) = generate_speculative(&mut model, &mut draft, &prompt, &opts, a.gamma, a.kl_tau, &mut stream).map_err(model_err)?;
+            let (out, s) = generate_speculative(&mut model, &mut draft, &prompt, &opts, a.gamma, verifier, &mut stream).map_err(model_err)?;
             println!();
             eprintln!("{}", progress(&s));
             let sp = s.spec.clone().unwrap_or_default();
+            let rule = match verifier {
+                Verifier::KlJudge { tau } => format!("kl_judge tau {tau}"),
+                Verifier::Lossless { temperature, .. } => format!("lossless sampling at temperature {temperature}"),
+            };
             eprintln!(
-                "speculative: gamma {} tau {} | {} steps, accepted per step {:?} | mean {:.2} tokens per target forward",
+                "speculative ({rule}), gamma {}: {} target forwards, accepted drafts per step {:?}, mean accepted {:.2}, {:.2} tokens per target forward",
                 sp.gamma,
-                a.kl_tau,
                 sp.accepted.len(),
                 sp.accepted,
+                sp.mean_accepted(),
                 sp.tokens_per_step()
             );
-            if a.compare {
+            if !a.no_compare {
                 let (base, bs) = generate(&mut model, &prompt, &opts, |_| Ok(())).map_err(model_err)?;
-                let same = base == out;
                 eprintln!("target alone: {}", progress(&bs));
+                let same = match verifier {
+                    Verifier::KlJudge { tau } if tau <= 0.0 => format!("; output {} the target's greedy output", if base == out { "identical to" } else { "DIFFERS from" }),
+                    _ => String::new(),
+                };
                 eprintln!(
-                    "speed-up {:.2}x (decode time {:.3} s -> {:.3} s); output {} the target's greedy output",
-                    bs.decode_secs / s.decode_secs.max(1e-9),
-                    bs.decode_secs,
-                    s.decode_secs,
-                    if same { "identical to" } else { "differs from" }
+                    "speed-up {:.2}x (decode {:.1} -> {:.1} tok/s){same}",
+                    s.decode_tok_s() / bs.decode_tok_s().max(1e-9),
+                    bs.decode_tok_s(),
+                    s.decode_tok_s()
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// `opc bench-model`: bw.c first (same run), then the model benchmark, then one report.
+pub fn bench_model(a: &BenchModelArgs) -> Result<(), Fail> {
+    let bw = match a.bw_gbs {
+        Some(b) => Some(b),
+        None => match crate::bench::run_tool(&a.tools, "bw") {
+            Ok(out) => {
+                println!("# bw.c: {}", out.trim().replace('\n', "; "));
+                crate::bench::best_figure(&out, "streaming read", "GB/s")
+            }
+            Err(e) => {
+                println!("# bw.c not measured: {e}");
+                None
+            }
+        },
+    };
+    let t0 = std::time::Instant::now();
+    let mut model = load(&a.model, &a.target)?;
+    let load_secs = t0.elapsed().as_secs_f64();
+    model.profile.set_enabled(a.profile);
+    let spec = BenchSpec { prompt_tokens: a.prompt_tokens, decode_tokens: a.decode_tokens, batch: a.batch, batch_prompt_tokens: a.batch_prompt_tokens, seed: a.seed };
+    let r = bench(&mut model, &spec).map_err(model_err)?;
+    let c = &model.cfg;
+    println!(
+        "model {} ({}, {} layers, hidden {}, vocab {}) on target {}; load {:.2} s, kernel compile (warm-up) {:.2} s",
+        a.model.display(),
+        c.arch.hf_name(),
+        c.layers,
+        c.hidden,
+        c.vocab,
+        a.target,
+        load_secs,
+        r.compile_secs
+    );
+    let vs = |x: f64, b: Option<f64>| b.map_or(String::new(), |b| format!(" ({:.2}x the baseline {b:.1})", x / b));
+    println!("prefill {} tokens: {:.1} tok/s{}", a.prompt_tokens, r.prefill_tok_s, vs(r.prefill_tok_s, a.baseline_prefill));
+    println!("decode batch 1 ({} steps after the prompt): {:.2} tok/s{}", a.decode_tokens, r.decode_tok_s, vs(r.decode_tok_s, a.baseline_decode));
+    if let Some(b) = r.batch_decode_tok_s {
+        println!("decode batch {} ({} steps, prompts of {}): {:.2} tok/s, {:.2}x batch 1", a.batch, a.decode_tokens, a.batch_prompt_tokens, b, b / r.decode_tok_s.max(1e-9));
+    }
+    println!("weights read per decode token: {:.3} GB", r.decode_weight_bytes as f64 / 1e9);
+    match bw {
+        Some(bw) => {
+            let lim = r.bandwidth_limit(bw);
+            println!("bandwidth {bw:.1} GB/s (bw.c, this run): limit {lim:.2} tok/s; batch-1 decode at {:.1}% of the limit", 100.0 * r.decode_tok_s / lim);
+        }
+        None => println!("bandwidth unknown: pass --bw-gbs or --tools DIR with bw.c"),
+    }
+    for (what, table) in &r.profiles {
+        println!("# profile: {what}");
+        print!("{table}");
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("kl_judge", include_str!("../kernels/kl_judge.opc")),
     ("blocks", include_str!("../kernels/blocks.opc")),
     ("model", include_str!("../kernels/model.opc")),
+    ("spec_sample", include_str!("../kernels/spec_sample.opc")),
 ];
 
 pub mod attention;
@@ -26,6 +27,7 @@ pub mod kron_quant;
 pub mod model;
 pub mod moe;
 pub mod mxfp4;
+pub mod spec_sample;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {

@@ -16,6 +16,9 @@ const OP: &str = "moe_forward";
 pub enum Routing {
     /// Softmax over all experts, the `k` largest, renormalized over the chosen k (Qwen3-MoE).
     TopK { k: usize },
+    /// Softmax over all experts, the `k` largest with their full-softmax probabilities, not
+    /// renormalized (Qwen3-MoE with `norm_topk_prob: false`).
+    TopKUnnormalized { k: usize },
     /// Global softmax, the argmax inside each of `groups` equal expert groups, times
     /// `router_scale[e]`, no renormalization (Pangu Pro MoE). One slot per group, in group order.
     MoGE { groups: usize, router_scale: Tensor /* f32 [E] */ },
@@ -60,7 +63,7 @@ pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tenso
         return Err(shape_err(format!("T, H, E and I must be >= 1, got T = {t}, H = {h}, E = {e}, I = {i}")));
     }
     let k = match routing {
-        Routing::TopK { k } => {
+        Routing::TopK { k } | Routing::TopKUnnormalized { k } => {
             if *k == 0 || *k > e {
                 return Err(shape_err(format!("top-k k = {k} must be in 1..={e} (E)")));
             }
@@ -88,7 +91,10 @@ pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tenso
     let ids = Tensor::zeros(DType::I32, &[t, k]);
     let weights = Tensor::zeros(DType::F32, &[t, k]);
     let mut args = match routing {
-        Routing::TopK { .. } => vec![Arg::Tensor(x.clone()), Arg::Tensor(gate.clone()), Arg::Tensor(ids), Arg::Tensor(weights), Arg::Bool(true)],
+        Routing::TopK { .. } | Routing::TopKUnnormalized { .. } => {
+            let renorm = matches!(routing, Routing::TopK { .. });
+            vec![Arg::Tensor(x.clone()), Arg::Tensor(gate.clone()), Arg::Tensor(ids), Arg::Tensor(weights), Arg::Bool(renorm)]
+        }
         Routing::MoGE { router_scale, .. } => vec![
             Arg::Tensor(x.clone()),
             Arg::Tensor(gate.clone()),
@@ -98,7 +104,7 @@ pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tenso
         ],
     };
     let (kernel, ids_at) = match routing {
-        Routing::TopK { .. } => ("route_topk", 2),
+        Routing::TopK { .. } | Routing::TopKUnnormalized { .. } => ("route_topk", 2),
         Routing::MoGE { .. } => ("route_moge", 3),
     };
     ops.kernel(FILE, kernel, &route_inst)?.launch(&mut args)?;

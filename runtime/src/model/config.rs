@@ -120,7 +120,8 @@ pub struct MoeConfig {
     /// Experts per token (MoGE: one per group, so this equals `groups`).
     pub top_k: usize,
     pub intermediate: usize,
-    /// Qwen3-MoE: renormalize the chosen top-k weights.
+    /// Qwen3-MoE: renormalize the chosen top-k weights (`norm_topk_prob`; absent = false, as
+    /// in transformers). Without it the weights are the full-softmax probabilities.
     pub norm_topk_prob: bool,
     /// MoGE: number of equal expert groups.
     pub groups: Option<usize>,
@@ -236,7 +237,8 @@ impl ModelConfig {
                     experts: e,
                     top_k,
                     intermediate,
-                    norm_topk_prob: raw.norm_topk_prob.unwrap_or(arch == Arch::Qwen3Moe),
+                    // transformers' Qwen3MoeConfig defaults to False (released checkpoints set True)
+                    norm_topk_prob: raw.norm_topk_prob.unwrap_or(false),
                     groups,
                     shared_intermediate: if arch == Arch::PanguMoge { raw.shared_expert_intermediate_size.unwrap_or(0) } else { 0 },
                 })

@@ -1,9 +1,11 @@
 //! Generation: greedy or sampled (temperature, top-k, top-p, seeded), stop tokens, streaming
 //! through a callback, batched greedy decoding of several sequences, and speculative decoding
-//! with a draft model verified by the `kl_judge` operator.
+//! with a draft model: greedy drafts verified by the `kl_judge` operator (threshold τ), sampled
+//! drafts by lossless speculative sampling (the `spec_sample` operator).
 //!
 //! Token choice is operator work too: greedy is the `topk` kernel with k = 1, sampling the
-//! `sample_sorted` / `sample_full` kernels fed with host-drawn uniforms, verification `kl_judge`.
+//! `sample_sorted` / `sample_full` kernels fed with host-drawn uniforms, verification `kl_judge`
+//! or `spec_sample`.
 
 use super::error::{ModelError, Result};
 use super::kv::{KvCache, SeqId};
@@ -37,6 +39,11 @@ pub struct SpecStats {
 }
 
 impl SpecStats {
+    /// Mean draft tokens accepted per verification step.
+    pub fn mean_accepted(&self) -> f64 {
+        self.accepted.iter().sum::<usize>() as f64 / self.accepted.len().max(1) as f64
+    }
+
     /// Mean tokens emitted per target forward (accepted drafts + the target's own token).
     pub fn tokens_per_step(&self) -> f64 {
         if self.accepted.is_empty() {
@@ -188,22 +195,72 @@ fn stack(rows: &[Tensor]) -> Tensor {
     Tensor { dtype: DType::F32, shape: vec![rows.len(), v], data }
 }
 
-/// Greedy speculative decoding: the draft proposes γ tokens, the target scores them in one
-/// forward, and the `kl_judge` operator accepts the leading run where the draft token is the
-/// target's argmax or (target confidence ≤ 0.9 and KL(target ‖ draft) < τ); then the target's
-/// own token follows. τ ≤ 0 accepts only argmax matches: exactly the target's greedy output.
+/// How a speculative step verifies the draft tokens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Verifier {
+    /// Greedy drafts judged by the `kl_judge` operator with threshold τ (τ ≤ 0: exact greedy).
+    KlJudge { tau: f32 },
+    /// Drafts sampled from the draft at temperature T, accepted with probability min(1, p/q)
+    /// and resampled from norm(max(0, p − q)) on rejection (`spec_sample` operator): the output
+    /// is distributed exactly as sampling the target alone.
+    Lossless { temperature: f32, seed: u64 },
+}
+
+impl Verifier {
+    /// The verifier for `decoding`: greedy decoding uses the KL judge (τ defaults to 0);
+    /// temperature sampling uses lossless speculative sampling, which has no τ and samples
+    /// the full softmax (top-k / top-p would change q and p, and are refused).
+    pub fn for_decoding(decoding: &Decoding, kl_tau: Option<f32>) -> Result<Verifier> {
+        match decoding {
+            Decoding::Greedy => Ok(Verifier::KlJudge { tau: kl_tau.unwrap_or(0.0) }),
+            Decoding::Sample { params, seed } => {
+                if let Some(tau) = kl_tau {
+                    return Err(ModelError::Usage(format!(
+                        "--kl-tau {tau} applies to greedy speculative decoding (temperature 0); with temperature {} the draft is verified by lossless speculative sampling",
+                        params.temperature
+                    )));
+                }
+                if params.top_k.is_some() || params.top_p < 1.0 {
+                    return Err(ModelError::Usage("speculative sampling draws from the full softmax at the temperature: --top-k and --top-p are not supported with --draft".into()));
+                }
+                Ok(Verifier::Lossless { temperature: params.temperature, seed: *seed })
+            }
+        }
+    }
+}
+
+/// Verify one lossless speculative step: target logits f32 [γ+1, V], draft logits f32 [γ, V],
+/// the γ draft tokens; uniforms from `rng`. Returns (accepted, emitted tokens).
+pub fn verify_sampled(ops: &opc_ops::Ops, target: &Tensor, draft: &Tensor, tokens: &[u32], temperature: f32, rng: &mut Rng) -> Result<(usize, Vec<u32>)> {
+    let g = tokens.len();
+    let u_acc: Vec<f32> = (0..g).map(|_| rng.uniform()).collect();
+    let u_res: Vec<f32> = (0..=g).map(|_| rng.uniform()).collect();
+    let dt = Tensor::from_i32(DType::I32, &[g], &tokens.iter().map(|&t| t as i32).collect::<Vec<_>>());
+    let ua = Tensor::from_f32(DType::F32, &[g], &u_acc);
+    let ur = Tensor::from_f32(DType::F32, &[g + 1], &u_res);
+    let o = opc_ops::spec_sample::spec_sample(ops, target, draft, &dt, &ua, &ur, temperature)?;
+    Ok((o.accepted, o.emitted.iter().map(|&t| t as u32).collect()))
+}
+
+/// Speculative decoding: the draft proposes γ tokens (greedy for [`Verifier::KlJudge`],
+/// sampled at the temperature for [`Verifier::Lossless`]), the target scores them in one
+/// forward, and the verifier keeps a prefix of them and adds one token of its own. The KL judge
+/// accepts the leading run where the draft token is the target's argmax or (target confidence
+/// ≤ 0.9 and KL(target ‖ draft) < τ), then the target's argmax follows; τ ≤ 0 is exactly the
+/// target's greedy output. Lossless sampling matches sampling from the target alone.
 pub fn generate_speculative(
     target: &mut Model,
     draft: &mut Model,
     prompt: &[u32],
     opts: &GenOptions,
     gamma: usize,
-    tau: f32,
+    verifier: Verifier,
     mut on_token: impl FnMut(u32) -> Result<()>,
 ) -> Result<(Vec<u32>, GenStats)> {
-    if opts.decoding != Decoding::Greedy {
-        return Err(ModelError::Usage("speculative decoding is greedy here (KL-judge rule): use temperature 0 with --draft".into()));
-    }
+    let decoding = match verifier {
+        Verifier::KlJudge { .. } => Decoding::Greedy,
+        Verifier::Lossless { temperature, seed } => Decoding::Sample { params: SampleParams { temperature, top_k: None, top_p: 1.0 }, seed },
+    };
     if gamma == 0 {
         return Err(ModelError::Usage("--gamma must be at least 1".into()));
     }
@@ -216,7 +273,7 @@ pub fn generate_speculative(
     let cap = prompt.len() + opts.max_tokens + gamma + 2;
     let (mut tc, mut dc) = (cache_for(target, cap), cache_for(draft, cap));
     let (ts, ds) = (tc.new_seq(), dc.new_seq());
-    let judge_tau = if tau > 0.0 { tau } else { f32::NEG_INFINITY };
+    let mut rng = Rng::new(seed_of(&decoding));
     let mut stats = GenStats { prompt_tokens: prompt.len(), spec: Some(SpecStats { gamma, accepted: Vec::new() }), ..Default::default() };
     let mut out: Vec<u32> = Vec::new();
     if opts.max_tokens == 0 {
@@ -226,7 +283,7 @@ pub fn generate_speculative(
 
     let t0 = Instant::now();
     let l = target.forward(&mut tc, &[Segment { seq: ts, tokens: prompt.to_vec(), all_logits: false }])?;
-    let first = mops::argmax(&target.ops, &l[0])?[0] as u32;
+    let first = choose(target, &l[0], &decoding, &mut rng)?;
     stats.prefill_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let mut emit = |t: u32, out: &mut Vec<u32>, all: &mut Vec<u32>| -> Result<bool> {
@@ -237,14 +294,14 @@ pub fn generate_speculative(
     };
     if !emit(first, &mut out, &mut all)? {
         loop {
-            // draft: catch up on the tokens it has not seen, then propose γ greedily
+            // draft: catch up on the tokens it has not seen, then propose γ
             let g = gamma.min(opts.max_tokens - out.len());
             let mut drafts = Vec::with_capacity(g);
             let mut dlogits = Vec::with_capacity(g);
             let mut feed = all[dc.len(ds)?..].to_vec();
             for _ in 0..g {
                 let l = draft.forward(&mut dc, &[Segment { seq: ds, tokens: feed, all_logits: false }])?;
-                let d = mops::argmax(&draft.ops, &l[0])?[0] as u32;
+                let d = choose(draft, &l[0], &decoding, &mut rng)?;
                 drafts.push(d);
                 dlogits.push(l.into_iter().next().expect("one segment"));
                 feed = vec![d];
@@ -257,14 +314,21 @@ pub fn generate_speculative(
             let tl = tl.into_iter().next().expect("one segment");
             let n_pre = verify.len() - g; // rows before the first draft's prediction
             let rows: Vec<Tensor> = (n_pre - 1..verify.len()).map(|r| select_row(&tl, r)).collect();
-            let dtoks = Tensor::from_i32(DType::I32, &[g], &drafts.iter().map(|&d| d as i32).collect::<Vec<_>>());
-            let j = opc_ops::kl_judge::kl_judge(&target.ops, &stack(&rows), &stack(&dlogits), &dtoks, judge_tau)?;
-            stats.spec.as_mut().expect("spec stats").accepted.push(j.accepted);
+            let (accepted, emitted) = match verifier {
+                Verifier::KlJudge { tau } => {
+                    let judge_tau = if tau > 0.0 { tau } else { f32::NEG_INFINITY };
+                    let dtoks = Tensor::from_i32(DType::I32, &[g], &drafts.iter().map(|&d| d as i32).collect::<Vec<_>>());
+                    let j = opc_ops::kl_judge::kl_judge(&target.ops, &stack(&rows), &stack(&dlogits), &dtoks, judge_tau)?;
+                    (j.accepted, j.emitted.iter().map(|&t| t as u32).collect::<Vec<_>>())
+                }
+                Verifier::Lossless { temperature, .. } => verify_sampled(&target.ops, &stack(&rows), &stack(&dlogits), &drafts, temperature, &mut rng)?,
+            };
+            stats.spec.as_mut().expect("spec stats").accepted.push(accepted);
             // keep the verified prefix in both caches
-            tc.truncate(ts, base + n_pre + j.accepted)?;
+            tc.truncate(ts, base + n_pre + accepted)?;
             let mut done = false;
-            for &t in &j.emitted {
-                if emit(t as u32, &mut out, &mut all)? {
+            for &t in &emitted {
+                if emit(t, &mut out, &mut all)? {
                     done = true;
                     break;
                 }

@@ -12,6 +12,7 @@ use super::checkpoint::Checkpoint;
 use super::config::{Arch, LayerAttention, ModelConfig};
 use super::error::{ModelError, Result};
 use super::kv::{KvCache, SeqId};
+use super::profile::Profile;
 use opc_ir::{DType, Tensor};
 use opc_ops::attention::{flash_attention, flash_decode, AttentionParams};
 use opc_ops::model::{self as mops, MxExperts};
@@ -76,6 +77,8 @@ pub struct Model {
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Tensor,
+    /// Per-operator timing of [`Model::forward`] (off unless `OPC_PROFILE` is set).
+    pub profile: Profile,
 }
 
 struct Loader<'a> {
@@ -181,12 +184,8 @@ impl Model {
                     let (e, im) = (mc.experts, mc.intermediate);
                     let ex = format!("{m}.experts");
                     let routing = match mc.groups {
-                        None => {
-                            if !mc.norm_topk_prob {
-                                return Err(ModelError::Usage("Qwen3-MoE with norm_topk_prob = false is not supported (the moe operator renormalizes the top-k weights)".into()));
-                            }
-                            Routing::TopK { k: mc.top_k }
-                        }
+                        None if mc.norm_topk_prob => Routing::TopK { k: mc.top_k },
+                        None => Routing::TopKUnnormalized { k: mc.top_k },
                         Some(groups) => {
                             let name = format!("{m}.router_scale");
                             // stored [E] or, as in Pangu checkpoints, [1, E]
@@ -225,7 +224,39 @@ impl Model {
         }
         let norm = l.f32("model.norm.weight", &[h])?;
         let lm_head = if cfg.tie_embeddings && !ck.contains("lm_head.weight") { embed.clone() } else { l.mat("lm_head.weight", &[v, h])? };
-        Ok(Model { cfg, ops, embed, layers, norm, lm_head })
+        Ok(Model { cfg, ops, embed, layers, norm, lm_head, profile: Profile::from_env() })
+    }
+
+    /// Bytes of weights one decode step of one sequence reads: every matrix, vector and norm
+    /// of the layers, the final norm and the LM head, but only `top_k` of the `E` experts of a
+    /// MoE layer (their mean share) and one row of the embedding table.
+    pub fn decode_weight_bytes(&self) -> u64 {
+        let b = |t: &Tensor| t.data.len() as u64;
+        let ob = |t: &Option<Tensor>| t.as_ref().map_or(0, b);
+        let dense = |m: &DenseMlp| b(&m.gate) + b(&m.up) + b(&m.down) + m.biases.as_ref().map_or(0, |bs| bs.iter().map(b).sum());
+        let mut total = b(&self.norm) + b(&self.lm_head) + b(&self.embed) / self.cfg.vocab.max(1) as u64;
+        for l in &self.layers {
+            let a = &l.attn;
+            total += b(&l.in_norm) + b(&l.post_norm) + b(&a.wq) + b(&a.wk) + b(&a.wv) + b(&a.wo);
+            total += ob(&a.bq) + ob(&a.bk) + ob(&a.bv) + ob(&a.bo) + ob(&a.q_norm) + ob(&a.k_norm) + ob(&a.sinks);
+            total += match &l.mlp {
+                Mlp::Dense(m) => dense(m),
+                Mlp::Moe { gate, w1, w3, w2, routing, shared } => {
+                    let e = w1.shape[0].max(1) as u64;
+                    let (k, scale) = match routing {
+                        Routing::TopK { k } | Routing::TopKUnnormalized { k } => (*k as u64, 0),
+                        Routing::MoGE { groups, router_scale } => (*groups as u64, b(router_scale)),
+                    };
+                    b(gate) + scale + (b(w1) + b(w3) + b(w2)) * k / e + shared.as_ref().map_or(0, dense)
+                }
+                Mlp::MoeMx { router_w, router_b, gate_up, down, top_k } => {
+                    let e = gate_up.codes.shape[0].max(1) as u64;
+                    let mx = |m: &MxExperts| b(&m.codes) + b(&m.scales) + b(&m.bias);
+                    b(router_w) + b(router_b) + (mx(gate_up) + mx(down)) * *top_k as u64 / e
+                }
+            };
+        }
+        total
     }
 
     /// A KV cache sized for `max_tokens` positions in total over all sequences.
@@ -237,8 +268,42 @@ impl Model {
     /// Run `segments` (each appended to its sequence's cache) through the model. Returns the
     /// logits of each segment: f32 [n, V] if `all_logits`, else [1, V] for its last token.
     pub fn forward(&mut self, cache: &mut KvCache, segments: &[Segment]) -> Result<Vec<Tensor>> {
-        let cfg = self.cfg.clone();
+        self.forward_layers(cache, segments, self.cfg.layers)
+    }
+
+    /// Compile every kernel a prefill of `prompt_len` tokens and the decode steps after it use,
+    /// by running them through the first layer only (every layer launches the same kernel
+    /// instances) on a scratch cache, so timed runs measure no compilation. Returns seconds.
+    pub fn warm_up(&mut self, prompt_len: usize, batch: usize) -> Result<f64> {
+        let t0 = std::time::Instant::now();
+        let n = prompt_len.max(1);
+        let mut cache = self.new_cache((n + 2) * batch.max(1) + super::BLOCK_SIZE * batch.max(1), super::BLOCK_SIZE);
+        let seqs: Vec<SeqId> = (0..batch.max(1)).map(|_| cache.new_seq()).collect();
+        let prof = self.profile.enabled();
+        self.profile.set_enabled(false);
+        let vocab = self.cfg.vocab;
+        let tok = |i: usize| (i % vocab) as u32;
+        let r = (|| {
+            self.forward_layers(&mut cache, &[Segment { seq: seqs[0], tokens: (0..n).map(tok).collect(), all_logits: false }], 1)?;
+            self.forward_layers(&mut cache, &[Segment { seq: seqs[0], tokens: vec![1], all_logits: false }], 1)?;
+            if seqs.len() > 1 {
+                for &s in &seqs[1..] {
+                    self.forward_layers(&mut cache, &[Segment { seq: s, tokens: vec![2], all_logits: false }], 1)?;
+                }
+                let segs: Vec<Segment> = seqs.iter().map(|&s| Segment { seq: s, tokens: vec![3], all_logits: false }).collect();
+                self.forward_layers(&mut cache, &segs, 1)?;
+            }
+            Ok(())
+        })();
+        self.profile.set_enabled(prof);
+        r.map(|()| t0.elapsed().as_secs_f64())
+    }
+
+    /// [`Model::forward`] through the first `nl` layers only (warm-up).
+    fn forward_layers(&mut self, cache: &mut KvCache, segments: &[Segment], nl: usize) -> Result<Vec<Tensor>> {
+        let cfg = &self.cfg;
         let ops = &self.ops;
+        let prof = &mut self.profile;
         // rows, positions and block tables of the batch
         let mut ids = Vec::new();
         let mut pos = Vec::new();
@@ -261,14 +326,15 @@ impl Model {
         let t = ids.len();
         let ids = Tensor::from_i32(DType::I32, &[t], &ids);
         let pos = Tensor::from_i32(DType::I32, &[t], &pos);
-        let mut x = mops::embedding_w(ops, &mut self.embed, &ids)?;
-        for (li, layer) in self.layers.iter_mut().enumerate() {
-            let xn = blocks::rmsnorm(ops, &x, &layer.in_norm, cfg.eps)?;
-            let attn = attention(ops, &cfg, &mut layer.attn, &xn, &pos, &spans, &mut cache.pools[li])?;
-            x = mops::add(ops, &x, &attn)?;
-            let xn = blocks::rmsnorm(ops, &x, &layer.post_norm, cfg.eps)?;
-            let m = mlp(ops, &cfg, &mut layer.mlp, &xn)?;
-            x = mops::add(ops, &x, &m)?;
+        let embed = &mut self.embed;
+        let mut x = prof.time("embedding", || mops::embedding_w(ops, embed, &ids))?;
+        for (li, layer) in self.layers.iter_mut().enumerate().take(nl) {
+            let xn = prof.time("rmsnorm", || blocks::rmsnorm(ops, &x, &layer.in_norm, cfg.eps))?;
+            let attn = attention(ops, prof, cfg, &mut layer.attn, &xn, &pos, &spans, &mut cache.pools[li])?;
+            x = prof.time("add", || mops::add(ops, &x, &attn))?;
+            let xn = prof.time("rmsnorm", || blocks::rmsnorm(ops, &x, &layer.post_norm, cfg.eps))?;
+            let m = mlp(ops, prof, cfg, &mut layer.mlp, &xn)?;
+            x = prof.time("add", || mops::add(ops, &x, &m))?;
         }
         // rows that need logits
         let mut rows = Vec::new();
@@ -280,8 +346,9 @@ impl Model {
             }
         }
         let sel = select_rows(&x, &rows);
-        let xn = blocks::rmsnorm(ops, &sel, &self.norm, cfg.eps)?;
-        let logits = mops::linear_w(ops, &xn, &mut self.lm_head, None)?;
+        let xn = prof.time("rmsnorm", || blocks::rmsnorm(ops, &sel, &self.norm, cfg.eps))?;
+        let lm_head = &mut self.lm_head;
+        let logits = prof.time("lm_head", || mops::linear_w(ops, &xn, lm_head, None))?;
         let mut out = Vec::new();
         let mut r = 0;
         for (s, &(_, n, _, _)) in segments.iter().zip(&spans) {
@@ -313,6 +380,7 @@ fn view(t: Tensor, shape: &[usize]) -> Tensor {
 #[allow(clippy::too_many_arguments)]
 fn attention(
     ops: &Ops,
+    prof: &mut Profile,
     cfg: &ModelConfig,
     a: &mut Attn,
     xn: &Tensor,
@@ -322,64 +390,66 @@ fn attention(
 ) -> Result<Tensor> {
     let t = xn.shape[0];
     let (hq, hk, d) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
-    let q = mops::linear_w(ops, xn, &mut a.wq, a.bq.as_ref())?;
-    let k = mops::linear_w(ops, xn, &mut a.wk, a.bk.as_ref())?;
-    let v = mops::linear_w(ops, xn, &mut a.wv, a.bv.as_ref())?;
+    let q = prof.time("linear.qkv", || mops::linear_w(ops, xn, &mut a.wq, a.bq.as_ref()))?;
+    let k = prof.time("linear.qkv", || mops::linear_w(ops, xn, &mut a.wk, a.bk.as_ref()))?;
+    let v = prof.time("linear.qkv", || mops::linear_w(ops, xn, &mut a.wv, a.bv.as_ref()))?;
     let (mut q, mut k) = (view(q, &[t, hq, d]), view(k, &[t, hk, d]));
     let v = view(v, &[t, hk, d]);
     if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
-        q = view(blocks::rmsnorm(ops, &view(q, &[t * hq, d]), qn, cfg.eps)?, &[t, hq, d]);
-        k = view(blocks::rmsnorm(ops, &view(k, &[t * hk, d]), kn, cfg.eps)?, &[t, hk, d]);
+        q = view(prof.time("qk_norm", || blocks::rmsnorm(ops, &view(q, &[t * hq, d]), qn, cfg.eps))?, &[t, hq, d]);
+        k = view(prof.time("qk_norm", || blocks::rmsnorm(ops, &view(k, &[t * hk, d]), kn, cfg.eps))?, &[t, hk, d]);
     }
-    let q = blocks::rope(ops, &q, pos, &cfg.rope)?;
-    let k = blocks::rope(ops, &k, pos, &cfg.rope)?;
+    let q = prof.time("rope", || blocks::rope(ops, &q, pos, &cfg.rope))?;
+    let k = prof.time("rope", || blocks::rope(ops, &k, pos, &cfg.rope))?;
     let params = AttentionParams { causal: true, window: a.window, scale: 1.0 / (d as f32).sqrt() };
     let mut out = Vec::with_capacity(t * hq * d * 4);
     for (r0, n, start, table) in spans {
         let rows: Vec<usize> = (*r0..r0 + n).collect();
-        mops::kv_write(ops, pool, &select_rows(&k, &rows), &select_rows(&v, &rows), table, *start)?;
-        let (kc, vc) = mops::kv_gather(ops, pool, table, start + n)?;
-        let qs = view(mops::swap01(ops, &select_rows(&q, &rows))?, &[1, hq, *n, d]);
+        let (ks, vs) = if spans.len() == 1 { (k.clone(), v.clone()) } else { (select_rows(&k, &rows), select_rows(&v, &rows)) };
+        prof.time("kv_write", || mops::kv_write(ops, pool, &ks, &vs, table, *start))?;
+        let (kc, vc) = prof.time("kv_gather", || mops::kv_gather(ops, pool, table, start + n))?;
+        let qs = prof.time("swap01", || mops::swap01(ops, &select_rows(&q, &rows)))?;
+        let qs = view(qs, &[1, hq, *n, d]);
         let o = if *n == 1 {
             let splits = (start + n).div_ceil(256).clamp(1, 16);
-            flash_decode(ops, &qs, &kc, &vc, a.sinks.as_ref(), &params, splits)?
+            prof.time("flash_decode", || flash_decode(ops, &qs, &kc, &vc, a.sinks.as_ref(), &params, splits))?
         } else {
-            flash_attention(ops, &qs, &kc, &vc, a.sinks.as_ref(), &params)?
+            prof.time("flash_attention", || flash_attention(ops, &qs, &kc, &vc, a.sinks.as_ref(), &params))?
         };
-        let o = mops::swap01(ops, &view(o.out, &[hq, *n, d]))?;
+        let o = prof.time("swap01", || mops::swap01(ops, &view(o.out, &[hq, *n, d])))?;
         out.extend_from_slice(&o.data);
     }
     let o = Tensor { dtype: DType::F32, shape: vec![t, hq * d], data: out };
-    Ok(mops::linear_w(ops, &o, &mut a.wo, a.bo.as_ref())?)
+    Ok(prof.time("linear.o", || mops::linear_w(ops, &o, &mut a.wo, a.bo.as_ref()))?)
 }
 
-fn dense(ops: &Ops, m: &mut DenseMlp, xn: &Tensor) -> Result<Tensor> {
+fn dense(ops: &Ops, prof: &mut Profile, m: &mut DenseMlp, xn: &Tensor) -> Result<Tensor> {
     let (bg, bu, bd) = match &m.biases {
         Some([g, u, d]) => (Some(g), Some(u), Some(d)),
         None => (None, None, None),
     };
-    let g = mops::linear_w(ops, xn, &mut m.gate, bg)?;
-    let u = mops::linear_w(ops, xn, &mut m.up, bu)?;
-    let a = blocks::swiglu(ops, &g, &u)?;
-    Ok(mops::linear_w(ops, &a, &mut m.down, bd)?)
+    let g = prof.time("linear.gate_up", || mops::linear_w(ops, xn, &mut m.gate, bg))?;
+    let u = prof.time("linear.gate_up", || mops::linear_w(ops, xn, &mut m.up, bu))?;
+    let a = prof.time("swiglu", || blocks::swiglu(ops, &g, &u))?;
+    Ok(prof.time("linear.down", || mops::linear_w(ops, &a, &mut m.down, bd))?)
 }
 
-fn mlp(ops: &Ops, cfg: &ModelConfig, m: &mut Mlp, xn: &Tensor) -> Result<Tensor> {
+fn mlp(ops: &Ops, prof: &mut Profile, cfg: &ModelConfig, m: &mut Mlp, xn: &Tensor) -> Result<Tensor> {
     match m {
-        Mlp::Dense(dm) => dense(ops, dm, xn),
+        Mlp::Dense(dm) => dense(ops, prof, dm, xn),
         Mlp::Moe { gate, w1, w3, w2, routing, shared } => {
-            let y = moe_forward(ops, xn, gate, w1, w3, w2, routing)?.out;
+            let y = prof.time("moe", || moe_forward(ops, xn, gate, w1, w3, w2, routing))?.out;
             match shared {
                 Some(s) => {
-                    let sy = dense(ops, s, xn)?;
-                    Ok(mops::add(ops, &y, &sy)?)
+                    let sy = dense(ops, prof, s, xn)?;
+                    Ok(prof.time("add", || mops::add(ops, &y, &sy))?)
                 }
                 None => Ok(y),
             }
         }
         Mlp::MoeMx { router_w, router_b, gate_up, down, top_k } => {
             let (alpha, limit) = cfg.swiglu;
-            Ok(mops::moe_mxfp4(ops, xn, router_w, router_b, *top_k, gate_up, down, alpha, limit)?)
+            Ok(prof.time("moe_mxfp4", || mops::moe_mxfp4(ops, xn, router_w, router_b, *top_k, gate_up, down, alpha, limit))?)
         }
     }
 }

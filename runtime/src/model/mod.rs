@@ -19,7 +19,9 @@ pub mod eval;
 pub mod generate;
 pub mod init;
 pub mod kv;
+pub mod bench;
 pub mod llm;
+pub mod profile;
 pub mod tokenizer;
 
 pub use config::{Arch, ModelConfig};
