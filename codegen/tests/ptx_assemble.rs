@@ -154,28 +154,68 @@ fn every_library_kernel_assembles_for_sm80_and_sm90a() {
     check_all(kernels);
 }
 
+fn instance(file: &str, kernel: &str, dt: DType, konst: Option<(&str, i64)>, tunables: &[(&str, i64)]) -> Kernel {
+    let src = opc_ops::SOURCES.iter().find(|(f, _)| *f == file).unwrap().1;
+    let mut inst = Instance::default().dtype("T", dt);
+    if let Some((d, v)) = konst {
+        inst = inst.konst(d, v);
+    }
+    for (t, v) in tunables {
+        inst = inst.tunable(t, *v);
+    }
+    let mut k = opc_dsl::compile(file, src, kernel, &inst).unwrap_or_else(|d| panic!("{d}"));
+    opc_passes::run_pipeline(&mut k, &Default::default()).unwrap();
+    k
+}
+
+fn render(k: &Kernel, arch: &str) -> (String, serde_json::Value) {
+    let art = PtxRenderer.render(k, &RenderOptions { arch: Some(arch.into()) }).unwrap();
+    (String::from_utf8(art.files[0].1.clone()).unwrap(), art.manifest)
+}
+
 #[test]
 fn tensor_core_instantiations_assemble() {
-    // f16 / bf16 instances take the mma.sync path (the representative instances are f32)
+    // f16 / bf16 instances take the tensor-core paths (the representative instances are f32):
+    // GEMM loops are pipelined (cp.async on sm_80, TMA + wgmma on sm_90a), flash attention's
+    // dots take mma.sync through the general lowering.
     let mut jobs = vec![];
-    for (file, kernel, dt, konst) in [
-        ("blocks", "matmul", DType::BF16, None),
-        ("blocks", "linear", DType::F16, None),
-        ("flash_attention", "flash_attention", DType::BF16, Some(("D", 128))),
-        ("flash_attention", "flash_attention", DType::F16, Some(("D", 64))),
+    for (kernel, dt, tun) in [
+        ("matmul", DType::BF16, &[][..]),
+        ("linear", DType::F16, &[][..]),
+        ("matmul", DType::F16, &[("BM", 128), ("BN", 128), ("BK", 64)][..]),
+        ("linear", DType::BF16, &[("BM", 128), ("BN", 128), ("BK", 64)][..]),
+        ("matmul", DType::BF16, &[("BM", 16), ("BN", 32), ("BK", 16)][..]),
     ] {
-        let src = opc_ops::SOURCES.iter().find(|(f, _)| *f == file).unwrap().1;
-        let mut inst = Instance::default().dtype("T", dt);
-        if let Some((d, v)) = konst {
-            inst = inst.konst(d, v);
+        let k = instance("blocks", kernel, dt, None, tun);
+        let (p80, m80) = render(&k, "sm_80");
+        assert!(p80.contains("cp.async.cg.shared.global") && p80.contains("cp.async.wait_group 1") && p80.contains("ldmatrix.sync.aligned"), "{kernel} {dt} {tun:?}");
+        assert!(m80["tensor_cores"].as_str().unwrap().contains("cp.async"), "{}", m80["tensor_cores"]);
+        let (p90, m90) = render(&k, "sm_90a");
+        if tun.first().is_some_and(|t| t.1 == 16) {
+            // BM = 16 has no 64-row wgmma slice: the cp.async mainloop serves sm_90a too
+            assert!(!p90.contains("wgmma") && p90.contains("cp.async.cg"));
+        } else {
+            for needle in ["wgmma.mma_async.sync.aligned.m64n", "cp.async.bulk.tensor.2d", "mbarrier.try_wait.parity", "mbarrier.arrive.expect_tx", ".param .align 64 .b8"] {
+                assert!(p90.contains(needle), "{kernel} {dt} {tun:?}: no `{needle}`");
+            }
+            assert_eq!(m90["fallback_without_tma"], true);
+            assert!(m90["launch_params"].as_array().unwrap().iter().any(|p| p["kind"] == "tensor_map"));
+            // the variant the loader uses when a tensor map cannot be encoded
+            let arch = opc_codegen::ptx::Arch::by_name("sm_90a").unwrap();
+            let fb = opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false }).unwrap();
+            assert!(!fb.ptx.contains("wgmma") && fb.ptx.contains("cp.async.cg"));
+            if let Some(u) = assemble(&format!("{kernel}_{dt}_notma"), &fb.ptx, "sm_90a") {
+                assert!(u.registers <= opc_codegen::ptx::max_registers(fb.launch.threads));
+            }
         }
-        let mut k = opc_dsl::compile(file, src, kernel, &inst).unwrap_or_else(|d| panic!("{d}"));
-        opc_passes::run_pipeline(&mut k, &Default::default()).unwrap();
-        let art = PtxRenderer.render(&k, &RenderOptions { arch: Some("sm_90a".into()) }).unwrap();
-        assert_eq!(art.manifest["tensor_cores"], "mma.sync.m16n8k16", "{file}/{kernel} {dt}");
-        let ptx = String::from_utf8(art.files[0].1.clone()).unwrap();
-        assert!(ptx.contains("ldmatrix.sync.aligned") && ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32"));
-        jobs.push((format!("{file}__{kernel}_{dt}"), k));
+        jobs.push((format!("blocks__{kernel}_{dt}_{}", tun.iter().map(|t| t.1.to_string()).collect::<Vec<_>>().join("x")), k));
+    }
+    for (dt, d) in [(DType::BF16, 128), (DType::F16, 64)] {
+        let k = instance("flash_attention", "flash_attention", dt, Some(("D", d)), &[]);
+        let (p, m) = render(&k, "sm_90a");
+        assert_eq!(m["tensor_cores"], "mma.sync.m16n8k16");
+        assert!(p.contains("ldmatrix.sync.aligned") && p.contains("mma.sync.aligned.m16n8k16.row.col.f32"));
+        jobs.push((format!("flash_attention__flash_attention_{dt}"), k));
     }
     check_all(jobs);
 }

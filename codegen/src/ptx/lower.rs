@@ -170,10 +170,10 @@ pub(super) fn needs_smem(k: &Kernel) -> Vec<bool> {
 
 /// Reads and writes since the last barrier (shared memory, and global memory per tensor).
 #[derive(Default, Clone)]
-struct Hazards {
-    smem_r: bool,
-    smem_w: bool,
-    gl_r: BTreeSet<usize>,
+pub(super) struct Hazards {
+    pub smem_r: bool,
+    pub smem_w: bool,
+    pub gl_r: BTreeSet<usize>,
     gl_w: BTreeSet<usize>,
 }
 
@@ -188,7 +188,8 @@ pub(super) struct Lowered {
     pub body: String,
     pub bufs: Vec<Buf>,
     pub loops: Vec<(u32, u32)>,
-    pub mma: bool,
+    pub tensor_cores: Option<&'static str>,
+    pub tmaps: Vec<super::TensorMap>,
 }
 
 pub(super) struct Lower<'k> {
@@ -196,7 +197,7 @@ pub(super) struct Lower<'k> {
     /// Threads per CTA.
     pub t: u32,
     pub p: Ptx,
-    reprs: Vec<Option<Repr>>,
+    pub reprs: Vec<Option<Repr>>,
     need: Vec<bool>,
     /// Shared copies made where a value was defined (see [`needs_smem`]).
     copies: Vec<Option<View>>,
@@ -205,7 +206,7 @@ pub(super) struct Lower<'k> {
     pos: u32,
     loop_stack: Vec<usize>,
     loops: Vec<(u32, u32)>,
-    hz: Hazards,
+    pub hz: Hazards,
     pub tid: Reg,
     pub smem: Reg,
     dims: Vec<Reg>,
@@ -214,6 +215,12 @@ pub(super) struct Lower<'k> {
     err: Reg,
     for_count: u32,
     pub used_mma: bool,
+    /// Which fast paths this compile may use (see `mod.rs`).
+    pub feats: super::Features,
+    /// The tensor-core instruction family used, for the manifest.
+    pub tensor_cores: Option<&'static str>,
+    /// Tensor maps the host builds, one `.param` each (sm_90a TMA path).
+    pub tmaps: Vec<super::TensorMap>,
 }
 
 impl<'k> Lower<'k> {
@@ -763,22 +770,11 @@ impl<'k> Lower<'k> {
     // -----------------------------------------------------------------------------------------
 
     fn lower_for(&mut self, op: &Op) -> Result<()> {
-        let site = self.for_count;
-        self.for_count += 1;
-        self.p.comment(format!("for (site {})", site + 1));
         let body = &op.regions[0];
-        let (lo, hi, step) = match (self.uniform(op.args[0]), self.uniform(op.args[1]), self.uniform(op.args[2])) {
-            (Some(a), Some(b), Some(c)) => (a, b, c),
-            _ => return Err(self.unsupported(op, "loop bounds must be scalars")),
-        };
-        // A non-positive step is a launch error (as in the interpreter): report the site, exit.
-        let ok = self.p.label();
-        let pos = self.p.op(Kind::P, "setp.gt.s32", &[&step, &0]);
-        self.p.ins(format!("@{pos} bra {ok}"));
-        self.p.ins(format!("st.global.u32 [{}], {}", self.err, site + 1));
-        self.p.ins(format!("st.global.u32 [{}+4], {step}", self.err));
-        self.p.ins("exit");
-        self.p.place(&ok);
+        let (lo, hi, step) = self.loop_bounds(op)?;
+        if let Some(g) = super::gemm::match_gemm(self.k, op, self.feats) {
+            return self.lower_gemm_loop(op, &g, lo, hi, step);
+        }
 
         let mut carried = vec![];
         for &init in &op.args[3..] {
@@ -817,6 +813,31 @@ impl<'k> Lower<'k> {
             self.set(res, carried[i].clone());
         }
         Ok(())
+    }
+
+    /// The bounds of `for` op `op` (uniform registers), after the step check: a non-positive
+    /// step is a launch error (as in the interpreter), reported through the error word.
+    pub(super) fn loop_bounds(&mut self, op: &Op) -> Result<(Reg, Reg, Reg)> {
+        let site = self.for_count;
+        self.for_count += 1;
+        self.p.comment(format!("for (site {})", site + 1));
+        let (lo, hi, step) = match (self.uniform(op.args[0]), self.uniform(op.args[1]), self.uniform(op.args[2])) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => return Err(self.unsupported(op, "loop bounds must be scalars")),
+        };
+        let ok = self.p.label();
+        let pos = self.p.op(Kind::P, "setp.gt.s32", &[&step, &0]);
+        self.p.ins(format!("@{pos} bra {ok}"));
+        self.p.ins(format!("st.global.u32 [{}], {}", self.err, site + 1));
+        self.p.ins(format!("st.global.u32 [{}+4], {step}", self.err));
+        self.p.ins("exit");
+        self.p.place(&ok);
+        Ok((lo, hi, step))
+    }
+
+    /// Lower `op` (a scalar computation) again, e.g. with a loop variable rebound.
+    pub(super) fn relower(&mut self, op: &Op) -> Result<()> {
+        self.lower_op(op)
     }
 
     /// Move yielded values into the carried registers `dst` (a parallel copy through fresh
@@ -888,7 +909,7 @@ impl<'k> Lower<'k> {
 /// Lower `k`'s body with `t` threads per CTA. `plan` holds each buffer's byte offset (None in the
 /// planning run). `params` are the PTX names of the entry's parameters, as the renderer declares
 /// them (see `mod.rs`).
-pub(super) fn lower(k: &Kernel, t: u32, plan: Option<Vec<u32>>, names: &super::ParamNames) -> Result<Lowered> {
+pub(super) fn lower(k: &Kernel, t: u32, plan: Option<Vec<u32>>, names: &super::ParamNames, feats: super::Features) -> Result<Lowered> {
     let mut p = Ptx::default();
     let tid = p.mov(Kind::R, "%tid.x");
     let smem = p.mov(Kind::R, "opc_smem");
@@ -955,12 +976,16 @@ pub(super) fn lower(k: &Kernel, t: u32, plan: Option<Vec<u32>>, names: &super::P
         err,
         for_count: 0,
         used_mma: false,
+        feats,
+        tensor_cores: None,
+        tmaps: vec![],
     };
     if let Some(y) = l.lower_block(&k.body)? {
         return Err(l.unsupported(y, "`yield` at the top level of the body"));
     }
     l.p.ins("ret");
-    Ok(Lowered { body: l.p.finish(), bufs: l.bufs, loops: l.loops, mma: l.used_mma })
+    let tc = l.tensor_cores.or(l.used_mma.then_some("mma.sync.m16n8k16"));
+    Ok(Lowered { body: l.p.finish(), bufs: l.bufs, loops: l.loops, tensor_cores: tc, tmaps: l.tmaps })
 }
 
 /// A tensor dim from the launch-time dims (64-bit; `/` is exact by the launcher's checks).

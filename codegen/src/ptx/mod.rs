@@ -35,11 +35,14 @@
 mod dot;
 mod elem;
 mod emit;
+mod gemm;
 mod lower;
 mod math;
 mod memory;
 mod plan;
 mod reduce;
+mod swizzle;
+mod wgmma;
 #[cfg(feature = "cuda")]
 pub mod runtime;
 
@@ -122,6 +125,8 @@ pub enum LaunchParam {
     Dim(usize),
     /// Address of the error word pair (u32 site, i32 detail): a `for` with a non-positive step.
     ErrorWord,
+    /// Tensor map `i` of [`Compiled::tensor_maps`], by value (128 bytes, 64-byte aligned).
+    TensorMap(usize),
 }
 
 /// A rendered kernel: PTX text and its launch description.
@@ -130,17 +135,51 @@ pub struct Compiled {
     pub ptx: String,
     pub launch: Launch,
     pub arch: Arch,
-    pub mma: bool,
+    pub feats: Features,
+    /// The tensor-core path taken, if any (`mma.sync...`, `wgmma...`).
+    pub tensor_cores: Option<&'static str>,
+    /// Tensor maps the loader must encode and pass (TMA path).
+    pub tensor_maps: Vec<TensorMap>,
 }
 
-/// Threads per CTA for `k`: 128, or 256 when some tile has at least 8192 elements.
-fn threads(k: &Kernel) -> u32 {
-    let big = k.values.iter().map(|t| t.numel()).max().unwrap_or(0);
-    if big >= 8192 {
-        256
-    } else {
-        128
+/// Which fast paths a compile may take. [`Features::for_arch`] is the default: pipelined GEMM
+/// loops everywhere, `wgmma` + TMA on `sm_90a`. The loader falls back to
+/// `Features { tma: false, .. }` when a tensor map cannot be encoded for the actual tensors (a
+/// row pitch that is not a multiple of 16 bytes, a misaligned base).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features {
+    /// Recognize GEMM loops and pipeline their operand copies (`gemm.rs`).
+    pub pipeline: bool,
+    /// Use `wgmma` with TMA-fed, warp-specialized mainloops (`wgmma.rs`); needs `sm_90a`.
+    pub wgmma: bool,
+}
+
+impl Features {
+    pub fn for_arch(arch: Arch) -> Features {
+        Features { pipeline: true, wgmma: arch.name == "sm_90a" }
     }
+}
+
+/// A CUtensorMap the host encodes (`cuTensorMapEncodeTiled`) and passes as the
+/// `.param .align 64 .b8 NAME[128]` parameter `name` (PTX ISA §5.5.8 "Tensor-map" and
+/// §9.7.9.27 `cp.async.bulk.tensor`): a 2-D tiled map of kernel parameter `param` (a 16-bit
+/// tensor `[rows, cols]`, row-major), box `[box_cols, box_rows]` (innermost first), the given
+/// swizzle span in bytes (32, 64 or 128), out-of-bounds elements filled with zeros.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorMap {
+    pub param: usize,
+    pub name: String,
+    pub box_cols: u32,
+    pub box_rows: u32,
+    pub swizzle: u32,
+}
+
+/// Threads per CTA for `k`: 128, or 256 when some tile has at least 8192 elements; at least
+/// what a warp-specialized mainloop needs (one producer warpgroup plus its consumers).
+fn threads(k: &Kernel, feats: Features) -> u32 {
+    let big = k.values.iter().map(|t| t.numel()).max().unwrap_or(0);
+    let base = if big >= 8192 { 256 } else { 128 };
+    base.max(wgmma::threads_needed(k, feats))
 }
 
 /// Register budget the entry declares (`.maxntid T` with one resident CTA per SM).
@@ -148,16 +187,22 @@ pub fn max_registers(threads: u32) -> u32 {
     (65_536 / threads).min(255)
 }
 
-/// Render `k` for `arch`.
+/// Render `k` for `arch` with the arch's default features.
 pub fn compile(k: &Kernel, arch: Arch) -> Result<Compiled> {
+    compile_with(k, arch, Features::for_arch(arch))
+}
+
+/// Render `k` for `arch` with the given fast paths.
+pub fn compile_with(k: &Kernel, arch: Arch, feats: Features) -> Result<Compiled> {
     opc_ir::verify::verify(k).map_err(|e| CodegenError::Unsupported {
         kernel: k.name.clone(),
         target: "ptx".into(),
         reason: format!("the kernel does not verify: {e}"),
     })?;
-    let t = threads(k);
+    let feats = Features { wgmma: feats.wgmma && arch.name == "sm_90a", ..feats };
+    let t = threads(k, feats);
     let names = ParamNames::new(k);
-    let first = lower::lower(k, t, None, &names)?;
+    let first = lower::lower(k, t, None, &names, feats)?;
     let live = lower::intervals(&first.bufs, &first.loops);
     let sizes: Vec<u32> = first.bufs.iter().map(|b| b.bytes).collect();
     let (offs, total) = plan::pack(&sizes, &live);
@@ -171,7 +216,7 @@ pub fn compile(k: &Kernel, arch: Arch) -> Result<Compiled> {
             ),
         });
     }
-    let low = lower::lower(k, t, Some(offs), &names)?;
+    let low = lower::lower(k, t, Some(offs), &names, feats)?;
     let dynamic = total > STATIC_SHARED_LIMIT;
     let mut params = vec![];
     let mut decls = vec![];
@@ -196,6 +241,10 @@ pub fn compile(k: &Kernel, arch: Arch) -> Result<Compiled> {
     }
     params.push(LaunchParam::ErrorWord);
     decls.push(format!(".param .u64 {}", names.err));
+    for (i, m) in low.tmaps.iter().enumerate() {
+        params.push(LaunchParam::TensorMap(i));
+        decls.push(format!(".param .align 64 .b8 {}[128]", m.name));
+    }
 
     let mut ptx = String::new();
     ptx.push_str(&format!(
@@ -219,7 +268,9 @@ pub fn compile(k: &Kernel, arch: Arch) -> Result<Compiled> {
         ptx,
         launch: Launch { entry: k.name.clone(), threads: t, shared_bytes: if dynamic { total } else { total.max(16) }, dynamic_shared: dynamic, params },
         arch,
-        mma: low.mma,
+        feats,
+        tensor_cores: low.tensor_cores,
+        tensor_maps: low.tmaps,
     })
 }
 
@@ -273,6 +324,12 @@ fn manifest(k: &Kernel, c: &Compiled, file: &str) -> Value {
             LaunchParam::Dim(i) => json!({"kind": "dim", "name": k.dims[*i].name, "ptx_type": "u64"}),
             LaunchParam::ErrorWord => json!({"kind": "error_word", "name": "opc_err", "ptx_type": "u64",
                 "what": "address of two zeroed u32: after the launch, a nonzero first word is the 1-based `for` site whose step was not positive, the second the step"}),
+            LaunchParam::TensorMap(i) => {
+                let t = &c.tensor_maps[*i];
+                json!({"kind": "tensor_map", "name": t.name, "ptx_type": ".align 64 .b8[128]", "tensor": k.params[t.param].name,
+                       "box": [t.box_cols, t.box_rows], "swizzle_bytes": t.swizzle, "oob_fill": "zero",
+                       "what": "CUtensorMap from cuTensorMapEncodeTiled: 2-D, dims [cols, rows] of the row-major tensor, box [cols, rows] innermost first, interleave none; the row pitch must be a multiple of 16 bytes and the base 16-byte aligned, else launch the variant compiled without TMA"})
+            }
         })
         .collect();
     let obj = m.as_object_mut().expect("the base manifest is an object");
@@ -289,7 +346,8 @@ fn manifest(k: &Kernel, c: &Compiled, file: &str) -> Value {
                "dynamic": if c.launch.dynamic_shared { c.launch.shared_bytes } else { 0 }}),
     );
     obj.insert("occupancy".into(), json!({"max_threads_per_cta": c.launch.threads, "min_ctas_per_sm": 1, "max_registers_per_thread": max_registers(c.launch.threads)}));
-    obj.insert("tensor_cores".into(), json!(if c.mma { "mma.sync.m16n8k16" } else { "none" }));
+    obj.insert("tensor_cores".into(), json!(c.tensor_cores.unwrap_or("none")));
+    obj.insert("fallback_without_tma".into(), json!(!c.tensor_maps.is_empty()));
     obj.insert("for_sites".into(), json!(for_sites(k)));
     m
 }
