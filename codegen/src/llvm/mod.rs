@@ -51,6 +51,7 @@ mod elem;
 mod helpers;
 mod lower;
 mod memory;
+mod pack;
 mod reduce;
 mod text;
 
