@@ -92,6 +92,10 @@ impl Lower<'_> {
             self.pack_pairs(boff, &bst, n, kk, bpk, false)?;
             Operands::Bf16 { apk, bpk, kp, n }
         } else {
+            let (boff, bst) = match self.transpose_copy(boff, &bst, kk, n)? {
+                Some(dst) => (dst, row_major(&[kk, n])),
+                None => (boff, bst),
+            };
             let (boff, bst) = if n > 1 && bst[1] != 1 {
                 let dst = self.alloc(kk * n);
                 let acc = Acc::Arena { off: boff, strides: bst.clone() };
@@ -271,6 +275,9 @@ impl Lower<'_> {
     /// `dst[i, p] = a[i, 2p] | a[i, 2p+1] << 16` over `[rows, ⌈K/2⌉]`; for `b`,
     /// `dst[p, j] = b[2p, j] | b[2p+1, j] << 16` over `[⌈K/2⌉, rows]`. Odd K pads with 0.
     fn pack_pairs(&mut self, off: u32, st: &[i64], rows: usize, kk: usize, dst: u32, rows_are_a: bool) -> Result<()> {
+        if self.pack_pairs_vec(off, st, rows, kk, dst, rows_are_a)? {
+            return Ok(());
+        }
         let kp = kk.div_ceil(2);
         let shape = if rows_are_a { [rows, kp] } else { [kp, rows] };
         let drm = row_major(&shape);

@@ -724,7 +724,14 @@ impl Lower<'_> {
         }
         let accs: Vec<Acc> = op.args.iter().map(|&a| self.acc(a, &shape)).collect();
         let bases: Vec<&str> = op.args.iter().map(|&a| ety(self.dtype(a))).collect();
-        let out = self.alloc(shape.iter().product());
+        // An operand dying here with the result's shape and a buffer of its own lends the buffer
+        // (each element is read before it is written, at the same index): softmax and attention
+        // chains then stay in one slot instead of streaming through fresh ones.
+        let reuse = op.args.iter().find(|&&a| self.k.ty(a).shape == shape && self.can_update_in_place(a));
+        let out = match reuse.map(|&a| self.repr(a)) {
+            Some(Repr::Buf { off, .. }) => off,
+            _ => self.alloc(shape.iter().product()),
+        };
         self.ew(&shape, &accs, &bases, ety(self.dtype(res)), out, f)?;
         self.set(res, Repr::Buf { off: out, strides: row_major(&shape) });
         Ok(())
@@ -1172,14 +1179,43 @@ impl Lower<'_> {
         }
     }
 
+    /// A buffer the `if` may merge its `i`-th tile result into instead of a fresh one: that of
+    /// a value defined before the `if`, yielded as the result by one of its branches, that has
+    /// no use after the `if` (`if masked { s = where(..) } else { s }` then copies nothing on
+    /// the `else` path).
+    fn if_adoptable(&self, op: &Op, i: usize) -> Option<u32> {
+        let shape = self.shape(op.results[i]);
+        for region in &op.regions {
+            let Some(y) = region.ops.last().filter(|y| y.kind == OpKind::Yield) else { continue };
+            let Some(&v) = y.args.get(i) else { continue };
+            let Some(Some(Repr::Buf { off, strides })) = self.reprs.get(v.0 as usize) else { continue };
+            if self.region_of[v.0 as usize] != self.region || self.shared.contains(off) || self.shape(v) != shape || !is_contiguous(&shape, strides) {
+                continue;
+            }
+            let mut inside = 0u32;
+            for r in &op.regions {
+                opc_ir::walk_ops(r, &mut |o| inside += o.args.iter().filter(|&&a| a == v).count() as u32);
+            }
+            if inside == self.uses[v.0 as usize] {
+                return Some(*off);
+            }
+        }
+        None
+    }
+
     fn lower_if(&mut self, op: &Op) -> Result<()> {
         let c = self.uniform(op.args[0]).ok_or_else(|| self.unsupported(op, "the condition must be a scalar"))?;
         let mut dests = vec![];
-        for &r in &op.results {
+        let mut adopted: Vec<u32> = vec![];
+        for (i, &r) in op.results.iter().enumerate() {
             let t = self.k.ty(r).clone();
             if t.is_scalar() {
                 let slot = self.f.alloca(ety(t.dtype));
                 dests.push(Carried::Slot(slot, ety(t.dtype)));
+            } else if let Some(b) = self.if_adoptable(op, i).filter(|b| !adopted.contains(b)) {
+                adopted.push(b);
+                self.pin(b);
+                dests.push(Carried::Buf(b));
             } else {
                 let b = self.alloc(t.numel());
                 self.pin(b);

@@ -53,6 +53,7 @@ mod helpers;
 mod kloop;
 mod lower;
 mod memory;
+mod pack;
 mod reduce;
 mod text;
 
