@@ -16,7 +16,8 @@
 //!
 //! **bf16** (both operands bf16, `avx512bf16`, even `BK`): after the loads each chunk is packed
 //! as k-pairs (`[BM][KC/2]` and `[KC/2][BN]` i32, 16 pairs per vector: even and odd elements
-//! picked by two shuffles) and swept by `vdpbf16ps`.
+//! picked by two shuffles) and swept by `vdpbf16ps`, or by AMX tiles on hosts that have them
+//! (`amx.rs`).
 //!
 //! **Numerics**: identical to the unfused lowering — every `c[i, j]` still accumulates k in
 //! ascending order with one FMA (or one `vdpbf16ps` pair, pairs aligned to the same even k) per
@@ -206,6 +207,11 @@ impl Lower<'_> {
             let ops = if bf16 {
                 l.pack_row_pairs(ap, bm, cap32, apk);
                 l.pack_col_pairs(bp, cap32 / 2, bn, bpk)?;
+                if l.isa.amx && super::amx::fits(m.mkn) {
+                    // kk is a multiple of BK, itself a multiple of 32: whole k tiles.
+                    let ktiles = l.f.val(format!("lshr i64 {kk}, 5"));
+                    return l.amx_blocks(apk, bpk, cap32 / 2, c, bm, bn, &ktiles);
+                }
                 let steps = l.f.val(format!("lshr i64 {kk}, 1"));
                 return l.dot_blocks(Operands::Bf16 { apk, bpk, kp: cap32 / 2, n: bn }, c, bm, bn, &steps, false);
             } else {
@@ -219,7 +225,7 @@ impl Lower<'_> {
     }
 
     /// `for i in 0..n` with `n` an i64 operand (any value; none for `n <= 0`).
-    fn loop_dyn(&mut self, n: &str, f: &mut dyn FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
+    pub(super) fn loop_dyn(&mut self, n: &str, f: &mut dyn FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
         let pre = self.f.cur.clone();
         let body = self.f.label();
         let latch = self.f.label();

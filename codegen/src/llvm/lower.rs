@@ -75,6 +75,9 @@ pub(super) struct TensorVals {
 pub(super) struct Isa {
     /// `avx512bf16`: `vdpbf16ps` for bf16 `dot`.
     pub bf16: bool,
+    /// `amx-tile` + `amx-bf16` (and, when running, the kernel's permission): AMX tiles for the
+    /// bf16 fused K loops (`amx.rs`).
+    pub amx: bool,
 }
 
 /// The lowered function body and what the launcher needs.

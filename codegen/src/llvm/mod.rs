@@ -46,6 +46,7 @@
 //! `OPC_LLVM_PASSES` replaces the `default<O3>` pipeline and `OPC_LLVM_UNROLL=1` turns LLVM's loop
 //! unrolling back on (both for tuning experiments).
 
+mod amx;
 mod dot;
 mod elem;
 mod helpers;
@@ -64,7 +65,7 @@ use inkwell::context::Context;
 use inkwell::execution_engine::ExecutionEngine;
 use inkwell::memory_buffer::MemoryBuffer;
 use inkwell::passes::PassBuilderOptions;
-use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target as LlvmTarget_, TargetMachine};
+use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target as LlvmTarget_, TargetMachine};
 use inkwell::OptimizationLevel;
 use opc_ir::launch::{self, LaunchError};
 use opc_ir::{Arg, Kernel, ParamKind};
@@ -133,6 +134,13 @@ fn host() -> Result<&'static Host> {
 impl Host {
     fn has(&self, feature: &str) -> bool {
         self.features.split(',').any(|f| f == format!("+{feature}"))
+    }
+
+    /// What the generated code may use on this host: AMX only once Linux has granted the tile
+    /// data state to this process.
+    fn isa(&self) -> lower::Isa {
+        let amx = self.has("amx-tile") && self.has("amx-bf16") && amx::amx_permitted();
+        lower::Isa { bf16: self.has("avx512bf16"), amx }
     }
 }
 
@@ -205,7 +213,7 @@ fn compile_code(k: &Kernel) -> Result<Code> {
     let host = host()?;
     let t0 = Instant::now();
     let meta = MetaLayout::new(k);
-    let lowered = lower::lower(k, &meta, lower::Isa { bf16: host.has("avx512bf16") })?;
+    let lowered = lower::lower(k, &meta, host.isa())?;
     let text = module_text(k, host, &lowered.text);
     if std::env::var_os("OPC_LLVM_DUMP").is_some() {
         eprintln!("{text}");
@@ -308,8 +316,35 @@ impl Target for LlvmTarget {
 pub fn emit_ir(kernel: &Kernel) -> Result<String> {
     opc_ir::verify::verify(kernel).map_err(|e| unsupported(kernel, format!("the kernel does not verify: {e}")))?;
     let host = host()?;
-    let lowered = lower::lower(kernel, &MetaLayout::new(kernel), lower::Isa { bf16: host.has("avx512bf16") })?;
+    let lowered = lower::lower(kernel, &MetaLayout::new(kernel), host.isa())?;
     Ok(module_text(kernel, host, &lowered.text))
+}
+
+/// Native assembly of `kernel` optimized and compiled for another x86-64 CPU: `cpu` (an LLVM
+/// CPU name) with the LLVM feature string `features` (e.g. `+avx512f,+avx512bf16,+amx-tile,
+/// +amx-bf16`), which also decides the instruction set the lowering uses. For checking code
+/// paths this host cannot run (AMX on a host without it); nothing is executed.
+pub fn emit_asm_for(kernel: &Kernel, cpu: &str, features: &str) -> Result<String> {
+    opc_ir::verify::verify(kernel).map_err(|e| unsupported(kernel, format!("the kernel does not verify: {e}")))?;
+    let native = host()?;
+    let target_host = Host { triple: native.triple.clone(), cpu: cpu.into(), features: features.into(), data_layout: native.data_layout.clone() };
+    let isa = lower::Isa { bf16: target_host.has("avx512bf16"), amx: target_host.has("amx-tile") && target_host.has("amx-bf16") };
+    let lowered = lower::lower(kernel, &MetaLayout::new(kernel), isa)?;
+    let text = module_text(kernel, &target_host, &lowered.text);
+    let context = Context::create();
+    let buf = MemoryBuffer::create_from_memory_range_copy(text.as_bytes(), &kernel.name);
+    let module = context.create_module_from_ir(buf).map_err(|e| unsupported(kernel, format!("LLVM rejected the generated IR: {e}")))?;
+    let triple = TargetMachine::get_default_triple();
+    let tm = LlvmTarget_::from_triple(&triple)
+        .map_err(|e| unsupported(kernel, e.to_string()))?
+        .create_target_machine(&triple, cpu, features, OptimizationLevel::Aggressive, RelocMode::Default, CodeModel::Default)
+        .ok_or_else(|| unsupported(kernel, format!("LLVM cannot create a target machine for `{cpu}` `{features}`")))?;
+    let opts = PassBuilderOptions::create();
+    opts.set_loop_vectorization(true);
+    opts.set_loop_slp_vectorization(true);
+    module.run_passes("default<O3>", &tm, opts).map_err(|e| unsupported(kernel, format!("LLVM optimization failed: {e}")))?;
+    let asm = tm.write_to_memory_buffer(&module, FileType::Assembly).map_err(|e| unsupported(kernel, format!("LLVM codegen: {e}")))?;
+    Ok(String::from_utf8_lossy(asm.as_slice()).into_owned())
 }
 
 /// A kernel compiled by [`LlvmTarget`].
