@@ -13,6 +13,8 @@
 //! zmm registers, reading the panels sequentially. The accumulator round trip through memory
 //! happens once per chunk instead of once per `BK` step, the panels are contiguous (no cache
 //! set conflicts from the tensors' row strides), and the loads stream each row over `KC`.
+//! Each panel load prefetches the next step's tile (`llvm.prefetch`, a hint that cannot fault),
+//! so the strided rows of `a` and `b` arrive before they are packed.
 //!
 //! **bf16** (both operands bf16, `avx512bf16`, even `BK`): after the loads each chunk is packed
 //! as k-pairs (`[BM][KC/2]` and `[KC/2][BN]` i32, 16 pairs per vector: even and odd elements
@@ -49,6 +51,15 @@ pub(super) struct KLoop {
     mkn: (usize, usize, usize),
     /// Operand dtype (f32, f16 or bf16).
     dtype: DType,
+}
+
+/// Bytes per element of a float operand dtype in memory.
+fn esize(d: DType) -> usize {
+    if d == DType::F32 {
+        4
+    } else {
+        2
+    }
 }
 
 fn kc() -> usize {
@@ -167,6 +178,8 @@ impl Lower<'_> {
         let trips = self.f.val(format!("udiv i64 {t}, {st64}"));
         let t = self.f.val(format!("add i64 {trips}, {}", s - 1));
         let chunks = self.f.val(format!("udiv i64 {t}, {s}"));
+        let OpKind::Load { tensor: bt, .. } = rest[m.load_b].kind else { unreachable!("matched a load") };
+        let b_rows_stride = self.tensors[bt].as_ref().map_or("0".to_string(), |t| t.strides[0].clone());
         let saved = self.enter_region();
         self.loop_dyn(&chunks, &mut |l, ch| {
             let first = l.f.val(format!("mul i64 {ch}, {s}"));
@@ -183,12 +196,16 @@ impl Lower<'_> {
                     l.lower_op(&rest[i])?;
                 }
                 let k0 = l.f.val(format!("mul i64 {si}, {bk}"));
-                let da = Dest { off: ap, base: k0.clone(), strides: vec![cap32 as i64, 1] };
+                // Prefetch the next step's tile: BK elements further along a contiguous k, or
+                // BK rows further down when k indexes the tensor's first dim (`b[ks, cols]`).
+                let along_k = |d: DType| Some((bk * esize(d)).to_string());
+                let da = Dest { off: ap, base: k0.clone(), strides: vec![cap32 as i64, 1], prefetch: along_k(m.dtype) };
                 let db = match wp {
-                    Some(w) => Dest { off: w, base: k0, strides: vec![cap32 as i64, 1] },
+                    Some(w) => Dest { off: w, base: k0, strides: vec![cap32 as i64, 1], prefetch: along_k(m.dtype) },
                     None => {
                         let e = l.f.val(format!("mul i64 {si}, {}", bk * bn));
-                        Dest { off: bp, base: e, strides: vec![bn as i64, 1] }
+                        let pf = l.f.val(format!("mul i64 {}, {}", b_rows_stride, bk * esize(m.dtype)));
+                        Dest { off: bp, base: e, strides: vec![bn as i64, 1], prefetch: Some(pf) }
                     }
                 };
                 for (li, d) in [(m.load_a, da), (m.load_b, db)] {

@@ -43,6 +43,9 @@ pub(super) struct Dest {
     /// An i64 operand.
     pub base: String,
     pub strides: Vec<i64>,
+    /// Software prefetch: an i64 byte offset from each contiguous row chunk the load reads to
+    /// the memory a later load will read (the next K step's), touched with `llvm.prefetch`.
+    pub prefetch: Option<String>,
 }
 
 impl Dest {
@@ -147,7 +150,7 @@ impl Lower<'_> {
         let fresh = into.is_none();
         let out = match kind {
             Access::Load { .. } if !shape.is_empty() => {
-                Some(into.unwrap_or_else(|| Dest { off: self.alloc(shape.iter().product()), base: "0".into(), strides: row_major(&shape) }))
+                Some(into.unwrap_or_else(|| Dest { off: self.alloc(shape.iter().product()), base: "0".into(), strides: row_major(&shape), prefetch: None }))
             }
             _ => None,
         };
@@ -271,6 +274,11 @@ impl Lower<'_> {
                 };
                 match kind {
                     Access::Load { .. } => {
+                        if let (true, Some(pf)) = (contiguous, out.and_then(|d| d.prefetch.as_ref())) {
+                            // A hint: prefetches never fault, whatever the address.
+                            let p = l.f.val(format!("getelementptr i8, ptr {ptr}, i64 {pf}"));
+                            l.f.inst(format!("call void @llvm.prefetch.p0(ptr {p}, i32 0, i32 3, i32 1)"));
+                        }
                         let raw = if contiguous {
                             l.f.val(format!("call {mt} @llvm.masked.load.{sfx}.p0(ptr {ptr}, i32 {esize}, {tb} {lm}, {mt} zeroinitializer)"))
                         } else {
