@@ -215,15 +215,24 @@ impl Lower<'_> {
                 }
                 Ok(())
             })?;
-            if let Some(w) = wp {
-                // [BN][KC] -> [KC][BN]
-                let src = Acc::Arena { off: w, strides: vec![1, cap32 as i64] };
-                l.ew(&[cap, bn], &[src], &["float"], "float", bp, &|_, x, _| Ok(x[0].clone()))?;
+            match (wp, bf16) {
+                // f32: [BN][KC] -> [KC][BN]
+                (Some(w), false) => {
+                    let src = Acc::Arena { off: w, strides: vec![1, cap32 as i64] };
+                    l.ew(&[cap, bn], &[src], &["float"], "float", bp, &|_, x, _| Ok(x[0].clone()))?;
+                }
+                // bf16: pairs along each row of w ([BN][KC/2], into `bp`), then [KC/2][BN]
+                (Some(w), true) => {
+                    l.pack_row_pairs(w, bn, cap32, bp);
+                    let src = Acc::Arena { off: bp, strides: vec![1, cap32 as i64 / 2] };
+                    l.ew(&[cap32 / 2, bn], &[src], &["i32"], "i32", bpk, &|_, x, _| Ok(x[0].clone()))?;
+                }
+                (None, true) => l.pack_col_pairs(bp, cap32 / 2, bn, bpk)?,
+                (None, false) => {}
             }
             let kk = l.f.val(format!("mul i64 {ns}, {bk}"));
             let ops = if bf16 {
                 l.pack_row_pairs(ap, bm, cap32, apk);
-                l.pack_col_pairs(bp, cap32 / 2, bn, bpk)?;
                 if l.isa.amx && super::amx::fits(m.mkn) {
                     // kk is a multiple of BK, itself a multiple of 32: whole k tiles.
                     let ktiles = l.f.val(format!("lshr i64 {kk}, 5"));
