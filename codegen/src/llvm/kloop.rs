@@ -250,28 +250,6 @@ impl Lower<'_> {
         Ok(())
     }
 
-    /// `for i in 0..n` with `n` an i64 operand (any value; none for `n <= 0`).
-    pub(super) fn loop_dyn(&mut self, n: &str, f: &mut dyn FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
-        let pre = self.f.cur.clone();
-        let body = self.f.label();
-        let latch = self.f.label();
-        let exit = self.f.label();
-        let any = self.f.val(format!("icmp sgt i64 {n}, 0"));
-        self.f.condbr(&any, &body, &exit);
-        self.f.block(&body);
-        let i = self.f.fresh();
-        let inext = self.f.fresh();
-        self.f.inst(format!("{i} = phi i64 [ 0, %{pre} ], [ {inext}, %{latch} ]"));
-        f(self, &i)?;
-        self.f.br(&latch);
-        self.f.block(&latch);
-        self.f.inst(format!("{inext} = add nuw nsw i64 {i}, 1"));
-        let c = self.f.val(format!("icmp slt i64 {inext}, {n}"));
-        self.f.condbr(&c, &body, &exit);
-        self.f.block(&exit);
-        Ok(())
-    }
-
     /// bf16 values held as f32 in `[rows][len]` at `src` (`len` a multiple of 32) → k-pairs
     /// `dst[r][p] = bits(src[r][2p]) >> 16 | bits(src[r][2p+1]) & 0xffff0000` as `[rows][len/2]`
     /// i32: 32 values per step, even and odd lanes split by two shuffles.

@@ -21,12 +21,13 @@
 //! zmm registers, FMA and `avx512bf16` where `dot.rs` asks for them.
 //!
 //! Files: `lower.rs` (driver: reprs, buffers, loop nests, `for` / `if`), `memory.rs` (masked
-//! vector and element-wise global access), `dot.rs` (micro-kernels), `reduce.rs`, `elem.rs`
+//! vector and element-wise global access), `dot.rs` (micro-kernels), `kloop.rs` (fused K
+//! loops), `amx.rs` (AMX tiles), `reduce.rs`, `elem.rs`
 //! (element semantics), `helpers.rs` (runtime functions), `text.rs` (the IR writer).
 //!
 //! **Numerics** (see `elem.rs`, `dot.rs`, `reduce.rs`): elementwise ops, casts, loads and stores
 //! are bit-identical to the interpreter. Two places change rounding and are tested with
-//! tolerances: `dot` (FMA per step; `vdpbf16ps` pairs for bf16) and `sum` along the last dim
+//! tolerances: `dot` (FMA per step; `vdpbf16ps` or AMX `tdpbf16ps` pairs for bf16) and `sum` along the last dim
 //! (16 interleaved partial sums).
 //!
 //! **Launch** mirrors the interpreter: [`opc_ir::launch::bind_dims`] and [`opc_ir::launch::grid`]
@@ -34,11 +35,14 @@
 //! one 64-byte aligned arena. Concurrency contract as `cpu`: programs write disjoint elements;
 //! nibble stores are atomic byte read-modify-writes; `atomic_add` is a compare-and-swap loop.
 //!
+//! **GEMM.** A `for` that is a K sweep of one `dot` over two loads (every DSL GEMM) is lowered
+//! by `kloop.rs` as a cache-blocked GEMM: packed `KC`-deep panels, software prefetch, the
+//! register micro-kernels of `dot.rs`, and AMX tiles (`amx.rs`) for bf16 when the host's
+//! features include `amx-tile` / `amx-bf16` and Linux grants the tile state (`arch_prctl`).
+//!
 //! **Not here yet**: fusing chains of elementwise ops into one loop (each op is its own vector
-//! loop over its tile, which costs attention about as much as its two `dot`s), AMX tiles for bf16
-//! `dot` (the micro-kernel uses `avx512bf16`; AMX needs a host with `amx-tile`, which the
-//! development machine — an AMD EPYC — lacks), packing `a` / `b` panels across programs,
-//! software prefetch, and an on-disk cache.
+//! loop over its tile, which costs attention about as much as its two `dot`s), AMX for `dot`s
+//! outside fused K loops, packing panels across programs, and an on-disk cache.
 //!
 //! **Cache**: compiled code is kept in memory, keyed by the printed IR and the host CPU name and
 //! features. `OPC_LLVM_TIME=1` prints each kernel's compile time (lower / parse+O3 / codegen);
