@@ -26,7 +26,7 @@ use crate::Result;
 
 /// Whether a fused K loop of `(BM, BK, BN)` can run on AMX tiles.
 pub(super) fn fits((bm, bk, bn): (usize, usize, usize)) -> bool {
-    bm % 16 == 0 && bn % 16 == 0 && bk % 32 == 0
+    bm.is_multiple_of(16) && bn.is_multiple_of(16) && bk.is_multiple_of(32)
 }
 
 /// Ask Linux for permission to use the AMX tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM,
@@ -81,8 +81,8 @@ impl Lower<'_> {
             self.f.inst(format!("store i8 16, ptr {rb}, align 1"));
         }
         self.f.inst(format!("call void @llvm.x86.ldtilecfg(ptr {cfg})"));
-        let rt = if m % 32 == 0 { 2 } else { 1 };
-        let ct = if n % 32 == 0 { 2 } else { 1 };
+        let rt = if m.is_multiple_of(32) { 2 } else { 1 };
+        let ct = if n.is_multiple_of(32) { 2 } else { 1 };
         let (sa, sb) = (4 * kp, 4 * n); // byte strides of apk and bpk / c rows
         self.nest(&[m / (16 * rt), n / (16 * ct)], &mut |l, idx| {
             let i0 = l.f.val(format!("mul i64 {}, {}", idx[0], 16 * rt));

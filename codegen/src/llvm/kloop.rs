@@ -155,7 +155,7 @@ impl Lower<'_> {
         let s = kc().div_ceil(bk).max(1);
         let cap = s * bk; // K values per chunk
         let cap32 = cap.next_multiple_of(32); // panel row length (whole pair-packing vectors)
-        let bf16 = self.isa.bf16 && m.dtype == DType::BF16 && bk % 2 == 0;
+        let bf16 = self.isa.bf16 && m.dtype == DType::BF16 && bk.is_multiple_of(2);
         // The accumulator.
         let c = self.alloc(bm * bn);
         self.pin(c);
