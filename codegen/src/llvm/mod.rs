@@ -31,8 +31,8 @@
 //! (16 interleaved partial sums).
 //!
 //! **Launch** mirrors the interpreter: [`opc_ir::launch::bind_dims`] and [`opc_ir::launch::grid`]
-//! first (identical launch errors), then the programs run in parallel on rayon, each worker with
-//! one 64-byte aligned arena. Concurrency contract as `cpu`: programs write disjoint elements;
+//! first (identical launch errors), then the programs run in parallel on rayon, each worker thread with
+//! one 64-byte aligned arena, kept across programs and launches. Concurrency contract as `cpu`: programs write disjoint elements;
 //! nibble stores are atomic byte read-modify-writes; `atomic_add` is a compare-and-swap loop.
 //!
 //! **GEMM.** A `for` that is a K sweep of one `dot` over two loads (every DSL GEMM) is lowered
@@ -365,6 +365,12 @@ impl LlvmExecutable {
     }
 }
 
+thread_local! {
+    /// This thread's scratch arena for the programs it runs (never borrowed twice: a program
+    /// runs to completion without launching anything).
+    static ARENA: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// One 64-byte line of a worker's arena (the alignment the generated code assumes).
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
@@ -420,7 +426,17 @@ impl Executable for LlvmExecutable {
                 msg: format!("program ({}, {}, {}): {site}: step must be positive, got {err}", pid[0], pid[1], pid[2]),
             })
         };
-        (0..total).into_par_iter().try_for_each_init(|| vec![Line([0; 64]); lines], run)?;
+        // Each worker thread keeps one arena across programs and launches (grown on demand):
+        // a fresh one per rayon job would page-fault in up to a MiB of GEMM panels every time.
+        (0..total).into_par_iter().try_for_each(|p| {
+            ARENA.with(|a| {
+                let mut arena = a.borrow_mut();
+                if arena.len() < lines {
+                    arena.resize(lines, Line([0; 64]));
+                }
+                run(&mut arena, p)
+            })
+        })?;
         Ok(())
     }
 
