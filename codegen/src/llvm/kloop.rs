@@ -13,10 +13,14 @@
 //! zmm registers, reading the panels sequentially. The accumulator round trip through memory
 //! happens once per chunk instead of once per `BK` step, the panels are contiguous (no cache
 //! set conflicts from the tensors' row strides), and the loads stream each row over `KC`.
+//! Each panel load prefetches the next step's tile (`llvm.prefetch`, a hint that cannot fault),
+//! so the strided rows of `a` and `b` arrive before they are packed.
 //!
-//! **bf16** (both operands bf16, `avx512bf16`, even `BK`): after the loads each chunk is packed
-//! as k-pairs (`[BM][KC/2]` and `[KC/2][BN]` i32, 16 pairs per vector: even and odd elements
-//! picked by two shuffles) and swept by `vdpbf16ps`.
+//! **bf16** (both operands bf16, `avx512bf16`, even `BK`): the loads store the raw bf16 bits, so
+//! rows along k (`a`, and a transposed `w`) already are the k-pairs `vdpbf16ps` wants
+//! (`[BM][KC/2]` i32; `w`'s `[BN][KC/2]` is transposed once per chunk), `b`'s rows are
+//! interleaved in pairs (`[KC/2][BN]` i32, one shuffle per 16 columns); then `vdpbf16ps`
+//! sweeps the chunk, or AMX tiles on hosts that have them (`amx.rs`).
 //!
 //! **Numerics**: identical to the unfused lowering — every `c[i, j]` still accumulates k in
 //! ascending order with one FMA (or one `vdpbf16ps` pair, pairs aligned to the same even k) per
@@ -28,7 +32,7 @@
 use opc_ir::{DType, Op, OpKind, ValueId};
 
 use super::dot::Operands;
-use super::lower::{row_major, Acc, Lower, Repr};
+use super::lower::{lane_mask, row_major, Acc, Lower, Repr};
 use super::memory::{Access, Dest};
 use crate::Result;
 
@@ -48,6 +52,15 @@ pub(super) struct KLoop {
     mkn: (usize, usize, usize),
     /// Operand dtype (f32, f16 or bf16).
     dtype: DType,
+}
+
+/// Bytes per element of a float operand dtype in memory.
+fn esize(d: DType) -> usize {
+    if d == DType::F32 {
+        4
+    } else {
+        2
+    }
 }
 
 fn kc() -> usize {
@@ -143,16 +156,19 @@ impl Lower<'_> {
         let s = kc().div_ceil(bk).max(1);
         let cap = s * bk; // K values per chunk
         let cap32 = cap.next_multiple_of(32); // panel row length (whole pair-packing vectors)
-        let bf16 = self.isa.bf16 && m.dtype == DType::BF16 && bk % 2 == 0;
+        let bf16 = self.isa.bf16 && m.dtype == DType::BF16 && bk.is_multiple_of(2);
         // The accumulator.
         let c = self.alloc(bm * bn);
         self.pin(c);
         self.copy_into(op.args[3], c);
-        let ap = self.alloc(bm * cap32);
+        // Panels: f32 `a` [BM][KC] and `b` [KC][BN] (or `w` [BN][KC]); for bf16 the raw bits:
+        // `a` and `w` rows are then already k-pairs (`apk`, `wp`), `b` rows are interleaved
+        // in pairs into `bpk`, and `wp` is transposed into `bpk`.
+        let ap = if bf16 { self.alloc(bm * cap32 / 2) } else { self.alloc(bm * cap32) };
         let bp = self.alloc(cap32 * bn);
         let wp = m.b_trans.then(|| self.alloc(bn * cap32));
-        let (apk, bpk) = if bf16 { (self.alloc(bm * cap32 / 2), self.alloc(cap32 / 2 * bn)) } else { (0, 0) };
-        for x in [Some(ap), Some(bp), wp, bf16.then_some(apk), bf16.then_some(bpk)].into_iter().flatten() {
+        let bpk = if bf16 { self.alloc(cap32 / 2 * bn) } else { 0 };
+        for x in [Some(ap), Some(bp), wp, bf16.then_some(bpk)].into_iter().flatten() {
             self.pin(x);
         }
         // Trip count of the original loop: iv = lo, lo + step, ... < hi.
@@ -166,6 +182,8 @@ impl Lower<'_> {
         let trips = self.f.val(format!("udiv i64 {t}, {st64}"));
         let t = self.f.val(format!("add i64 {trips}, {}", s - 1));
         let chunks = self.f.val(format!("udiv i64 {t}, {s}"));
+        let OpKind::Load { tensor: bt, .. } = rest[m.load_b].kind else { unreachable!("matched a load") };
+        let b_rows_stride = self.tensors[bt].as_ref().map_or("0".to_string(), |t| t.strides[0].clone());
         let saved = self.enter_region();
         self.loop_dyn(&chunks, &mut |l, ch| {
             let first = l.f.val(format!("mul i64 {ch}, {s}"));
@@ -182,12 +200,16 @@ impl Lower<'_> {
                     l.lower_op(&rest[i])?;
                 }
                 let k0 = l.f.val(format!("mul i64 {si}, {bk}"));
-                let da = Dest { off: ap, base: k0.clone(), strides: vec![cap32 as i64, 1] };
+                // Prefetch the next step's tile: BK elements further along a contiguous k, or
+                // BK rows further down when k indexes the tensor's first dim (`b[ks, cols]`).
+                let along_k = |d: DType| Some((bk * esize(d)).to_string());
+                let da = Dest { off: ap, base: k0.clone(), strides: vec![cap32 as i64, 1], prefetch: along_k(m.dtype), raw_bf16: bf16 };
                 let db = match wp {
-                    Some(w) => Dest { off: w, base: k0, strides: vec![cap32 as i64, 1] },
+                    Some(w) => Dest { off: w, base: k0, strides: vec![cap32 as i64, 1], prefetch: along_k(m.dtype), raw_bf16: bf16 },
                     None => {
                         let e = l.f.val(format!("mul i64 {si}, {}", bk * bn));
-                        Dest { off: bp, base: e, strides: vec![bn as i64, 1] }
+                        let pf = l.f.val(format!("mul i64 {}, {}", b_rows_stride, bk * esize(m.dtype)));
+                        Dest { off: bp, base: e, strides: vec![bn as i64, 1], prefetch: Some(pf), raw_bf16: bf16 }
                     }
                 };
                 for (li, d) in [(m.load_a, da), (m.load_b, db)] {
@@ -197,15 +219,28 @@ impl Lower<'_> {
                 }
                 Ok(())
             })?;
-            if let Some(w) = wp {
-                // [BN][KC] -> [KC][BN]
-                let src = Acc::Arena { off: w, strides: vec![1, cap32 as i64] };
-                l.ew(&[cap, bn], &[src], &["float"], "float", bp, &|_, x, _| Ok(x[0].clone()))?;
+            match (wp, bf16) {
+                // f32: [BN][KC] -> [KC][BN]
+                (Some(w), false) => {
+                    let src = Acc::Arena { off: w, strides: vec![1, cap32 as i64] };
+                    l.ew(&[cap, bn], &[src], &["float"], "float", bp, &|_, x, _| Ok(x[0].clone()))?;
+                }
+                // bf16: w's rows are k-pairs ([BN][KC/2] i32): transpose to [KC/2][BN]
+                (Some(w), true) => {
+                    let src = Acc::Arena { off: w, strides: vec![1, cap32 as i64 / 2] };
+                    l.ew(&[cap32 / 2, bn], &[src], &["i32"], "i32", bpk, &|_, x, _| Ok(x[0].clone()))?;
+                }
+                (None, true) => l.interleave_pairs(bp, cap32 / 2, bn, bpk)?,
+                (None, false) => {}
             }
             let kk = l.f.val(format!("mul i64 {ns}, {bk}"));
             let ops = if bf16 {
-                l.pack_row_pairs(ap, bm, cap32, apk);
-                l.pack_col_pairs(bp, cap32 / 2, bn, bpk)?;
+                let apk = ap;
+                if l.isa.amx && super::amx::fits(m.mkn) {
+                    // kk is a multiple of BK, itself a multiple of 32: whole k tiles.
+                    let ktiles = l.f.val(format!("lshr i64 {kk}, 5"));
+                    return l.amx_blocks(apk, bpk, cap32 / 2, c, bm, bn, &ktiles);
+                }
                 let steps = l.f.val(format!("lshr i64 {kk}, 1"));
                 return l.dot_blocks(Operands::Bf16 { apk, bpk, kp: cap32 / 2, n: bn }, c, bm, bn, &steps, false);
             } else {
@@ -218,62 +253,38 @@ impl Lower<'_> {
         Ok(())
     }
 
-    /// `for i in 0..n` with `n` an i64 operand (any value; none for `n <= 0`).
-    fn loop_dyn(&mut self, n: &str, f: &mut dyn FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
-        let pre = self.f.cur.clone();
-        let body = self.f.label();
-        let latch = self.f.label();
-        let exit = self.f.label();
-        let any = self.f.val(format!("icmp sgt i64 {n}, 0"));
-        self.f.condbr(&any, &body, &exit);
-        self.f.block(&body);
-        let i = self.f.fresh();
-        let inext = self.f.fresh();
-        self.f.inst(format!("{i} = phi i64 [ 0, %{pre} ], [ {inext}, %{latch} ]"));
-        f(self, &i)?;
-        self.f.br(&latch);
-        self.f.block(&latch);
-        self.f.inst(format!("{inext} = add nuw nsw i64 {i}, 1"));
-        let c = self.f.val(format!("icmp slt i64 {inext}, {n}"));
-        self.f.condbr(&c, &body, &exit);
-        self.f.block(&exit);
-        Ok(())
-    }
-
-    /// bf16 values held as f32 in `[rows][len]` at `src` (`len` a multiple of 32) → k-pairs
-    /// `dst[r][p] = bits(src[r][2p]) >> 16 | bits(src[r][2p+1]) & 0xffff0000` as `[rows][len/2]`
-    /// i32: 32 values per step, even and odd lanes split by two shuffles.
-    fn pack_row_pairs(&mut self, src: u32, rows: usize, len: usize, dst: u32) {
-        let v = "<16 x i32>";
-        let even: Vec<String> = (0..16).map(|i| format!("i32 {}", 2 * i)).collect();
-        let odd: Vec<String> = (0..16).map(|i| format!("i32 {}", 2 * i + 1)).collect();
-        let (even, odd) = (even.join(", "), odd.join(", "));
-        self.nest(&[rows, len / 32], &mut |l, idx| {
-            let e = l.linear(idx, &[len as i64, 32]);
-            let x0 = l.load_arena("i32", 16, src, &e);
-            let e1 = l.f.val(format!("add i64 {e}, 16"));
-            let x1 = l.load_arena("i32", 16, src, &e1);
-            let lo = l.f.val(format!("shufflevector {v} {x0}, {v} {x1}, <16 x i32> <{even}>"));
-            let hi = l.f.val(format!("shufflevector {v} {x0}, {v} {x1}, <16 x i32> <{odd}>"));
-            let lo = l.f.val(format!("lshr {v} {lo}, splat (i32 16)"));
-            let hi = l.f.val(format!("and {v} {hi}, splat (i32 -65536)"));
-            let w = l.f.val(format!("or {v} {lo}, {hi}"));
-            let d = l.linear(idx, &[len as i64 / 2, 16]);
-            l.store_arena("i32", 16, dst, &d, &w, None);
+    /// Raw bf16 rows `src` (`[2·pairs][n]` i16) → k-pairs `dst[p][j] = src[2p][j] |
+    /// src[2p+1][j] << 16` (`[pairs][n]` i32), 16 columns per step: one interleaving shuffle.
+    fn interleave_pairs(&mut self, src: u32, pairs: usize, n: usize, dst: u32) -> Result<()> {
+        let v = "<16 x i16>";
+        let zip: Vec<String> = (0..16).flat_map(|i| [format!("i32 {i}"), format!("i32 {}", i + 16)]).collect();
+        let zip = zip.join(", ");
+        let chunks = n.div_ceil(16);
+        self.nest(&[pairs, chunks], &mut |l, idx| {
+            let (p, c) = (&idx[0], &idx[1]);
+            let j0 = l.f.val(format!("mul i64 {c}, 16"));
+            let r0 = l.f.val(format!("mul i64 {p}, {}", 2 * n));
+            let e0 = l.f.val(format!("add i64 {r0}, {j0}"));
+            let e1 = l.f.val(format!("add i64 {e0}, {n}"));
+            let mut row = |e: &str| {
+                let i = l.f.val(format!("add i64 {e}, {}", 2 * src as u64));
+                let ptr = l.f.val(format!("getelementptr inbounds i16, ptr %arena, i64 {i}"));
+                l.f.val(format!("load {v}, ptr {ptr}, align 2"))
+            };
+            let (x0, x1) = (row(&e0), row(&e1));
+            let z = l.f.val(format!("shufflevector {v} {x0}, {v} {x1}, <32 x i32> <{zip}>"));
+            let w = l.f.val(format!("bitcast <32 x i16> {z} to <16 x i32>"));
+            let d = l.f.val(format!("mul i64 {p}, {n}"));
+            let d = l.f.val(format!("add i64 {d}, {j0}"));
+            if n % 16 == 0 {
+                l.store_arena("i32", 16, dst, &d, &w, None);
+                return Ok(());
+            }
+            // The last chunk of a row stops at column n.
+            let last = l.f.val(format!("icmp eq i64 {c}, {}", chunks - 1));
+            let m = l.f.val(format!("select i1 {last}, <16 x i1> {}, <16 x i1> splat (i1 true)", lane_mask(16, n % 16)));
+            l.store_arena("i32", 16, dst, &d, &w, Some(&m));
             Ok(())
-        })
-        .expect("packing cannot fail");
-    }
-
-    /// bf16 values held as f32 in `[2·pairs][n]` at `src` → `dst[p][j] = bits(src[2p][j]) >> 16 |
-    /// bits(src[2p+1][j]) & 0xffff0000` as `[pairs][n]` i32.
-    fn pack_col_pairs(&mut self, src: u32, pairs: usize, n: usize, dst: u32) -> Result<()> {
-        let rows = |off: u32| Acc::Arena { off, strides: vec![2 * n as i64, 1] };
-        self.ew(&[pairs, n], &[rows(src), rows(src + n as u32)], &["i32", "i32"], "i32", dst, &|l, x, lanes| {
-            let t = super::text::vt("i32", lanes);
-            let lo = l.f.val(format!("lshr {t} {}, {}", x[0], super::text::cst("i32", lanes, "16")));
-            let hi = l.f.val(format!("and {t} {}, {}", x[1], super::text::cst("i32", lanes, "-65536")));
-            Ok(l.f.val(format!("or {t} {lo}, {hi}")))
         })
     }
 }

@@ -77,6 +77,9 @@ pub(super) struct Isa {
     pub bf16: bool,
     /// `avx512f`: 512-bit permutes (`vpermps` tables).
     pub avx512: bool,
+    /// `amx-tile` + `amx-bf16` (and, when running, the kernel's permission): AMX tiles for the
+    /// bf16 fused K loops (`amx.rs`).
+    pub amx: bool,
 }
 
 /// The lowered function body and what the launcher needs.
@@ -499,26 +502,40 @@ impl Lower<'_> {
         match n {
             0 => Ok(()),
             1 => f(self, "0"),
-            _ => {
-                let pre = self.f.cur.clone();
-                let body = self.f.label();
-                let latch = self.f.label();
-                let exit = self.f.label();
-                let i = self.f.fresh();
-                let inext = self.f.fresh();
-                self.f.br(&body);
-                self.f.block(&body);
-                self.f.inst(format!("{i} = phi i64 [ 0, %{pre} ], [ {inext}, %{latch} ]"));
-                f(self, &i)?;
-                self.f.br(&latch);
-                self.f.block(&latch);
-                self.f.inst(format!("{inext} = add nuw nsw i64 {i}, 1"));
-                let c = self.f.val(format!("icmp ult i64 {inext}, {n}"));
-                self.f.condbr(&c, &body, &exit);
-                self.f.block(&exit);
-                Ok(())
-            }
+            _ => self.counted_loop(&n.to_string(), false, f),
         }
+    }
+
+    /// `for i in 0..n` with `n` an i64 operand (any value: no iteration for `n <= 0`).
+    pub(super) fn loop_dyn(&mut self, n: &str, f: &mut dyn FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
+        self.counted_loop(n, true, f)
+    }
+
+    /// The loop of [`Self::loop_n`] / [`Self::loop_dyn`]: `guarded` checks `n > 0` first,
+    /// otherwise the body runs at least once.
+    fn counted_loop(&mut self, n: &str, guarded: bool, f: &mut dyn FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
+        let pre = self.f.cur.clone();
+        let body = self.f.label();
+        let latch = self.f.label();
+        let exit = self.f.label();
+        let i = self.f.fresh();
+        let inext = self.f.fresh();
+        if guarded {
+            let any = self.f.val(format!("icmp sgt i64 {n}, 0"));
+            self.f.condbr(&any, &body, &exit);
+        } else {
+            self.f.br(&body);
+        }
+        self.f.block(&body);
+        self.f.inst(format!("{i} = phi i64 [ 0, %{pre} ], [ {inext}, %{latch} ]"));
+        f(self, &i)?;
+        self.f.br(&latch);
+        self.f.block(&latch);
+        self.f.inst(format!("{inext} = add nuw nsw i64 {i}, 1"));
+        let c = self.f.val(format!("icmp slt i64 {inext}, {n}"));
+        self.f.condbr(&c, &body, &exit);
+        self.f.block(&exit);
+        Ok(())
     }
 
     /// A loop nest over `shape` (outermost first).

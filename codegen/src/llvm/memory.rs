@@ -43,6 +43,12 @@ pub(super) struct Dest {
     /// An i64 operand.
     pub base: String,
     pub strides: Vec<i64>,
+    /// Software prefetch: an i64 byte offset from each contiguous row chunk the load reads to
+    /// the memory a later load will read (the next K step's), touched with `llvm.prefetch`.
+    pub prefetch: Option<String>,
+    /// Store the raw bf16 bits (`i16` elements: `off`, `base` and `strides` then count 2-byte
+    /// units) instead of the f32 tile representation: bf16 panels that are already k-pairs.
+    pub raw_bf16: bool,
 }
 
 impl Dest {
@@ -147,7 +153,7 @@ impl Lower<'_> {
         let fresh = into.is_none();
         let out = match kind {
             Access::Load { .. } if !shape.is_empty() => {
-                Some(into.unwrap_or_else(|| Dest { off: self.alloc(shape.iter().product()), base: "0".into(), strides: row_major(&shape) }))
+                Some(into.unwrap_or_else(|| Dest { off: self.alloc(shape.iter().product()), base: "0".into(), strides: row_major(&shape), prefetch: None, raw_bf16: false }))
             }
             _ => None,
         };
@@ -271,6 +277,11 @@ impl Lower<'_> {
                 };
                 match kind {
                     Access::Load { .. } => {
+                        if let (true, Some(pf)) = (contiguous, out.and_then(|d| d.prefetch.as_ref())) {
+                            // A hint: prefetches never fault, whatever the address.
+                            let p = l.f.val(format!("getelementptr i8, ptr {ptr}, i64 {pf}"));
+                            l.f.inst(format!("call void @llvm.prefetch.p0(ptr {p}, i32 0, i32 3, i32 1)"));
+                        }
                         let raw = if contiguous {
                             l.f.val(format!("call {mt} @llvm.masked.load.{sfx}.p0(ptr {ptr}, i32 {esize}, {tb} {lm}, {mt} zeroinitializer)"))
                         } else {
@@ -278,13 +289,20 @@ impl Lower<'_> {
                                 "call {mt} @llvm.masked.gather.{sfx}.v{lanes}p0(<{lanes} x ptr> {ptr}, i32 {esize}, {tb} {lm}, {mt} zeroinitializer)"
                             ))
                         };
-                        let x = l.mem_to_repr(tv.dtype, &raw, lanes);
                         let o = l.read_vec(&orow, rb, lanes, j0, nvalid);
-                        let rt = vt(rb, lanes);
-                        let y = l.f.val(format!("select {tb} {lm}, {rt} {x}, {rt} {o}"));
+                        let out = out.expect("load buffer");
                         let oe = l.f.val(format!("add i64 {out_row}, {j0}"));
                         let sm = (nvalid < lanes as usize).then(|| lane_mask(lanes, nvalid));
-                        l.store_arena(rb, lanes, out.expect("load buffer").off, &oe, &y, sm.as_deref());
+                        if out.raw_bf16 {
+                            let o = l.repr_to_mem(DType::BF16, &o, lanes);
+                            let y = l.f.val(format!("select {tb} {lm}, {mt} {raw}, {mt} {o}"));
+                            l.store_raw16(out.off, &oe, &y, lanes, sm.as_deref());
+                        } else {
+                            let x = l.mem_to_repr(tv.dtype, &raw, lanes);
+                            let rt = vt(rb, lanes);
+                            let y = l.f.val(format!("select {tb} {lm}, {rt} {x}, {rt} {o}"));
+                            l.store_arena(rb, lanes, out.off, &oe, &y, sm.as_deref());
+                        }
                     }
                     Access::Store { .. } => {
                         let v = l.read_vec(vrow.as_ref().expect("store value"), rb, lanes, j0, nvalid);
@@ -386,6 +404,11 @@ impl Lower<'_> {
                     l.f.block(&merge);
                     let x = l.f.val(format!("phi {rb} [ {v}, %{hit_end} ], [ {o}, %{miss_end} ]"));
                     match out {
+                        Some(out) if out.raw_bf16 => {
+                            let e = out.elem(l, idx);
+                            let h = l.repr_to_mem(DType::BF16, &x, 0);
+                            l.store_raw16(out.off, &e, &h, 0, None);
+                        }
                         Some(out) => {
                             let e = out.elem(l, idx);
                             l.store_arena(rb, 0, out.off, &e, &x, None);
@@ -415,6 +438,18 @@ impl Lower<'_> {
             Ok(())
         })?;
         Ok(result)
+    }
+
+    /// Store `x` (`lanes` i16, a scalar for 0) at 2-byte element `e` of arena slot `off`;
+    /// `mask` keeps lanes.
+    pub(super) fn store_raw16(&mut self, off: u32, e: &str, x: &str, lanes: u32, mask: Option<&str>) {
+        let i = self.f.val(format!("add i64 {e}, {}", 2 * off as u64));
+        let p = self.f.val(format!("getelementptr inbounds i16, ptr %arena, i64 {i}"));
+        let t = vt("i16", lanes);
+        match mask {
+            None => self.f.inst(format!("store {t} {x}, ptr {p}, align 2")),
+            Some(m) => self.f.inst(format!("call void @llvm.masked.store.{}.p0({t} {x}, ptr align 2 {p}, <{lanes} x i1> {m})", super::text::suffix("i16", lanes))),
+        }
     }
 
     /// Element `e` (i64 operand) of a tensor, in the tile representation.

@@ -21,24 +21,28 @@
 //! zmm registers, FMA and `avx512bf16` where `dot.rs` asks for them.
 //!
 //! Files: `lower.rs` (driver: reprs, buffers, loop nests, `for` / `if`), `memory.rs` (masked
-//! vector and element-wise global access), `dot.rs` (micro-kernels), `reduce.rs`, `elem.rs`
+//! vector and element-wise global access), `dot.rs` (micro-kernels), `kloop.rs` (fused K
+//! loops), `amx.rs` (AMX tiles), `reduce.rs`, `elem.rs`
 //! (element semantics), `helpers.rs` (runtime functions), `text.rs` (the IR writer).
 //!
 //! **Numerics** (see `elem.rs`, `dot.rs`, `reduce.rs`): elementwise ops, casts, loads and stores
 //! are bit-identical to the interpreter. Two places change rounding and are tested with
-//! tolerances: `dot` (FMA per step; `vdpbf16ps` pairs for bf16) and `sum` along the last dim
+//! tolerances: `dot` (FMA per step; `vdpbf16ps` or AMX `tdpbf16ps` pairs for bf16) and `sum` along the last dim
 //! (16 interleaved partial sums).
 //!
 //! **Launch** mirrors the interpreter: [`opc_ir::launch::bind_dims`] and [`opc_ir::launch::grid`]
-//! first (identical launch errors), then the programs run in parallel on rayon, each worker with
-//! one 64-byte aligned arena. Concurrency contract as `cpu`: programs write disjoint elements;
+//! first (identical launch errors), then the programs run in parallel on rayon, each worker thread with
+//! one 64-byte aligned arena, kept across programs and launches. Concurrency contract as `cpu`: programs write disjoint elements;
 //! nibble stores are atomic byte read-modify-writes; `atomic_add` is a compare-and-swap loop.
 //!
+//! **GEMM.** A `for` that is a K sweep of one `dot` over two loads (every DSL GEMM) is lowered
+//! by `kloop.rs` as a cache-blocked GEMM: packed `KC`-deep panels, software prefetch, the
+//! register micro-kernels of `dot.rs`, and AMX tiles (`amx.rs`) for bf16 when the host's
+//! features include `amx-tile` / `amx-bf16` and Linux grants the tile state (`arch_prctl`).
+//!
 //! **Not here yet**: fusing chains of elementwise ops into one loop (each op is its own vector
-//! loop over its tile, which costs attention about as much as its two `dot`s), AMX tiles for bf16
-//! `dot` (the micro-kernel uses `avx512bf16`; AMX needs a host with `amx-tile`, which the
-//! development machine — an AMD EPYC — lacks), packing `a` / `b` panels across programs,
-//! software prefetch, and an on-disk cache.
+//! loop over its tile, which costs attention about as much as its two `dot`s), AMX for `dot`s
+//! outside fused K loops, packing panels across programs, and an on-disk cache.
 //!
 //! **Cache**: compiled code is kept in memory, keyed by the printed IR and the host CPU name and
 //! features. `OPC_LLVM_TIME=1` prints each kernel's compile time (lower / parse+O3 / codegen);
@@ -46,6 +50,7 @@
 //! `OPC_LLVM_PASSES` replaces the `default<O3>` pipeline and `OPC_LLVM_UNROLL=1` turns LLVM's loop
 //! unrolling back on (both for tuning experiments).
 
+mod amx;
 mod dot;
 mod elem;
 mod fuse;
@@ -66,7 +71,7 @@ use inkwell::context::Context;
 use inkwell::execution_engine::ExecutionEngine;
 use inkwell::memory_buffer::MemoryBuffer;
 use inkwell::passes::PassBuilderOptions;
-use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target as LlvmTarget_, TargetMachine};
+use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target as LlvmTarget_, TargetMachine};
 use inkwell::OptimizationLevel;
 use opc_ir::launch::{self, LaunchError};
 use opc_ir::{Arg, Kernel, ParamKind};
@@ -135,6 +140,13 @@ fn host() -> Result<&'static Host> {
 impl Host {
     fn has(&self, feature: &str) -> bool {
         self.features.split(',').any(|f| f == format!("+{feature}"))
+    }
+
+    /// What the generated code may use on this host: AMX only once Linux has granted the tile
+    /// data state to this process.
+    fn isa(&self) -> lower::Isa {
+        let amx = self.has("amx-tile") && self.has("amx-bf16") && amx::amx_permitted();
+        lower::Isa { bf16: self.has("avx512bf16"), avx512: self.has("avx512f"), amx }
     }
 }
 
@@ -207,7 +219,7 @@ fn compile_code(k: &Kernel) -> Result<Code> {
     let host = host()?;
     let t0 = Instant::now();
     let meta = MetaLayout::new(k);
-    let lowered = lower::lower(k, &meta, lower::Isa { bf16: host.has("avx512bf16"), avx512: host.has("avx512f") })?;
+    let lowered = lower::lower(k, &meta, host.isa())?;
     let text = module_text(k, host, &lowered.text);
     if std::env::var_os("OPC_LLVM_DUMP").is_some() {
         eprintln!("{text}");
@@ -310,8 +322,35 @@ impl Target for LlvmTarget {
 pub fn emit_ir(kernel: &Kernel) -> Result<String> {
     opc_ir::verify::verify(kernel).map_err(|e| unsupported(kernel, format!("the kernel does not verify: {e}")))?;
     let host = host()?;
-    let lowered = lower::lower(kernel, &MetaLayout::new(kernel), lower::Isa { bf16: host.has("avx512bf16"), avx512: host.has("avx512f") })?;
+    let lowered = lower::lower(kernel, &MetaLayout::new(kernel), host.isa())?;
     Ok(module_text(kernel, host, &lowered.text))
+}
+
+/// Native assembly of `kernel` optimized and compiled for another x86-64 CPU: `cpu` (an LLVM
+/// CPU name) with the LLVM feature string `features` (e.g. `+avx512f,+avx512bf16,+amx-tile,
+/// +amx-bf16`), which also decides the instruction set the lowering uses. For checking code
+/// paths this host cannot run (AMX on a host without it); nothing is executed.
+pub fn emit_asm_for(kernel: &Kernel, cpu: &str, features: &str) -> Result<String> {
+    opc_ir::verify::verify(kernel).map_err(|e| unsupported(kernel, format!("the kernel does not verify: {e}")))?;
+    let native = host()?;
+    let target_host = Host { triple: native.triple.clone(), cpu: cpu.into(), features: features.into(), data_layout: native.data_layout.clone() };
+    let isa = lower::Isa { bf16: target_host.has("avx512bf16"), avx512: target_host.has("avx512f"), amx: target_host.has("amx-tile") && target_host.has("amx-bf16") };
+    let lowered = lower::lower(kernel, &MetaLayout::new(kernel), isa)?;
+    let text = module_text(kernel, &target_host, &lowered.text);
+    let context = Context::create();
+    let buf = MemoryBuffer::create_from_memory_range_copy(text.as_bytes(), &kernel.name);
+    let module = context.create_module_from_ir(buf).map_err(|e| unsupported(kernel, format!("LLVM rejected the generated IR: {e}")))?;
+    let triple = TargetMachine::get_default_triple();
+    let tm = LlvmTarget_::from_triple(&triple)
+        .map_err(|e| unsupported(kernel, e.to_string()))?
+        .create_target_machine(&triple, cpu, features, OptimizationLevel::Aggressive, RelocMode::Default, CodeModel::Default)
+        .ok_or_else(|| unsupported(kernel, format!("LLVM cannot create a target machine for `{cpu}` `{features}`")))?;
+    let opts = PassBuilderOptions::create();
+    opts.set_loop_vectorization(true);
+    opts.set_loop_slp_vectorization(true);
+    module.run_passes("default<O3>", &tm, opts).map_err(|e| unsupported(kernel, format!("LLVM optimization failed: {e}")))?;
+    let asm = tm.write_to_memory_buffer(&module, FileType::Assembly).map_err(|e| unsupported(kernel, format!("LLVM codegen: {e}")))?;
+    Ok(String::from_utf8_lossy(asm.as_slice()).into_owned())
 }
 
 /// A kernel compiled by [`LlvmTarget`].
@@ -326,6 +365,12 @@ impl LlvmExecutable {
     pub fn arena_bytes(&self) -> usize {
         self.code.arena_bytes
     }
+}
+
+thread_local! {
+    /// This thread's scratch arena for the programs it runs (never borrowed twice: a program
+    /// runs to completion without launching anything).
+    static ARENA: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// One 64-byte line of a worker's arena (the alignment the generated code assumes).
@@ -383,7 +428,17 @@ impl Executable for LlvmExecutable {
                 msg: format!("program ({}, {}, {}): {site}: step must be positive, got {err}", pid[0], pid[1], pid[2]),
             })
         };
-        (0..total).into_par_iter().try_for_each_init(|| vec![Line([0; 64]); lines], run)?;
+        // Each worker thread keeps one arena across programs and launches (grown on demand):
+        // a fresh one per rayon job would page-fault in up to a MiB of GEMM panels every time.
+        (0..total).into_par_iter().try_for_each(|p| {
+            ARENA.with(|a| {
+                let mut arena = a.borrow_mut();
+                if arena.len() < lines {
+                    arena.resize(lines, Line([0; 64]));
+                }
+                run(&mut arena, p)
+            })
+        })?;
         Ok(())
     }
 

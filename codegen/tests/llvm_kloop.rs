@@ -1,0 +1,121 @@
+//! Fused K loops of the `llvm` target (`codegen/src/llvm/kloop.rs`) against the interpreter:
+//! K deep enough for several `KC` chunks and a partial last one, ragged M / N / K, `b` direct
+//! and transposed, f32 / f16 / bf16, loops with a non-unit step and a nonzero start, and loops
+//! that must not be fused (a second use of a loaded tile).
+#![cfg(feature = "llvm22-1")]
+
+#[path = "llvm_common.rs"]
+mod common;
+
+use common::{check, kernel, Cmp, Rng};
+use opc_dsl::Instance;
+use opc_ir::{Arg, DType, Tensor};
+use proptest::prelude::*;
+
+const BLOCKS: &str = include_str!("../../ops/kernels/blocks.opc");
+
+const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+const LOOPS: &str = r#"
+// K swept as `k0 in 0..K step BK` (indices k0 + arange(BK)), starting after a first slice
+// handled by a plain dot: a loop whose start and step are not 0 and 1.
+kernel stepped(a: f32[M, K], b: f32[K, N], c: out f32[M, N])
+tunables { BM: level1 in {16} = 16, BN: level1 in {32} = 32, BK: level2 in {8} = 8 }
+grid(cdiv(M, BM), cdiv(N, BN))
+{
+    let rows = program_id(0) * BM + arange(BM);
+    let cols = program_id(1) * BN + arange(BN);
+    let k_first = arange(BK);
+    var acc = dot(load(a[rows, k_first]), load(b[k_first, cols]));
+    for k0 in BK..K step BK {
+        let ks = k0 + arange(BK);
+        acc = dot(load(a[rows, ks]), load(b[ks, cols]), acc);
+    }
+    store(c[rows, cols], acc);
+}
+
+// The loaded `a` tile is used twice: not a fused K loop (the generic path runs it).
+kernel reused(a: f32[M, K], b: f32[K, N], c: out f32[M, N], s: out f32[M, N])
+tunables { BM: level1 in {16} = 16, BN: level1 in {16} = 16, BK: level2 in {16} = 16 }
+grid(cdiv(M, BM), cdiv(N, BN))
+{
+    let rows = program_id(0) * BM + arange(BM);
+    let cols = program_id(1) * BN + arange(BN);
+    var acc = zeros([BM, BN], f32);
+    var sq = zeros([BM, BN], f32);
+    for k0 in 0..cdiv(K, BK) {
+        let ks = k0 * BK + arange(BK);
+        let x = load(a[rows, ks]);
+        acc = dot(x, load(b[ks, cols]), acc);
+        sq = dot(x * x, load(b[ks, cols]), sq);
+    }
+    store(c[rows, cols], acc);
+    store(s[rows, cols], sq);
+}
+"#;
+
+fn cfg(cases: u32) -> ProptestConfig {
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+proptest! {
+    #![proptest_config(cfg(12))]
+    #[test]
+    fn deep_k_matmul_and_linear(m in 1usize..40, n in 1usize..70, kk in 1usize..700, seed in any::<u64>(), t in 0usize..3, tun in 0usize..3, linear in any::<bool>()) {
+        let d = FLOATS[t];
+        let (bm, bn, bk) = [(16, 16, 8), (32, 64, 32), (64, 32, 64)][tun];
+        let inst = Instance::default().dtype("T", d).tunable("BM", bm).tunable("BN", bn).tunable("BK", bk);
+        let name = if linear { "linear" } else { "matmul" };
+        let k = kernel(BLOCKS, name, &inst);
+        let mut r = Rng(seed);
+        let wshape = if linear { [n, kk] } else { [kk, n] };
+        let args = vec![
+            Arg::Tensor(r.tensor_f(d, &[m, kk], false)),
+            Arg::Tensor(r.tensor_f(d, &wshape, false)),
+            Arg::Tensor(r.tensor_f(DType::F32, &[n], false)),
+            Arg::Tensor(Tensor::zeros(d, &[m, n])),
+            Arg::Bool(seed % 2 == 0),
+        ];
+        check(&k, &args, Cmp::Close { ulps: 16.0 });
+    }
+
+    #[test]
+    fn stepped_and_unfusable_loops(m in 1usize..40, n in 1usize..40, kk in 1usize..300, seed in any::<u64>()) {
+        let mut r = Rng(seed);
+        let k = kernel(LOOPS, "stepped", &Instance::default());
+        let args = vec![
+            Arg::Tensor(r.tensor_f(DType::F32, &[m, kk], false)),
+            Arg::Tensor(r.tensor_f(DType::F32, &[kk, n], false)),
+            Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
+        ];
+        check(&k, &args, Cmp::Close { ulps: 16.0 });
+        let k = kernel(LOOPS, "reused", &Instance::default());
+        let args = vec![
+            Arg::Tensor(r.tensor_f(DType::F32, &[m, kk], false)),
+            Arg::Tensor(r.tensor_f(DType::F32, &[kk, n], false)),
+            Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
+            Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
+        ];
+        check(&k, &args, Cmp::Close { ulps: 16.0 });
+    }
+}
+
+/// Infinities and NaNs in the operands propagate as in the interpreter (out-of-range k of the
+/// last chunk must contribute exact zeros, never 0·inf).
+#[test]
+fn specials_propagate() {
+    for d in FLOATS {
+        let inst = Instance::default().dtype("T", d).tunable("BM", 32).tunable("BN", 32).tunable("BK", 32);
+        let k = kernel(BLOCKS, "matmul", &inst);
+        let mut r = Rng(5);
+        let (m, kk, n) = (33, 301, 35);
+        let args = vec![
+            Arg::Tensor(r.tensor_f(d, &[m, kk], true)),
+            Arg::Tensor(r.tensor_f(d, &[kk, n], true)),
+            Arg::Tensor(Tensor::zeros(DType::F32, &[n])),
+            Arg::Tensor(Tensor::zeros(d, &[m, n])),
+            Arg::Bool(false),
+        ];
+        check(&k, &args, Cmp::Close { ulps: 16.0 });
+    }
+}
