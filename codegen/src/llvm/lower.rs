@@ -30,7 +30,11 @@
 //! - `for`: an i64 induction variable in a stack slot (promoted by `mem2reg`); carried scalars
 //!   in stack slots, carried tiles in one arena buffer each, copied in from the init and from each
 //!   `yield` (through temporaries when a yielded view reads another carried buffer). A
-//!   non-positive step returns an error code. `if`: a branch writing the same slots / buffers.
+//!   non-positive step returns an error code. `if`: a branch writing the same slots / buffers
+//!   (a tile result takes over the buffer of a value one branch yields unchanged and that dies
+//!   at the `if`, so that branch copies nothing).
+//! - Elementwise results reuse the buffer of an operand that dies at the op (same shape, not
+//!   aliased by a view), so chains like `exp2(s - m)` or `acc * alpha` stay in one slot.
 
 use std::collections::{HashMap, HashSet};
 
