@@ -614,16 +614,26 @@ impl Lower<'_> {
         let (even_b, odd_b, merge) = (self.f.label(), self.f.label(), self.f.label());
         self.f.condbr(&odd, &odd_b, &even_b);
         self.f.block(&even_b);
-        // byte b is needed when either of its lanes is
-        let lo: Vec<String> = (0..half).map(|b| format!("i32 {}", 2 * b)).collect();
-        let hi: Vec<String> = (0..half).map(|b| format!("i32 {}", 2 * b + 1)).collect();
-        let ml = self.f.val(format!("shufflevector {tb} {lm}, {tb} poison, <{half} x i32> <{}>", lo.join(", ")));
-        let mh = self.f.val(format!("shufflevector {tb} {lm}, {tb} poison, <{half} x i32> <{}>", hi.join(", ")));
-        let mb = self.f.val(format!("or <{half} x i1> {ml}, {mh}"));
+        // Byte b is needed when either of its lanes is: the lane bits OR-ed pairwise, then the
+        // even bits compressed (scalar bit tricks; shuffles of i1 vectors are slow mask moves).
+        let bl = half.max(16);
+        let wide = self.f.val(format!("bitcast {tb} {lm} to i{lanes}"));
+        let mut x = self.f.val(format!("zext i{lanes} {wide} to i64"));
+        let h = self.f.val(format!("lshr i64 {x}, 1"));
+        x = self.f.val(format!("or i64 {x}, {h}"));
+        for (sh, keep) in [(0u32, 0x5555_5555_5555_5555u64), (1, 0x3333_3333_3333_3333), (2, 0x0f0f_0f0f_0f0f_0f0f), (4, 0x00ff_00ff_00ff_00ff), (8, 0x0000_ffff_0000_ffff), (16, 0x0000_0000_ffff_ffff)] {
+            if sh > 0 {
+                let h = self.f.val(format!("lshr i64 {x}, {sh}"));
+                x = self.f.val(format!("or i64 {x}, {h}"));
+            }
+            x = self.f.val(format!("and i64 {x}, {}", keep as i64));
+        }
+        let x = self.f.val(format!("trunc i64 {x} to i{bl}"));
+        let mb = self.f.val(format!("bitcast i{bl} {x} to <{bl} x i1>"));
         let byte = self.f.val(format!("lshr i64 {e0}, 1"));
         let p = self.f.val(format!("getelementptr i8, ptr {}, i64 {byte}", tv.base));
-        let bt = vt("i8", half);
-        let raw = self.f.val(format!("call {bt} @llvm.masked.load.{}.p0(ptr {p}, i32 1, <{half} x i1> {mb}, {bt} zeroinitializer)", suffix("i8", half)));
+        let bt = vt("i8", bl);
+        let raw = self.f.val(format!("call {bt} @llvm.masked.load.{}.p0(ptr {p}, i32 1, <{bl} x i1> {mb}, {bt} zeroinitializer)", suffix("i8", bl)));
         let dup: Vec<String> = (0..lanes).map(|l| format!("i32 {}", l / 2)).collect();
         let d = self.f.val(format!("shufflevector {bt} {raw}, {bt} poison, <{lanes} x i32> <{}>", dup.join(", ")));
         let w = self.f.val(format!("zext {} {d} to {ti}", vt("i8", lanes)));

@@ -1,0 +1,126 @@
+//! Fused reductions and fused elementwise roots of the `llvm` target (`codegen/src/llvm/fuse.rs`)
+//! against the interpreter on ragged shapes: GEMV steps over bf16 and packed e2m1 weights (odd
+//! packed starts take the byte-gather path), block-scaled reshaped reductions, masked loads with
+//! `other` under max / min, and elementwise trees whose result is stored twice. Sums are
+//! reassociated (and `sum(a * b)` contracted to FMA): close; the rest bit for bit.
+#![cfg(feature = "llvm22-1")]
+
+#[path = "llvm_common.rs"]
+mod common;
+
+use common::{check, exact, kernel, Cmp, Rng};
+use opc_dsl::Instance;
+use opc_ir::{Arg, DType, Tensor};
+use proptest::prelude::*;
+
+const SRC: &str = r#"
+kernel gemv<W: {bf16, f32}>(x: f32[M, K], w: W[N, K], y: out f32[M, N])
+tunables { BN: level1 in {4, 8} = 8, BK: level2 in {16, 32, 128} = 32 }
+grid(M, cdiv(N, BN))
+{
+    let m = program_id(0);
+    let cols = program_id(1) * BN + arange(BN);
+    var acc = zeros([BN], f32);
+    for k0 in 0..K step BK {
+        let ks = k0 + arange(BK);
+        acc = acc + sum(cast(load(w[cols, ks]), f32) * load(x[m, ks])[None, :], 1);
+    }
+    store(y[m, cols], acc);
+}
+
+kernel nibbles(c: e2m1[N, K], s: e8m0[N], y: out f32[N], z: out f32[N], off: i32)
+tunables { BN: level1 in {4, 8} = 4, BK: level2 in {16, 64} = 16 }
+grid(cdiv(N, BN))
+{
+    let rows = program_id(0) * BN + arange(BN);
+    var acc = zeros([BN], f32);
+    var hi = full([BN], -inf, f32);
+    for k0 in 0..K step BK {
+        let ks = off + k0 + arange(BK);
+        acc = acc + sum(cast(load(c[rows, ks]), f32) * cast(load(s[rows]), f32)[:, None], 1);
+        hi = maximum(hi, max(cast(load(c[rows, ks], mask: ks % 3 != 0, other: cast(-6.0, e2m1)), f32), 1));
+    }
+    store(y[rows], acc);
+    store(z[rows], hi);
+}
+
+kernel blocks(x: f32[K], w: e2m1[N, K], sc: e8m0[N, K / 32], y: out f32[N])
+where K % 32 == 0
+tunables { BN: level1 in {4, 8} = 4, BK: level2 in {32, 64} = 64 }
+grid(cdiv(N, BN))
+{
+    let cols = program_id(0) * BN + arange(BN);
+    var acc = zeros([BN], f32);
+    for k0 in 0..K step BK {
+        let blk = k0 / 32 + arange(BK / 32);
+        let ks = blk[:, None] * 32 + arange(32)[None, :];
+        let wt = cast(load(w[cols, ks]), f32) * cast(load(sc[cols, blk]), f32)[:, :, None];
+        acc = acc + sum(reshape(wt * load(x[ks])[None, :, :], [BN, BK]), 1);
+    }
+    store(y[cols], acc);
+}
+
+kernel roots(a: bf16[R, C], b: f32[R, C], y: out f32[R, C], z: out f32[R], lo: out f32[R])
+where const C
+tunables { BR: level1 in {2, 4} = 2 }
+grid(cdiv(R, BR))
+{
+    let rows = program_id(0) * BR + arange(BR);
+    let cols = arange(C);
+    let v = cast(load(a[rows, cols]), f32) * 2.0 + load(b[rows, cols], mask: cols % 2 == 0, other: 1.5);
+    store(y[rows, cols], v);
+    store(z[rows], max(v, 1));
+    store(lo[rows], min(where(load(b[rows, cols]) > 0.0, load(b[rows, cols]), 9.0), 1));
+}
+"#;
+
+fn cfg(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("OPC_LLVM_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(cases);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+fn z(s: &[usize], d: DType) -> Arg {
+    Arg::Tensor(Tensor::zeros(d, s))
+}
+
+proptest! {
+    #![proptest_config(cfg(24))]
+    #[test]
+    fn gemv_steps(m in 1usize..3, n in 1usize..40, kk in 1usize..300, seed in any::<u64>(), bf in any::<bool>(), t in 0usize..3) {
+        let wd = if bf { DType::BF16 } else { DType::F32 };
+        let k = kernel(SRC, "gemv", &Instance::default().dtype("W", wd).tunable("BK", [16, 32, 128][t]));
+        let mut r = Rng(seed);
+        let args = vec![Arg::Tensor(r.tensor_f(DType::F32, &[m, kk], false)), Arg::Tensor(r.tensor_f(wd, &[n, kk], true)), z(&[m, n], DType::F32)];
+        check(&k, &args, Cmp::Close { ulps: 64.0 });
+    }
+
+    #[test]
+    fn packed_reductions(n in 1usize..20, kk in 1usize..150, off in 0i32..3, seed in any::<u64>(), t in 0usize..2) {
+        let k = kernel(SRC, "nibbles", &Instance::default().tunable("BK", [16, 64][t]));
+        let mut r = Rng(seed);
+        let mut sc = Tensor::zeros(DType::E8M0, &[n]);
+        sc.data.iter_mut().for_each(|b| *b = 120 + r.below(12) as u8);
+        let args = vec![Arg::Tensor(r.tensor_raw(DType::E2M1, &[n, kk])), Arg::Tensor(sc), z(&[n], DType::F32), z(&[n], DType::F32), Arg::I32(off)];
+        check(&k, &args, Cmp::Close { ulps: 64.0 });
+    }
+
+    #[test]
+    fn block_scaled_reshape(n in 1usize..20, kb in 1usize..6, seed in any::<u64>(), t in 0usize..2) {
+        let kk = 32 * kb;
+        let k = kernel(SRC, "blocks", &Instance::default().tunable("BK", [32, 64][t]));
+        let mut r = Rng(seed);
+        let mut sc = Tensor::zeros(DType::E8M0, &[n, kb]);
+        sc.data.iter_mut().for_each(|b| *b = if r.below(40) == 0 { 255 } else { 118 + r.below(14) as u8 });
+        let args = vec![Arg::Tensor(r.tensor_f(DType::F32, &[kk], false)), Arg::Tensor(r.tensor_raw(DType::E2M1, &[n, kk])), Arg::Tensor(sc), z(&[n], DType::F32)];
+        check(&k, &args, Cmp::Close { ulps: 64.0 });
+    }
+
+    #[test]
+    fn elementwise_roots(rr in 1usize..9, c in 1i64..70, seed in any::<u64>()) {
+        let k = kernel(SRC, "roots", &Instance::default().konst("C", c));
+        let c = c as usize;
+        let mut r = Rng(seed);
+        let args = vec![Arg::Tensor(r.tensor_f(DType::BF16, &[rr, c], true)), Arg::Tensor(r.tensor_f(DType::F32, &[rr, c], true)), z(&[rr, c], DType::F32), z(&[rr], DType::F32), z(&[rr], DType::F32)];
+        exact(&k, &args);
+    }
+}
