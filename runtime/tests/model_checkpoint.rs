@@ -181,3 +181,113 @@ fn decode_steps_match_prefill_for_every_architecture() {
         assert!(err < 1e-4, "{arch:?}: decode vs prefill max abs error {err}");
     }
 }
+
+#[test]
+fn sharded_index_naming_a_missing_file() {
+    let d = tmp("shard-missing");
+    let mut s = spec(Arch::Llama);
+    s.shard_bytes = 40_000;
+    s.write(&d).unwrap();
+    let idx = d.join("model.safetensors.index.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&idx).unwrap()).unwrap();
+    v["weight_map"]["model.norm.weight"] = serde_json::json!("model-99999-of-99999.safetensors");
+    std::fs::write(&idx, serde_json::to_string(&v).unwrap()).unwrap();
+    assert_eq!(load_err(&d), format!("{} maps `model.norm.weight` to {}, which does not exist", idx.display(), d.join("model-99999-of-99999.safetensors").display()));
+}
+
+#[test]
+fn sharded_index_naming_a_shard_without_the_tensor() {
+    let d = tmp("shard-wrong");
+    let mut s = spec(Arch::Llama);
+    s.shard_bytes = 40_000;
+    s.write(&d).unwrap();
+    let idx = d.join("model.safetensors.index.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&idx).unwrap()).unwrap();
+    let first = v["weight_map"]["model.embed_tokens.weight"].as_str().unwrap().to_string();
+    let other = v["weight_map"]["lm_head.weight"].as_str().unwrap().to_string();
+    assert_ne!(first, other);
+    v["weight_map"]["lm_head.weight"] = serde_json::json!(first.clone());
+    std::fs::write(&idx, serde_json::to_string(&v).unwrap()).unwrap();
+    assert_eq!(
+        load_err(&d),
+        format!("{}: missing tensor `lm_head.weight` (expected in {} as model.safetensors.index.json says)", d.display(), d.join(&first).display())
+    );
+}
+
+#[test]
+fn mxfp4_blocks_with_the_wrong_dtype() {
+    let d = tmp("mx-dtype");
+    spec(Arch::GptOss).write(&d).unwrap();
+    edit_header(&d, |h| {
+        let t = h.get_mut("model.layers.1.mlp.experts.down_proj_blocks").unwrap();
+        t["dtype"] = serde_json::json!("I8");
+    });
+    assert_eq!(
+        load_err(&d),
+        format!("tensor `model.layers.1.mlp.experts.down_proj_blocks` in {} has dtype I8, expected U8", d.join("model.safetensors").display())
+    );
+}
+
+#[test]
+fn header_that_is_not_json() {
+    let d = llama("not-json");
+    let p = d.join("model.safetensors");
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[8] = b'#';
+    std::fs::write(&p, &bytes).unwrap();
+    assert_eq!(load_err(&d), format!("{} is not a safetensors file: header is not a JSON object: expected value at line 1 column 1", p.display()));
+}
+
+/// Qwen3-MoE `norm_topk_prob`: false weights the chosen experts by their full-softmax
+/// probabilities, true renormalizes them; with every expert chosen both are the same.
+#[test]
+fn qwen3_norm_topk_prob_is_honored() {
+    let toks = [3u32, 17, 40, 2, 9];
+    let with = |top_k: usize, norm: bool| {
+        let d = tmp(&format!("qwen-norm-{top_k}-{norm}"));
+        let mut s = spec(Arch::Qwen3Moe);
+        s.top_k = top_k;
+        s.write(&d).unwrap();
+        let cfg = d.join("config.json");
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        v["norm_topk_prob"] = serde_json::json!(norm);
+        std::fs::write(&cfg, v.to_string()).unwrap();
+        logits(&d, &toks)
+    };
+    let (a, b) = (with(2, true), with(2, false));
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(diff > 1e-3, "top-2 of 4: renormalized and raw weights give different logits (max diff {diff})");
+    let (a, b) = (with(4, true), with(4, false));
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-5, "all 4 experts chosen: the weights already sum to 1 (max diff {diff})");
+}
+
+/// The unnormalized routing weights are the full-softmax probabilities of the chosen experts.
+#[test]
+fn unnormalized_topk_weights_are_softmax_probabilities() {
+    use opc_ir::{DType, Tensor};
+    use opc_ops::moe::{moe_forward, Routing};
+    let (t, h, e, i) = (3, 16, 6, 8);
+    let f = |n: usize, s: usize| (0..n).map(|j| (((j + s) * 7919) % 23) as f32 / 11.0 - 1.0).collect::<Vec<_>>();
+    let x = Tensor::from_f32(DType::F32, &[t, h], &f(t * h, 1));
+    let gate = Tensor::from_f32(DType::F32, &[e, h], &f(e * h, 2));
+    let w1 = Tensor::from_f32(DType::F32, &[e, i, h], &f(e * i * h, 3));
+    let w3 = Tensor::from_f32(DType::F32, &[e, i, h], &f(e * i * h, 4));
+    let w2 = Tensor::from_f32(DType::F32, &[e, h, i], &f(e * h * i, 5));
+    let o = moe_forward(&ops(), &x, &gate, &w1, &w3, &w2, &Routing::TopKUnnormalized { k: 2 }).unwrap();
+    let (xv, gv) = (x.to_f32_vec(), gate.to_f32_vec());
+    let (ids, w) = (o.expert_ids.to_i64_vec(), o.weights.to_f32_vec());
+    for r in 0..t {
+        let logit: Vec<f64> = (0..e).map(|ex| (0..h).map(|c| xv[r * h + c] as f64 * gv[ex * h + c] as f64).sum()).collect();
+        let m = logit.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = logit.iter().map(|l| (l - m).exp()).sum();
+        let mut order: Vec<usize> = (0..e).collect();
+        order.sort_by(|a, b| logit[*b].total_cmp(&logit[*a]));
+        for j in 0..2 {
+            assert_eq!(ids[r * 2 + j] as usize, order[j], "row {r} slot {j}");
+            let p = (logit[order[j]] - m).exp() / z;
+            assert!((w[r * 2 + j] as f64 - p).abs() < 1e-6, "row {r} slot {j}: weight {} vs softmax {p}", w[r * 2 + j]);
+        }
+        assert!(w[r * 2] + w[r * 2 + 1] < 1.0);
+    }
+}

@@ -4,7 +4,8 @@
 //! the same run this gives the bandwidth limit of batch-1 decode. `opc bench-model` prints it.
 
 use super::error::{ModelError, Result};
-use super::generate::{cache_for, generate_batch, Rng};
+use super::generate::{cache_for, Rng};
+use super::BLOCK_SIZE;
 use super::llm::{Model, Segment};
 use opc_ops::model as mops;
 use std::time::Instant;
@@ -91,11 +92,29 @@ pub fn bench(model: &mut Model, spec: &BenchSpec) -> Result<BenchReport> {
         profiles: Vec::new(),
     };
     if spec.batch > 1 {
-        let prompts: Vec<Vec<u32>> = (0..spec.batch).map(|i| random_tokens(v, spec.batch_prompt_tokens.max(1), spec.seed + 1 + i as u64)).collect();
-        let (_, s) = generate_batch(model, &prompts, spec.decode_tokens + 1)?;
-        // every sequence emits its first token from its prefill; the decode steps make the rest
-        r.batch_decode_tok_s = Some((s.generated - spec.batch) as f64 / s.decode_secs.max(1e-9));
-        phase(model, format!("batch {}: prefills + {} decode steps", spec.batch, spec.decode_tokens));
+        // one prefill per sequence (untimed), then every step decodes all of them in one forward
+        let mut cache = cache_for(model, spec.batch * (spec.batch_prompt_tokens.max(1) + spec.decode_tokens + BLOCK_SIZE));
+        let mut next = Vec::with_capacity(spec.batch);
+        let mut seqs = Vec::with_capacity(spec.batch);
+        for i in 0..spec.batch {
+            let s = cache.new_seq();
+            let p = random_tokens(v, spec.batch_prompt_tokens.max(1), spec.seed + 1 + i as u64);
+            let l = model.forward(&mut cache, &[Segment { seq: s, tokens: p, all_logits: false }])?;
+            next.push(mops::argmax(&model.ops, &l[0])?[0] as u32);
+            seqs.push(s);
+        }
+        model.profile.clear();
+        let t = Instant::now();
+        for _ in 0..spec.decode_tokens {
+            let segs: Vec<Segment> = seqs.iter().zip(&next).map(|(&s, &n)| Segment { seq: s, tokens: vec![n], all_logits: false }).collect();
+            let logits = model.forward(&mut cache, &segs)?;
+            for (n, l) in next.iter_mut().zip(&logits) {
+                *n = mops::argmax(&model.ops, l)?[0] as u32;
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        r.batch_decode_tok_s = Some((spec.batch * spec.decode_tokens) as f64 / secs.max(1e-9));
+        phase(model, format!("decode batch {}, {} steps", spec.batch, spec.decode_tokens));
     }
     r.profiles = profiles;
     Ok(r)

@@ -97,7 +97,11 @@ impl Checkpoint {
                 files.entry(f.to_string()).or_default().push(name.clone());
             }
             for (file, names) in files {
-                let si = ck.add_shard(&dir.join(&file))?;
+                let shard = dir.join(&file);
+                if !shard.exists() {
+                    return Err(ModelError::MissingShard { index: index.clone(), tensor: names[0].clone(), file: shard });
+                }
+                let si = ck.add_shard(&shard)?;
                 for n in names {
                     if !ck.entries.get(&n).is_some_and(|e| e.shard == si) {
                         let path = ck.shards[si].path.clone();

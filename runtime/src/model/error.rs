@@ -15,6 +15,8 @@ pub enum ModelError {
     NotSafetensors { path: PathBuf, detail: String },
     #[error("{path} is truncated: {detail}")]
     Truncated { path: PathBuf, detail: String },
+    #[error("{index} maps `{tensor}` to {file}, which does not exist")]
+    MissingShard { index: PathBuf, tensor: String, file: PathBuf },
     #[error("{dir}: missing tensor `{name}` (expected {expected})")]
     MissingTensor { dir: PathBuf, name: String, expected: String },
     #[error("tensor `{name}` in {path} has shape {got:?}, expected {want:?}")]
