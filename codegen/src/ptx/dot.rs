@@ -19,9 +19,9 @@
 //! bit-identical to the interpreter. The result is distributed like the accumulator, which is
 //! therefore read from the thread's own registers.
 //!
-//! **Not done** (next steps): `cp.async` staging of the operand loads, `wgmma` with TMA and
-//! warp-specialized producer/consumer warpgroups on sm_90a, int8/int4 `mma`, and keeping the
-//! accumulator in fragment registers across loop iterations.
+//! GEMM *loops* (a `for` whose body is just the two loads and this `dot`) do not come here:
+//! `gemm.rs` pipelines them (cp.async / TMA, accumulators in registers across iterations).
+//! **Not done**: int8/int4 `mma`.
 
 use opc_ir::{DType, Op};
 

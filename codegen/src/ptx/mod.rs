@@ -25,10 +25,18 @@
 //! static `.shared` array, more is dynamic shared memory that the loader opts into (the
 //! manifest's `shared_bytes`), bounded by the arch's per-CTA limit.
 //!
-//! **Not done yet** (documented, not stubbed): `cp.async` global→shared staging and software
-//! pipelining, `wgmma.mma_async` + TMA (`cp.async.bulk.tensor`) with mbarriers and
-//! warp-specialized producer/consumer warpgroups on sm_90a, int8/int4 `mma`, persistent CTAs,
-//! warp-parallel reductions. All of them are fast paths behind the same op semantics.
+//! **Pipelined GEMM loops** (`gemm.rs`, `wgmma.rs`, layouts in `swizzle.rs`): a `for` that
+//! only loads two 16-bit tiles and accumulates their `dot` is replaced by a mainloop with the
+//! accumulator in fragment registers: on `sm_80` (and wherever `wgmma` does not apply) a
+//! 3-stage `cp.async` ring in XOR-swizzled shared memory read by `ldmatrix` into `mma.sync`;
+//! on `sm_90a` a warp-specialized loop (one producer warpgroup issuing TMA into a 4-stage
+//! ring guarded by full/empty mbarriers, `BM/64` consumer warpgroups issuing `wgmma` on
+//! swizzled shared-memory descriptors). Ragged edges: zero fill (`cp.async` element fallback,
+//! TMA out-of-bounds fill); the epilogue's stores are the usual bounds-checked ones.
+//!
+//! **Not done yet** (documented, not stubbed): flash attention's K/V tiles still go through
+//! the general lowering (`mma.sync` + `ldmatrix`, no `cp.async` / TMA pipelining, no FA3
+//! warp specialization), int8/int4 `mma`, persistent CTAs, warp-parallel reductions.
 //!
 //! The loader (`runtime.rs`, cargo feature `cuda`) loads the PTX through the CUDA driver API.
 
@@ -45,6 +53,8 @@ mod swizzle;
 mod wgmma;
 #[cfg(feature = "cuda")]
 pub mod runtime;
+#[cfg(feature = "cuda")]
+mod tmap;
 
 use opc_ir::{Kernel, OpKind, ParamKind};
 use serde_json::{json, Value};

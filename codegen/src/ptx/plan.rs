@@ -6,8 +6,8 @@
 //! (first fit). 128-byte alignment keeps every `ldmatrix` row and vector access aligned and
 //! starts each buffer on a fresh bank cycle.
 //!
-//! Does not: reorder ops to shorten live ranges, or double-buffer across loop iterations (there
-//! is no `cp.async` pipelining yet to need it).
+//! Does not: reorder ops to shorten live ranges. Pipelined GEMM loops allocate their whole
+//! stage ring as one buffer (and align it to 1024 bytes at run time for TMA, see `wgmma.rs`).
 
 /// Byte offset of every buffer, and the total bytes.
 pub(super) fn pack(sizes: &[u32], live: &[(u32, u32)]) -> (Vec<u32>, u32) {

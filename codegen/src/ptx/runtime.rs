@@ -12,15 +12,20 @@
 //! write whole aligned words), the entry is launched over the grid with the manifest's block and
 //! shared memory, the error word is checked (a `for` with a non-positive step is reported with
 //! the interpreter's message) and the output tensors are copied back.
+//!
+//! Kernels with a TMA mainloop (sm_90a) declare tensor maps; they are encoded per launch for
+//! the actual device buffers (`tmap.rs`). When one cannot be (a row pitch that is not a
+//! multiple of 16 bytes), the launch uses a second module compiled without TMA/`wgmma` (the
+//! cp.async mainloop), loaded with the first.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use opc_ir::launch::{self, LaunchError};
 use opc_ir::{Arg, Kernel};
 
-use super::{compile, for_sites, Arch, Compiled, LaunchParam};
+use super::{compile, compile_with, for_sites, Arch, Compiled, Features, LaunchParam};
 use crate::{CodegenError, Executable, Result, Target};
 
 /// `--target ptx`: kernels run on CUDA device 0.
@@ -66,16 +71,29 @@ impl Target for PtxTarget {
         let ctx = context().map_err(|e| err(&kernel.name, e))?;
         let arch = device_arch(&ctx).map_err(|e| err(&kernel.name, e))?;
         let c = compile(kernel, arch)?;
-        let module = ctx
-            .load_module(cudarc::nvrtc::Ptx::from_src(c.ptx.clone()))
-            .map_err(|e| err(&kernel.name, format!("the driver rejected the PTX: {e:?}")))?;
-        let func = module.load_function(&c.launch.entry).map_err(|e| err(&kernel.name, format!("{e:?}")))?;
-        if c.launch.dynamic_shared {
-            func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, c.launch.shared_bytes as i32)
-                .map_err(|e| err(&kernel.name, format!("cannot opt into {} bytes of shared memory: {e:?}", c.launch.shared_bytes)))?;
-        }
-        Ok(Arc::new(PtxExecutable { kernel: kernel.clone(), for_sites: for_sites(kernel), compiled: c, ctx, func, lock: Mutex::new(()) }))
+        let func = load(&ctx, kernel, &c)?;
+        let fallback = if c.tensor_maps.is_empty() {
+            None
+        } else {
+            let f = compile_with(kernel, arch, Features { wgmma: false, ..c.feats })?;
+            let func = load(&ctx, kernel, &f)?;
+            Some(Box::new((f, func)))
+        };
+        Ok(Arc::new(PtxExecutable { kernel: kernel.clone(), for_sites: for_sites(kernel), compiled: c, ctx, func, fallback, lock: Mutex::new(()) }))
     }
+}
+
+/// Load `c`'s PTX and its entry, opting into its dynamic shared memory.
+fn load(ctx: &Arc<CudaContext>, kernel: &Kernel, c: &Compiled) -> Result<CudaFunction> {
+    let module = ctx
+        .load_module(cudarc::nvrtc::Ptx::from_src(c.ptx.clone()))
+        .map_err(|e| err(&kernel.name, format!("the driver rejected the PTX: {e:?}")))?;
+    let func = module.load_function(&c.launch.entry).map_err(|e| err(&kernel.name, format!("{e:?}")))?;
+    if c.launch.dynamic_shared {
+        func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, c.launch.shared_bytes as i32)
+            .map_err(|e| err(&kernel.name, format!("cannot opt into {} bytes of shared memory: {e:?}", c.launch.shared_bytes)))?;
+    }
+    Ok(func)
 }
 
 /// A kernel loaded into the CUDA context.
@@ -85,6 +103,8 @@ pub struct PtxExecutable {
     compiled: Compiled,
     ctx: Arc<CudaContext>,
     func: CudaFunction,
+    /// The variant without TMA, for launches whose tensors no tensor map can describe.
+    fallback: Option<Box<(Compiled, CudaFunction)>>,
     /// Launches on the shared default stream are serialized.
     lock: Mutex<()>,
 }
@@ -119,11 +139,25 @@ impl Executable for PtxExecutable {
             });
         }
         let errw: CudaSlice<u32> = stream.alloc_zeros(2).map_err(drv)?;
+        // tensor maps of the TMA variant; any that cannot be encoded selects the fallback
+        let mut maps = vec![];
+        for m in &self.compiled.tensor_maps {
+            let (Some(buf), Arg::Tensor(t)) = (&bufs[m.param], &args[m.param]) else { break };
+            let (addr, _sync) = buf.device_ptr(&stream);
+            match super::tmap::encode(m, addr, &t.shape, t.dtype == opc_ir::DType::F16) {
+                Ok(x) => maps.push(x),
+                Err(_) => break,
+            }
+        }
+        let (compiled, func) = match &self.fallback {
+            Some(fb) if maps.len() < self.compiled.tensor_maps.len() => (&fb.0, &fb.1),
+            _ => (&self.compiled, &self.func),
+        };
         // scalar values, kept alive for the builder (it takes references)
         let mut words: Vec<u64> = vec![];
         let mut floats: Vec<f32> = vec![];
         let mut u32s: Vec<u32> = vec![];
-        for p in &self.compiled.launch.params {
+        for p in &compiled.launch.params {
             match p {
                 LaunchParam::Dim(i) => words.push(dims[*i] as u64),
                 LaunchParam::Scalar(i) => match &args[*i] {
@@ -135,10 +169,13 @@ impl Executable for PtxExecutable {
                 _ => {}
             }
         }
-        let mut b = stream.launch_builder(&self.func);
+        let mut b = stream.launch_builder(func);
         let (mut wi, mut fi, mut ui) = (0, 0, 0);
-        for p in &self.compiled.launch.params {
+        for p in &compiled.launch.params {
             match p {
+                LaunchParam::TensorMap(i) => {
+                    b.arg(&maps[*i]);
+                }
                 LaunchParam::Tensor(i) => {
                     let buf = bufs[*i].as_ref().ok_or_else(|| err(&k.name, format!("parameter #{i} is a tensor but got a scalar")))?;
                     b.arg(buf);
@@ -161,7 +198,7 @@ impl Executable for PtxExecutable {
                 }
             }
         }
-        let l = &self.compiled.launch;
+        let l = &compiled.launch;
         let cfg = LaunchConfig {
             grid_dim: (g[0] as u32, g[1] as u32, g[2] as u32),
             block_dim: (l.threads, 1, 1),
