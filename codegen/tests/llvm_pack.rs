@@ -5,9 +5,10 @@
 //! in the buffer of a value a branch yields unchanged).
 #![cfg(feature = "llvm22-1")]
 
-mod llvm_common;
+#[path = "jit_common.rs"]
+mod common;
 
-use llvm_common::{check, kernel, Cmp, Rng};
+use common::{check, kernel, Cmp, Rng};
 use opc_dsl::Instance;
 use opc_ir::{Arg, DType, Tensor};
 
