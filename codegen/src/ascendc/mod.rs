@@ -50,6 +50,7 @@ mod liveness;
 mod lower;
 mod plan;
 pub mod sim;
+mod split;
 
 use opc_ir::Kernel;
 use serde_json::json;
@@ -208,13 +209,33 @@ pub fn compile(k: &Kernel) -> Result<Compiled> {
     let mut cube_sites = 0;
     opc_ir::walk_ops(&k.body, &mut |op| cube_sites += lower::cube_eligible(k, op) as usize);
     let mix = cube_sites > 0;
-    let mut l = lower::Lower::new(k, "DSL", mix);
+    // A MIX kernel's vector work is split by rows over the group's two AIVs when it is
+    // row-local; the vector program is then lowered from the row-split copy of the kernel.
+    let written = k;
+    let unshared;
+    let k = if mix {
+        unshared = split::unshare_index_tiles(k);
+        &unshared
+    } else {
+        k
+    };
+    let split = if mix { split::row_split(k) } else { None };
+    let vk = split.as_ref().map(|s| &s.kernel).unwrap_or(k);
+    let mut l = lower::Lower::new(vk, k, "DSL", mix);
+    if let Some(s) = &split {
+        l.row_aranges = s.aranges.clone();
+        l.split_rows = Some(s.half);
+    }
     let aiv = l.run(lower::Mode::Vector)?;
-    let (aic, peer) = if mix { (Some(l.run(lower::Mode::Cube)?), Some(l.run(lower::Mode::Peer)?)) } else { (None, None) };
-    let mut prog = l.out;
+    let mut c = lower::Lower::new(k, k, "DSL", mix);
+    c.out = std::mem::take(&mut l.out);
+    let aic = if mix { Some(c.run(lower::Mode::Cube)?) } else { None };
+    let peer = if mix && split.is_none() { Some(c.run(lower::Mode::Peer)?) } else { None };
+    let mut prog = c.out;
     prog.aiv = aiv;
     prog.aic = aic;
     prog.aiv_peer = peer;
+    prog.split_rows = split.as_ref().map(|s| s.half);
     prog.cube_sites = cube_sites;
     let (a, b, c, z) = lower::workspace_slots(k);
     prog.workspace_per_core = a + b + c + z;
@@ -227,7 +248,7 @@ pub fn compile(k: &Kernel) -> Result<Compiled> {
         check::check(&prog, k, "the peer program", peer)?;
     }
     let inp = emit::EmitInput { prog: &prog, usage: &usage, mix, ws: (0, a, a + b, a + b + c, a + b + c + z), cores: if mix { AIC_CORES } else { AIV_CORES } };
-    let sources = emit::emit(k, &inp);
+    let sources = emit::emit(written, &inp);
     Ok(Compiled { sources, usage, mix, cube_sites, workspace_group_bytes: a + b + c + z, program: prog })
 }
 

@@ -68,7 +68,7 @@ pub(in crate::ascendc) fn workspace_slots(k: &opc_ir::Kernel) -> (u64, u64, u64,
 
 impl Lower<'_> {
     pub(super) fn lower_dot(&mut self, op: &Op) -> Result<()> {
-        if self.cube_kernel && cube_eligible(self.k, op) {
+        if self.cube_kernel && cube_eligible(self.orig, op) {
             return self.cube_dot_vector_side(op);
         }
         let r = op.results[0];
@@ -177,17 +177,25 @@ impl Lower<'_> {
         let (m, kk, n) = (sa[0] as u64, sa[1] as u64, sb[1] as u64);
         let ct = ctype(da);
         self.comment(format!("cube hand-off #{site}: [{m}x{kk}]·[{kk}x{n}]{} on the AIC", if bt { " (B given transposed)" } else { "" }));
+        // Row-split (two AIVs): A and C are this sub-block's rows of the group's slots; a B the
+        // vector side computes is whole, and only sub-block 0 writes it.
+        let split = self.split_rows.is_some();
         let mut send = vec![];
-        for (v, slot, cnt) in [(a, "kWsA", m * kk), (bv, "kWsB", kk * n)] {
+        for (v, slot, cnt, row) in [(a, "kWsA", m * kk, kk), (bv, "kWsB", kk * n, 0)] {
             if !matches!(self.val(v), Val::Gm(_)) {
                 let b = self.materialize(op, v)?;
                 let ws = self.ws_tensor(slot, da);
-                send.push((b, ws, cnt));
+                let dst = if split && row > 0 { format!("{ws}[subRow_ * {row}]") } else { ws };
+                send.push((b, dst, cnt, split && row == 0));
             }
         }
         let wc = self.ws_tensor("kWsC", DType::F32);
+        let wc = if split { format!("{wc}[subRow_ * {n}]") } else { wc };
         let oq = if send.is_empty() { 0 } else { self.queue(Pos::VecOut, (m * kk).max(kk * n) * 2) };
-        for (src, ws, cnt) in send {
+        for (src, ws, cnt, only_sub0) in send {
+            if only_sub0 {
+                self.push();
+            }
             let tn = self.fresh("out");
             let qn = self.out.queues[oq].name.clone();
             let sn = self.bname(src);
@@ -209,6 +217,10 @@ impl Lower<'_> {
                 Effect::Copy(CopyLen::Elems { count: cnt, elem_bytes: 2 }),
             );
             self.instr(Pipe::Mte3, format!("{qn}.FreeTensor({tn});"), vec![], vec![], Effect::FreeTensor(oq));
+            if only_sub0 {
+                let body = self.pop();
+                self.push_stmt(crate::ascendc::lir::Stmt::If { cond: "GetSubBlockIdx() == 0".into(), then_: body, else_: vec![] });
+            }
         }
         self.instr(Pipe::Mte3, "CrossCoreSetFlag<0x2, PIPE_MTE3>(kFlagOperands);", vec![], vec![], Effect::CrossCoreSet(FLAG_OPERANDS));
         self.instr(Pipe::Mte2, "CrossCoreWaitFlag(kFlagProduct);", vec![], vec![], Effect::CrossCoreWait(FLAG_PRODUCT));
@@ -291,7 +303,7 @@ impl Lower<'_> {
 
     /// Cube program (AIC) or peer skeleton (AIV1) at a `dot`.
     pub(super) fn skeleton_dot(&mut self, op: &Op) -> Result<()> {
-        if !cube_eligible(self.k, op) {
+        if !cube_eligible(self.orig, op) {
             return Ok(());
         }
         let site = self.dot_site;

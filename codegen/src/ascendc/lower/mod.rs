@@ -188,6 +188,13 @@ pub(super) fn layout(d: DType, shape: &[usize]) -> (Vec<i64>, u64) {
 /// The lowering state.
 pub(super) struct Lower<'k> {
     pub k: &'k Kernel,
+    /// The kernel as written: cube eligibility and the cube operands are decided on it (`k`
+    /// is its row-split copy in the vector program of a split MIX kernel, see `split.rs`).
+    pub orig: &'k Kernel,
+    /// Row `arange`s of a row-split vector program: they start at `subRow_`.
+    pub(super) row_aranges: HashSet<ValueId>,
+    /// Rows per sub-block when the vector program is row-split over the group's two AIVs.
+    pub(super) split_rows: Option<u64>,
     pub file: String,
     pub(super) lv: Liveness,
     vals: Vec<Option<Val>>,
@@ -215,9 +222,12 @@ pub(super) struct Lower<'k> {
 }
 
 impl<'k> Lower<'k> {
-    pub fn new(k: &'k Kernel, file: &str, cube_kernel: bool) -> Lower<'k> {
+    pub fn new(k: &'k Kernel, orig: &'k Kernel, file: &str, cube_kernel: bool) -> Lower<'k> {
         Lower {
             k,
+            orig,
+            row_aranges: HashSet::new(),
+            split_rows: None,
             file: file.to_string(),
             lv: Liveness::compute(k),
             vals: vec![None; k.values.len()],
@@ -225,7 +235,7 @@ impl<'k> Lower<'k> {
             stack: vec![vec![]],
             pos: 0,
             mode: Mode::Vector,
-            needed: if cube_kernel { needed_for_control(k) } else { HashSet::new() },
+            needed: if cube_kernel { needed_for_control(orig) } else { HashSet::new() },
             cube_kernel,
             names: 0,
             in_q: None,

@@ -44,7 +44,9 @@ impl Lower<'_> {
                 Ok(())
             }
             OpKind::Arange => {
-                self.set(r, Val::Affine { base: "0".into(), coefs: vec![1] });
+                // A row arange of a row-split vector program starts at this sub-block's rows.
+                let base = if self.row_aranges.contains(&r) { "subRow_" } else { "0" };
+                self.set(r, Val::Affine { base: base.into(), coefs: vec![1] });
                 Ok(())
             }
             OpKind::Broadcast | OpKind::ExpandDims(_) | OpKind::Reshape | OpKind::Permute(_) => self.view_op(op),
