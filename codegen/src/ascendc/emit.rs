@@ -247,6 +247,9 @@ pub struct EmitInput<'a> {
     pub mix: bool,
     /// Offsets of the A, B, C and zeros slots in a group's workspace, and the group's bytes.
     pub ws: (u64, u64, u64, u64, u64),
+    /// Bytes of one C slot, and the number of pipelined sites (two C slots each after zeros).
+    pub ws_c: u64,
+    pub pipelined: usize,
     pub cores: u32,
 }
 
@@ -302,6 +305,17 @@ fn kernel_cpp(k: &Kernel, inp: &EmitInput) -> String {
             inp.ws.3,
             inp.ws.4
         ));
+        if inp.pipelined > 0 {
+            s.push_str(&format!("// Look-ahead sites (the cube one loop step ahead): two C slots and a flag pair per slot each.\nconstexpr uint64_t kWsCBytes = {};\n", inp.ws_c));
+            for q in 0..inp.pipelined {
+                s.push_str(&format!(
+                    "constexpr uint64_t kWsP{q} = {};\nconstexpr int32_t kFlagReady{q} = {};  // + slot: the product is in the slot\nconstexpr int32_t kFlagFree{q} = {};  // + slot: the vector cores have read the slot\n",
+                    inp.ws.4 - 2 * inp.ws_c * (inp.pipelined - q) as u64,
+                    super::lower::pipeline::ready_flag(q),
+                    super::lower::pipeline::free_flag(q)
+                ));
+            }
+        }
     }
     s.push_str("\n}  // namespace\n\n");
     // The class.

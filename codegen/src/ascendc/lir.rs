@@ -279,6 +279,8 @@ pub struct Kernel {
     /// Rows per sub-block when both AIVs of a group run the vector program on half the rows of
     /// every level-1 block (`GetSubBlockIdx()` picks the half; see `split.rs`).
     pub split_rows: Option<u64>,
+    /// Cube sites computed one loop step ahead into ping-pong GM slots (`lower/pipeline.rs`).
+    pub pipelined_sites: usize,
     /// Bytes of GM workspace one group (or one AIV core) needs.
     pub workspace_per_core: u64,
     /// Number of cube↔vector hand-offs (dot sites), for the manifest.

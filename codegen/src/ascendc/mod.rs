@@ -221,13 +221,28 @@ pub fn compile(k: &Kernel) -> Result<Compiled> {
     };
     let split = if mix { split::row_split(k) } else { None };
     let vk = split.as_ref().map(|s| &s.kernel).unwrap_or(k);
-    let mut l = lower::Lower::new(vk, k, "DSL", mix);
-    if let Some(s) = &split {
-        l.row_aranges = s.aranges.clone();
-        l.split_rows = Some(s.half);
-    }
+    let vector_lowering = || {
+        let mut l = lower::Lower::new(vk, k, "DSL", mix);
+        if let Some(s) = &split {
+            l.row_aranges = s.aranges.clone();
+            l.split_rows = Some(s.half);
+        }
+        l
+    };
+    // A first vector lowering finds the cube sites fed straight from GM: those the cube can
+    // compute one loop step ahead (`lower/pipeline.rs`).
+    let pipe = if mix {
+        let mut l = vector_lowering();
+        l.run(lower::Mode::Vector)?;
+        lower::pipeline::plan(k, &l.site_direct)
+    } else {
+        Default::default()
+    };
+    let mut l = vector_lowering();
+    l.pipe = pipe.clone();
     let aiv = l.run(lower::Mode::Vector)?;
     let mut c = lower::Lower::new(k, k, "DSL", mix);
+    c.pipe = pipe.clone();
     c.out = std::mem::take(&mut l.out);
     let aic = if mix { Some(c.run(lower::Mode::Cube)?) } else { None };
     let peer = if mix && split.is_none() { Some(c.run(lower::Mode::Peer)?) } else { None };
@@ -238,7 +253,10 @@ pub fn compile(k: &Kernel) -> Result<Compiled> {
     prog.split_rows = split.as_ref().map(|s| s.half);
     prog.cube_sites = cube_sites;
     let (a, b, c, z) = lower::workspace_slots(k);
-    prog.workspace_per_core = a + b + c + z;
+    // Two ping-pong slots of C per pipelined site after the A, B, C and zeros slots.
+    let group_bytes = a + b + c + z + 2 * c * pipe.pipelined() as u64;
+    prog.workspace_per_core = group_bytes;
+    prog.pipelined_sites = pipe.pipelined();
     let usage = plan::plan(&mut prog, k)?;
     check::check(&prog, k, "the vector program", &prog.aiv)?;
     if let Some(aic) = &prog.aic {
@@ -247,9 +265,9 @@ pub fn compile(k: &Kernel) -> Result<Compiled> {
     if let Some(peer) = &prog.aiv_peer {
         check::check(&prog, k, "the peer program", peer)?;
     }
-    let inp = emit::EmitInput { prog: &prog, usage: &usage, mix, ws: (0, a, a + b, a + b + c, a + b + c + z), cores: if mix { AIC_CORES } else { AIV_CORES } };
+    let inp = emit::EmitInput { prog: &prog, usage: &usage, mix, ws: (0, a, a + b, a + b + c, group_bytes), ws_c: c, pipelined: pipe.pipelined(), cores: if mix { AIC_CORES } else { AIV_CORES } };
     let sources = emit::emit(written, &inp);
-    Ok(Compiled { sources, usage, mix, cube_sites, workspace_group_bytes: a + b + c + z, program: prog })
+    Ok(Compiled { sources, usage, mix, cube_sites, workspace_group_bytes: group_bytes, program: prog })
 }
 
 /// The `ascendc` renderer (`opc build --target ascendc`).
