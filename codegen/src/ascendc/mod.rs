@@ -46,6 +46,7 @@
 pub mod check;
 mod emit;
 pub mod lir;
+pub mod roofline;
 mod liveness;
 mod lower;
 mod plan;
