@@ -231,3 +231,28 @@ grid(cdiv(M, BM))
     let mut r = Rng(29);
     check_against_interp(&k, &[Arg::Tensor(r.tensor(DType::F32, &[13, 45], 3.0)), Arg::Tensor(Tensor::zeros(DType::F32, &[13, 45]))]);
 }
+
+/// RoPE (with YaRN) f32 and bf16: `pow`, `sin` and `cos` through the advanced math API
+/// (`Power`, `Sin`, `Cos`).
+#[test]
+fn rope_sin_cos_pow_aiv() {
+    for (d, yarn) in [(DType::F32, false), (DType::BF16, true)] {
+        let k = kernel("blocks", "rope", &Instance::default().dtype("T", d));
+        let mut r = Rng(31);
+        let (nt, nh, hd) = (5, 3, 64);
+        let pos: Vec<i32> = (0..nt as i32).map(|i| i * 37 + 3).collect();
+        let args = vec![
+            Arg::Tensor(r.tensor(d, &[nt, nh, hd], 2.0)),
+            Arg::Tensor(Tensor::from_i32(DType::I32, &[nt], &pos)),
+            Arg::Tensor(Tensor::zeros(d, &[nt, nh, hd])),
+            Arg::F32(10000.0),
+            Arg::Bool(yarn),
+            Arg::F32(4.0),
+            Arg::F32(32.0),
+            Arg::F32(1.0),
+            Arg::F32(4096.0),
+            Arg::Bool(false),
+        ];
+        check_against_interp(&k, &args);
+    }
+}

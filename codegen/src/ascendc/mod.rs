@@ -155,6 +155,10 @@ pub const API_SURFACE: &[&str] = &[
     "SELMODE::VSEL_TENSOR_TENSOR_MODE",
     "SELMODE::VSEL_TENSOR_SCALAR_MODE",
     "Axpy",
+    // advanced math API (lib/math)
+    "Sin",
+    "Cos",
+    "Power",
     "And",
     "Or",
     "Not",

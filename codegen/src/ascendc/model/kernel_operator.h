@@ -1273,6 +1273,34 @@ OPC_MODEL_UNARY(Rsqrt, detail::URsqrt)
 OPC_MODEL_UNARY(Reciprocal, detail::URecip)
 #undef OPC_MODEL_UNARY
 
+// Advanced math API (lib/math): Sin, Cos, Power (tensor ^ tensor); results rounded like every
+// vector instruction. The real ones take an optional shared temporary buffer; these overloads
+// use the framework's.
+namespace detail {
+inline float USin(float x) { return std::sin(x); }
+inline float UCos(float x) { return std::cos(x); }
+inline float FPow(float a, float b) { return std::pow(a, b); }
+inline int64_t IPow(int64_t, int64_t) { return 0; }
+}  // namespace detail
+template <typename T, bool isReuseSource = false>
+inline void Sin(const LocalTensor<T>& dstTensor, const LocalTensor<T>& srcTensor, const uint32_t calCount)
+{
+    static_assert(std::is_floating_point<T>::value || std::is_same<T, half>::value, "Sin takes half / float");
+    detail::VecUnary(dstTensor, srcTensor, static_cast<int32_t>(calCount), "Sin", detail::USin);
+}
+template <typename T, bool isReuseSource = false>
+inline void Cos(const LocalTensor<T>& dstTensor, const LocalTensor<T>& srcTensor, const uint32_t calCount)
+{
+    static_assert(std::is_floating_point<T>::value || std::is_same<T, half>::value, "Cos takes half / float");
+    detail::VecUnary(dstTensor, srcTensor, static_cast<int32_t>(calCount), "Cos", detail::UCos);
+}
+template <typename T, bool isReuseSource = false>
+inline void Power(const LocalTensor<T>& dstTensor, const LocalTensor<T>& src0Tensor, const LocalTensor<T>& src1Tensor, uint32_t calCount)
+{
+    static_assert(std::is_floating_point<T>::value || std::is_same<T, half>::value, "Power (tensor, tensor) takes half / float here");
+    detail::VecBinary(dstTensor, src0Tensor, src1Tensor, static_cast<int32_t>(calCount), "Power", detail::FPow, detail::IPow);
+}
+
 namespace detail {
 inline int64_t BAnd(int64_t a, int64_t b) { return a & b; }
 inline int64_t BOr(int64_t a, int64_t b) { return a | b; }
