@@ -189,6 +189,18 @@ pub const API_SURFACE: &[&str] = &[
     "KernelMode::MIX_MODE",
 ];
 
+/// The fields of the parameter structs the emitted kernels set (`p.field = ...;`), checked
+/// against the asc-devkit v8.5.0 headers with the surface above.
+pub const API_STRUCT_FIELDS: &[(&str, &[&str])] = &[
+    ("DataCopyParams", &["blockCount", "blockLen", "srcStride", "dstStride"]),
+    ("DataCopyExtParams", &["blockCount", "blockLen", "srcStride", "dstStride", "rsv"]),
+    ("DataCopyPadExtParams", &["isPad", "leftPadding", "rightPadding", "paddingValue"]),
+    ("Nd2NzParams", &["ndNum", "nValue", "dValue", "srcNdMatrixStride", "srcDValue", "dstNzC0Stride", "dstNzNStride", "dstNzMatrixStride"]),
+    ("LoadData2DParams", &["startIndex", "repeatTimes", "srcStride", "sid", "dstGap", "ifTranspose", "addrMode"]),
+    ("MmadParams", &["m", "n", "k", "unitFlag", "cmatrixSource", "cmatrixInitVal"]),
+    ("FixpipeParamsV220", &["nSize", "mSize", "srcStride", "dstStride", "reluEn", "quantPre", "ndNum"]),
+];
+
 /// The CPU model of the API subset (opc's own header) and the CPU-debug launcher header.
 pub const MODEL_KERNEL_OPERATOR_H: &str = include_str!("model/kernel_operator.h");
 pub const MODEL_TIKICPULIB_H: &str = include_str!("model/tikicpulib.h");
