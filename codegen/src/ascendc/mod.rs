@@ -28,20 +28,31 @@
 //! hazard checker. Tests compile the emitted files against it with g++ and compare with the
 //! interpreter (`codegen/tests/ascendc_*.rs`).
 //!
-//! **FlashAttention** maps as: level-1 program (BM query rows of one head) → one AI Core group;
-//! each KV step (level 2, BN keys) is two cube hand-offs, S = Q·Kᵀ and P·V, with Q, K and V
-//! copied by the AIC straight from GM into L1 (they never enter UB) and P / S / P·V exchanged
-//! through the group's GM workspace; the online softmax runs on AIV 0 in UB. The DSL's loop
-//! bounds skip the tiles above the causal diagonal, tiles below it take the unmasked branch,
-//! and only diagonal / ragged tiles evaluate the mask.
+//! **MIX groups (1 AIC : 2 AIV).** When the vector work of a MIX kernel is row-local (the
+//! analysis in `split.rs`), both AIVs of a group run the vector program, each on half the rows
+//! of the level-1 block (`subRow_ = GetSubBlockIdx() · M/2`), reading and writing their half of
+//! the GM workspace slots; the cube's waits need both AIVs' flags (mode 0x2). Otherwise AIV 1
+//! runs the hand-off skeleton only.
 //!
-//! **Not yet** (documented limits): the two vector cores of a MIX group do not split the
-//! level-2 rows (AIV 1 only takes part in the hand-offs), so vector sub-blocks are the whole
-//! BM × BN tile; no L0C accumulation across a K loop and no workspace ping-pong (the cube waits
-//! for the vector core at every hand-off); the diagonal-tile mask is computed per tile on the
-//! scalar unit instead of one precomputed mask tile; stores into packed 4-bit tensors and
-//! masked / scattered stores go element by element through `GlobalTensor::SetValue` (no
-//! data-cache flush is emitted); `pow`, `sin`, `cos` (rope) have no lowering.
+//! **FlashAttention** maps as: level-1 program (BM query rows of one head) → one AI Core group,
+//! BM/2 rows per AIV; each KV step (level 2, BN keys) is two cube sites, S = Q·Kᵀ and P·V, with
+//! Q, K and V copied by the AIC straight from GM into L1 (they never enter UB) and P / S / P·V
+//! exchanged through the group's GM workspace. S = Q·Kᵀ needs nothing from the vector cores, so
+//! the cube computes it one KV step ahead into ping-pong workspace slots with a flag pair per
+//! slot (`lower/pipeline.rs`): the cube works on step t + 1 while the AIVs run the online
+//! softmax of step t. The DSL's loop bounds skip the tiles above the causal diagonal, tiles
+//! below it take the unmasked branch, and only diagonal / ragged tiles evaluate the mask.
+//! `roofline.rs` estimates the time on a 910B2 from the work (the closing-report test in
+//! `codegen/tests/ascendc_render.rs`).
+//!
+//! **Not yet** (documented limits): a B operand the vector cores compute (MXFP4 decode) is
+//! decoded by both AIVs and written by sub-block 0 (the decode is not split); no L0C
+//! accumulation across a K loop; the diagonal-tile mask is computed per tile on the scalar unit
+//! instead of one precomputed mask tile; stores into packed 4-bit tensors and masked /
+//! scattered stores go element by element through `GlobalTensor::SetValue` (no data-cache
+//! flush is emitted); a whole-token kernel whose operands exceed UB (kron_quant with
+//! N1·N2 = 86·128 f32) is rejected with the budget message (no automatic level-2 split of
+//! vector-unit dots yet).
 
 pub mod check;
 mod emit;
