@@ -199,6 +199,29 @@ proptest::proptest! {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: std::env::var("OPC_ASCENDC_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(4), failure_persistence: None, ..Default::default() })]
+    /// One bf16 matmul build (MIX, rows split over the two AIVs), random ragged M, N, K and bias.
+    #[test]
+    fn matmul_random_shapes(seed in proptest::prelude::any::<u64>(), m in 1usize..80, n in 1usize..80, kk in 1usize..100, bias in proptest::prelude::any::<bool>()) {
+        static EXE: std::sync::OnceLock<(opc_ir::Kernel, opc_codegen::ascendc::sim::SimExe)> = std::sync::OnceLock::new();
+        let (k, exe) = EXE.get_or_init(|| {
+            let k = kernel("blocks", "matmul", &Instance::default().dtype("T", DType::BF16).tunable("BM", 32).tunable("BN", 32).tunable("BK", 32));
+            let exe = common::build(&k);
+            (k, exe)
+        });
+        let mut r = Rng(seed);
+        let args = vec![
+            Arg::Tensor(r.tensor(DType::BF16, &[m, kk], 1.0)),
+            Arg::Tensor(r.tensor(DType::BF16, &[kk, n], 1.0)),
+            Arg::Tensor(r.tensor(DType::F32, &[n], 1.0)),
+            Arg::Tensor(Tensor::zeros(DType::BF16, &[m, n])),
+            Arg::Bool(bias),
+        ];
+        common::check_run(exe, k, &args);
+    }
+}
+
 /// The configuration of the S = 4096 estimate (f16, D = 128, BM = BN = 64: the largest tiles
 /// that fit UB), on a shorter causal sequence with two heads.
 #[test]
