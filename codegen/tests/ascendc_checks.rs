@@ -173,29 +173,10 @@ fn model_catches_missing_flags_and_frees() {
     let k = kernel("flash_attention", "flash_attention", &Instance::default().dtype("T", DType::F16).konst("D", 32).tunable("BM", 32).tunable("BN", 32));
     let c = opc_codegen::ascendc::compile(&k).expect("compile");
     let mut r = Rng(1);
-    let args = |r: &mut Rng| {
-        vec![
-            Arg::Tensor(r.tensor(DType::F16, &[1, 1, 40, 32], 1.0)),
-            Arg::Tensor(r.tensor(DType::F16, &[1, 1, 40, 32], 1.0)),
-            Arg::Tensor(r.tensor(DType::F16, &[1, 1, 40, 32], 1.0)),
-            Arg::Tensor(Tensor::zeros(DType::F32, &[1])),
-            Arg::Tensor(Tensor::zeros(DType::F16, &[1, 1, 40, 32])),
-            Arg::Tensor(Tensor::zeros(DType::F32, &[1, 1, 40])),
-            Arg::F32(0.2),
-            Arg::Bool(true),
-            Arg::Bool(false),
-            Arg::I32(0),
-            Arg::Bool(false),
-        ]
-    };
+    let args = |r: &mut Rng| fa_args(r, 1, 40, true);
     // The unedited kernel runs.
     run_sources(&k, &c.sources, &mut args(&mut r)).expect("unedited kernel");
-    let edit = |what: &str| {
-        let mut s = c.sources.clone();
-        let line = s.kernel_cpp.lines().find(|l| l.trim() == what).unwrap_or_else(|| panic!("no line `{what}`")).to_string();
-        s.kernel_cpp = s.kernel_cpp.replacen(&format!("{line}\n"), "", 1);
-        s
-    };
+    let edit = |what: &str| without_line(&c.sources, what);
     let err = run_sources(&k, &edit("WaitFlag<HardEvent::V_S>(EVENT_ID0);"), &mut args(&mut r)).expect_err("hazard");
     assert!(
         err.contains("pipe hazard: PIPE_S reads UB bytes") && err.contains("last written by PIPE_V without a queue hand-off, flag pair or barrier"),
@@ -206,4 +187,52 @@ fn model_catches_missing_flags_and_frees() {
     let free = c.sources.kernel_cpp.lines().find(|l| l.trim().starts_with("outQueue.FreeTensor(")).expect("a FreeTensor").trim().to_string();
     let err = run_sources(&k, &edit(&free), &mut args(&mut r)).expect_err("queue balance");
     assert!(err.contains("AllocTensor: all 2 buffers of the queue are in use") || err.contains("queue balance"), "{err}");
+}
+
+/// FlashAttention as FastAttention maps it: both AIVs of a group share the rows, and the cube
+/// computes S for the next KV step into a ping-pong GM slot while the AIVs run the softmax.
+/// Dropping either side of a slot's flag pair is caught by the CPU model (its cross-core race
+/// detector on the workspace, or the flag balance at kernel end).
+#[test]
+fn pipelined_flag_pairs_are_checked() {
+    let k = kernel("flash_attention", "flash_attention", &Instance::default().dtype("T", DType::F16).konst("D", 32).tunable("BM", 32).tunable("BN", 32));
+    let c = opc_codegen::ascendc::compile(&k).expect("compile");
+    let text = &c.sources.kernel_cpp;
+    assert!(text.contains("const int32_t subRow_ = static_cast<int32_t>(GetSubBlockIdx()) * 16;") && !text.contains("PeerProgram"), "rows split over two AIVs");
+    assert!(text.contains("CrossCoreWaitFlag(kFlagFree0 + (hop0 ^ 1));") && text.contains("CrossCoreWaitFlag(kFlagReady0 + hop0);"), "S = Q·Kᵀ one step ahead");
+    let args = |r: &mut Rng| fa_args(r, 2, 100, false);
+    let mut r = Rng(3);
+    run_sources_with(&k, &c.sources, &mut args(&mut r), 20).expect("unedited kernel");
+    let edit = |what: &str| without_line(&c.sources, what);
+    // The vector cores read the slot without waiting for the cube's product.
+    let err = run_sources_with(&k, &edit("CrossCoreWaitFlag(kFlagReady0 + hop0);"), &mut args(&mut r), 5).expect_err("race");
+    assert!(err.contains("cross-core race") || err.contains("unbalanced cross-core flags"), "{err}");
+    // The cube refills a slot without waiting for the vector cores to free it.
+    let err = run_sources_with(&k, &edit("CrossCoreWaitFlag(kFlagFree0 + (hop0 ^ 1));"), &mut args(&mut r), 5).expect_err("race");
+    assert!(err.contains("cross-core race") || err.contains("unbalanced cross-core flags") || err.contains("counter overflows"), "{err}");
+}
+
+/// f16 FlashAttention arguments (batch 1, D 32, no window or sinks): `h` heads of `s` rows.
+fn fa_args(r: &mut Rng, h: usize, s: usize, causal: bool) -> Vec<Arg> {
+    vec![
+        Arg::Tensor(r.tensor(DType::F16, &[1, h, s, 32], 1.0)),
+        Arg::Tensor(r.tensor(DType::F16, &[1, h, s, 32], 1.0)),
+        Arg::Tensor(r.tensor(DType::F16, &[1, h, s, 32], 1.0)),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[h])),
+        Arg::Tensor(Tensor::zeros(DType::F16, &[1, h, s, 32])),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[1, h, s])),
+        Arg::F32(0.2),
+        Arg::Bool(causal),
+        Arg::Bool(false),
+        Arg::I32(0),
+        Arg::Bool(false),
+    ]
+}
+
+/// `sources` with the first kernel line that reads exactly `what` (trimmed) removed.
+fn without_line(sources: &opc_codegen::ascendc::Sources, what: &str) -> opc_codegen::ascendc::Sources {
+    let mut s = sources.clone();
+    let line = s.kernel_cpp.lines().find(|l| l.trim() == what).unwrap_or_else(|| panic!("no line `{what}`")).to_string();
+    s.kernel_cpp = s.kernel_cpp.replacen(&format!("{line}\n"), "", 1);
+    s
 }

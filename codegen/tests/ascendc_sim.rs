@@ -199,6 +199,29 @@ proptest::proptest! {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: std::env::var("OPC_ASCENDC_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(4), failure_persistence: None, ..Default::default() })]
+    /// One bf16 matmul build (MIX, rows split over the two AIVs), random ragged M, N, K and bias.
+    #[test]
+    fn matmul_random_shapes(seed in proptest::prelude::any::<u64>(), m in 1usize..80, n in 1usize..80, kk in 1usize..100, bias in proptest::prelude::any::<bool>()) {
+        static EXE: std::sync::OnceLock<(opc_ir::Kernel, opc_codegen::ascendc::sim::SimExe)> = std::sync::OnceLock::new();
+        let (k, exe) = EXE.get_or_init(|| {
+            let k = kernel("blocks", "matmul", &Instance::default().dtype("T", DType::BF16).tunable("BM", 32).tunable("BN", 32).tunable("BK", 32));
+            let exe = common::build(&k);
+            (k, exe)
+        });
+        let mut r = Rng(seed);
+        let args = vec![
+            Arg::Tensor(r.tensor(DType::BF16, &[m, kk], 1.0)),
+            Arg::Tensor(r.tensor(DType::BF16, &[kk, n], 1.0)),
+            Arg::Tensor(r.tensor(DType::F32, &[n], 1.0)),
+            Arg::Tensor(Tensor::zeros(DType::BF16, &[m, n])),
+            Arg::Bool(bias),
+        ];
+        common::check_run(exe, k, &args);
+    }
+}
+
 /// The configuration of the S = 4096 estimate (f16, D = 128, BM = BN = 64: the largest tiles
 /// that fit UB), on a shorter causal sequence with two heads.
 #[test]
@@ -230,4 +253,29 @@ grid(cdiv(M, BM))
     assert!(!text.contains("element-wise gather") && text.contains("DataCopyPad(yGm"), "the masked accesses must be boxes:\n{text}");
     let mut r = Rng(29);
     check_against_interp(&k, &[Arg::Tensor(r.tensor(DType::F32, &[13, 45], 3.0)), Arg::Tensor(Tensor::zeros(DType::F32, &[13, 45]))]);
+}
+
+/// RoPE (with YaRN) f32 and bf16: `pow`, `sin` and `cos` through the advanced math API
+/// (`Power`, `Sin`, `Cos`).
+#[test]
+fn rope_sin_cos_pow_aiv() {
+    for (d, yarn) in [(DType::F32, false), (DType::BF16, true)] {
+        let k = kernel("blocks", "rope", &Instance::default().dtype("T", d));
+        let mut r = Rng(31);
+        let (nt, nh, hd) = (5, 3, 64);
+        let pos: Vec<i32> = (0..nt as i32).map(|i| i * 37 + 3).collect();
+        let args = vec![
+            Arg::Tensor(r.tensor(d, &[nt, nh, hd], 2.0)),
+            Arg::Tensor(Tensor::from_i32(DType::I32, &[nt], &pos)),
+            Arg::Tensor(Tensor::zeros(d, &[nt, nh, hd])),
+            Arg::F32(10000.0),
+            Arg::Bool(yarn),
+            Arg::F32(4.0),
+            Arg::F32(32.0),
+            Arg::F32(1.0),
+            Arg::F32(4096.0),
+            Arg::Bool(false),
+        ];
+        check_against_interp(&k, &args);
+    }
 }

@@ -247,6 +247,9 @@ pub struct EmitInput<'a> {
     pub mix: bool,
     /// Offsets of the A, B, C and zeros slots in a group's workspace, and the group's bytes.
     pub ws: (u64, u64, u64, u64, u64),
+    /// Bytes of one C slot, and the number of pipelined sites (two C slots each after zeros).
+    pub ws_c: u64,
+    pub pipelined: usize,
     pub cores: u32,
 }
 
@@ -302,6 +305,17 @@ fn kernel_cpp(k: &Kernel, inp: &EmitInput) -> String {
             inp.ws.3,
             inp.ws.4
         ));
+        if inp.pipelined > 0 {
+            s.push_str(&format!("// Look-ahead sites (the cube one loop step ahead): two C slots and a flag pair per slot each.\nconstexpr uint64_t kWsCBytes = {};\n", inp.ws_c));
+            for q in 0..inp.pipelined {
+                s.push_str(&format!(
+                    "constexpr uint64_t kWsP{q} = {};\nconstexpr int32_t kFlagReady{q} = {};  // + slot: the product is in the slot\nconstexpr int32_t kFlagFree{q} = {};  // + slot: the vector cores have read the slot\n",
+                    inp.ws.4 - 2 * inp.ws_c * (inp.pipelined - q) as u64,
+                    super::lower::pipeline::ready_flag(q),
+                    super::lower::pipeline::free_flag(q)
+                ));
+            }
+        }
     }
     s.push_str("\n}  // namespace\n\n");
     // The class.
@@ -349,13 +363,21 @@ fn kernel_cpp(k: &Kernel, inp: &EmitInput) -> String {
         "        const int64_t g0 = tiling_.grid0;\n        const int64_t g1 = tiling_.grid1;\n        const int64_t total = g0 * g1 * tiling_.grid2;\n",
     );
     if inp.mix {
-        s.push_str("        // One group (1 AIC + 2 AIV) per program; AIV 0 runs the vector program, AIV 1 the\n        // hand-off skeleton, the AIC the cube program.\n");
+        if p.split_rows.is_some() {
+            s.push_str("        // One group (1 AIC + 2 AIV) per program: the AIC runs the cube program, each AIV the\n        // vector program on its half of the block's rows (GetSubBlockIdx()).\n");
+        } else {
+            s.push_str("        // One group (1 AIC + 2 AIV) per program; AIV 0 runs the vector program, AIV 1 the\n        // hand-off skeleton, the AIC the cube program.\n");
+        }
         s.push_str("        const int64_t group = ASCEND_IS_AIV ? GetBlockIdx() / 2 : GetBlockIdx();\n");
         s.push_str("        wsBase_ = workspace_ + group * kWsGroupBytes;\n");
         s.push_str("        for (int64_t p = group; p < total; p += GetBlockNum()) {\n");
         s.push_str("            const int32_t pid0 = static_cast<int32_t>(p % g0);\n            const int32_t pid1 = static_cast<int32_t>((p / g0) % g1);\n            const int32_t pid2 = static_cast<int32_t>(p / (g0 * g1));\n");
         s.push_str("            if ASCEND_IS_AIC {\n                CubeProgram(pid0, pid1, pid2);\n            }\n");
-        s.push_str("            if ASCEND_IS_AIV {\n                if (GetSubBlockIdx() == 0) {\n                    Program(pid0, pid1, pid2);\n                } else {\n                    PeerProgram(pid0, pid1, pid2);\n                }\n            }\n        }\n");
+        if p.split_rows.is_some() {
+            s.push_str("            if ASCEND_IS_AIV {\n                Program(pid0, pid1, pid2);\n            }\n        }\n");
+        } else {
+            s.push_str("            if ASCEND_IS_AIV {\n                if (GetSubBlockIdx() == 0) {\n                    Program(pid0, pid1, pid2);\n                } else {\n                    PeerProgram(pid0, pid1, pid2);\n                }\n            }\n        }\n");
+        }
     } else {
         s.push_str("        for (int64_t p = GetBlockIdx(); p < total; p += GetBlockNum()) {\n");
         s.push_str("            const int32_t pid0 = static_cast<int32_t>(p % g0);\n            const int32_t pid1 = static_cast<int32_t>((p / g0) % g1);\n            const int32_t pid2 = static_cast<int32_t>(p / (g0 * g1));\n");
@@ -365,6 +387,10 @@ fn kernel_cpp(k: &Kernel, inp: &EmitInput) -> String {
     // The vector program.
     s.push_str("    // One level-1 program on a vector core: CopyIn / Compute / CopyOut over UB tiles.\n");
     s.push_str("    __aicore__ inline void Program(int32_t pid0, int32_t pid1, int32_t pid2)\n    {\n");
+    if let Some(h) = p.split_rows {
+        s.push_str(&format!("        // This AIV's rows of the level-1 block: [subRow_, subRow_ + {h}).\n"));
+        s.push_str(&format!("        const int32_t subRow_ = static_cast<int32_t>(GetSubBlockIdx()) * {h};\n"));
+    }
     if !p.bufs.is_empty() {
         s.push_str("        // UB tiles of the calc arena (offsets planned by live range).\n");
     }
@@ -383,13 +409,15 @@ fn kernel_cpp(k: &Kernel, inp: &EmitInput) -> String {
     print(&p.aiv, 2, &mut body);
     s.push_str(&body);
     s.push_str("        (void)pid0;\n        (void)pid1;\n        (void)pid2;\n    }\n\n");
-    if let (Some(aic), Some(peer)) = (&p.aic, &p.aiv_peer) {
+    if let Some(aic) = &p.aic {
         s.push_str("    // The cube program of the same level-1 program: every dot, fed through the GM workspace.\n");
         s.push_str("    __aicore__ inline void CubeProgram(int32_t pid0, int32_t pid1, int32_t pid2)\n    {\n");
         let mut b = String::new();
         print(aic, 2, &mut b);
         s.push_str(&b);
         s.push_str("        (void)pid0;\n        (void)pid1;\n        (void)pid2;\n    }\n\n");
+    }
+    if let Some(peer) = &p.aiv_peer {
         s.push_str("    // AIV 1 of the group: the same control flow, taking part in every cube hand-off.\n");
         s.push_str("    __aicore__ inline void PeerProgram(int32_t pid0, int32_t pid1, int32_t pid2)\n    {\n");
         let mut b = String::new();

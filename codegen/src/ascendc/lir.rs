@@ -276,6 +276,11 @@ pub struct Kernel {
     /// The control skeleton the second AIV of a group runs in a MIX kernel: the same scalar
     /// control flow, taking part in every cross-core hand-off.
     pub aiv_peer: Option<Vec<Stmt>>,
+    /// Rows per sub-block when both AIVs of a group run the vector program on half the rows of
+    /// every level-1 block (`GetSubBlockIdx()` picks the half; see `split.rs`).
+    pub split_rows: Option<u64>,
+    /// Cube sites computed one loop step ahead into ping-pong GM slots (`lower/pipeline.rs`).
+    pub pipelined_sites: usize,
     /// Bytes of GM workspace one group (or one AIV core) needs.
     pub workspace_per_core: u64,
     /// Number of cube↔vector hand-offs (dot sites), for the manifest.

@@ -28,28 +28,41 @@
 //! hazard checker. Tests compile the emitted files against it with g++ and compare with the
 //! interpreter (`codegen/tests/ascendc_*.rs`).
 //!
-//! **FlashAttention** maps as: level-1 program (BM query rows of one head) → one AI Core group;
-//! each KV step (level 2, BN keys) is two cube hand-offs, S = Q·Kᵀ and P·V, with Q, K and V
-//! copied by the AIC straight from GM into L1 (they never enter UB) and P / S / P·V exchanged
-//! through the group's GM workspace; the online softmax runs on AIV 0 in UB. The DSL's loop
-//! bounds skip the tiles above the causal diagonal, tiles below it take the unmasked branch,
-//! and only diagonal / ragged tiles evaluate the mask.
+//! **MIX groups (1 AIC : 2 AIV).** When the vector work of a MIX kernel is row-local (the
+//! analysis in `split.rs`), both AIVs of a group run the vector program, each on half the rows
+//! of the level-1 block (`subRow_ = GetSubBlockIdx() · M/2`), reading and writing their half of
+//! the GM workspace slots; the cube's waits need both AIVs' flags (mode 0x2). Otherwise AIV 1
+//! runs the hand-off skeleton only.
 //!
-//! **Not yet** (documented limits): the two vector cores of a MIX group do not split the
-//! level-2 rows (AIV 1 only takes part in the hand-offs), so vector sub-blocks are the whole
-//! BM × BN tile; no L0C accumulation across a K loop and no workspace ping-pong (the cube waits
-//! for the vector core at every hand-off); the diagonal-tile mask is computed per tile on the
-//! scalar unit instead of one precomputed mask tile; stores into packed 4-bit tensors and
-//! masked / scattered stores go element by element through `GlobalTensor::SetValue` (no
-//! data-cache flush is emitted); `pow`, `sin`, `cos` (rope) have no lowering.
+//! **FlashAttention** maps as: level-1 program (BM query rows of one head) → one AI Core group,
+//! BM/2 rows per AIV; each KV step (level 2, BN keys) is two cube sites, S = Q·Kᵀ and P·V, with
+//! Q, K and V copied by the AIC straight from GM into L1 (they never enter UB) and P / S / P·V
+//! exchanged through the group's GM workspace. S = Q·Kᵀ needs nothing from the vector cores, so
+//! the cube computes it one KV step ahead into ping-pong workspace slots with a flag pair per
+//! slot (`lower/pipeline.rs`): the cube works on step t + 1 while the AIVs run the online
+//! softmax of step t. The DSL's loop bounds skip the tiles above the causal diagonal, tiles
+//! below it take the unmasked branch, and only diagonal / ragged tiles evaluate the mask.
+//! `roofline.rs` estimates the time on a 910B2 from the work (the closing-report test in
+//! `codegen/tests/ascendc_render.rs`).
+//!
+//! **Not yet** (documented limits): a B operand the vector cores compute (MXFP4 decode) is
+//! decoded by both AIVs and written by sub-block 0 (the decode is not split); no L0C
+//! accumulation across a K loop; the diagonal-tile mask is computed per tile on the scalar unit
+//! instead of one precomputed mask tile; stores into packed 4-bit tensors and masked /
+//! scattered stores go element by element through `GlobalTensor::SetValue` (no data-cache
+//! flush is emitted); a whole-token kernel whose operands exceed UB (kron_quant with
+//! N1·N2 = 86·128 f32) is rejected with the budget message (no automatic level-2 split of
+//! vector-unit dots yet).
 
 pub mod check;
 mod emit;
 pub mod lir;
+pub mod roofline;
 mod liveness;
 mod lower;
 mod plan;
 pub mod sim;
+mod split;
 
 use opc_ir::Kernel;
 use serde_json::json;
@@ -153,6 +166,10 @@ pub const API_SURFACE: &[&str] = &[
     "SELMODE::VSEL_TENSOR_TENSOR_MODE",
     "SELMODE::VSEL_TENSOR_SCALAR_MODE",
     "Axpy",
+    // advanced math API (lib/math)
+    "Sin",
+    "Cos",
+    "Power",
     "And",
     "Or",
     "Not",
@@ -183,6 +200,18 @@ pub const API_SURFACE: &[&str] = &[
     "KernelMode::MIX_MODE",
 ];
 
+/// The fields of the parameter structs the emitted kernels set (`p.field = ...;`), checked
+/// against the asc-devkit v8.5.0 headers with the surface above.
+pub const API_STRUCT_FIELDS: &[(&str, &[&str])] = &[
+    ("DataCopyParams", &["blockCount", "blockLen", "srcStride", "dstStride"]),
+    ("DataCopyExtParams", &["blockCount", "blockLen", "srcStride", "dstStride", "rsv"]),
+    ("DataCopyPadExtParams", &["isPad", "leftPadding", "rightPadding", "paddingValue"]),
+    ("Nd2NzParams", &["ndNum", "nValue", "dValue", "srcNdMatrixStride", "srcDValue", "dstNzC0Stride", "dstNzNStride", "dstNzMatrixStride"]),
+    ("LoadData2DParams", &["startIndex", "repeatTimes", "srcStride", "sid", "dstGap", "ifTranspose", "addrMode"]),
+    ("MmadParams", &["m", "n", "k", "unitFlag", "cmatrixSource", "cmatrixInitVal"]),
+    ("FixpipeParamsV220", &["nSize", "mSize", "srcStride", "dstStride", "reluEn", "quantPre", "ndNum"]),
+];
+
 /// The CPU model of the API subset (opc's own header) and the CPU-debug launcher header.
 pub const MODEL_KERNEL_OPERATOR_H: &str = include_str!("model/kernel_operator.h");
 pub const MODEL_TIKICPULIB_H: &str = include_str!("model/tikicpulib.h");
@@ -208,16 +237,54 @@ pub fn compile(k: &Kernel) -> Result<Compiled> {
     let mut cube_sites = 0;
     opc_ir::walk_ops(&k.body, &mut |op| cube_sites += lower::cube_eligible(k, op) as usize);
     let mix = cube_sites > 0;
-    let mut l = lower::Lower::new(k, "DSL", mix);
+    // A MIX kernel's vector work is split by rows over the group's two AIVs when it is
+    // row-local; the vector program is then lowered from the row-split copy of the kernel.
+    let written = k;
+    let unshared;
+    let k = if mix {
+        unshared = split::unshare_index_tiles(k);
+        &unshared
+    } else {
+        k
+    };
+    let split = if mix { split::row_split(k) } else { None };
+    let vk = split.as_ref().map(|s| &s.kernel).unwrap_or(k);
+    let vector_lowering = || {
+        let mut l = lower::Lower::new(vk, k, "DSL", mix);
+        if let Some(s) = &split {
+            l.row_aranges = s.aranges.clone();
+            l.split_rows = Some(s.half);
+        }
+        l
+    };
+    // A first vector lowering finds the cube sites fed straight from GM: those the cube can
+    // compute one loop step ahead (`lower/pipeline.rs`).
+    let pipe = if mix {
+        let mut l = vector_lowering();
+        l.run(lower::Mode::Vector)?;
+        lower::pipeline::plan(k, &l.site_direct)
+    } else {
+        Default::default()
+    };
+    let mut l = vector_lowering();
+    l.pipe = pipe.clone();
     let aiv = l.run(lower::Mode::Vector)?;
-    let (aic, peer) = if mix { (Some(l.run(lower::Mode::Cube)?), Some(l.run(lower::Mode::Peer)?)) } else { (None, None) };
-    let mut prog = l.out;
+    let mut c = lower::Lower::new(k, k, "DSL", mix);
+    c.pipe = pipe.clone();
+    c.out = std::mem::take(&mut l.out);
+    let aic = if mix { Some(c.run(lower::Mode::Cube)?) } else { None };
+    let peer = if mix && split.is_none() { Some(c.run(lower::Mode::Peer)?) } else { None };
+    let mut prog = c.out;
     prog.aiv = aiv;
     prog.aic = aic;
     prog.aiv_peer = peer;
+    prog.split_rows = split.as_ref().map(|s| s.half);
     prog.cube_sites = cube_sites;
     let (a, b, c, z) = lower::workspace_slots(k);
-    prog.workspace_per_core = a + b + c + z;
+    // Two ping-pong slots of C per pipelined site after the A, B, C and zeros slots.
+    let group_bytes = a + b + c + z + 2 * c * pipe.pipelined() as u64;
+    prog.workspace_per_core = group_bytes;
+    prog.pipelined_sites = pipe.pipelined();
     let usage = plan::plan(&mut prog, k)?;
     check::check(&prog, k, "the vector program", &prog.aiv)?;
     if let Some(aic) = &prog.aic {
@@ -226,9 +293,9 @@ pub fn compile(k: &Kernel) -> Result<Compiled> {
     if let Some(peer) = &prog.aiv_peer {
         check::check(&prog, k, "the peer program", peer)?;
     }
-    let inp = emit::EmitInput { prog: &prog, usage: &usage, mix, ws: (0, a, a + b, a + b + c, a + b + c + z), cores: if mix { AIC_CORES } else { AIV_CORES } };
-    let sources = emit::emit(k, &inp);
-    Ok(Compiled { sources, usage, mix, cube_sites, workspace_group_bytes: a + b + c + z, program: prog })
+    let inp = emit::EmitInput { prog: &prog, usage: &usage, mix, ws: (0, a, a + b, a + b + c, group_bytes), ws_c: c, pipelined: pipe.pipelined(), cores: if mix { AIC_CORES } else { AIV_CORES } };
+    let sources = emit::emit(written, &inp);
+    Ok(Compiled { sources, usage, mix, cube_sites, workspace_group_bytes: group_bytes, program: prog })
 }
 
 /// The `ascendc` renderer (`opc build --target ascendc`).

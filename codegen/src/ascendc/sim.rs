@@ -183,6 +183,7 @@ fn driver_cpp(k: &Kernel) -> String {
     targs.push("&ws".into());
     s.push_str(&format!("    {c}TilingData td{{}};\n    uint64_t ws = 0;\n    const uint32_t blockDim = {c}Tiling({});\n", targs.join(", ")));
     s.push_str("    std::vector<uint8_t> workspace(ws + 64, 0);  // zero-initialized, as the tiling header requires\n");
+    s.push_str("    opc_model::TrackGm(workspace.data(), ws);  // the model's cross-core race detector\n");
     let ptrs: Vec<String> = tensors.iter().map(|(i, _)| format!("a{i}.data()")).collect();
     s.push_str(&format!("    Launch{c}(blockDim, nullptr, {}, workspace.data(), reinterpret_cast<uint8_t*>(&td));\n", ptrs.join(", ")));
     for (i, out) in &tensors {

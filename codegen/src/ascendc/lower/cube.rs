@@ -68,7 +68,7 @@ pub(in crate::ascendc) fn workspace_slots(k: &opc_ir::Kernel) -> (u64, u64, u64,
 
 impl Lower<'_> {
     pub(super) fn lower_dot(&mut self, op: &Op) -> Result<()> {
-        if self.cube_kernel && cube_eligible(self.k, op) {
+        if self.cube_kernel && cube_eligible(self.orig, op) {
             return self.cube_dot_vector_side(op);
         }
         let r = op.results[0];
@@ -177,17 +177,33 @@ impl Lower<'_> {
         let (m, kk, n) = (sa[0] as u64, sa[1] as u64, sb[1] as u64);
         let ct = ctype(da);
         self.comment(format!("cube hand-off #{site}: [{m}x{kk}]·[{kk}x{n}]{} on the AIC", if bt { " (B given transposed)" } else { "" }));
+        // Row-split (two AIVs): A and C are this sub-block's rows of the group's slots; a B the
+        // vector side computes is whole, and only sub-block 0 writes it.
+        let split = self.split_rows.is_some();
         let mut send = vec![];
-        for (v, slot, cnt) in [(a, "kWsA", m * kk), (bv, "kWsB", kk * n)] {
+        for (v, slot, cnt, row) in [(a, "kWsA", m * kk, kk), (bv, "kWsB", kk * n, 0)] {
             if !matches!(self.val(v), Val::Gm(_)) {
                 let b = self.materialize(op, v)?;
                 let ws = self.ws_tensor(slot, da);
-                send.push((b, ws, cnt));
+                let dst = if split && row > 0 { format!("{ws}[subRow_ * {row}]") } else { ws };
+                send.push((b, dst, cnt, split && row == 0));
             }
         }
-        let wc = self.ws_tensor("kWsC", DType::F32);
+        // A pipelined site (both operands from GM, the cube one step ahead): its product is in
+        // ping-pong slot `hop` of the site's own workspace region (`pipeline.rs`).
+        self.site_direct.push(send.is_empty());
+        let pq = self.pipe.sites.get(&site).copied().filter(|_| self.hop.is_some() && send.is_empty());
+        let hop = self.hop.clone().unwrap_or_default();
+        let wc = match pq {
+            Some(q) => self.ws_tensor(&format!("kWsP{q} + {hop} * kWsCBytes"), DType::F32),
+            None => self.ws_tensor("kWsC", DType::F32),
+        };
+        let wc = if split { format!("{wc}[subRow_ * {n}]") } else { wc };
         let oq = if send.is_empty() { 0 } else { self.queue(Pos::VecOut, (m * kk).max(kk * n) * 2) };
-        for (src, ws, cnt) in send {
+        for (src, ws, cnt, only_sub0) in send {
+            if only_sub0 {
+                self.push();
+            }
             let tn = self.fresh("out");
             let qn = self.out.queues[oq].name.clone();
             let sn = self.bname(src);
@@ -209,9 +225,18 @@ impl Lower<'_> {
                 Effect::Copy(CopyLen::Elems { count: cnt, elem_bytes: 2 }),
             );
             self.instr(Pipe::Mte3, format!("{qn}.FreeTensor({tn});"), vec![], vec![], Effect::FreeTensor(oq));
+            if only_sub0 {
+                let body = self.pop();
+                self.push_stmt(crate::ascendc::lir::Stmt::If { cond: "GetSubBlockIdx() == 0".into(), then_: body, else_: vec![] });
+            }
         }
-        self.instr(Pipe::Mte3, "CrossCoreSetFlag<0x2, PIPE_MTE3>(kFlagOperands);", vec![], vec![], Effect::CrossCoreSet(FLAG_OPERANDS));
-        self.instr(Pipe::Mte2, "CrossCoreWaitFlag(kFlagProduct);", vec![], vec![], Effect::CrossCoreWait(FLAG_PRODUCT));
+        match pq {
+            Some(q) => self.instr(Pipe::Mte2, format!("CrossCoreWaitFlag(kFlagReady{q} + {hop});"), vec![], vec![], Effect::CrossCoreWait(super::pipeline::ready_flag(q))),
+            None => {
+                self.instr(Pipe::Mte3, "CrossCoreSetFlag<0x2, PIPE_MTE3>(kFlagOperands);", vec![], vec![], Effect::CrossCoreSet(FLAG_OPERANDS));
+                self.instr(Pipe::Mte2, "CrossCoreWaitFlag(kFlagProduct);", vec![], vec![], Effect::CrossCoreWait(FLAG_PRODUCT));
+            }
+        }
         let rs = self.shape(r);
         let iq = self.queue(Pos::VecIn, m * n * 4);
         let tn = self.fresh("in");
@@ -224,6 +249,10 @@ impl Lower<'_> {
             vec![Res::Queue(iq)],
             Effect::Copy(CopyLen::Elems { count: m * n, elem_bytes: 4 }),
         );
+        if let Some(q) = pq {
+            // The slot is read: the cube may fill it again (two steps later).
+            self.instr(Pipe::Mte2, format!("CrossCoreSetFlag<0x2, PIPE_MTE2>(kFlagFree{q} + {hop});"), vec![], vec![], Effect::CrossCoreSet(super::pipeline::free_flag(q)));
+        }
         self.instr(Pipe::Mte2, format!("{qn}.EnQue({tn});"), vec![], vec![], Effect::EnQue(iq));
         self.instr(Pipe::V, format!("{tn} = {qn}.DeQue<float>();"), vec![], vec![], Effect::DeQue(iq));
         // The product is added to a tile straight out of the queue: `dot(a, b, acc)`, or the
@@ -291,12 +320,24 @@ impl Lower<'_> {
 
     /// Cube program (AIC) or peer skeleton (AIV1) at a `dot`.
     pub(super) fn skeleton_dot(&mut self, op: &Op) -> Result<()> {
-        if !cube_eligible(self.k, op) {
+        if !cube_eligible(self.orig, op) {
             return Ok(());
         }
         let site = self.dot_site;
         self.dot_site += 1;
+        let pq = self.pipe.sites.get(&site).copied();
+        if let Some(only_pipelined) = self.site_filter {
+            if only_pipelined != pq.is_some() {
+                return Ok(());
+            }
+        }
         if self.mode == super::Mode::Peer {
+            if let (Some(q), Some(hop)) = (pq, self.hop.clone()) {
+                self.comment(format!("cube hand-off #{site} (pipelined): the peer vector core takes part in the slot's flag pair"));
+                self.instr(Pipe::Mte2, format!("CrossCoreWaitFlag(kFlagReady{q} + {hop});"), vec![], vec![], Effect::CrossCoreWait(super::pipeline::ready_flag(q)));
+                self.instr(Pipe::Mte2, format!("CrossCoreSetFlag<0x2, PIPE_MTE2>(kFlagFree{q} + {hop});"), vec![], vec![], Effect::CrossCoreSet(super::pipeline::free_flag(q)));
+                return Ok(());
+            }
             self.comment(format!("cube hand-off #{site}: the peer vector core signals and waits"));
             self.instr(Pipe::Mte3, "CrossCoreSetFlag<0x2, PIPE_MTE3>(kFlagOperands);", vec![], vec![], Effect::CrossCoreSet(FLAG_OPERANDS));
             self.instr(Pipe::Mte2, "CrossCoreWaitFlag(kFlagProduct);", vec![], vec![], Effect::CrossCoreWait(FLAG_PRODUCT));
@@ -308,7 +349,14 @@ impl Lower<'_> {
         let (sa, sb) = (self.shape(op.args[0]), self.shape(op.args[1]));
         let (m, kk, n) = (sa[0] as u64, sa[1] as u64, sb[1] as u64);
         self.comment(format!("cube site #{site}: C[{m}x{n}] = A[{m}x{kk}] · B[{kk}x{n}]{}", if bt { " (B arrives as Bᵀ)" } else { "" }));
-        let wc = self.ws_tensor("kWsC", DType::F32);
+        // A pipelined site (only reached through `cube_pipelined_for`) writes ping-pong slot
+        // `self.slot` once the vector cores have freed it.
+        let pq = pq.filter(|_| self.site_filter.is_some());
+        let slot = self.slot.clone();
+        let wc = match pq {
+            Some(q) => self.ws_tensor(&format!("kWsP{q} + {slot} * kWsCBytes"), DType::F32),
+            None => self.ws_tensor("kWsC", DType::F32),
+        };
         let qa1 = self.cube_queue(Pos::A1, "inQueueA1", m * kk * 2);
         let qb1 = self.cube_queue(Pos::B1, "inQueueB1", kk * n * 2);
         let qa2 = self.cube_queue(Pos::A2, "inQueueA2", m * kk * 2);
@@ -316,7 +364,10 @@ impl Lower<'_> {
         let qc = self.cube_queue(Pos::Co1, "outQueueCO1", m * n * 4);
         let names = |l: &Lower, q: usize| l.out.queues[q].name.clone();
         let (a1, b1, a2, b2, c1) = (self.fresh("a1_"), self.fresh("b1_"), self.fresh("a2_"), self.fresh("b2_"), self.fresh("c1_"));
-        self.instr(Pipe::Mte2, "CrossCoreWaitFlag(kFlagOperands);", vec![], vec![], Effect::CrossCoreWait(FLAG_OPERANDS));
+        match pq {
+            Some(q) => self.instr(Pipe::Mte2, format!("CrossCoreWaitFlag(kFlagFree{q} + {slot});"), vec![], vec![], Effect::CrossCoreWait(super::pipeline::free_flag(q))),
+            None => self.instr(Pipe::Mte2, "CrossCoreWaitFlag(kFlagOperands);", vec![], vec![], Effect::CrossCoreWait(FLAG_OPERANDS)),
+        }
         // GM (ND) → L1 (NZ): from the workspace, or straight from the operand's tensor.
         let (brows, bcols) = if bt { (n, kk) } else { (kk, n) };
         let (bv, _) = self.cube_b(op.args[1]);
@@ -401,7 +452,10 @@ impl Lower<'_> {
         self.line(format!("{c1}Fp.nSize = {n}; {c1}Fp.mSize = {m}; {c1}Fp.srcStride = {m}; {c1}Fp.dstStride = {n}; {c1}Fp.quantPre = QuantMode_t::NoQuant; {c1}Fp.reluEn = false; {c1}Fp.ndNum = 1;"));
         self.instr(Pipe::Fix, format!("Fixpipe<float, float, CFG_ROW_MAJOR>({wc}, {c1}, {c1}Fp);"), vec![Res::Queue(qc)], vec![Res::Gm], Effect::None);
         self.instr(Pipe::Fix, format!("{qcn}.FreeTensor({c1});"), vec![], vec![], Effect::FreeTensor(qc));
-        self.instr(Pipe::Fix, "CrossCoreSetFlag<0x2, PIPE_FIX>(kFlagProduct);", vec![], vec![], Effect::CrossCoreSet(FLAG_PRODUCT));
+        match pq {
+            Some(q) => self.instr(Pipe::Fix, format!("CrossCoreSetFlag<0x2, PIPE_FIX>(kFlagReady{q} + {slot});"), vec![], vec![], Effect::CrossCoreSet(super::pipeline::ready_flag(q))),
+            None => self.instr(Pipe::Fix, "CrossCoreSetFlag<0x2, PIPE_FIX>(kFlagProduct);", vec![], vec![], Effect::CrossCoreSet(FLAG_PRODUCT)),
+        }
         Ok(())
     }
 

@@ -138,7 +138,7 @@ impl Lower<'_> {
         let r = op.results[0];
         let d = self.dtype(r);
         let rank = self.tensor_dims(t).len();
-        if !self.cube_kernel || !matches!(d, DType::F16 | DType::BF16) || self.shape(r).len() != 2 || !super::feeds_cube_only(self.k, r) {
+        if !self.cube_kernel || !matches!(d, DType::F16 | DType::BF16) || self.shape(r).len() != 2 || !super::feeds_cube_only(self.orig, r) {
             return None;
         }
         // Every index must be known here (the cube program computes only what it needs).

@@ -26,6 +26,7 @@
 
 mod cube;
 mod memory;
+pub(super) mod pipeline;
 mod scalar;
 mod vector;
 
@@ -188,6 +189,24 @@ pub(super) fn layout(d: DType, shape: &[usize]) -> (Vec<i64>, u64) {
 /// The lowering state.
 pub(super) struct Lower<'k> {
     pub k: &'k Kernel,
+    /// The kernel as written: cube eligibility and the cube operands are decided on it (`k`
+    /// is its row-split copy in the vector program of a split MIX kernel, see `split.rs`).
+    pub orig: &'k Kernel,
+    /// Row `arange`s of a row-split vector program: they start at `subRow_`.
+    pub(super) row_aranges: HashSet<ValueId>,
+    /// Rows per sub-block when the vector program is row-split over the group's two AIVs.
+    pub(super) split_rows: Option<u64>,
+    /// Per cube site (in walk order): both operands read straight from GM (vector mode records it).
+    pub(super) site_direct: Vec<bool>,
+    /// The cube/vector overlap plan (`pipeline.rs`).
+    pub(super) pipe: pipeline::PipePlan,
+    /// In the cube program's pipelined loops: emit only the pipelined sites (`Some(true)`) or
+    /// only the others (`Some(false)`).
+    site_filter: Option<bool>,
+    /// Ping-pong slot (C++ expression) of the pipelined sites the cube emits now.
+    slot: String,
+    /// Parity variable of the innermost pipelined loop (vector and peer programs).
+    hop: Option<String>,
     pub file: String,
     pub(super) lv: Liveness,
     vals: Vec<Option<Val>>,
@@ -215,9 +234,17 @@ pub(super) struct Lower<'k> {
 }
 
 impl<'k> Lower<'k> {
-    pub fn new(k: &'k Kernel, file: &str, cube_kernel: bool) -> Lower<'k> {
+    pub fn new(k: &'k Kernel, orig: &'k Kernel, file: &str, cube_kernel: bool) -> Lower<'k> {
         Lower {
             k,
+            orig,
+            row_aranges: HashSet::new(),
+            split_rows: None,
+            site_direct: vec![],
+            pipe: pipeline::PipePlan::default(),
+            site_filter: None,
+            slot: "0".into(),
+            hop: None,
             file: file.to_string(),
             lv: Liveness::compute(k),
             vals: vec![None; k.values.len()],
@@ -225,7 +252,7 @@ impl<'k> Lower<'k> {
             stack: vec![vec![]],
             pos: 0,
             mode: Mode::Vector,
-            needed: if cube_kernel { needed_for_control(k) } else { HashSet::new() },
+            needed: if cube_kernel { needed_for_control(orig) } else { HashSet::new() },
             cube_kernel,
             names: 0,
             in_q: None,
@@ -246,6 +273,7 @@ impl<'k> Lower<'k> {
         self.stack = vec![vec![]];
         self.pos = 0;
         self.dot_site = 0;
+        self.site_direct.clear();
         self.direct.clear();
         self.fused.clear();
         self.iotas.clear();
@@ -549,6 +577,8 @@ impl<'k> Lower<'k> {
             }
         }
         let ivn = format!("s{}", iv.0);
+        let saved_hop = self.hop.clone();
+        self.pipelined_loop_head(op);
         self.push();
         self.line(format!("const int32_t {ivn} = static_cast<int32_t>(i{});", iv.0));
         self.set(iv, Val::Scalar(ivn));
@@ -584,6 +614,11 @@ impl<'k> Lower<'k> {
                 self.line(a);
             }
         }
+        if self.hop != saved_hop {
+            let h = self.hop.clone().unwrap_or_default();
+            self.line(format!("{h} ^= 1;"));
+        }
+        self.hop = saved_hop;
         let body_stmts = self.pop();
         let head = format!("int64_t i{iv} = {lo}; {step} > 0 && i{iv} < static_cast<int64_t>({hi}); i{iv} += {step}", iv = iv.0);
         self.stack.last_mut().expect("stack").push(Stmt::Loop { head, body: body_stmts });
@@ -709,11 +744,25 @@ impl<'k> Lower<'k> {
                 carried.push((arg, res, String::new(), false));
             }
         }
+        if self.mode == Mode::Cube && carried.iter().all(|c| !c.3) {
+            if let Some(plan) = self.pipe.loops.get(&(op.loc, self.dot_site)).cloned() {
+                return self.cube_pipelined_for(op, &plan, (&lo, &hi, &step));
+            }
+        }
+        let saved_hop = self.hop.clone();
+        if self.mode == Mode::Peer {
+            self.pipelined_loop_head(op);
+        }
         self.push();
         let ivn = format!("s{}", iv.0);
         self.line(format!("const int32_t {ivn} = static_cast<int32_t>(i{});", iv.0));
         self.set(iv, Val::Scalar(ivn));
         self.block(body)?;
+        if self.hop != saved_hop {
+            let h = self.hop.clone().unwrap_or_default();
+            self.line(format!("{h} ^= 1;"));
+        }
+        self.hop = saved_hop;
         if let Some(y) = body.ops.last().filter(|o| matches!(o.kind, OpKind::Yield)) {
             let mut assigns = vec![];
             for ((arg, _, name, keep), &yv) in carried.iter().zip(&y.args) {

@@ -44,7 +44,9 @@ impl Lower<'_> {
                 Ok(())
             }
             OpKind::Arange => {
-                self.set(r, Val::Affine { base: "0".into(), coefs: vec![1] });
+                // A row arange of a row-split vector program starts at this sub-block's rows.
+                let base = if self.row_aranges.contains(&r) { "subRow_" } else { "0" };
+                self.set(r, Val::Affine { base: base.into(), coefs: vec![1] });
                 Ok(())
             }
             OpKind::Broadcast | OpKind::ExpandDims(_) | OpKind::Reshape | OpKind::Permute(_) => self.view_op(op),
@@ -459,13 +461,18 @@ impl Lower<'_> {
         let from = self.dtype(op.args[0]);
         match &op.kind {
             OpKind::Binary(b) => {
-                let ok = matches!(b, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Max | BinaryOp::Min);
+                let ok = matches!(b, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow);
                 let int_ok = d == DType::I32 && matches!(b, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Max | BinaryOp::Min);
                 if !(ok && (vec_dtype(d) || d == DType::BF16 || int_ok)) {
                     return Ok(false);
                 }
-                let x = self.operand(op, op.args[0], &shape)?;
-                let y = self.operand(op, op.args[1], &shape)?;
+                let mut x = self.operand(op, op.args[0], &shape)?;
+                let mut y = self.operand(op, op.args[1], &shape)?;
+                if *b == BinaryOp::Pow {
+                    // `Power` (advanced math API) has only the tensor-tensor form here.
+                    x = Operand::Dense(self.operand_dense(x, d, &shape));
+                    y = Operand::Dense(self.operand_dense(y, d, &shape));
+                }
                 let reuse = [&x, &y].iter().find_map(|o| match o {
                     Operand::Dense(b) => self.reusable(*b, d, &shape),
                     _ => None,
@@ -500,6 +507,8 @@ impl Lower<'_> {
                         | UnaryOp::Sigmoid
                         | UnaryOp::Silu
                         | UnaryOp::Tanh
+                        | UnaryOp::Sin
+                        | UnaryOp::Cos
                 );
                 if !(ok && (vec_dtype(d) || d == DType::BF16)) {
                     return Ok(false);
@@ -718,6 +727,7 @@ impl Lower<'_> {
             BinaryOp::Mul => "Mul",
             BinaryOp::Div => "Div",
             BinaryOp::Max => "Max",
+            BinaryOp::Pow => "Power",
             _ => "Min",
         };
         let scalar_form = |o: BinaryOp| match o {
@@ -863,6 +873,8 @@ impl Lower<'_> {
             UnaryOp::Log2 => vec![format!("Ln({dn}, {xn}, {n});"), format!("Muls({dn}, {dn}, static_cast<{ct}>(1.4426950408889634f), {n});")],
             UnaryOp::Abs => vec![format!("Abs({dn}, {xn}, {n});")],
             UnaryOp::Sqrt => vec![format!("Sqrt({dn}, {xn}, {n});")],
+            UnaryOp::Sin => vec![format!("Sin({dn}, {xn}, {n});")],
+            UnaryOp::Cos => vec![format!("Cos({dn}, {xn}, {n});")],
             UnaryOp::Rsqrt => vec![format!("Rsqrt({dn}, {xn}, {n});")],
             UnaryOp::Recip => vec![format!("Reciprocal({dn}, {xn}, {n});")],
             UnaryOp::Neg => vec![format!("Muls({dn}, {xn}, static_cast<{ct}>(-1), {n});")],

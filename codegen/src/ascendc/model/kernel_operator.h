@@ -259,6 +259,10 @@ struct Core {
     Clock vc[kPipes] = {};
     std::map<std::tuple<int, int, int>, std::deque<Clock>> flags;
     int atomic = 0;  // 0: none, 1: float, 2: half, 3: int32, 4: bf16
+    // Cross-core happens-before within the group: one epoch per core (0: the AIC, 1 + s: AIV
+    // sub-block s); a CrossCoreSetFlag publishes this clock, the matching wait joins it.
+    uint64_t xvc[3] = {1, 1, 1};
+    int GroupSlot() const { return aiv ? 1 + static_cast<int>(subIdx) : 0; }
 };
 
 inline Core*& CurrentCorePtr()
@@ -397,13 +401,85 @@ inline uint8_t* Allocate(int s, uint64_t bytes, const char* what)
     return p;
 }
 
-// Cross-core flags of one group (mode 0x2).
+// Cross-core flags of one group (mode 0x2): a counting semaphore per (receiver, flag), each
+// pending set carrying the setter's cross-core clock.
+using XClock = std::array<uint64_t, 3>;
 struct Group {
     std::mutex mu;
     std::condition_variable cv;
-    int aicFlags[16][2] = {};
-    int aivFlags[2][16] = {};
+    std::deque<XClock> aicFlags[16][2];
+    std::deque<XClock> aivFlags[2][16];
 };
+
+// The GM workspace race detector: the driver registers the workspace (opc_model::TrackGm);
+// every access to it is checked against the last write and the reads since, one record per
+// 32-byte block. Two accesses of different cores of a group, at least one a write, must be
+// ordered by cross-core flags (the reader / writer's epoch is known to the other core);
+// anything else is a race the hardware would not forgive.
+struct GmShadow {
+    std::mutex mu;
+    uint8_t* begin = nullptr;
+    uint64_t bytes = 0;
+    struct Rec {
+        const Group* group = nullptr;
+        int8_t wslot = -1;
+        uint64_t wepoch = 0;
+        uint64_t repoch[3] = {};
+    };
+    std::vector<Rec> recs;
+};
+inline GmShadow& Shadow()
+{
+    static GmShadow s;
+    return s;
+}
+
+inline const char* SlotName(int s) { return s == 0 ? "the AIC" : (s == 1 ? "AIV sub-block 0" : "AIV sub-block 1"); }
+
+inline void GmAccess(const void* ptr, uint64_t bytes, bool write, const char* what)
+{
+    GmShadow& sh = Shadow();
+    const uint8_t* p = static_cast<const uint8_t*>(ptr);
+    if (bytes == 0 || sh.begin == nullptr || p + bytes <= sh.begin || p >= sh.begin + sh.bytes) {
+        return;
+    }
+    Core& c = CurrentCore();
+    if (c.group == nullptr) {
+        return;
+    }
+    const int me = c.GroupSlot();
+    std::lock_guard<std::mutex> lk(sh.mu);
+    const uint64_t lo = (p < sh.begin ? 0 : static_cast<uint64_t>(p - sh.begin)) / 32;
+    const uint64_t end = static_cast<uint64_t>(p + bytes - sh.begin);
+    const uint64_t hi = ((end < sh.bytes ? end : sh.bytes) + 31) / 32;
+    for (uint64_t b = lo; b < hi; ++b) {
+        GmShadow::Rec& r = sh.recs[b];
+        if (r.group != nullptr && r.group != c.group) {
+            Fail("%s: GM workspace bytes [%llu, %llu) are used by two AI Core groups", what, static_cast<unsigned long long>(b * 32),
+                 static_cast<unsigned long long>(b * 32 + 32));
+        }
+        r.group = c.group;
+        if (r.wslot >= 0 && r.wslot != me && r.wepoch > c.xvc[r.wslot]) {
+            Fail("cross-core race: %s %s GM workspace bytes [%llu, %llu) written by %s without a cross-core flag in between (%s)", SlotName(me),
+                 write ? "overwrites" : "reads", static_cast<unsigned long long>(b * 32), static_cast<unsigned long long>(b * 32 + 32), SlotName(r.wslot), what);
+        }
+        if (write) {
+            for (int q = 0; q < 3; ++q) {
+                if (q != me && r.repoch[q] > c.xvc[q]) {
+                    Fail("cross-core race: %s overwrites GM workspace bytes [%llu, %llu) that %s reads without a cross-core flag in between (%s)", SlotName(me),
+                         static_cast<unsigned long long>(b * 32), static_cast<unsigned long long>(b * 32 + 32), SlotName(q), what);
+                }
+            }
+            r.wslot = static_cast<int8_t>(me);
+            r.wepoch = c.xvc[me];
+            for (auto& e : r.repoch) {
+                e = 0;
+            }
+        } else if (r.repoch[me] < c.xvc[me]) {
+            r.repoch[me] = c.xvc[me];
+        }
+    }
+}
 
 inline std::mutex& AtomicLock()
 {
@@ -505,16 +581,18 @@ public:
     }
     T GetValue(uint64_t i) const
     {
-        Check(i, 1, "GlobalTensor::GetValue");
+        Check(i, 1, false, "GlobalTensor::GetValue");
         return ptr_[i];
     }
     void SetValue(uint64_t i, T v) const
     {
-        Check(i, 1, "GlobalTensor::SetValue");
+        Check(i, 1, true, "GlobalTensor::SetValue");
         ptr_[i] = v;
     }
-    void Check(uint64_t i, uint64_t n, const char* what) const
+    // Bounds of an access of elements [i, i + n), and the cross-core race check.
+    void Check(uint64_t i, uint64_t n, bool write, const char* what) const
     {
+        detail::GmAccess(ptr_ + i, n * sizeof(T), write, what);
         if (i + n > size_) {
             detail::Fail("%s: elements [%llu, %llu) out of the %llu of this global tensor", what, static_cast<unsigned long long>(i),
                          static_cast<unsigned long long>(i + n), static_cast<unsigned long long>(size_));
@@ -768,15 +846,21 @@ inline void CrossCoreSetFlag(uint16_t flagId)
         detail::Fail("CrossCoreSetFlag(%u) outside a MIX group or with an id >= 16", flagId);
     }
     detail::Group& g = *c.group;
+    detail::XClock clk = {c.xvc[0], c.xvc[1], c.xvc[2]};
+    c.xvc[c.GroupSlot()] += 1;
     {
         std::lock_guard<std::mutex> lk(g.mu);
         if (c.aiv) {
-            if (++g.aicFlags[flagId][c.subIdx] > 15) {
+            auto& q = g.aicFlags[flagId][c.subIdx];
+            q.push_back(clk);
+            if (q.size() > 15) {
                 detail::Fail("CrossCoreSetFlag(%u): the AIC's flag counter overflows (more than 15 sets without a wait)", flagId);
             }
         } else {
             for (int s = 0; s < 2; ++s) {
-                if (++g.aivFlags[s][flagId] > 15) {
+                auto& q = g.aivFlags[s][flagId];
+                q.push_back(clk);
+                if (q.size() > 15) {
                     detail::Fail("CrossCoreSetFlag(%u): an AIV's flag counter overflows (more than 15 sets without a wait)", flagId);
                 }
             }
@@ -793,17 +877,23 @@ inline void CrossCoreWaitFlag(uint16_t flagId)
     }
     detail::Group& g = *c.group;
     std::unique_lock<std::mutex> lk(g.mu);
-    auto ready = [&] { return c.aiv ? g.aivFlags[c.subIdx][flagId] > 0 : (g.aicFlags[flagId][0] > 0 && g.aicFlags[flagId][1] > 0); };
+    auto ready = [&] { return c.aiv ? !g.aivFlags[c.subIdx][flagId].empty() : (!g.aicFlags[flagId][0].empty() && !g.aicFlags[flagId][1].empty()); };
     const auto limit = std::chrono::duration<double>(detail::FlagTimeout());
     if (!g.cv.wait_for(lk, limit, ready)) {
         lk.unlock();
         detail::Fail("CrossCoreWaitFlag(%u): no matching CrossCoreSetFlag within %.0f s (missing flag: the core would hang)", flagId, detail::FlagTimeout());
     }
+    auto join = [&](std::deque<detail::XClock>& q) {
+        for (int i = 0; i < 3; ++i) {
+            c.xvc[i] = c.xvc[i] > q.front()[i] ? c.xvc[i] : q.front()[i];
+        }
+        q.pop_front();
+    };
     if (c.aiv) {
-        g.aivFlags[c.subIdx][flagId] -= 1;
+        join(g.aivFlags[c.subIdx][flagId]);
     } else {
-        g.aicFlags[flagId][0] -= 1;
-        g.aicFlags[flagId][1] -= 1;
+        join(g.aicFlags[flagId][0]);
+        join(g.aicFlags[flagId][1]);
     }
 }
 
@@ -916,7 +1006,7 @@ inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, uint
     detail::Granularity(static_cast<uint64_t>(count) * sizeof(T), "DataCopy(GM -> local)");
     detail::CheckAligned(dst.Data(), "DataCopy(GM -> local)");
     detail::CheckCount(dst, count, "DataCopy(GM -> local)");
-    src.Check(0, count, "DataCopy(GM -> local)");
+    src.Check(0, count, false, "DataCopy(GM -> local)");
     detail::Issue(PIPE_MTE2);
     detail::Access(PIPE_MTE2, dst.Data(), count * sizeof(T), true, "DataCopy(GM -> local)");
     std::memcpy(static_cast<void*>(dst.Data()), static_cast<const void*>(src.Data()), count * sizeof(T));
@@ -929,7 +1019,7 @@ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, uint
     detail::Granularity(static_cast<uint64_t>(count) * sizeof(T), "DataCopy(local -> GM)");
     detail::CheckAligned(src.Data(), "DataCopy(local -> GM)");
     detail::CheckCount(src, count, "DataCopy(local -> GM)");
-    dst.Check(0, count, "DataCopy(local -> GM)");
+    dst.Check(0, count, true, "DataCopy(local -> GM)");
     detail::Issue(PIPE_MTE3);
     detail::Access(PIPE_MTE3, src.Data(), count * sizeof(T), false, "DataCopy(local -> GM)");
     detail::GmStore(dst.Data(), src.Data(), count);
@@ -982,7 +1072,7 @@ inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, cons
     detail::CheckAligned(dst.Data(), "DataCopy(GM -> L1, Nd2Nz)");
     const uint32_t c0 = 32 / sizeof(T);
     detail::Issue(PIPE_MTE2);
-    src.Check(0, static_cast<uint64_t>(p.nValue - 1) * p.srcDValue + p.dValue, "DataCopy(GM -> L1, Nd2Nz)");
+    src.Check(0, static_cast<uint64_t>(p.nValue - 1) * p.srcDValue + p.dValue, false, "DataCopy(GM -> L1, Nd2Nz)");
     for (uint32_t n = 0; n < p.nValue; ++n) {
         for (uint32_t d = 0; d < p.dValue; ++d) {
             const uint64_t o = static_cast<uint64_t>(d / c0) * p.dstNzC0Stride * c0 + static_cast<uint64_t>(n) * p.dstNzNStride * c0 + d % c0;
@@ -1018,7 +1108,7 @@ inline void DataCopyPad(const LocalTensor<T>& dst, const GlobalTensor<T>& src, c
         if (dof + row * 32 > dst.GetSize() * sizeof(T)) {
             detail::Fail("DataCopyPad(GM -> local): row %u runs past the local tensor (%u elements)", i, dst.GetSize());
         }
-        src.Check(so / sizeof(T), n, "DataCopyPad(GM -> local)");
+        src.Check(so / sizeof(T), n, false, "DataCopyPad(GM -> local)");
         detail::Access(PIPE_MTE2, d + dof, row * 32, true, "DataCopyPad(GM -> local)");
         T* out = reinterpret_cast<T*>(d + dof);
         if (pad.isPad) {
@@ -1048,7 +1138,7 @@ inline void DataCopyPad(const GlobalTensor<T>& dst, const LocalTensor<T>& src, c
         if (so + p.blockLen > src.GetSize() * sizeof(T)) {
             detail::Fail("DataCopyPad(local -> GM): row %u runs past the local tensor", i);
         }
-        dst.Check(dof / sizeof(T), n, "DataCopyPad(local -> GM)");
+        dst.Check(dof / sizeof(T), n, true, "DataCopyPad(local -> GM)");
         detail::Access(PIPE_MTE3, s + so, p.blockLen, false, "DataCopyPad(local -> GM)");
         detail::GmStore(dst.Data() + dof / sizeof(T), reinterpret_cast<const T*>(s + so), n);
     }
@@ -1182,6 +1272,34 @@ OPC_MODEL_UNARY(Sqrt, detail::USqrt)
 OPC_MODEL_UNARY(Rsqrt, detail::URsqrt)
 OPC_MODEL_UNARY(Reciprocal, detail::URecip)
 #undef OPC_MODEL_UNARY
+
+// Advanced math API (lib/math): Sin, Cos, Power (tensor ^ tensor); results rounded like every
+// vector instruction. The real ones take an optional shared temporary buffer; these overloads
+// use the framework's.
+namespace detail {
+inline float USin(float x) { return std::sin(x); }
+inline float UCos(float x) { return std::cos(x); }
+inline float FPow(float a, float b) { return std::pow(a, b); }
+inline int64_t IPow(int64_t, int64_t) { return 0; }
+}  // namespace detail
+template <typename T, bool isReuseSource = false>
+inline void Sin(const LocalTensor<T>& dstTensor, const LocalTensor<T>& srcTensor, const uint32_t calCount)
+{
+    static_assert(std::is_floating_point<T>::value || std::is_same<T, half>::value, "Sin takes half / float");
+    detail::VecUnary(dstTensor, srcTensor, static_cast<int32_t>(calCount), "Sin", detail::USin);
+}
+template <typename T, bool isReuseSource = false>
+inline void Cos(const LocalTensor<T>& dstTensor, const LocalTensor<T>& srcTensor, const uint32_t calCount)
+{
+    static_assert(std::is_floating_point<T>::value || std::is_same<T, half>::value, "Cos takes half / float");
+    detail::VecUnary(dstTensor, srcTensor, static_cast<int32_t>(calCount), "Cos", detail::UCos);
+}
+template <typename T, bool isReuseSource = false>
+inline void Power(const LocalTensor<T>& dstTensor, const LocalTensor<T>& src0Tensor, const LocalTensor<T>& src1Tensor, uint32_t calCount)
+{
+    static_assert(std::is_floating_point<T>::value || std::is_same<T, half>::value, "Power (tensor, tensor) takes half / float here");
+    detail::VecBinary(dstTensor, src0Tensor, src1Tensor, static_cast<int32_t>(calCount), "Power", detail::FPow, detail::IPow);
+}
 
 namespace detail {
 inline int64_t BAnd(int64_t a, int64_t b) { return a & b; }
@@ -1516,7 +1634,7 @@ inline void Fixpipe(const GlobalTensor<T>& dst, const LocalTensor<U>& src, const
     detail::Issue(PIPE_FIX);
     const uint64_t nb = (p.nSize + 15) / 16;
     detail::Access(PIPE_FIX, src.Data(), nb * p.srcStride * 16 * sizeof(U), false, "Fixpipe");
-    dst.Check(0, static_cast<uint64_t>(p.mSize - 1) * p.dstStride + p.nSize, "Fixpipe");
+    dst.Check(0, static_cast<uint64_t>(p.mSize - 1) * p.dstStride + p.nSize, true, "Fixpipe");
     for (uint32_t i = 0; i < p.mSize; ++i) {
         for (uint32_t j = 0; j < p.nSize; ++j) {
             float v = static_cast<float>(src.Data()[(j / 16) * static_cast<uint64_t>(p.srcStride) * 16 + i * 16 + j % 16]);
@@ -1593,6 +1711,19 @@ inline void RunKernel(uint32_t blockDim, const std::function<void()>& body)
     for (auto& t : threads) {
         t.join();
     }
+    // Every cross-core flag set must have been waited for: a leftover count would release a
+    // wait of the next kernel on the same cores.
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+        for (int f = 0; f < 16; ++f) {
+            for (int s = 0; s < 2; ++s) {
+                if (!groups[gi]->aicFlags[f][s].empty() || !groups[gi]->aivFlags[s][f].empty()) {
+                    Fail("unbalanced cross-core flags: group %zu ends with flag %d set %zu time(s) for the AIC by AIV sub-block %d and %zu time(s) for that AIV "
+                         "by the AIC without matching waits",
+                         gi, f, groups[gi]->aicFlags[f][s].size(), s, groups[gi]->aivFlags[s][f].size());
+                }
+            }
+        }
+    }
 }
 }  // namespace detail
 
@@ -1602,3 +1733,14 @@ inline void RunKernel(uint32_t blockDim, const std::function<void()>& body)
 #define ASCEND_IS_AIC (!AscendC::detail::CurrentCore().aiv)
 #define KERNEL_TASK_TYPE_DEFAULT(t) AscendC::detail::CheckTaskType(t)
 
+namespace opc_model {
+// Test-driver hook (not AscendC API): check every access to [p, p + bytes) (the GM workspace)
+// for cross-core races.
+inline void TrackGm(uint8_t* p, uint64_t bytes)
+{
+    auto& sh = AscendC::detail::Shadow();
+    sh.begin = p;
+    sh.bytes = bytes;
+    sh.recs.assign((bytes + 31) / 32, AscendC::detail::GmShadow::Rec{});
+}
+}  // namespace opc_model
