@@ -256,6 +256,9 @@ pub fn run(a: &RunArgs) -> Result<(), Fail> {
     };
     match &a.draft {
         None => {
+            // compile the kernels first, so the progress line times the model, not the compiler
+            let c = model.warm_up(prompt.len(), 1).map_err(model_err)?;
+            eprintln!("compiled kernels in {c:.2} s");
             let (_, s) = generate(&mut model, &prompt, &opts, &mut stream).map_err(model_err)?;
             println!();
             eprintln!("{}", progress(&s));
@@ -263,6 +266,14 @@ pub fn run(a: &RunArgs) -> Result<(), Fail> {
         Some(ddir) => {
             let verifier = Verifier::for_decoding(&opts.decoding, a.kl_tau).map_err(model_err)?;
             let mut draft = load(ddir, &a.target)?;
+            // an untimed short run compiles every kernel instance both models use
+            let t0 = std::time::Instant::now();
+            let short = GenOptions { max_tokens: opts.max_tokens.min(2 * a.gamma + 2), ..opts.clone() };
+            generate_speculative(&mut model, &mut draft, &prompt, &short, a.gamma, verifier, |_| Ok(())).map_err(model_err)?;
+            if !a.no_compare {
+                generate(&mut model, &prompt, &short, |_| Ok(())).map_err(model_err)?;
+            }
+            eprintln!("compiled kernels (warm-up run) in {:.2} s", t0.elapsed().as_secs_f64());
             let (out, s) = generate_speculative(&mut model, &mut draft, &prompt, &opts, a.gamma, verifier, &mut stream).map_err(model_err)?;
             println!();
             eprintln!("{}", progress(&s));

@@ -291,3 +291,28 @@ fn unnormalized_topk_weights_are_softmax_probabilities() {
         assert!(w[r * 2] + w[r * 2 + 1] < 1.0);
     }
 }
+
+/// The bytes one decode token reads: every layer weight (norms widened to f32 at load), the
+/// final norm, the LM head and one embedding row; for MoE only the top-k share of the experts.
+/// And the benchmark runs every phase on a small model.
+#[test]
+fn decode_weight_bytes_and_bench_smoke() {
+    use opc_runtime::model::bench::{bench, BenchSpec};
+    let d = llama("bytes");
+    let mut m = Model::load(&d, ops()).unwrap();
+    let layer = 2 * 64 * 4 + (64 * 64 + 2 * 32 * 64 + 64 * 64) * 2 + 3 * 64 * 64 * 2;
+    assert_eq!(m.decode_weight_bytes(), (2 * layer + 64 * 4 + 64 * 64 * 2 + 64 * 2) as u64);
+    let r = bench(&mut m, &BenchSpec { prompt_tokens: 8, decode_tokens: 2, batch: 2, batch_prompt_tokens: 4, seed: 1 }).unwrap();
+    assert!(r.prefill_tok_s > 0.0 && r.decode_tok_s > 0.0 && r.batch_decode_tok_s.unwrap() > 0.0);
+    assert!((r.bandwidth_limit(10.0) - 10e9 / r.decode_weight_bytes as f64).abs() < 1e-6);
+    assert!(bench(&mut m, &BenchSpec { prompt_tokens: 0, decode_tokens: 2, batch: 1, batch_prompt_tokens: 4, seed: 1 }).is_err());
+
+    let g = tmp("bytes-gptoss");
+    spec(Arch::GptOss).write(&g).unwrap();
+    let m = Model::load(&g, ops()).unwrap();
+    // experts: 4 of them, top-2 → half of the gate_up and down codes, scales and biases
+    let experts = 4 * (2 * 64 * 64 / 2 + 2 * 64 * 2 + 2 * 64 * 4) + 4 * (64 * 64 / 2 + 64 * 2 + 64 * 4);
+    let attn = (64 * 64 + 2 * 32 * 64 + 64 * 64) * 2 + (64 + 2 * 32 + 64) * 4 + 4 * 4;
+    let layer = 2 * 64 * 4 + attn + 4 * 64 * 2 + 4 * 4 + experts / 2;
+    assert_eq!(m.decode_weight_bytes(), (2 * layer + 64 * 4 + 64 * 64 * 2 + 64 * 2) as u64);
+}

@@ -4,7 +4,7 @@
 //! the same run this gives the bandwidth limit of batch-1 decode. `opc bench-model` prints it.
 
 use super::error::{ModelError, Result};
-use super::generate::{cache_for, Rng};
+use super::generate::{cache_for, decode_step_batch, Rng};
 use super::BLOCK_SIZE;
 use super::llm::{Model, Segment};
 use opc_ops::model as mops;
@@ -73,13 +73,13 @@ pub fn bench(model: &mut Model, spec: &BenchSpec) -> Result<BenchReport> {
     let seq = cache.new_seq();
     let t0 = Instant::now();
     let l = model.forward(&mut cache, &[Segment { seq, tokens: prompt, all_logits: false }])?;
-    let mut next = mops::argmax(&model.ops, &l[0])?[0] as u32;
+    let next = mops::argmax(&model.ops, &l[0])?[0] as u32;
     let prefill = t0.elapsed().as_secs_f64();
     phase(model, format!("prefill {} tokens", spec.prompt_tokens));
     let t1 = Instant::now();
+    let mut next = [next];
     for _ in 0..spec.decode_tokens {
-        let l = model.forward(&mut cache, &[Segment { seq, tokens: vec![next], all_logits: false }])?;
-        next = mops::argmax(&model.ops, &l[0])?[0] as u32;
+        decode_step_batch(model, &mut cache, &[seq], &mut next)?;
     }
     let decode = t1.elapsed().as_secs_f64();
     phase(model, format!("decode batch 1, {} steps", spec.decode_tokens));
@@ -106,11 +106,7 @@ pub fn bench(model: &mut Model, spec: &BenchSpec) -> Result<BenchReport> {
         model.profile.clear();
         let t = Instant::now();
         for _ in 0..spec.decode_tokens {
-            let segs: Vec<Segment> = seqs.iter().zip(&next).map(|(&s, &n)| Segment { seq: s, tokens: vec![n], all_logits: false }).collect();
-            let logits = model.forward(&mut cache, &segs)?;
-            for (n, l) in next.iter_mut().zip(&logits) {
-                *n = mops::argmax(&model.ops, l)?[0] as u32;
-            }
+            decode_step_batch(model, &mut cache, &seqs, &mut next)?;
         }
         let secs = t.elapsed().as_secs_f64();
         r.batch_decode_tok_s = Some((spec.batch * spec.decode_tokens) as f64 / secs.max(1e-9));

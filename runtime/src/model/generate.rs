@@ -148,6 +148,17 @@ pub fn generate(model: &mut Model, prompt: &[u32], opts: &GenOptions, mut on_tok
     Ok((out, stats))
 }
 
+/// One greedy decode step of several sequences in one forward: `next[i]` (the last token of
+/// `seqs[i]`) goes in, the following token comes out in its place.
+pub fn decode_step_batch(model: &mut Model, cache: &mut KvCache, seqs: &[SeqId], next: &mut [u32]) -> Result<()> {
+    let segs: Vec<Segment> = seqs.iter().zip(next.iter()).map(|(&s, &n)| Segment { seq: s, tokens: vec![n], all_logits: false }).collect();
+    let logits = model.forward(cache, &segs)?;
+    for (n, l) in next.iter_mut().zip(&logits) {
+        *n = mops::argmax(&model.ops, l)?[0] as u32;
+    }
+    Ok(())
+}
+
 /// Greedy decoding of several prompts at once: one prefill per prompt, then every decode step
 /// runs all unfinished sequences in one forward (their rows share every linear layer).
 pub fn generate_batch(model: &mut Model, prompts: &[Vec<u32>], max_tokens: usize) -> Result<(Vec<Vec<u32>>, GenStats)> {
@@ -174,11 +185,7 @@ pub fn generate_batch(model: &mut Model, prompts: &[Vec<u32>], max_tokens: usize
         if step + 1 == max_tokens {
             break;
         }
-        let segs: Vec<Segment> = seqs.iter().zip(&next).map(|(&s, &n)| Segment { seq: s, tokens: vec![n], all_logits: false }).collect();
-        let logits = model.forward(&mut cache, &segs)?;
-        for (n, l) in next.iter_mut().zip(&logits) {
-            *n = mops::argmax(&model.ops, l)?[0] as u32;
-        }
+        decode_step_batch(model, &mut cache, &seqs, &mut next)?;
     }
     stats.decode_secs = t1.elapsed().as_secs_f64();
     stats.generated = outs.iter().map(Vec::len).sum::<usize>();

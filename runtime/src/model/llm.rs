@@ -405,8 +405,15 @@ fn attention(
     let mut out = Vec::with_capacity(t * hq * d * 4);
     for (r0, n, start, table) in spans {
         let rows: Vec<usize> = (*r0..r0 + n).collect();
-        let (ks, vs) = if spans.len() == 1 { (k.clone(), v.clone()) } else { (select_rows(&k, &rows), select_rows(&v, &rows)) };
-        prof.time("kv_write", || mops::kv_write(ops, pool, &ks, &vs, table, *start))?;
+        // one segment writes the projections as they are; several write their own rows
+        let sel;
+        let (ks, vs) = if spans.len() == 1 {
+            (&k, &v)
+        } else {
+            sel = (select_rows(&k, &rows), select_rows(&v, &rows));
+            (&sel.0, &sel.1)
+        };
+        prof.time("kv_write", || mops::kv_write(ops, pool, ks, vs, table, *start))?;
         let (kc, vc) = prof.time("kv_gather", || mops::kv_gather(ops, pool, table, start + n))?;
         let qs = prof.time("swap01", || mops::swap01(ops, &select_rows(&q, &rows)))?;
         let qs = view(qs, &[1, hq, *n, d]);

@@ -8,6 +8,8 @@
 //! - [`tokenizer`]: tokenizer.json and streaming detokenization
 //! - [`kv`]: the paged KV cache (block pool, per-sequence block tables)
 //! - [`llm`]: weights and the forward pass
+//! - [`profile`]: per-operator timing of the forward pass (`OPC_PROFILE=1`)
+//! - [`bench`]: prefill / decode / batched-decode throughput (`opc bench-model`)
 //! - [`generate`]: greedy / sampled generation and speculative decoding
 //! - [`eval`]: comparison against `reference.safetensors`
 //! - [`init`]: random-weight checkpoints in the real layout
