@@ -176,8 +176,8 @@ fn render(k: &Kernel, arch: &str) -> (String, serde_json::Value) {
 #[test]
 fn tensor_core_instantiations_assemble() {
     // f16 / bf16 instances take the tensor-core paths (the representative instances are f32):
-    // GEMM loops are pipelined (cp.async on sm_80, TMA + wgmma on sm_90a), flash attention's
-    // dots take mma.sync through the general lowering.
+    // GEMM loops are pipelined (cp.async on sm_80, TMA + wgmma on sm_90a); flash attention's
+    // K/V tiles are cp.async-staged and its dots take mma.sync through the general lowering.
     let mut jobs = vec![];
     for (kernel, dt, tun) in [
         ("matmul", DType::BF16, &[][..]),
@@ -202,7 +202,7 @@ fn tensor_core_instantiations_assemble() {
             assert!(m90["launch_params"].as_array().unwrap().iter().any(|p| p["kind"] == "tensor_map"));
             // the variant the loader uses when a tensor map cannot be encoded
             let arch = opc_codegen::ptx::Arch::by_name("sm_90a").unwrap();
-            let fb = opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false }).unwrap();
+            let fb = opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true }).unwrap();
             assert!(!fb.ptx.contains("wgmma") && fb.ptx.contains("cp.async.cg"));
             if let Some(u) = assemble(&format!("{kernel}_{dt}_notma"), &fb.ptx, "sm_90a") {
                 assert!(u.registers <= opc_codegen::ptx::max_registers(fb.launch.threads));
@@ -210,12 +210,31 @@ fn tensor_core_instantiations_assemble() {
         }
         jobs.push((format!("blocks__{kernel}_{dt}_{}", tun.iter().map(|t| t.1.to_string()).collect::<Vec<_>>().join("x")), k));
     }
-    for (dt, d) in [(DType::BF16, 128), (DType::F16, 64)] {
-        let k = instance("flash_attention", "flash_attention", dt, Some(("D", d)), &[]);
-        let (p, m) = render(&k, "sm_90a");
-        assert_eq!(m["tensor_cores"], "mma.sync.m16n8k16");
-        assert!(p.contains("ldmatrix.sync.aligned") && p.contains("mma.sync.aligned.m16n8k16.row.col.f32"));
-        jobs.push((format!("flash_attention__flash_attention_{dt}"), k));
+    for (kernel, dt, d) in [("flash_attention", DType::BF16, 128), ("flash_attention", DType::F16, 64), ("flash_decode_split", DType::BF16, 128)] {
+        // K and V tiles of the KV walk are staged by a 2-stage cp.async ring (`stage.rs`): the
+        // prefetch of tile j + 1 is issued before tile j is waited for; K is read by `ldmatrix`
+        // as stored ([N][K]), V by `ldmatrix.trans` ([K][N]).
+        let k = instance("flash_attention", kernel, dt, Some(("D", d)), &[]);
+        for arch in ARCHS {
+            let (p, m) = render(&k, arch);
+            assert!(m["tensor_cores"].as_str().unwrap().contains("cp.async 2-stage"), "{kernel} {dt} {arch}: {}", m["tensor_cores"]);
+            for needle in ["cp.async.cg.shared.global", "cp.async.wait_group 1", "ldmatrix.sync.aligned.m8n8.x2.trans", "ldmatrix.sync.aligned.m8n8.x2.shared", "mma.sync.aligned.m16n8k16.row.col.f32"] {
+                assert!(p.contains(needle), "{kernel} {dt} {arch}: no `{needle}`");
+            }
+            let (prefetch, wait) = (p.find("cp.async.cg.shared.global").unwrap(), p.find("cp.async.wait_group 1").unwrap());
+            assert!(prefetch < wait, "{kernel} {dt} {arch}: the first tile is issued before the loop waits");
+        }
+        if dt == DType::F16 {
+            // sm_86 (99 KiB per CTA): the rings fit for D = 64; where they would not, the compile
+            // drops them (`Features::stage`) rather than fail
+            let arch = opc_codegen::ptx::Arch::by_name("sm_86").unwrap();
+            let c = opc_codegen::ptx::compile(&k, arch).unwrap();
+            assert!(c.launch.shared_bytes <= arch.max_shared);
+            if let Some(u) = assemble(&format!("{kernel}_f16_sm86"), &c.ptx, "sm_86") {
+                assert!(u.registers <= opc_codegen::ptx::max_registers(c.launch.threads));
+            }
+        }
+        jobs.push((format!("flash_attention__{kernel}_{dt}"), k));
     }
     check_all(jobs);
 }

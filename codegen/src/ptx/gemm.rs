@@ -80,7 +80,7 @@ impl GemmLoop {
     }
 }
 
-fn defs(k: &Kernel) -> HashMap<u32, Op> {
+pub(super) fn defs(k: &Kernel) -> HashMap<u32, Op> {
     let mut d = HashMap::new();
     opc_ir::walk_ops(&k.body, &mut |op| {
         for r in &op.results {
@@ -91,7 +91,7 @@ fn defs(k: &Kernel) -> HashMap<u32, Op> {
 }
 
 /// `v = scalar + off + arange(n)`?
-fn start_of(k: &Kernel, defs: &HashMap<u32, Op>, v: ValueId) -> Option<Start> {
+pub(super) fn start_of(k: &Kernel, defs: &HashMap<u32, Op>, v: ValueId) -> Option<Start> {
     let op = defs.get(&v.0)?;
     match &op.kind {
         OpKind::Arange => Some(Start { scalar: None, off: 0 }),
@@ -122,7 +122,7 @@ fn start_of(k: &Kernel, defs: &HashMap<u32, Op>, v: ValueId) -> Option<Start> {
 }
 
 /// Ops that compute a uniform scalar without side effects (safe to evaluate again).
-fn scalar_pure(k: &Kernel, op: &Op) -> bool {
+pub(super) fn scalar_pure(k: &Kernel, op: &Op) -> bool {
     op.results.iter().all(|r| k.ty(*r).numel() == 1)
         && matches!(
             op.kind,
@@ -234,6 +234,17 @@ pub(super) fn match_gemm(k: &Kernel, for_op: &Op, feats: Features) -> Option<Gem
     Some(GemmLoop { a, b, m, n, k: kk, dtype, slice })
 }
 
+/// Where [`Lower::copy_chunk`] reads a 2-D tile: the byte address of element `(0, 0)` of the
+/// tensor's last two dims (leading indices folded in), their extents and row pitch (elements,
+/// b64), and whether the leading indices are in range (`None`: no leading dims).
+pub(super) struct ChunkSrc {
+    pub base: Reg,
+    pub rows: Reg,
+    pub cols: Reg,
+    pub pitch: Reg,
+    pub ok: Option<Reg>,
+}
+
 /// Per-loop registers shared by both mainloops.
 pub(super) struct LoopRegs {
     /// Trip count (u32).
@@ -245,14 +256,20 @@ pub(super) struct LoopRegs {
 impl Lower<'_> {
     /// The index starts (row, column; i32 registers) of operand `o` at loop value `iv`.
     pub(super) fn starts_at(&mut self, body: &opc_ir::Block, g: &GemmLoop, o: &Operand, iv: Reg) -> Result<[Reg; 2]> {
+        self.tile_starts_at(body, &g.slice, &o.starts, iv)
+    }
+
+    /// The index starts `starts` (i32 registers) at loop value `iv`, after lowering the body's
+    /// scalar ops `slice` again with the loop variable bound to `iv`.
+    pub(super) fn tile_starts_at(&mut self, body: &opc_ir::Block, slice: &[usize], starts: &[Start; 2], iv: Reg) -> Result<[Reg; 2]> {
         let var = body.args[0];
         let saved = self.reprs[var.0 as usize].clone();
         self.reprs[var.0 as usize] = Some(Repr::Uniform(iv));
-        for &i in &g.slice {
+        for &i in slice {
             self.relower(&body.ops[i])?;
         }
         let mut out = [iv; 2];
-        for (d, s) in o.starts.iter().enumerate() {
+        for (d, s) in starts.iter().enumerate() {
             let base = match s.scalar {
                 Some(v) => self.uniform(v).expect("index scalars are uniform"),
                 None => self.p.mov(Kind::R, 0),
@@ -479,7 +496,8 @@ impl Lower<'_> {
                     let so = l.swz_off(r, c, o.rows, o.cols);
                     let so = l.p.op(Kind::R, "add.u32", &[&so, &off]);
                     let dst = l.p.op(Kind::R, "add.u32", &[&stage, &so]);
-                    l.copy_chunk(&tv, st, r, c, dst);
+                    let cs = ChunkSrc { base: tv.base, rows: tv.shape[0], cols: tv.shape[1], pitch: tv.strides[0], ok: None };
+                    l.copy_chunk(&cs, st, r, c, dst);
                     l.p.place(&skip);
                 }
             }
@@ -588,16 +606,20 @@ impl Lower<'_> {
     /// Copy the 16-byte chunk at stored `(r, c..c+8)` of a tile whose index starts are `st`
     /// into shared address `dst`: one `cp.async` when the chunk is in bounds and 16-byte
     /// aligned, else eight predicated element loads (out-of-range elements are 0).
-    fn copy_chunk(&mut self, tv: &super::lower::TensorRegs, st: [Reg; 2], r: Reg, c: Reg, dst: Reg) {
+    pub(super) fn copy_chunk(&mut self, tv: &ChunkSrc, st: [Reg; 2], r: Reg, c: Reg, dst: Reg) {
         let row = self.p.op(Kind::R, "add.s32", &[&st[0], &r]);
         let col = self.p.op(Kind::R, "add.s32", &[&st[1], &c]);
         let row64 = self.p.op(Kind::D, "cvt.s64.s32", &[&row]);
         let col64 = self.p.op(Kind::D, "cvt.s64.s32", &[&col]);
-        let row_ok = self.p.op(Kind::P, "setp.lt.u64", &[&row64, &tv.shape[0]]);
+        let row_ok = self.p.op(Kind::P, "setp.lt.u64", &[&row64, &tv.rows]);
+        let row_ok = match tv.ok {
+            Some(ok) => self.p.op(Kind::P, "and.pred", &[&row_ok, &ok]),
+            None => row_ok,
+        };
         let end = self.p.op(Kind::D, "add.s64", &[&col64, &8]);
-        let in_hi = self.p.op(Kind::P, "setp.le.s64", &[&end, &tv.shape[1]]);
+        let in_hi = self.p.op(Kind::P, "setp.le.s64", &[&end, &tv.cols]);
         let in_lo = self.p.op(Kind::P, "setp.ge.s64", &[&col64, &0]);
-        let e = self.p.op(Kind::D, "mad.lo.s64", &[&row64, &tv.strides[0], &col64]);
+        let e = self.p.op(Kind::D, "mad.lo.s64", &[&row64, &tv.pitch, &col64]);
         let src = self.p.op(Kind::D, "mad.lo.s64", &[&e, &2, &tv.base]);
         let low = self.p.op(Kind::D, "and.b64", &[&src, &15]);
         let al = self.p.op(Kind::P, "setp.eq.u64", &[&low, &0]);
@@ -614,7 +636,7 @@ impl Lower<'_> {
             let mut h = vec![];
             for e in 0..2i64 {
                 let j = self.p.op(Kind::D, "add.s64", &[&col64, &(2 * pair + e)]);
-                let ok = self.p.op(Kind::P, "setp.lt.u64", &[&j, &tv.shape[1]]);
+                let ok = self.p.op(Kind::P, "setp.lt.u64", &[&j, &tv.cols]);
                 let ok = self.p.op(Kind::P, "and.pred", &[&ok, &row_ok]);
                 let a = self.p.op(Kind::D, "add.s64", &[&src, &(2 * (2 * pair + e))]);
                 let x = self.p.mov(Kind::R, 0);

@@ -221,6 +221,11 @@ pub(super) struct Lower<'k> {
     pub tensor_cores: Option<&'static str>,
     /// Tensor maps the host builds, one `.param` each (sm_90a TMA path).
     pub tmaps: Vec<super::TensorMap>,
+    /// Run-time byte offsets added to a buffer's address: the stage a staged loop reads
+    /// (`stage.rs`).
+    pub dyn_off: std::collections::HashMap<usize, Reg>,
+    /// Loads of the current staged loop, by result: the view of the stage they read.
+    pub staged_views: std::collections::HashMap<u32, View>,
 }
 
 impl<'k> Lower<'k> {
@@ -322,7 +327,10 @@ impl<'k> Lower<'k> {
     /// Shared address of element `elem` (u32 register or None for 0) of buffer `buf`.
     pub(super) fn smem_addr(&mut self, buf: usize, elem: Option<Reg>, d: DType) -> Reg {
         let off = self.buf_off(buf);
-        let base = self.smem;
+        let base = match self.dyn_off.get(&buf).copied() {
+            Some(d) => self.p.op(Kind::R, "add.u32", &[&self.smem, &d]),
+            None => self.smem,
+        };
         match elem {
             None => self.p.op(Kind::R, "add.u32", &[&base, &off]),
             Some(e) => {
@@ -732,6 +740,10 @@ impl<'k> Lower<'k> {
             OpKind::Reduce { op: rop, axis } => self.lower_reduce(op, *rop, *axis as usize)?,
             OpKind::Scan { axis, .. } => self.lower_cumsum(op, *axis as usize)?,
             OpKind::Dot => self.lower_dot(op)?,
+            OpKind::Load { .. } if self.staged_views.contains_key(&op.result().0) => {
+                let w = self.staged_views[&op.result().0].clone();
+                self.set(op.result(), Repr::View(w));
+            }
             OpKind::Load { tensor, has_mask, has_other } => self.lower_load(op, *tensor, *has_mask, *has_other)?,
             OpKind::Store { tensor, has_mask } => self.lower_store(op, *tensor, *has_mask, false)?,
             OpKind::AtomicAdd { tensor, has_mask } => self.lower_store(op, *tensor, *has_mask, true)?,
@@ -780,6 +792,11 @@ impl<'k> Lower<'k> {
         for &init in &op.args[3..] {
             carried.push(self.carried_regs(init)?);
         }
+        let staged = super::stage::match_staged(self.k, op, self.feats);
+        let sr = match &staged {
+            Some(sl) => Some(self.stage_prologue(body, sl, lo, hi)?),
+            None => None,
+        };
         self.flush();
         let iv = self.p.mov(Kind::R, lo);
         let (head, exit) = (self.p.label(), self.p.label());
@@ -794,8 +811,14 @@ impl<'k> Lower<'k> {
         let id = self.loops.len();
         self.loops.push((self.pos, 0));
         self.loop_stack.push(id);
+        if let (Some(sl), Some(sr)) = (&staged, &sr) {
+            self.stage_top(body, sl, sr, iv, hi, step)?;
+        }
         let y = self.lower_block(body)?.ok_or_else(|| self.unsupported(op, "the body does not end in `yield`"))?;
         self.yield_into(&y.args, &carried)?;
+        if let Some(sr) = &sr {
+            self.stage_bottom(sr);
+        }
         // i += step, in 64 bits so that `hi` near i32::MAX cannot wrap
         let wide = self.p.op(Kind::D, "cvt.s64.s32", &[&iv]);
         let s64 = self.p.op(Kind::D, "cvt.s64.s32", &[&step]);
@@ -807,6 +830,9 @@ impl<'k> Lower<'k> {
         self.p.ins(format!("cvt.u32.u64 {iv}, {nx}"));
         self.p.ins(format!("bra {head}"));
         self.p.place(&exit);
+        if let (Some(sl), Some(sr)) = (&staged, &sr) {
+            self.stage_end(sl, sr);
+        }
         self.loop_stack.pop();
         self.loops[id].1 = self.pos;
         for (i, &res) in op.results.iter().enumerate() {
@@ -979,6 +1005,8 @@ pub(super) fn lower(k: &Kernel, t: u32, plan: Option<Vec<u32>>, names: &super::P
         feats,
         tensor_cores: None,
         tmaps: vec![],
+        dyn_off: Default::default(),
+        staged_views: Default::default(),
     };
     if let Some(y) = l.lower_block(&k.body)? {
         return Err(l.unsupported(y, "`yield` at the top level of the body"));

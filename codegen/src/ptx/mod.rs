@@ -34,9 +34,16 @@
 //! swizzled shared-memory descriptors). Ragged edges: zero fill (`cp.async` element fallback,
 //! TMA out-of-bounds fill); the epilogue's stores are the usual bounds-checked ones.
 //!
-//! **Not done yet** (documented, not stubbed): flash attention's K/V tiles still go through
-//! the general lowering (`mma.sync` + `ldmatrix`, no `cp.async` / TMA pipelining, no FA3
-//! warp specialization), int8/int4 `mma`, persistent CTAs, warp-parallel reductions.
+//! **Staged loop loads** (`stage.rs`): in other loops (flash attention's KV walk, the split-KV
+//! decode), the 16-bit tiles loaded only to feed `dot` are double-buffered by `cp.async` (the
+//! copy of tile `j + 1` runs while tile `j` is computed, ragged tails zero-filled), in the
+//! padded layout the `mma.sync` path reads in place; the rest of the body (online softmax,
+//! masks) is lowered op by op. Dropped when the rings would not fit the arch's shared memory.
+//!
+//! **Not done yet** (documented, not stubbed): flash attention on `wgmma` / TMA with FA3 warp
+//! specialization (it takes the `cp.async` staging on `sm_90a` too), S/P kept as `mma`
+//! fragments across the softmax (they go through shared memory, op by op), int8/int4 `mma`,
+//! persistent CTAs, warp-parallel reductions.
 //!
 //! The loader (`runtime.rs`, cargo feature `cuda`) loads the PTX through the CUDA driver API.
 
@@ -49,6 +56,7 @@ mod math;
 mod memory;
 mod plan;
 mod reduce;
+mod stage;
 mod swizzle;
 mod wgmma;
 #[cfg(feature = "cuda")]
@@ -162,11 +170,15 @@ pub struct Features {
     pub pipeline: bool,
     /// Use `wgmma` with TMA-fed, warp-specialized mainloops (`wgmma.rs`); needs `sm_90a`.
     pub wgmma: bool,
+    /// Stage the 16-bit `dot` operands other loops load (flash attention's K/V) through a
+    /// 2-stage `cp.async` ring (`stage.rs`). Dropped automatically when the rings would not
+    /// fit the arch's shared memory.
+    pub stage: bool,
 }
 
 impl Features {
     pub fn for_arch(arch: Arch) -> Features {
-        Features { pipeline: true, wgmma: arch.name == "sm_90a" }
+        Features { pipeline: true, wgmma: arch.name == "sm_90a", stage: true }
     }
 }
 
@@ -216,6 +228,10 @@ pub fn compile_with(k: &Kernel, arch: Arch, feats: Features) -> Result<Compiled>
     let live = lower::intervals(&first.bufs, &first.loops);
     let sizes: Vec<u32> = first.bufs.iter().map(|b| b.bytes).collect();
     let (offs, total) = plan::pack(&sizes, &live);
+    if total > arch.max_shared && feats.stage {
+        // the double-buffered rings cost more shared memory than the single copies
+        return compile_with(k, arch, Features { stage: false, ..feats });
+    }
     if total > arch.max_shared {
         return Err(CodegenError::Unsupported {
             kernel: k.name.clone(),
