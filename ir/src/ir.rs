@@ -298,6 +298,30 @@ impl OpKind {
         }
     }
 
+    /// Cheap pure value ops: constants, launch values, elementwise arithmetic and views, with no
+    /// memory access and no region. Code generators may evaluate them again where they need
+    /// them (index arithmetic of a recognized loop, uniform scalars).
+    pub fn is_cheap_pure(&self) -> bool {
+        matches!(
+            self,
+            OpKind::Const(_)
+                | OpKind::ProgramId(_)
+                | OpKind::NumPrograms(_)
+                | OpKind::Dim(_)
+                | OpKind::ScalarParam(_)
+                | OpKind::Arange
+                | OpKind::Binary(_)
+                | OpKind::Unary(_)
+                | OpKind::Cmp(_)
+                | OpKind::Select
+                | OpKind::Cast(_)
+                | OpKind::Broadcast
+                | OpKind::ExpandDims(_)
+                | OpKind::Reshape
+                | OpKind::Permute(_)
+        )
+    }
+
     /// Ops with effects on memory or control flow that dead-code elimination must keep.
     pub fn has_side_effects(&self) -> bool {
         matches!(self, OpKind::Store { .. } | OpKind::AtomicAdd { .. } | OpKind::Yield)

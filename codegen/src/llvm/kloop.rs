@@ -121,24 +121,7 @@ impl Lower<'_> {
             if i == di || i == la || i == lb || Some(i) == pt {
                 continue;
             }
-            let pure = matches!(
-                o.kind,
-                OpKind::Const(_)
-                    | OpKind::ProgramId(_)
-                    | OpKind::NumPrograms(_)
-                    | OpKind::Dim(_)
-                    | OpKind::ScalarParam(_)
-                    | OpKind::Arange
-                    | OpKind::Binary(_)
-                    | OpKind::Unary(_)
-                    | OpKind::Cmp(_)
-                    | OpKind::Select
-                    | OpKind::Cast(_)
-                    | OpKind::Broadcast
-                    | OpKind::ExpandDims(_)
-                    | OpKind::Reshape
-                    | OpKind::Permute(_)
-            );
+            let pure = o.kind.is_cheap_pure();
             let loaded = [la, lb].iter().map(|&l| rest[l].result()).chain(pt.map(|p| rest[p].result())).collect::<Vec<_>>();
             if !pure || !o.regions.is_empty() || o.args.iter().any(|a| *a == acc || loaded.contains(a)) {
                 return None;

@@ -123,23 +123,7 @@ pub(super) fn start_of(k: &Kernel, defs: &HashMap<u32, Op>, v: ValueId) -> Optio
 
 /// Ops that compute a uniform scalar without side effects (safe to evaluate again).
 pub(super) fn scalar_pure(k: &Kernel, op: &Op) -> bool {
-    op.results.iter().all(|r| k.ty(*r).numel() == 1)
-        && matches!(
-            op.kind,
-            OpKind::Const(_)
-                | OpKind::ProgramId(_)
-                | OpKind::NumPrograms(_)
-                | OpKind::Dim(_)
-                | OpKind::ScalarParam(_)
-                | OpKind::Unary(_)
-                | OpKind::Binary(_)
-                | OpKind::Cmp(_)
-                | OpKind::Select
-                | OpKind::Cast(_)
-                | OpKind::Broadcast
-                | OpKind::ExpandDims(_)
-                | OpKind::Reshape
-        )
+    op.results.iter().all(|r| k.ty(*r).numel() == 1) && op.kind.is_cheap_pure()
 }
 
 /// Recognize a GEMM loop (see the module docs); `None` means the general lowering.
