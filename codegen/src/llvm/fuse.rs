@@ -689,6 +689,40 @@ impl Lower<'_> {
         }
     }
 
+    /// The chunk starts whose bounds imply those of every full chunk of a row of the fused
+    /// reduction over `x` (`n` long), or `None` when the tree's indices are not linear in them.
+    /// Without a `reshape` an index is affine in the lane position: the first and last chunk.
+    /// A root `reshape` whose source's trailing dims make up exactly one row splits the lane
+    /// position into independent digits, in each of which an index is affine: the corners of
+    /// that box of digits (the last digit steps by whole chunks).
+    fn corner_chunks(&self, x: ValueId, n: usize, lanes: usize) -> Option<Vec<usize>> {
+        let Some(op) = self.fused.get(&x).filter(|o| o.kind == OpKind::Reshape) else {
+            return self.linear_tree(x).then(|| vec![0, n / lanes * lanes - lanes]);
+        };
+        let src = self.shape(op.args[0]);
+        if n % lanes != 0 || !self.linear_tree(op.args[0]) {
+            return None;
+        }
+        let (mut prod, mut k) = (1, src.len());
+        while k > 0 && prod < n {
+            k -= 1;
+            prod *= src[k];
+        }
+        if prod != n || src[src.len() - 1] % lanes != 0 {
+            return None;
+        }
+        let mut corners = vec![0usize];
+        let mut stride = 1;
+        for (i, &d) in src[k..].iter().enumerate().rev() {
+            let top = if i + k == src.len() - 1 { d - lanes } else { d - 1 };
+            corners = corners.iter().flat_map(|&c| [c, c + top * stride]).collect();
+            stride *= d;
+        }
+        corners.sort_unstable();
+        corners.dedup();
+        Some(corners)
+    }
+
     /// An index operand that is affine or uniform, possibly through views.
     fn plain_index(&self, a: ValueId) -> bool {
         match self.fused.get(&a) {
@@ -947,12 +981,13 @@ impl Lower<'_> {
             }
             Ok(())
         };
-        if chunks >= 2 && matches!(self.bounds, Bounds::Masked) && self.linear_tree(x) {
-            // Loop versioning: when every load is in bounds on the first and the last full
-            // chunk of every row (hence on all of them), the full chunks run unmasked.
+        let corners = if chunks >= 2 && matches!(self.bounds, Bounds::Masked) { self.corner_chunks(x, n, lanes as usize) } else { None };
+        if let Some(corners) = corners {
+            // Loop versioning: when every load is in bounds on the corner chunks of every row
+            // (hence on all of them), the full chunks run unmasked.
             self.bounds = Bounds::Check("true".into());
             for ix in &ixs {
-                for j0 in [0, (chunks - 1) * lanes as usize] {
+                for &j0 in &corners {
                     let mut ix = ix.clone();
                     ix.push(Ix::L(j0.to_string()));
                     self.pe(x, &ix, lanes, lanes as usize)?;
