@@ -336,6 +336,15 @@ impl Lower<'_> {
     /// a source row, checked by the plan).
     fn reshape_ix(&mut self, op: &Op, ix: &[Ix]) -> Vec<Ix> {
         let (ins, shape) = (self.shape(op.args[0]), self.shape(op.result()));
+        if let Some(k) = Self::trailing_split(&ins, &shape) {
+            // The source's dims `k..` make up exactly one row of the result: they are the
+            // digits of the lane position alone, the leading ones those of the row (no
+            // division of the full flat index, which would hide that the row is loop-invariant).
+            let r = shape.len();
+            let mut sub = self.digits(&ix[..r - 1], &shape[..r - 1], &ins[..k]);
+            sub.extend(self.digits(&ix[r - 1..], &shape[r - 1..], &ins[k..]));
+            return sub;
+        }
         let (flat, lane) = self.split_ix(ix, &row_major(&shape));
         let flat = match &lane {
             Some((j0, _)) => self.f.val(format!("add i64 {flat}, {j0}")),
@@ -347,6 +356,40 @@ impl Lower<'_> {
             let q = self.f.val(format!("udiv i64 {rest}, {}", ins[d]));
             let r = self.f.val(format!("urem i64 {rest}, {}", ins[d]));
             sub[d] = if d == ins.len() - 1 && lane.is_some() { Ix::L(r) } else { Ix::S(r) };
+            rest = q;
+        }
+        sub
+    }
+
+    /// The first source dim of the trailing run whose product is the result's last dim, when
+    /// there is one.
+    fn trailing_split(ins: &[usize], shape: &[usize]) -> Option<usize> {
+        let n = *shape.last()?;
+        let (mut prod, mut k) = (1, ins.len());
+        while k > 0 && prod < n {
+            k -= 1;
+            prod *= ins[k];
+        }
+        (prod == n && k < ins.len()).then_some(k)
+    }
+
+    /// The index `ix` into a tile of `shape` (row-major), re-split by the dims `to` of the
+    /// same element count; a lane index stays the lane index of the last dim.
+    fn digits(&mut self, ix: &[Ix], shape: &[usize], to: &[usize]) -> Vec<Ix> {
+        let (flat, lane) = self.split_ix(ix, &row_major(shape));
+        let flat = match &lane {
+            Some((j0, _)) => self.f.val(format!("add i64 {flat}, {j0}")),
+            None => flat,
+        };
+        let mut sub = vec![Ix::S("0".into()); to.len()];
+        let mut rest = flat;
+        for d in (0..to.len()).rev() {
+            let (q, r) = if to[d] == 1 {
+                (rest.clone(), "0".to_string())
+            } else {
+                (self.f.val(format!("udiv i64 {rest}, {}", to[d])), self.f.val(format!("urem i64 {rest}, {}", to[d])))
+            };
+            sub[d] = if d == to.len() - 1 && lane.is_some() { Ix::L(r) } else { Ix::S(r) };
             rest = q;
         }
         sub
@@ -703,12 +746,8 @@ impl Lower<'_> {
         if n % lanes != 0 || !self.linear_tree(op.args[0]) {
             return None;
         }
-        let (mut prod, mut k) = (1, src.len());
-        while k > 0 && prod < n {
-            k -= 1;
-            prod *= src[k];
-        }
-        if prod != n || src[src.len() - 1] % lanes != 0 {
+        let k = Self::trailing_split(&src, &self.shape(x))?;
+        if src[src.len() - 1] % lanes != 0 {
             return None;
         }
         let mut corners = vec![0usize];
