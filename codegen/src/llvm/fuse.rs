@@ -83,6 +83,9 @@ pub(super) enum Bounds {
 
 /// Accumulators per row when a row is reduced alone.
 const UNROLL: usize = 4;
+/// Chunks per step of a group of rows (each with its own accumulators: 8 independent FMA
+/// chains, and values shared by neighbouring chunks, like an MXFP4 block's scale, computed once).
+const GROUP_UNROLL: usize = 2;
 /// Rows reduced together (one accumulator and one memory stream each).
 const ROWS: usize = 4;
 
@@ -907,7 +910,7 @@ impl Lower<'_> {
             l.loop_n(groups, &mut |l, g| {
                 let first = l.f.val(format!("mul i64 {g}, {ROWS}"));
                 let rs: Vec<String> = (0..ROWS).map(|q| l.f.val(format!("add i64 {first}, {q}"))).collect();
-                let ys = l.fused_rows(op, rop, prefix, &rs, 1)?;
+                let ys = l.fused_rows(op, rop, prefix, &rs, GROUP_UNROLL)?;
                 for (row, y) in rs.iter().zip(&ys) {
                     store(l, prefix, row, y);
                 }
