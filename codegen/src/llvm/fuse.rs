@@ -704,6 +704,16 @@ impl Lower<'_> {
         let sh = self.f.val(format!("zext i64 {sh} to i{wb}"));
         let w = self.f.val(format!("lshr i{wb} {w}, {sh}"));
         let w = self.f.val(format!("trunc i{wb} {w} to i{nb}"));
+        if lanes == 16 && self.isa.vbmi {
+            // vpmultishiftqb on the broadcast word: lane l's low byte is bits 4l .. 4l + 8.
+            let sp = self.f.splat("i64", 8, &w);
+            let b = self.f.val(format!("bitcast <8 x i64> {sp} to <64 x i8>"));
+            let ctl: Vec<String> = (0..64u32).map(|i| format!("i8 {}", if i % 4 == 0 { 4 * ((i / 4) % 16) } else { 0 })).collect();
+            let m = self.f.val(format!("call <64 x i8> @llvm.x86.avx512.pmultishift.qb.512(<64 x i8> <{}>, <64 x i8> {b})", ctl.join(", ")));
+            let v = self.f.val(format!("bitcast <64 x i8> {m} to {ti}"));
+            let v = self.f.val(format!("and {ti} {v}, {}", cst("i32", lanes, "15")));
+            return if tv.dtype == DType::I4 { self.wrap(DType::I4, &v, lanes) } else { v };
+        }
         let bt = vt("i8", half);
         let raw = self.f.val(format!("bitcast i{nb} {w} to {bt}"));
         let dup: Vec<String> = (0..lanes).map(|l| format!("i32 {}", l / 2)).collect();

@@ -81,6 +81,8 @@ pub(super) struct Isa {
     pub bf16: bool,
     /// `avx512f`: 512-bit permutes (`vpermps` tables).
     pub avx512: bool,
+    /// `avx512vbmi`: `vpmultishiftqb` (packed nibbles spread to lanes in one op).
+    pub vbmi: bool,
     /// `amx-tile` + `amx-bf16` (and, when running, the kernel's permission): AMX tiles for the
     /// bf16 fused K loops (`amx.rs`).
     pub amx: bool,
