@@ -37,6 +37,12 @@
 //! for the hardware prefetcher); a lone row gets 4 accumulators over its chunks instead. A
 //! partial last chunk is filled with the identity; at the end the accumulators are combined
 //! and the lanes reduced in order.
+//! **Loop versioning**: when the tree's load indices are affine in the lane position (directly,
+//! or through one root `reshape` whose source's trailing dims make up a row), the loads are
+//! first checked at the corner chunks ([`Lower::corner_chunks`], no memory touched); if every
+//! lane is in bounds there, the full chunks run with plain loads ([`Bounds::Unchecked`]: no
+//! per-chunk masks, packed nibbles spread without a parity branch), otherwise masked as above.
+//! Row groups step two chunks at a time (8 FMA chains; an MXFP4 block's scale loaded once).
 //! Numerics are those of the unfused row reduction (`reduce.rs`): float sums are reassociated
 //! (more partial sums), and `sum(a * b)` over f32 is contracted to one FMA per element (the
 //! product is not rounded separately), a rounding-only difference of the same order.
