@@ -762,11 +762,11 @@ impl Lower<'_> {
             return self.linear_tree(x).then(|| vec![0, n / lanes * lanes - lanes]);
         };
         let src = self.shape(op.args[0]);
-        if n % lanes != 0 || !self.linear_tree(op.args[0]) {
+        if !n.is_multiple_of(lanes) || !self.linear_tree(op.args[0]) {
             return None;
         }
         let k = Self::trailing_split(&src, &self.shape(x))?;
-        if src[src.len() - 1] % lanes != 0 {
+        if !src[src.len() - 1].is_multiple_of(lanes) {
             return None;
         }
         let mut corners = vec![0usize];
