@@ -60,6 +60,14 @@ grid(cdiv(N, BN))
     store(y[cols], acc);
 }
 
+kernel decode(s: e8m0[N], y: out f32[N])
+tunables { BN: level1 in {16, 64} = 16 }
+grid(cdiv(N, BN))
+{
+    let i = program_id(0) * BN + arange(BN);
+    store(y[i], cast(load(s[i]), f32));
+}
+
 kernel roots(a: bf16[R, C], b: f32[R, C], y: out f32[R, C], z: out f32[R], lo: out f32[R])
 where const C
 tunables { BR: level1 in {2, 4} = 2 }
@@ -110,7 +118,14 @@ proptest! {
         let k = kernel(SRC, "blocks", &Instance::default().tunable("BK", [32, 64][t]));
         let mut r = Rng(seed);
         let mut sc = Tensor::zeros(DType::E8M0, &[n, kb]);
-        sc.data.iter_mut().for_each(|b| *b = if r.below(40) == 0 { 255 } else { 118 + r.below(14) as u8 });
+        // 255 (NaN) and 0 (2^-127, subnormal) now and then: the two edge codes of the decode.
+        sc.data.iter_mut().for_each(|b| {
+            *b = match r.below(40) {
+                0 => 255,
+                1 => 0,
+                _ => 118 + r.below(14) as u8,
+            }
+        });
         let args = vec![Arg::Tensor(r.tensor_f(DType::F32, &[kk], false)), Arg::Tensor(r.tensor_raw(DType::E2M1, &[n, kk])), Arg::Tensor(sc), z(&[n], DType::F32)];
         check(&k, &args, Cmp::Close { ulps: 64.0 });
     }
@@ -122,5 +137,16 @@ proptest! {
         let mut r = Rng(seed);
         let args = vec![Arg::Tensor(r.tensor_f(DType::BF16, &[rr, c], true)), Arg::Tensor(r.tensor_f(DType::F32, &[rr, c], true)), z(&[rr, c], DType::F32), z(&[rr], DType::F32), z(&[rr], DType::F32)];
         exact(&k, &args);
+    }
+}
+
+/// Every e8m0 code (scalar and vector decode) bit for bit: 0 is 2^-127, 255 the quiet NaN.
+#[test]
+fn e8m0_every_code() {
+    for bn in [16, 64] {
+        let k = kernel(SRC, "decode", &Instance::default().tunable("BN", bn));
+        let codes: Vec<u8> = (0..=255u8).chain([0, 255, 1]).collect();
+        let t = Tensor { data: codes.clone(), ..Tensor::zeros(DType::E8M0, &[codes.len()]) };
+        exact(&k, &[Arg::Tensor(t), z(&[codes.len()], DType::F32)]);
     }
 }

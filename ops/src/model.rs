@@ -110,7 +110,8 @@ pub fn linear_w(ops: &Ops, x: &Tensor, w: &mut Tensor, bias: Option<&Tensor>) ->
         let inst = Instance::default()
             .dtype("W", w.dtype)
             .tunable("BN", pick(&[8, 16, 32, 64], n, 16))
-            .tunable("BK", pick(&[32, 64, 128, 256, 512, 1024, 2048, 4096], k, 2048));
+            // the largest step within K: full steps run unmasked (fused reductions' fast loop)
+            .tunable("BK", pick(&[32, 64, 128, 256, 512, 1024, 2048, 4096], k / 2 + 1, 4096));
         ("gemv_w", inst)
     } else {
         let inst = Instance::default()

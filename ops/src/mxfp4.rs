@@ -115,7 +115,8 @@ pub fn gemm_in_place(ops: &Ops, x: &Tensor, w: &mut Mxfp4) -> Result<Tensor> {
         return Ok(Tensor::zeros(DType::F32, &[m, n]));
     }
     let (kernel, inst, xa, y) = if m == 1 {
-        let inst = Instance::default().dtype("T", x.dtype).tunable("BN", tile(n, 8, 16)).tunable("BK", tile(k, 32, 2048));
+        // BK: the largest step within K (full steps run unmasked in the fused reduction)
+        let inst = Instance::default().dtype("T", x.dtype).tunable("BN", tile(n, 8, 16)).tunable("BK", tile(k / 2 + 1, 32, 4096));
         ("mxfp4_gemv", inst, Tensor { shape: vec![k], ..x.clone() }, Tensor::zeros(DType::F32, &[n]))
     } else {
         let inst = Instance::default()

@@ -426,12 +426,16 @@ impl Lower<'_> {
             let bits = self.f.val(format!("or {ti} {mag}, {sg}"));
             return self.f.val(format!("bitcast {ti} {bits} to {tf}"));
         }
+        // 0 and 255 both get bit 22 on top of e << 23: 0x00400000 = 2⁻¹²⁷ and 0x7FC00000 =
+        // the quiet NaN (integer ops only: no compare-and-blend per scale).
         let e = self.f.val(format!("and {ti} {x}, {}", c("255")));
         let n = self.f.val(format!("shl {ti} {e}, {}", c("23")));
-        let z = self.f.val(format!("icmp eq {ti} {e}, {}", c("0")));
-        let n = self.f.val(format!("select {tb} {z}, {ti} {}, {ti} {n}", c("4194304")));
-        let nan = self.f.val(format!("icmp eq {ti} {e}, {}", c("255")));
-        let bits = self.f.val(format!("select {tb} {nan}, {ti} {}, {ti} {n}", c("2143289344")));
+        let e1 = self.f.val(format!("add {ti} {e}, {}", c("1")));
+        let e1 = self.f.val(format!("and {ti} {e1}, {}", c("255")));
+        let edge = self.f.val(format!("icmp ult {ti} {e1}, {}", c("2")));
+        let q = self.f.val(format!("zext {tb} {edge} to {ti}"));
+        let q = self.f.val(format!("shl {ti} {q}, {}", c("22")));
+        let bits = self.f.val(format!("or {ti} {n}, {q}"));
         self.f.val(format!("bitcast {ti} {bits} to {tf}"))
     }
 

@@ -37,6 +37,12 @@
 //! for the hardware prefetcher); a lone row gets 4 accumulators over its chunks instead. A
 //! partial last chunk is filled with the identity; at the end the accumulators are combined
 //! and the lanes reduced in order.
+//! **Loop versioning**: when the tree's load indices are affine in the lane position (directly,
+//! or through one root `reshape` whose source's trailing dims make up a row), the loads are
+//! first checked at the corner chunks ([`Lower::corner_chunks`], no memory touched); if every
+//! lane is in bounds there, the full chunks run with plain loads ([`Bounds::Unchecked`]: no
+//! per-chunk masks, packed nibbles spread without a parity branch), otherwise masked as above.
+//! Row groups step two chunks at a time (8 FMA chains; an MXFP4 block's scale loaded once).
 //! Numerics are those of the unfused row reduction (`reduce.rs`): float sums are reassociated
 //! (more partial sums), and `sum(a * b)` over f32 is contracted to one FMA per element (the
 //! product is not rounded separately), a rounding-only difference of the same order.
@@ -69,8 +75,23 @@ pub(super) enum Pv {
     A { base: String, c: i64 },
 }
 
+/// How fused loads treat their bounds.
+#[derive(Clone, Debug, Default)]
+pub(super) enum Bounds {
+    /// Every access masked by its bounds (the general case).
+    #[default]
+    Masked,
+    /// Bounds already proven for the whole loop: plain loads (explicit masks still apply).
+    Unchecked,
+    /// Emit no loads: AND into this i1 whether every lane of each load is within bounds.
+    Check(String),
+}
+
 /// Accumulators per row when a row is reduced alone.
 const UNROLL: usize = 4;
+/// Chunks per step of a group of rows (each with its own accumulators: 8 independent FMA
+/// chains, and values shared by neighbouring chunks, like an MXFP4 block's scale, computed once).
+const GROUP_UNROLL: usize = 2;
 /// Rows reduced together (one accumulator and one memory stream each).
 const ROWS: usize = 4;
 
@@ -324,6 +345,15 @@ impl Lower<'_> {
     /// a source row, checked by the plan).
     fn reshape_ix(&mut self, op: &Op, ix: &[Ix]) -> Vec<Ix> {
         let (ins, shape) = (self.shape(op.args[0]), self.shape(op.result()));
+        if let Some(k) = Self::trailing_split(&ins, &shape) {
+            // The source's dims `k..` make up exactly one row of the result: they are the
+            // digits of the lane position alone, the leading ones those of the row (no
+            // division of the full flat index, which would hide that the row is loop-invariant).
+            let r = shape.len();
+            let mut sub = self.digits(&ix[..r - 1], &shape[..r - 1], &ins[..k]);
+            sub.extend(self.digits(&ix[r - 1..], &shape[r - 1..], &ins[k..]));
+            return sub;
+        }
         let (flat, lane) = self.split_ix(ix, &row_major(&shape));
         let flat = match &lane {
             Some((j0, _)) => self.f.val(format!("add i64 {flat}, {j0}")),
@@ -335,6 +365,40 @@ impl Lower<'_> {
             let q = self.f.val(format!("udiv i64 {rest}, {}", ins[d]));
             let r = self.f.val(format!("urem i64 {rest}, {}", ins[d]));
             sub[d] = if d == ins.len() - 1 && lane.is_some() { Ix::L(r) } else { Ix::S(r) };
+            rest = q;
+        }
+        sub
+    }
+
+    /// The first source dim of the trailing run whose product is the result's last dim, when
+    /// there is one.
+    fn trailing_split(ins: &[usize], shape: &[usize]) -> Option<usize> {
+        let n = *shape.last()?;
+        let (mut prod, mut k) = (1, ins.len());
+        while k > 0 && prod < n {
+            k -= 1;
+            prod *= ins[k];
+        }
+        (prod == n && k < ins.len()).then_some(k)
+    }
+
+    /// The index `ix` into a tile of `shape` (row-major), re-split by the dims `to` of the
+    /// same element count; a lane index stays the lane index of the last dim.
+    fn digits(&mut self, ix: &[Ix], shape: &[usize], to: &[usize]) -> Vec<Ix> {
+        let (flat, lane) = self.split_ix(ix, &row_major(shape));
+        let flat = match &lane {
+            Some((j0, _)) => self.f.val(format!("add i64 {flat}, {j0}")),
+            None => flat,
+        };
+        let mut sub = vec![Ix::S("0".into()); to.len()];
+        let mut rest = flat;
+        for d in (0..to.len()).rev() {
+            let (q, r) = if to[d] == 1 {
+                (rest.clone(), "0".to_string())
+            } else {
+                (self.f.val(format!("udiv i64 {rest}, {}", to[d])), self.f.val(format!("urem i64 {rest}, {}", to[d])))
+            };
+            sub[d] = if d == to.len() - 1 && lane.is_some() { Ix::L(r) } else { Ix::S(r) };
             rest = q;
         }
         sub
@@ -455,18 +519,27 @@ impl Lower<'_> {
             Pv::U(if rb == "float" { "0.0".into() } else { "0".into() })
         };
         // Scalar part: offset and validity of the dims indexed by uniform values.
+        let unchecked = matches!(self.bounds, Bounds::Unchecked);
         let mut off = "0".to_string();
         let mut ok = "true".to_string();
         for (d, p) in idx.iter().enumerate() {
             if let Pv::U(i) = p {
                 let i = self.f.val(format!("sext i32 {i} to i64"));
-                let inb = self.f.val(format!("icmp ult i64 {i}, {}", tv.shape[d]));
-                ok = self.f.val(format!("and i1 {ok}, {inb}"));
+                if !unchecked {
+                    let inb = self.f.val(format!("icmp ult i64 {i}, {}", tv.shape[d]));
+                    ok = self.f.val(format!("and i1 {ok}, {inb}"));
+                }
                 let t = self.f.val(format!("mul i64 {i}, {}", tv.strides[d]));
                 off = self.f.val(format!("add i64 {off}, {t}"));
             }
         }
         let lane_dims: Vec<usize> = (0..rank).filter(|&d| !matches!(idx[d], Pv::U(_))).collect();
+        if let Bounds::Check(all) = self.bounds.clone() {
+            let inb = self.lanes_in_bounds(&tv, &idx, &lane_dims, lanes);
+            let all = self.f.val(format!("and i1 {all}, {ok}"));
+            self.bounds = Bounds::Check(self.f.val(format!("and i1 {all}, {inb}")));
+            return Ok(Pv::U(if rb == "float" { "0.0".into() } else { "0".into() }));
+        }
         if lane_dims.is_empty() && mask.as_ref().is_none_or(|m| matches!(m, Pv::U(_))) {
             // One element for every lane.
             let ok = match &mask {
@@ -497,6 +570,10 @@ impl Lower<'_> {
         let mut vmask: Option<String> = None;
         let mut ivec = vec![];
         for &d in &lane_dims {
+            if unchecked {
+                ivec.push(self.pv_vec(&idx[d], "i32", lanes));
+                continue;
+            }
             if let Pv::A { base, c: 1 } = &idx[d] {
                 let r = self.range_bits(base, &tv.bound32[d], lanes);
                 bits = self.f.val(format!("and i64 {bits}, {r}"));
@@ -532,7 +609,11 @@ impl Lower<'_> {
             let b64 = self.f.val(format!("sext i32 {base} to i64"));
             let e0 = self.f.val(format!("add i64 {off}, {b64}"));
             if matches!(dt, DType::I4 | DType::E2M1) {
-                self.nibbles_contiguous(&tv, &e0, &lm, lanes)
+                if unchecked && !has_mask && valid == lanes as usize && lanes >= 4 {
+                    self.nibbles_unchecked(&tv, &e0, lanes)
+                } else {
+                    self.nibbles_contiguous(&tv, &e0, &lm, lanes)
+                }
             } else {
                 let (mty, esize) = super::memory::mem_ty(dt);
                 let eb = self.f.val(format!("mul i64 {e0}, {esize}"));
@@ -582,6 +663,131 @@ impl Lower<'_> {
         let o = self.pv_vec(&other, rb, lanes);
         let rt = vt(rb, lanes);
         Ok(Pv::V(self.f.val(format!("select {tb} {lm}, {rt} {x}, {rt} {o}"))))
+    }
+
+    /// Whether every lane of a load indexed by `idx` is within the tensor's bounds (i1); the
+    /// uniform dims are checked by the caller.
+    fn lanes_in_bounds(&mut self, tv: &super::lower::TensorVals, idx: &[Pv], lane_dims: &[usize], lanes: u32) -> String {
+        let (ti, tb) = (vt("i32", lanes), vt("i1", lanes));
+        let mut all = "true".to_string();
+        for &d in lane_dims {
+            let inb = if let Pv::A { base, c: 1 } = &idx[d] {
+                let r = self.range_bits(base, &tv.bound32[d], lanes);
+                let full = if lanes >= 64 { u64::MAX as i64 } else { ((1u64 << lanes) - 1) as i64 };
+                self.f.val(format!("icmp eq i64 {r}, {full}"))
+            } else {
+                let v = self.pv_vec(&idx[d], "i32", lanes);
+                let b = self.f.splat("i32", lanes, &tv.bound32[d]);
+                let m = self.f.val(format!("icmp ult {ti} {v}, {b}"));
+                let m = self.f.val(format!("bitcast {tb} {m} to i{lanes}"));
+                self.f.val(format!("icmp eq i{lanes} {m}, -1"))
+            };
+            all = self.f.val(format!("and i1 {all}, {inb}"));
+        }
+        all
+    }
+
+    /// Packed 4-bit elements `e0 .. e0 + lanes`, all known to be in bounds, as raw codes:
+    /// `lanes / 2` bytes from `e0 / 2` plus the byte holding the last element, shifted by the
+    /// start's parity (no branch; both bytes read lie inside the elements' bytes).
+    fn nibbles_unchecked(&mut self, tv: &super::lower::TensorVals, e0: &str, lanes: u32) -> String {
+        let ti = vt("i32", lanes);
+        let half = lanes / 2;
+        let (nb, wb) = (8 * half, 8 * half + 8);
+        let byte = self.f.val(format!("lshr i64 {e0}, 1"));
+        let p = self.f.val(format!("getelementptr i8, ptr {}, i64 {byte}", tv.base));
+        let lo = self.f.val(format!("load i{nb}, ptr {p}, align 1"));
+        let e1 = self.f.val(format!("add i64 {e0}, {}", lanes - 1));
+        let lb = self.f.val(format!("lshr i64 {e1}, 1"));
+        let q = self.f.val(format!("getelementptr i8, ptr {}, i64 {lb}", tv.base));
+        let hi = self.f.val(format!("load i8, ptr {q}, align 1"));
+        let lo = self.f.val(format!("zext i{nb} {lo} to i{wb}"));
+        let hi = self.f.val(format!("zext i8 {hi} to i{wb}"));
+        let hi = self.f.val(format!("shl i{wb} {hi}, {nb}"));
+        let w = self.f.val(format!("or i{wb} {lo}, {hi}"));
+        let odd = self.f.val(format!("and i64 {e0}, 1"));
+        let sh = self.f.val(format!("shl i64 {odd}, 2"));
+        let sh = self.f.val(format!("zext i64 {sh} to i{wb}"));
+        let w = self.f.val(format!("lshr i{wb} {w}, {sh}"));
+        let w = self.f.val(format!("trunc i{wb} {w} to i{nb}"));
+        if lanes == 16 && self.isa.vbmi {
+            // vpmultishiftqb on the broadcast word: lane l's low byte is bits 4l .. 4l + 8.
+            let sp = self.f.splat("i64", 8, &w);
+            let b = self.f.val(format!("bitcast <8 x i64> {sp} to <64 x i8>"));
+            let ctl: Vec<String> = (0..64u32).map(|i| format!("i8 {}", if i % 4 == 0 { 4 * ((i / 4) % 16) } else { 0 })).collect();
+            let m = self.f.val(format!("call <64 x i8> @llvm.x86.avx512.pmultishift.qb.512(<64 x i8> <{}>, <64 x i8> {b})", ctl.join(", ")));
+            let v = self.f.val(format!("bitcast <64 x i8> {m} to {ti}"));
+            let v = self.f.val(format!("and {ti} {v}, {}", cst("i32", lanes, "15")));
+            return if tv.dtype == DType::I4 { self.wrap(DType::I4, &v, lanes) } else { v };
+        }
+        let bt = vt("i8", half);
+        let raw = self.f.val(format!("bitcast i{nb} {w} to {bt}"));
+        let dup: Vec<String> = (0..lanes).map(|l| format!("i32 {}", l / 2)).collect();
+        let d = self.f.val(format!("shufflevector {bt} {raw}, {bt} poison, <{lanes} x i32> <{}>", dup.join(", ")));
+        let w = self.f.val(format!("zext {} {d} to {ti}", vt("i8", lanes)));
+        let sh: Vec<String> = (0..lanes).map(|l| format!("i32 {}", 4 * (l % 2))).collect();
+        let s = self.f.val(format!("lshr {ti} {w}, <{}>", sh.join(", ")));
+        let v = self.f.val(format!("and {ti} {s}, {}", cst("i32", lanes, "15")));
+        if tv.dtype == DType::I4 {
+            self.wrap(DType::I4, &v, lanes)
+        } else {
+            v
+        }
+    }
+
+    /// Whether `v`'s fused tree indexes every load only linearly in the lane position: index
+    /// operands are affine or uniform values (through views), and no `reshape` splits the lane
+    /// index. Then a load's bounds hold for a whole run of chunks when they hold for the first
+    /// and the last (an affine index takes its extremes at the ends).
+    fn linear_tree(&self, v: ValueId) -> bool {
+        let Some(op) = self.fused.get(&v) else { return true };
+        match &op.kind {
+            OpKind::Reshape => false,
+            OpKind::Load { tensor, .. } => {
+                let rank = self.tensors[*tensor].as_ref().map_or(0, |t| t.shape.len());
+                op.args[..rank].iter().all(|&a| self.plain_index(a)) && op.args[rank..].iter().all(|&a| self.linear_tree(a))
+            }
+            _ => op.args.iter().all(|&a| self.linear_tree(a)),
+        }
+    }
+
+    /// The chunk starts whose bounds imply those of every full chunk of a row of the fused
+    /// reduction over `x` (`n` long), or `None` when the tree's indices are not linear in them.
+    /// Without a `reshape` an index is affine in the lane position: the first and last chunk.
+    /// A root `reshape` whose source's trailing dims make up exactly one row splits the lane
+    /// position into independent digits, in each of which an index is affine: the corners of
+    /// that box of digits (the last digit steps by whole chunks).
+    fn corner_chunks(&self, x: ValueId, n: usize, lanes: usize) -> Option<Vec<usize>> {
+        let Some(op) = self.fused.get(&x).filter(|o| o.kind == OpKind::Reshape) else {
+            return self.linear_tree(x).then(|| vec![0, n / lanes * lanes - lanes]);
+        };
+        let src = self.shape(op.args[0]);
+        if !n.is_multiple_of(lanes) || !self.linear_tree(op.args[0]) {
+            return None;
+        }
+        let k = Self::trailing_split(&src, &self.shape(x))?;
+        if !src[src.len() - 1].is_multiple_of(lanes) {
+            return None;
+        }
+        let mut corners = vec![0usize];
+        let mut stride = 1;
+        for (i, &d) in src[k..].iter().enumerate().rev() {
+            let top = if i + k == src.len() - 1 { d - lanes } else { d - 1 };
+            corners = corners.iter().flat_map(|&c| [c, c + top * stride]).collect();
+            stride *= d;
+        }
+        corners.sort_unstable();
+        corners.dedup();
+        Some(corners)
+    }
+
+    /// An index operand that is affine or uniform, possibly through views.
+    fn plain_index(&self, a: ValueId) -> bool {
+        match self.fused.get(&a) {
+            None => matches!(self.repr(a), Repr::Uniform(_) | Repr::Affine { .. }),
+            Some(op) if matches!(op.kind, OpKind::ExpandDims(_) | OpKind::Broadcast) => self.plain_index(op.args[0]),
+            Some(_) => false,
+        }
     }
 
     /// Lanes `i` with `0 <= base + i < bound` (i32 `base`, unsigned i32 `bound`) as the low
@@ -720,7 +926,7 @@ impl Lower<'_> {
             l.loop_n(groups, &mut |l, g| {
                 let first = l.f.val(format!("mul i64 {g}, {ROWS}"));
                 let rs: Vec<String> = (0..ROWS).map(|q| l.f.val(format!("add i64 {first}, {q}"))).collect();
-                let ys = l.fused_rows(op, rop, prefix, &rs, 1)?;
+                let ys = l.fused_rows(op, rop, prefix, &rs, GROUP_UNROLL)?;
                 for (row, y) in rs.iter().zip(&ys) {
                     store(l, prefix, row, y);
                 }
@@ -814,21 +1020,52 @@ impl Lower<'_> {
             Ok(())
         };
         let groups = chunks / unroll;
-        self.loop_n(groups, &mut |l, g| {
-            for u in 0..unroll {
-                let c = l.f.val(format!("mul i64 {g}, {unroll}"));
-                let c = l.f.val(format!("add i64 {c}, {u}"));
-                let j0 = l.f.val(format!("mul i64 {c}, {lanes}"));
+        let full = |l: &mut Self| -> Result<()> {
+            l.loop_n(groups, &mut |l, g| {
+                for u in 0..unroll {
+                    let c = l.f.val(format!("mul i64 {g}, {unroll}"));
+                    let c = l.f.val(format!("add i64 {c}, {u}"));
+                    let j0 = l.f.val(format!("mul i64 {c}, {lanes}"));
+                    for q in 0..nrows {
+                        step(l, q, &slots[q * unroll + u], &j0, lanes as usize)?;
+                    }
+                }
+                Ok(())
+            })?;
+            for c in groups * unroll..chunks {
                 for q in 0..nrows {
-                    step(l, q, &slots[q * unroll + u], &j0, lanes as usize)?;
+                    step(l, q, &slots[q * unroll], &(c * lanes as usize).to_string(), lanes as usize)?;
                 }
             }
             Ok(())
-        })?;
-        for c in groups * unroll..chunks {
-            for q in 0..nrows {
-                step(self, q, &slots[q * unroll], &(c * lanes as usize).to_string(), lanes as usize)?;
+        };
+        let corners = if chunks >= 2 && matches!(self.bounds, Bounds::Masked) { self.corner_chunks(x, n, lanes as usize) } else { None };
+        if let Some(corners) = corners {
+            // Loop versioning: when every load is in bounds on the corner chunks of every row
+            // (hence on all of them), the full chunks run unmasked.
+            self.bounds = Bounds::Check("true".into());
+            for ix in &ixs {
+                for &j0 in &corners {
+                    let mut ix = ix.clone();
+                    ix.push(Ix::L(j0.to_string()));
+                    self.pe(x, &ix, lanes, lanes as usize)?;
+                }
             }
+            let Bounds::Check(all) = std::mem::take(&mut self.bounds) else { unreachable!("set above") };
+            let (fast, slow, merge) = (self.f.label(), self.f.label(), self.f.label());
+            self.f.condbr(&all, &fast, &slow);
+            self.f.block(&fast);
+            self.bounds = Bounds::Unchecked;
+            let r = full(self);
+            self.bounds = Bounds::Masked;
+            r?;
+            self.f.br(&merge);
+            self.f.block(&slow);
+            full(self)?;
+            self.f.br(&merge);
+            self.f.block(&merge);
+        } else {
+            full(self)?;
         }
         if tail > 0 {
             for q in 0..nrows {

@@ -81,6 +81,8 @@ pub(super) struct Isa {
     pub bf16: bool,
     /// `avx512f`: 512-bit permutes (`vpermps` tables).
     pub avx512: bool,
+    /// `avx512vbmi`: `vpmultishiftqb` (packed nibbles spread to lanes in one op).
+    pub vbmi: bool,
     /// `amx-tile` + `amx-bf16` (and, when running, the kernel's permission): AMX tiles for the
     /// bf16 fused K loops (`amx.rs`).
     pub amx: bool,
@@ -116,6 +118,8 @@ pub(super) struct Lower<'a> {
     pub(super) fused: HashMap<ValueId, Op>,
     /// Set while `fuse.rs` evaluates a load whose only consumer is an FMA.
     pub(super) arith_only: bool,
+    /// How `fuse.rs` treats the bounds of fused loads (its unmasked steady-state loops).
+    pub(super) bounds: super::fuse::Bounds,
     /// The region each value was defined in, and the region being lowered.
     region_of: Vec<u32>,
     pub(super) region: u32,
@@ -257,6 +261,7 @@ pub(super) fn lower(k: &Kernel, meta: &MetaLayout, isa: Isa) -> Result<Lowered> 
         uses,
         fused: HashMap::new(),
         arith_only: false,
+        bounds: super::fuse::Bounds::Masked,
         region_of: vec![0; k.values.len()],
         region: 0,
         regions: 0,

@@ -147,7 +147,7 @@ impl Host {
     /// data state to this process.
     fn isa(&self) -> lower::Isa {
         let amx = self.has("amx-tile") && self.has("amx-bf16") && amx::amx_permitted();
-        lower::Isa { bf16: self.has("avx512bf16"), avx512: self.has("avx512f"), amx }
+        lower::Isa { bf16: self.has("avx512bf16"), avx512: self.has("avx512f"), vbmi: self.has("avx512vbmi"), amx }
     }
 }
 
@@ -335,7 +335,7 @@ pub fn emit_asm_for(kernel: &Kernel, cpu: &str, features: &str) -> Result<String
     opc_ir::verify::verify(kernel).map_err(|e| unsupported(kernel, format!("the kernel does not verify: {e}")))?;
     let native = host()?;
     let target_host = Host { triple: native.triple.clone(), cpu: cpu.into(), features: features.into(), data_layout: native.data_layout.clone() };
-    let isa = lower::Isa { bf16: target_host.has("avx512bf16"), avx512: target_host.has("avx512f"), amx: target_host.has("amx-tile") && target_host.has("amx-bf16") };
+    let isa = lower::Isa { bf16: target_host.has("avx512bf16"), avx512: target_host.has("avx512f"), vbmi: target_host.has("avx512vbmi"), amx: target_host.has("amx-tile") && target_host.has("amx-bf16") };
     let lowered = lower::lower(kernel, &MetaLayout::new(kernel), isa)?;
     let text = module_text(kernel, &target_host, &lowered.text);
     let context = Context::create();
