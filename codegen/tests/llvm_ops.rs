@@ -17,7 +17,7 @@ use std::time::Instant;
 use common::{eps, Rng};
 use opc_ir::{DType, Tensor};
 use opc_ops::attention::{flash_attention, flash_decode, AttentionParams};
-use opc_ops::{blocks, kl_judge, kron_quant, moe, mxfp4, Ops};
+use opc_ops::{blocks, kl_judge, kron_quant, model, moe, mxfp4, Ops};
 
 const ULPS: f64 = 64.0;
 
@@ -182,6 +182,28 @@ fn moe_and_kl_judge_match_the_interpreter() {
         close("kl_judge kl", &a.kl, &b.kl);
         close("kl_judge accept", &a.accept, &b.accept);
         assert_eq!((a.accepted, &a.emitted), (b.accepted, &b.emitted), "kl_judge accepted / emitted");
+    }
+}
+
+/// gpt-oss MXFP4 experts, both forms: per-row GEMVs (P <= E, decode) and grouped GEMMs (P > E),
+/// with ragged K steps and N tiles.
+#[test]
+fn moe_mxfp4_matches_the_interpreter() {
+    let (i, l) = targets();
+    let mut r = Rng(33);
+    for (t, h, inter, e, k) in [(1, 64, 96, 8, 4), (2, 96, 64, 4, 2), (7, 96, 64, 4, 2)] {
+        let experts = |r: &mut Rng, rows: usize, cols: usize| {
+            let mut scales = Tensor::zeros(DType::E8M0, &[e, rows, cols / 32]);
+            scales.data.iter_mut().for_each(|b| *b = 124 + r.below(6) as u8);
+            model::MxExperts { codes: r.tensor_raw(DType::E2M1, &[e, rows, cols]), scales, bias: r.tensor_f(DType::F32, &[e, rows], false) }
+        };
+        let (mut gu, mut dn) = (experts(&mut r, 2 * inter, h), experts(&mut r, h, inter));
+        let x = r.tensor_f(DType::F32, &[t, h], false);
+        let mut rw = r.tensor_f(DType::BF16, &[e, h], false);
+        let rb = r.tensor_f(DType::F32, &[e], false);
+        let a = model::moe_mxfp4(&i, &x, &mut rw, &rb, k, &mut gu, &mut dn, 1.702, 7.0).unwrap();
+        let b = model::moe_mxfp4(&l, &x, &mut rw, &rb, k, &mut gu, &mut dn, 1.702, 7.0).unwrap();
+        close(&format!("moe_mxfp4 t={t} e={e} k={k}"), &a, &b);
     }
 }
 

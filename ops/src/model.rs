@@ -315,6 +315,40 @@ pub fn moe_mxfp4(
     ops.kernel("grouped_gemm", "moe_permute", &perm_inst)?.launch(&mut args)?;
     let (sorted_pairs, pos, starts, counts) = (take(&mut args, 1), take(&mut args, 2), take(&mut args, 3), take(&mut args, 4));
 
+    let flat_ids = reshaped(&ids, &[p]);
+    let pair_weights = reshaped(&weights, &[p]);
+    let y_perm = if p <= e {
+        experts_by_row(ops, x, sorted_pairs, flat_ids, pair_weights, gate_up, down, [h, i, top_k], alpha, limit)?
+    } else {
+        experts_grouped(ops, x, sorted_pairs, starts, counts, pair_weights, gate_up, down, [h, i, top_k, e], alpha, limit)?
+    };
+
+    let comb_inst = Instance::default()
+        .tunable("BT", pick(&[1, 2, 4, 8, 16, 32, 64], t, 16))
+        .tunable("BH", pick(&[16, 32, 64, 128, 256], h, 128));
+    let mut args = vec![Arg::Tensor(y_perm), Arg::Tensor(reshaped(&pos, &[t, top_k])), Arg::Tensor(Tensor::zeros(DType::F32, &[t, h]))];
+    ops.kernel("grouped_gemm", "moe_combine", &comb_inst)?.launch(&mut args)?;
+    Ok(take(&mut args, 2))
+}
+
+/// gpt-oss experts over the permuted rows as grouped GEMMs (`moe_mx_up` / `moe_mx_down`): one
+/// program per (expert, N tile) loops over the expert's rows, so each weight tile is decoded once
+/// per BM rows. Returns y_perm f32 [P, H] (routing weight folded in).
+#[allow(clippy::too_many_arguments)]
+fn experts_grouped(
+    ops: &Ops,
+    x: &Tensor,
+    sorted_pairs: Tensor,
+    starts: Tensor,
+    counts: Tensor,
+    pair_weights: Tensor,
+    gate_up: &mut MxExperts,
+    down: &mut MxExperts,
+    [h, i, top_k, e]: [usize; 4],
+    alpha: f32,
+    limit: f32,
+) -> Result<Tensor> {
+    let p = sorted_pairs.numel();
     let bm = pick(&[4, 16, 32, 64], p.div_ceil(e), 64);
     let up_inst = Instance::default()
         .tunable("BM", bm)
@@ -349,18 +383,60 @@ pub fn moe_mxfp4(
         Arg::Tensor(sorted_pairs),
         Arg::Tensor(starts),
         Arg::Tensor(counts),
-        Arg::Tensor(reshaped(&weights, &[p])),
+        Arg::Tensor(pair_weights),
         Arg::Tensor(Tensor::zeros(DType::F32, &[p, h])),
     ];
     launch_leased(ops, FILE, "moe_mx_down", &down_inst, &mut args, &mut [(1, &mut down.codes), (2, &mut down.scales), (3, &mut down.bias)])?;
-    let y_perm = take(&mut args, 8);
+    Ok(take(&mut args, 8))
+}
 
-    let comb_inst = Instance::default()
-        .tunable("BT", pick(&[1, 2, 4, 8, 16, 32, 64], t, 16))
-        .tunable("BH", pick(&[16, 32, 64, 128, 256], h, 128));
-    let mut args = vec![Arg::Tensor(y_perm), Arg::Tensor(reshaped(&pos, &[t, top_k])), Arg::Tensor(Tensor::zeros(DType::F32, &[t, h]))];
-    ops.kernel("grouped_gemm", "moe_combine", &comb_inst)?.launch(&mut args)?;
-    Ok(take(&mut args, 2))
+/// gpt-oss experts row by row (`moe_mx_up_rows` / `moe_mx_down_rows`): per-row MXFP4 GEMVs,
+/// for decode, where an expert rarely has more than one row and an MMA tile would be mostly
+/// padding. Same layout and result as [`experts_grouped`].
+#[allow(clippy::too_many_arguments)]
+fn experts_by_row(
+    ops: &Ops,
+    x: &Tensor,
+    sorted_pairs: Tensor,
+    ids: Tensor,
+    pair_weights: Tensor,
+    gate_up: &mut MxExperts,
+    down: &mut MxExperts,
+    [h, i, top_k]: [usize; 3],
+    alpha: f32,
+    limit: f32,
+) -> Result<Tensor> {
+    let p = sorted_pairs.numel();
+    let up_inst = Instance::default().tunable("BN", pick(&[8, 16], i, 16)).tunable("BK", pick(&[32, 64, 128, 256, 512], h, 512));
+    let mut args = vec![
+        Arg::Tensor(x.clone()),
+        Arg::Bool(false),
+        Arg::Bool(false),
+        Arg::Bool(false),
+        Arg::Tensor(sorted_pairs),
+        Arg::Tensor(ids),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[p, i])),
+        Arg::I32(top_k as i32),
+        Arg::F32(alpha),
+        Arg::F32(limit),
+    ];
+    launch_leased(ops, FILE, "moe_mx_up_rows", &up_inst, &mut args, &mut [(1, &mut gate_up.codes), (2, &mut gate_up.scales), (3, &mut gate_up.bias)])?;
+    let hidden = take(&mut args, 6);
+    let (sorted_pairs, ids) = (take(&mut args, 4), take(&mut args, 5));
+
+    let down_inst = Instance::default().tunable("BN", pick(&[8, 16], h, 16)).tunable("BK", pick(&[32, 64, 128, 256, 512], i, 512));
+    let mut args = vec![
+        Arg::Tensor(hidden),
+        Arg::Bool(false),
+        Arg::Bool(false),
+        Arg::Bool(false),
+        Arg::Tensor(sorted_pairs),
+        Arg::Tensor(ids),
+        Arg::Tensor(pair_weights),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[p, h])),
+    ];
+    launch_leased(ops, FILE, "moe_mx_down_rows", &down_inst, &mut args, &mut [(1, &mut down.codes), (2, &mut down.scales), (3, &mut down.bias)])?;
+    Ok(take(&mut args, 7))
 }
 
 /// How to draw a token from a row of logits.
@@ -541,10 +617,17 @@ mod tests {
         assert_eq!(argmax(&ops, &logits).unwrap(), vec![1]);
     }
 
+    /// Prefill (grouped GEMMs, P > E) and decode (per-row GEMVs, P <= E).
     #[test]
     fn mxfp4_experts_match_a_dequantized_reference() {
+        for t in [5, 1] {
+            mxfp4_experts_case(t);
+        }
+    }
+
+    fn mxfp4_experts_case(t: usize) {
         let ops = ops();
-        let (t, h, i, e, k) = (5, 64, 32, 4, 2);
+        let (h, i, e, k) = (64, 32, 4, 2);
         let x = f32t(&[t, h], |j| ((j * 37) % 17) as f32 / 8.0 - 1.0);
         let quant = |rows: usize, cols: usize, seed: usize| {
             let w = f32t(&[e * rows, cols], |j| (((j + seed) * 7919) % 29) as f32 / 14.0 - 1.0);
