@@ -80,7 +80,7 @@ struct OpcMaskTags {
     int64_t key[SLOTS][KEYS];
     int32_t filled = 0;
     int32_t next = 0;
-    __aicore__ inline int32_t Find(const int64_t* k) const
+    __aicore__ inline int32_t OpcFind(const int64_t* k) const
     {
         for (int32_t s = 0; s < filled; ++s) {
             bool same = true;
@@ -93,7 +93,7 @@ struct OpcMaskTags {
         }
         return -1;
     }
-    __aicore__ inline int32_t Insert(const int64_t* k)
+    __aicore__ inline int32_t OpcInsert(const int64_t* k)
     {
         const int32_t s = filled < SLOTS ? filled++ : next;
         next = (s + 1) % SLOTS;

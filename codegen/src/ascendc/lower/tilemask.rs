@@ -95,10 +95,10 @@ impl Lower<'_> {
         let tags = format!("maskTags{id}_");
         self.comment(format!("tiling mask {shape:?}: built once per distinct (clamped offset, condition) key, then reused"));
         self.line(format!("const int64_t {key}[{}] = {{{}}};", ks.len(), ks.join(", ")));
-        self.line(format!("int32_t {slot} = {tags}.Find({key});"));
+        self.line(format!("int32_t {slot} = {tags}.OpcFind({key});"));
         let name = format!("{}[{slot} * {bytes}]", self.bname(cache));
         self.push();
-        self.line(format!("{slot} = {tags}.Insert({key});"));
+        self.line(format!("{slot} = {tags}.OpcInsert({key});"));
         self.pred_mask_into(p, shape, cnt, cache, &name);
         let build = self.pop();
         self.push_stmt(Stmt::If { cond: format!("{slot} < 0"), then_: build, else_: vec![] });
