@@ -72,6 +72,37 @@ __aicore__ inline int32_t OpcClamp(int64_t x, int64_t lo, int64_t hi)
 {
     return static_cast<int32_t>(x < lo ? lo : (x > hi ? hi : x));
 }
+// Tags of a tiling-mask cache (lower/tilemask.rs): the run-time parameters (clamped diagonal
+// offsets, uniform conditions) each of SLOTS masks precomputed in UB was built for. Slots fill
+// in order, then are reused round-robin; the tags outlive one level-1 program, like the masks.
+template <int32_t SLOTS, int32_t KEYS>
+struct OpcMaskTags {
+    int64_t key[SLOTS][KEYS];
+    int32_t filled = 0;
+    int32_t next = 0;
+    __aicore__ inline int32_t OpcFind(const int64_t* k) const
+    {
+        for (int32_t s = 0; s < filled; ++s) {
+            bool same = true;
+            for (int32_t i = 0; i < KEYS; ++i) {
+                same = same && key[s][i] == k[i];
+            }
+            if (same) {
+                return s;
+            }
+        }
+        return -1;
+    }
+    __aicore__ inline int32_t OpcInsert(const int64_t* k)
+    {
+        const int32_t s = filled < SLOTS ? filled++ : next;
+        next = (s + 1) % SLOTS;
+        for (int32_t i = 0; i < KEYS; ++i) {
+            key[s][i] = k[i];
+        }
+        return s;
+    }
+};
 __aicore__ inline float OpcFloor(float x)
 {
     if (!(x - x == 0.0f) || x >= 8388608.0f || x <= -8388608.0f) {
@@ -455,6 +486,12 @@ fn kernel_cpp(k: &Kernel, inp: &EmitInput) -> String {
         s.push_str(&format!("    TQue<{}, {}> {};\n", q.pos.cpp(), q.depth, q.name));
     }
     s.push_str("    TBuf<TPosition::VECCALC> calcBuf_;\n    LocalTensor<float> scalarTmp_;\n");
+    if p.once_prologue {
+        s.push_str("    // The precomputed tiles of the calc arena are filled by the first program only.\n    bool prologueDone_ = false;\n");
+    }
+    for (i, (slots, keys)) in p.mask_tags.iter().enumerate() {
+        s.push_str(&format!("    OpcMaskTags<{slots}, {keys}> maskTags{i}_;  // tiling-mask cache {i}\n"));
+    }
     for (_, nm, d) in &tensors {
         s.push_str(&format!("    GlobalTensor<{}> {nm}Gm;\n", gm_ctype(*d)));
     }

@@ -285,6 +285,11 @@ pub struct Kernel {
     pub workspace_per_core: u64,
     /// Number of cube↔vector hand-offs (dot sites), for the manifest.
     pub cube_sites: usize,
+    /// The vector program's precomputed tiles are filled once per kernel (guarded by the
+    /// `prologueDone_` member) instead of once per level-1 program.
+    pub once_prologue: bool,
+    /// Tiling-mask caches (`lower/tilemask.rs`): (slots, keys) of each `OpcMaskTags` member.
+    pub mask_tags: Vec<(usize, usize)>,
 }
 
 impl Kernel {

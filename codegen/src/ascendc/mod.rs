@@ -41,18 +41,19 @@
 //! the cube computes it one KV step ahead into ping-pong workspace slots with a flag pair per
 //! slot (`lower/pipeline.rs`): the cube works on step t + 1 while the AIVs run the online
 //! softmax of step t. The DSL's loop bounds skip the tiles above the causal diagonal, tiles
-//! below it take the unmasked branch, and only diagonal / ragged tiles evaluate the mask.
+//! below it take the unmasked branch, and diagonal / window-edge / ragged tiles `Select` with a
+//! tiling mask kept in UB (`lower/tilemask.rs`): built once per distinct diagonal offset per
+//! core (one mask for BM = BN with SQ - SK a multiple of the tile), never an S×S mask.
 //! `roofline.rs` estimates the time on a 910B2 from the work (the closing-report test in
 //! `codegen/tests/ascendc_render.rs`).
 //!
 //! **Not yet** (documented limits): a B operand the vector cores compute (MXFP4 decode) is
 //! decoded by both AIVs and written by sub-block 0 (the decode is not split); no L0C
-//! accumulation across a K loop; the diagonal-tile mask is computed per tile on the scalar unit
-//! instead of one precomputed mask tile; stores into packed 4-bit tensors and masked /
-//! scattered stores go element by element through `GlobalTensor::SetValue` (no data-cache
-//! flush is emitted); a whole-token kernel whose operands exceed UB (kron_quant with
-//! N1·N2 = 86·128 f32) is rejected with the budget message (no automatic level-2 split of
-//! vector-unit dots yet).
+//! accumulation across a K loop; stores into packed 4-bit tensors and masked / scattered
+//! stores go element by element through `GlobalTensor::SetValue` (no data-cache flush is
+//! emitted). Box loads larger than 16 KiB stream through `VECIN` in row chunks (so kron_quant
+//! with N1·N2 = 86·128 f32 fits), but the calc tiles themselves are never split: a kernel
+//! whose live tiles exceed UB is rejected with the budget message.
 
 pub mod check;
 mod emit;

@@ -43,6 +43,9 @@ pub(super) struct BoxAccess {
 /// `[lo, hi)` limits on one result dim's index (C++ expressions; `None`: unbounded).
 pub(super) type Bound = (Option<String>, Option<String>);
 
+/// Largest VECIN queue buffer a box load uses; larger boxes stream in chunks of rows.
+const IN_CHUNK_BYTES: u64 = 16 * 1024;
+
 pub(super) fn packed(d: DType) -> bool {
     d.bits() == 4
 }
@@ -183,7 +186,11 @@ impl Lower<'_> {
         let p = if nd >= 2 { ls[nd - 2] } else { layout(d, &shape).1 as i64 };
         let pb = p as u64 * elem_bytes(d) / 32;
         let rows_len = if nd >= 2 { shape[nd - 2] } else { 1 };
-        let q = self.queue(Pos::VecIn, rows_len as u64 * p as u64 * elem_bytes(d));
+        // A large box streams through the queue in chunks of rows (double-buffered within the
+        // load), so one VECIN buffer never exceeds `IN_CHUNK_BYTES`.
+        let row_bytes = p as u64 * elem_bytes(d);
+        let chunk = ((IN_CHUNK_BYTES / row_bytes).max(1) as usize).min(rows_len);
+        let q = self.queue(Pos::VecIn, chunk as u64 * row_bytes);
         let ct = ctype(d);
         let inb = g.inb.clone();
         let c = c0(d);
@@ -191,6 +198,13 @@ impl Lower<'_> {
         let body = |l: &mut Lower, outer_off: String, gm_off: String| {
             let (nr, nc) = (g.n(nd.wrapping_sub(2)), g.n(nd - 1));
             let tn = l.fresh("in");
+            let (nr, outer_off, gm_off) = if chunk < rows_len {
+                l.push();
+                l.line(format!("const int32_t {tn}Nr = ({nr}) - {tn}R < {chunk} ? ({nr}) - {tn}R : {chunk};"));
+                (format!("{tn}Nr"), format!("{outer_off} + {tn}R * {p}"), format!("{gm_off} + static_cast<int64_t>({tn}R) * {}", g.row_stride))
+            } else {
+                (nr, outer_off, gm_off)
+            };
             let qn = l.out.queues[q].name.clone();
             // A box whose first column is not 0 (a negative start) lands at the 32-byte block
             // holding it, with `leftPadding` elements of `other` in front.
@@ -226,6 +240,11 @@ impl Lower<'_> {
                 Effect::Copy(CopyLen::Blocks(format!("{tn}Cc"))),
             );
             l.instr(Pipe::V, format!("{qn}.FreeTensor({tn});"), vec![], vec![], Effect::FreeTensor(q));
+            if chunk < rows_len {
+                let rows = l.pop();
+                let all = g.n(nd - 2);
+                l.push_stmt(Stmt::Loop { head: format!("int32_t {tn}R = 0; {tn}R < {all}; {tn}R += {chunk}"), body: rows });
+            }
         };
         self.box_walk(&g, &ls, &format!("{inb} && {mask}"), &body);
         self.set(r, Val::Tile(dst));

@@ -28,6 +28,7 @@ mod cube;
 mod memory;
 pub(super) mod pipeline;
 mod scalar;
+mod tilemask;
 mod vector;
 
 pub(super) use cube::{cube_eligible, workspace_slots, FLAG_OPERANDS, FLAG_PRODUCT};
@@ -295,7 +296,15 @@ impl<'k> Lower<'k> {
             };
             let mut pre = vec![bar(self)];
             pre.append(&mut self.prologue);
-            pre.push(bar(self));
+            if mode == Mode::Vector {
+                // The tiles live at fixed offsets for the whole kernel: fill them once.
+                pre.push(Stmt::Line("prologueDone_ = true;".into()));
+                pre.push(bar(self));
+                pre = vec![Stmt::If { cond: "!prologueDone_".into(), then_: pre, else_: vec![] }];
+                self.out.once_prologue = true;
+            } else {
+                pre.push(bar(self));
+            }
             pre.append(&mut stmts);
             stmts = pre;
         }

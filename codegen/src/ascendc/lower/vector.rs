@@ -296,6 +296,12 @@ impl Lower<'_> {
     fn pred_mask(&mut self, p: &Pred, shape: &[usize], cnt: u64) -> BufId {
         let m = self.alloc_elems(DType::U8, cnt / 8, self.pos(), "predicate mask".into());
         let mn = self.bname(m);
+        self.pred_mask_into(p, shape, cnt, m, &mn);
+        m
+    }
+
+    /// [`Self::pred_mask`] into buffer `m`, spelled `mn` (a slot of a tiling-mask cache).
+    pub(super) fn pred_mask_into(&mut self, p: &Pred, shape: &[usize], cnt: u64, m: BufId, mn: &str) {
         let words = cnt / 16;
         match p {
             Pred::Cmp { op, base, coefs } => {
@@ -308,7 +314,7 @@ impl Lower<'_> {
                 let z = self.temp(pd, shape, "predicate bound");
                 let (inn, zn) = (self.bname(iota), self.bname(z));
                 let n = layout(pd, shape).1;
-                let span: i64 = coefs.iter().zip(shape).map(|(c, s)| c.abs() * (*s as i64)).sum::<i64>() + 1;
+                let span = super::tilemask::leaf_span(coefs, shape);
                 self.vec(
                     format!("Duplicate({zn}, static_cast<half>(static_cast<float>(OpcClamp(-static_cast<int64_t>({base}), -{span}, {span}))), {n});"),
                     &[],
@@ -343,7 +349,6 @@ impl Lower<'_> {
                 self.vec(format!("Not({mn}.ReinterpretCast<uint16_t>(), {xn}.ReinterpretCast<uint16_t>(), {words});"), &[x], &[m]);
             }
         }
-        m
     }
 
     /// The position tile `Σ coefs[d] · i[d]` of `shape` in dtype `d`, filled once at the start
@@ -559,10 +564,18 @@ impl Lower<'_> {
         if let (Val::Pred(p), true) = (self.val(c), vec_dtype(d) && layout(d, &shape) == layout(DType::F16, &shape)) {
             let n = layout(d, &shape).1;
             let cnt = crate::ascendc::lir::round_up(n, 128);
-            let mask = self.pred_mask(&p, &shape, cnt);
+            // A mask on tile positions is a tiling mask: built once per distinct run-time
+            // offset and kept in UB (`tilemask.rs`); other modes compute it here.
+            let (mask, mn) = match self.mode {
+                super::Mode::Vector => self.tiling_mask(&p, &shape, cnt),
+                _ => {
+                    let m = self.pred_mask(&p, &shape, cnt);
+                    (m, self.bname(m))
+                }
+            };
             let t = self.dense_or_dup(op, op.args[1], &shape)?;
             let dst = self.alloc(d, &shape, self.last_use(r), format!("%{} {}", r.0, self.k.ty(r)));
-            let (mn, tn, dn) = (self.bname(mask), self.bname(t), self.bname(dst));
+            let (tn, dn) = (self.bname(t), self.bname(dst));
             match self.val(op.args[2]) {
                 Val::Scalar(s) | Val::Splat(s) => {
                     self.vec(format!("Select({dn}, {mn}, {tn}, static_cast<{}>({s}), SELMODE::VSEL_TENSOR_SCALAR_MODE, {n});", ctype(d)), &[mask, t], &[dst]);
