@@ -3,7 +3,7 @@
 //! and on a host that has AMX they match the interpreter (skipped, with a message, elsewhere).
 #![cfg(feature = "llvm22-1")]
 
-#[path = "llvm_common.rs"]
+#[path = "jit_common.rs"]
 mod common;
 
 use common::{check, kernel, Cmp, Rng};

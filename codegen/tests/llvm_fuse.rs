@@ -5,7 +5,7 @@
 //! reassociated (and `sum(a * b)` contracted to FMA): close; the rest bit for bit.
 #![cfg(feature = "llvm22-1")]
 
-#[path = "llvm_common.rs"]
+#[path = "jit_common.rs"]
 mod common;
 
 use common::{check, exact, kernel, Cmp, Rng};

@@ -4,7 +4,7 @@
 //! that must not be fused (a second use of a loaded tile).
 #![cfg(feature = "llvm22-1")]
 
-#[path = "llvm_common.rs"]
+#[path = "jit_common.rs"]
 mod common;
 
 use common::{check, kernel, Cmp, Rng};

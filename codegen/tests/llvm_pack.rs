@@ -5,6 +5,7 @@
 //! in the buffer of a value a branch yields unchanged).
 #![cfg(feature = "llvm22-1")]
 
+#[path = "jit_common.rs"]
 mod llvm_common;
 
 use llvm_common::{check, kernel, Cmp, Rng};
