@@ -2,6 +2,7 @@
 //! the `meta` array and each tensor's data address, for owned ([`opc_ir::Arg`]) and borrowed
 //! ([`ArgRef`]) launches alike.
 
+use crate::Result;
 use opc_ir::{Arg, ArgRef, LaunchArg};
 
 /// Write parameter `a`'s launch-time values at `meta[at..]`: a tensor's shape then its element
@@ -29,7 +30,7 @@ fn put_shape(meta: &mut [i64], at: usize, shape: &[usize]) {
 /// The data address of a lent tensor (0 for a scalar). An `In` tensor's address is only read
 /// through: `bind_dims` rejects an `out` parameter lent as `In`, and the verifier admits stores
 /// only to `out` parameters.
-pub(crate) fn ref_ptr(a: &mut ArgRef<'_>) -> usize {
+fn ref_ptr(a: &mut ArgRef<'_>) -> usize {
     match a {
         ArgRef::In(t) => t.data.as_ptr() as usize,
         ArgRef::Out(t) => t.data.as_mut_ptr() as usize,
@@ -38,9 +39,38 @@ pub(crate) fn ref_ptr(a: &mut ArgRef<'_>) -> usize {
 }
 
 /// The data address of an owned tensor argument (0 for a scalar).
-pub(crate) fn arg_ptr(a: &mut Arg) -> usize {
+fn arg_ptr(a: &mut Arg) -> usize {
     match a {
         Arg::Tensor(t) => t.data.as_mut_ptr() as usize,
         _ => 0,
     }
+}
+
+/// A JIT executable's launch on tensor bytes at given addresses.
+pub(crate) trait RunOn {
+    /// Check `args`, bind the dims, evaluate the grid and run every program.
+    ///
+    /// # Safety
+    /// `ptrs[i]` addresses `args[i]`'s tensor bytes, valid for reads during the call, and for
+    /// writes (exclusive to the call) where `args[i]` is writable; the implementation runs
+    /// `bind_dims` before touching any of them.
+    unsafe fn run<A: LaunchArg>(&self, args: &[A], ptrs: Vec<usize>) -> Result<()>;
+}
+
+/// `Executable::launch` of a JIT target: on the owned tensors' own buffers.
+pub(crate) fn launch_owned(e: &impl RunOn, args: &mut [Arg]) -> Result<()> {
+    let ptrs = args.iter_mut().map(arg_ptr).collect();
+    // SAFETY: the pointers address the argument tensors' own buffers, which `args` keeps
+    // mutably borrowed (and unmoved) for the whole call.
+    unsafe { e.run(args, ptrs) }
+}
+
+/// `Executable::launch_refs` of a JIT target: on the lent tensors' buffers, no copy.
+pub(crate) fn launch_lent(e: &impl RunOn, args: &mut [ArgRef<'_>]) -> Result<()> {
+    let ptrs = args.iter_mut().map(ref_ptr).collect();
+    // SAFETY: the pointers address the lent tensors' own buffers, borrowed for the whole call.
+    // `run` checks first (`bind_dims`) that every `out` parameter was lent as `ArgRef::Out`,
+    // and the verifier admits stores only to `out` parameters, so nothing is written through
+    // a pointer taken from an `ArgRef::In`.
+    unsafe { e.run(args, ptrs) }
 }

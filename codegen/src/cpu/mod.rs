@@ -63,7 +63,7 @@ use opc_ir::launch::{self, LaunchError};
 use opc_ir::{Arg, ArgRef, Kernel, LaunchArg, ParamKind};
 use rayon::prelude::*;
 
-use crate::jit_args::{arg_ptr, put_meta, ref_ptr};
+use crate::jit_args::{launch_lent, launch_owned, put_meta, RunOn};
 use crate::{CodegenError, Executable, Result, Target};
 
 /// The Cranelift JIT target (`--target cpu`).
@@ -247,11 +247,9 @@ impl CpuExecutable {
         unsafe { self.run(args, ptrs) }
     }
 
-    /// Check `args`, bind the dims, evaluate the grid and run every program.
-    ///
-    /// # Safety
-    /// `ptrs[i]` addresses `args[i].data.len()` bytes of tensor `i`, valid for reads during the
-    /// call, and for writes (exclusive to the call) where `args[i]` is writable.
+}
+
+impl RunOn for CpuExecutable {
     unsafe fn run<A: LaunchArg>(&self, args: &[A], mut ptrs: Vec<usize>) -> Result<()> {
         let k = &self.kernel;
         let dims = launch::bind_dims(k, args)?;
@@ -294,19 +292,11 @@ impl CpuExecutable {
 
 impl Executable for CpuExecutable {
     fn launch(&self, args: &mut [Arg]) -> Result<()> {
-        let ptrs = args.iter_mut().map(arg_ptr).collect();
-        // SAFETY: the pointers address the argument tensors' own buffers, which `args` keeps
-        // mutably borrowed (and unmoved) for the whole call.
-        unsafe { self.run(args, ptrs) }
+        launch_owned(self, args)
     }
 
     fn launch_refs(&self, args: &mut [ArgRef<'_>]) -> Result<()> {
-        let ptrs = args.iter_mut().map(ref_ptr).collect();
-        // SAFETY: the pointers address the lent tensors' own buffers, borrowed for the whole
-        // call. `run` checks first (`bind_dims`) that every `out` parameter was lent as
-        // `ArgRef::Out`, and the verifier admits stores only to `out` parameters, so nothing is
-        // written through a pointer taken from an `ArgRef::In`.
-        unsafe { self.run(args, ptrs) }
+        launch_lent(self, args)
     }
 
     fn kernel(&self) -> &Kernel {

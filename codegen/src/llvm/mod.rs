@@ -78,7 +78,7 @@ use opc_ir::launch::{self, LaunchError};
 use opc_ir::{Arg, ArgRef, Kernel, LaunchArg, ParamKind};
 use rayon::prelude::*;
 
-use crate::jit_args::{arg_ptr, put_meta, ref_ptr};
+use crate::jit_args::{launch_lent, launch_owned, put_meta, RunOn};
 use crate::{CodegenError, Executable, Result, Target};
 use helpers::Helper;
 
@@ -380,12 +380,7 @@ thread_local! {
 #[repr(C, align(64))]
 struct Line([u8; 64]);
 
-impl LlvmExecutable {
-    /// Check `args`, bind the dims, evaluate the grid and run every program.
-    ///
-    /// # Safety
-    /// `ptrs[i]` addresses `args[i]`'s tensor bytes, valid for reads during the call, and for
-    /// writes (exclusive to the call) where `args[i]` is writable.
+impl RunOn for LlvmExecutable {
     unsafe fn run<A: LaunchArg>(&self, args: &[A], mut ptrs: Vec<usize>) -> Result<()> {
         let k = &self.kernel;
         let dims = launch::bind_dims(k, args)?;
@@ -438,17 +433,11 @@ impl LlvmExecutable {
 
 impl Executable for LlvmExecutable {
     fn launch(&self, args: &mut [Arg]) -> Result<()> {
-        let ptrs = args.iter_mut().map(arg_ptr).collect();
-        // SAFETY: the pointers address the argument tensors' own buffers, which `args` keeps
-        // mutably borrowed (and unmoved) for the whole call.
-        unsafe { self.run(args, ptrs) }
+        launch_owned(self, args)
     }
 
     fn launch_refs(&self, args: &mut [ArgRef<'_>]) -> Result<()> {
-        let ptrs = args.iter_mut().map(ref_ptr).collect();
-        // SAFETY: as `launch`, for the lent buffers; `run` rejects an `out` parameter lent as
-        // `ArgRef::In` before anything runs, so `In` buffers are only read (`ref_ptr`).
-        unsafe { self.run(args, ptrs) }
+        launch_lent(self, args)
     }
 
     fn kernel(&self) -> &Kernel {
