@@ -177,8 +177,8 @@ pub fn prepare(row: &Row, ops: &Ops) -> Result<Prepared, String> {
         "gemv_bf16" => {
             // The runtime's decode path: f32 activations, bf16 weights read in place.
             let x = f.tensor(DType::F32, &[1, GEMV_K]);
-            let mut ws: Vec<Tensor> = (0..GEMV_MATS).map(|_| f.tensor(DType::BF16, &[GEMV_N, GEMV_K])).collect();
-            Box::new(move |ops| ws.iter_mut().try_for_each(|w| opc_ops::model::linear_w(ops, &x, w, None).map(drop).map_err(e)))
+            let ws: Vec<Tensor> = (0..GEMV_MATS).map(|_| f.tensor(DType::BF16, &[GEMV_N, GEMV_K])).collect();
+            Box::new(move |ops| ws.iter().try_for_each(|w| opc_ops::model::linear_w(ops, &x, w, None).map(drop).map_err(e)))
         }
         "gemv_mxfp4" => {
             let x = f.tensor(DType::BF16, &[1, GEMV_K]);
@@ -188,8 +188,7 @@ pub fn prepare(row: &Row, ops: &Ops) -> Result<Prepared, String> {
                     scales: f.tensor(DType::E8M0, &[GEMV_N, GEMV_K / 32]),
                 })
                 .collect();
-            let mut ws = ws;
-            Box::new(move |ops| ws.iter_mut().try_for_each(|w| opc_ops::mxfp4::gemm_in_place(ops, &x, w).map(drop).map_err(e)))
+            Box::new(move |ops| ws.iter().try_for_each(|w| opc_ops::mxfp4::gemm(ops, &x, w).map(drop).map_err(e)))
         }
         "prefill_bf16_512" => {
             let x = f.tensor(DType::BF16, &[PREFILL_M, GEMV_K]);
@@ -198,8 +197,8 @@ pub fn prepare(row: &Row, ops: &Ops) -> Result<Prepared, String> {
         }
         "prefill_mxfp4_512" => {
             let x = f.tensor(DType::BF16, &[PREFILL_M, GEMV_K]);
-            let mut w = opc_ops::mxfp4::Mxfp4 { codes: f.tensor(DType::E2M1, &[GEMV_N, GEMV_K]), scales: f.tensor(DType::E8M0, &[GEMV_N, GEMV_K / 32]) };
-            Box::new(move |ops| opc_ops::mxfp4::gemm_in_place(ops, &x, &mut w).map(drop).map_err(e))
+            let w = opc_ops::mxfp4::Mxfp4 { codes: f.tensor(DType::E2M1, &[GEMV_N, GEMV_K]), scales: f.tensor(DType::E8M0, &[GEMV_N, GEMV_K / 32]) };
+            Box::new(move |ops| opc_ops::mxfp4::gemm(ops, &x, &w).map(drop).map_err(e))
         }
         "grouped_gemm_moge" => {
             let (t, h, i, ne, _, groups) = MOE;

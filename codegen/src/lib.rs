@@ -4,13 +4,14 @@
 //! Today: the reference interpreter (`interp`). The CPU (Cranelift / LLVM), PTX and AscendC
 //! renderers plug in here as further targets.
 
-use opc_ir::{Arg, Kernel};
+use opc_ir::{Arg, ArgRef, Kernel};
 use std::sync::Arc;
 
 pub mod cpu;
 pub mod artifact;
 pub mod ascendc;
 pub mod interp;
+mod jit_args;
 mod repr;
 pub mod ptx;
 #[cfg(feature = "llvm22-1")]
@@ -36,6 +37,32 @@ pub type Result<T> = std::result::Result<T, CodegenError>;
 /// written in place.
 pub trait Executable: Send + Sync {
     fn launch(&self, args: &mut [Arg]) -> Result<()>;
+
+    /// [`Executable::launch`] on borrowed tensors: inputs are read and outputs written where
+    /// they live ([`ArgRef`]); an `out` parameter lent as [`ArgRef::In`] is an error. The same
+    /// checks and errors as `launch`. This default copies the inputs into owned arguments and
+    /// moves the outputs in and back (even on error); the JIT targets override it to run on the
+    /// callers' buffers with no copy.
+    fn launch_refs(&self, args: &mut [ArgRef<'_>]) -> Result<()> {
+        opc_ir::launch::bind_dims(self.kernel(), args)?;
+        let mut owned: Vec<Arg> = args
+            .iter_mut()
+            .map(|a| match a {
+                ArgRef::In(t) => Arg::Tensor((*t).clone()),
+                ArgRef::Out(t) => Arg::Tensor(std::mem::replace(*t, opc_ir::Tensor { dtype: t.dtype, shape: vec![], data: vec![] })),
+                ArgRef::F32(x) => Arg::F32(*x),
+                ArgRef::I32(x) => Arg::I32(*x),
+                ArgRef::Bool(b) => Arg::Bool(*b),
+            })
+            .collect();
+        let r = self.launch(&mut owned);
+        for (a, o) in args.iter_mut().zip(owned) {
+            if let (ArgRef::Out(t), Arg::Tensor(o)) = (a, o) {
+                **t = o;
+            }
+        }
+        r
+    }
     /// The kernel this was compiled from (after the pipeline).
     fn kernel(&self) -> &Kernel;
 }

@@ -9,7 +9,7 @@
 
 use crate::ir::{Constraint, DimExpr, ParamKind, SymId};
 use crate::types::DType;
-use crate::{Arg, Kernel};
+use crate::{ArgRef, Kernel, LaunchArg};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LaunchError {
@@ -32,12 +32,13 @@ pub fn article(d: DType) -> &'static str {
 }
 
 /// How an argument is described in messages: `a bf16 tensor of shape [2, 3]`, `an f32 scalar`.
-fn describe_arg(a: &Arg) -> String {
+fn describe_arg(a: &ArgRef) -> String {
     match a {
-        Arg::Tensor(t) => format!("{} {} tensor of shape {:?}", article(t.dtype), t.dtype, t.shape),
-        Arg::F32(_) => "an f32 scalar".into(),
-        Arg::I32(_) => "an i32 scalar".into(),
-        Arg::Bool(_) => "a bool scalar".into(),
+        ArgRef::In(t) => format!("{} {} tensor of shape {:?}", article(t.dtype), t.dtype, t.shape),
+        ArgRef::Out(t) => format!("{} {} tensor of shape {:?}", article(t.dtype), t.dtype, t.shape),
+        ArgRef::F32(_) => "an f32 scalar".into(),
+        ArgRef::I32(_) => "an i32 scalar".into(),
+        ArgRef::Bool(_) => "a bool scalar".into(),
     }
 }
 
@@ -190,8 +191,9 @@ impl Binding<'_> {
 }
 
 /// Bind every dim symbol from the tensor arguments and check all of them.
-/// Returns one value per `SymId` (index = SymId.0).
-pub fn bind_dims(kernel: &Kernel, args: &[Arg]) -> Result<Vec<i64>, LaunchError> {
+/// Returns one value per `SymId` (index = SymId.0). `args` are owned [`crate::Arg`]s or
+/// borrowed [`ArgRef`]s: both are checked by this one routine, so errors are identical.
+pub fn bind_dims<A: LaunchArg>(kernel: &Kernel, args: &[A]) -> Result<Vec<i64>, LaunchError> {
     let kname = &kernel.name;
     if args.len() != kernel.params.len() {
         return Err(LaunchError::ArgCount { kernel: kname.clone(), expected: kernel.params.len(), got: args.len() });
@@ -201,8 +203,8 @@ pub fn bind_dims(kernel: &Kernel, args: &[Arg]) -> Result<Vec<i64>, LaunchError>
 
     // 1. Kinds, dtypes, ranks and byte counts.
     for (pi, (p, a)) in kernel.params.iter().zip(args).enumerate() {
-        match (&p.kind, a) {
-            (ParamKind::Tensor { dtype, dims, .. }, Arg::Tensor(t)) => {
+        match (&p.kind, a.view()) {
+            (ParamKind::Tensor { dtype, dims, .. }, ArgRef::In(t)) => {
                 if t.dtype != *dtype {
                     return Err(arg_err(pi, format!("expected {} {dtype} tensor, got {}", article(*dtype), t.dtype)));
                 }
@@ -229,12 +231,12 @@ pub fn bind_dims(kernel: &Kernel, args: &[Arg]) -> Result<Vec<i64>, LaunchError>
                 }
             }
             (ParamKind::Tensor { dtype, .. }, other) => {
-                return Err(arg_err(pi, format!("expected {} {dtype} tensor, got {}", article(*dtype), describe_arg(other))));
+                return Err(arg_err(pi, format!("expected {} {dtype} tensor, got {}", article(*dtype), describe_arg(&other))));
             }
             (ParamKind::Scalar { dtype }, a) => {
-                let ok = matches!((dtype, a), (DType::F32, Arg::F32(_)) | (DType::I32, Arg::I32(_)) | (DType::Bool, Arg::Bool(_)));
+                let ok = matches!((dtype, &a), (DType::F32, ArgRef::F32(_)) | (DType::I32, ArgRef::I32(_)) | (DType::Bool, ArgRef::Bool(_)));
                 if !ok {
-                    return Err(arg_err(pi, format!("expected {} {dtype} scalar, got {}", article(*dtype), describe_arg(a))));
+                    return Err(arg_err(pi, format!("expected {} {dtype} scalar, got {}", article(*dtype), describe_arg(&a))));
                 }
             }
         }
@@ -244,7 +246,7 @@ pub fn bind_dims(kernel: &Kernel, args: &[Arg]) -> Result<Vec<i64>, LaunchError>
     let nd = kernel.dims.len();
     let mut b = Binding { kernel, vals: vec![None; nd], binders: vec![None; nd] };
     for (pi, (p, a)) in kernel.params.iter().zip(args).enumerate() {
-        let (ParamKind::Tensor { dims, .. }, Arg::Tensor(t)) = (&p.kind, a) else { continue };
+        let (ParamKind::Tensor { dims, .. }, Some(t)) = (&p.kind, a.tensor()) else { continue };
         for (d, e) in dims.iter().enumerate() {
             let DimExpr::Sym(s) = e else { continue };
             let si = s.0 as usize;
@@ -283,7 +285,7 @@ pub fn bind_dims(kernel: &Kernel, args: &[Arg]) -> Result<Vec<i64>, LaunchError>
 
     // 3. Every dim of every tensor against its expression.
     for (pi, (p, a)) in kernel.params.iter().zip(args).enumerate() {
-        let (ParamKind::Tensor { dims, .. }, Arg::Tensor(t)) = (&p.kind, a) else { continue };
+        let (ParamKind::Tensor { dims, .. }, Some(t)) = (&p.kind, a.tensor()) else { continue };
         for (d, e) in dims.iter().enumerate() {
             let actual = t.shape[d] as i64;
             match e {
@@ -368,6 +370,13 @@ pub fn bind_dims(kernel: &Kernel, args: &[Arg]) -> Result<Vec<i64>, LaunchError>
                     }
                 }
             }
+        }
+    }
+
+    // 5. Borrowed launches: an `out` tensor must be lent writable (`ArgRef::Out`).
+    for (pi, (p, a)) in kernel.params.iter().zip(args).enumerate() {
+        if matches!(p.kind, ParamKind::Tensor { output: true, .. }) && !a.writable() {
+            return Err(arg_err(pi, "is an `out` tensor, written by the kernel: lend it as `ArgRef::Out`, not `ArgRef::In`".into()));
         }
     }
 

@@ -4,6 +4,7 @@
 //! This crate depends on no other opc crate: everything above it (DSL, passes, targets,
 //! runtime) speaks this IR.
 
+pub mod argref;
 pub mod interp;
 pub mod ir;
 pub mod launch;
@@ -15,5 +16,6 @@ pub mod types;
 pub mod verify;
 
 pub use ir::*;
+pub use argref::{ArgRef, LaunchArg};
 pub use tensor::{Arg, Tensor};
 pub use types::{DType, MemSpace, Rounding, TileType};

@@ -6,7 +6,8 @@
 
 use crate::{expect_dtype, OpError, Ops, Result};
 use opc_dsl::Instance;
-use opc_ir::{Arg, DType, Tensor};
+use crate::blocks::or_zeros;
+use opc_ir::{ArgRef, DType, Tensor};
 
 const FILE: &str = "flash_attention";
 
@@ -96,9 +97,9 @@ fn window_args(p: &AttentionParams, d: &Dims) -> (bool, i32) {
     }
 }
 
-fn sinks_arg(sinks: Option<&Tensor>, hq: usize) -> Tensor {
+fn sinks_arg(sinks: Option<&Tensor>, hq: usize) -> std::borrow::Cow<'_, Tensor> {
     // When absent the kernel masks the load off; the tensor only binds the shape [Hq].
-    sinks.cloned().unwrap_or_else(|| Tensor::zeros(DType::F32, &[hq]))
+    or_zeros(sinks, DType::F32, &[hq])
 }
 
 /// The same tensor seen with another (row-major compatible) shape.
@@ -111,20 +112,13 @@ fn tile(n: usize, lo: usize, hi: usize) -> i64 {
     n.next_power_of_two().clamp(lo, hi) as i64
 }
 
-fn take(arg: &mut Arg) -> Tensor {
-    match std::mem::replace(arg, Arg::Bool(false)) {
-        Arg::Tensor(t) => t,
-        _ => unreachable!("output argument is a tensor"),
-    }
-}
-
 /// FlashAttention-2 forward: one program per (query tile, head, batch), online softmax over KV
 /// tiles. GQA, bottom-right causal mask, sliding window and attention sinks.
 pub fn flash_attention(ops: &Ops, q: &Tensor, k: &Tensor, v: &Tensor, sinks: Option<&Tensor>, p: &AttentionParams) -> Result<AttentionOut> {
     const OP: &str = "flash_attention";
     let d = check(OP, q, k, v, sinks, p)?;
-    let out = Tensor::zeros(q.dtype, &q.shape);
-    let lse = Tensor::zeros(DType::F32, &[d.b, d.hq, d.sq]);
+    let mut out = Tensor::zeros(q.dtype, &q.shape);
+    let mut lse = Tensor::zeros(DType::F32, &[d.b, d.hq, d.sq]);
     if d.b == 0 || d.hq == 0 || d.sq == 0 {
         return Ok(AttentionOut { out, lse });
     }
@@ -134,21 +128,22 @@ pub fn flash_attention(ops: &Ops, q: &Tensor, k: &Tensor, v: &Tensor, sinks: Opt
         .tunable("BM", tile(d.sq, 16, 64))
         .tunable("BN", tile(d.sk, 16, 64));
     let (has_window, window) = window_args(p, &d);
-    let mut args = vec![
-        Arg::Tensor(q.clone()),
-        Arg::Tensor(k.clone()),
-        Arg::Tensor(v.clone()),
-        Arg::Tensor(sinks_arg(sinks, d.hq)),
-        Arg::Tensor(out),
-        Arg::Tensor(lse),
-        Arg::F32(p.scale),
-        Arg::Bool(p.causal),
-        Arg::Bool(has_window),
-        Arg::I32(window),
-        Arg::Bool(sinks.is_some()),
+    let sk = sinks_arg(sinks, d.hq);
+    let mut args = [
+        ArgRef::In(q),
+        ArgRef::In(k),
+        ArgRef::In(v),
+        ArgRef::In(&sk),
+        ArgRef::Out(&mut out),
+        ArgRef::Out(&mut lse),
+        ArgRef::F32(p.scale),
+        ArgRef::Bool(p.causal),
+        ArgRef::Bool(has_window),
+        ArgRef::I32(window),
+        ArgRef::Bool(sinks.is_some()),
     ];
-    ops.kernel(FILE, "flash_attention", &inst)?.launch(&mut args)?;
-    Ok(AttentionOut { out: take(&mut args[4]), lse: take(&mut args[5]) })
+    ops.kernel(FILE, "flash_attention", &inst)?.launch_refs(&mut args)?;
+    Ok(AttentionOut { out, lse })
 }
 
 /// Split-KV decode (flash-decoding): the KV sequence is cut into `num_splits` chunks handled by
@@ -169,8 +164,8 @@ pub fn flash_decode(
     if num_splits == 0 || num_splits > i32::MAX as usize {
         return Err(err(OP, format!("num_splits must be at least 1, got {num_splits}")));
     }
-    let out = Tensor::zeros(q.dtype, &q.shape);
-    let lse = Tensor::zeros(DType::F32, &[d.b, d.hq, d.sq]);
+    let mut out = Tensor::zeros(q.dtype, &q.shape);
+    let mut lse = Tensor::zeros(DType::F32, &[d.b, d.hq, d.sq]);
     if d.b == 0 || d.hq == 0 || d.sq == 0 {
         return Ok(AttentionOut { out, lse });
     }
@@ -185,35 +180,39 @@ pub fn flash_decode(
         .konst("D", d.d as i64)
         .tunable("BM", tile(m, 4, 64))
         .tunable("BN", tile(d.sk.div_ceil(ns), 16, 64));
-    let mut args = vec![
-        Arg::Tensor(view(q.clone(), &[d.b, d.hkv, m, d.d])),
-        Arg::Tensor(k.clone()),
-        Arg::Tensor(v.clone()),
-        Arg::Tensor(Tensor::zeros(DType::F32, &[ns, d.b, d.hkv, m, d.d])),
-        Arg::Tensor(Tensor::zeros(DType::F32, &[ns, d.b, d.hkv, m])),
-        Arg::I32(d.sq as i32),
-        Arg::F32(p.scale),
-        Arg::Bool(p.causal),
-        Arg::Bool(has_window),
-        Arg::I32(window),
+    let q_packed = view(q.clone(), &[d.b, d.hkv, m, d.d]);
+    let mut o_part = Tensor::zeros(DType::F32, &[ns, d.b, d.hkv, m, d.d]);
+    let mut lse_part = Tensor::zeros(DType::F32, &[ns, d.b, d.hkv, m]);
+    let mut args = [
+        ArgRef::In(&q_packed),
+        ArgRef::In(k),
+        ArgRef::In(v),
+        ArgRef::Out(&mut o_part),
+        ArgRef::Out(&mut lse_part),
+        ArgRef::I32(d.sq as i32),
+        ArgRef::F32(p.scale),
+        ArgRef::Bool(p.causal),
+        ArgRef::Bool(has_window),
+        ArgRef::I32(window),
     ];
-    ops.kernel(FILE, "flash_decode_split", &split)?.launch(&mut args)?;
-    let o_part = view(take(&mut args[3]), &[ns, d.b, d.hq, d.sq, d.d]);
-    let lse_part = view(take(&mut args[4]), &[ns, d.b, d.hq, d.sq]);
+    ops.kernel(FILE, "flash_decode_split", &split)?.launch_refs(&mut args)?;
+    let o_part = view(o_part, &[ns, d.b, d.hq, d.sq, d.d]);
+    let lse_part = view(lse_part, &[ns, d.b, d.hq, d.sq]);
 
     // Pass 2: LSE-weighted combine (plus the sinks).
     let combine = Instance::default()
         .dtype("T", q.dtype)
         .konst("D", d.d as i64)
         .tunable("BM", if d.sq == 1 { 1 } else if d.sq <= 4 { 4 } else { 16 });
-    let mut args = vec![
-        Arg::Tensor(o_part),
-        Arg::Tensor(lse_part),
-        Arg::Tensor(sinks_arg(sinks, d.hq)),
-        Arg::Tensor(out),
-        Arg::Tensor(lse),
-        Arg::Bool(sinks.is_some()),
+    let sk = sinks_arg(sinks, d.hq);
+    let mut args = [
+        ArgRef::In(&o_part),
+        ArgRef::In(&lse_part),
+        ArgRef::In(&sk),
+        ArgRef::Out(&mut out),
+        ArgRef::Out(&mut lse),
+        ArgRef::Bool(sinks.is_some()),
     ];
-    ops.kernel(FILE, "flash_decode_combine", &combine)?.launch(&mut args)?;
-    Ok(AttentionOut { out: take(&mut args[3]), lse: take(&mut args[4]) })
+    ops.kernel(FILE, "flash_decode_combine", &combine)?.launch_refs(&mut args)?;
+    Ok(AttentionOut { out, lse })
 }

@@ -7,7 +7,8 @@
 
 use crate::{expect_dtype, OpError, Ops, Result};
 use opc_dsl::Instance;
-use opc_ir::{Arg, DType, Tensor};
+use opc_ir::{ArgRef, DType, Tensor};
+use std::borrow::Cow;
 
 const FILE: &str = "blocks";
 const FLOATS: &[DType] = &[DType::F32, DType::BF16, DType::F16];
@@ -59,17 +60,14 @@ pub fn linear(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Resul
 #[allow(clippy::too_many_arguments)]
 fn gemm(op: &'static str, kernel: &str, ops: &Ops, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, m: usize, n: usize, k: usize) -> Result<Tensor> {
     let has_bias = bias.is_some();
-    let bias = match bias {
-        Some(t) => {
-            expect_dtype(op, "bias", t, &[DType::F32])?;
-            if t.shape != [n] {
-                return Err(shape(op, format!("`bias` is {:?}, expected [N] = [{n}]", t.shape)));
-            }
-            t.clone()
+    if let Some(t) = bias {
+        expect_dtype(op, "bias", t, &[DType::F32])?;
+        if t.shape != [n] {
+            return Err(shape(op, format!("`bias` is {:?}, expected [N] = [{n}]", t.shape)));
         }
-        None => Tensor::zeros(DType::F32, &[n]),
-    };
-    let out = Tensor::zeros(a.dtype, &[m, n]);
+    }
+    let bias = or_zeros(bias, DType::F32, &[n]);
+    let mut out = Tensor::zeros(a.dtype, &[m, n]);
     if out.numel() == 0 {
         return Ok(out);
     }
@@ -82,9 +80,9 @@ fn gemm(op: &'static str, kernel: &str, ops: &Ops, a: &Tensor, b: &Tensor, bias:
         .tunable("BM", pick(&[16, 32, 64, 128], m, cap_mn))
         .tunable("BN", pick(&[16, 32, 64, 128], n, cap_mn))
         .tunable("BK", pick(&[8, 16, 32, 64], k, cap_k));
-    let mut args = vec![Arg::Tensor(a.clone()), Arg::Tensor(b.clone()), Arg::Tensor(bias), Arg::Tensor(out), Arg::Bool(has_bias)];
-    ops.kernel(FILE, kernel, &inst)?.launch(&mut args)?;
-    Ok(take(&mut args, 3))
+    let mut args = [ArgRef::In(a), ArgRef::In(b), ArgRef::In(&bias), ArgRef::Out(&mut out), ArgRef::Bool(has_bias)];
+    ops.kernel(FILE, kernel, &inst)?.launch_refs(&mut args)?;
+    Ok(out)
 }
 
 /// RMSNorm over the last dim: x [T,H], w [H] (dtype of x); f32 mean of squares; output x.dtype.
@@ -96,7 +94,7 @@ pub fn rmsnorm(ops: &Ops, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
     if w.shape != [h] {
         return Err(shape(OP, format!("`w` is {:?}, expected [H] = [{h}]", w.shape)));
     }
-    let out = Tensor::zeros(x.dtype, &[t, h]);
+    let mut out = Tensor::zeros(x.dtype, &[t, h]);
     if out.numel() == 0 {
         return Ok(out);
     }
@@ -104,9 +102,9 @@ pub fn rmsnorm(ops: &Ops, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
         .dtype("T", x.dtype)
         .tunable("BT", pick(&[1, 2, 4, 8, 16], t, 4))
         .tunable("BH", pick(&[16, 32, 64, 128, 256, 512, 1024], h, 1024));
-    let mut args = vec![Arg::Tensor(x.clone()), Arg::Tensor(w.clone()), Arg::Tensor(out), Arg::F32(eps)];
-    ops.kernel(FILE, "rmsnorm", &inst)?.launch(&mut args)?;
-    Ok(take(&mut args, 2))
+    let mut args = [ArgRef::In(x), ArgRef::In(w), ArgRef::Out(&mut out), ArgRef::F32(eps)];
+    ops.kernel(FILE, "rmsnorm", &inst)?.launch_refs(&mut args)?;
+    Ok(out)
 }
 
 /// RoPE on x [T,H,D] (D even, at most 512) at `positions` i32 [T], HF rotate_half convention.
@@ -121,7 +119,7 @@ pub fn rope(ops: &Ops, x: &Tensor, positions: &Tensor, p: &RopeParams) -> Result
     if d % 2 != 0 || d > 512 {
         return Err(shape(OP, format!("head dim D = {d} must be even and at most 512")));
     }
-    let out = Tensor::zeros(x.dtype, &[t, nh, d]);
+    let mut out = Tensor::zeros(x.dtype, &[t, nh, d]);
     if out.numel() == 0 {
         return Ok(out);
     }
@@ -130,20 +128,20 @@ pub fn rope(ops: &Ops, x: &Tensor, positions: &Tensor, p: &RopeParams) -> Result
         .tunable("BH", pick(&[1, 2, 4, 8, 16, 32], nh, 8))
         .tunable("BD", pick(&[8, 16, 32, 64, 128, 256, 512], d, 512));
     let y = p.yarn.unwrap_or(Yarn { factor: 1.0, beta_fast: 32.0, beta_slow: 1.0, original_max_position_embeddings: 1, truncate: true });
-    let mut args = vec![
-        Arg::Tensor(x.clone()),
-        Arg::Tensor(positions.clone()),
-        Arg::Tensor(out),
-        Arg::F32(p.theta),
-        Arg::Bool(p.yarn.is_some()),
-        Arg::F32(y.factor),
-        Arg::F32(y.beta_fast),
-        Arg::F32(y.beta_slow),
-        Arg::F32(y.original_max_position_embeddings as f32),
-        Arg::Bool(y.truncate),
+    let mut args = [
+        ArgRef::In(x),
+        ArgRef::In(positions),
+        ArgRef::Out(&mut out),
+        ArgRef::F32(p.theta),
+        ArgRef::Bool(p.yarn.is_some()),
+        ArgRef::F32(y.factor),
+        ArgRef::F32(y.beta_fast),
+        ArgRef::F32(y.beta_slow),
+        ArgRef::F32(y.original_max_position_embeddings as f32),
+        ArgRef::Bool(y.truncate),
     ];
-    ops.kernel(FILE, "rope", &inst)?.launch(&mut args)?;
-    Ok(take(&mut args, 2))
+    ops.kernel(FILE, "rope", &inst)?.launch_refs(&mut args)?;
+    Ok(out)
 }
 
 /// silu(gate) · up, gate and up [T,I] of one float dtype.
@@ -155,14 +153,14 @@ pub fn swiglu(ops: &Ops, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if up.shape != gate.shape {
         return Err(shape(OP, format!("`up` is {:?}, expected the shape of `gate` {:?}", up.shape, gate.shape)));
     }
-    let out = Tensor::zeros(gate.dtype, &[t, i]);
+    let mut out = Tensor::zeros(gate.dtype, &[t, i]);
     if out.numel() == 0 {
         return Ok(out);
     }
     let inst = elementwise_inst(gate.dtype, t, i);
-    let mut args = vec![Arg::Tensor(gate.clone()), Arg::Tensor(up.clone()), Arg::Tensor(out)];
-    ops.kernel(FILE, "swiglu", &inst)?.launch(&mut args)?;
-    Ok(take(&mut args, 2))
+    let mut args = [ArgRef::In(gate), ArgRef::In(up), ArgRef::Out(&mut out)];
+    ops.kernel(FILE, "swiglu", &inst)?.launch_refs(&mut args)?;
+    Ok(out)
 }
 
 /// gpt-oss clamped SwiGLU on gate_up [T, 2I] (gate = even columns, up = odd): result [T, I].
@@ -174,14 +172,14 @@ pub fn clamped_swiglu(ops: &Ops, gate_up: &Tensor, alpha: f32, limit: f32) -> Re
         return Err(shape(OP, format!("`gate_up` is {:?}: the last dim must be even (gate and up interleaved)", gate_up.shape)));
     }
     let i = i2 / 2;
-    let out = Tensor::zeros(gate_up.dtype, &[t, i]);
+    let mut out = Tensor::zeros(gate_up.dtype, &[t, i]);
     if out.numel() == 0 {
         return Ok(out);
     }
     let inst = elementwise_inst(gate_up.dtype, t, i);
-    let mut args = vec![Arg::Tensor(gate_up.clone()), Arg::Tensor(out), Arg::F32(alpha), Arg::F32(limit)];
-    ops.kernel(FILE, "clamped_swiglu", &inst)?.launch(&mut args)?;
-    Ok(take(&mut args, 1))
+    let mut args = [ArgRef::In(gate_up), ArgRef::Out(&mut out), ArgRef::F32(alpha), ArgRef::F32(limit)];
+    ops.kernel(FILE, "clamped_swiglu", &inst)?.launch_refs(&mut args)?;
+    Ok(out)
 }
 
 fn elementwise_inst(dt: DType, rows: usize, cols: usize) -> Instance {
@@ -196,7 +194,7 @@ pub fn softmax(ops: &Ops, x: &Tensor) -> Result<Tensor> {
     const OP: &str = "softmax";
     expect_dtype(OP, "x", x, FLOATS)?;
     let [t, v] = dims::<2>(OP, "x", "[T, V]", x)?;
-    let out = Tensor::zeros(x.dtype, &[t, v]);
+    let mut out = Tensor::zeros(x.dtype, &[t, v]);
     if out.numel() == 0 {
         return Ok(out);
     }
@@ -204,9 +202,9 @@ pub fn softmax(ops: &Ops, x: &Tensor) -> Result<Tensor> {
         .dtype("T", x.dtype)
         .tunable("BR", pick(&[1, 2, 4, 8, 16], t, 4))
         .tunable("BV", pick(&[16, 64, 256, 1024, 4096], v, 1024));
-    let mut args = vec![Arg::Tensor(x.clone()), Arg::Tensor(out)];
-    ops.kernel(FILE, "softmax", &inst)?.launch(&mut args)?;
-    Ok(take(&mut args, 1))
+    let mut args = [ArgRef::In(x), ArgRef::Out(&mut out)];
+    ops.kernel(FILE, "softmax", &inst)?.launch_refs(&mut args)?;
+    Ok(out)
 }
 
 /// Rows of table [V,H] at ids i32 [T]: result [T,H] in the table dtype (ids outside [0, V) give zeros).
@@ -216,7 +214,7 @@ pub fn embedding(ops: &Ops, table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     expect_dtype(OP, "ids", ids, &[DType::I32])?;
     let [_, h] = dims::<2>(OP, "table", "[V, H]", table)?;
     let [t] = dims::<1>(OP, "ids", "[T]", ids)?;
-    let out = Tensor::zeros(table.dtype, &[t, h]);
+    let mut out = Tensor::zeros(table.dtype, &[t, h]);
     if out.numel() == 0 {
         return Ok(out);
     }
@@ -224,9 +222,9 @@ pub fn embedding(ops: &Ops, table: &Tensor, ids: &Tensor) -> Result<Tensor> {
         .dtype("T", table.dtype)
         .tunable("BT", pick(&[1, 2, 4, 8, 16, 32], t, 8))
         .tunable("BH", pick(&[16, 32, 64, 128, 256, 512], h, 256));
-    let mut args = vec![Arg::Tensor(table.clone()), Arg::Tensor(ids.clone()), Arg::Tensor(out)];
-    ops.kernel(FILE, "embedding", &inst)?.launch(&mut args)?;
-    Ok(take(&mut args, 2))
+    let mut args = [ArgRef::In(table), ArgRef::In(ids), ArgRef::Out(&mut out)];
+    ops.kernel(FILE, "embedding", &inst)?.launch_refs(&mut args)?;
+    Ok(out)
 }
 
 /// The k largest entries of every row of x f32 [T,V], descending, ties to the smaller index:
@@ -238,18 +236,17 @@ pub fn topk(ops: &Ops, x: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
     if k == 0 || k > v {
         return Err(shape(OP, format!("k = {k} must be in 1..={v} (V of `x` {:?})", x.shape)));
     }
-    let values = Tensor::zeros(DType::F32, &[t, k]);
-    let indices = Tensor::zeros(DType::I32, &[t, k]);
+    let mut values = Tensor::zeros(DType::F32, &[t, k]);
+    let mut indices = Tensor::zeros(DType::I32, &[t, k]);
     if t == 0 {
         return Ok((values, indices));
     }
     let inst = Instance::default()
         .tunable("BR", pick(&[1, 2, 4, 8, 16], t, 4))
         .tunable("BV", pick(&[16, 64, 256, 1024], v, 1024));
-    let mut args = vec![Arg::Tensor(x.clone()), Arg::Tensor(values), Arg::Tensor(indices)];
-    ops.kernel(FILE, "topk", &inst)?.launch(&mut args)?;
-    let indices = take(&mut args, 2);
-    Ok((take(&mut args, 1), indices))
+    let mut args = [ArgRef::In(x), ArgRef::Out(&mut values), ArgRef::Out(&mut indices)];
+    ops.kernel(FILE, "topk", &inst)?.launch_refs(&mut args)?;
+    Ok((values, indices))
 }
 
 // ---------------------------------------------------------------- shared driver helpers
@@ -280,12 +277,10 @@ pub(crate) fn reshaped(t: &Tensor, shape: &[usize]) -> Tensor {
     Tensor { dtype: t.dtype, shape: shape.to_vec(), data: t.data.clone() }
 }
 
-/// Move output tensor `i` out of the launch arguments.
-pub(crate) fn take(args: &mut [Arg], i: usize) -> Tensor {
-    match std::mem::replace(&mut args[i], Arg::Bool(false)) {
-        Arg::Tensor(t) => t,
-        other => unreachable!("launch argument {i} is not a tensor: {other:?}"),
-    }
+/// `t`, or (when absent) zeros of `dtype` and `shape`: an optional kernel operand whose load
+/// the kernel masks off, present only to bind its shape.
+pub(crate) fn or_zeros<'a>(t: Option<&'a Tensor>, dtype: DType, shape: &[usize]) -> Cow<'a, Tensor> {
+    t.map_or_else(|| Cow::Owned(Tensor::zeros(dtype, shape)), Cow::Borrowed)
 }
 
 /// The smallest tile of `space` (ascending) that covers `n`, capped at `cap` (a member of `space`).

@@ -3,10 +3,10 @@
 //! `accept_prefix` (accepted prefix length and emitted tokens). This driver checks shapes, picks
 //! the vocab tile, launches both and reads the accepted count back to size `emitted`.
 
-use crate::blocks::{dims, pick, shape, take};
+use crate::blocks::{dims, pick, shape};
 use crate::{expect_dtype, Ops, Result};
 use opc_dsl::Instance;
-use opc_ir::{Arg, DType, Tensor};
+use opc_ir::{ArgRef, DType, Tensor};
 
 const FILE: &str = "kl_judge";
 const OP: &str = "kl_judge";
@@ -44,31 +44,35 @@ pub fn kl_judge(ops: &Ops, target_logits: &Tensor, draft_logits: &Tensor, draft_
     }
 
     let inst = Instance::default().tunable("BV", pick(&[16, 64, 256, 1024, 4096], v, 1024));
-    let mut args = vec![
-        Arg::Tensor(target_logits.clone()),
-        Arg::Tensor(draft_logits.clone()),
-        Arg::Tensor(draft_tokens.clone()),
-        Arg::Tensor(Tensor::zeros(DType::F32, &[g])),
-        Arg::Tensor(Tensor::zeros(DType::U8, &[g])),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[g + 1])),
-        Arg::F32(tau),
+    let mut kl = Tensor::zeros(DType::F32, &[g]);
+    let mut accept = Tensor::zeros(DType::U8, &[g]);
+    let mut target_argmax = Tensor::zeros(DType::I32, &[g + 1]);
+    let mut args = [
+        ArgRef::In(target_logits),
+        ArgRef::In(draft_logits),
+        ArgRef::In(draft_tokens),
+        ArgRef::Out(&mut kl),
+        ArgRef::Out(&mut accept),
+        ArgRef::Out(&mut target_argmax),
+        ArgRef::F32(tau),
     ];
-    ops.kernel(FILE, "kl_rows", &inst)?.launch(&mut args)?;
-    let kl = take(&mut args, 3);
-    let accept = take(&mut args, 4);
-    let target_argmax = take(&mut args, 5);
+    ops.kernel(FILE, "kl_rows", &inst)?.launch_refs(&mut args)?;
 
-    let inst = Instance::default().tunable("BG", pick(&[16, 64, 256], g + 1, 256));
-    let mut args = vec![
-        Arg::Tensor(accept.clone()),
-        Arg::Tensor(draft_tokens.clone()),
-        Arg::Tensor(target_argmax),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[1])),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[g + 1])),
-    ];
-    ops.kernel(FILE, "accept_prefix", &inst)?.launch(&mut args)?;
-    // the accepted count only sizes the returned token list
-    let accepted = take(&mut args, 3).to_i64_vec()[0] as usize;
-    let emitted = take(&mut args, 4).to_i64_vec()[..accepted + 1].iter().map(|&t| t as i32).collect();
+    let (accepted, emitted) = accept_prefix(ops, &accept, draft_tokens, &target_argmax)?;
     Ok(JudgeOut { kl, accept, accepted, emitted })
+}
+
+/// The accepted prefix of γ drafts: (its length, the emitted tokens: the accepted drafts then
+/// the correction `fallback[accepted]`), from accept u8 [γ], drafts i32 [γ], fallback i32 [γ+1].
+pub(crate) fn accept_prefix(ops: &Ops, accept: &Tensor, drafts: &Tensor, fallback: &Tensor) -> Result<(usize, Vec<i32>)> {
+    let g = drafts.numel();
+    let inst = Instance::default().tunable("BG", pick(&[16, 64, 256], g + 1, 256));
+    let mut count = Tensor::zeros(DType::I32, &[1]);
+    let mut tokens = Tensor::zeros(DType::I32, &[g + 1]);
+    let mut args = [ArgRef::In(accept), ArgRef::In(drafts), ArgRef::In(fallback), ArgRef::Out(&mut count), ArgRef::Out(&mut tokens)];
+    ops.kernel(FILE, "accept_prefix", &inst)?.launch_refs(&mut args)?;
+    // the accepted count only sizes the returned token list
+    let accepted = count.to_i64_vec()[0] as usize;
+    let emitted = tokens.to_i64_vec()[..accepted + 1].iter().map(|&t| t as i32).collect();
+    Ok((accepted, emitted))
 }

@@ -3,7 +3,8 @@
 
 use crate::{expect_dtype, OpError, Ops, Result};
 use opc_dsl::Instance;
-use opc_ir::{Arg, DType, Tensor};
+use crate::blocks::or_zeros;
+use opc_ir::{ArgRef, DType, Tensor};
 
 const FILE: &str = "kron_quant";
 
@@ -19,13 +20,6 @@ pub struct KronQuantOut {
 
 fn err(op: &'static str, msg: impl Into<String>) -> OpError {
     OpError::Shape { op, msg: msg.into() }
-}
-
-fn take(arg: &mut Arg) -> Tensor {
-    match std::mem::replace(arg, Arg::Bool(false)) {
-        Arg::Tensor(t) => t,
-        _ => unreachable!("output argument is a tensor"),
-    }
 }
 
 fn tile(n: usize, lo: usize, hi: usize) -> i64 {
@@ -64,17 +58,16 @@ pub fn kron_quant(ops: &Ops, x: &Tensor, c: &Tensor, p1: &Tensor, p2: &Tensor) -
         return Ok(out);
     }
     let inst = Instance::default().konst("N1", n1 as i64).konst("N2", n2 as i64);
-    let mut args = vec![
-        Arg::Tensor(x.clone()),
-        Arg::Tensor(c.clone()),
-        Arg::Tensor(p1.clone()),
-        Arg::Tensor(p2.clone()),
-        Arg::Tensor(out.transformed),
-        Arg::Tensor(out.codes),
-        Arg::Tensor(out.scales),
+    let mut args = [
+        ArgRef::In(x),
+        ArgRef::In(c),
+        ArgRef::In(p1),
+        ArgRef::In(p2),
+        ArgRef::Out(&mut out.transformed),
+        ArgRef::Out(&mut out.codes),
+        ArgRef::Out(&mut out.scales),
     ];
-    ops.kernel(FILE, "kron_quant", &inst)?.launch(&mut args)?;
-    out = KronQuantOut { transformed: take(&mut args[4]), codes: take(&mut args[5]), scales: take(&mut args[6]) };
+    ops.kernel(FILE, "kron_quant", &inst)?.launch_refs(&mut args)?;
     Ok(out)
 }
 
@@ -108,7 +101,7 @@ pub fn int4_gemm(ops: &Ops, a_codes: &Tensor, a_scales: &Tensor, w_codes: &Tenso
             return Err(err(OP, format!("`bias` has shape {:?}, expected [N={n}]", b.shape)));
         }
     }
-    let y = Tensor::zeros(DType::F32, &[m, n]);
+    let mut y = Tensor::zeros(DType::F32, &[m, n]);
     if m == 0 || n == 0 {
         return Ok(y);
     }
@@ -116,15 +109,16 @@ pub fn int4_gemm(ops: &Ops, a_codes: &Tensor, a_scales: &Tensor, w_codes: &Tenso
         .tunable("BM", tile(m, 16, 64))
         .tunable("BN", tile(n, 16, 64))
         .tunable("BK", tile(k, 32, 128));
-    let mut args = vec![
-        Arg::Tensor(a_codes.clone()),
-        Arg::Tensor(a_scales.clone()),
-        Arg::Tensor(w_codes.clone()),
-        Arg::Tensor(w_scales.clone()),
-        Arg::Tensor(bias.cloned().unwrap_or_else(|| Tensor::zeros(DType::F32, &[n]))),
-        Arg::Tensor(y),
-        Arg::Bool(bias.is_some()),
+    let bias_t = or_zeros(bias, DType::F32, &[n]);
+    let mut args = [
+        ArgRef::In(a_codes),
+        ArgRef::In(a_scales),
+        ArgRef::In(w_codes),
+        ArgRef::In(w_scales),
+        ArgRef::In(&bias_t),
+        ArgRef::Out(&mut y),
+        ArgRef::Bool(bias.is_some()),
     ];
-    ops.kernel(FILE, "int4_gemm", &inst)?.launch(&mut args)?;
-    Ok(take(&mut args[5]))
+    ops.kernel(FILE, "int4_gemm", &inst)?.launch_refs(&mut args)?;
+    Ok(y)
 }

@@ -3,33 +3,16 @@
 //! gather, gpt-oss's MXFP4 expert layer (routing through the library's topk / softmax /
 //! moe_permute / moe_combine kernels) and token sampling.
 //!
-//! Large operands (weights, KV pools) are taken by `&mut` and *leased* to the launch: moved into
-//! the argument list and moved back afterwards, so a launch never copies a weight matrix.
+//! Every launch borrows its operands ([`ArgRef`]), so a launch never copies a weight matrix or a
+//! KV pool.
 
-use crate::blocks::{dims, pick, reshaped, shape, take};
+use crate::blocks::{dims, or_zeros, pick, reshaped, shape};
 use crate::{blocks, expect_dtype, Ops, Result};
 use opc_dsl::Instance;
-use opc_ir::{Arg, DType, Tensor};
+use opc_ir::{ArgRef, DType, Tensor};
 
 const FILE: &str = "model";
 const FLOATS: &[DType] = &[DType::BF16, DType::F16, DType::F32];
-
-/// Launch `kernel` with `args`, where the tensors at `leased` positions were moved out of the
-/// caller's `&mut Tensor`s and are moved back (even when the launch fails).
-fn launch_leased(ops: &Ops, file: &str, kernel: &str, inst: &Instance, args: &mut [Arg], leased: &mut [(usize, &mut Tensor)]) -> Result<()> {
-    for (i, t) in leased.iter_mut() {
-        args[*i] = Arg::Tensor(std::mem::replace(*t, empty()));
-    }
-    let r = ops.kernel(file, kernel, inst).and_then(|exe| exe.launch(args).map_err(Into::into));
-    for (i, t) in leased.iter_mut() {
-        **t = take(args, *i);
-    }
-    r
-}
-
-fn empty() -> Tensor {
-    Tensor { dtype: DType::U8, shape: vec![0], data: Vec::new() }
-}
 
 fn flat(t: &Tensor) -> Tensor {
     reshaped(t, &[t.numel()])
@@ -40,14 +23,14 @@ pub fn to_f32(ops: &Ops, x: &Tensor) -> Result<Tensor> {
     const OP: &str = "to_f32";
     expect_dtype(OP, "x", x, FLOATS)?;
     let n = x.numel();
-    let out = Tensor::zeros(DType::F32, &[n]);
+    let mut out = Tensor::zeros(DType::F32, &[n]);
     if n == 0 {
         return Ok(reshaped(&out, &x.shape));
     }
     let inst = Instance::default().dtype("S", x.dtype).tunable("BN", pick(&[256, 1024, 4096], n, 4096));
-    let mut args = vec![Arg::Tensor(flat(x)), Arg::Tensor(out)];
-    ops.kernel(FILE, "to_f32", &inst)?.launch(&mut args)?;
-    Ok(reshaped(&take(&mut args, 1), &x.shape))
+    let xf = flat(x);
+    ops.kernel(FILE, "to_f32", &inst)?.launch_refs(&mut [ArgRef::In(&xf), ArgRef::Out(&mut out)])?;
+    Ok(Tensor { shape: x.shape.clone(), ..out })
 }
 
 /// a + b, both f32 of one shape.
@@ -63,9 +46,10 @@ pub fn add(ops: &Ops, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         return Ok(a.clone());
     }
     let inst = Instance::default().tunable("BN", pick(&[256, 1024, 4096], n, 4096));
-    let mut args = vec![Arg::Tensor(flat(a)), Arg::Tensor(flat(b)), Arg::Tensor(Tensor::zeros(DType::F32, &[n]))];
-    ops.kernel(FILE, "add", &inst)?.launch(&mut args)?;
-    Ok(reshaped(&take(&mut args, 2), &a.shape))
+    let (af, bf) = (flat(a), flat(b));
+    let mut out = Tensor::zeros(DType::F32, &[n]);
+    ops.kernel(FILE, "add", &inst)?.launch_refs(&mut [ArgRef::In(&af), ArgRef::In(&bf), ArgRef::Out(&mut out)])?;
+    Ok(Tensor { shape: a.shape.clone(), ..out })
 }
 
 /// x · s, f32 any shape.
@@ -76,14 +60,15 @@ pub fn scale(ops: &Ops, x: &Tensor, s: f32) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let inst = Instance::default().tunable("BN", pick(&[256, 1024, 4096], n, 4096));
-    let mut args = vec![Arg::Tensor(flat(x)), Arg::Tensor(Tensor::zeros(DType::F32, &[n])), Arg::F32(s)];
-    ops.kernel(FILE, "scale", &inst)?.launch(&mut args)?;
-    Ok(reshaped(&take(&mut args, 1), &x.shape))
+    let xf = flat(x);
+    let mut out = Tensor::zeros(DType::F32, &[n]);
+    ops.kernel(FILE, "scale", &inst)?.launch_refs(&mut [ArgRef::In(&xf), ArgRef::Out(&mut out), ArgRef::F32(s)])?;
+    Ok(Tensor { shape: x.shape.clone(), ..out })
 }
 
-/// Y = X·Wᵀ (+ bias): x f32 [M,K], w [N,K] in bf16 / f16 / f32 (leased, not copied), bias f32
-/// [N]; result f32 [M,N]. Up to 4 rows use the GEMV kernel, more the tiled GEMM.
-pub fn linear_w(ops: &Ops, x: &Tensor, w: &mut Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+/// Y = X·Wᵀ (+ bias): x f32 [M,K], w [N,K] in bf16 / f16 / f32 (read in place, not copied),
+/// bias f32 [N]; result f32 [M,N]. Up to 4 rows use the GEMV kernel, more the tiled GEMM.
+pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "linear_w";
     expect_dtype(OP, "x", x, &[DType::F32])?;
     expect_dtype(OP, "w", w, FLOATS)?;
@@ -92,17 +77,14 @@ pub fn linear_w(ops: &Ops, x: &Tensor, w: &mut Tensor, bias: Option<&Tensor>) ->
     if kw != k {
         return Err(shape(OP, format!("`x` is {:?} ([M, K]) but `w` is {:?}: expected [N, K] with K = {k}", x.shape, w.shape)));
     }
-    let bias_t = match bias {
-        Some(b) => {
-            expect_dtype(OP, "bias", b, &[DType::F32])?;
-            if b.shape != [n] {
-                return Err(shape(OP, format!("`bias` is {:?}, expected [N] = [{n}]", b.shape)));
-            }
-            b.clone()
+    if let Some(b) = bias {
+        expect_dtype(OP, "bias", b, &[DType::F32])?;
+        if b.shape != [n] {
+            return Err(shape(OP, format!("`bias` is {:?}, expected [N] = [{n}]", b.shape)));
         }
-        None => Tensor::zeros(DType::F32, &[n]),
-    };
-    let out = Tensor::zeros(DType::F32, &[m, n]);
+    }
+    let bias_t = or_zeros(bias, DType::F32, &[n]);
+    let mut out = Tensor::zeros(DType::F32, &[m, n]);
     if m == 0 || n == 0 {
         return Ok(out);
     }
@@ -121,14 +103,14 @@ pub fn linear_w(ops: &Ops, x: &Tensor, w: &mut Tensor, bias: Option<&Tensor>) ->
             .tunable("BK", pick(&[8, 16, 32, 64], k, 32));
         ("linear_w", inst)
     };
-    let mut args = vec![Arg::Tensor(x.clone()), Arg::Bool(false), Arg::Tensor(bias_t), Arg::Tensor(out), Arg::Bool(bias.is_some())];
-    launch_leased(ops, FILE, kernel, &inst, &mut args, &mut [(1, w)])?;
-    Ok(take(&mut args, 3))
+    let mut args = [ArgRef::In(x), ArgRef::In(w), ArgRef::In(&bias_t), ArgRef::Out(&mut out), ArgRef::Bool(bias.is_some())];
+    ops.kernel(FILE, kernel, &inst)?.launch_refs(&mut args)?;
+    Ok(out)
 }
 
-/// Rows of table [V, H] (any float dtype, leased) at ids i32 [T], widened to f32 [T, H]: the
+/// Rows of table [V, H] (any float dtype, read in place) at ids i32 [T], widened to f32 [T, H]: the
 /// library's embedding gather, then `to_f32`.
-pub fn embedding_w(ops: &Ops, table: &mut Tensor, ids: &Tensor) -> Result<Tensor> {
+pub fn embedding_w(ops: &Ops, table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     const OP: &str = "embedding_w";
     expect_dtype(OP, "table", table, FLOATS)?;
     expect_dtype(OP, "ids", ids, &[DType::I32])?;
@@ -141,9 +123,8 @@ pub fn embedding_w(ops: &Ops, table: &mut Tensor, ids: &Tensor) -> Result<Tensor
         .dtype("T", table.dtype)
         .tunable("BT", pick(&[1, 2, 4, 8, 16, 32], t, 8))
         .tunable("BH", pick(&[16, 32, 64, 128, 256, 512], h, 256));
-    let mut args = vec![Arg::Bool(false), Arg::Tensor(ids.clone()), Arg::Tensor(Tensor::zeros(table.dtype, &[t, h]))];
-    launch_leased(ops, "blocks", "embedding", &inst, &mut args, &mut [(0, table)])?;
-    let rows = take(&mut args, 2);
+    let mut rows = Tensor::zeros(table.dtype, &[t, h]);
+    ops.kernel("blocks", "embedding", &inst)?.launch_refs(&mut [ArgRef::In(table), ArgRef::In(ids), ArgRef::Out(&mut rows)])?;
     if rows.dtype == DType::F32 {
         Ok(rows)
     } else {
@@ -156,14 +137,13 @@ pub fn swap01(ops: &Ops, x: &Tensor) -> Result<Tensor> {
     const OP: &str = "swap01";
     expect_dtype(OP, "x", x, &[DType::F32])?;
     let [a, b, c] = dims::<3>(OP, "x", "[A, B, C]", x)?;
-    let out = Tensor::zeros(DType::F32, &[b, a, c]);
+    let mut out = Tensor::zeros(DType::F32, &[b, a, c]);
     if out.numel() == 0 {
         return Ok(out);
     }
     let inst = Instance::default().konst("C", c as i64).tunable("BB", pick(&[1, 2, 4, 8, 16, 32], b, 8));
-    let mut args = vec![Arg::Tensor(x.clone()), Arg::Tensor(out)];
-    ops.kernel(FILE, "swap01", &inst)?.launch(&mut args)?;
-    Ok(take(&mut args, 1))
+    ops.kernel(FILE, "swap01", &inst)?.launch_refs(&mut [ArgRef::In(x), ArgRef::Out(&mut out)])?;
+    Ok(out)
 }
 
 /// A paged KV pool of one layer: `blocks` blocks of `block_size` token slots, f32 [slots, H, D].
@@ -214,26 +194,27 @@ pub fn kv_write(ops: &Ops, pool: &mut KvPool, k: &Tensor, v: &Tensor, table: &Te
     let inst = Instance::default().konst("D", d as i64).tunable("BH", pick(&[1, 2, 4, 8, 16], h, 16));
     let bs = pool.block_size as i32;
     for (src, cache) in [(k, &mut pool.k), (v, &mut pool.v)] {
-        let mut args = vec![Arg::Tensor(src.clone()), Arg::Tensor(table.clone()), Arg::Bool(false), Arg::I32(start as i32), Arg::I32(bs)];
-        launch_leased(ops, FILE, "kv_write", &inst, &mut args, &mut [(2, cache)])?;
+        let mut args = [ArgRef::In(src), ArgRef::In(table), ArgRef::Out(cache), ArgRef::I32(start as i32), ArgRef::I32(bs)];
+        ops.kernel(FILE, "kv_write", &inst)?.launch_refs(&mut args)?;
     }
     Ok(())
 }
 
 /// The first `len` positions of a sequence, head-major: (k, v) f32 [1, H, len, D].
-pub fn kv_gather(ops: &Ops, pool: &mut KvPool, table: &Tensor, len: usize) -> Result<(Tensor, Tensor)> {
+pub fn kv_gather(ops: &Ops, pool: &KvPool, table: &Tensor, len: usize) -> Result<(Tensor, Tensor)> {
     const OP: &str = "kv_gather";
     check_table(OP, table, pool, len)?;
     let (h, d) = (pool.k.shape[1], pool.k.shape[2]);
     let inst = Instance::default().konst("D", d as i64).tunable("BT", pick(&[4, 16, 32, 64], len, 64));
     let bs = pool.block_size as i32;
     let mut outs = Vec::with_capacity(2);
-    for cache in [&mut pool.k, &mut pool.v] {
-        let mut args = vec![Arg::Bool(false), Arg::Tensor(table.clone()), Arg::Tensor(Tensor::zeros(DType::F32, &[h, len, d])), Arg::I32(bs)];
+    for cache in [&pool.k, &pool.v] {
+        let mut out = Tensor::zeros(DType::F32, &[h, len, d]);
         if len > 0 {
-            launch_leased(ops, FILE, "kv_gather", &inst, &mut args, &mut [(0, cache)])?;
+            let mut args = [ArgRef::In(cache), ArgRef::In(table), ArgRef::Out(&mut out), ArgRef::I32(bs)];
+            ops.kernel(FILE, "kv_gather", &inst)?.launch_refs(&mut args)?;
         }
-        outs.push(reshaped(&take(&mut args, 2), &[1, h, len, d]));
+        outs.push(Tensor { shape: vec![1, h, len, d], ..out });
     }
     let v = outs.pop().expect("two outputs");
     Ok((outs.pop().expect("two outputs"), v))
@@ -267,7 +248,7 @@ impl MxExperts {
     }
 }
 
-/// gpt-oss MoE layer. x f32 [T, H]; router w [E, H] (any float, leased) and bias f32 [E];
+/// gpt-oss MoE layer. x f32 [T, H]; router w [E, H] (any float, read in place) and bias f32 [E];
 /// `top_k` experts by raw router logit, their weights the softmax over the selected logits;
 /// experts: gate_up [E, 2I, H] (gate/up interleaved by row) and down [E, H, I], both MXFP4 with
 /// biases; clamped SwiGLU with `alpha`, `limit`. Result f32 [T, H].
@@ -275,11 +256,11 @@ impl MxExperts {
 pub fn moe_mxfp4(
     ops: &Ops,
     x: &Tensor,
-    router_w: &mut Tensor,
+    router_w: &Tensor,
     router_b: &Tensor,
     top_k: usize,
-    gate_up: &mut MxExperts,
-    down: &mut MxExperts,
+    gate_up: &MxExperts,
+    down: &MxExperts,
     alpha: f32,
     limit: f32,
 ) -> Result<Tensor> {
@@ -305,30 +286,28 @@ pub fn moe_mxfp4(
 
     // permutation of the (token, slot) pairs by expert (the library's grouped-GEMM kernel)
     let perm_inst = Instance::default().konst("E", e as i64).tunable("BP", pick(&[16, 32, 64, 128, 256], p, 256));
-    let mut args = vec![
-        Arg::Tensor(reshaped(&ids, &[p])),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[p])),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[p])),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[e])),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[e])),
-    ];
-    ops.kernel("grouped_gemm", "moe_permute", &perm_inst)?.launch(&mut args)?;
-    let (sorted_pairs, pos, starts, counts) = (take(&mut args, 1), take(&mut args, 2), take(&mut args, 3), take(&mut args, 4));
+    let ids = Tensor { shape: vec![p], ..ids };
+    let mut sorted_pairs = Tensor::zeros(DType::I32, &[p]);
+    let mut pos = Tensor::zeros(DType::I32, &[p]);
+    let mut starts = Tensor::zeros(DType::I32, &[e]);
+    let mut counts = Tensor::zeros(DType::I32, &[e]);
+    let mut args = [ArgRef::In(&ids), ArgRef::Out(&mut sorted_pairs), ArgRef::Out(&mut pos), ArgRef::Out(&mut starts), ArgRef::Out(&mut counts)];
+    ops.kernel("grouped_gemm", "moe_permute", &perm_inst)?.launch_refs(&mut args)?;
 
-    let flat_ids = reshaped(&ids, &[p]);
-    let pair_weights = reshaped(&weights, &[p]);
+    let pair_weights = Tensor { shape: vec![p], ..weights };
     let y_perm = if p <= e {
-        experts_by_row(ops, x, sorted_pairs, flat_ids, pair_weights, gate_up, down, [h, i, top_k], alpha, limit)?
+        experts_by_row(ops, x, &sorted_pairs, &ids, &pair_weights, gate_up, down, [h, i, top_k], alpha, limit)?
     } else {
-        experts_grouped(ops, x, sorted_pairs, starts, counts, pair_weights, gate_up, down, [h, i, top_k, e], alpha, limit)?
+        experts_grouped(ops, x, &sorted_pairs, &starts, &counts, &pair_weights, gate_up, down, [h, i, top_k, e], alpha, limit)?
     };
 
     let comb_inst = Instance::default()
         .tunable("BT", pick(&[1, 2, 4, 8, 16, 32, 64], t, 16))
         .tunable("BH", pick(&[16, 32, 64, 128, 256], h, 128));
-    let mut args = vec![Arg::Tensor(y_perm), Arg::Tensor(reshaped(&pos, &[t, top_k])), Arg::Tensor(Tensor::zeros(DType::F32, &[t, h]))];
-    ops.kernel("grouped_gemm", "moe_combine", &comb_inst)?.launch(&mut args)?;
-    Ok(take(&mut args, 2))
+    let pos = Tensor { shape: vec![t, top_k], ..pos };
+    let mut out = Tensor::zeros(DType::F32, &[t, h]);
+    ops.kernel("grouped_gemm", "moe_combine", &comb_inst)?.launch_refs(&mut [ArgRef::In(&y_perm), ArgRef::In(&pos), ArgRef::Out(&mut out)])?;
+    Ok(out)
 }
 
 /// gpt-oss experts over the permuted rows as grouped GEMMs (`moe_mx_up` / `moe_mx_down`): one
@@ -338,12 +317,12 @@ pub fn moe_mxfp4(
 fn experts_grouped(
     ops: &Ops,
     x: &Tensor,
-    sorted_pairs: Tensor,
-    starts: Tensor,
-    counts: Tensor,
-    pair_weights: Tensor,
-    gate_up: &mut MxExperts,
-    down: &mut MxExperts,
+    sorted_pairs: &Tensor,
+    starts: &Tensor,
+    counts: &Tensor,
+    pair_weights: &Tensor,
+    gate_up: &MxExperts,
+    down: &MxExperts,
     [h, i, top_k, e]: [usize; 4],
     alpha: f32,
     limit: f32,
@@ -354,40 +333,40 @@ fn experts_grouped(
         .tunable("BM", bm)
         .tunable("BN", pick(&[16, 32, 64], i, 32))
         .tunable("BK", pick(&[32, 64, 128], h, 128));
-    let mut args = vec![
-        Arg::Tensor(x.clone()),
-        Arg::Bool(false),
-        Arg::Bool(false),
-        Arg::Bool(false),
-        Arg::Tensor(sorted_pairs),
-        Arg::Tensor(starts),
-        Arg::Tensor(counts),
-        Arg::Tensor(Tensor::zeros(DType::F32, &[p, i])),
-        Arg::I32(top_k as i32),
-        Arg::F32(alpha),
-        Arg::F32(limit),
+    let mut hidden = Tensor::zeros(DType::F32, &[p, i]);
+    let mut args = [
+        ArgRef::In(x),
+        ArgRef::In(&gate_up.codes),
+        ArgRef::In(&gate_up.scales),
+        ArgRef::In(&gate_up.bias),
+        ArgRef::In(sorted_pairs),
+        ArgRef::In(starts),
+        ArgRef::In(counts),
+        ArgRef::Out(&mut hidden),
+        ArgRef::I32(top_k as i32),
+        ArgRef::F32(alpha),
+        ArgRef::F32(limit),
     ];
-    launch_leased(ops, FILE, "moe_mx_up", &up_inst, &mut args, &mut [(1, &mut gate_up.codes), (2, &mut gate_up.scales), (3, &mut gate_up.bias)])?;
-    let hidden = take(&mut args, 7);
-    let (sorted_pairs, starts, counts) = (take(&mut args, 4), take(&mut args, 5), take(&mut args, 6));
+    ops.kernel(FILE, "moe_mx_up", &up_inst)?.launch_refs(&mut args)?;
 
     let down_inst = Instance::default()
         .tunable("BM", bm)
         .tunable("BN", pick(&[16, 32, 64], h, 32))
         .tunable("BK", pick(&[32, 64, 128], i, 128));
-    let mut args = vec![
-        Arg::Tensor(hidden),
-        Arg::Bool(false),
-        Arg::Bool(false),
-        Arg::Bool(false),
-        Arg::Tensor(sorted_pairs),
-        Arg::Tensor(starts),
-        Arg::Tensor(counts),
-        Arg::Tensor(pair_weights),
-        Arg::Tensor(Tensor::zeros(DType::F32, &[p, h])),
+    let mut y_perm = Tensor::zeros(DType::F32, &[p, h]);
+    let mut args = [
+        ArgRef::In(&hidden),
+        ArgRef::In(&down.codes),
+        ArgRef::In(&down.scales),
+        ArgRef::In(&down.bias),
+        ArgRef::In(sorted_pairs),
+        ArgRef::In(starts),
+        ArgRef::In(counts),
+        ArgRef::In(pair_weights),
+        ArgRef::Out(&mut y_perm),
     ];
-    launch_leased(ops, FILE, "moe_mx_down", &down_inst, &mut args, &mut [(1, &mut down.codes), (2, &mut down.scales), (3, &mut down.bias)])?;
-    Ok(take(&mut args, 8))
+    ops.kernel(FILE, "moe_mx_down", &down_inst)?.launch_refs(&mut args)?;
+    Ok(y_perm)
 }
 
 /// gpt-oss experts row by row (`moe_mx_up_rows` / `moe_mx_down_rows`): per-row MXFP4 GEMVs,
@@ -397,46 +376,46 @@ fn experts_grouped(
 fn experts_by_row(
     ops: &Ops,
     x: &Tensor,
-    sorted_pairs: Tensor,
-    ids: Tensor,
-    pair_weights: Tensor,
-    gate_up: &mut MxExperts,
-    down: &mut MxExperts,
+    sorted_pairs: &Tensor,
+    ids: &Tensor,
+    pair_weights: &Tensor,
+    gate_up: &MxExperts,
+    down: &MxExperts,
     [h, i, top_k]: [usize; 3],
     alpha: f32,
     limit: f32,
 ) -> Result<Tensor> {
     let p = sorted_pairs.numel();
     let up_inst = Instance::default().tunable("BN", pick(&[8, 16], i, 16)).tunable("BK", pick(&[32, 64, 128, 256, 512], h, 512));
-    let mut args = vec![
-        Arg::Tensor(x.clone()),
-        Arg::Bool(false),
-        Arg::Bool(false),
-        Arg::Bool(false),
-        Arg::Tensor(sorted_pairs),
-        Arg::Tensor(ids),
-        Arg::Tensor(Tensor::zeros(DType::F32, &[p, i])),
-        Arg::I32(top_k as i32),
-        Arg::F32(alpha),
-        Arg::F32(limit),
+    let mut hidden = Tensor::zeros(DType::F32, &[p, i]);
+    let mut args = [
+        ArgRef::In(x),
+        ArgRef::In(&gate_up.codes),
+        ArgRef::In(&gate_up.scales),
+        ArgRef::In(&gate_up.bias),
+        ArgRef::In(sorted_pairs),
+        ArgRef::In(ids),
+        ArgRef::Out(&mut hidden),
+        ArgRef::I32(top_k as i32),
+        ArgRef::F32(alpha),
+        ArgRef::F32(limit),
     ];
-    launch_leased(ops, FILE, "moe_mx_up_rows", &up_inst, &mut args, &mut [(1, &mut gate_up.codes), (2, &mut gate_up.scales), (3, &mut gate_up.bias)])?;
-    let hidden = take(&mut args, 6);
-    let (sorted_pairs, ids) = (take(&mut args, 4), take(&mut args, 5));
+    ops.kernel(FILE, "moe_mx_up_rows", &up_inst)?.launch_refs(&mut args)?;
 
     let down_inst = Instance::default().tunable("BN", pick(&[8, 16], h, 16)).tunable("BK", pick(&[32, 64, 128, 256, 512], i, 512));
-    let mut args = vec![
-        Arg::Tensor(hidden),
-        Arg::Bool(false),
-        Arg::Bool(false),
-        Arg::Bool(false),
-        Arg::Tensor(sorted_pairs),
-        Arg::Tensor(ids),
-        Arg::Tensor(pair_weights),
-        Arg::Tensor(Tensor::zeros(DType::F32, &[p, h])),
+    let mut y_perm = Tensor::zeros(DType::F32, &[p, h]);
+    let mut args = [
+        ArgRef::In(&hidden),
+        ArgRef::In(&down.codes),
+        ArgRef::In(&down.scales),
+        ArgRef::In(&down.bias),
+        ArgRef::In(sorted_pairs),
+        ArgRef::In(ids),
+        ArgRef::In(pair_weights),
+        ArgRef::Out(&mut y_perm),
     ];
-    launch_leased(ops, FILE, "moe_mx_down_rows", &down_inst, &mut args, &mut [(1, &mut down.codes), (2, &mut down.scales), (3, &mut down.bias)])?;
-    Ok(take(&mut args, 7))
+    ops.kernel(FILE, "moe_mx_down_rows", &down_inst)?.launch_refs(&mut args)?;
+    Ok(y_perm)
 }
 
 /// How to draw a token from a row of logits.
@@ -467,7 +446,7 @@ pub fn sample(ops: &Ops, logits: &Tensor, u: &Tensor, p: &SampleParams) -> Resul
     if !(p.temperature > 0.0 && p.temperature.is_finite()) || !(p.top_p > 0.0 && p.top_p <= 1.0) {
         return Err(shape(OP, format!("temperature {} must be > 0 and top_p {} in (0, 1]", p.temperature, p.top_p)));
     }
-    let out = Tensor::zeros(DType::I32, &[r]);
+    let mut out = Tensor::zeros(DType::I32, &[r]);
     if r == 0 {
         return Ok(Vec::new());
     }
@@ -476,22 +455,21 @@ pub fn sample(ops: &Ops, logits: &Tensor, u: &Tensor, p: &SampleParams) -> Resul
         (None, true) => Some(TOP_P_CANDIDATES.min(v)),
         (None, false) => None,
     };
-    let mut args;
+    let inv_t = 1.0 / p.temperature;
     match k {
         Some(k) => {
             let (vals, ids) = blocks::topk(ops, logits, k)?;
             let inst = Instance::default().konst("K", k as i64);
-            args = vec![Arg::Tensor(vals), Arg::Tensor(ids), Arg::Tensor(u.clone()), Arg::Tensor(out), Arg::F32(1.0 / p.temperature), Arg::F32(p.top_p)];
-            ops.kernel(FILE, "sample_sorted", &inst)?.launch(&mut args)?;
+            let mut args = [ArgRef::In(&vals), ArgRef::In(&ids), ArgRef::In(u), ArgRef::Out(&mut out), ArgRef::F32(inv_t), ArgRef::F32(p.top_p)];
+            ops.kernel(FILE, "sample_sorted", &inst)?.launch_refs(&mut args)?;
         }
         None => {
             let inst = Instance::default().tunable("BV", pick(&[64, 256, 1024, 4096], v, 4096));
-            args = vec![Arg::Tensor(logits.clone()), Arg::Tensor(u.clone()), Arg::Tensor(out), Arg::F32(1.0 / p.temperature)];
-            ops.kernel(FILE, "sample_full", &inst)?.launch(&mut args)?;
+            let mut args = [ArgRef::In(logits), ArgRef::In(u), ArgRef::Out(&mut out), ArgRef::F32(inv_t)];
+            ops.kernel(FILE, "sample_full", &inst)?.launch_refs(&mut args)?;
         }
     }
-    let at = if k.is_some() { 3 } else { 2 };
-    Ok(take(&mut args, at).to_i64_vec().into_iter().map(|x| x as i32).collect())
+    Ok(out.to_i64_vec().into_iter().map(|x| x as i32).collect())
 }
 
 /// Greedy choice per row of logits f32 [R, V]: the argmax (ties to the smaller id), via topk.

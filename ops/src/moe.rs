@@ -3,10 +3,10 @@
 //! weight, weighted combine. The math is in `kernels/grouped_gemm.opc`; this driver checks
 //! shapes, allocates buffers, picks tiles and launches the five kernels in order.
 
-use crate::blocks::{pick, reshaped, take};
+use crate::blocks::{pick, reshaped};
 use crate::{expect_dtype, OpError, Ops, Result};
 use opc_dsl::Instance;
-use opc_ir::{Arg, DType, Tensor};
+use opc_ir::{ArgRef, DType, Tensor};
 
 const FILE: &str = "grouped_gemm";
 const OP: &str = "moe_forward";
@@ -88,43 +88,35 @@ pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tenso
         .konst("E", e as i64)
         .tunable("BT", pick(&[1, 2, 4, 8, 16, 32, 64], t, 16))
         .tunable("BK", pick(&[4, 8, 16, 32, 64, 128], h, 8));
-    let ids = Tensor::zeros(DType::I32, &[t, k]);
-    let weights = Tensor::zeros(DType::F32, &[t, k]);
-    let mut args = match routing {
+    let mut expert_ids = Tensor::zeros(DType::I32, &[t, k]);
+    let mut weights = Tensor::zeros(DType::F32, &[t, k]);
+    let (kernel, mut args) = match routing {
         Routing::TopK { .. } | Routing::TopKUnnormalized { .. } => {
             let renorm = matches!(routing, Routing::TopK { .. });
-            vec![Arg::Tensor(x.clone()), Arg::Tensor(gate.clone()), Arg::Tensor(ids), Arg::Tensor(weights), Arg::Bool(renorm)]
+            ("route_topk", vec![ArgRef::In(x), ArgRef::In(gate), ArgRef::Out(&mut expert_ids), ArgRef::Out(&mut weights), ArgRef::Bool(renorm)])
         }
-        Routing::MoGE { router_scale, .. } => vec![
-            Arg::Tensor(x.clone()),
-            Arg::Tensor(gate.clone()),
-            Arg::Tensor(router_scale.clone()),
-            Arg::Tensor(ids),
-            Arg::Tensor(weights),
-        ],
+        Routing::MoGE { router_scale, .. } => (
+            "route_moge",
+            vec![ArgRef::In(x), ArgRef::In(gate), ArgRef::In(router_scale), ArgRef::Out(&mut expert_ids), ArgRef::Out(&mut weights)],
+        ),
     };
-    let (kernel, ids_at) = match routing {
-        Routing::TopK { .. } | Routing::TopKUnnormalized { .. } => ("route_topk", 2),
-        Routing::MoGE { .. } => ("route_moge", 3),
-    };
-    ops.kernel(FILE, kernel, &route_inst)?.launch(&mut args)?;
-    let expert_ids = take(&mut args, ids_at);
-    let weights = take(&mut args, ids_at + 1);
+    ops.kernel(FILE, kernel, &route_inst)?.launch_refs(&mut args)?;
 
     // 2. permutation of the flat pairs t·k + j by expert
     let perm_inst = Instance::default().konst("E", e as i64).tunable("BP", pick(&[16, 32, 64, 128, 256], p, 256));
-    let mut args = vec![
-        Arg::Tensor(reshaped(&expert_ids, &[p])),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[p])),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[p])),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[e])),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[e])),
+    let flat_ids = reshaped(&expert_ids, &[p]);
+    let mut sorted_pairs = Tensor::zeros(DType::I32, &[p]);
+    let mut pos = Tensor::zeros(DType::I32, &[p]);
+    let mut starts = Tensor::zeros(DType::I32, &[e]);
+    let mut counts = Tensor::zeros(DType::I32, &[e]);
+    let mut args = [
+        ArgRef::In(&flat_ids),
+        ArgRef::Out(&mut sorted_pairs),
+        ArgRef::Out(&mut pos),
+        ArgRef::Out(&mut starts),
+        ArgRef::Out(&mut counts),
     ];
-    ops.kernel(FILE, "moe_permute", &perm_inst)?.launch(&mut args)?;
-    let sorted_pairs = take(&mut args, 1);
-    let pos = take(&mut args, 2);
-    let starts = take(&mut args, 3);
-    let counts = take(&mut args, 4);
+    ops.kernel(FILE, "moe_permute", &perm_inst)?.launch_refs(&mut args)?;
 
     // 3. up projection with fused SiLU·mul over the permuted rows
     let bm = pick(&[16, 32, 64, 128], p.div_ceil(e), 64);
@@ -133,19 +125,18 @@ pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tenso
         .tunable("BM", bm)
         .tunable("BN", pick(&[16, 32, 64, 128], i, 64))
         .tunable("BK", pick(&[8, 16, 32, 64], h, 32));
-    let mut args = vec![
-        Arg::Tensor(x.clone()),
-        Arg::Tensor(w1.clone()),
-        Arg::Tensor(w3.clone()),
-        Arg::Tensor(sorted_pairs),
-        Arg::Tensor(starts),
-        Arg::Tensor(counts),
-        Arg::Tensor(Tensor::zeros(dt, &[p, i])),
-        Arg::I32(k as i32),
+    let mut hidden = Tensor::zeros(dt, &[p, i]);
+    let mut args = [
+        ArgRef::In(x),
+        ArgRef::In(w1),
+        ArgRef::In(w3),
+        ArgRef::In(&sorted_pairs),
+        ArgRef::In(&starts),
+        ArgRef::In(&counts),
+        ArgRef::Out(&mut hidden),
+        ArgRef::I32(k as i32),
     ];
-    ops.kernel(FILE, "moe_up", &up_inst)?.launch(&mut args)?;
-    let hidden = take(&mut args, 6);
-    let (sorted_pairs, starts, counts) = (take(&mut args, 3), take(&mut args, 4), take(&mut args, 5));
+    ops.kernel(FILE, "moe_up", &up_inst)?.launch_refs(&mut args)?;
 
     // 4. down projection, scaled by the routing weight of each pair
     let down_inst = Instance::default()
@@ -153,25 +144,27 @@ pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tenso
         .tunable("BM", bm)
         .tunable("BN", pick(&[16, 32, 64, 128], h, 64))
         .tunable("BK", pick(&[8, 16, 32, 64], i, 32));
-    let mut args = vec![
-        Arg::Tensor(hidden),
-        Arg::Tensor(w2.clone()),
-        Arg::Tensor(sorted_pairs),
-        Arg::Tensor(starts),
-        Arg::Tensor(counts),
-        Arg::Tensor(reshaped(&weights, &[p])),
-        Arg::Tensor(Tensor::zeros(DType::F32, &[p, h])),
+    let flat_weights = reshaped(&weights, &[p]);
+    let mut y_perm = Tensor::zeros(DType::F32, &[p, h]);
+    let mut args = [
+        ArgRef::In(&hidden),
+        ArgRef::In(w2),
+        ArgRef::In(&sorted_pairs),
+        ArgRef::In(&starts),
+        ArgRef::In(&counts),
+        ArgRef::In(&flat_weights),
+        ArgRef::Out(&mut y_perm),
     ];
-    ops.kernel(FILE, "moe_down", &down_inst)?.launch(&mut args)?;
-    let y_perm = take(&mut args, 6);
+    ops.kernel(FILE, "moe_down", &down_inst)?.launch_refs(&mut args)?;
 
     // 5. combine the k slots of every token in slot order
     let comb_inst = Instance::default()
         .tunable("BT", pick(&[1, 2, 4, 8, 16, 32, 64], t, 16))
         .tunable("BH", pick(&[16, 32, 64, 128, 256], h, 128));
-    let mut args = vec![Arg::Tensor(y_perm), Arg::Tensor(reshaped(&pos, &[t, k])), Arg::Tensor(Tensor::zeros(DType::F32, &[t, h]))];
-    ops.kernel(FILE, "moe_combine", &comb_inst)?.launch(&mut args)?;
-    let out = take(&mut args, 2);
+    let pos = Tensor { shape: vec![t, k], ..pos };
+    let mut out = Tensor::zeros(DType::F32, &[t, h]);
+    let mut args = [ArgRef::In(&y_perm), ArgRef::In(&pos), ArgRef::Out(&mut out)];
+    ops.kernel(FILE, "moe_combine", &comb_inst)?.launch_refs(&mut args)?;
 
     Ok(MoeOut { out, expert_ids, weights })
 }

@@ -3,7 +3,8 @@
 
 use crate::{expect_dtype, OpError, Ops, Result};
 use opc_dsl::Instance;
-use opc_ir::{Arg, DType, Tensor};
+use opc_ir::{ArgRef, DType, Tensor};
+use std::borrow::Cow;
 
 const FILE: &str = "mxfp4";
 
@@ -18,13 +19,6 @@ pub struct Mxfp4 {
 
 fn err(op: &'static str, msg: impl Into<String>) -> OpError {
     OpError::Shape { op, msg: msg.into() }
-}
-
-fn take(arg: &mut Arg) -> Tensor {
-    match std::mem::replace(arg, Arg::Bool(false)) {
-        Arg::Tensor(t) => t,
-        _ => unreachable!("output argument is a tensor"),
-    }
 }
 
 fn tile(n: usize, lo: usize, hi: usize) -> i64 {
@@ -65,42 +59,34 @@ pub fn quantize(ops: &Ops, x: &Tensor) -> Result<Mxfp4> {
     if k % 32 != 0 {
         return Err(err(OP, format!("`x` has K = {k}, which is not a multiple of the block size 32")));
     }
-    let codes = Tensor::zeros(DType::E2M1, &[r, k]);
-    let scales = Tensor::zeros(DType::E8M0, &[r, k / 32]);
+    let mut codes = Tensor::zeros(DType::E2M1, &[r, k]);
+    let mut scales = Tensor::zeros(DType::E8M0, &[r, k / 32]);
     if r == 0 || k == 0 {
         return Ok(Mxfp4 { codes, scales });
     }
     let inst = Instance::default().tunable("BB", blocks_per_program(k));
-    let mut args = vec![Arg::Tensor(x.clone()), Arg::Tensor(codes), Arg::Tensor(scales)];
-    ops.kernel(FILE, "mxfp4_quantize", &inst)?.launch(&mut args)?;
-    Ok(Mxfp4 { codes: take(&mut args[1]), scales: take(&mut args[2]) })
+    let mut args = [ArgRef::In(x), ArgRef::Out(&mut codes), ArgRef::Out(&mut scales)];
+    ops.kernel(FILE, "mxfp4_quantize", &inst)?.launch_refs(&mut args)?;
+    Ok(Mxfp4 { codes, scales })
 }
 
 /// x[r, k] = e2m1(codes[r, k]) · 2^(scales[r, k/32] − 127), as f32 [R, K].
 pub fn dequantize(ops: &Ops, w: &Mxfp4) -> Result<Tensor> {
     const OP: &str = "mxfp4_dequantize";
     let (r, k) = check_mx(OP, w, "w")?;
-    let x = Tensor::zeros(DType::F32, &[r, k]);
+    let mut x = Tensor::zeros(DType::F32, &[r, k]);
     if r == 0 || k == 0 {
         return Ok(x);
     }
     let inst = Instance::default().tunable("BB", blocks_per_program(k));
-    let mut args = vec![Arg::Tensor(w.codes.clone()), Arg::Tensor(w.scales.clone()), Arg::Tensor(x)];
-    ops.kernel(FILE, "mxfp4_dequantize", &inst)?.launch(&mut args)?;
-    Ok(take(&mut args[2]))
+    let mut args = [ArgRef::In(&w.codes), ArgRef::In(&w.scales), ArgRef::Out(&mut x)];
+    ops.kernel(FILE, "mxfp4_dequantize", &inst)?.launch_refs(&mut args)?;
+    Ok(x)
 }
 
 /// y = x · Wᵀ with W [N, K] kept in MXFP4 (gpt-oss layout: blocks along K); f32 [M, N].
-/// M == 1 runs the GEMV kernel, larger M the tiled GEMM. Copies `w` into the launch; callers
-/// that own the weights use [`gemm_in_place`].
+/// M == 1 runs the GEMV kernel, larger M the tiled GEMM. `w` is read where it is, never copied.
 pub fn gemm(ops: &Ops, x: &Tensor, w: &Mxfp4) -> Result<Tensor> {
-    let mut w = w.clone();
-    gemm_in_place(ops, x, &mut w)
-}
-
-/// [`gemm`] reading `w` where it is (moved into the launch and back, even on error): the
-/// decode path, where the weights are read once per token and a copy would double the traffic.
-pub fn gemm_in_place(ops: &Ops, x: &Tensor, w: &mut Mxfp4) -> Result<Tensor> {
     const OP: &str = "mxfp4_gemm";
     expect_dtype(OP, "x", x, &[DType::F32, DType::BF16])?;
     if x.shape.len() != 2 {
@@ -114,26 +100,19 @@ pub fn gemm_in_place(ops: &Ops, x: &Tensor, w: &mut Mxfp4) -> Result<Tensor> {
     if m == 0 || n == 0 {
         return Ok(Tensor::zeros(DType::F32, &[m, n]));
     }
-    let (kernel, inst, xa, y) = if m == 1 {
+    let (kernel, inst, xa, mut y) = if m == 1 {
         // BK: the largest step within K (full steps run unmasked in the fused reduction)
         let inst = Instance::default().dtype("T", x.dtype).tunable("BN", tile(n, 8, 16)).tunable("BK", tile(k / 2 + 1, 32, 4096));
-        ("mxfp4_gemv", inst, Tensor { shape: vec![k], ..x.clone() }, Tensor::zeros(DType::F32, &[n]))
+        ("mxfp4_gemv", inst, Cow::Owned(Tensor { shape: vec![k], ..x.clone() }), Tensor::zeros(DType::F32, &[n]))
     } else {
         let inst = Instance::default()
             .dtype("T", x.dtype)
             .tunable("BM", tile(m, 16, 64))
             .tunable("BN", tile(n, 16, 64))
             .tunable("BK", tile(k, 32, 128));
-        ("mxfp4_gemm", inst, x.clone(), Tensor::zeros(DType::F32, &[m, n]))
+        ("mxfp4_gemm", inst, Cow::Borrowed(x), Tensor::zeros(DType::F32, &[m, n]))
     };
-    let empty = || Tensor { dtype: DType::U8, shape: vec![0], data: Vec::new() };
-    let codes = std::mem::replace(&mut w.codes, empty());
-    let scales = std::mem::replace(&mut w.scales, empty());
-    let mut args = vec![Arg::Tensor(xa), Arg::Tensor(codes), Arg::Tensor(scales), Arg::Tensor(y)];
-    let r = ops.kernel(FILE, kernel, &inst).and_then(|exe| exe.launch(&mut args).map_err(Into::into));
-    w.codes = take(&mut args[1]);
-    w.scales = take(&mut args[2]);
-    r?;
-    let y = take(&mut args[3]);
+    let mut args = [ArgRef::In(&xa), ArgRef::In(&w.codes), ArgRef::In(&w.scales), ArgRef::Out(&mut y)];
+    ops.kernel(FILE, kernel, &inst)?.launch_refs(&mut args)?;
     Ok(Tensor { shape: vec![m, n], ..y })
 }

@@ -4,10 +4,10 @@
 //! `accept_prefix` (accepted prefix, emitted tokens). The caller supplies the uniforms, so a
 //! seeded generator makes the run reproducible.
 
-use crate::blocks::{dims, pick, shape, take};
+use crate::blocks::{dims, pick, shape};
 use crate::{expect_dtype, Ops, Result};
 use opc_dsl::Instance;
-use opc_ir::{Arg, DType, Tensor};
+use opc_ir::{ArgRef, DType, Tensor};
 
 const OP: &str = "spec_sample";
 
@@ -58,30 +58,19 @@ pub fn spec_sample(
         return Err(shape(OP, format!("temperature {temperature} must be > 0")));
     }
     let inst = Instance::default().tunable("BV", pick(&[16, 64, 256, 1024, 4096], v, 1024));
-    let mut args = vec![
-        Arg::Tensor(target_logits.clone()),
-        Arg::Tensor(draft_logits.clone()),
-        Arg::Tensor(draft_tokens.clone()),
-        Arg::Tensor(u_accept.clone()),
-        Arg::Tensor(u_resample.clone()),
-        Arg::Tensor(Tensor::zeros(DType::U8, &[g])),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[g + 1])),
-        Arg::F32(1.0 / temperature),
+    let mut accept = Tensor::zeros(DType::U8, &[g]);
+    let mut resampled = Tensor::zeros(DType::I32, &[g + 1]);
+    let mut args = [
+        ArgRef::In(target_logits),
+        ArgRef::In(draft_logits),
+        ArgRef::In(draft_tokens),
+        ArgRef::In(u_accept),
+        ArgRef::In(u_resample),
+        ArgRef::Out(&mut accept),
+        ArgRef::Out(&mut resampled),
+        ArgRef::F32(1.0 / temperature),
     ];
-    ops.kernel("spec_sample", "spec_rows", &inst)?.launch(&mut args)?;
-    let accept = take(&mut args, 5);
-    let resampled = take(&mut args, 6);
-
-    let inst = Instance::default().tunable("BG", pick(&[16, 64, 256], g + 1, 256));
-    let mut args = vec![
-        Arg::Tensor(accept.clone()),
-        Arg::Tensor(draft_tokens.clone()),
-        Arg::Tensor(resampled),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[1])),
-        Arg::Tensor(Tensor::zeros(DType::I32, &[g + 1])),
-    ];
-    ops.kernel("kl_judge", "accept_prefix", &inst)?.launch(&mut args)?;
-    let accepted = take(&mut args, 3).to_i64_vec()[0] as usize;
-    let emitted = take(&mut args, 4).to_i64_vec()[..accepted + 1].iter().map(|&t| t as i32).collect();
+    ops.kernel("spec_sample", "spec_rows", &inst)?.launch_refs(&mut args)?;
+    let (accepted, emitted) = crate::kl_judge::accept_prefix(ops, &accept, draft_tokens, &resampled)?;
     Ok(SpecOut { accept, accepted, emitted })
 }

@@ -60,9 +60,10 @@ use std::sync::atomic::Ordering;
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use opc_ir::launch::{self, LaunchError};
-use opc_ir::{Arg, Kernel, ParamKind};
+use opc_ir::{Arg, ArgRef, Kernel, LaunchArg, ParamKind};
 use rayon::prelude::*;
 
+use crate::jit_args::{launch_lent, launch_owned, put_meta, RunOn};
 use crate::{CodegenError, Executable, Result, Target};
 
 /// The Cranelift JIT target (`--target cpu`).
@@ -246,12 +247,10 @@ impl CpuExecutable {
         unsafe { self.run(args, ptrs) }
     }
 
-    /// Check `args`, bind the dims, evaluate the grid and run every program.
-    ///
-    /// # Safety
-    /// `ptrs[i]` addresses `args[i].data.len()` bytes of tensor `i`, valid for reads and writes
-    /// during the call and exclusive to it.
-    unsafe fn run(&self, args: &[Arg], mut ptrs: Vec<usize>) -> Result<()> {
+}
+
+impl RunOn for CpuExecutable {
+    unsafe fn run<A: LaunchArg>(&self, args: &[A], mut ptrs: Vec<usize>) -> Result<()> {
         let k = &self.kernel;
         let dims = launch::bind_dims(k, args)?;
         let g = launch::grid(k, &dims)?;
@@ -262,22 +261,8 @@ impl CpuExecutable {
             meta[lay.grid + i] = e as i64;
         }
         for (pi, a) in args.iter().enumerate() {
-            let at = lay.params[pi];
-            match a {
-                Arg::Tensor(t) => {
-                    let r = t.shape.len();
-                    let mut stride = 1i64;
-                    for d in (0..r).rev() {
-                        meta[at + d] = t.shape[d] as i64;
-                        meta[at + r + d] = stride;
-                        stride = stride.wrapping_mul(t.shape[d] as i64);
-                    }
-                }
-                Arg::F32(x) => meta[at] = x.to_bits() as i64,
-                Arg::I32(x) => meta[at] = *x as i64,
-                Arg::Bool(b) => meta[at] = *b as i64,
-            }
-            if !matches!(a, Arg::Tensor(_)) {
+            put_meta(&mut meta, lay.params[pi], a);
+            if a.tensor().is_none() {
                 ptrs[pi] = 0;
             }
         }
@@ -307,16 +292,11 @@ impl CpuExecutable {
 
 impl Executable for CpuExecutable {
     fn launch(&self, args: &mut [Arg]) -> Result<()> {
-        let ptrs = args
-            .iter_mut()
-            .map(|a| match a {
-                Arg::Tensor(t) => t.data.as_mut_ptr() as usize,
-                _ => 0,
-            })
-            .collect();
-        // SAFETY: the pointers address the argument tensors' own buffers, which `args` keeps
-        // mutably borrowed (and unmoved) for the whole call.
-        unsafe { self.run(args, ptrs) }
+        launch_owned(self, args)
+    }
+
+    fn launch_refs(&self, args: &mut [ArgRef<'_>]) -> Result<()> {
+        launch_lent(self, args)
     }
 
     fn kernel(&self) -> &Kernel {

@@ -75,9 +75,10 @@ use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target as LlvmTarget_, TargetMachine};
 use inkwell::OptimizationLevel;
 use opc_ir::launch::{self, LaunchError};
-use opc_ir::{Arg, Kernel, ParamKind};
+use opc_ir::{Arg, ArgRef, Kernel, LaunchArg, ParamKind};
 use rayon::prelude::*;
 
+use crate::jit_args::{launch_lent, launch_owned, put_meta, RunOn};
 use crate::{CodegenError, Executable, Result, Target};
 use helpers::Helper;
 
@@ -379,8 +380,8 @@ thread_local! {
 #[repr(C, align(64))]
 struct Line([u8; 64]);
 
-impl Executable for LlvmExecutable {
-    fn launch(&self, args: &mut [Arg]) -> Result<()> {
+impl RunOn for LlvmExecutable {
+    unsafe fn run<A: LaunchArg>(&self, args: &[A], mut ptrs: Vec<usize>) -> Result<()> {
         let k = &self.kernel;
         let dims = launch::bind_dims(k, args)?;
         let g = launch::grid(k, &dims)?;
@@ -390,23 +391,10 @@ impl Executable for LlvmExecutable {
         for (i, &e) in g.iter().enumerate() {
             meta[lay.grid + i] = e as i64;
         }
-        let mut ptrs = vec![0usize; args.len()];
-        for (pi, a) in args.iter_mut().enumerate() {
-            let at = lay.params[pi];
-            match a {
-                Arg::Tensor(t) => {
-                    let r = t.shape.len();
-                    let mut stride = 1i64;
-                    for d in (0..r).rev() {
-                        meta[at + d] = t.shape[d] as i64;
-                        meta[at + r + d] = stride;
-                        stride = stride.wrapping_mul(t.shape[d] as i64);
-                    }
-                    ptrs[pi] = t.data.as_mut_ptr() as usize;
-                }
-                Arg::F32(x) => meta[at] = x.to_bits() as i64,
-                Arg::I32(x) => meta[at] = *x as i64,
-                Arg::Bool(b) => meta[at] = *b as i64,
+        for (pi, a) in args.iter().enumerate() {
+            put_meta(&mut meta, lay.params[pi], a);
+            if a.tensor().is_none() {
+                ptrs[pi] = 0;
             }
         }
         let total = g[0] * g[1] * g[2];
@@ -415,9 +403,8 @@ impl Executable for LlvmExecutable {
         let run = |arena: &mut Vec<Line>, p: usize| -> std::result::Result<(), LaunchError> {
             let pid = [(p % g[0]) as i64, ((p / g[0]) % g[1]) as i64, (p / (g[0] * g[1])) as i64];
             let mut err = 0i64;
-            // SAFETY: `ptrs` point into the argument tensors, which stay mutably borrowed for the
-            // whole launch; `meta` describes their shapes, and every global access the generated
-            // code makes is checked against it (masked lanes never touch memory); the arena has
+            // SAFETY: `ptrs` point into the argument tensors (this function's contract); `meta`
+            // describes their shapes, and every global access the generated code makes is checked against it (masked lanes never touch memory); the arena has
             // `arena_bytes` bytes, 64-byte aligned.
             let rc = unsafe { entry(ptrs.as_ptr(), meta.as_ptr(), pid[0], pid[1], pid[2], arena.as_mut_ptr() as *mut u8, &mut err) };
             if rc == 0 {
@@ -441,6 +428,16 @@ impl Executable for LlvmExecutable {
             })
         })?;
         Ok(())
+    }
+}
+
+impl Executable for LlvmExecutable {
+    fn launch(&self, args: &mut [Arg]) -> Result<()> {
+        launch_owned(self, args)
+    }
+
+    fn launch_refs(&self, args: &mut [ArgRef<'_>]) -> Result<()> {
+        launch_lent(self, args)
     }
 
     fn kernel(&self) -> &Kernel {
