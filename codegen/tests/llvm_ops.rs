@@ -197,12 +197,12 @@ fn moe_mxfp4_matches_the_interpreter() {
             scales.data.iter_mut().for_each(|b| *b = 124 + r.below(6) as u8);
             model::MxExperts { codes: r.tensor_raw(DType::E2M1, &[e, rows, cols]), scales, bias: r.tensor_f(DType::F32, &[e, rows], false) }
         };
-        let (mut gu, mut dn) = (experts(&mut r, 2 * inter, h), experts(&mut r, h, inter));
+        let (gu, dn) = (experts(&mut r, 2 * inter, h), experts(&mut r, h, inter));
         let x = r.tensor_f(DType::F32, &[t, h], false);
-        let mut rw = r.tensor_f(DType::BF16, &[e, h], false);
+        let rw = r.tensor_f(DType::BF16, &[e, h], false);
         let rb = r.tensor_f(DType::F32, &[e], false);
-        let a = model::moe_mxfp4(&i, &x, &mut rw, &rb, k, &mut gu, &mut dn, 1.702, 7.0).unwrap();
-        let b = model::moe_mxfp4(&l, &x, &mut rw, &rb, k, &mut gu, &mut dn, 1.702, 7.0).unwrap();
+        let a = model::moe_mxfp4(&i, &x, &rw, &rb, k, &gu, &dn, 1.702, 7.0).unwrap();
+        let b = model::moe_mxfp4(&l, &x, &rw, &rb, k, &gu, &dn, 1.702, 7.0).unwrap();
         close(&format!("moe_mxfp4 t={t} e={e} k={k}"), &a, &b);
     }
 }

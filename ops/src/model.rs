@@ -616,12 +616,12 @@ mod tests {
             let bias = f32t(&[e, rows], |j| ((j + seed) % 5) as f32 * 0.1 - 0.2);
             (MxExperts { codes, scales, bias }, deq)
         };
-        let (mut gu, gu_deq) = quant(2 * i, h, 1);
-        let (mut dn, dn_deq) = quant(h, i, 2);
-        let mut rw = Tensor::from_f32(DType::BF16, &[e, h], &(0..e * h).map(|j| ((j * 13) % 11) as f32 / 10.0 - 0.5).collect::<Vec<_>>());
+        let (gu, gu_deq) = quant(2 * i, h, 1);
+        let (dn, dn_deq) = quant(h, i, 2);
+        let rw = Tensor::from_f32(DType::BF16, &[e, h], &(0..e * h).map(|j| ((j * 13) % 11) as f32 / 10.0 - 0.5).collect::<Vec<_>>());
         let rb = f32t(&[e], |j| j as f32 * 0.01);
         let (alpha, limit) = (1.702, 7.0);
-        let y = moe_mxfp4(&ops, &x, &mut rw, &rb, k, &mut gu, &mut dn, alpha, limit).unwrap().to_f32_vec();
+        let y = moe_mxfp4(&ops, &x, &rw, &rb, k, &gu, &dn, alpha, limit).unwrap().to_f32_vec();
 
         // host oracle in f64
         let xv = x.to_f32_vec();
