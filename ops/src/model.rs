@@ -334,38 +334,15 @@ fn experts_grouped(
         .tunable("BN", pick(&[16, 32, 64], i, 32))
         .tunable("BK", pick(&[32, 64, 128], h, 128));
     let mut hidden = Tensor::zeros(DType::F32, &[p, i]);
-    let mut args = [
-        ArgRef::In(x),
-        ArgRef::In(&gate_up.codes),
-        ArgRef::In(&gate_up.scales),
-        ArgRef::In(&gate_up.bias),
-        ArgRef::In(sorted_pairs),
-        ArgRef::In(starts),
-        ArgRef::In(counts),
-        ArgRef::Out(&mut hidden),
-        ArgRef::I32(top_k as i32),
-        ArgRef::F32(alpha),
-        ArgRef::F32(limit),
-    ];
-    ops.kernel(FILE, "moe_mx_up", &up_inst)?.launch_refs(&mut args)?;
+    let scalars = [ArgRef::I32(top_k as i32), ArgRef::F32(alpha), ArgRef::F32(limit)];
+    launch_experts(ops, "moe_mx_up", &up_inst, x, gate_up, &[sorted_pairs, starts, counts], &mut hidden, scalars)?;
 
     let down_inst = Instance::default()
         .tunable("BM", bm)
         .tunable("BN", pick(&[16, 32, 64], h, 32))
         .tunable("BK", pick(&[32, 64, 128], i, 128));
     let mut y_perm = Tensor::zeros(DType::F32, &[p, h]);
-    let mut args = [
-        ArgRef::In(&hidden),
-        ArgRef::In(&down.codes),
-        ArgRef::In(&down.scales),
-        ArgRef::In(&down.bias),
-        ArgRef::In(sorted_pairs),
-        ArgRef::In(starts),
-        ArgRef::In(counts),
-        ArgRef::In(pair_weights),
-        ArgRef::Out(&mut y_perm),
-    ];
-    ops.kernel(FILE, "moe_mx_down", &down_inst)?.launch_refs(&mut args)?;
+    launch_experts(ops, "moe_mx_down", &down_inst, &hidden, down, &[sorted_pairs, starts, counts, pair_weights], &mut y_perm, [])?;
     Ok(y_perm)
 }
 
@@ -388,34 +365,34 @@ fn experts_by_row(
     let p = sorted_pairs.numel();
     let up_inst = Instance::default().tunable("BN", pick(&[8, 16], i, 16)).tunable("BK", pick(&[32, 64, 128, 256, 512], h, 512));
     let mut hidden = Tensor::zeros(DType::F32, &[p, i]);
-    let mut args = [
-        ArgRef::In(x),
-        ArgRef::In(&gate_up.codes),
-        ArgRef::In(&gate_up.scales),
-        ArgRef::In(&gate_up.bias),
-        ArgRef::In(sorted_pairs),
-        ArgRef::In(ids),
-        ArgRef::Out(&mut hidden),
-        ArgRef::I32(top_k as i32),
-        ArgRef::F32(alpha),
-        ArgRef::F32(limit),
-    ];
-    ops.kernel(FILE, "moe_mx_up_rows", &up_inst)?.launch_refs(&mut args)?;
+    let scalars = [ArgRef::I32(top_k as i32), ArgRef::F32(alpha), ArgRef::F32(limit)];
+    launch_experts(ops, "moe_mx_up_rows", &up_inst, x, gate_up, &[sorted_pairs, ids], &mut hidden, scalars)?;
 
     let down_inst = Instance::default().tunable("BN", pick(&[8, 16], h, 16)).tunable("BK", pick(&[32, 64, 128, 256, 512], i, 512));
     let mut y_perm = Tensor::zeros(DType::F32, &[p, h]);
-    let mut args = [
-        ArgRef::In(&hidden),
-        ArgRef::In(&down.codes),
-        ArgRef::In(&down.scales),
-        ArgRef::In(&down.bias),
-        ArgRef::In(sorted_pairs),
-        ArgRef::In(ids),
-        ArgRef::In(pair_weights),
-        ArgRef::Out(&mut y_perm),
-    ];
-    ops.kernel(FILE, "moe_mx_down_rows", &down_inst)?.launch_refs(&mut args)?;
+    launch_experts(ops, "moe_mx_down_rows", &down_inst, &hidden, down, &[sorted_pairs, ids, pair_weights], &mut y_perm, [])?;
     Ok(y_perm)
+}
+
+/// Launch one gpt-oss expert kernel of `model.opc`, whose parameters are always: the activations,
+/// the experts' codes, scales and bias, the routing tensors, the output, then scalars.
+#[allow(clippy::too_many_arguments)]
+fn launch_experts<const S: usize>(
+    ops: &Ops,
+    kernel: &str,
+    inst: &Instance,
+    act: &Tensor,
+    experts: &MxExperts,
+    routing: &[&Tensor],
+    out: &mut Tensor,
+    scalars: [ArgRef<'_>; S],
+) -> Result<()> {
+    let mut args = vec![ArgRef::In(act), ArgRef::In(&experts.codes), ArgRef::In(&experts.scales), ArgRef::In(&experts.bias)];
+    args.extend(routing.iter().map(|t| ArgRef::In(t)));
+    args.push(ArgRef::Out(out));
+    args.extend(scalars);
+    ops.kernel(FILE, kernel, inst)?.launch_refs(&mut args)?;
+    Ok(())
 }
 
 /// How to draw a token from a row of logits.
