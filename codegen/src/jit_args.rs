@@ -3,11 +3,70 @@
 //! ([`ArgRef`]) launches alike.
 
 use crate::Result;
-use opc_ir::{Arg, ArgRef, LaunchArg};
+use opc_ir::launch::{self, LaunchError};
+use opc_ir::{Arg, ArgRef, Kernel, LaunchArg, ParamKind};
+
+/// Where each launch-time value sits in the `meta` array the generated code reads.
+#[derive(Clone, Debug)]
+pub(crate) struct MetaLayout {
+    /// First slot of the dims (one per `SymId`).
+    pub dims: usize,
+    /// Three slots: the grid extents.
+    pub grid: usize,
+    /// Per parameter: its scalar's slot, or the first of a tensor's `rank` shape then `rank` stride slots.
+    pub params: Vec<usize>,
+    pub len: usize,
+}
+
+impl MetaLayout {
+    pub(crate) fn new(k: &Kernel) -> MetaLayout {
+        let dims = 0;
+        let grid = k.dims.len();
+        let mut next = grid + 3;
+        let mut params = vec![];
+        for p in &k.params {
+            params.push(next);
+            next += match &p.kind {
+                ParamKind::Scalar { .. } => 1,
+                ParamKind::Tensor { dims, .. } => 2 * dims.len(),
+            };
+        }
+        MetaLayout { dims, grid, params, len: next }
+    }
+
+    /// Check `args` against `k` (`bind_dims`), evaluate the grid and fill the `meta` array;
+    /// zero the address of every scalar argument in `ptrs`. Returns the grid and `meta`.
+    pub(crate) fn fill<A: LaunchArg>(&self, k: &Kernel, args: &[A], ptrs: &mut [usize]) -> Result<([usize; 3], Vec<i64>)> {
+        let dims = launch::bind_dims(k, args)?;
+        let g = launch::grid(k, &dims)?;
+        let mut meta = vec![0i64; self.len];
+        meta[self.dims..self.dims + dims.len()].copy_from_slice(&dims);
+        for (i, &e) in g.iter().enumerate() {
+            meta[self.grid + i] = e as i64;
+        }
+        for (pi, a) in args.iter().enumerate() {
+            put_meta(&mut meta, self.params[pi], a);
+            if a.tensor().is_none() {
+                ptrs[pi] = 0;
+            }
+        }
+        Ok((g, meta))
+    }
+}
+
+/// The error of program `pid` whose generated code returned `rc`: the 1-based index of the
+/// `for` site (`for_sites`) whose step `err` was not positive.
+pub(crate) fn step_error(k: &Kernel, for_sites: &[String], pid: [i64; 3], rc: i32, err: i64) -> LaunchError {
+    let site = for_sites.get(rc as usize - 1).map(String::as_str).unwrap_or("op `for`");
+    LaunchError::Exec {
+        kernel: k.name.clone(),
+        msg: format!("program ({}, {}, {}): {site}: step must be positive, got {err}", pid[0], pid[1], pid[2]),
+    }
+}
 
 /// Write parameter `a`'s launch-time values at `meta[at..]`: a tensor's shape then its element
 /// strides (row-major), or a scalar's word (an f32 by its bits).
-pub(crate) fn put_meta<A: LaunchArg>(meta: &mut [i64], at: usize, a: &A) {
+fn put_meta<A: LaunchArg>(meta: &mut [i64], at: usize, a: &A) {
     match a.view() {
         ArgRef::In(t) => put_shape(meta, at, &t.shape),
         ArgRef::Out(t) => put_shape(meta, at, &t.shape),

@@ -59,44 +59,17 @@ use std::sync::atomic::Ordering;
 
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
-use opc_ir::launch::{self, LaunchError};
-use opc_ir::{Arg, ArgRef, Kernel, LaunchArg, ParamKind};
+use opc_ir::launch::LaunchError;
+use opc_ir::{Arg, ArgRef, Kernel, LaunchArg};
 use rayon::prelude::*;
 
-use crate::jit_args::{launch_lent, launch_owned, put_meta, RunOn};
+pub(crate) use crate::jit_args::MetaLayout;
+use crate::jit_args::{launch_lent, launch_owned, step_error, RunOn};
 use crate::{CodegenError, Executable, Result, Target};
 
 /// The Cranelift JIT target (`--target cpu`).
 pub struct CpuTarget;
 
-/// Where each launch-time value sits in the `meta` array.
-#[derive(Clone, Debug)]
-pub(crate) struct MetaLayout {
-    /// First slot of the dims (one per `SymId`).
-    pub dims: usize,
-    /// Three slots: the grid extents.
-    pub grid: usize,
-    /// Per parameter: its scalar's slot, or the first of a tensor's `rank` shape then `rank` stride slots.
-    pub params: Vec<usize>,
-    pub len: usize,
-}
-
-impl MetaLayout {
-    fn new(k: &Kernel) -> MetaLayout {
-        let dims = 0;
-        let grid = k.dims.len();
-        let mut next = grid + 3;
-        let mut params = vec![];
-        for p in &k.params {
-            params.push(next);
-            next += match &p.kind {
-                ParamKind::Scalar { .. } => 1,
-                ParamKind::Tensor { dims, .. } => 2 * dims.len(),
-            };
-        }
-        MetaLayout { dims, grid, params, len: next }
-    }
-}
 
 type KernelFn = unsafe extern "C" fn(*const usize, *const i64, i64, i64, i64, *mut u8, *mut i64) -> i32;
 
@@ -252,20 +225,7 @@ impl CpuExecutable {
 impl RunOn for CpuExecutable {
     unsafe fn run<A: LaunchArg>(&self, args: &[A], mut ptrs: Vec<usize>) -> Result<()> {
         let k = &self.kernel;
-        let dims = launch::bind_dims(k, args)?;
-        let g = launch::grid(k, &dims)?;
-        let lay = &self.code.meta;
-        let mut meta = vec![0i64; lay.len];
-        meta[lay.dims..lay.dims + dims.len()].copy_from_slice(&dims);
-        for (i, &e) in g.iter().enumerate() {
-            meta[lay.grid + i] = e as i64;
-        }
-        for (pi, a) in args.iter().enumerate() {
-            put_meta(&mut meta, lay.params[pi], a);
-            if a.tensor().is_none() {
-                ptrs[pi] = 0;
-            }
-        }
+        let (g, meta) = self.code.meta.fill(k, args, &mut ptrs)?;
         let total = g[0] * g[1] * g[2];
         let words = self.code.arena_bytes.div_ceil(16) + 1;
         let entry = self.code.entry;
@@ -279,11 +239,7 @@ impl RunOn for CpuExecutable {
             if rc == 0 {
                 return Ok(());
             }
-            let site = self.for_sites.get(rc as usize - 1).map(String::as_str).unwrap_or("op `for`");
-            Err(LaunchError::Exec {
-                kernel: k.name.clone(),
-                msg: format!("program ({}, {}, {}): {site}: step must be positive, got {err}", pid[0], pid[1], pid[2]),
-            })
+            Err(step_error(k, &self.for_sites, pid, rc, err))
         };
         (0..total).into_par_iter().try_for_each_init(|| vec![0u128; words], run)?;
         Ok(())
