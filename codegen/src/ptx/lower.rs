@@ -190,6 +190,8 @@ pub(super) struct Lowered {
     pub loops: Vec<(u32, u32)>,
     pub tensor_cores: Option<&'static str>,
     pub tmaps: Vec<super::TensorMap>,
+    /// The FA3 attention loop's launch facts, if the kernel has one (`attn.rs`).
+    pub attn: Option<super::attn::AttnInfo>,
 }
 
 pub(super) struct Lower<'k> {
@@ -226,6 +228,8 @@ pub(super) struct Lower<'k> {
     pub dyn_off: std::collections::HashMap<usize, Reg>,
     /// Loads of the current staged loop, by result: the view of the stage they read.
     pub staged_views: std::collections::HashMap<u32, View>,
+    /// Set by the FA3 attention loop (`attn.rs`).
+    pub attn: Option<super::attn::AttnInfo>,
 }
 
 impl<'k> Lower<'k> {
@@ -620,7 +624,7 @@ impl<'k> Lower<'k> {
         Ok(None)
     }
 
-    fn lower_op(&mut self, op: &Op) -> Result<()> {
+    pub(super) fn lower_op(&mut self, op: &Op) -> Result<()> {
         match &op.kind {
             OpKind::Const(s) => {
                 let d = self.dtype(op.result());
@@ -651,39 +655,15 @@ impl<'k> Lower<'k> {
                 }
                 self.set(op.result(), Repr::Dist(regs));
             }
-            OpKind::Unary(u) => {
-                let (u, d) = (*u, self.dtype(op.args[0]));
-                self.map_op(op, &mut |l, x| l.unary(op, u, d, x[0]))?;
-            }
-            OpKind::Binary(b) => {
-                let (b, d) = (*b, self.dtype(op.args[0]));
-                self.map_op(op, &mut |l, x| l.binary(op, b, d, x[0], x[1]))?;
-            }
-            OpKind::Cmp(pr) => {
-                let (pr, d) = (*pr, self.dtype(op.args[0]));
-                self.map_op(op, &mut |l, x| Ok(l.cmp(pr, d, x[0], x[1])))?;
-            }
-            OpKind::Select => {
-                let kind = ekind(self.dtype(op.result()));
-                self.map_op(op, &mut |l, x| {
-                    let c = l.p.op(Kind::P, "setp.ne.b32", &[&x[0], &0]);
-                    let ty = if kind == Kind::F { "f32" } else { "b32" };
-                    Ok(l.p.op(kind, &format!("selp.{ty}"), &[&x[1], &x[2], &c]))
-                })?;
-            }
-            OpKind::Cast(r) => {
-                let (from, to, r) = (self.dtype(op.args[0]), self.dtype(op.result()), *r);
-                if from == to {
+            OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Bitcast => self.map_op(op, &mut |l, x| l.elem_op(op, x))?,
+            OpKind::Cast(_) => {
+                if self.dtype(op.args[0]) == self.dtype(op.result()) {
                     let src = self.repr(op.args[0]);
                     let copy = self.copies[op.args[0].0 as usize].clone();
                     self.set_with_copy(op.result(), src, copy);
                 } else {
-                    self.map_op(op, &mut |l, x| Ok(l.cast(from, to, r, x[0])))?;
+                    self.map_op(op, &mut |l, x| l.elem_op(op, x))?;
                 }
-            }
-            OpKind::Bitcast => {
-                let (from, to) = (self.dtype(op.args[0]), self.dtype(op.result()));
-                self.map_op(op, &mut |l, x| Ok(l.bitcast(from, to, x[0])))?;
             }
             OpKind::Broadcast => {
                 let (ins, out) = (self.shape(op.args[0]), self.shape(op.result()));
@@ -752,8 +732,29 @@ impl<'k> Lower<'k> {
         Ok(())
     }
 
+    /// One element of an elementwise op (`unary`, `binary`, `cmp`, `select`, `cast`, `bitcast`)
+    /// from its operands' element registers; shared by the distributed lowering and the
+    /// fragment lowering of `attn.rs`.
+    pub(super) fn elem_op(&mut self, op: &Op, x: &[Reg]) -> Result<Reg> {
+        let d = self.dtype(op.args[0]);
+        match &op.kind {
+            OpKind::Unary(u) => self.unary(op, *u, d, x[0]),
+            OpKind::Binary(b) => self.binary(op, *b, d, x[0], x[1]),
+            OpKind::Cmp(pr) => Ok(self.cmp(*pr, d, x[0], x[1])),
+            OpKind::Select => {
+                let kind = ekind(self.dtype(op.result()));
+                let c = self.p.op(Kind::P, "setp.ne.b32", &[&x[0], &0]);
+                let ty = if kind == Kind::F { "f32" } else { "b32" };
+                Ok(self.p.op(kind, &format!("selp.{ty}"), &[&x[1], &x[2], &c]))
+            }
+            OpKind::Cast(r) => Ok(self.cast(d, self.dtype(op.result()), *r, x[0])),
+            OpKind::Bitcast => Ok(self.bitcast(d, self.dtype(op.result()), x[0])),
+            _ => Err(self.unsupported(op, "not an elementwise op")),
+        }
+    }
+
     /// A literal in dtype `d`, exactly as the interpreter's `const_data`.
-    fn const_reg(&mut self, s: Scalar, d: DType) -> Reg {
+    pub(super) fn const_reg(&mut self, s: Scalar, d: DType) -> Reg {
         use opc_ir::numerics;
         if d.is_float() {
             let v = match s {
@@ -786,6 +787,9 @@ impl<'k> Lower<'k> {
         let (lo, hi, step) = self.loop_bounds(op)?;
         if let Some(g) = super::gemm::match_gemm(self.k, op, self.feats) {
             return self.lower_gemm_loop(op, &g, lo, hi, step);
+        }
+        if let Some(a) = super::attn::match_attn(self.k, op, self.feats) {
+            return self.lower_attn_loop(op, &a, lo, hi, step);
         }
 
         let mut carried = vec![];
@@ -1007,13 +1011,14 @@ pub(super) fn lower(k: &Kernel, t: u32, plan: Option<Vec<u32>>, names: &super::P
         tmaps: vec![],
         dyn_off: Default::default(),
         staged_views: Default::default(),
+        attn: None,
     };
     if let Some(y) = l.lower_block(&k.body)? {
         return Err(l.unsupported(y, "`yield` at the top level of the body"));
     }
     l.p.ins("ret");
     let tc = l.tensor_cores.or(l.used_mma.then_some("mma.sync.m16n8k16"));
-    Ok(Lowered { body: l.p.finish(), bufs: l.bufs, loops: l.loops, tensor_cores: tc, tmaps: l.tmaps })
+    Ok(Lowered { body: l.p.finish(), bufs: l.bufs, loops: l.loops, tensor_cores: tc, tmaps: l.tmaps, attn: l.attn })
 }
 
 /// A tensor dim from the launch-time dims (64-bit; `/` is exact by the launcher's checks).

@@ -47,9 +47,11 @@
 //!
 //! The loader (`runtime.rs`, cargo feature `cuda`) loads the PTX through the CUDA driver API.
 
+mod attn;
 mod dot;
 mod elem;
 mod emit;
+mod frag;
 mod gemm;
 mod lower;
 mod math;
@@ -70,6 +72,7 @@ use serde_json::{json, Value};
 use crate::artifact::{base_manifest, Artifact, RenderOptions, Renderer};
 use crate::{CodegenError, Result};
 
+pub use attn::AttnInfo;
 pub use lower::for_sites;
 
 /// A GPU architecture the renderer targets: the PTX ISA version and target it declares, and
@@ -158,6 +161,8 @@ pub struct Compiled {
     pub tensor_cores: Option<&'static str>,
     /// Tensor maps the loader must encode and pass (TMA path).
     pub tensor_maps: Vec<TensorMap>,
+    /// The FA3 attention loop's facts, when the kernel has one (`attn.rs`).
+    pub attn: Option<AttnInfo>,
 }
 
 /// Which fast paths a compile may take. [`Features::for_arch`] is the default: pipelined GEMM
@@ -186,7 +191,10 @@ impl Features {
 /// `.param .align 64 .b8 NAME[128]` parameter `name` (PTX ISA §5.5.8 "Tensor-map" and
 /// §9.7.9.27 `cp.async.bulk.tensor`): a 2-D tiled map of kernel parameter `param` (a 16-bit
 /// tensor `[rows, cols]`, row-major), box `[box_cols, box_rows]` (innermost first), the given
-/// swizzle span in bytes (32, 64 or 128), out-of-bounds elements filled with zeros.
+/// swizzle span in bytes (32, 64 or 128), out-of-bounds elements filled with zeros. With
+/// `outer`, the map is 3-D: the tensor's leading dims are folded into one outermost dim
+/// (`[cols, rows, Π leading]`, box depth 1), so a box that runs past `rows` is zero-filled
+/// instead of reading the next head's rows (flash attention's K/V, `attn.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorMap {
     pub param: usize,
@@ -194,6 +202,7 @@ pub struct TensorMap {
     pub box_cols: u32,
     pub box_rows: u32,
     pub swizzle: u32,
+    pub outer: bool,
 }
 
 /// Threads per CTA for `k`: 128, or 256 when some tile has at least 8192 elements; at least
@@ -201,7 +210,7 @@ pub struct TensorMap {
 fn threads(k: &Kernel, feats: Features) -> u32 {
     let big = k.values.iter().map(|t| t.numel()).max().unwrap_or(0);
     let base = if big >= 8192 { 256 } else { 128 };
-    base.max(wgmma::threads_needed(k, feats))
+    base.max(wgmma::threads_needed(k, feats)).max(attn::threads_needed(k, feats))
 }
 
 /// Register budget the entry declares (`.maxntid T` with one resident CTA per SM).
@@ -284,7 +293,12 @@ pub fn compile_with(k: &Kernel, arch: Arch, feats: Features) -> Result<Compiled>
         ptx.push_str(".extern .shared .align 128 .b8 opc_smem[];\n\n");
     }
     ptx.push_str(&format!(".visible .entry {}(\n\t{}\n)\n", k.name, decls.join(",\n\t")));
-    ptx.push_str(&format!(".maxntid {t}, 1, 1\n.minnctapersm 1\n{{\n"));
+    ptx.push_str(&format!(".maxntid {t}, 1, 1\n.minnctapersm 1\n"));
+    if low.attn.as_ref().is_some_and(|a| a.setmaxnreg.is_some()) {
+        // the register count at entry that `setmaxnreg` re-partitions (attn.rs)
+        ptx.push_str(&format!(".maxnreg {}\n", attn::ENTRY_REGS));
+    }
+    ptx.push_str("{\n");
     if !dynamic {
         ptx.push_str(&format!("\t.shared .align 128 .b8 opc_smem[{}];\n", total.max(16)));
     }
@@ -297,6 +311,7 @@ pub fn compile_with(k: &Kernel, arch: Arch, feats: Features) -> Result<Compiled>
         feats,
         tensor_cores: low.tensor_cores,
         tensor_maps: low.tmaps,
+        attn: low.attn,
     })
 }
 
@@ -353,8 +368,13 @@ fn manifest(k: &Kernel, c: &Compiled, file: &str) -> Value {
             LaunchParam::TensorMap(i) => {
                 let t = &c.tensor_maps[*i];
                 json!({"kind": "tensor_map", "name": t.name, "ptx_type": ".align 64 .b8[128]", "tensor": k.params[t.param].name,
-                       "box": [t.box_cols, t.box_rows], "swizzle_bytes": t.swizzle, "oob_fill": "zero",
-                       "what": "CUtensorMap from cuTensorMapEncodeTiled: 2-D, dims [cols, rows] of the row-major tensor, box [cols, rows] innermost first, interleave none; the row pitch must be a multiple of 16 bytes and the base 16-byte aligned, else launch the variant compiled without TMA"})
+                       "box": if t.outer { json!([t.box_cols, t.box_rows, 1]) } else { json!([t.box_cols, t.box_rows]) }, "swizzle_bytes": t.swizzle, "oob_fill": "zero",
+                       "rank": if t.outer { 3 } else { 2 },
+                       "what": if t.outer {
+                           "CUtensorMap from cuTensorMapEncodeTiled: 3-D, dims [cols, rows, product of the leading dims] of the row-major tensor (strides [pitch, rows·pitch]), box innermost first, interleave none; the row pitch must be a multiple of 16 bytes and the base 16-byte aligned, else launch the variant compiled without TMA"
+                       } else {
+                           "CUtensorMap from cuTensorMapEncodeTiled: 2-D, dims [cols, rows] of the row-major tensor, box [cols, rows] innermost first, interleave none; the row pitch must be a multiple of 16 bytes and the base 16-byte aligned, else launch the variant compiled without TMA"
+                       }})
             }
         })
         .collect();
@@ -374,6 +394,9 @@ fn manifest(k: &Kernel, c: &Compiled, file: &str) -> Value {
     obj.insert("occupancy".into(), json!({"max_threads_per_cta": c.launch.threads, "min_ctas_per_sm": 1, "max_registers_per_thread": max_registers(c.launch.threads)}));
     obj.insert("tensor_cores".into(), json!(c.tensor_cores.unwrap_or("none")));
     obj.insert("fallback_without_tma".into(), json!(!c.tensor_maps.is_empty()));
+    if let Some(a) = &c.attn {
+        obj.insert("fa3".into(), attn::manifest(a));
+    }
     obj.insert("for_sites".into(), json!(for_sites(k)));
     m
 }

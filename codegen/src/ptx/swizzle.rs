@@ -95,13 +95,18 @@ pub(crate) fn descriptor(addr: u32, rows: u32, cols: u32, kmajor: bool) -> u64 {
     desc_fields(rows, cols, kmajor) | enc(addr)
 }
 
-/// Byte step of the start address per `k16` step of `wgmma`.
-pub(crate) fn k16_step(rows: u32, cols: u32, kmajor: bool) -> u32 {
-    let _ = rows;
+/// Byte offset of the start address of `k16` step `ks` of `wgmma` inside an `R × C` stored tile.
+/// K-major: 16 elements along the stored columns, which may cross into the next column block
+/// (`C > S/2`: block `16·ks / (S/2)` at `R·S` bytes each, then 32 bytes per step inside the
+/// span). MN-major: 16 stored rows (`16·S` bytes) inside every column block.
+pub(crate) fn k16_off(rows: u32, cols: u32, kmajor: bool, ks: u32) -> u32 {
+    let s = span(cols);
     if kmajor {
-        16 * E
+        let per = s / E;
+        let k = 16 * ks;
+        (k / per) * rows * s + (k % per) * E
     } else {
-        16 * span(cols)
+        16 * s * ks
     }
 }
 
@@ -142,6 +147,8 @@ mod tests {
     fn descriptors_read_what_the_tiles_hold() {
         for (rows, cols, kmajor) in [
             (128, 64, true),
+            (64, 128, true),
+            (128, 256, true),
             (64, 32, true),
             (128, 16, true),
             (64, 128, false),
@@ -156,7 +163,7 @@ mod tests {
             for k0 in (0..k_n).step_by(16) {
                 // warpgroup slices of 64 rows along M/N for K-major A
                 for mn0 in (0..mn_n).step_by(if kmajor { 64 } else { mn_n as usize }) {
-                    let mut addr = base + (k0 / 16) * k16_step(rows, cols, kmajor);
+                    let mut addr = base + k16_off(rows, cols, kmajor, k0 / 16);
                     if kmajor {
                         addr += mn0 * span(cols);
                     }

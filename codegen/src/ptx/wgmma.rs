@@ -203,8 +203,8 @@ impl Lower<'_> {
         self.p.ins("wgmma.fence.sync.aligned");
         let regs = reg_list(&acc);
         for ks in 0..(g.k / 16) as u32 {
-            let da = self.descriptor(a0, ks * swizzle::k16_step(g.a.rows as u32, g.a.cols as u32, g.a_kmajor()), a_fields);
-            let db = self.descriptor(b0, ks * swizzle::k16_step(g.b.rows as u32, g.b.cols as u32, g.b_kmajor()), b_fields);
+            let da = self.descriptor(a0, swizzle::k16_off(g.a.rows as u32, g.a.cols as u32, g.a_kmajor(), ks), a_fields);
+            let db = self.descriptor(b0, swizzle::k16_off(g.b.rows as u32, g.b.cols as u32, g.b_kmajor(), ks), b_fields);
             self.p.ins(format!(
                 "wgmma.mma_async.sync.aligned.m64n{}k16.f32.{ab_ty}.{ab_ty} {{{regs}}}, {da}, {db}, {one}, 1, 1, {}, {}",
                 g.n,
@@ -244,7 +244,7 @@ impl Lower<'_> {
 
     /// Spin on `mbarrier.try_wait.parity` until the phase with parity `ph` of the barrier at
     /// shared address `bar` has completed.
-    fn wait_parity(&mut self, bar: Reg, ph: Reg) {
+    pub(super) fn wait_parity(&mut self, bar: Reg, ph: Reg) {
         let l = self.p.label();
         self.p.place(&l);
         let ok = self.p.reg(Kind::P);
@@ -253,7 +253,7 @@ impl Lower<'_> {
     }
 
     /// A 64-bit descriptor: `fields | encode(addr + off)`.
-    fn descriptor(&mut self, addr: Reg, off: u32, fields: u64) -> Reg {
+    pub(super) fn descriptor(&mut self, addr: Reg, off: u32, fields: u64) -> Reg {
         let a = self.p.op(Kind::R, "add.u32", &[&addr, &off]);
         let a = self.p.op(Kind::R, "and.b32", &[&a, &0x3FFFF]);
         let a = self.p.op(Kind::R, "shr.u32", &[&a, &4]);
@@ -266,8 +266,15 @@ impl Lower<'_> {
     fn tensor_map(&mut self, o: &Operand, which: &str) -> Reg {
         let span = swizzle::span(o.cols as u32);
         let name = format!("p_{}_tmap_{which}", self.k.params[o.tensor].name);
-        if !self.tmaps.iter().any(|m| m.name == name) {
-            self.tmaps.push(TensorMap { param: o.tensor, name: name.clone(), box_cols: span / 2, box_rows: o.rows as u32, swizzle: span });
+        self.tensor_map_param(TensorMap { param: o.tensor, name, box_cols: span / 2, box_rows: o.rows as u32, swizzle: span, outer: false })
+    }
+
+    /// Declare tensor map `m` (once per name) and return a register holding the generic
+    /// address of its `.param`.
+    pub(super) fn tensor_map_param(&mut self, m: TensorMap) -> Reg {
+        let name = m.name.clone();
+        if !self.tmaps.iter().any(|x| x.name == name) {
+            self.tmaps.push(m);
         }
         let p = self.p.mov(Kind::D, &name);
         self.p.op(Kind::D, "cvta.param.u64", &[&p])
