@@ -456,7 +456,8 @@ impl Lower<'_> {
         all_ops(body, &mut ops);
         let inside: std::collections::HashSet<u32> = body.args.iter().copied().chain(ops.iter().flat_map(|o| o.results.iter().copied())).map(|v| v.0).collect();
         let mut outside: Vec<ValueId> = vec![];
-        for o in &ops {
+        // (ops that are not lowered here, the staged loads and their index math, read none)
+        for o in ops.iter().filter(|o| o.results.first().is_none_or(|r| !a.skip.contains(&r.0))) {
             for &x in &o.args {
                 if !inside.contains(&x.0) && !outside.contains(&x) {
                     outside.push(x);
@@ -465,6 +466,7 @@ impl Lower<'_> {
         }
         for s in [&a.kl, &a.vl] {
             outside.extend(s.lead.iter().copied());
+            outside.extend(s.starts.iter().filter_map(|st| st.scalar).filter(|v| !inside.contains(&v.0)));
         }
         let inits: Vec<ValueId> = op.args[3..].to_vec();
         let mut tiles = vec![];
