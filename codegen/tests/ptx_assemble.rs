@@ -213,10 +213,22 @@ fn tensor_core_instantiations_assemble() {
     for (kernel, dt, d) in [("flash_attention", DType::BF16, 128), ("flash_attention", DType::F16, 64), ("flash_decode_split", DType::BF16, 128)] {
         // K and V tiles of the KV walk are staged by a 2-stage cp.async ring (`stage.rs`): the
         // prefetch of tile j + 1 is issued before tile j is waited for; K is read by `ldmatrix`
-        // as stored ([N][K]), V by `ldmatrix.trans` ([K][N]).
+        // as stored ([N][K]), V by `ldmatrix.trans` ([K][N]). On sm_90a flash_attention takes
+        // the FA3 loop instead (`fa3_flash_attention_sm90a`), and this is its no-TMA variant.
         let k = instance("flash_attention", kernel, dt, Some(("D", d)), &[]);
+        let sm90 = opc_codegen::ptx::Arch::by_name("sm_90a").unwrap();
+        let no_tma = opc_codegen::ptx::compile_with(&k, sm90, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true }).unwrap();
         for arch in ARCHS {
-            let (p, m) = render(&k, arch);
+            let (p, m) = if arch == "sm_90a" && kernel == "flash_attention" {
+                let (_, m) = render(&k, arch);
+                assert!(m["fa3"].is_object(), "{kernel} {dt}: the sm_90a default is the FA3 loop");
+                if let Some(u) = assemble(&format!("{kernel}_{dt}_notma"), &no_tma.ptx, arch) {
+                    assert!(u.registers <= opc_codegen::ptx::max_registers(no_tma.launch.threads));
+                }
+                (no_tma.ptx.clone(), serde_json::json!({"tensor_cores": no_tma.tensor_cores.unwrap_or("none")}))
+            } else {
+                render(&k, arch)
+            };
             assert!(m["tensor_cores"].as_str().unwrap().contains("cp.async 2-stage"), "{kernel} {dt} {arch}: {}", m["tensor_cores"]);
             for needle in ["cp.async.cg.shared.global", "cp.async.wait_group 1", "ldmatrix.sync.aligned.m8n8.x2.trans", "ldmatrix.sync.aligned.m8n8.x2.shared", "mma.sync.aligned.m16n8k16.row.col.f32"] {
                 assert!(p.contains(needle), "{kernel} {dt} {arch}: no `{needle}`");
@@ -311,4 +323,98 @@ fn unknown_arch_is_an_error() {
     opc_passes::run_pipeline(&mut k, &Default::default()).unwrap();
     let e = PtxRenderer.render(&k, &RenderOptions { arch: Some("sm_70".into()) }).unwrap_err();
     assert!(e.to_string().contains("unknown arch `sm_70`"), "{e}");
+}
+
+/// FA3 on sm_90a: the library's flash attention (bf16 / f16, D = 64 / 128, one or two consumer
+/// warpgroups) takes the warp-specialized TMA + wgmma loop of `attn.rs`; ptxas accepts it with
+/// no warning, its registers stay within the manifest's occupancy (and within the `.maxnreg`
+/// that `setmaxnreg` re-partitions), and the manifest's FA3 shared-memory layout fits.
+#[test]
+fn fa3_flash_attention_sm90a() {
+    let arch = opc_codegen::ptx::Arch::by_name("sm_90a").unwrap();
+    for (dt, d, bm, bn) in [(DType::BF16, 64, 64, 64), (DType::BF16, 128, 64, 64), (DType::F16, 128, 128, 64), (DType::F16, 64, 128, 128)] {
+        let k = instance("flash_attention", "flash_attention", dt, Some(("D", d)), &[("BM", bm), ("BN", bn)]);
+        let (p, m) = render(&k, "sm_90a");
+        let ty = if dt == DType::F16 { "f16" } else { "bf16" };
+        let case = format!("{dt} D={d} BM={bm} BN={bn}");
+        for needle in [
+            format!("wgmma.mma_async.sync.aligned.m64n{bn}k16.f32.{ty}.{ty}"),
+            format!("wgmma.mma_async.sync.aligned.m64n{d}k16.f32.{ty}.{ty}"),
+            "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes".into(),
+            "mbarrier.try_wait.parity.shared::cta.b64".into(),
+            "mbarrier.arrive.expect_tx.shared::cta.b64".into(),
+            format!("cvt.rn.{ty}x2.f32"),
+            "shfl.sync.bfly.b32".into(),
+            "fence.proxy.async.shared::cta".into(),
+        ] {
+            assert!(p.contains(&needle), "{case}: no `{needle}`");
+        }
+        // P·V takes A from registers: a `{...}` register list before the B descriptor
+        assert!(p.lines().any(|l| l.contains(&format!("m64n{d}k16")) && l.contains("}, {%r")), "{case}: P·V A operand is not in registers");
+        assert!(!p.contains("ldmatrix"), "{case}: the KV walk should not take the mma.sync path");
+        let fa = &m["fa3"];
+        assert_eq!((fa["bm"].as_u64(), fa["bn"].as_u64(), fa["d"].as_u64()), (Some(bm as u64), Some(bn as u64), Some(d as u64)), "{case}");
+        let threads = m["block"][0].as_u64().unwrap() as u32;
+        assert_eq!(threads, 128 * (bm as u32 / 64 + 1), "{case}: one producer warpgroup plus BM/64 consumers");
+        let two = bm == 128;
+        assert_eq!(p.contains("setmaxnreg.dec.sync.aligned.u32 24") && p.contains("setmaxnreg.inc.sync.aligned.u32 240"), two, "{case}");
+        assert_eq!(p.contains(".maxnreg 168"), two, "{case}");
+        let maps = m["launch_params"].as_array().unwrap().iter().filter(|x| x["kind"] == "tensor_map").count();
+        assert_eq!(maps, 2, "{case}: K and V maps");
+        let total = m["shared_bytes"]["total"].as_u64().unwrap() as u32;
+        assert!(total >= fa["shared"]["region_bytes"].as_u64().unwrap() as u32 && total <= arch.max_shared, "{case}: {total} B");
+        if let Some(u) = assemble(&format!("fa3_{ty}_{d}_{bm}_{bn}"), &p, "sm_90a") {
+            let max = m["occupancy"]["max_registers_per_thread"].as_u64().unwrap() as u32;
+            assert!(u.registers <= max, "{case}: {} registers, the manifest declares {max}", u.registers);
+            if two {
+                assert!(u.registers <= 168, "{case}: {} registers above the .maxnreg setmaxnreg starts from", u.registers);
+            }
+            eprintln!("fa3 {case:<28} block {threads}  registers {:>3}/{max}  spill stores {:>3} B  shared {total} B", u.registers, u.spill_stores);
+        }
+        // the loader's variant when a tensor map cannot be encoded
+        let fb = opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true }).unwrap();
+        assert!(fb.attn.is_none() && !fb.ptx.contains("wgmma") && fb.tensor_maps.is_empty(), "{case}: fallback");
+        if let Some(u) = assemble(&format!("fa3_{ty}_{d}_{bm}_{bn}_notma"), &fb.ptx, "sm_90a") {
+            assert!(u.registers <= opc_codegen::ptx::max_registers(fb.launch.threads));
+        }
+    }
+}
+
+/// A small attention kernel written here: 32-byte swizzle (D = 16), m64n16 tiles, 2-D K / V
+/// (no leading dims), ragged tail masked by the kernel. Its FA3 PTX is a snapshot.
+const TINY_ATTN: &str = r#"
+kernel tiny_attn(q: bf16[S, D], k: bf16[S, D], v: bf16[S, D], o: out f32[S, D])
+where const D
+tunables { BM: level1 in {64} = 64, BN: level2 in {16} = 16 }
+grid(cdiv(S, BM))
+{
+    let rows = program_id(0) * BM + arange(BM);
+    let dcols = arange(D);
+    let qt = load(q[rows, dcols]);
+    var m = full([BM], -inf, f32);
+    var l = zeros([BM], f32);
+    var acc = zeros([BM, D], f32);
+    for j0 in 0..S step BN {
+        let cols = j0 + arange(BN);
+        let s = where(cols[None, :] < S, dot(qt, trans(load(k[cols, dcols]))), -inf);
+        let m_new = maximum(m, max(s, 1));
+        let p = exp2(s - m_new[:, None]);
+        let alpha = exp2(m - m_new);
+        l = l * alpha + sum(p, 1);
+        acc = dot(cast(p, bf16), load(v[cols, dcols]), acc * alpha[:, None]);
+        m = m_new;
+    }
+    store(o[rows, dcols], acc / l[:, None]);
+}
+"#;
+
+#[test]
+fn tiny_attention_fa3_ptx_snapshot() {
+    let mut k = opc_dsl::compile("tiny_attn.opc", TINY_ATTN, "tiny_attn", &Instance::default().konst("D", 16)).unwrap_or_else(|d| panic!("{d}"));
+    opc_passes::run_pipeline(&mut k, &Default::default()).unwrap();
+    let (p, m) = render(&k, "sm_90a");
+    assert!(m["fa3"].is_object(), "the tiny kernel takes the FA3 loop: {}", m["tensor_cores"]);
+    assert!(p.contains("wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16"));
+    check_all(vec![("tiny_attn".into(), k)]);
+    insta::assert_snapshot!("tiny_attn_fa3_sm90a_ptx", p);
 }
