@@ -237,4 +237,23 @@ mod tests {
         assert_eq!((d >> 32) & 0x3FFF, 512 >> 4);
         assert_eq!(d >> 62, 2);
     }
+
+    #[test]
+    fn fa3_descriptors_match_hand_encoded_values() {
+        // Worked by hand from §9.7.15.5.1.2.2: start = addr >> 4 (bits 0-13), LBO >> 4 (16-29),
+        // SBO >> 4 (32-45), base offset 0 (49-51), swizzle mode (62-63: 1 = 128 B, 3 = 32 B).
+        // K [64 keys][128 d] K-major at 0x2400: start 0x240, LBO 16 -> 1, SBO 8·128 = 1024 -> 0x40
+        assert_eq!(descriptor(0x2400, 64, 128, true), 0x4000_0040_0001_0240);
+        // V [64 keys][128 d] MN-major at 0x6400: LBO = one column block, 64·128 = 8192 -> 0x200
+        assert_eq!(descriptor(0x6400, 64, 128, false), 0x4000_0040_0200_0640);
+        // Q [64][16] (32-byte span) K-major at 0x400: SBO 8·32 = 256 -> 0x10, mode 3
+        assert_eq!(descriptor(0x400, 64, 16, true), 0xC000_0010_0001_0040);
+        // the start field keeps address bits 4..17 only (shared windows are < 256 KiB)
+        assert_eq!(descriptor(0x3FFF0, 64, 128, true) & 0x3FFF, 0x3FFF);
+        // k16 steps: K-major d = 80 is column block 1 (8192 B in) plus 16 elements (32 B);
+        // MN-major key step 2 is 32 rows of 128 B
+        assert_eq!(k16_off(64, 128, true, 5), 8192 + 32);
+        assert_eq!(k16_off(64, 128, true, 3), 96);
+        assert_eq!(k16_off(64, 128, false, 2), 4096);
+    }
 }
