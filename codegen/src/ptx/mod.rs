@@ -34,16 +34,27 @@
 //! swizzled shared-memory descriptors). Ragged edges: zero fill (`cp.async` element fallback,
 //! TMA out-of-bounds fill); the epilogue's stores are the usual bounds-checked ones.
 //!
-//! **Staged loop loads** (`stage.rs`): in other loops (flash attention's KV walk, the split-KV
-//! decode), the 16-bit tiles loaded only to feed `dot` are double-buffered by `cp.async` (the
-//! copy of tile `j + 1` runs while tile `j` is computed, ragged tails zero-filled), in the
-//! padded layout the `mma.sync` path reads in place; the rest of the body (online softmax,
-//! masks) is lowered op by op. Dropped when the rings would not fit the arch's shared memory.
+//! **FA3 attention loops** (`attn.rs`, layouts in `frag.rs`): on `sm_90a`, a KV walk whose body
+//! holds `dot(Q, trans(K))` and `dot(P, V, acc)` around elementwise ops, row reductions and
+//! `if`s (flash attention's online softmax and masks, recognized by structure, not by name)
+//! becomes a warp-specialized loop: one producer warpgroup issuing 3-D TMA copies of K and V
+//! into a 2-stage ring guarded by full/empty mbarriers, `BM/64` consumer warpgroups running
+//! `wgmma` for S (both operands from 128-byte swizzled descriptors), the softmax on the `wgmma`
+//! accumulator fragments in registers (quad shuffles for row reductions), and `wgmma` for
+//! `P·V` with P packed into A registers; `setmaxnreg` re-partitions registers with two
+//! consumer warpgroups. The manifest's `fa3` object gives its tile sizes and shared layout.
 //!
-//! **Not done yet** (documented, not stubbed): flash attention on `wgmma` / TMA with FA3 warp
-//! specialization (it takes the `cp.async` staging on `sm_90a` too), S/P kept as `mma`
-//! fragments across the softmax (they go through shared memory, op by op), int8/int4 `mma`,
-//! persistent CTAs, warp-parallel reductions.
+//! **Staged loop loads** (`stage.rs`): in other loops (flash attention on `sm_80` or without
+//! TMA, the split-KV decode), the 16-bit tiles loaded only to feed `dot` are double-buffered by
+//! `cp.async` (the copy of tile `j + 1` runs while tile `j` is computed, ragged tails
+//! zero-filled), in the padded layout the `mma.sync` path reads in place; the rest of the body
+//! (online softmax, masks) is lowered op by op. Dropped when the rings would not fit the arch's
+//! shared memory.
+//!
+//! **Not done yet** (documented, not stubbed): FA3's intra-warpgroup softmax/GEMM overlap and
+//! ping-pong consumer scheduling (see `attn.rs`), S/P kept as `mma.sync` fragments on `sm_80`
+//! (they go through shared memory, op by op), int8/int4 `mma`, persistent CTAs, warp-parallel
+//! reductions in the general lowering.
 //!
 //! The loader (`runtime.rs`, cargo feature `cuda`) loads the PTX through the CUDA driver API.
 
