@@ -503,19 +503,7 @@ impl Lower<'_> {
             l.st_shared(a.dtype, at, x);
             Ok(())
         })?;
-        let t0 = self.p.op(Kind::P, "setp.eq.u32", &[&self.tid, &0]);
-        let skip = self.p.label();
-        self.p.ins(format!("@!{t0} bra {skip}"));
-        for s in 0..STAGES {
-            let f = self.p.op(Kind::R, "add.u32", &[&bar_base, &(8 * s)]);
-            self.p.ins(format!("mbarrier.init.shared::cta.b64 [{f}], 1"));
-            let e = self.p.op(Kind::R, "add.u32", &[&bar_base, &(8 * (STAGES + s))]);
-            self.p.ins(format!("mbarrier.init.shared::cta.b64 [{e}], {}", 128 * c));
-        }
-        self.p.ins("fence.mbarrier_init.release.cluster");
-        self.p.place(&skip);
-        self.p.ins("fence.proxy.async.shared::cta");
-        self.barrier();
+        self.init_ring_barriers(bar_base, STAGES, 128 * c);
 
         // ---- outer TMA coordinates of K and V (leading indices; -1 when out of range)
         let mut outer = vec![];

@@ -101,19 +101,7 @@ impl Lower<'_> {
         let maps = [self.tensor_map(&g.a, "a"), self.tensor_map(&g.b, "b")];
 
         // ---- barriers: thread 0 initializes, everyone syncs; TMA may now overwrite smem
-        let t0 = self.p.op(Kind::P, "setp.eq.u32", &[&self.tid, &0]);
-        let skip = self.p.label();
-        self.p.ins(format!("@!{t0} bra {skip}"));
-        for s in 0..stages {
-            let f = self.p.op(Kind::R, "add.u32", &[&bar_base, &(8 * s)]);
-            self.p.ins(format!("mbarrier.init.shared::cta.b64 [{f}], 1"));
-            let e = self.p.op(Kind::R, "add.u32", &[&bar_base, &(8 * (stages + s))]);
-            self.p.ins(format!("mbarrier.init.shared::cta.b64 [{e}], {}", 128 * c));
-        }
-        self.p.ins("fence.mbarrier_init.release.cluster");
-        self.p.place(&skip);
-        self.p.ins("fence.proxy.async.shared::cta");
-        self.p.ins("bar.sync 0");
+        self.init_ring_barriers(bar_base, stages, 128 * c);
 
         let wg = self.p.op(Kind::R, "shr.u32", &[&self.tid, &7]);
         let (pend, cons, cend) = (self.p.label(), self.p.label(), self.p.label());
@@ -240,6 +228,26 @@ impl Lower<'_> {
         self.hz.gl_r.insert(g.b.tensor);
         self.set(op.results[0], Repr::View(View { buf: out, strides: vec![out_pitch as i64, 1] }));
         Ok(())
+    }
+
+    /// Thread 0 initializes `stages` full barriers (count 1: the producer's `expect_tx`) and
+    /// `stages` empty barriers (count `empty_count`: every consumer thread) at `bar_base`, then
+    /// every thread fences generic-proxy shared writes against the async proxy (TMA, `wgmma`)
+    /// and the CTA syncs.
+    pub(super) fn init_ring_barriers(&mut self, bar_base: Reg, stages: u32, empty_count: u32) {
+        let t0 = self.p.op(Kind::P, "setp.eq.u32", &[&self.tid, &0]);
+        let skip = self.p.label();
+        self.p.ins(format!("@!{t0} bra {skip}"));
+        for s in 0..stages {
+            let f = self.p.op(Kind::R, "add.u32", &[&bar_base, &(8 * s)]);
+            self.p.ins(format!("mbarrier.init.shared::cta.b64 [{f}], 1"));
+            let e = self.p.op(Kind::R, "add.u32", &[&bar_base, &(8 * (stages + s))]);
+            self.p.ins(format!("mbarrier.init.shared::cta.b64 [{e}], {empty_count}"));
+        }
+        self.p.ins("fence.mbarrier_init.release.cluster");
+        self.p.place(&skip);
+        self.p.ins("fence.proxy.async.shared::cta");
+        self.barrier();
     }
 
     /// Spin on `mbarrier.try_wait.parity` until the phase with parity `ph` of the barrier at
