@@ -318,7 +318,9 @@ pub(super) fn match_attn(k: &Kernel, for_op: &Op, feats: Features) -> Option<Att
     let mut ops = vec![];
     all_ops(body, &mut ops);
     let dots: Vec<&Op> = ops.iter().copied().filter(|o| o.kind == OpKind::Dot).collect();
-    let [s_dot, pv_dot] = dots.as_slice() else { return None };
+    let [s_dot, pv_dot] = dots.as_slice() else {
+        return None;
+    };
     if !body.ops.iter().any(|o| std::ptr::eq(o, *s_dot)) || !body.ops.iter().any(|o| std::ptr::eq(o, *pv_dot)) {
         return None;
     }
@@ -346,7 +348,13 @@ pub(super) fn match_attn(k: &Kernel, for_op: &Op, feats: Features) -> Option<Att
     if ![64, 128].contains(&bm) || kl.cols != d || vl.rows != bn || vl.cols != d || k.ty(p).shape != [bm, bn] {
         return None;
     }
-    if !bn.is_multiple_of(16) || bn > 256 || !d.is_multiple_of(16) || d > 256 || !swizzle::tile_ok(bn as u32, d as u32) || !swizzle::tile_ok(bm as u32, d as u32) {
+    if !bn.is_multiple_of(16)
+        || bn > 256
+        || !d.is_multiple_of(16)
+        || d > 256
+        || !swizzle::tile_ok(bn as u32, d as u32)
+        || !swizzle::tile_ok(bm as u32, d as u32)
+    {
         return None;
     }
     let roles = infer_roles(k, for_op)?;
@@ -376,7 +384,15 @@ pub(super) fn match_attn(k: &Kernel, for_op: &Op, feats: Features) -> Option<Att
             }
             OpKind::Const(_) | OpKind::Dim(_) | OpKind::ScalarParam(_) | OpKind::ProgramId(_) | OpKind::NumPrograms(_) => true,
             OpKind::Reshape => k.ty(o.args[0]).numel() == 1,
-            OpKind::Arange | OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Cast(_) | OpKind::Bitcast | OpKind::Broadcast | OpKind::ExpandDims(_) => true,
+            OpKind::Arange
+            | OpKind::Unary(_)
+            | OpKind::Binary(_)
+            | OpKind::Cmp(_)
+            | OpKind::Select
+            | OpKind::Cast(_)
+            | OpKind::Bitcast
+            | OpKind::Broadcast
+            | OpKind::ExpandDims(_) => true,
             _ => false,
         };
         if !ok {
@@ -387,7 +403,7 @@ pub(super) fn match_attn(k: &Kernel, for_op: &Op, feats: Features) -> Option<Att
             if skip.contains(&r.0) || k.ty(r).numel() == 1 || class_of(k, r, bm, &roles).is_some() {
                 continue;
             }
-            let index_only = uses.get(&r.0).map_or(true, |us| us.iter().all(|u| u.results.first().is_some_and(|x| staged_ids.contains(&x.0))));
+            let index_only = uses.get(&r.0).is_none_or(|us| us.iter().all(|u| u.results.first().is_some_and(|x| staged_ids.contains(&x.0))));
             if !index_only {
                 return None;
             }
@@ -410,9 +426,7 @@ pub(super) fn match_attn(k: &Kernel, for_op: &Op, feats: Features) -> Option<Att
             Some(Class::U) | Some(Class::Row) | Some(Class::Full(_)) => {}
             _ => return None,
         }
-        if class_of(k, for_op.args[3 + i], bm, &roles).is_none() {
-            return None;
-        }
+        class_of(k, for_op.args[3 + i], bm, &roles)?;
     }
     Some(AttnLoop { staged, kl, vl, q, bm, bn, d, dtype, roles, skip })
 }
@@ -608,7 +622,7 @@ impl Lower<'_> {
             let init = self.fv(&fr, inits[i]);
             let regs: Vec<Reg> = (0..cl.regs()).map(|_| self.p.reg(ekind(self.dtype(arg)))).collect();
             let dst = Fv { class: cl, regs };
-            self.move_fv(&[init], &[dst.clone()]);
+            self.move_fv(&[init], std::slice::from_ref(&dst));
             carried.push(dst);
         }
         let a_slice = self.p.op(Kind::R, "mul.lo.u32", &[&wg, &(64 * swizzle::span(d))]);
