@@ -17,6 +17,21 @@ pub fn kernel(file: &str, name: &str, inst: &Instance) -> Kernel {
     k
 }
 
+/// Every kernel of the operator library (`ops/kernels/*.opc`) at its representative instance,
+/// after the default pipeline, named `FILE::KERNEL`.
+pub fn library() -> Vec<(String, Kernel)> {
+    let mut out = vec![];
+    for (file, src) in opc_ops::SOURCES {
+        let names = opc_dsl::check(file, src).unwrap_or_else(|d| panic!("{d}"));
+        for n in names {
+            let mut k = opc_dsl::compile_representative(file, src, &n, &Instance::default()).unwrap_or_else(|d| panic!("{d}"));
+            opc_passes::run_pipeline(&mut k, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+            out.push((format!("{file}::{n}"), k));
+        }
+    }
+    out
+}
+
 /// Kernel `name` of DSL source `src`, after the default pipeline.
 pub fn kernel_src(src: &str, name: &str, inst: &Instance) -> Kernel {
     let mut k = opc_dsl::compile("test.opc", src, name, inst).unwrap_or_else(|d| panic!("{d}"));
