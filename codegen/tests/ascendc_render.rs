@@ -24,6 +24,7 @@ fn every_library_kernel_renders_or_is_listed() {
                 assert_eq!(a.files.len(), 3, "{name}");
                 let m = &a.manifest["ascendc"];
                 assert!(m["bytes"]["ub"].as_u64().unwrap_or(u64::MAX) <= 192 * 1024, "{name}");
+                assert_double_buffered(&name, m);
                 assert!(NOT_YET.iter().all(|(n, _)| *n != name), "{name} renders now: remove it from NOT_YET");
             }
             Err(e) => {
@@ -36,6 +37,26 @@ fn every_library_kernel_renders_or_is_listed() {
         }
     }
     assert!(failures.is_empty(), "{ok} kernels render; these do not:\n{}", failures.join("\n"));
+}
+
+/// Every queue is double-buffered (two buffers, `TQue` depth 2) unless two buffers of its
+/// memory's queues would not fit next to what else lives there.
+fn assert_double_buffered(name: &str, m: &serde_json::Value) {
+    let b = |k: &str| m["bytes"][k].as_u64().unwrap_or(0);
+    for q in m["queues"].as_array().expect("queues") {
+        let pos = q["position"].as_str().unwrap_or("");
+        if q["buffers"] == 2 {
+            continue;
+        }
+        let (used, fixed, cap) = match pos {
+            "TPosition::VECIN" | "TPosition::VECOUT" => (b("ub"), b("ub_calc"), 192 * 1024),
+            "TPosition::A1" | "TPosition::B1" => (b("l1"), 0, 512 * 1024),
+            "TPosition::A2" => (b("l0a"), 0, 64 * 1024),
+            "TPosition::B2" => (b("l0b"), 0, 64 * 1024),
+            _ => (b("l0c"), 0, 128 * 1024),
+        };
+        assert!(fixed + 2 * (used - fixed) > cap, "{name}: {} has one buffer though two fit ({m})", q["name"]);
+    }
 }
 
 /// The closing-report numbers for FlashAttention f16, B 1, H 8, S 4096, D 128, causal: every
