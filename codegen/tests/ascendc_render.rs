@@ -86,6 +86,11 @@ fn flash_attention_s4096_report() {
                 hbm_bytes: (programs * (2 * bm * d * 2 + bm * 4) + steps * 2 * bn * d * 2) as f64,
             };
             let e = roofline::estimate(&work);
+            // Cube <-> vector traffic through the GM workspace: S (f32), P (f16) and P·V (f32)
+            // written and read once per step. The workspace of all groups is a few MiB and stays
+            // in L2, so it is not in the HBM term; the line shows what it would cost at HBM rate.
+            let ws_bytes = steps * 2 * (bm * bn * 4 + bm * bn * 2 + bm * d * 4);
+            let ws_total = c.workspace_group_bytes * opc_codegen::ascendc::AIC_CORES as u64;
             let queues: Vec<String> = c.program.queues.iter().map(|q| format!("{} {}x{} B", q.name, q.num, q.bytes)).collect();
             let report = format!(
                 "flash_attention f16 B{b} H{h} S{s} D{d} causal: level-1 BM = {bm} query rows per AI Core group (split {} rows per AIV), level-2 BN = {bn} keys per KV step\n  \
@@ -93,7 +98,8 @@ fn flash_attention_s4096_report() {
                  KV steps {steps}, cube sites run {} (S = Q·Kᵀ and P·V), cross-core hand-offs {} (S ready, P ready, P·V ready per step)\n  \
                  work: cube {:.3e} FLOP, vector {:.3e} element-ops ({per_aiv} per step per AIV), HBM {:.3e} B\n  \
                  roofline (910B2: 24 AIC x 1.85 GHz x 8192 FLOP/cycle = {:.0} TFLOP/s; 48 AIV x 1.85 GHz x 64 f32/cycle = {:.2} Tops/s; HBM 1.6 TB/s):\n  \
-                 t = max(cube {:.1} us, vector {:.1} us, HBM {:.1} us) = {:.1} us ({}-bound)",
+                 t = max(cube {:.1} us, vector {:.1} us, HBM {:.1} us) = {:.1} us ({}-bound)\n  \
+                 GM workspace traffic {:.3e} B (S f32, P f16, P·V f32 per step, written and read once) in {ws_total} B of workspace (24 groups), assumed L2-resident and left out of the HBM term; at HBM rate it would take {:.1} us",
                 c.program.split_rows.map(|r| r.to_string()).unwrap_or_else(|| "no".into()),
                 c.usage.ub, c.usage.calc, c.usage.l1, c.usage.l0a, c.usage.l0b, c.usage.l0c,
                 queues.join(", "),
@@ -103,7 +109,9 @@ fn flash_attention_s4096_report() {
                 steps * 3,
                 work.cube_flops, work.vector_elem_ops, work.hbm_bytes,
                 roofline::cube_peak() / 1e12, roofline::vector_peak() / 1e12,
-                e.cube_s * 1e6, e.vector_s * 1e6, e.hbm_s * 1e6, e.seconds * 1e6, e.bound
+                e.cube_s * 1e6, e.vector_s * 1e6, e.hbm_s * 1e6, e.seconds * 1e6, e.bound,
+                ws_bytes as f64,
+                ws_bytes as f64 / roofline::HBM_BYTES_PER_S * 1e6
             );
             assert!(c.mix && c.usage.ub <= 192 * 1024 && e.seconds > 0.0 && per_aiv > 0, "{report}");
             if best.as_ref().is_none_or(|(t, _)| e.seconds < *t) {
