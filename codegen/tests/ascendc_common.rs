@@ -39,6 +39,20 @@ pub fn kernel_src(src: &str, name: &str, inst: &Instance) -> Kernel {
     k
 }
 
+/// Column sums combined across cores with `atomic_add` (`SetAtomicAdd` on the AIVs): each
+/// level-1 program adds its BM rows' partial sums into `y`.
+pub const COL_SUM: &str = r#"
+kernel col_sum(x: f32[M, N], y: out f32[N])
+tunables { BM: level1 in {8} = 8, BN: level2 in {64} = 64 }
+grid(cdiv(M, BM))
+{
+    let rows = program_id(0) * BM + arange(BM);
+    let cols = arange(BN);
+    let v = load(x[rows, cols], mask: rows[:, None] < M, other: 0.0);
+    atomic_add(y[cols], sum(v, 0));
+}
+"#;
+
 /// Deterministic xorshift data.
 pub struct Rng(pub u64);
 

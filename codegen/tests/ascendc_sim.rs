@@ -112,6 +112,14 @@ fn kl_rows_aiv() {
 #[test]
 fn mxfp4_gemm_bf16_mix() {
     let k = kernel("mxfp4", "mxfp4_gemm", &Instance::default().dtype("T", DType::BF16).tunable("BM", 16).tunable("BN", 32).tunable("BK", 64));
+    // The decode runs on the vector cores, which hand the decoded B tile to the cube through the
+    // workspace's B slot; the product is the cube's.
+    let c = opc_codegen::ascendc::compile(&k).expect("compile");
+    let text = &c.sources.kernel_cpp;
+    let (vector, cube) = text.split_once("inline void CubeProgram(").expect("a cube program");
+    let vector = vector.split_once("inline void Program(").expect("a vector program").1;
+    assert!(c.mix && c.cube_sites == 1, "MIX kernel with one cube site");
+    assert!(vector.contains("+ kWsB)") && cube.contains("+ kWsB)") && cube.contains("Mmad("), "decoded B through the workspace");
     let mut r = Rng(21);
     let (m, n, kk) = (20, 40, 128);
     let mut scales = r.raw(DType::E8M0, &[n, kk / 32]);
@@ -125,6 +133,19 @@ fn mxfp4_gemm_bf16_mix() {
         Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
     ];
     check_against_interp(&k, &args);
+}
+
+/// Partial column sums of 24 programs on 24 AIVs combined in GM by `SetAtomicAdd` (the
+/// model's atomics); M ragged.
+#[test]
+fn atomic_add_combines_across_cores() {
+    let k = common::kernel_src(common::COL_SUM, "col_sum", &Instance::default());
+    let text = opc_codegen::ascendc::compile(&k).expect("compile").sources.kernel_cpp;
+    assert!(text.contains("SetAtomicAdd<float>();") && text.contains("SetAtomicNone();"), "{text}");
+    let mut r = Rng(41);
+    let (m, n) = (190, 64);
+    let out = check_against_interp(&k, &[Arg::Tensor(r.tensor(DType::F32, &[m, n], 1.0)), Arg::Tensor(Tensor::zeros(DType::F32, &[n]))]);
+    assert!(out.contains("blockDim=24"), "{out}");
 }
 
 /// Split-KV decode (flash-decoding) f16: pack-GQA rows, NS = 2 splits; the KV loop bounds come

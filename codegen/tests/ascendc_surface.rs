@@ -10,24 +10,12 @@ mod common;
 use opc_codegen::ascendc::{TemplateArg, API_STRUCT_FIELDS, API_SURFACE, API_TEMPLATE_FORMS};
 use opc_dsl::Instance;
 
-/// No library kernel uses `atomic_add`: this one brings `SetAtomicAdd<T>` into the corpus.
-const ATOMIC: &str = r#"
-kernel col_sum(x: f32[M, N], y: out f32[N])
-tunables { BM: level1 in {8} = 8, BN: level2 in {64} = 64 }
-grid(cdiv(M, BM))
-{
-    let rows = program_id(0) * BM + arange(BM);
-    let cols = arange(BN);
-    let v = load(x[rows, cols], mask: rows[:, None] < M, other: 0.0);
-    atomic_add(y[cols], sum(v, 0));
-}
-"#;
-
-/// Kernel and launch sources of every library kernel plus [`ATOMIC`], with `//` comments
+/// Kernel and launch sources of every library kernel plus [`common::COL_SUM`] (no library
+/// kernel uses `atomic_add`; it brings `SetAtomicAdd<T>` into the corpus), with `//` comments
 /// removed: `(kernel name, text)`.
 fn emitted() -> Vec<(String, String)> {
     let mut ks = common::library();
-    ks.push(("test::col_sum".into(), common::kernel_src(ATOMIC, "col_sum", &Instance::default())));
+    ks.push(("test::col_sum".into(), common::kernel_src(common::COL_SUM, "col_sum", &Instance::default())));
     ks.into_iter()
         .map(|(name, k)| {
             let c = opc_codegen::ascendc::compile(&k).unwrap_or_else(|e| panic!("{name}: {e}"));
