@@ -20,6 +20,11 @@
 //!    pipe-synchronization rule, on every program of the kernel.
 //! 4. `emit-ascendc` (`emit.rs`).
 //!
+//! **API surface.** [`API_SURFACE`] (names), [`API_TEMPLATE_FORMS`] (explicit template-argument
+//! kinds) and [`API_STRUCT_FIELDS`] list everything the emitted code uses;
+//! `codegen/tests/ascendc_surface.rs` checks them against every library kernel's output and
+//! (with OPC_ASC_DEVKIT) against the asc-devkit v8.5.0 headers.
+//!
 //! **Checking without hardware.** `model/kernel_operator.h` is opc's own CPU model of the
 //! API subset in [`API_SURFACE`] (written from the documented semantics, real signatures):
 //! per-position arenas with the real capacities, alignment / overflow assertions, fp16/bf16
