@@ -61,7 +61,8 @@ fn assert_double_buffered(name: &str, m: &serde_json::Value) {
 
 /// The closing-report numbers for FlashAttention f16, B 1, H 8, S 4096, D 128, causal: every
 /// (BM, BN) of the kernel's tunable space that fits the 910B budgets, with its roofline
-/// estimate on a 910B2 (`opc_codegen::ascendc::roofline`); the fastest is reported. The KV
+/// estimate on a 910B2 (`opc_codegen::ascendc::roofline`); the fastest of those whose queues
+/// all stay double-buffered is reported. The KV
 /// steps of a program follow the kernel's causal loop bounds (`hi = min(SK, i_last + 1)`,
 /// `lo = 0`, step BN).
 #[test]
@@ -70,7 +71,7 @@ fn flash_attention_s4096_report() {
     let (b, h, s, d) = (1u64, 8u64, 4096u64, 128u64);
     let base = common::kernel("flash_attention", "flash_attention", &Instance::default().dtype("T", DType::F16).konst("D", d as i64));
     let space = |n: &str| base.tunables.iter().find(|t| t.name == n).map(|t| t.space.clone()).unwrap_or_default();
-    let mut best: Option<(f64, String)> = None;
+    let mut best: Option<((bool, f64), String)> = None;
     for &bm in &space("BM") {
         for &bn in &space("BN") {
             let k = common::kernel("flash_attention", "flash_attention", &Instance::default().dtype("T", DType::F16).konst("D", d as i64).tunable("BM", bm).tunable("BN", bn));
@@ -114,8 +115,11 @@ fn flash_attention_s4096_report() {
                 ws_bytes as f64 / roofline::HBM_BYTES_PER_S * 1e6
             );
             assert!(c.mix && c.usage.ub <= 192 * 1024 && e.seconds > 0.0 && per_aiv > 0, "{report}");
-            if best.as_ref().is_none_or(|(t, _)| e.seconds < *t) {
-                best = Some((e.seconds, report));
+            // Configurations that keep every queue double-buffered first (the roofline assumes the
+            // copies overlap the compute), then the fastest.
+            let key = (c.program.queues.iter().any(|q| q.num < 2), e.seconds);
+            if best.as_ref().is_none_or(|(b, _)| key.0 < b.0 || (key.0 == b.0 && key.1 < b.1)) {
+                best = Some((key, report));
             }
         }
     }
