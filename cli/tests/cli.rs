@@ -171,3 +171,35 @@ fn check_and_build_a_valid_kernel() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("nope"));
 }
+
+/// `opc build FILE --target ascendc -o DIR`: the kernel `.cpp` (classic entry), the tiling
+/// header (POD struct + host tiling function), the launch stub and `manifest.json`; a MIX
+/// kernel from the library; an oversized tile configuration is a compile error with the budget.
+#[test]
+fn build_ascendc_writes_kernel_tiling_launch_and_manifest() {
+    let f = scratch("asc.opc", VALID);
+    let dir = f.with_extension("ascendc");
+    let o = opc(&["build", f.to_str().unwrap(), "--target", "ascendc", "-o", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_else(|e| panic!("{n}: {e}"));
+    assert!(read("twice.cpp").contains("extern \"C\" __global__ __aicore__ void twice(GM_ADDR x, GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling)"));
+    let tiling = read("twice_tiling.h");
+    assert!(tiling.contains("struct TwiceTilingData {") && tiling.contains("inline uint32_t TwiceTiling("), "{tiling}");
+    assert!(read("twice_launch.cpp").contains("inline void LaunchTwice("));
+    let m: serde_json::Value = serde_json::from_str(&read("manifest.json")).expect("manifest.json");
+    assert_eq!(m["ascendc"]["kernel_type"], "KERNEL_TYPE_AIV_ONLY", "{m}");
+    assert_eq!(m["ascendc"]["entry_params"], serde_json::json!(["x", "y", "workspace", "tiling"]), "{m}");
+
+    let fa = concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/kernels/flash_attention.opc");
+    let fa_dir = dir.with_extension("fa");
+    let o = opc(&["build", fa, "--kernel", "flash_attention", "--dtype", "T=f16", "--const", "D=128", "--target", "ascendc", "-o", fa_dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fa_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["ascendc"]["kernel_type"], "KERNEL_TYPE_MIX_AIC_1_2", "{m}");
+    assert!(std::fs::read_to_string(fa_dir.join("flash_attention.cpp")).unwrap().contains("KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIC_1_2)"));
+
+    let o = opc(&["build", fa, "--kernel", "flash_attention", "--dtype", "T=f32", "--const", "D=256", "--tunable", "BM=128", "--tunable", "BN=128", "--target", "ascendc", "-o", fa_dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o).1;
+    assert!(err.contains("does not fit the 910B's UB") && err.contains("bytes available") && err.contains("DSL line 47:17"), "{err}");
+}

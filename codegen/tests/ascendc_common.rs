@@ -17,12 +17,41 @@ pub fn kernel(file: &str, name: &str, inst: &Instance) -> Kernel {
     k
 }
 
+/// Every kernel of the operator library (`ops/kernels/*.opc`) at its representative instance,
+/// after the default pipeline, named `FILE::KERNEL`.
+pub fn library() -> Vec<(String, Kernel)> {
+    let mut out = vec![];
+    for (file, src) in opc_ops::SOURCES {
+        let names = opc_dsl::check(file, src).unwrap_or_else(|d| panic!("{d}"));
+        for n in names {
+            let mut k = opc_dsl::compile_representative(file, src, &n, &Instance::default()).unwrap_or_else(|d| panic!("{d}"));
+            opc_passes::run_pipeline(&mut k, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+            out.push((format!("{file}::{n}"), k));
+        }
+    }
+    out
+}
+
 /// Kernel `name` of DSL source `src`, after the default pipeline.
 pub fn kernel_src(src: &str, name: &str, inst: &Instance) -> Kernel {
     let mut k = opc_dsl::compile("test.opc", src, name, inst).unwrap_or_else(|d| panic!("{d}"));
     opc_passes::run_pipeline(&mut k, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
     k
 }
+
+/// Column sums combined across cores with `atomic_add` (`SetAtomicAdd` on the AIVs): each
+/// level-1 program adds its BM rows' partial sums into `y`.
+pub const COL_SUM: &str = r#"
+kernel col_sum(x: f32[M, N], y: out f32[N])
+tunables { BM: level1 in {8} = 8, BN: level2 in {64} = 64 }
+grid(cdiv(M, BM))
+{
+    let rows = program_id(0) * BM + arange(BM);
+    let cols = arange(BN);
+    let v = load(x[rows, cols], mask: rows[:, None] < M, other: 0.0);
+    atomic_add(y[cols], sum(v, 0));
+}
+"#;
 
 /// Deterministic xorshift data.
 pub struct Rng(pub u64);

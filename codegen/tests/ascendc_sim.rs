@@ -112,6 +112,14 @@ fn kl_rows_aiv() {
 #[test]
 fn mxfp4_gemm_bf16_mix() {
     let k = kernel("mxfp4", "mxfp4_gemm", &Instance::default().dtype("T", DType::BF16).tunable("BM", 16).tunable("BN", 32).tunable("BK", 64));
+    // The decode runs on the vector cores, which hand the decoded B tile to the cube through the
+    // workspace's B slot; the product is the cube's.
+    let c = opc_codegen::ascendc::compile(&k).expect("compile");
+    let text = &c.sources.kernel_cpp;
+    let (vector, cube) = text.split_once("inline void CubeProgram(").expect("a cube program");
+    let vector = vector.split_once("inline void Program(").expect("a vector program").1;
+    assert!(c.mix && c.cube_sites == 1, "MIX kernel with one cube site");
+    assert!(vector.contains("+ kWsB)") && cube.contains("+ kWsB)") && cube.contains("Mmad("), "decoded B through the workspace");
     let mut r = Rng(21);
     let (m, n, kk) = (20, 40, 128);
     let mut scales = r.raw(DType::E8M0, &[n, kk / 32]);
@@ -125,6 +133,19 @@ fn mxfp4_gemm_bf16_mix() {
         Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
     ];
     check_against_interp(&k, &args);
+}
+
+/// Partial column sums of 24 programs on 24 AIVs combined in GM by `SetAtomicAdd` (the
+/// model's atomics); M ragged.
+#[test]
+fn atomic_add_combines_across_cores() {
+    let k = common::kernel_src(common::COL_SUM, "col_sum", &Instance::default());
+    let text = opc_codegen::ascendc::compile(&k).expect("compile").sources.kernel_cpp;
+    assert!(text.contains("SetAtomicAdd<float>();") && text.contains("SetAtomicNone();"), "{text}");
+    let mut r = Rng(41);
+    let (m, n) = (190, 64);
+    let out = check_against_interp(&k, &[Arg::Tensor(r.tensor(DType::F32, &[m, n], 1.0)), Arg::Tensor(Tensor::zeros(DType::F32, &[n]))]);
+    assert!(out.contains("blockDim=24"), "{out}");
 }
 
 /// Split-KV decode (flash-decoding) f16: pack-GQA rows, NS = 2 splits; the KV loop bounds come
@@ -176,6 +197,72 @@ fn flash_attention_f32_vector_dots() {
     let k = kernel("flash_attention", "flash_attention", &Instance::default().dtype("T", DType::F32).konst("D", 16).tunable("BM", 16).tunable("BN", 16));
     let mut r = Rng(19);
     check_against_interp(&k, &flash_args(&mut r, DType::F32, 1, 1, 1, 20, 37, 16, true, None, false));
+}
+
+/// The model's instruction counts (`model-count API SIZE CALLS` lines of a counted run).
+fn model_counts(out: &str) -> std::collections::HashMap<(String, u64), u64> {
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.strip_prefix("model-count ")?.split(' ').collect();
+            Some(((f[0].to_string(), f[1].parse().ok()?), f[2].parse().ok()?))
+        })
+        .collect()
+}
+
+/// FlashAttention's tiling mask, counted by the CPU model: f16, causal, SQ = SK = 320, 8 heads,
+/// BM = BN = 64 (40 level-1 programs on 24 AI Core groups, so 16 groups run the diagonal tiles
+/// of two different query blocks; 32 query rows per AIV).
+/// - Tiles above the diagonal are skipped: the cube runs 2 Mmads per KV step and 1 + ... + 5
+///   steps per head, not 5 · 5.
+/// - Tiles below the diagonal take no mask: each AIV `Select`s with a mask once per program
+///   (its diagonal tile), not once per KV step.
+/// - The diagonal mask is small and built once per AIV: the `Compare` chain that builds it
+///   runs 48 times (once per AIV of the 24 groups) for 80 masked tiles, into a cache of
+///   [32, 64] bits per slot; no `Compare` or `Select` ever covers more than one 32 × 64 tile.
+///
+/// Without `causal` nothing is masked and all 16 KV steps per head run.
+#[test]
+fn flash_attention_causal_mask_builds_counted() {
+    let (bm, bn, d, h, s) = (64u64, 64u64, 32usize, 8usize, 320u64);
+    let k = kernel("flash_attention", "flash_attention", &Instance::default().dtype("T", DType::F16).konst("D", d as i64).tunable("BM", bm as i64).tunable("BN", bn as i64));
+    let c = opc_codegen::ascendc::compile(&k).expect("compile");
+    let rows = c.program.split_rows.expect("rows split over the two AIVs") as u64;
+    let tile = rows * bn;
+    // The mask cache: a few [rows, BN] bit masks, independent of S.
+    let caches: Vec<_> = c.program.bufs.iter().filter(|b| b.what.starts_with("tiling-mask cache")).collect();
+    assert_eq!(caches.len(), 1, "one masked select site");
+    assert!(caches[0].bytes <= 4 * tile / 8 && caches[0].what.contains(&format!("[{rows}, {bn}] bits")), "{}", caches[0].what);
+    // The Compares of one mask build: those inside the `if (maskSlot < 0)` block.
+    let text = &c.sources.kernel_cpp;
+    let mut lines = text.lines().skip_while(|l| !l.contains(".OpcInsert(")).skip(1);
+    let (mut depth, mut per_build) = (0i32, 0u64);
+    for l in lines.by_ref() {
+        depth += l.matches('{').count() as i32 - l.matches('}').count() as i32;
+        if depth < 0 {
+            break;
+        }
+        per_build += l.trim_start().starts_with("Compare(") as u64;
+    }
+    assert!(per_build > 0, "no Compare in the mask build:\n{text}");
+
+    let mut exe = common::build(&k);
+    exe.counts = true;
+    let mut r = Rng(37);
+    let programs = h as u64 * s / bm;
+    let groups = programs.min(opc_codegen::ascendc::AIC_CORES as u64);
+    for causal in [true, false] {
+        let args = flash_args(&mut r, DType::F16, 1, h, h, s as usize, s as usize, d, causal, None, false);
+        let n = model_counts(&common::check_run(&exe, &k, &args));
+        let get = |api: &str, size: u64| n.get(&(api.to_string(), size)).copied().unwrap_or(0);
+        let per_head = s / bm;
+        let steps = h as u64 * if causal { per_head * (per_head + 1) / 2 } else { per_head * per_head };
+        assert_eq!(get("Mmad", bm * bn * d as u64), 2 * steps, "causal {causal}: cube tiles {n:?}");
+        let masked = if causal { 2 * programs } else { 0 };
+        assert_eq!(get("Select", tile), masked, "causal {causal}: masked tiles {n:?}");
+        let builds = if causal { 2 * groups } else { 0 };
+        assert_eq!(get("Compare", tile), builds * per_build, "causal {causal}: mask builds ({per_build} Compares each) {n:?}");
+        assert!(n.keys().all(|(api, size)| api == "Mmad" || *size <= tile), "causal {causal}: an instruction over more than one tile: {n:?}");
+    }
 }
 
 proptest::proptest! {

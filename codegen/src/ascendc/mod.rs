@@ -20,6 +20,11 @@
 //!    pipe-synchronization rule, on every program of the kernel.
 //! 4. `emit-ascendc` (`emit.rs`).
 //!
+//! **API surface.** [`API_SURFACE`] (names), [`API_TEMPLATE_FORMS`] (explicit template-argument
+//! kinds) and [`API_STRUCT_FIELDS`] list everything the emitted code uses;
+//! `codegen/tests/ascendc_surface.rs` checks them against every library kernel's output and
+//! (with OPC_ASC_DEVKIT) against the asc-devkit v8.5.0 headers.
+//!
 //! **Checking without hardware.** `model/kernel_operator.h` is opc's own CPU model of the
 //! API subset in [`API_SURFACE`] (written from the documented semantics, real signatures):
 //! per-position arenas with the real capacities, alignment / overflow assertions, fp16/bf16
@@ -162,7 +167,12 @@ pub const API_SURFACE: &[&str] = &[
     "ReduceMax",
     "ReduceMin",
     "Compare",
-    "CMPMODE",
+    "CMPMODE::LT",
+    "CMPMODE::GT",
+    "CMPMODE::EQ",
+    "CMPMODE::LE",
+    "CMPMODE::GE",
+    "CMPMODE::NE",
     "Select",
     "SELMODE::VSEL_TENSOR_TENSOR_MODE",
     "SELMODE::VSEL_TENSOR_SCALAR_MODE",
@@ -186,12 +196,15 @@ pub const API_SURFACE: &[&str] = &[
     // synchronization
     "SetFlag",
     "WaitFlag",
-    "HardEvent",
+    "HardEvent::V_S",
+    "HardEvent::S_V",
+    "HardEvent::S_MTE3",
     "EVENT_ID0",
     "PipeBarrier",
     "PIPE_ALL",
     "CrossCoreSetFlag",
     "CrossCoreWaitFlag",
+    "PIPE_MTE2",
     "PIPE_MTE3",
     "PIPE_FIX",
     // CPU debug launch (tikicpulib.h)
@@ -200,6 +213,51 @@ pub const API_SURFACE: &[&str] = &[
     "KernelMode::AIV_MODE",
     "KernelMode::MIX_MODE",
 ];
+
+/// The kind of one explicit template argument in the emitted code, as the real template
+/// parameter it binds to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TemplateArg {
+    /// A type (`float`, `half`, ...): a `typename` parameter.
+    Type,
+    /// A `TPosition` enumerator (`TPosition::VECIN`).
+    Position,
+    /// An integer literal: an integral non-type parameter (`int32_t depth`, `uint8_t modeId`).
+    Int,
+    /// A `HardEvent` enumerator.
+    Event,
+    /// A `pipe_t` enumerator (`PIPE_ALL`).
+    Pipe,
+    /// A `FixpipeConfig` constant (`CFG_ROW_MAJOR`).
+    FixpipeConfig,
+}
+
+/// Every explicit template-argument list the emitted kernels write, per [`API_SURFACE`]
+/// entry: the argument kinds in order (`TQue<TPosition::VECIN, 2>` is `[Position, Int]`).
+/// An API not listed here is only used with all template arguments deduced or defaulted
+/// (`Add(dst, a, b, n)`, `CrossCoreWaitFlag(id)`). Tests check this list against every
+/// library kernel's emitted code and against the template parameter lists of asc-devkit
+/// v8.5.0.
+pub const API_TEMPLATE_FORMS: &[(&str, &[TemplateArg])] = {
+    use TemplateArg::*;
+    &[
+        ("TQue", &[Position, Int]),
+        ("TBuf", &[Position]),
+        ("LocalTensor", &[Type]),
+        ("GlobalTensor", &[Type]),
+        ("TQue::AllocTensor", &[Type]),
+        ("TQue::DeQue", &[Type]),
+        ("TBuf::GetWithOffset", &[Type]),
+        ("LocalTensor::ReinterpretCast", &[Type]),
+        ("DataCopyPadExtParams", &[Type]),
+        ("SetAtomicAdd", &[Type]),
+        ("SetFlag", &[Event]),
+        ("WaitFlag", &[Event]),
+        ("PipeBarrier", &[Pipe]),
+        ("CrossCoreSetFlag", &[Int, Pipe]),
+        ("Fixpipe", &[Type, Type, FixpipeConfig]),
+    ]
+};
 
 /// The fields of the parameter structs the emitted kernels set (`p.field = ...;`), checked
 /// against the asc-devkit v8.5.0 headers with the surface above.

@@ -3,8 +3,9 @@
 //!
 //! Tiles whose live ranges (see `liveness.rs`) do not overlap share memory: first fit in order
 //! of first use, every offset 256-byte aligned (vector repeats; 32-byte alignment follows). The
-//! queues (`TQue`, `num` buffers each) sit outside the arena; when double-buffered queues do
-//! not fit, they drop to one buffer each before the plan is rejected. A plan that does not fit is a
+//! queues (`TQue`, `num` buffers each: two, double buffering, for the VECIN / VECOUT and the
+//! cube's A1 / B1 / A2 / B2 / CO1 queues) sit outside the arena; when a buffer's
+//! double-buffered queues do not fit, they drop to one buffer each before the plan is rejected. A plan that does not fit is a
 //! compile error naming the buffer, the bytes needed and available, the largest tiles live at
 //! the peak with their DSL locations, and the tunables they come from.
 
@@ -65,14 +66,16 @@ pub fn plan(k: &mut lir::Kernel, ir: &opc_ir::Kernel) -> Result<Usage> {
         l0c: k.queue_bytes(Space::L0c),
     };
     let mut usage = usage;
-    if usage.ub > Space::Ub.capacity() && k.queues.iter().any(|q| q.pos.space() == Space::Ub && q.num > 1) {
-        // Double buffering is the first thing to give up: one buffer per VECIN/VECOUT queue.
-        let single: u64 = k.queues.iter().filter(|q| q.pos.space() == Space::Ub).map(|q| q.bytes).sum();
-        if peak + single <= Space::Ub.capacity() {
-            for q in k.queues.iter_mut().filter(|q| q.pos.space() == Space::Ub) {
+    // Double buffering is the first thing to give up: one buffer per queue of a buffer that
+    // does not fit with two.
+    for (space, used) in [(Space::Ub, &mut usage.ub), (Space::L1, &mut usage.l1), (Space::L0a, &mut usage.l0a), (Space::L0b, &mut usage.l0b), (Space::L0c, &mut usage.l0c)] {
+        let fixed = if space == Space::Ub { peak } else { 0 };
+        let single: u64 = k.queues.iter().filter(|q| q.pos.space() == space).map(|q| q.bytes).sum();
+        if *used > space.capacity() && fixed + single <= space.capacity() {
+            for q in k.queues.iter_mut().filter(|q| q.pos.space() == space) {
                 q.num = 1;
             }
-            usage.ub = peak + single;
+            *used = fixed + single;
         }
     }
     for (space, used) in [(Space::Ub, usage.ub), (Space::L1, usage.l1), (Space::L0a, usage.l0a), (Space::L0b, usage.l0b), (Space::L0c, usage.l0c)] {

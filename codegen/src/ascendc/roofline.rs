@@ -55,7 +55,10 @@ pub fn estimate(w: &Work) -> Estimate {
 
 /// Element-ops of the vector instructions in the body of the first loop of `stmts` that
 /// contains a cube hand-off (one loop step of one vector core; `if` arms counted in full, an
-/// upper bound). The count is the last argument of each vector call (`Exp(dst, src, 4096);`).
+/// upper bound). The count is the last numeric argument of each vector call
+/// (`Exp(dst, src, 4096);`, `ReduceMax(dst, src, tmp, 64, false);`), times the trip counts of
+/// the loops around it with literal bounds (`for (int32_t r = 0; r < 32; ++r)`, as LIR loops or
+/// in an instruction's text); a loop with a run-time bound counts once.
 pub fn vector_ops_per_step(stmts: &[Stmt]) -> u64 {
     fn has_handoff(s: &[Stmt]) -> bool {
         s.iter().any(|s| match s {
@@ -68,8 +71,8 @@ pub fn vector_ops_per_step(stmts: &[Stmt]) -> u64 {
     fn count(s: &[Stmt]) -> u64 {
         s.iter()
             .map(|s| match s {
-                Stmt::Instr(i) if i.pipe == Pipe::V => i.text.lines().filter_map(last_count).sum(),
-                Stmt::Loop { body, .. } => count(body),
+                Stmt::Instr(i) if i.pipe == Pipe::V => text_count(&i.text),
+                Stmt::Loop { head, body } => trips(head) * count(body),
                 Stmt::If { then_, else_, .. } => count(then_) + count(else_),
                 _ => 0,
             })
@@ -85,9 +88,61 @@ pub fn vector_ops_per_step(stmts: &[Stmt]) -> u64 {
     find(stmts).unwrap_or(0)
 }
 
-/// `Op(a, b, 4096);` → 4096 (a literal last argument of a call statement).
+/// Element-ops of an instruction's text: each call line's count times its enclosing loops'.
+fn text_count(text: &str) -> u64 {
+    let mut loops: Vec<u64> = vec![];
+    let mut total = 0;
+    for line in text.lines().map(str::trim) {
+        if let Some(head) = line.strip_prefix("for (").and_then(|l| l.strip_suffix(") {")) {
+            loops.push(trips(head));
+        } else if line == "}" {
+            loops.pop();
+        } else if let Some(n) = last_count(line) {
+            total += n * loops.iter().product::<u64>();
+        }
+    }
+    total
+}
+
+/// Trip count of a loop head `int32_t r = 0; r < 32; ++r` (or `r += 8`) with literal bounds;
+/// 1 when a bound is not a literal.
+fn trips(head: &str) -> u64 {
+    let parts: Vec<&str> = head.split(';').map(str::trim).collect();
+    let [init, cond, step] = parts[..] else { return 1 };
+    let lit = |s: &str| s.trim().parse::<u64>().ok();
+    let start = init.rsplit('=').next().and_then(lit);
+    let end = cond.split_once('<').and_then(|(_, e)| lit(e));
+    let by = if step.starts_with("++") { Some(1) } else { step.split_once("+=").and_then(|(_, e)| lit(e)) };
+    match (start, end, by) {
+        (Some(a), Some(b), Some(s)) if s > 0 => b.saturating_sub(a).div_ceil(s),
+        _ => 1,
+    }
+}
+
+/// `Op(a, b, 4096);` → 4096, `ReduceMax(a, b, t, 64, false);` → 64: the last integer-literal
+/// argument among the last two of a call statement.
 fn last_count(line: &str) -> Option<u64> {
     let l = line.trim().strip_suffix(");")?;
-    let arg = l.rsplit(',').next()?.trim();
-    arg.parse().ok()
+    let mut args = l.rsplit(',').map(str::trim);
+    let last = args.next()?;
+    match last {
+        "false" | "true" => args.next()?.parse().ok(),
+        _ => last.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_follow_literal_loops_and_skip_flags() {
+        assert_eq!(last_count("ReduceMax(b20[r * 8], b4[r * 64], b21, 64, false);"), Some(64));
+        assert_eq!(last_count("Exp(b28, b28, 2048);"), Some(2048));
+        assert_eq!(trips("int32_t r = 0; r < 32; ++r"), 32);
+        assert_eq!(trips("int32_t c = 0; c < 100; c += 32"), 4);
+        assert_eq!(trips("int64_t i = s74; i < r42; i += s15"), 1);
+        let t = "for (int32_t r = 0; r < 32; ++r) {\n    Adds(b[r * 64], a[r * 64], x, 64);\n}\nMuls(b, b, y, 2048);";
+        assert_eq!(text_count(t), 32 * 64 + 2048);
+    }
 }

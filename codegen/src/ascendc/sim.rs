@@ -42,6 +42,9 @@ pub struct SimExe {
     runs: AtomicU64,
     /// Seconds a cross-core wait may block before the model reports a missing flag.
     pub flag_timeout_s: u32,
+    /// Have the model print its instruction counts (`model-count API SIZE CALLS` lines) to the
+    /// stdout [`SimExe::run`] returns.
+    pub counts: bool,
 }
 
 static BUILDS: AtomicU64 = AtomicU64::new(0);
@@ -78,7 +81,7 @@ impl SimExe {
         if !out.status.success() {
             return Err(fail(kernel, format!("`{cxx}` rejected the generated code (kept in {}):\n{}", dir.display(), String::from_utf8_lossy(&out.stderr))));
         }
-        Ok(SimExe { kernel: kernel.clone(), dir, runs: AtomicU64::new(0), flag_timeout_s: 60 })
+        Ok(SimExe { kernel: kernel.clone(), dir, runs: AtomicU64::new(0), flag_timeout_s: 60, counts: false })
     }
 
     /// The scratch directory (sources and executable).
@@ -86,7 +89,8 @@ impl SimExe {
         &self.dir
     }
 
-    /// Run once; returns the driver's stdout (`blockDim=N workspace=BYTES`).
+    /// Run once; returns the driver's stdout (`blockDim=N workspace=BYTES`, after the model's
+    /// instruction counts when [`SimExe::counts`] is set).
     pub fn run(&self, args: &mut [Arg]) -> Result<String> {
         let k = &self.kernel;
         let dims = opc_ir::launch::bind_dims(k, args)?;
@@ -110,9 +114,12 @@ impl SimExe {
             }
         }
         std::fs::write(run.join("params.txt"), params).map_err(|e| exec(e.to_string()))?;
-        let out = Command::new(self.dir.join("sim"))
-            .current_dir(&run)
-            .env("OPC_MODEL_FLAG_TIMEOUT", self.flag_timeout_s.to_string())
+        let mut cmd = Command::new(self.dir.join("sim"));
+        cmd.current_dir(&run).env("OPC_MODEL_FLAG_TIMEOUT", self.flag_timeout_s.to_string());
+        if self.counts {
+            cmd.env("OPC_MODEL_COUNTS", "1");
+        }
+        let out = cmd
             .output()
             .map_err(|e| exec(e.to_string()))?;
         if !out.status.success() {

@@ -519,7 +519,9 @@ impl Lower<'_> {
         Ok(())
     }
 
-    /// An AIC queue (one buffer), grown to `bytes`.
+    /// An AIC queue, grown to `bytes`: double-buffered (depth 2), so the next site's or step's
+    /// GM → L1 and L1 → L0 copies can run while the cube still works on this one (the plan
+    /// drops it to one buffer when two do not fit).
     fn cube_queue(&mut self, pos: Pos, name: &str, bytes: u64) -> usize {
         let q = match self.out.queues.iter().position(|q| q.name == name) {
             Some(q) => q,
@@ -527,8 +529,8 @@ impl Lower<'_> {
                 self.out.queues.push(crate::ascendc::lir::Queue {
                     name: name.into(),
                     pos,
-                    depth: 1,
-                    num: 1,
+                    depth: 2,
+                    num: 2,
                     bytes: 0,
                     core: crate::ascendc::lir::Core::Aic,
                     what: String::new(),

@@ -9,10 +9,10 @@
 //! ```text
 //! AIV  before the loop: CrossCoreSetFlag(kFlagFree_q), CrossCoreSetFlag(kFlagFree_q + 1)  (credits)
 //!      step t:  CrossCoreWaitFlag(kFlagReady_q + hop); DataCopy slot hop -> VECIN;
-//!               CrossCoreSetFlag<PIPE_MTE2>(kFlagFree_q + hop); ...; hop ^= 1
+//!               CrossCoreSetFlag<0x2, PIPE_MTE2>(kFlagFree_q + hop); ...; hop ^= 1
 //! AIC  prologue: step lo into slot 0;  step t: [step t+1 into slot hop^1], dependent sites of
 //!      step t; hop ^= 1;  a step into slot s: CrossCoreWaitFlag(kFlagFree_q + s) ... Fixpipe
-//!      -> slot s; CrossCoreSetFlag<PIPE_FIX>(kFlagReady_q + s)
+//!      -> slot s; CrossCoreSetFlag<0x2, PIPE_FIX>(kFlagReady_q + s)
 //!      after the loop: CrossCoreWaitFlag(kFlagFree_q) and (kFlagFree_q + 1) (drain the credits)
 //! ```
 //! Every set is matched by one wait (the CPU model checks the balance at kernel end and the

@@ -24,7 +24,7 @@
 
 use super::{Lower, Pred};
 use crate::ascendc::lir::{self, BufId, Stmt};
-use opc_ir::DType;
+use opc_ir::{CmpPred, DType};
 
 /// Most masks one `select` site keeps (UB bytes: `slots · R · C / 8`).
 pub(super) const MAX_SLOTS: usize = 4;
@@ -37,10 +37,26 @@ fn gcd(a: i64, b: i64) -> i64 {
     }
 }
 
-/// The span clamp of a comparison leaf: offsets beyond ±span give a uniform mask (the same
-/// clamp `pred_mask` applies to the bound it compares against).
-pub(super) fn leaf_span(coefs: &[i64], shape: &[usize]) -> i64 {
-    coefs.iter().zip(shape).map(|(c, s)| c.abs() * (*s as i64)).sum::<i64>() + 1
+/// The clamp of a comparison leaf's bound: the leaf is `x (op) b` with positions
+/// `x = Σ c_d · i_d` in `[lo, hi]` and `b = -base`; every `b` below the range returned gives
+/// the same mask as its low end, every `b` above it the same as its high end (`x < b` is all
+/// false for `b <= lo` and all true for `b > hi`: `[lo, hi + 1]`). Clamping to it keeps every
+/// comparison and makes equal masks share a key (the ragged-end leaf of every full KV tile
+/// clamps to the same all-true bound).
+pub(super) fn leaf_clamp(op: CmpPred, coefs: &[i64], shape: &[usize]) -> (i64, i64) {
+    let ext = |f: fn(i64) -> i64| coefs.iter().zip(shape).map(|(c, s)| f(c * (*s as i64 - 1))).sum::<i64>();
+    let (lo, hi) = (ext(|v| v.min(0)), ext(|v| v.max(0)));
+    match op {
+        CmpPred::Lt | CmpPred::Ge => (lo, hi + 1),
+        CmpPred::Le | CmpPred::Gt => (lo - 1, hi),
+        CmpPred::Eq | CmpPred::Ne => (lo - 1, hi + 1),
+    }
+}
+
+/// The C++ `int64_t` bound of a comparison leaf, clamped by [`leaf_clamp`].
+pub(super) fn leaf_bound(op: CmpPred, base: &str, coefs: &[i64], shape: &[usize]) -> String {
+    let (lo, hi) = leaf_clamp(op, coefs, shape);
+    format!("OpcClamp(-static_cast<int64_t>({base}), {lo}, {hi})")
 }
 
 /// Distinct non-uniform masks a leaf produces over aligned tiles (see the module docs).
@@ -60,9 +76,8 @@ fn leaf_variants(coefs: &[i64], shape: &[usize]) -> usize {
 /// The key expressions (C++ `int64_t`) of a predicate, leaf by leaf, and its mask variants.
 fn keys(p: &Pred, shape: &[usize], out: &mut Vec<String>) -> usize {
     match p {
-        Pred::Cmp { base, coefs, .. } => {
-            let span = leaf_span(coefs, shape);
-            out.push(format!("static_cast<int64_t>(OpcClamp(-static_cast<int64_t>({base}), -{span}, {span}))"));
+        Pred::Cmp { op, base, coefs } => {
+            out.push(format!("static_cast<int64_t>({})", leaf_bound(*op, base, coefs, shape)));
             leaf_variants(coefs, shape)
         }
         Pred::Uniform(e) => {
@@ -119,5 +134,39 @@ mod tests {
         // the ragged end: one edge mask; a uniform leaf: none.
         assert_eq!(leaf_variants(&[0, 1], &[64, 64]), 1);
         assert_eq!(leaf_variants(&[0, 0], &[64, 64]), 0);
+    }
+
+    #[test]
+    fn leaf_clamp_is_the_range_of_distinct_masks() {
+        // j - i over [32, 64]: positions -31..63.
+        assert_eq!(leaf_clamp(CmpPred::Le, &[-1, 1], &[32, 64]), (-32, 63));
+        assert_eq!(leaf_clamp(CmpPred::Lt, &[0, 1], &[32, 64]), (0, 64));
+        assert_eq!(leaf_clamp(CmpPred::Gt, &[-1, 1], &[32, 64]), (-32, 63));
+        assert_eq!(leaf_clamp(CmpPred::Ne, &[0, 2], &[1, 8]), (-1, 15));
+        // Brute force: every bound outside the clamp gives the mask of the clamp's end.
+        for op in [CmpPred::Lt, CmpPred::Le, CmpPred::Gt, CmpPred::Ge, CmpPred::Eq, CmpPred::Ne] {
+            let (coefs, shape) = ([-2i64, 3], [3usize, 4]);
+            let (lo, hi) = leaf_clamp(op, &coefs, &shape);
+            let mask = |b: i64| -> Vec<bool> {
+                let mut m = vec![];
+                for i in 0..3i64 {
+                    for j in 0..4i64 {
+                        let x = coefs[0] * i + coefs[1] * j;
+                        m.push(match op {
+                            CmpPred::Lt => x < b,
+                            CmpPred::Le => x <= b,
+                            CmpPred::Gt => x > b,
+                            CmpPred::Ge => x >= b,
+                            CmpPred::Eq => x == b,
+                            CmpPred::Ne => x != b,
+                        });
+                    }
+                }
+                m
+            };
+            for b in -20..20 {
+                assert_eq!(mask(b), mask(b.clamp(lo, hi)), "{op:?} b = {b}");
+            }
+        }
     }
 }

@@ -314,9 +314,9 @@ impl Lower<'_> {
                 let z = self.temp(pd, shape, "predicate bound");
                 let (inn, zn) = (self.bname(iota), self.bname(z));
                 let n = layout(pd, shape).1;
-                let span = super::tilemask::leaf_span(coefs, shape);
+                let bound = super::tilemask::leaf_bound(*op, base, coefs, shape);
                 self.vec(
-                    format!("Duplicate({zn}, static_cast<half>(static_cast<float>(OpcClamp(-static_cast<int64_t>({base}), -{span}, {span}))), {n});"),
+                    format!("Duplicate({zn}, static_cast<half>(static_cast<float>({bound})), {n});"),
                     &[],
                     &[z],
                 );

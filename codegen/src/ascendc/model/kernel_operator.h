@@ -24,7 +24,9 @@
 //    the AIC of its group, whose wait needs one set from each of its two AIVs; an AIC's set
 //    wakes both AIVs); a wait that is never satisfied aborts after OPC_MODEL_FLAG_TIMEOUT
 //    seconds (default 20);
-//  - SetAtomicAdd makes UB -> GM copies add into GM under a global lock.
+//  - SetAtomicAdd makes UB -> GM copies add into GM under a global lock;
+//  - instruction counts for tests (Compare, Select, Mmad calls per size), printed after a
+//    launch when OPC_MODEL_COUNTS is set.
 #pragma once
 
 #include <array>
@@ -42,6 +44,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <tuple>
 #include <type_traits>
@@ -296,6 +299,25 @@ inline Core& CurrentCore()
     }
     std::fflush(stderr);
     std::_Exit(70);
+}
+
+// Instruction counts (test instrumentation, not AscendC API): calls per (API, size) over a
+// launch, printed by RunKernel as `model-count API SIZE CALLS` lines when OPC_MODEL_COUNTS is
+// set. Size: the element count of a vector instruction, m * n * k of an Mmad.
+struct InstrCounts {
+    std::mutex mu;
+    std::map<std::pair<std::string, uint64_t>, uint64_t> calls;
+};
+inline InstrCounts& Counts()
+{
+    static InstrCounts c;
+    return c;
+}
+inline void Count(const char* api, uint64_t size)
+{
+    InstrCounts& c = Counts();
+    std::lock_guard<std::mutex> lock(c.mu);
+    ++c.calls[{api, size}];
 }
 
 inline void Join(Clock& a, const Clock& b)
@@ -1450,6 +1472,7 @@ inline void Compare(const LocalTensor<U>& dst, const LocalTensor<T>& src0, const
         detail::Fail("Compare: the mask tensor holds %zu bits, %u needed", dst.GetSize() * sizeof(U) * 8, count);
     }
     detail::Issue(PIPE_V);
+    detail::Count("Compare", count);
     detail::Access(PIPE_V, src0.Data(), count * sizeof(T), false, "Compare");
     detail::Access(PIPE_V, src1.Data(), count * sizeof(T), false, "Compare");
     detail::Access(PIPE_V, dst.Data(), count / 8, true, "Compare");
@@ -1483,6 +1506,7 @@ inline void Select(const LocalTensor<T>& dst, const LocalTensor<U>& selMask, con
     detail::VecCheck(src0, static_cast<int32_t>(count), "Select");
     detail::VecCheck(src1, static_cast<int32_t>(count), "Select");
     detail::Issue(PIPE_V);
+    detail::Count("Select", count);
     detail::Access(PIPE_V, selMask.Data(), (count + 7) / 8, false, "Select");
     detail::Access(PIPE_V, src0.Data(), count * sizeof(T), false, "Select");
     detail::Access(PIPE_V, src1.Data(), count * sizeof(T), false, "Select");
@@ -1500,6 +1524,7 @@ inline void Select(const LocalTensor<T>& dst, const LocalTensor<U>& selMask, con
     detail::VecCheck(dst, static_cast<int32_t>(count), "Select");
     detail::VecCheck(src0, static_cast<int32_t>(count), "Select");
     detail::Issue(PIPE_V);
+    detail::Count("Select", count);
     detail::Access(PIPE_V, selMask.Data(), (count + 7) / 8, false, "Select");
     detail::Access(PIPE_V, src0.Data(), count * sizeof(T), false, "Select");
     detail::Access(PIPE_V, dst.Data(), count * sizeof(T), true, "Select");
@@ -1607,6 +1632,7 @@ inline void Mmad(const LocalTensor<C>& dst, const LocalTensor<T>& a, const Local
         detail::Fail("Mmad: m=%u n=%u k=%u does not fit the L0 tensors", p.m, p.n, p.k);
     }
     detail::Issue(PIPE_M);
+    detail::Count("Mmad", static_cast<uint64_t>(p.m) * p.n * p.k);
     detail::Access(PIPE_M, a.Data(), static_cast<uint64_t>(mb) * kb * 512, false, "Mmad");
     detail::Access(PIPE_M, b.Data(), static_cast<uint64_t>(kb) * nb * 512, false, "Mmad");
     detail::Access(PIPE_M, dst.Data(), static_cast<uint64_t>(mb) * nb * 1024, true, "Mmad");
@@ -1724,6 +1750,13 @@ inline void RunKernel(uint32_t blockDim, const std::function<void()>& body)
             }
         }
     }
+    if (std::getenv("OPC_MODEL_COUNTS") != nullptr) {
+        for (const auto& kv : Counts().calls) {
+            std::printf("model-count %s %llu %llu\n", kv.first.first.c_str(), static_cast<unsigned long long>(kv.first.second),
+                        static_cast<unsigned long long>(kv.second));
+        }
+    }
+    Counts().calls.clear();
 }
 }  // namespace detail
 
