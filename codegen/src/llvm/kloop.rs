@@ -31,7 +31,8 @@
 //! skipped all-zero row, `live.rs`) — every `c[i, j]` still accumulates k in
 //! ascending order with one FMA (or one `vdpbf16ps` pair, pairs aligned to the same even k) per
 //! step; the register accumulators are exact f32 copies of the arena ones. Loops whose body is
-//! anything else (other carried values, other uses of the loads or of the accumulator, stores)
+//! anything else (carried values that are not such accumulators, other uses of the loads or of
+//! the accumulators, stores)
 //! take the generic path of `lower.rs`, as does every loop when `OPC_LLVM_NO_KLOOP` is set (for
 //! A/B timing).
 
@@ -206,6 +207,7 @@ impl Lower<'_> {
         }
         Some(KLoop { index_ops, loads, dots, bk: bk?, dtype })
     }
+
     /// Lower a matched K loop (bounds already checked by `for_bounds`).
     pub(super) fn lower_kloop(&mut self, op: &Op, m: &KLoop, [lo, hi, step]: [&str; 3]) -> Result<()> {
         let body = &op.regions[0];
@@ -377,7 +379,7 @@ impl Lower<'_> {
             let w = l.f.val(format!("bitcast <32 x i16> {z} to <16 x i32>"));
             let d = l.f.val(format!("mul i64 {p}, {n}"));
             let d = l.f.val(format!("add i64 {d}, {j0}"));
-            if n % 16 == 0 {
+            if n.is_multiple_of(16) {
                 l.store_arena("i32", 16, dst, &d, &w, None);
                 return Ok(());
             }

@@ -45,7 +45,7 @@ impl Lower<'_> {
     /// transposed row-major tile) into a fresh row-major buffer, 16×16 blocks at a time.
     /// `None` (nothing emitted) when the shape is not whole blocks.
     pub(super) fn transpose_copy(&mut self, off: u32, st: &[i64], kk: usize, n: usize) -> Result<Option<u32>> {
-        if n < 2 || st[0] != 1 || st[1] == 1 || kk % W != 0 || n % W != 0 {
+        if n < 2 || st[0] != 1 || st[1] == 1 || !kk.is_multiple_of(W) || !n.is_multiple_of(W) {
             return Ok(None);
         }
         let dst = self.alloc(kk * n);
@@ -56,8 +56,9 @@ impl Lower<'_> {
     /// `dst[c·ds + r] = src[r·ss + c]` for `r < rows`, `c < cols` (both multiples of 16), 32-bit
     /// elements of type `base` (`float` or `i32`), in 16×16 register blocks: 16 row loads, the
     /// butterfly of [`Self::transpose16`], 16 stores.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn transpose_blocks(&mut self, base: &str, src: u32, ss: i64, rows: usize, cols: usize, dst: u32, ds: i64) -> Result<()> {
-        debug_assert!(rows % W == 0 && cols % W == 0);
+        debug_assert!(rows.is_multiple_of(W) && cols.is_multiple_of(W));
         self.loop_n(rows / W, &mut |l, rb| {
             l.loop_n(cols / W, &mut |l, cb| {
                 let r0 = l.f.val(format!("mul i64 {rb}, {W}"));
