@@ -1,7 +1,8 @@
 //! Fused K loops of the `llvm` target (`codegen/src/llvm/kloop.rs`) against the interpreter:
 //! K deep enough for several `KC` chunks and a partial last one, ragged M / N / K, `b` direct
-//! and transposed, f32 / f16 / bf16, loops with a non-unit step and a nonzero start, and loops
-//! that must not be fused (a second use of a loaded tile).
+//! and transposed, f32 / f16 / bf16, loops with a non-unit step and a nonzero start, loops
+//! that must not be fused (a second use of a loaded tile), and two accumulators sharing one
+//! gathered `a` tile whose rows past the segment read as zeros (skipped rows, `live.rs`).
 #![cfg(feature = "llvm22-1")]
 
 #[path = "jit_common.rs"]
@@ -52,6 +53,28 @@ grid(cdiv(M, BM), cdiv(N, BN))
     store(c[rows, cols], acc);
     store(s[rows, cols], sq);
 }
+
+// Two accumulators over one gathered `a` tile (the shape of `moe_up`): rows `idx[i]`, -1 past
+// `cnt` (they load as zeros); every row of both accumulators is stored, so the skipped rows'
+// values (zeros, or NaN when `w` has a non-finite value) are checked too.
+kernel gathered<T: {f32, f16, bf16}>(x: T[R, K], w1: T[N, K], w3: T[N, K], idx: i32[BM], g: out f32[BM, N], u: out f32[BM, N], cnt: i32)
+tunables { BM: level1 in {16, 32, 64} = 32, BN: level1 in {16, 32, 64} = 32, BK: level2 in {8, 32, 64} = 32 }
+grid(cdiv(N, BN))
+{
+    let rows = arange(BM);
+    let cols = program_id(0) * BN + arange(BN);
+    let r = where(rows < cnt, load(idx[rows]), -1);
+    var acc1 = zeros([BM, BN], f32);
+    var acc3 = zeros([BM, BN], f32);
+    for k0 in 0..cdiv(K, BK) {
+        let ks = k0 * BK + arange(BK);
+        let a = load(x[r, ks]);
+        acc1 = dot(a, trans(load(w1[cols, ks])), acc1);
+        acc3 = dot(a, trans(load(w3[cols, ks])), acc3);
+    }
+    store(g[rows, cols], acc1);
+    store(u[rows, cols], acc3);
+}
 "#;
 
 fn cfg(cases: u32) -> ProptestConfig {
@@ -95,6 +118,29 @@ proptest! {
             Arg::Tensor(r.tensor_f(DType::F32, &[kk, n], false)),
             Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
             Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
+        ];
+        check(&k, &args, Cmp::Close { ulps: 16.0 });
+    }
+}
+
+proptest! {
+    #![proptest_config(cfg(10))]
+    #[test]
+    fn shared_gathered_a_with_dead_rows(rr in 1usize..50, n in 1usize..70, kk in 1usize..600, cnt in 0usize..=64, seed in any::<u64>(), t in 0usize..3, tun in 0usize..3, specials in any::<bool>()) {
+        let d = FLOATS[t];
+        let (bm, bn, bk) = [(16, 16, 8), (32, 64, 32), (64, 32, 64)][tun];
+        let inst = Instance::default().dtype("T", d).tunable("BM", bm).tunable("BN", bn).tunable("BK", bk);
+        let k = kernel(LOOPS, "gathered", &inst);
+        let bm = bm as usize;
+        let mut r = Rng(seed);
+        let args = vec![
+            Arg::Tensor(r.tensor_f(d, &[rr, kk], false)),
+            Arg::Tensor(r.tensor_f(d, &[n, kk], specials)),
+            Arg::Tensor(r.tensor_f(d, &[n, kk], false)),
+            Arg::Tensor(r.tensor_i(DType::I32, &[bm], 0, rr as i32 - 1)),
+            Arg::Tensor(Tensor::zeros(DType::F32, &[bm, n])),
+            Arg::Tensor(Tensor::zeros(DType::F32, &[bm, n])),
+            Arg::I32(cnt.min(bm) as i32),
         ];
         check(&k, &args, Cmp::Close { ulps: 16.0 });
     }

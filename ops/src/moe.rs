@@ -119,12 +119,12 @@ pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tenso
     ops.kernel(FILE, "moe_permute", &perm_inst)?.launch_refs(&mut args)?;
 
     // 3. up projection with fused SiLU·mul over the permuted rows
-    let bm = pick(&[16, 32, 64, 128], p.div_ceil(e), 64);
+    let tl = tiles(ops, p.div_ceil(e));
     let up_inst = Instance::default()
         .dtype("T", dt)
-        .tunable("BM", bm)
-        .tunable("BN", pick(&[16, 32, 64, 128], i, 64))
-        .tunable("BK", pick(&[8, 16, 32, 64], h, 32));
+        .tunable("BM", tl.bm)
+        .tunable("BN", pick(&[16, 32, 64, 128], i, tl.bn))
+        .tunable("BK", pick(&[8, 16, 32, 64, 128, 256], h, tl.bk));
     let mut hidden = Tensor::zeros(dt, &[p, i]);
     let mut args = [
         ArgRef::In(x),
@@ -141,9 +141,9 @@ pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tenso
     // 4. down projection, scaled by the routing weight of each pair
     let down_inst = Instance::default()
         .dtype("T", dt)
-        .tunable("BM", bm)
-        .tunable("BN", pick(&[16, 32, 64, 128], h, 64))
-        .tunable("BK", pick(&[8, 16, 32, 64], i, 32));
+        .tunable("BM", tl.bm)
+        .tunable("BN", pick(&[16, 32, 64, 128], h, tl.bn))
+        .tunable("BK", pick(&[8, 16, 32, 64, 128, 256], i, tl.bk));
     let flat_weights = reshaped(&weights, &[p]);
     let mut y_perm = Tensor::zeros(DType::F32, &[p, h]);
     let mut args = [
@@ -167,6 +167,27 @@ pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tenso
     ops.kernel(FILE, "moe_combine", &comb_inst)?.launch_refs(&mut args)?;
 
     Ok(MoeOut { out, expert_ids, weights })
+}
+
+/// Tiles of the grouped GEMMs for `rows` permuted rows per expert on average.
+struct Tiles {
+    bm: i64,
+    bn: i64,
+    bk: i64,
+}
+
+/// The llvm target lowers the K loops as packed-panel GEMMs (`codegen/src/llvm/kloop.rs`,
+/// dead rows skipped by `live.rs`): wide N tiles amortize the gathered `a` panel, and deep K
+/// steps amortize each row's address and bounds setup of the panel loads. Other targets keep
+/// the small default tiles.
+fn tiles(ops: &Ops, rows: usize) -> Tiles {
+    if ops.target().name() == "llvm" {
+        // One row tile per expert up to 1.5x the average load: the B panels are then packed
+        // once, and the rows past an expert's segment are skipped by the micro-kernels.
+        Tiles { bm: pick(&[16, 32, 64, 128], rows + rows / 2, 128), bn: 128, bk: 256 }
+    } else {
+        Tiles { bm: pick(&[16, 32, 64, 128], rows, 64), bn: 64, bk: 32 }
+    }
 }
 
 fn shape_err(msg: String) -> OpError {

@@ -110,13 +110,15 @@ impl Lower<'_> {
             Operands::F32 { .. } => kk,
             Operands::Bf16 { kp, .. } => kp,
         };
-        self.dot_blocks(ops, out, m, n, &steps.to_string(), zero_init)
+        self.dot_blocks(ops, out, m, n, &steps.to_string(), zero_init, None)
     }
 
     /// `c[m, n] (+)= a · b` over `steps` k steps (an i64 operand, at least 1) with `c`
     /// contiguous at `out`: every register block of `c`. `zero` starts from zero registers
-    /// instead of `c`.
-    pub(super) fn dot_blocks(&mut self, ops: Operands, out: u32, m: usize, n: usize, steps: &str, zero_init: bool) -> Result<()> {
+    /// instead of `c`. `live` (an i64 operand) skips the row blocks at or past that row: their
+    /// `a` rows are zero and their `c` rows are left as they are (`live.rs`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dot_blocks(&mut self, ops: Operands, out: u32, m: usize, n: usize, steps: &str, zero_init: bool, live: Option<&str>) -> Result<()> {
         // Column blocks of 4, 2, 1 vectors, then one masked vector for the rest.
         let n64 = n / 64;
         let mut rest = n - 64 * n64;
@@ -144,28 +146,50 @@ impl Lower<'_> {
             let mr = mr_of(4);
             self.loop_n(n64, &mut |l, jb| {
                 let j0 = l.f.val(format!("mul i64 {jb}, 64"));
-                l.row_blocks(ops, out, n, m, mr, &j0, 4, 16, steps, zero_init)
+                l.row_blocks(ops, out, n, m, mr, &j0, 4, 16, steps, zero_init, live)
             })?;
         }
         for (j0, nv, last) in cols {
             let mr = mr_of(nv);
-            self.row_blocks(ops, out, n, m, mr, &j0.to_string(), nv, last, steps, zero_init)?;
+            self.row_blocks(ops, out, n, m, mr, &j0.to_string(), nv, last, steps, zero_init, live)?;
         }
         Ok(())
     }
 
     /// All row blocks of one column block.
     #[allow(clippy::too_many_arguments)]
-    fn row_blocks(&mut self, ops: Operands, out: u32, n: usize, m: usize, mr: usize, j0: &str, nv: u32, last: usize, steps: &str, zero: bool) -> Result<()> {
+    fn row_blocks(&mut self, ops: Operands, out: u32, n: usize, m: usize, mr: usize, j0: &str, nv: u32, last: usize, steps: &str, zero: bool, live: Option<&str>) -> Result<()> {
         let full = m / mr;
         let rem = m % mr;
-        self.loop_n(full, &mut |l, ib| {
+        let mut body = |l: &mut Self, ib: &str| {
             let i0 = if ib == "0" { "0".to_string() } else { l.f.val(format!("mul i64 {ib}, {mr}")) };
             l.micro(ops, out, n, &i0, mr, j0, nv, last, steps, zero);
             Ok(())
-        })?;
+        };
+        match live {
+            None => self.loop_n(full, &mut body)?,
+            Some(lv) => {
+                // whole blocks that start below `live`
+                let t = self.f.val(format!("add i64 {lv}, {}", mr - 1));
+                let t = self.f.val(format!("udiv i64 {t}, {mr}"));
+                let nb = self.f.val(format!("call i64 @llvm.umin.i64(i64 {t}, i64 {full})"));
+                self.loop_dyn(&nb, &mut body)?;
+            }
+        }
         if rem > 0 {
-            self.micro(ops, out, n, &(full * mr).to_string(), rem, j0, nv, last, steps, zero);
+            let i0 = full * mr;
+            match live {
+                None => self.micro(ops, out, n, &i0.to_string(), rem, j0, nv, last, steps, zero),
+                Some(lv) => {
+                    let (run, done) = (self.f.label(), self.f.label());
+                    let c = self.f.val(format!("icmp ugt i64 {lv}, {i0}"));
+                    self.f.condbr(&c, &run, &done);
+                    self.f.block(&run);
+                    self.micro(ops, out, n, &i0.to_string(), rem, j0, nv, last, steps, zero);
+                    self.f.br(&done);
+                    self.f.block(&done);
+                }
+            }
         }
         Ok(())
     }

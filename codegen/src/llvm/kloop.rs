@@ -1,16 +1,21 @@
-//! Fused K loops: a `for` whose body is `acc = dot(load(a[..]), load(b[..]), acc)` (the `b`
-//! load possibly transposed: `trans(load(w[cols, ks]))`) plus index arithmetic — the K sweep of
-//! every DSL GEMM (`matmul`, `linear`, MoE experts) — is lowered as one cache-blocked GEMM
-//! instead of a loop of small tile `dot`s.
+//! Fused K loops: a `for` whose carried values are f32 accumulators, each updated by one
+//! `acc = dot(load(a[..]), load(b[..]), acc)` (the `b` load possibly transposed:
+//! `trans(load(w[cols, ks]))`), plus index arithmetic — the K sweep of every DSL GEMM
+//! (`matmul`, `linear`, the MoE experts; `moe_up`'s gate and up projections share one gathered
+//! `a` tile) — is lowered as one cache-blocked GEMM per accumulator instead of a loop of small
+//! tile `dot`s. A load feeding several `dot`s is packed once.
 //!
 //! **Blocking.** The program's `BM × BN` accumulator stays in one arena buffer `c`. The loop's
 //! iterations are taken `S` at a time (a K chunk of `KC = S·BK` values, 256 by default:
 //! `OPC_LLVM_KC` overrides it for tuning): first every iteration's loads of the chunk run,
 //! exactly as the unfused loop would run them (same indices, bounds checks, masks and
 //! out-of-range zeros), but they write into two packed panels — `a` as `[BM][KC]` and `b` as
-//! `[KC][BN]` (a transposed `w` tile lands as `[BN][KC]` and is transposed once per chunk) —
+//! `[KC][BN]` (a transposed `w` tile lands as `[BN][KC]` and is transposed once per chunk, in
+//! 16×16 register blocks) —
 //! then the register micro-kernels of `dot.rs` sweep the whole chunk with the accumulators in
-//! zmm registers, reading the panels sequentially. The accumulator round trip through memory
+//! zmm registers, reading the panels sequentially, up to the last row of `a` that is not all
+//! zero (`live.rs`: ragged row tiles — an expert's rows, a GEMM's last row tile — skip the
+//! rest). The accumulator round trip through memory
 //! happens once per chunk instead of once per `BK` step, the panels are contiguous (no cache
 //! set conflicts from the tensors' row strides), and the loads stream each row over `KC`.
 //! Each panel load prefetches the next step's tile (`llvm.prefetch`, a hint that cannot fault),
@@ -22,10 +27,12 @@
 //! interleaved in pairs (`[KC/2][BN]` i32, one shuffle per 16 columns); then `vdpbf16ps`
 //! sweeps the chunk, or AMX tiles on hosts that have them (`amx.rs`).
 //!
-//! **Numerics**: identical to the unfused lowering — every `c[i, j]` still accumulates k in
+//! **Numerics**: identical to the unfused lowering (but for the sign of a zero sum in a
+//! skipped all-zero row, `live.rs`) — every `c[i, j]` still accumulates k in
 //! ascending order with one FMA (or one `vdpbf16ps` pair, pairs aligned to the same even k) per
 //! step; the register accumulators are exact f32 copies of the arena ones. Loops whose body is
-//! anything else (other carried values, other uses of the loads or of the accumulator, stores)
+//! anything else (carried values that are not such accumulators, other uses of the loads or of
+//! the accumulators, stores)
 //! take the generic path of `lower.rs`, as does every loop when `OPC_LLVM_NO_KLOOP` is set (for
 //! A/B timing).
 
@@ -39,17 +46,45 @@ use crate::Result;
 /// K values per chunk unless `OPC_LLVM_KC` says otherwise.
 const KC: usize = 256;
 
+/// What a panel load feeds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    /// The `a` operand, `[BM, BK]`.
+    A,
+    /// A direct `b`, `[BK, BN]`.
+    B,
+    /// A `b` loaded `[BN, BK]` and transposed for the `dot`.
+    BTrans,
+}
+
+/// One load of the body, written into a packed panel instead of a tile.
+struct PanelLoad {
+    /// Body op index.
+    op: usize,
+    role: Role,
+    /// `BM` (for `a`) or `BN` (for `b`).
+    rows: usize,
+}
+
+/// One carried accumulator: `acc_j = dot(loads[a], loads[b], acc_j)`.
+struct KDot {
+    a: usize,
+    b: usize,
+    /// `(BM, BN)` of this accumulator.
+    mn: (usize, usize),
+}
+
 /// A matched fused K loop (see the module docs).
 pub(super) struct KLoop {
-    /// The body's ops other than the loads, the transpose, the `dot` and the `yield`.
+    /// The body's ops other than the loads, the transposes, the `dot`s and the `yield`.
     index_ops: Vec<usize>,
-    /// Body op indices of the `a` and `b` loads.
-    load_a: usize,
-    load_b: usize,
-    /// The `b` load is `[BN, BK]`, transposed for the `dot`.
-    b_trans: bool,
-    /// `(BM, BK, BN)`.
-    mkn: (usize, usize, usize),
+    /// The distinct loads, in body order; a load may feed several `dot`s (`moe_up`'s `x` tile
+    /// is the `a` of both the gate and the up projection).
+    loads: Vec<PanelLoad>,
+    /// One per carried value, in carried order.
+    dots: Vec<KDot>,
+    /// `BK`: the k extent of every load.
+    bk: usize,
     /// Operand dtype (f32, f16 or bf16).
     dtype: DType,
 }
@@ -67,6 +102,15 @@ fn kc() -> usize {
     std::env::var("OPC_LLVM_KC").ok().and_then(|s| s.parse().ok()).filter(|&k| k > 0).unwrap_or(KC)
 }
 
+/// The packed panels of one load: where its loads land and what the micro-kernels read.
+#[derive(Clone, Copy)]
+struct Panel {
+    /// The landing slot of the loads.
+    land: u32,
+    /// The slot the micro-kernels read (`land` itself for `a` and f32 direct `b`).
+    packed: u32,
+}
+
 impl Lower<'_> {
     /// Whether `op` (a `for`) is a fused K loop, and its parts. Emits nothing.
     pub(super) fn match_kloop(&self, op: &Op) -> Option<KLoop> {
@@ -74,86 +118,134 @@ impl Lower<'_> {
             return None;
         }
         let body = op.regions.first()?;
-        if op.args.len() != 4 || op.results.len() != 1 || body.args.len() != 2 {
+        let nc = op.results.len();
+        if nc == 0 || op.args.len() != 3 + nc || body.args.len() != nc + 1 {
             return None;
         }
-        let acc = body.args[1];
-        let at = self.k.ty(acc);
-        if at.dtype != DType::F32 || at.rank() != 2 {
-            return None;
-        }
-        let ops = &body.ops;
-        let (y, rest) = ops.split_last()?;
-        if y.kind != OpKind::Yield || y.args.len() != 1 {
+        let (y, rest) = body.ops.split_last()?;
+        if y.kind != OpKind::Yield || y.args.len() != nc {
             return None;
         }
         let def = |v: ValueId| rest.iter().position(|o| o.results.contains(&v));
-        let di = def(y.args[0])?;
-        let dot = &rest[di];
-        if dot.kind != OpKind::Dot || dot.args.len() != 3 || dot.args[2] != acc {
-            return None;
-        }
         let is_load = |i: usize| matches!(rest[i].kind, OpKind::Load { .. }) && rest[i].args.iter().all(|&a| self.k.ty(a).rank() <= 1);
-        let la = def(dot.args[0]).filter(|&i| is_load(i))?;
-        let bi = def(dot.args[1])?;
-        let (lb, pt) = match &rest[bi].kind {
-            OpKind::Permute(p) if p == &[1, 0] => (def(rest[bi].args[0]).filter(|&i| is_load(i))?, Some(bi)),
-            OpKind::Load { .. } if is_load(bi) => (bi, None),
-            _ => return None,
+        let mut loads: Vec<PanelLoad> = vec![];
+        let mut add_load = |op: usize, role: Role, rows: usize| -> Option<usize> {
+            match loads.iter().position(|l| l.op == op) {
+                Some(i) if loads[i].role == role && loads[i].rows == rows => Some(i),
+                Some(_) => None,
+                None => {
+                    loads.push(PanelLoad { op, role, rows });
+                    Some(loads.len() - 1)
+                }
+            }
         };
-        let used_once = |v: ValueId| self.uses[v.0 as usize] == 1;
-        if la == lb || !used_once(rest[la].result()) || !used_once(rest[lb].result()) || pt.is_some_and(|p| !used_once(rest[p].result())) {
+        let mut dots = vec![];
+        let mut matched = vec![]; // body ops consumed by the match: dots, transposes, loads
+        let mut consumed: Vec<ValueId> = vec![]; // one entry per use inside the match
+        let mut bk = None;
+        let dtype = self.dtype(rest.iter().find(|o| o.kind == OpKind::Dot)?.args[0]);
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
             return None;
         }
-        let dtype = self.dtype(dot.args[0]);
-        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) || self.dtype(dot.args[1]) != dtype {
-            return None;
+        for j in 0..nc {
+            let acc = body.args[j + 1];
+            let at = self.k.ty(acc);
+            if at.dtype != DType::F32 || at.rank() != 2 {
+                return None;
+            }
+            let di = def(y.args[j])?;
+            let dot = &rest[di];
+            if dot.kind != OpKind::Dot || dot.args.len() != 3 || dot.args[2] != acc || self.uses[y.args[j].0 as usize] != 1 {
+                return None;
+            }
+            if self.dtype(dot.args[0]) != dtype || self.dtype(dot.args[1]) != dtype {
+                return None;
+            }
+            let (sa, sb) = (self.shape(dot.args[0]), self.shape(dot.args[1]));
+            let (m, k, n) = (sa[0], sa[1], sb[1]);
+            if m == 0 || k == 0 || n == 0 || *bk.get_or_insert(k) != k || self.shape(y.args[j]) != [m, n] {
+                return None;
+            }
+            let la = def(dot.args[0]).filter(|&i| is_load(i))?;
+            let bi = def(dot.args[1])?;
+            let (lb, role) = match &rest[bi].kind {
+                OpKind::Permute(p) if p == &[1, 0] => {
+                    let lb = def(rest[bi].args[0]).filter(|&i| is_load(i))?;
+                    if !matched.contains(&bi) {
+                        matched.push(bi);
+                        consumed.push(rest[bi].args[0]);
+                    }
+                    (lb, Role::BTrans)
+                }
+                OpKind::Load { .. } if is_load(bi) => (bi, Role::B),
+                _ => return None,
+            };
+            let a = add_load(la, Role::A, m)?;
+            let b = add_load(lb, role, n)?;
+            matched.extend([di, la, lb]);
+            consumed.extend([dot.args[0], dot.args[1], acc]);
+            dots.push(KDot { a, b, mn: (m, n) });
         }
-        let (sa, sb) = (self.shape(dot.args[0]), self.shape(dot.args[1]));
-        let mkn = (sa[0], sa[1], sb[1]);
-        if mkn.0 == 0 || mkn.1 == 0 || mkn.2 == 0 || self.shape(y.args[0]) != [mkn.0, mkn.2] {
+        // The loaded tiles, transposes and accumulators have no use outside the match.
+        let mut vals = consumed.clone();
+        vals.sort_by_key(|v| v.0);
+        vals.dedup();
+        if vals.iter().any(|v| consumed.iter().filter(|c| *c == v).count() != self.uses[v.0 as usize] as usize) {
             return None;
         }
         // Everything else is index arithmetic: no memory, no nested regions, no use of the
-        // accumulator or of the loaded tiles.
+        // accumulators or of the loaded tiles.
         let mut index_ops = vec![];
         for (i, o) in rest.iter().enumerate() {
-            if i == di || i == la || i == lb || Some(i) == pt {
+            if matched.contains(&i) {
                 continue;
             }
-            let pure = o.kind.is_cheap_pure();
-            let loaded = [la, lb].iter().map(|&l| rest[l].result()).chain(pt.map(|p| rest[p].result())).collect::<Vec<_>>();
-            if !pure || !o.regions.is_empty() || o.args.iter().any(|a| *a == acc || loaded.contains(a)) {
+            if !o.kind.is_cheap_pure() || !o.regions.is_empty() || o.args.iter().any(|a| vals.contains(a)) {
                 return None;
             }
             index_ops.push(i);
         }
-        Some(KLoop { index_ops, load_a: la, load_b: lb, b_trans: pt.is_some(), mkn, dtype })
+        Some(KLoop { index_ops, loads, dots, bk: bk?, dtype })
     }
 
     /// Lower a matched K loop (bounds already checked by `for_bounds`).
     pub(super) fn lower_kloop(&mut self, op: &Op, m: &KLoop, [lo, hi, step]: [&str; 3]) -> Result<()> {
         let body = &op.regions[0];
         let rest = &body.ops[..body.ops.len() - 1];
-        let (bm, bk, bn) = m.mkn;
+        let bk = m.bk;
         let s = kc().div_ceil(bk).max(1);
         let cap = s * bk; // K values per chunk
         let cap32 = cap.next_multiple_of(32); // panel row length (whole pair-packing vectors)
         let bf16 = self.isa.bf16 && m.dtype == DType::BF16 && bk.is_multiple_of(2);
-        // The accumulator.
-        let c = self.alloc(bm * bn);
-        self.pin(c);
-        self.copy_into(op.args[3], c);
-        // Panels: f32 `a` [BM][KC] and `b` [KC][BN] (or `w` [BN][KC]); for bf16 the raw bits:
-        // `a` and `w` rows are then already k-pairs (`apk`, `wp`), `b` rows are interleaved
-        // in pairs into `bpk`, and `wp` is transposed into `bpk`.
-        let ap = if bf16 { self.alloc(bm * cap32 / 2) } else { self.alloc(bm * cap32) };
-        let bp = self.alloc(cap32 * bn);
-        let wp = m.b_trans.then(|| self.alloc(bn * cap32));
-        let bpk = if bf16 { self.alloc(cap32 / 2 * bn) } else { 0 };
-        for x in [Some(ap), Some(bp), wp, bf16.then_some(bpk)].into_iter().flatten() {
-            self.pin(x);
-        }
+        // The accumulators.
+        let cs: Vec<u32> = (0..m.dots.len())
+            .map(|j| {
+                let (bm, bn) = m.dots[j].mn;
+                let c = self.alloc(bm * bn);
+                self.pin(c);
+                self.copy_into(op.args[3 + j], c);
+                c
+            })
+            .collect();
+        // Panels (see `Panel`): f32 `a` [BM][KC], `b` [KC][BN], a transposed `w` lands as
+        // [BN][KC] and is transposed into [KC][BN]. bf16 panels hold the raw bits: `a` and `w`
+        // rows are then already k-pairs ([rows][KC/2] i32), `b` rows are interleaved in pairs
+        // and `w` is transposed into [KC/2][BN] i32.
+        let panels: Vec<Panel> = m
+            .loads
+            .iter()
+            .map(|l| {
+                let land = if bf16 { self.alloc(l.rows * cap32 / 2) } else { self.alloc(l.rows * cap32) };
+                let packed = match (l.role, bf16) {
+                    (Role::A, _) | (Role::B, false) => land,
+                    (Role::BTrans, false) => self.alloc(cap32 * l.rows),
+                    (_, true) => self.alloc(cap32 / 2 * l.rows),
+                };
+                self.pin(land);
+                self.pin(packed);
+                Panel { land, packed }
+            })
+            .collect();
         // Trip count of the original loop: iv = lo, lo + step, ... < hi.
         let lo64 = self.f.val(format!("sext i32 {lo} to i64"));
         let hi64 = self.f.val(format!("sext i32 {hi} to i64"));
@@ -165,8 +257,14 @@ impl Lower<'_> {
         let trips = self.f.val(format!("udiv i64 {t}, {st64}"));
         let t = self.f.val(format!("add i64 {trips}, {}", s - 1));
         let chunks = self.f.val(format!("udiv i64 {t}, {s}"));
-        let OpKind::Load { tensor: bt, .. } = rest[m.load_b].kind else { unreachable!("matched a load") };
-        let b_rows_stride = self.tensors[bt].as_ref().map_or("0".to_string(), |t| t.strides[0].clone());
+        let row_strides: Vec<String> = m
+            .loads
+            .iter()
+            .map(|pl| {
+                let OpKind::Load { tensor, .. } = rest[pl.op].kind else { unreachable!("matched a load") };
+                self.tensors[tensor].as_ref().map_or("0".to_string(), |t| t.strides[0].clone())
+            })
+            .collect();
         let saved = self.enter_region();
         self.loop_dyn(&chunks, &mut |l, ch| {
             let first = l.f.val(format!("mul i64 {ch}, {s}"));
@@ -185,55 +283,77 @@ impl Lower<'_> {
                 let k0 = l.f.val(format!("mul i64 {si}, {bk}"));
                 // Prefetch the next step's tile: BK elements further along a contiguous k, or
                 // BK rows further down when k indexes the tensor's first dim (`b[ks, cols]`).
-                let along_k = |d: DType| Some((bk * esize(d)).to_string());
-                let da = Dest { off: ap, base: k0.clone(), strides: vec![cap32 as i64, 1], prefetch: along_k(m.dtype), raw_bf16: bf16 };
-                let db = match wp {
-                    Some(w) => Dest { off: w, base: k0, strides: vec![cap32 as i64, 1], prefetch: along_k(m.dtype), raw_bf16: bf16 },
-                    None => {
-                        let e = l.f.val(format!("mul i64 {si}, {}", bk * bn));
-                        let pf = l.f.val(format!("mul i64 {}, {}", b_rows_stride, bk * esize(m.dtype)));
-                        Dest { off: bp, base: e, strides: vec![bn as i64, 1], prefetch: Some(pf), raw_bf16: bf16 }
-                    }
-                };
-                for (li, d) in [(m.load_a, da), (m.load_b, db)] {
-                    let o = &rest[li];
+                let along_k = Some((bk * esize(m.dtype)).to_string());
+                for (pl, (p, rs)) in m.loads.iter().zip(panels.iter().zip(&row_strides)) {
+                    let d = match pl.role {
+                        Role::A | Role::BTrans => {
+                            Dest { off: p.land, base: k0.clone(), strides: vec![cap32 as i64, 1], prefetch: along_k.clone(), raw_bf16: bf16 }
+                        }
+                        Role::B => {
+                            let e = l.f.val(format!("mul i64 {si}, {}", bk * pl.rows));
+                            let pf = l.f.val(format!("mul i64 {rs}, {}", bk * esize(m.dtype)));
+                            Dest { off: p.land, base: e, strides: vec![pl.rows as i64, 1], prefetch: Some(pf), raw_bf16: bf16 }
+                        }
+                    };
+                    let o = &rest[pl.op];
                     let OpKind::Load { tensor, has_mask, has_other } = o.kind else { unreachable!("matched a load") };
                     l.lower_access_into(o, tensor, Access::Load { has_mask, has_other }, Some(d))?;
                 }
                 Ok(())
             })?;
-            match (wp, bf16) {
-                // f32: [BN][KC] -> [KC][BN]
-                (Some(w), false) => {
-                    let src = Acc::Arena { off: w, strides: vec![1, cap32 as i64] };
-                    l.ew(&[cap, bn], &[src], &["float"], "float", bp, &|_, x, _| Ok(x[0].clone()))?;
+            for (pl, p) in m.loads.iter().zip(&panels) {
+                let bn = pl.rows;
+                match (pl.role, bf16) {
+                    (Role::A, _) | (Role::B, false) => {}
+                    // f32: [BN][KC] -> [KC][BN]
+                    (Role::BTrans, false) => l.transpose_panel("float", p.land, cap32, bn, cap, p.packed)?,
+                    // bf16: w's rows are k-pairs ([BN][KC/2] i32): transpose to [KC/2][BN]
+                    (Role::BTrans, true) => l.transpose_panel("i32", p.land, cap32 / 2, bn, cap32 / 2, p.packed)?,
+                    (Role::B, true) => l.interleave_pairs(p.land, cap32 / 2, bn, p.packed)?,
                 }
-                // bf16: w's rows are k-pairs ([BN][KC/2] i32): transpose to [KC/2][BN]
-                (Some(w), true) => {
-                    let src = Acc::Arena { off: w, strides: vec![1, cap32 as i64 / 2] };
-                    l.ew(&[cap32 / 2, bn], &[src], &["i32"], "i32", bpk, &|_, x, _| Ok(x[0].clone()))?;
-                }
-                (None, true) => l.interleave_pairs(bp, cap32 / 2, bn, bpk)?,
-                (None, false) => {}
             }
             let kk = l.f.val(format!("mul i64 {ns}, {bk}"));
-            let ops = if bf16 {
-                let apk = ap;
-                if l.isa.amx && super::amx::fits(m.mkn) {
-                    // kk is a multiple of BK, itself a multiple of 32: whole k tiles.
-                    let ktiles = l.f.val(format!("lshr i64 {kk}, 5"));
-                    return l.amx_blocks(apk, bpk, cap32 / 2, c, bm, bn, &ktiles);
+            // Rows of each `a` panel that hold a nonzero value (`live.rs`).
+            let pdt = if bf16 { DType::BF16 } else { DType::F32 };
+            let a_words = if bf16 { cap32 / 2 } else { cap32 };
+            let lives: Vec<Option<String>> =
+                m.loads.iter().zip(&panels).map(|(pl, p)| (pl.role == Role::A).then(|| l.live_rows(p.packed, pl.rows, a_words, pdt))).collect();
+            for (d, &c) in m.dots.iter().zip(&cs) {
+                let (bm, bn) = d.mn;
+                let (apk, bpk) = (panels[d.a].packed, panels[d.b].packed);
+                if bf16 {
+                    if l.isa.amx && super::amx::fits((bm, bk, bn)) {
+                        // kk is a multiple of BK, itself a multiple of 32: whole k tiles.
+                        let ktiles = l.f.val(format!("lshr i64 {kk}, 5"));
+                        l.amx_blocks(apk, bpk, cap32 / 2, c, bm, bn, &ktiles)?;
+                    } else {
+                        let steps = l.f.val(format!("lshr i64 {kk}, 1"));
+                        let live = l.rows_to_run(lives[d.a].as_deref().expect("an a panel"), bm, bpk, cap32 / 2 * bn, pdt)?;
+                        l.dot_blocks(Operands::Bf16 { apk, bpk, kp: cap32 / 2, n: bn }, c, bm, bn, &steps, false, Some(&live))?;
+                    }
+                } else {
+                    let live = l.rows_to_run(lives[d.a].as_deref().expect("an a panel"), bm, bpk, cap32 * bn, pdt)?;
+                    let ops = Operands::F32 { aoff: apk, as0: cap32 as i64, as1: 1, boff: bpk, bs0: bn as i64 };
+                    l.dot_blocks(ops, c, bm, bn, &kk, false, Some(&live))?;
                 }
-                let steps = l.f.val(format!("lshr i64 {kk}, 1"));
-                return l.dot_blocks(Operands::Bf16 { apk, bpk, kp: cap32 / 2, n: bn }, c, bm, bn, &steps, false);
-            } else {
-                Operands::F32 { aoff: ap, as0: cap32 as i64, as1: 1, boff: bp, bs0: bn as i64 }
-            };
-            l.dot_blocks(ops, c, bm, bn, &kk, false)
+            }
+            Ok(())
         })?;
         self.region = saved;
-        self.set(op.result(), Repr::Buf { off: c, strides: row_major(&[bm, bn]) });
+        for (j, (d, &c)) in m.dots.iter().zip(&cs).enumerate() {
+            self.set(op.results[j], Repr::Buf { off: c, strides: row_major(&[d.mn.0, d.mn.1]) });
+        }
         Ok(())
+    }
+
+    /// `dst[c][r] = src[r·ss + c]` over `rows × cols` 32-bit elements (`dst` row-major with
+    /// `rows` columns): 16×16 register blocks when both extents allow, else element-wise.
+    fn transpose_panel(&mut self, base: &str, src: u32, ss: usize, rows: usize, cols: usize, dst: u32) -> Result<()> {
+        if rows.is_multiple_of(16) && cols.is_multiple_of(16) {
+            return self.transpose_blocks(base, src, ss as i64, rows, cols, dst, rows as i64);
+        }
+        let acc = Acc::Arena { off: src, strides: vec![1, ss as i64] };
+        self.ew(&[cols, rows], &[acc], &[base], base, dst, &|_, x, _| Ok(x[0].clone()))
     }
 
     /// Raw bf16 rows `src` (`[2·pairs][n]` i16) → k-pairs `dst[p][j] = src[2p][j] |
@@ -259,7 +379,7 @@ impl Lower<'_> {
             let w = l.f.val(format!("bitcast <32 x i16> {z} to <16 x i32>"));
             let d = l.f.val(format!("mul i64 {p}, {n}"));
             let d = l.f.val(format!("add i64 {d}, {j0}"));
-            if n % 16 == 0 {
+            if n.is_multiple_of(16) {
                 l.store_arena("i32", 16, dst, &d, &w, None);
                 return Ok(());
             }

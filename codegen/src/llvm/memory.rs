@@ -205,7 +205,8 @@ impl Lower<'_> {
     ) -> Result<()> {
         let n = shape.len();
         let inner = shape[n - 1];
-        let lanes = lanes_for(inner);
+        // Raw bf16 panel loads (`kloop.rs`) move one zmm of 32 i16 lanes per step.
+        let lanes = if out.is_some_and(|d| d.raw_bf16) && inner >= 32 { 32 } else { lanes_for(inner) };
         let (mty, esize) = mem_ty(tv.dtype);
         let rb = ety(tv.dtype);
         let outer = shape[..n - 1].to_vec();

@@ -22,7 +22,7 @@
 //!
 //! Files: `lower.rs` (driver: reprs, buffers, loop nests, `for` / `if`), `memory.rs` (masked
 //! vector and element-wise global access), `dot.rs` (micro-kernels), `pack.rs` (vectorized
-//! transposes and bf16 pair packing of `dot` operands), `kloop.rs` (fused K loops), `amx.rs`
+//! transposes and bf16 pair packing of `dot` operands), `kloop.rs` (fused K loops), `live.rs` (their ragged row tiles), `amx.rs`
 //! (AMX tiles), `fuse.rs` (reductions fused over elementwise trees), `reduce.rs`, `elem.rs`
 //! (element semantics), `helpers.rs` (runtime functions), `text.rs` (the IR writer).
 //!
@@ -57,6 +57,7 @@ mod elem;
 mod fuse;
 mod helpers;
 mod kloop;
+mod live;
 mod lower;
 mod memory;
 mod pack;

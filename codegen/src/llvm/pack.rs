@@ -45,34 +45,42 @@ impl Lower<'_> {
     /// transposed row-major tile) into a fresh row-major buffer, 16×16 blocks at a time.
     /// `None` (nothing emitted) when the shape is not whole blocks.
     pub(super) fn transpose_copy(&mut self, off: u32, st: &[i64], kk: usize, n: usize) -> Result<Option<u32>> {
-        if n < 2 || st[0] != 1 || st[1] == 1 || kk % W != 0 || n % W != 0 {
+        if n < 2 || st[0] != 1 || st[1] == 1 || !kk.is_multiple_of(W) || !n.is_multiple_of(W) {
             return Ok(None);
         }
-        let s1 = st[1];
         let dst = self.alloc(kk * n);
-        self.loop_n(n / W, &mut |l, jb| {
-            l.loop_n(kk / W, &mut |l, kb| {
-                let j0 = l.f.val(format!("mul i64 {jb}, {W}"));
-                let k0 = l.f.val(format!("mul i64 {kb}, {W}"));
+        self.transpose_blocks("float", off, st[1], n, kk, dst, n as i64)?;
+        Ok(Some(dst))
+    }
+
+    /// `dst[c·ds + r] = src[r·ss + c]` for `r < rows`, `c < cols` (both multiples of 16), 32-bit
+    /// elements of type `base` (`float` or `i32`), in 16×16 register blocks: 16 row loads, the
+    /// butterfly of [`Self::transpose16`], 16 stores.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn transpose_blocks(&mut self, base: &str, src: u32, ss: i64, rows: usize, cols: usize, dst: u32, ds: i64) -> Result<()> {
+        debug_assert!(rows.is_multiple_of(W) && cols.is_multiple_of(W));
+        self.loop_n(rows / W, &mut |l, rb| {
+            l.loop_n(cols / W, &mut |l, cb| {
+                let r0 = l.f.val(format!("mul i64 {rb}, {W}"));
+                let c0 = l.f.val(format!("mul i64 {cb}, {W}"));
                 let rows: Vec<String> = (0..W)
                     .map(|r| {
-                        let e = l.f.val(format!("mul i64 {j0}, {s1}"));
-                        let e = l.f.val(format!("add i64 {e}, {}", r as i64 * s1));
-                        let e = l.f.val(format!("add i64 {e}, {k0}"));
-                        l.load_arena("float", 16, off, &e)
+                        let e = l.f.val(format!("add i64 {r0}, {r}"));
+                        let e = l.f.val(format!("mul i64 {e}, {ss}"));
+                        let e = l.f.val(format!("add i64 {e}, {c0}"));
+                        l.load_arena(base, 16, src, &e)
                     })
                     .collect();
-                let cols = l.transpose16("float", &rows);
-                for (r, v) in cols.iter().enumerate() {
-                    let e = l.f.val(format!("add i64 {k0}, {r}"));
-                    let e = l.f.val(format!("mul i64 {e}, {n}"));
-                    let e = l.f.val(format!("add i64 {e}, {j0}"));
-                    l.store_arena("float", 16, dst, &e, v, None);
+                let cols = l.transpose16(base, &rows);
+                for (c, v) in cols.iter().enumerate() {
+                    let e = l.f.val(format!("add i64 {c0}, {c}"));
+                    let e = l.f.val(format!("mul i64 {e}, {ds}"));
+                    let e = l.f.val(format!("add i64 {e}, {r0}"));
+                    l.store_arena(base, 16, dst, &e, v, None);
                 }
                 Ok(())
             })
-        })?;
-        Ok(Some(dst))
+        })
     }
 
     /// 16 packed words from 32 elements starting at element `e` of slot `off` (pairs along a
