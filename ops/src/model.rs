@@ -66,8 +66,22 @@ pub fn scale(ops: &Ops, x: &Tensor, s: f32) -> Result<Tensor> {
     Ok(Tensor { shape: x.shape.clone(), ..out })
 }
 
+/// Rows up to which [`linear_w`] runs the GEMV kernel: one program per (row, channel block), so
+/// the rows of a step read the same weight block while it is in cache (batched decode of up to
+/// 8 sequences); the tiled GEMM (`linear_w`, whose widened weight operand is not a plain load and
+/// so takes the generic `dot` path) only pays from there on.
+pub const GEMV_ROWS: usize = 8;
+
+/// K step of `gemv_w`: the largest step (up to 4096) that divides K, so every step is full and
+/// runs the fused reduction's unmasked loop (K = 5632 takes 512, not 4096 + a masked 1536).
+/// A K with no such divisor takes the largest step within K.
+fn gemv_step(k: usize) -> i64 {
+    const STEPS: [i64; 8] = [4096, 2048, 1024, 512, 256, 128, 64, 32];
+    STEPS.iter().copied().find(|&s| k as i64 % s == 0).unwrap_or_else(|| pick(&[32, 64, 128, 256, 512, 1024, 2048, 4096], k / 2 + 1, 4096))
+}
+
 /// Y = X·Wᵀ (+ bias): x f32 [M,K], w [N,K] in bf16 / f16 / f32 (read in place, not copied),
-/// bias f32 [N]; result f32 [M,N]. Up to 4 rows use the GEMV kernel, more the tiled GEMM.
+/// bias f32 [N]; result f32 [M,N]. Up to [`GEMV_ROWS`] rows use the GEMV kernel, more the tiled GEMM.
 pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "linear_w";
     expect_dtype(OP, "x", x, &[DType::F32])?;
@@ -88,12 +102,8 @@ pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Res
     if m == 0 || n == 0 {
         return Ok(out);
     }
-    let (kernel, inst) = if m <= 4 {
-        let inst = Instance::default()
-            .dtype("W", w.dtype)
-            .tunable("BN", pick(&[8, 16, 32, 64], n, 16))
-            // the largest step within K: full steps run unmasked (fused reductions' fast loop)
-            .tunable("BK", pick(&[32, 64, 128, 256, 512, 1024, 2048, 4096], k / 2 + 1, 4096));
+    let (kernel, inst) = if m <= GEMV_ROWS {
+        let inst = Instance::default().dtype("W", w.dtype).tunable("BN", pick(&[8, 16, 32, 64], n, 16)).tunable("BK", gemv_step(k));
         ("gemv_w", inst)
     } else {
         let inst = Instance::default()
@@ -174,9 +184,10 @@ fn check_table(op: &'static str, table: &Tensor, pool: &KvPool, end: usize) -> R
     Ok(())
 }
 
-/// Write k and v [T, H, D] (f32) at positions start..start+T of the sequence whose blocks are
-/// `table` (i32 [blocks]).
-pub fn kv_write(ops: &Ops, pool: &mut KvPool, k: &Tensor, v: &Tensor, table: &Tensor, start: usize) -> Result<()> {
+/// Write the K and V rows of a forward batch, k and v f32 [T, H, D], into the pool: token t
+/// belongs to sequence seq[t] (a row of `tables`, i32 [S, MB]: that sequence's blocks, padded)
+/// at position pos[t] (both i32 [T]). One launch for every token of every sequence.
+pub fn kv_write(ops: &Ops, pool: &mut KvPool, k: &Tensor, v: &Tensor, tables: &Tensor, seq: &Tensor, pos: &Tensor) -> Result<()> {
     const OP: &str = "kv_write";
     expect_dtype(OP, "k", k, &[DType::F32])?;
     expect_dtype(OP, "v", v, &[DType::F32])?;
@@ -187,16 +198,34 @@ pub fn kv_write(ops: &Ops, pool: &mut KvPool, k: &Tensor, v: &Tensor, table: &Te
     if pool.k.shape[1..] != [h, d] {
         return Err(shape(OP, format!("`k` is {:?} but the pool holds [slots, H, D] = {:?}", k.shape, pool.k.shape)));
     }
-    check_table(OP, table, pool, start + t)?;
+    for (name, x) in [("tables", tables), ("seq", seq), ("pos", pos)] {
+        expect_dtype(OP, name, x, &[DType::I32])?;
+    }
+    let [s, mb] = dims::<2>(OP, "tables", "[S, MB]", tables)?;
+    if seq.shape != [t] || pos.shape != [t] {
+        return Err(shape(OP, format!("`seq` is {:?} and `pos` {:?}, expected [T] = [{t}]", seq.shape, pos.shape)));
+    }
+    // Every token must land in a block of its sequence inside the pool (else the masked store
+    // would drop it silently).
+    let (tb, sq, ps) = (tables.to_i64_vec(), seq.to_i64_vec(), pos.to_i64_vec());
+    let bs = pool.block_size as i64;
+    for (i, (&si, &p)) in sq.iter().zip(&ps).enumerate() {
+        if si < 0 || si >= s as i64 || p < 0 || p / bs >= mb as i64 {
+            return Err(shape(OP, format!("token {i}: sequence {si} position {p} is outside the block tables [{s}, {mb}] of {bs} slots")));
+        }
+        let b = tb[si as usize * mb + (p / bs) as usize];
+        if b < 0 || b >= pool.blocks() as i64 {
+            return Err(shape(OP, format!("token {i}: block {b} is outside the pool of {} blocks", pool.blocks())));
+        }
+    }
     if t == 0 {
         return Ok(());
     }
     let inst = Instance::default().konst("D", d as i64).tunable("BH", pick(&[1, 2, 4, 8, 16], h, 16));
-    let bs = pool.block_size as i32;
-    for (src, cache) in [(k, &mut pool.k), (v, &mut pool.v)] {
-        let mut args = [ArgRef::In(src), ArgRef::In(table), ArgRef::Out(cache), ArgRef::I32(start as i32), ArgRef::I32(bs)];
-        ops.kernel(FILE, "kv_write", &inst)?.launch_refs(&mut args)?;
-    }
+    let KvPool { k: kc, v: vc, block_size } = pool;
+    let mut args =
+        [ArgRef::In(k), ArgRef::In(v), ArgRef::In(tables), ArgRef::In(seq), ArgRef::In(pos), ArgRef::Out(kc), ArgRef::Out(vc), ArgRef::I32(*block_size as i32)];
+    ops.kernel(FILE, "kv_write", &inst)?.launch_refs(&mut args)?;
     Ok(())
 }
 
