@@ -324,10 +324,15 @@ pub fn moe_mxfp4(
     ops.kernel("grouped_gemm", "moe_permute", &perm_inst)?.launch_refs(&mut args)?;
 
     let pair_weights = Tensor { shape: vec![p], ..weights };
-    let y_perm = if p <= e {
+    // Decode (one row per expert at most, or a batch of up to GEMV_ROWS tokens): per-row
+    // GEMVs. Rows are sorted by expert and pid0 varies fastest, so the rows of one expert run
+    // one after another on each weight block while it is in cache: its weights come from DRAM
+    // about once per step. Prefill: the grouped GEMMs (each weight tile decoded once per BM rows).
+    let routing = [&sorted_pairs, &starts, &counts];
+    let y_perm = if p <= e || t <= GEMV_ROWS {
         experts_by_row(ops, x, &sorted_pairs, &ids, &pair_weights, gate_up, down, [h, i, top_k], alpha, limit)?
     } else {
-        experts_grouped(ops, x, &sorted_pairs, &starts, &counts, &pair_weights, gate_up, down, [h, i, top_k, e], alpha, limit)?
+        experts_grouped(ops, x, routing, &pair_weights, gate_up, down, [h, i, top_k, e], alpha, limit)?
     };
 
     let comb_inst = Instance::default()
@@ -346,9 +351,7 @@ pub fn moe_mxfp4(
 fn experts_grouped(
     ops: &Ops,
     x: &Tensor,
-    sorted_pairs: &Tensor,
-    starts: &Tensor,
-    counts: &Tensor,
+    [sorted_pairs, starts, counts]: [&Tensor; 3],
     pair_weights: &Tensor,
     gate_up: &MxExperts,
     down: &MxExperts,
