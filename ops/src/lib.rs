@@ -27,6 +27,7 @@ pub mod kl_judge;
 pub mod kron_quant;
 pub mod model;
 pub mod moe;
+pub mod moe_w;
 pub mod mxfp4;
 pub mod paged_attention;
 pub mod spec_sample;

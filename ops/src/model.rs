@@ -7,6 +7,7 @@
 //! KV pool.
 
 use crate::blocks::{dims, or_zeros, pick, reshaped, shape};
+use crate::moe_w::{combine, permute, Permuted};
 use crate::{blocks, expect_dtype, Ops, Result};
 use opc_dsl::Instance;
 use opc_ir::{ArgRef, DType, Tensor};
@@ -314,14 +315,8 @@ pub fn moe_mxfp4(
     let weights = blocks::softmax(ops, &vals)?;
 
     // permutation of the (token, slot) pairs by expert (the library's grouped-GEMM kernel)
-    let perm_inst = Instance::default().konst("E", e as i64).tunable("BP", pick(&[16, 32, 64, 128, 256], p, 256));
+    let Permuted { sorted_pairs, pos, starts, counts } = permute(ops, &ids, e)?;
     let ids = Tensor { shape: vec![p], ..ids };
-    let mut sorted_pairs = Tensor::zeros(DType::I32, &[p]);
-    let mut pos = Tensor::zeros(DType::I32, &[p]);
-    let mut starts = Tensor::zeros(DType::I32, &[e]);
-    let mut counts = Tensor::zeros(DType::I32, &[e]);
-    let mut args = [ArgRef::In(&ids), ArgRef::Out(&mut sorted_pairs), ArgRef::Out(&mut pos), ArgRef::Out(&mut starts), ArgRef::Out(&mut counts)];
-    ops.kernel("grouped_gemm", "moe_permute", &perm_inst)?.launch_refs(&mut args)?;
 
     let pair_weights = Tensor { shape: vec![p], ..weights };
     // Decode (one row per expert at most, or a batch of up to GEMV_ROWS tokens): per-row
@@ -335,13 +330,7 @@ pub fn moe_mxfp4(
         experts_grouped(ops, x, routing, &pair_weights, gate_up, down, [h, i, top_k, e], alpha, limit)?
     };
 
-    let comb_inst = Instance::default()
-        .tunable("BT", pick(&[1, 2, 4, 8, 16, 32, 64], t, 16))
-        .tunable("BH", pick(&[16, 32, 64, 128, 256], h, 128));
-    let pos = Tensor { shape: vec![t, top_k], ..pos };
-    let mut out = Tensor::zeros(DType::F32, &[t, h]);
-    ops.kernel("grouped_gemm", "moe_combine", &comb_inst)?.launch_refs(&mut [ArgRef::In(&y_perm), ArgRef::In(&pos), ArgRef::Out(&mut out)])?;
-    Ok(out)
+    combine(ops, &y_perm, &pos)
 }
 
 /// gpt-oss experts over the permuted rows as grouped GEMMs (`moe_mx_up` / `moe_mx_down`): one

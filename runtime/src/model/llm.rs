@@ -4,9 +4,8 @@
 //!
 //! Weights keep their storage dtype (bf16 matrices are widened tile by tile inside the linear
 //! kernels); activations, the residual stream and the KV cache are f32, so logits match
-//! transformers run in f32 on the stored weights. Small vectors (norms, biases, sinks) are
-//! widened once at load, and Qwen3 / MoGE expert stacks once at load (the library's MoE
-//! operator takes one dtype).
+//! transformers run in f32 on the stored weights. Small vectors (norms, biases, sinks) and MoE
+//! router gates are widened once at load; expert stacks keep their storage dtype.
 
 use super::checkpoint::Checkpoint;
 use super::config::{Arch, LayerAttention, ModelConfig};
@@ -17,7 +16,8 @@ use opc_ir::{DType, Tensor};
 use opc_ops::attention::{flash_attention, AttentionParams};
 use opc_ops::model::{self as mops, KvPool, MxExperts};
 use opc_ops::paged_attention::{paged_decode, PagedDecodeParams};
-use opc_ops::moe::{moe_forward, Routing};
+use opc_ops::moe::Routing;
+use opc_ops::moe_w::moe_w;
 use opc_ops::{blocks, Ops};
 use std::path::Path;
 
@@ -47,7 +47,8 @@ struct DenseMlp {
 
 enum Mlp {
     Dense(DenseMlp),
-    /// Qwen3-MoE (top-k softmax) and MoGE (grouped), experts stacked f32 [E, I, H] / [E, H, I].
+    /// Qwen3-MoE (top-k softmax) and MoGE (grouped), experts stacked in their storage dtype
+    /// [E, I, H] / [E, H, I], router gate f32 [E, H].
     Moe { gate: Tensor, w1: Tensor, w3: Tensor, w2: Tensor, routing: Routing, shared: Option<DenseMlp> },
     /// gpt-oss: MXFP4 experts with biases, router with bias.
     MoeMx { router_w: Tensor, router_b: Tensor, gate_up: MxExperts, down: MxExperts, top_k: usize },
@@ -104,16 +105,20 @@ impl Loader<'_> {
             Ok(None)
         }
     }
-    /// Per-expert matrices `{prefix}.{e}.{proj}.weight` stacked into f32 [E, ...shape].
+    /// Per-expert matrices `{prefix}.{e}.{proj}.weight` stacked into [E, ...shape] in their
+    /// storage dtype (every expert must have the same one).
     fn stack(&self, prefix: &str, proj: &str, experts: usize, shape: &[usize]) -> Result<Tensor> {
         let mut data = Vec::new();
+        let mut dtype = None;
         for e in 0..experts {
-            let t = self.f32(&format!("{prefix}.{e}.{proj}.weight"), shape)?;
+            let name = format!("{prefix}.{e}.{proj}.weight");
+            let t = self.ck.get(&name, shape, dtype.as_ref().map_or(FLOATS, std::slice::from_ref))?;
+            dtype = Some(t.dtype);
             data.extend_from_slice(&t.data);
         }
         let mut full = vec![experts];
         full.extend_from_slice(shape);
-        Ok(Tensor { dtype: DType::F32, shape: full, data })
+        Ok(Tensor { dtype: dtype.unwrap_or(DType::F32), shape: full, data })
     }
     fn dense(&self, prefix: &str, h: usize, i: usize, bias: bool) -> Result<DenseMlp> {
         let biases = if bias {
@@ -459,7 +464,7 @@ fn mlp(ops: &Ops, prof: &mut Profile, cfg: &ModelConfig, m: &mut Mlp, xn: &Tenso
     match m {
         Mlp::Dense(dm) => dense(ops, prof, dm, xn),
         Mlp::Moe { gate, w1, w3, w2, routing, shared } => {
-            let y = prof.time("moe", || moe_forward(ops, xn, gate, w1, w3, w2, routing))?.out;
+            let y = prof.time("moe", || moe_w(ops, xn, gate, w1, w3, w2, routing))?;
             match shared {
                 Some(s) => {
                     let sy = dense(ops, prof, s, xn)?;
