@@ -540,11 +540,16 @@ mod tests {
         // 6 blocks of 4 slots; the sequence owns blocks 5, 1, 3 (out of order on purpose)
         let mut pool = KvPool::new(6, 4, 3, 4);
         let table = Tensor::from_i32(DType::I32, &[3], &[5, 1, 3]);
+        let tables = Tensor { shape: vec![1, 3], ..table.clone() };
+        // one sequence (row 0 of `tables`), tokens at positions start..start+T
+        let at = |start: i32, t: usize| (Tensor::from_i32(DType::I32, &[t], &vec![0; t]), Tensor::from_i32(DType::I32, &[t], &(start..start + t as i32).collect::<Vec<_>>()));
         let k1 = f32t(&[7, 3, 4], |i| i as f32);
         let v1 = f32t(&[7, 3, 4], |i| -(i as f32));
-        kv_write(&ops, &mut pool, &k1, &v1, &table, 0).unwrap();
+        let (seq, pos) = at(0, 7);
+        kv_write(&ops, &mut pool, &k1, &v1, &tables, &seq, &pos).unwrap();
         let k2 = f32t(&[2, 3, 4], |i| 1000.0 + i as f32);
-        kv_write(&ops, &mut pool, &k2, &k2, &table, 7).unwrap();
+        let (seq, pos) = at(7, 2);
+        kv_write(&ops, &mut pool, &k2, &k2, &tables, &seq, &pos).unwrap();
         let (k, v) = kv_gather(&ops, &mut pool, &table, 9).unwrap();
         assert_eq!(k.shape, vec![1, 3, 9, 4]);
         let (kv, vv) = (k.to_f32_vec(), v.to_f32_vec());
@@ -562,8 +567,9 @@ mod tests {
         // slot 0 of block 5 holds position 0; block 0 (not owned) stays untouched
         assert_eq!(pool.k.to_f32_vec()[5 * 4 * 12], 0.0);
         assert!(pool.k.to_f32_vec()[..48].iter().all(|&x| x == 0.0));
-        let e = kv_write(&ops, &mut pool, &k2, &k2, &table, 11).unwrap_err().to_string();
-        assert_eq!(e, "kv_write: block table of 3 blocks × 4 slots cannot hold position 12");
+        let (seq, pos) = at(11, 2);
+        let e = kv_write(&ops, &mut pool, &k2, &k2, &tables, &seq, &pos).unwrap_err().to_string();
+        assert_eq!(e, "kv_write: token 1: sequence 0 position 12 is outside the block tables [1, 3] of 4 slots");
     }
 
     #[test]
