@@ -18,6 +18,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("blocks", include_str!("../kernels/blocks.opc")),
     ("model", include_str!("../kernels/model.opc")),
     ("spec_sample", include_str!("../kernels/spec_sample.opc")),
+    ("paged_attention", include_str!("../kernels/paged_attention.opc")),
 ];
 
 pub mod attention;
@@ -26,7 +27,9 @@ pub mod kl_judge;
 pub mod kron_quant;
 pub mod model;
 pub mod moe;
+pub mod moe_w;
 pub mod mxfp4;
+pub mod paged_attention;
 pub mod spec_sample;
 
 #[derive(Debug, thiserror::Error)]

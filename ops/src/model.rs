@@ -7,6 +7,7 @@
 //! KV pool.
 
 use crate::blocks::{dims, or_zeros, pick, reshaped, shape};
+use crate::moe_w::{combine, permute, Permuted};
 use crate::{blocks, expect_dtype, Ops, Result};
 use opc_dsl::Instance;
 use opc_ir::{ArgRef, DType, Tensor};
@@ -66,8 +67,22 @@ pub fn scale(ops: &Ops, x: &Tensor, s: f32) -> Result<Tensor> {
     Ok(Tensor { shape: x.shape.clone(), ..out })
 }
 
+/// Rows up to which [`linear_w`] runs the GEMV kernel: one program per (row, channel block), so
+/// the rows of a step read the same weight block while it is in cache (batched decode of up to
+/// 8 sequences); the tiled GEMM (`linear_w`, whose widened weight operand is not a plain load and
+/// so takes the generic `dot` path) only pays from there on.
+pub const GEMV_ROWS: usize = 8;
+
+/// K step of `gemv_w`: the largest step (up to 4096) that divides K, so every step is full and
+/// runs the fused reduction's unmasked loop (K = 5632 takes 512, not 4096 + a masked 1536).
+/// A K with no such divisor takes the largest step within K.
+fn gemv_step(k: usize) -> i64 {
+    const STEPS: [i64; 8] = [4096, 2048, 1024, 512, 256, 128, 64, 32];
+    STEPS.iter().copied().find(|&s| k as i64 % s == 0).unwrap_or_else(|| pick(&[32, 64, 128, 256, 512, 1024, 2048, 4096], k / 2 + 1, 4096))
+}
+
 /// Y = X·Wᵀ (+ bias): x f32 [M,K], w [N,K] in bf16 / f16 / f32 (read in place, not copied),
-/// bias f32 [N]; result f32 [M,N]. Up to 4 rows use the GEMV kernel, more the tiled GEMM.
+/// bias f32 [N]; result f32 [M,N]. Up to [`GEMV_ROWS`] rows use the GEMV kernel, more the tiled GEMM.
 pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "linear_w";
     expect_dtype(OP, "x", x, &[DType::F32])?;
@@ -88,12 +103,8 @@ pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Res
     if m == 0 || n == 0 {
         return Ok(out);
     }
-    let (kernel, inst) = if m <= 4 {
-        let inst = Instance::default()
-            .dtype("W", w.dtype)
-            .tunable("BN", pick(&[8, 16, 32, 64], n, 16))
-            // the largest step within K: full steps run unmasked (fused reductions' fast loop)
-            .tunable("BK", pick(&[32, 64, 128, 256, 512, 1024, 2048, 4096], k / 2 + 1, 4096));
+    let (kernel, inst) = if m <= GEMV_ROWS {
+        let inst = Instance::default().dtype("W", w.dtype).tunable("BN", pick(&[8, 16, 32, 64], n, 16)).tunable("BK", gemv_step(k));
         ("gemv_w", inst)
     } else {
         let inst = Instance::default()
@@ -174,9 +185,10 @@ fn check_table(op: &'static str, table: &Tensor, pool: &KvPool, end: usize) -> R
     Ok(())
 }
 
-/// Write k and v [T, H, D] (f32) at positions start..start+T of the sequence whose blocks are
-/// `table` (i32 [blocks]).
-pub fn kv_write(ops: &Ops, pool: &mut KvPool, k: &Tensor, v: &Tensor, table: &Tensor, start: usize) -> Result<()> {
+/// Write the K and V rows of a forward batch, k and v f32 [T, H, D], into the pool: token t
+/// belongs to sequence seq[t] (a row of `tables`, i32 [S, MB]: that sequence's blocks, padded)
+/// at position pos[t] (both i32 [T]). One launch for every token of every sequence.
+pub fn kv_write(ops: &Ops, pool: &mut KvPool, k: &Tensor, v: &Tensor, tables: &Tensor, seq: &Tensor, pos: &Tensor) -> Result<()> {
     const OP: &str = "kv_write";
     expect_dtype(OP, "k", k, &[DType::F32])?;
     expect_dtype(OP, "v", v, &[DType::F32])?;
@@ -187,16 +199,34 @@ pub fn kv_write(ops: &Ops, pool: &mut KvPool, k: &Tensor, v: &Tensor, table: &Te
     if pool.k.shape[1..] != [h, d] {
         return Err(shape(OP, format!("`k` is {:?} but the pool holds [slots, H, D] = {:?}", k.shape, pool.k.shape)));
     }
-    check_table(OP, table, pool, start + t)?;
+    for (name, x) in [("tables", tables), ("seq", seq), ("pos", pos)] {
+        expect_dtype(OP, name, x, &[DType::I32])?;
+    }
+    let [s, mb] = dims::<2>(OP, "tables", "[S, MB]", tables)?;
+    if seq.shape != [t] || pos.shape != [t] {
+        return Err(shape(OP, format!("`seq` is {:?} and `pos` {:?}, expected [T] = [{t}]", seq.shape, pos.shape)));
+    }
+    // Every token must land in a block of its sequence inside the pool (else the masked store
+    // would drop it silently).
+    let (tb, sq, ps) = (tables.to_i64_vec(), seq.to_i64_vec(), pos.to_i64_vec());
+    let bs = pool.block_size as i64;
+    for (i, (&si, &p)) in sq.iter().zip(&ps).enumerate() {
+        if si < 0 || si >= s as i64 || p < 0 || p / bs >= mb as i64 {
+            return Err(shape(OP, format!("token {i}: sequence {si} position {p} is outside the block tables [{s}, {mb}] of {bs} slots")));
+        }
+        let b = tb[si as usize * mb + (p / bs) as usize];
+        if b < 0 || b >= pool.blocks() as i64 {
+            return Err(shape(OP, format!("token {i}: block {b} is outside the pool of {} blocks", pool.blocks())));
+        }
+    }
     if t == 0 {
         return Ok(());
     }
     let inst = Instance::default().konst("D", d as i64).tunable("BH", pick(&[1, 2, 4, 8, 16], h, 16));
-    let bs = pool.block_size as i32;
-    for (src, cache) in [(k, &mut pool.k), (v, &mut pool.v)] {
-        let mut args = [ArgRef::In(src), ArgRef::In(table), ArgRef::Out(cache), ArgRef::I32(start as i32), ArgRef::I32(bs)];
-        ops.kernel(FILE, "kv_write", &inst)?.launch_refs(&mut args)?;
-    }
+    let KvPool { k: kc, v: vc, block_size } = pool;
+    let mut args =
+        [ArgRef::In(k), ArgRef::In(v), ArgRef::In(tables), ArgRef::In(seq), ArgRef::In(pos), ArgRef::Out(kc), ArgRef::Out(vc), ArgRef::I32(*block_size as i32)];
+    ops.kernel(FILE, "kv_write", &inst)?.launch_refs(&mut args)?;
     Ok(())
 }
 
@@ -285,29 +315,22 @@ pub fn moe_mxfp4(
     let weights = blocks::softmax(ops, &vals)?;
 
     // permutation of the (token, slot) pairs by expert (the library's grouped-GEMM kernel)
-    let perm_inst = Instance::default().konst("E", e as i64).tunable("BP", pick(&[16, 32, 64, 128, 256], p, 256));
+    let Permuted { sorted_pairs, pos, starts, counts } = permute(ops, &ids, e)?;
     let ids = Tensor { shape: vec![p], ..ids };
-    let mut sorted_pairs = Tensor::zeros(DType::I32, &[p]);
-    let mut pos = Tensor::zeros(DType::I32, &[p]);
-    let mut starts = Tensor::zeros(DType::I32, &[e]);
-    let mut counts = Tensor::zeros(DType::I32, &[e]);
-    let mut args = [ArgRef::In(&ids), ArgRef::Out(&mut sorted_pairs), ArgRef::Out(&mut pos), ArgRef::Out(&mut starts), ArgRef::Out(&mut counts)];
-    ops.kernel("grouped_gemm", "moe_permute", &perm_inst)?.launch_refs(&mut args)?;
 
     let pair_weights = Tensor { shape: vec![p], ..weights };
-    let y_perm = if p <= e {
+    // Decode (one row per expert at most, or a batch of up to GEMV_ROWS tokens): per-row
+    // GEMVs. Rows are sorted by expert and pid0 varies fastest, so the rows of one expert run
+    // one after another on each weight block while it is in cache: its weights come from DRAM
+    // about once per step. Prefill: the grouped GEMMs (each weight tile decoded once per BM rows).
+    let routing = [&sorted_pairs, &starts, &counts];
+    let y_perm = if p <= e || t <= GEMV_ROWS {
         experts_by_row(ops, x, &sorted_pairs, &ids, &pair_weights, gate_up, down, [h, i, top_k], alpha, limit)?
     } else {
-        experts_grouped(ops, x, &sorted_pairs, &starts, &counts, &pair_weights, gate_up, down, [h, i, top_k, e], alpha, limit)?
+        experts_grouped(ops, x, routing, &pair_weights, gate_up, down, [h, i, top_k, e], alpha, limit)?
     };
 
-    let comb_inst = Instance::default()
-        .tunable("BT", pick(&[1, 2, 4, 8, 16, 32, 64], t, 16))
-        .tunable("BH", pick(&[16, 32, 64, 128, 256], h, 128));
-    let pos = Tensor { shape: vec![t, top_k], ..pos };
-    let mut out = Tensor::zeros(DType::F32, &[t, h]);
-    ops.kernel("grouped_gemm", "moe_combine", &comb_inst)?.launch_refs(&mut [ArgRef::In(&y_perm), ArgRef::In(&pos), ArgRef::Out(&mut out)])?;
-    Ok(out)
+    combine(ops, &y_perm, &pos)
 }
 
 /// gpt-oss experts over the permuted rows as grouped GEMMs (`moe_mx_up` / `moe_mx_down`): one
@@ -317,9 +340,7 @@ pub fn moe_mxfp4(
 fn experts_grouped(
     ops: &Ops,
     x: &Tensor,
-    sorted_pairs: &Tensor,
-    starts: &Tensor,
-    counts: &Tensor,
+    [sorted_pairs, starts, counts]: [&Tensor; 3],
     pair_weights: &Tensor,
     gate_up: &MxExperts,
     down: &MxExperts,
@@ -519,11 +540,16 @@ mod tests {
         // 6 blocks of 4 slots; the sequence owns blocks 5, 1, 3 (out of order on purpose)
         let mut pool = KvPool::new(6, 4, 3, 4);
         let table = Tensor::from_i32(DType::I32, &[3], &[5, 1, 3]);
+        let tables = Tensor { shape: vec![1, 3], ..table.clone() };
+        // one sequence (row 0 of `tables`), tokens at positions start..start+T
+        let at = |start: i32, t: usize| (Tensor::from_i32(DType::I32, &[t], &vec![0; t]), Tensor::from_i32(DType::I32, &[t], &(start..start + t as i32).collect::<Vec<_>>()));
         let k1 = f32t(&[7, 3, 4], |i| i as f32);
         let v1 = f32t(&[7, 3, 4], |i| -(i as f32));
-        kv_write(&ops, &mut pool, &k1, &v1, &table, 0).unwrap();
+        let (seq, pos) = at(0, 7);
+        kv_write(&ops, &mut pool, &k1, &v1, &tables, &seq, &pos).unwrap();
         let k2 = f32t(&[2, 3, 4], |i| 1000.0 + i as f32);
-        kv_write(&ops, &mut pool, &k2, &k2, &table, 7).unwrap();
+        let (seq, pos) = at(7, 2);
+        kv_write(&ops, &mut pool, &k2, &k2, &tables, &seq, &pos).unwrap();
         let (k, v) = kv_gather(&ops, &mut pool, &table, 9).unwrap();
         assert_eq!(k.shape, vec![1, 3, 9, 4]);
         let (kv, vv) = (k.to_f32_vec(), v.to_f32_vec());
@@ -541,8 +567,9 @@ mod tests {
         // slot 0 of block 5 holds position 0; block 0 (not owned) stays untouched
         assert_eq!(pool.k.to_f32_vec()[5 * 4 * 12], 0.0);
         assert!(pool.k.to_f32_vec()[..48].iter().all(|&x| x == 0.0));
-        let e = kv_write(&ops, &mut pool, &k2, &k2, &table, 11).unwrap_err().to_string();
-        assert_eq!(e, "kv_write: block table of 3 blocks × 4 slots cannot hold position 12");
+        let (seq, pos) = at(11, 2);
+        let e = kv_write(&ops, &mut pool, &k2, &k2, &tables, &seq, &pos).unwrap_err().to_string();
+        assert_eq!(e, "kv_write: token 1: sequence 0 position 12 is outside the block tables [1, 3] of 4 slots");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! shared by every sequence. A sequence owns a block table (the blocks holding its positions in
 //! order); blocks are taken from a free list as the sequence grows and returned when it is
 //! truncated (speculative rollback) or freed, so long prompts and many sequences share one
-//! preallocated pool. The writes and reads themselves are the `kv_write` / `kv_gather` kernels.
+//! preallocated pool. The writes and reads themselves are the `kv_write`, `paged_decode` and
+//! `kv_gather` kernels.
 
 use super::error::{ModelError, Result};
 use opc_ir::{DType, Tensor};
@@ -102,6 +103,19 @@ impl KvCache {
         }
     }
 
+    /// The block tables of `ids`, one padded row each (i32 [S, max blocks]): the layout of the
+    /// batched `kv_write` and `paged_decode` kernels. Padding is block 0, never read (positions
+    /// past a sequence's length are masked).
+    pub fn tables(&self, ids: &[SeqId]) -> Result<Tensor> {
+        let rows: Vec<&Vec<i32>> = ids.iter().map(|&id| self.seq(id).map(|s| &s.blocks)).collect::<Result<_>>()?;
+        let mb = rows.iter().map(|b| b.len()).max().unwrap_or(0).max(1);
+        let mut data = vec![0; ids.len() * mb];
+        for (r, b) in rows.iter().enumerate() {
+            data[r * mb..r * mb + b.len()].copy_from_slice(b);
+        }
+        Ok(Tensor::from_i32(DType::I32, &[ids.len(), mb], &data))
+    }
+
     /// The block table of `id` as the kernels take it (i32 [blocks]).
     pub fn table(&self, id: SeqId) -> Result<Tensor> {
         let b = &self.seq(id)?.blocks;
@@ -128,6 +142,8 @@ mod tests {
         assert_eq!(c.free_blocks(), 3);
         c.grow(b, 9).unwrap();
         assert_eq!(c.table(b).unwrap().to_i64_vec(), vec![1, 2]);
+        let t = c.tables(&[a, b]).unwrap();
+        assert_eq!((t.shape.clone(), t.to_i64_vec()), (vec![2, 2], vec![0, 0, 1, 2]));
         c.free_seq(a);
         c.free_seq(b);
         assert_eq!(c.free_blocks(), 4);

@@ -4,9 +4,8 @@
 //!
 //! Weights keep their storage dtype (bf16 matrices are widened tile by tile inside the linear
 //! kernels); activations, the residual stream and the KV cache are f32, so logits match
-//! transformers run in f32 on the stored weights. Small vectors (norms, biases, sinks) are
-//! widened once at load, and Qwen3 / MoGE expert stacks once at load (the library's MoE
-//! operator takes one dtype).
+//! transformers run in f32 on the stored weights. Small vectors (norms, biases, sinks) and MoE
+//! router gates are widened once at load; expert stacks keep their storage dtype.
 
 use super::checkpoint::Checkpoint;
 use super::config::{Arch, LayerAttention, ModelConfig};
@@ -14,9 +13,11 @@ use super::error::{ModelError, Result};
 use super::kv::{KvCache, SeqId};
 use super::profile::Profile;
 use opc_ir::{DType, Tensor};
-use opc_ops::attention::{flash_attention, flash_decode, AttentionParams};
-use opc_ops::model::{self as mops, MxExperts};
-use opc_ops::moe::{moe_forward, Routing};
+use opc_ops::attention::{flash_attention, AttentionParams};
+use opc_ops::model::{self as mops, KvPool, MxExperts};
+use opc_ops::paged_attention::{paged_decode, PagedDecodeParams};
+use opc_ops::moe::Routing;
+use opc_ops::moe_w::moe_w;
 use opc_ops::{blocks, Ops};
 use std::path::Path;
 
@@ -46,7 +47,8 @@ struct DenseMlp {
 
 enum Mlp {
     Dense(DenseMlp),
-    /// Qwen3-MoE (top-k softmax) and MoGE (grouped), experts stacked f32 [E, I, H] / [E, H, I].
+    /// Qwen3-MoE (top-k softmax) and MoGE (grouped), experts stacked in their storage dtype
+    /// [E, I, H] / [E, H, I], router gate f32 [E, H].
     Moe { gate: Tensor, w1: Tensor, w3: Tensor, w2: Tensor, routing: Routing, shared: Option<DenseMlp> },
     /// gpt-oss: MXFP4 experts with biases, router with bias.
     MoeMx { router_w: Tensor, router_b: Tensor, gate_up: MxExperts, down: MxExperts, top_k: usize },
@@ -103,16 +105,20 @@ impl Loader<'_> {
             Ok(None)
         }
     }
-    /// Per-expert matrices `{prefix}.{e}.{proj}.weight` stacked into f32 [E, ...shape].
+    /// Per-expert matrices `{prefix}.{e}.{proj}.weight` stacked into [E, ...shape] in their
+    /// storage dtype (every expert must have the same one).
     fn stack(&self, prefix: &str, proj: &str, experts: usize, shape: &[usize]) -> Result<Tensor> {
         let mut data = Vec::new();
+        let mut dtype = None;
         for e in 0..experts {
-            let t = self.f32(&format!("{prefix}.{e}.{proj}.weight"), shape)?;
+            let name = format!("{prefix}.{e}.{proj}.weight");
+            let t = self.ck.get(&name, shape, dtype.as_ref().map_or(FLOATS, std::slice::from_ref))?;
+            dtype = Some(t.dtype);
             data.extend_from_slice(&t.data);
         }
         let mut full = vec![experts];
         full.extend_from_slice(shape);
-        Ok(Tensor { dtype: DType::F32, shape: full, data })
+        Ok(Tensor { dtype: dtype.unwrap_or(DType::F32), shape: full, data })
     }
     fn dense(&self, prefix: &str, h: usize, i: usize, bias: bool) -> Result<DenseMlp> {
         let biases = if bias {
@@ -307,8 +313,10 @@ impl Model {
         // rows, positions and block tables of the batch
         let mut ids = Vec::new();
         let mut pos = Vec::new();
+        let mut seq_of = Vec::new();
+        let mut lens = Vec::new();
         let mut spans = Vec::new(); // (row0, n, start, table)
-        for s in segments {
+        for (si, s) in segments.iter().enumerate() {
             if s.tokens.is_empty() {
                 return Err(ModelError::Usage("a forward segment has no tokens".into()));
             }
@@ -318,19 +326,28 @@ impl Model {
             let start = cache.len(s.seq)?;
             cache.grow(s.seq, start + s.tokens.len())?;
             spans.push((ids.len(), s.tokens.len(), start, cache.table(s.seq)?));
+            lens.push((start + s.tokens.len()) as i32);
             for (i, &t) in s.tokens.iter().enumerate() {
                 ids.push(t as i32);
                 pos.push((start + i) as i32);
+                seq_of.push(si as i32);
             }
         }
         let t = ids.len();
+        let seqs: Vec<SeqId> = segments.iter().map(|s| s.seq).collect();
+        let batch = Batch {
+            pos: Tensor::from_i32(DType::I32, &[t], &pos),
+            seq: Tensor::from_i32(DType::I32, &[t], &seq_of),
+            tables: cache.tables(&seqs)?,
+            lens: Tensor::from_i32(DType::I32, &[lens.len()], &lens),
+            spans,
+        };
         let ids = Tensor::from_i32(DType::I32, &[t], &ids);
-        let pos = Tensor::from_i32(DType::I32, &[t], &pos);
         let embed = &mut self.embed;
         let mut x = prof.time("embedding", || mops::embedding_w(ops, embed, &ids))?;
         for (li, layer) in self.layers.iter_mut().enumerate().take(nl) {
             let xn = prof.time("rmsnorm", || blocks::rmsnorm(ops, &x, &layer.in_norm, cfg.eps))?;
-            let attn = attention(ops, prof, cfg, &mut layer.attn, &xn, &pos, &spans, &mut cache.pools[li])?;
+            let attn = attention(ops, prof, cfg, &mut layer.attn, &xn, &batch, &mut cache.pools[li])?;
             x = prof.time("add", || mops::add(ops, &x, &attn))?;
             let xn = prof.time("rmsnorm", || blocks::rmsnorm(ops, &x, &layer.post_norm, cfg.eps))?;
             let m = mlp(ops, prof, cfg, &mut layer.mlp, &xn)?;
@@ -338,7 +355,7 @@ impl Model {
         }
         // rows that need logits
         let mut rows = Vec::new();
-        for (s, &(r0, n, _, _)) in segments.iter().zip(&spans) {
+        for (s, &(r0, n, _, _)) in segments.iter().zip(&batch.spans) {
             if s.all_logits {
                 rows.extend(r0..r0 + n);
             } else {
@@ -351,7 +368,7 @@ impl Model {
         let logits = prof.time("lm_head", || mops::linear_w(ops, &xn, lm_head, None))?;
         let mut out = Vec::new();
         let mut r = 0;
-        for (s, &(_, n, _, _)) in segments.iter().zip(&spans) {
+        for (s, &(_, n, _, _)) in segments.iter().zip(&batch.spans) {
             let k = if s.all_logits { n } else { 1 };
             out.push(select_rows(&logits, &(r..r + k).collect::<Vec<_>>()));
             r += k;
@@ -377,17 +394,25 @@ fn view(t: Tensor, shape: &[usize]) -> Tensor {
     Tensor { shape: shape.to_vec(), ..t }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    ops: &Ops,
-    prof: &mut Profile,
-    cfg: &ModelConfig,
-    a: &mut Attn,
-    xn: &Tensor,
-    pos: &Tensor,
-    spans: &[(usize, usize, usize, Tensor)],
-    pool: &mut opc_ops::model::KvPool,
-) -> Result<Tensor> {
+/// Where the tokens of a forward batch belong: the operands of `kv_write` and `paged_decode`
+/// and, per segment, its rows for the multi-token path.
+struct Batch {
+    /// i32 [T]: position of each token in its sequence.
+    pos: Tensor,
+    /// i32 [T]: segment (row of `tables`) of each token.
+    seq: Tensor,
+    /// i32 [S, MB]: each segment's block table, padded.
+    tables: Tensor,
+    /// i32 [S]: each segment's length after this forward.
+    lens: Tensor,
+    /// Per segment: first row, tokens, first position, its block table (i32 [blocks]).
+    spans: Vec<(usize, usize, usize, Tensor)>,
+}
+
+/// Self-attention of a forward batch: projections, RoPE, one `kv_write` of every new K/V row,
+/// then either one `paged_decode` over all sequences (every segment one token: decode) or, per
+/// segment, flash attention over its gathered cache (prefill, speculative verification).
+fn attention(ops: &Ops, prof: &mut Profile, cfg: &ModelConfig, a: &mut Attn, xn: &Tensor, batch: &Batch, pool: &mut KvPool) -> Result<Tensor> {
     let t = xn.shape[0];
     let (hq, hk, d) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
     let q = prof.time("linear.qkv", || mops::linear_w(ops, xn, &mut a.wq, a.bq.as_ref()))?;
@@ -399,34 +424,28 @@ fn attention(
         q = view(prof.time("qk_norm", || blocks::rmsnorm(ops, &view(q, &[t * hq, d]), qn, cfg.eps))?, &[t, hq, d]);
         k = view(prof.time("qk_norm", || blocks::rmsnorm(ops, &view(k, &[t * hk, d]), kn, cfg.eps))?, &[t, hk, d]);
     }
-    let q = prof.time("rope", || blocks::rope(ops, &q, pos, &cfg.rope))?;
-    let k = prof.time("rope", || blocks::rope(ops, &k, pos, &cfg.rope))?;
-    let params = AttentionParams { causal: true, window: a.window, scale: 1.0 / (d as f32).sqrt() };
-    let mut out = Vec::with_capacity(t * hq * d * 4);
-    for (r0, n, start, table) in spans {
-        let rows: Vec<usize> = (*r0..r0 + n).collect();
-        // one segment writes the projections as they are; several write their own rows
-        let sel;
-        let (ks, vs) = if spans.len() == 1 {
-            (&k, &v)
-        } else {
-            sel = (select_rows(&k, &rows), select_rows(&v, &rows));
-            (&sel.0, &sel.1)
-        };
-        prof.time("kv_write", || mops::kv_write(ops, pool, ks, vs, table, *start))?;
-        let (kc, vc) = prof.time("kv_gather", || mops::kv_gather(ops, pool, table, start + n))?;
-        let qs = prof.time("swap01", || mops::swap01(ops, &select_rows(&q, &rows)))?;
-        let qs = view(qs, &[1, hq, *n, d]);
-        let o = if *n == 1 {
-            let splits = (start + n).div_ceil(256).clamp(1, 16);
-            prof.time("flash_decode", || flash_decode(ops, &qs, &kc, &vc, a.sinks.as_ref(), &params, splits))?
-        } else {
-            prof.time("flash_attention", || flash_attention(ops, &qs, &kc, &vc, a.sinks.as_ref(), &params))?
-        };
-        let o = prof.time("swap01", || mops::swap01(ops, &view(o.out, &[hq, *n, d])))?;
-        out.extend_from_slice(&o.data);
-    }
-    let o = Tensor { dtype: DType::F32, shape: vec![t, hq * d], data: out };
+    let q = prof.time("rope", || blocks::rope(ops, &q, &batch.pos, &cfg.rope))?;
+    let k = prof.time("rope", || blocks::rope(ops, &k, &batch.pos, &cfg.rope))?;
+    prof.time("kv_write", || mops::kv_write(ops, pool, &k, &v, &batch.tables, &batch.seq, &batch.pos))?;
+    let scale = 1.0 / (d as f32).sqrt();
+    let o = if batch.spans.iter().all(|s| s.1 == 1) {
+        let p = PagedDecodeParams { scale, window: a.window };
+        let o = prof.time("paged_decode", || paged_decode(ops, &q, pool, &batch.tables, &batch.lens, a.sinks.as_ref(), &p))?;
+        view(o, &[t, hq * d])
+    } else {
+        let params = AttentionParams { causal: true, window: a.window, scale };
+        let mut out = Vec::with_capacity(t * hq * d * 4);
+        for (r0, n, start, table) in &batch.spans {
+            let (kc, vc) = prof.time("kv_gather", || mops::kv_gather(ops, pool, table, start + n))?;
+            let rows: Vec<usize> = (*r0..r0 + n).collect();
+            let qs = prof.time("swap01", || mops::swap01(ops, &select_rows(&q, &rows)))?;
+            let qs = view(qs, &[1, hq, *n, d]);
+            let o = prof.time("flash_attention", || flash_attention(ops, &qs, &kc, &vc, a.sinks.as_ref(), &params))?;
+            let o = prof.time("swap01", || mops::swap01(ops, &view(o.out, &[hq, *n, d])))?;
+            out.extend_from_slice(&o.data);
+        }
+        Tensor { dtype: DType::F32, shape: vec![t, hq * d], data: out }
+    };
     Ok(prof.time("linear.o", || mops::linear_w(ops, &o, &mut a.wo, a.bo.as_ref()))?)
 }
 
@@ -445,7 +464,7 @@ fn mlp(ops: &Ops, prof: &mut Profile, cfg: &ModelConfig, m: &mut Mlp, xn: &Tenso
     match m {
         Mlp::Dense(dm) => dense(ops, prof, dm, xn),
         Mlp::Moe { gate, w1, w3, w2, routing, shared } => {
-            let y = prof.time("moe", || moe_forward(ops, xn, gate, w1, w3, w2, routing))?.out;
+            let y = prof.time("moe", || moe_w(ops, xn, gate, w1, w3, w2, routing))?;
             match shared {
                 Some(s) => {
                     let sy = dense(ops, prof, s, xn)?;
