@@ -29,7 +29,7 @@ fn program() -> Kernel {
     };
     Kernel {
         bufs: vec![buf("b0", 0), buf("b1", 256)],
-        queues: vec![Queue { name: "inQueue".into(), pos: Pos::VecIn, depth: 2, num: 2, bytes: 256, core: Core::Aiv, what: String::new() }],
+        queues: vec![Queue { name: "inQueue".into(), pos: Pos::VecIn, depth: 2, num: 2, bytes: 256, core: Core::Aiv, what: String::new(), loc: None }],
         ..Default::default()
     }
 }

@@ -143,8 +143,8 @@ fn matmul() -> Kernel {
     b.k.constraints.push(Constraint::Range(sym(kk), Some(1), None));
     b.k.constraints.push(Constraint::Range(sym(kk), None, Some(8192)));
     b.k.constraints.push(Constraint::Range(sym(n), None, None));
-    b.k.tunables.push(Tunable { name: "BM".into(), level: 1, space: vec![16, 32, 64], value: 32 });
-    b.k.tunables.push(Tunable { name: "BK".into(), level: 2, space: vec![8, 16], value: 8 });
+    b.k.tunables.push(Tunable { name: "BM".into(), level: 1, space: vec![16, 32, 64], value: 32, loc: Some(Loc { line: 3, col: 12 }) });
+    b.k.tunables.push(Tunable { name: "BK".into(), level: 2, space: vec![8, 16], value: 8, loc: None });
     let g0 = b.cdiv(m, 32);
     let g1 = b.cdiv(n, 32);
     b.end_grid(&[g0, g1]);
