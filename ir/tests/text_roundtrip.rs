@@ -364,7 +364,7 @@ fn matmul_round_trips() {
     assert!(text.starts_with("kernel @matmul\n  param @a: global f32[M, K]\n"), "{text}");
     assert!(text.contains("  param @c: out global f32[M, N]\n  param @alpha: f32\n  dim @M\n"), "{text}");
     assert!(text.contains("  constraint @N % 32 == 0\n  constraint @M in [1, 4096]\n  constraint @K >= 1\n  constraint @K <= 8192\n  constraint @N in [_, _]\n"), "{text}");
-    assert!(text.contains("  tunable @BM level1 in {16, 32, 64} = 32\n"), "{text}");
+    assert!(text.contains("  tunable @BM level1 in {16, 32, 64} = 32 loc(3:12)\n  tunable @BK level2 in {8, 16} = 8\n"), "{text}");
     assert!(text.contains(" = for %"), "{text}");
     assert!(text.contains("store @c[%"), "{text}");
     assert!(!text.contains("values {"), "{text}");
