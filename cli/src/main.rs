@@ -188,6 +188,19 @@ fn cmd_check(file: &Path) -> Result<(), Fail> {
     }
 }
 
+/// A target's compile error; one about DSL locations (a tile over the on-chip budget, ...) is
+/// rendered like a DSL error: `file:line:col`, the source lines with a caret at each location,
+/// then the details.
+fn codegen_failed(path: &str, src: &str, kernel: &str, target: &str, e: opc_codegen::CodegenError) -> Fail {
+    if let opc_codegen::CodegenError::AtSource { reason, notes, .. } = &e {
+        let (first, rest) = reason.split_once('\n').unwrap_or((reason, ""));
+        let notes: Vec<(u32, u32, String)> = notes.iter().map(|(l, label)| (l.line, l.col, label.clone())).collect();
+        let head = format!("kernel `{kernel}` does not compile for target `{target}`: {first}");
+        return failed(format!("{}{rest}", opc_dsl::diag::render_notes(path, src, &head, &notes, None)));
+    }
+    failed(format!("error: kernel `{kernel}` does not compile for target `{target}`: {e}"))
+}
+
 fn cmd_build(a: &BuildArgs) -> Result<(), Fail> {
     // Flags first: unknown target / pass names are usage errors whatever the source says.
     // A target runs in-process (`Target`), writes code out (`Renderer`), or both.
@@ -235,7 +248,7 @@ fn cmd_build(a: &BuildArgs) -> Result<(), Fail> {
         let renderer = opc_codegen::artifact::renderer_by_name(&a.target).map_err(|e| usage(format!("error: {e}")))?;
         let art = renderer
             .render(&k, &opc_codegen::RenderOptions { arch: a.arch.clone() })
-            .map_err(|e| failed(format!("error: kernel `{kernel}` does not compile for target `{}`: {e}", a.target)))?;
+            .map_err(|e| codegen_failed(&path, &src, &kernel, &a.target, e))?;
         write_artifact(dir, &art)?;
         eprintln!("ok: wrote {} ({} files + manifest.json)", dir.display(), art.files.len());
         return Ok(());
@@ -243,7 +256,7 @@ fn cmd_build(a: &BuildArgs) -> Result<(), Fail> {
     if let Some(target) = &target {
         target
             .compile(&k)
-            .map_err(|e| failed(format!("error: kernel `{kernel}` does not compile for target `{}`: {e}", a.target)))?;
+            .map_err(|e| codegen_failed(&path, &src, &kernel, &a.target, e))?;
     }
     let emit = a.emit.is_some() || a.output.is_some();
     if emit {

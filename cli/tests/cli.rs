@@ -202,4 +202,8 @@ fn build_ascendc_writes_kernel_tiling_launch_and_manifest() {
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o).1;
     assert!(err.contains("does not fit the 910B's UB") && err.contains("bytes available") && err.contains("DSL line 47:17"), "{err}");
+    // Rendered like a DSL error: at the tile line, then at the tunables that size it, with carets.
+    assert!(err.starts_with(&format!("error: {fa}:47:17: kernel `flash_attention` does not compile")), "{err}");
+    assert!(err.contains(&format!("note: {fa}:33:5: tunable BM = 128 sizes these tiles")), "{err}");
+    assert!(err.contains("╰── 131072 bytes live at the UB peak") && err.contains("╰── tunable BN = 128 sizes these tiles"), "{err}");
 }

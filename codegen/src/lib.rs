@@ -25,6 +25,10 @@ pub enum CodegenError {
     Launch(#[from] opc_ir::launch::LaunchError),
     #[error("kernel `{kernel}` cannot be compiled for target `{target}`: {reason}")]
     Unsupported { kernel: String, target: String, reason: String },
+    /// `Unsupported` about places in the DSL source: `notes` are the locations with a label
+    /// each, for a front end that holds the source to point at (`opc_dsl::diag::render_notes`).
+    #[error("kernel `{kernel}` cannot be compiled for target `{target}`: {reason}")]
+    AtSource { kernel: String, target: String, reason: String, notes: Vec<(opc_ir::Loc, String)> },
     #[error("unknown target `{0}` (known: {1})")]
     UnknownTarget(String, String),
     #[error("target `{0}` writes no ahead-of-time artifact; use `--emit ir -o FILE` to write the IR")]

@@ -29,7 +29,7 @@ fn program() -> Kernel {
     };
     Kernel {
         bufs: vec![buf("b0", 0), buf("b1", 256)],
-        queues: vec![Queue { name: "inQueue".into(), pos: Pos::VecIn, depth: 2, num: 2, bytes: 256, core: Core::Aiv, what: String::new() }],
+        queues: vec![Queue { name: "inQueue".into(), pos: Pos::VecIn, depth: 2, num: 2, bytes: 256, core: Core::Aiv, what: String::new(), loc: None }],
         ..Default::default()
     }
 }
@@ -142,6 +142,14 @@ fn oversized_tiles_are_rejected_with_the_budget() {
     let err = opc_codegen::ascendc::compile(&k).err().expect("must not fit").to_string();
     insta::assert_snapshot!("budget_error_flash_attention_f32_d256", err);
     assert!(err.contains("does not fit the 910B's UB"), "{err}");
+    // The DSL locations to point at: the largest tile at the peak, then the tunables'
+    // declarations (`tunables { BM: ..., BN: ... }`, lines 33 and 34 of flash_attention.opc).
+    let Err(opc_codegen::CodegenError::AtSource { notes, .. }) = opc_codegen::ascendc::compile(&k) else { panic!("not an AtSource error") };
+    let at: Vec<(u32, u32, &str)> = notes.iter().map(|(l, s)| (l.line, l.col, s.as_str())).collect();
+    assert_eq!(
+        at,
+        [(47, 17, "131072 bytes live at the UB peak"), (33, 5, "tunable BM = 128 sizes these tiles"), (34, 5, "tunable BN = 128 sizes these tiles")]
+    );
 }
 
 const SOFTMAX: &str = r#"

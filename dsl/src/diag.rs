@@ -88,3 +88,62 @@ pub fn render(path: &str, src: &str, d: &Diag) -> String {
     let _ = handler.render_report(&mut out, &report);
     out
 }
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("{message}")]
+struct NotesReport {
+    message: String,
+    #[source_code]
+    src: NamedSource<String>,
+    #[label(collection)]
+    labels: Vec<miette::LabeledSpan>,
+    #[help]
+    help: Option<String>,
+}
+
+/// Byte span of the token at 1-based `line:col` (an identifier or number there, else one byte).
+fn span_at(src: &str, line: u32, col: u32) -> Option<Span> {
+    let start = src.split_inclusive('\n').take(line.checked_sub(1)? as usize).map(str::len).sum::<usize>() + col.checked_sub(1)? as usize;
+    if start >= src.len() || src[..start].matches('\n').count() + 1 != line as usize {
+        return None;
+    }
+    let len = src[start..].bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count().max(1);
+    Some(Span::new(start, len))
+}
+
+/// Render an error found after lowering (a backend's budget check, ...) at DSL locations:
+/// `error: path:line:col: message` at the first note, then a snippet with a caret and label per
+/// note (`(line, col, label)`, 1-based, as `opc_ir::Loc`). Notes more than a few lines apart get
+/// snippets of their own, each headed `note: path:line:col: label`. Notes outside the source are
+/// dropped; with none left the message is returned as `error: path: message`.
+pub fn render_notes(path: &str, src: &str, message: &str, notes: &[(u32, u32, String)], help: Option<&str>) -> String {
+    let spans: Vec<(Span, &str)> = notes.iter().filter_map(|(l, c, label)| span_at(src, *l, *c).map(|s| (s, label.as_str()))).collect();
+    if spans.is_empty() {
+        let help = help.map(|h| format!("\n  help: {h}")).unwrap_or_default();
+        return format!("error: {path}: {message}{help}\n");
+    }
+    // Group consecutive notes whose lines are close, so one snippet does not span the file.
+    let mut groups: Vec<Vec<(Span, &str)>> = vec![];
+    for sp in spans {
+        let near = groups.last().and_then(|g| g.last()).is_some_and(|(p, _)| line_col(src, sp.0.start).0.abs_diff(line_col(src, p.start).0) <= 3);
+        match groups.last_mut() {
+            Some(g) if near => g.push(sp),
+            _ => groups.push(vec![sp]),
+        }
+    }
+    let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
+    let mut out = String::new();
+    for (i, g) in groups.iter().enumerate() {
+        let (line, col) = line_col(src, g[0].0.start);
+        let head = if i == 0 { message.to_string() } else { g[0].1.to_string() };
+        out += &format!("{}: {path}:{line}:{col}: {head}\n", if i == 0 { "error" } else { "note" });
+        let report = NotesReport {
+            message: head,
+            src: NamedSource::new(path, src.to_string()),
+            labels: g.iter().map(|(s, l)| miette::LabeledSpan::at(SourceSpan::new(s.start.into(), s.len), *l)).collect(),
+            help: if i + 1 == groups.len() { help.map(str::to_string) } else { None },
+        };
+        let _ = handler.render_report(&mut out, &report);
+    }
+    out
+}

@@ -145,6 +145,7 @@ impl<'a> Lowerer<'a> {
                 level: t.level,
                 space: t.space.iter().map(|v| v.0).collect(),
                 value,
+                loc: Some(self.loc(t.name.span)),
             });
             self.bind(&t.name.name, Binding::Tunable(value));
         }

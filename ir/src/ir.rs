@@ -113,6 +113,8 @@ pub struct Tunable {
     pub level: u8,
     pub space: Vec<i64>,
     pub value: i64,
+    /// Where the DSL declares it (`tunables { NAME: ... }`), for errors about the tiles it sizes.
+    pub loc: Option<Loc>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

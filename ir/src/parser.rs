@@ -564,7 +564,21 @@ impl Parser {
         self.expect("{")?;
         let space = self.list("}", |p| p.int("integer"))?;
         self.expect("=")?;
-        Ok(Tunable { name, level, space, value: self.int("integer")? })
+        let value = self.int("integer")?;
+        Ok(Tunable { name, level, space, value, loc: self.loc()? })
+    }
+
+    /// An optional source location `loc(L:C)` (ops and tunables).
+    fn loc(&mut self) -> R<Option<Loc>> {
+        if !self.eat_kw("loc") {
+            return Ok(None);
+        }
+        self.expect("(")?;
+        let line = self.int("line number")?;
+        self.expect(":")?;
+        let col = self.int("column number")?;
+        self.expect(")")?;
+        Ok(Some(Loc { line, col }))
     }
 
     /// `+ -` over `* /` over atoms, left-associative.
@@ -839,15 +853,7 @@ impl Parser {
         if types.len() != results.len() {
             return self.err_at(mn_at, format!("`{mn}` has {} results but {} result types", results.len(), types.len()));
         }
-        let mut loc = None;
-        if self.eat_kw("loc") {
-            self.expect("(")?;
-            let line = self.int("line number")?;
-            self.expect(":")?;
-            let col = self.int("column number")?;
-            self.expect(")")?;
-            loc = Some(Loc { line, col });
-        }
+        let loc = self.loc()?;
         let mut regions = vec![];
         if self.is("{") {
             regions.push(self.region()?);

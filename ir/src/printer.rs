@@ -12,7 +12,7 @@
 //!   constraint @N % 32 == 0
 //!   constraint @D in {64, 128}
 //!   constraint @M in [1, 4096]            (also `@M >= 1`, `@M <= 4096`, `_` for an open end)
-//!   tunable @BM level1 in {16, 32, 64} = 64
+//!   tunable @BM level1 in {16, 32, 64} = 64 loc(3:12)
 //! grid {
 //!   %0 = dim @M : i32
 //!   %1 = const 64 : i32
@@ -179,8 +179,9 @@ impl Printer<'_> {
             self.out += &format!("  constraint {text}\n");
         }
         for t in &k.tunables {
+            let loc = t.loc.map(|l| format!(" loc({}:{})", l.line, l.col)).unwrap_or_default();
             self.out += &format!(
-                "  tunable {} level{} in {{{}}} = {}\n",
+                "  tunable {} level{} in {{{}}} = {}{loc}\n",
                 print_name(&t.name),
                 t.level,
                 join(&t.space, |v| v.to_string()),

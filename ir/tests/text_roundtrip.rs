@@ -143,8 +143,8 @@ fn matmul() -> Kernel {
     b.k.constraints.push(Constraint::Range(sym(kk), Some(1), None));
     b.k.constraints.push(Constraint::Range(sym(kk), None, Some(8192)));
     b.k.constraints.push(Constraint::Range(sym(n), None, None));
-    b.k.tunables.push(Tunable { name: "BM".into(), level: 1, space: vec![16, 32, 64], value: 32 });
-    b.k.tunables.push(Tunable { name: "BK".into(), level: 2, space: vec![8, 16], value: 8 });
+    b.k.tunables.push(Tunable { name: "BM".into(), level: 1, space: vec![16, 32, 64], value: 32, loc: Some(Loc { line: 3, col: 12 }) });
+    b.k.tunables.push(Tunable { name: "BK".into(), level: 2, space: vec![8, 16], value: 8, loc: None });
     let g0 = b.cdiv(m, 32);
     let g1 = b.cdiv(n, 32);
     b.end_grid(&[g0, g1]);
@@ -364,7 +364,7 @@ fn matmul_round_trips() {
     assert!(text.starts_with("kernel @matmul\n  param @a: global f32[M, K]\n"), "{text}");
     assert!(text.contains("  param @c: out global f32[M, N]\n  param @alpha: f32\n  dim @M\n"), "{text}");
     assert!(text.contains("  constraint @N % 32 == 0\n  constraint @M in [1, 4096]\n  constraint @K >= 1\n  constraint @K <= 8192\n  constraint @N in [_, _]\n"), "{text}");
-    assert!(text.contains("  tunable @BM level1 in {16, 32, 64} = 32\n"), "{text}");
+    assert!(text.contains("  tunable @BM level1 in {16, 32, 64} = 32 loc(3:12)\n  tunable @BK level2 in {8, 16} = 8\n"), "{text}");
     assert!(text.contains(" = for %"), "{text}");
     assert!(text.contains("store @c[%"), "{text}");
     assert!(!text.contains("values {"), "{text}");

@@ -200,10 +200,10 @@ fn header_rules() {
     k.constraints.push(Constraint::MultipleOf(DimExpr::Const(4), DimExpr::Sym(SymId(1))));
     cases.push((k, "constraint: dim expression uses dim #1"));
     let mut k = base.clone();
-    k.tunables.push(Tunable { name: "BM".into(), level: 1, space: vec![16, 32], value: 48 });
+    k.tunables.push(Tunable { name: "BM".into(), level: 1, space: vec![16, 32], value: 48, loc: None });
     cases.push((k, "tunable @BM: value 48 is not in its space [16, 32]"));
     let mut k = base.clone();
-    k.tunables.push(Tunable { name: "BM".into(), level: 3, space: vec![16], value: 16 });
+    k.tunables.push(Tunable { name: "BM".into(), level: 3, space: vec![16], value: 16, loc: None });
     cases.push((k, "tunable @BM: level 3 is not 1 or 2"));
     // Things the text form cannot express: out-of-range references and missing types.
     let mut k = base.clone();

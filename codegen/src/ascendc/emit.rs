@@ -174,7 +174,7 @@ __aicore__ inline int32_t OpcE2M1Enc(float x, int32_t mode)
 // Store one 4-bit code into a packed tensor (read-modify-write of its byte: programs must not
 // share a byte, which holds when their boundaries along the packed dim are even).
 template <typename G>
-__aicore__ inline void OpcStoreNibble(const G& gm, int64_t off, int32_t code)
+__aicore__ inline void OpcStoreNibble(G& gm, int64_t off, int32_t code)
 {
     const int32_t b = gm.GetValue(off / 2);
     const int32_t v = (off % 2) != 0 ? ((b & 0x0F) | ((code & 15) << 4)) : ((b & 0xF0) | (code & 15));

@@ -183,6 +183,8 @@ pub struct Queue {
     /// Which side of a MIX kernel owns it.
     pub core: Core,
     pub what: String,
+    /// DSL location of the tile that sized it (for budget errors).
+    pub loc: Option<opc_ir::Loc>,
 }
 
 /// Which core type runs a piece of code.

@@ -97,8 +97,14 @@ fn over_budget(k: &lir::Kernel, ir: &opc_ir::Kernel, space: Space, used: u64, pe
     let mut msg =
         format!("the tile configuration does not fit the 910B's {}: buffer {what} needs {used} bytes, {} bytes available", space.name(), space.capacity());
     let at = |loc: Option<opc_ir::Loc>| loc.map(|l| format!(", DSL line {}:{}", l.line, l.col)).unwrap_or_default();
+    // DSL locations to point at: the largest tile (cube queues: each queue's), then the
+    // tunables that size the tiles.
+    let mut notes: Vec<(opc_ir::Loc, String)> = vec![];
     for q in k.queues.iter().filter(|q| q.pos.space() == space) {
         msg.push_str(&format!("\n  {}: {} x {} bytes ({})", q.name, q.num, q.bytes, q.what));
+        if let (Some(l), Space::L1 | Space::L0a | Space::L0b | Space::L0c) = (q.loc, space) {
+            notes.push((l, format!("sizes {}: {} x {} bytes", q.name, q.num, q.bytes)));
+        }
     }
     if space == Space::Ub {
         msg.push_str(&format!("\n  calc arena: {} bytes at the peak; the largest tiles live there:", peak + 256));
@@ -106,13 +112,18 @@ fn over_budget(k: &lir::Kernel, ir: &opc_ir::Kernel, space: Space, used: u64, pe
         let top = k.bufs.iter().filter(|b| b.off.map(|o| o + b.bytes) == Some(peak)).map(|b| b.live.0).next().unwrap_or(0);
         let mut live: Vec<&lir::Buf> = k.bufs.iter().filter(|b| b.live.0 <= top && top <= b.live.1).collect();
         live.sort_by_key(|b| std::cmp::Reverse(b.bytes));
+        // Point at the largest tile live at the peak (the first one with a location).
+        if let Some((l, b)) = live.iter().find_map(|b| b.loc.map(|l| (l, b))) {
+            notes.push((l, format!("{} bytes live at the UB peak", b.bytes)));
+        }
         for b in live.iter().take(4) {
             msg.push_str(&format!("\n    {} ({} bytes{})", b.what, b.bytes, at(b.loc)));
         }
     }
-    let tun: Vec<String> = ir.tunables.iter().map(|t| format!("{} = {} (level {}, one of {:?})", t.name, t.value, t.level, t.space)).collect();
+    let tun: Vec<String> = ir.tunables.iter().map(|t| format!("{} = {} (level {}, one of {:?}{})", t.name, t.value, t.level, t.space, at(t.loc))).collect();
     if !tun.is_empty() {
         msg.push_str(&format!("\n  help: the tile shapes come from the kernel's `tunables` block: {}; choose smaller tiles", tun.join(", ")));
     }
-    CodegenError::Unsupported { kernel: ir.name.clone(), target: "ascendc".into(), reason: msg }
+    notes.extend(ir.tunables.iter().filter_map(|t| t.loc.map(|l| (l, format!("tunable {} = {} sizes these tiles", t.name, t.value)))));
+    CodegenError::AtSource { kernel: ir.name.clone(), target: "ascendc".into(), reason: msg, notes }
 }

@@ -534,6 +534,7 @@ impl Lower<'_> {
                     bytes: 0,
                     core: crate::ascendc::lir::Core::Aic,
                     what: String::new(),
+                    loc: None,
                 });
                 self.out.queues.len() - 1
             }
@@ -542,6 +543,7 @@ impl Lower<'_> {
         if b > self.out.queues[q].bytes {
             self.out.queues[q].bytes = b;
             self.out.queues[q].what = format!("cube tile at {}", self.where_());
+            self.out.queues[q].loc = self.loc;
         }
         q
     }

@@ -415,7 +415,7 @@ impl<'k> Lower<'k> {
             None => {
                 let q = self.out.queues.len();
                 let name = if pos == Pos::VecIn { "inQueue" } else { "outQueue" };
-                self.out.queues.push(Queue { name: name.into(), pos, depth: 2, num: 2, bytes: 0, core: Core::Aiv, what: String::new() });
+                self.out.queues.push(Queue { name: name.into(), pos, depth: 2, num: 2, bytes: 0, core: Core::Aiv, what: String::new(), loc: None });
                 if pos == Pos::VecIn {
                     self.in_q = Some(q)
                 } else {
@@ -428,6 +428,7 @@ impl<'k> Lower<'k> {
         if b > self.out.queues[q].bytes {
             self.out.queues[q].bytes = b;
             self.out.queues[q].what = format!("largest tile at {}", self.where_());
+            self.out.queues[q].loc = self.loc;
         }
         q
     }

@@ -606,7 +606,8 @@ public:
         Check(i, 1, false, "GlobalTensor::GetValue");
         return ptr_[i];
     }
-    void SetValue(uint64_t i, T v) const
+    // Non-const, as in asc-devkit (`GlobalTensor::SetValue` is not a const member there).
+    void SetValue(uint64_t i, T v)
     {
         Check(i, 1, true, "GlobalTensor::SetValue");
         ptr_[i] = v;
