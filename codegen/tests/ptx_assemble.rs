@@ -332,7 +332,7 @@ fn unknown_arch_is_an_error() {
 #[test]
 fn fa3_flash_attention_sm90a() {
     let arch = opc_codegen::ptx::Arch::by_name("sm_90a").unwrap();
-    for (dt, d, bm, bn) in [(DType::BF16, 64, 64, 64), (DType::BF16, 128, 64, 64), (DType::F16, 128, 128, 64), (DType::F16, 64, 128, 128)] {
+    for (dt, d, bm, bn) in [(DType::BF16, 64, 64, 64), (DType::BF16, 128, 64, 64), (DType::F16, 128, 128, 64), (DType::F16, 64, 128, 128), (DType::BF16, 128, 128, 128)] {
         let k = instance("flash_attention", "flash_attention", dt, Some(("D", d)), &[("BM", bm), ("BN", bn)]);
         let (p, m) = render(&k, "sm_90a");
         let ty = if dt == DType::F16 { "f16" } else { "bf16" };
@@ -372,10 +372,49 @@ fn fa3_flash_attention_sm90a() {
             eprintln!("fa3 {case:<28} block {threads}  registers {:>3}/{max}  spill stores {:>3} B  shared {total} B", u.registers, u.spill_stores);
         }
         // the loader's variant when a tensor map cannot be encoded
-        let fb = opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true }).unwrap();
+        let fb = match opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true }) {
+            Ok(fb) => fb,
+            // without the FA3 region the 128 × 128 × 128 tiles do not fit: a precise error
+            Err(e) if bm * bn * d == 128 * 128 * 128 => {
+                assert!(e.to_string().contains("bytes of shared memory"), "{case}: {e}");
+                continue;
+            }
+            Err(e) => panic!("{case}: {e}"),
+        };
         assert!(fb.attn.is_none() && !fb.ptx.contains("wgmma") && fb.tensor_maps.is_empty(), "{case}: fallback");
         if let Some(u) = assemble(&format!("fa3_{ty}_{d}_{bm}_{bn}_notma"), &fb.ptx, "sm_90a") {
             assert!(u.registers <= opc_codegen::ptx::max_registers(fb.launch.threads));
+        }
+    }
+}
+
+/// The benchmark case (causal B4 H32 S8192 D128 bf16) on sm_90a: the tiles the operator picks
+/// (`flash_attention_tiles`, and the DSL's own defaults) take the FA3 loop, and so does every
+/// `BM ∈ {64, 128}` × `BN` of the tunable space at D = 64, 128 and 256 (the output buffers
+/// reuse the Q / K/V region after the loop where they would not fit beside it).
+#[test]
+fn fa3_default_tiles_take_the_fa3_loop() {
+    let (bm, bn) = opc_ops::attention::flash_attention_tiles(8192, 8192);
+    let ours = instance("flash_attention", "flash_attention", DType::BF16, Some(("D", 128)), &[("BM", bm), ("BN", bn)]);
+    let dsl_default = instance("flash_attention", "flash_attention", DType::BF16, Some(("D", 128)), &[]);
+    for (name, k) in [("operator tiles", &ours), ("DSL defaults", &dsl_default)] {
+        let (p, m) = render(k, "sm_90a");
+        assert!(m["fa3"].is_object(), "{name}: not FA3 ({})", m["tensor_cores"]);
+        assert!(p.contains("cp.async.bulk.tensor.3d") && p.contains("wgmma.mma_async"), "{name}");
+        if let Some(u) = assemble(&format!("fa3_default_{}", name.replace(' ', "_")), &p, "sm_90a") {
+            let max = m["occupancy"]["max_registers_per_thread"].as_u64().unwrap() as u32;
+            assert!(u.registers <= max && u.smem <= m["shared_bytes"]["static"].as_u64().unwrap() as u32, "{name}");
+            eprintln!("fa3 default ({name}) BM={} BN={}: registers {} spill {} B shared {} B", m["fa3"]["bm"], m["fa3"]["bn"], u.registers, u.spill_stores, m["shared_bytes"]["total"]);
+        }
+    }
+    let sm90 = opc_codegen::ptx::Arch::by_name("sm_90a").unwrap();
+    for (d, bms, bns) in [(64, &[64, 128][..], &[16, 32, 64, 128][..]), (128, &[64, 128], &[16, 32, 64, 128]), (256, &[64], &[16, 32, 64])] {
+        for (&bm, &bn) in bms.iter().flat_map(|m| bns.iter().map(move |n| (m, n))) {
+            let k = instance("flash_attention", "flash_attention", DType::BF16, Some(("D", d)), &[("BM", bm), ("BN", bn)]);
+            let c = opc_codegen::ptx::compile(&k, sm90).unwrap_or_else(|e| panic!("D={d} BM={bm} BN={bn}: {e}"));
+            let a = c.attn.unwrap_or_else(|| panic!("D={d} BM={bm} BN={bn}: not the FA3 loop"));
+            // 128 × 128 × 128 fits only with the output buffers inside the region
+            assert!(a.outputs_in_region || bm * bn * d != 128 * 128 * 128, "D={d} BM={bm} BN={bn}: the output buffers should reuse the region");
         }
     }
 }

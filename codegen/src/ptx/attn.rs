@@ -73,6 +73,8 @@ pub(super) const STAGES: u32 = 2;
 pub(super) const ENTRY_REGS: u32 = 168;
 const PRODUCER_REGS: u32 = 24;
 const CONSUMER_REGS: u32 = 240;
+/// Named barrier of the consumer warpgroups (0 is the whole CTA's `bar.sync 0`).
+const CONSUMER_BAR: u32 = 1;
 
 /// Layout of a value inside the loop (module docs); `X` is the column count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +166,8 @@ pub struct AttnInfo {
     pub region_bytes: u32,
     /// `(producer, consumer)` registers after `setmaxnreg`, when emitted.
     pub setmaxnreg: Option<(u32, u32)>,
+    /// Whether the carried values' output buffers reuse the region after the loop.
+    pub outputs_in_region: bool,
 }
 
 impl AttnInfo {
@@ -171,7 +175,7 @@ impl AttnInfo {
         let c = (bm / 64) as u32;
         let (bm, bn, d) = (bm as u32, bn as u32, d as u32);
         let region_bytes = tile_bytes(bm, d) + STAGES * 2 * tile_bytes(bn, d) + 1024;
-        AttnInfo { bm, bn, d, stages: STAGES, consumers: c, region_bytes, setmaxnreg: (c >= 2).then_some((PRODUCER_REGS, CONSUMER_REGS)) }
+        AttnInfo { bm, bn, d, stages: STAGES, consumers: c, region_bytes, setmaxnreg: (c >= 2).then_some((PRODUCER_REGS, CONSUMER_REGS)), outputs_in_region: false }
     }
 
     /// Threads per CTA.
@@ -191,10 +195,23 @@ pub(super) fn manifest(a: &AttnInfo) -> serde_json::Value {
         "swizzle_bytes": swizzle::span(a.d),
         "shared": {
             "q_bytes": q, "k_bytes": kv, "v_bytes": kv, "region_bytes": a.region_bytes,
-            "formula": "region = BM·D·2 + STAGES·2·BN·D·2 + 1024 (each tile rounded up to 1024 B; the slack aligns the region to the 128-byte swizzle atom at run time), plus 16·STAGES bytes of mbarriers and the f32 output buffers of the carried values",
+            "outputs_in_region": a.outputs_in_region,
+            "formula": "region = BM·D·2 + STAGES·2·BN·D·2 + 1024 (each tile rounded up to 1024 B; the slack aligns the region to the 128-byte swizzle atom at run time), plus 16·STAGES bytes of mbarriers; the carried values leave the loop through f32 buffers (acc: BM·(D+4)·4, each row vector BM·4) placed inside the region once the consumers have passed a named barrier (outputs_in_region), else after it",
         },
         "grid": "one CTA per (BM query rows, query head, batch): the kernel's grid block",
     })
+}
+
+/// Offsets (128-byte aligned) of the carried values' output buffers packed into the first
+/// `region` bytes, or `None` when they do not fit there.
+pub(super) fn out_offsets(sizes: &[usize], region: usize) -> Option<Vec<usize>> {
+    let mut at = 0;
+    let mut offs = vec![];
+    for &b in sizes {
+        offs.push(at);
+        at = (at + b).next_multiple_of(128);
+    }
+    (at <= region).then_some(offs)
 }
 
 /// Bytes of a swizzled 16-bit `[rows][cols]` tile, rounded to the 1024-byte atom alignment.
@@ -651,21 +668,36 @@ impl Lower<'_> {
         self.p.ins(format!("add.u32 {it}, {it}, 1"));
         self.p.ins(format!("bra {top}"));
         self.p.place(&done);
-        // carried values out to shared buffers in the generic layout
-        let mut outs = vec![];
-        for (i, &res) in op.results.iter().enumerate() {
-            let dt = self.dtype(res);
-            let shape = self.shape(res);
-            let fv = carried[i].clone();
-            let (bytes, strides) = match fv.class {
+        // carried values out to shared buffers in the generic layout: inside the region (Q and
+        // the K/V ring are dead once every consumer is past its last `wgmma`; all TMA copies
+        // have landed, each one's `full` barrier was waited on) when they fit, else their own
+        let layouts: Vec<(usize, Vec<i64>)> = op
+            .results
+            .iter()
+            .zip(&carried)
+            .map(|(&res, fv)| match fv.class {
                 Class::Full(x) => {
-                    let pitch = if x.is_multiple_of(32) && esize(dt) == 4 { x + 4 } else { x };
-                    (a.bm * pitch, vec![pitch as i64, 1])
+                    let pitch = if x.is_multiple_of(32) && esize(self.dtype(res)) == 4 { x + 4 } else { x };
+                    (a.bm * pitch * esize(self.dtype(res)) as usize, vec![pitch as i64, 1])
                 }
-                _ => (shape.iter().product::<usize>(), row_major(&shape)),
+                _ => {
+                    let shape = self.shape(res);
+                    (shape.iter().product::<usize>() * esize(self.dtype(res)) as usize, row_major(&shape))
+                }
+            })
+            .collect();
+        let reuse = out_offsets(&layouts.iter().map(|l| l.0).collect::<Vec<_>>(), info.region_bytes as usize);
+        if reuse.is_some() {
+            // the consumer warpgroups only: the producer never touches the region again
+            self.p.ins(format!("bar.sync {CONSUMER_BAR}, {}", 128 * c));
+        }
+        let mut outs = vec![];
+        for (i, (&res, (bytes, strides))) in op.results.iter().zip(layouts).enumerate() {
+            let buf = match &reuse {
+                Some(offs) => self.alloc_within(region, offs[i] as u32, bytes),
+                None => self.alloc(bytes),
             };
-            let buf = self.alloc(bytes * esize(dt) as usize);
-            self.write_frag(buf, &strides, dt, &fv, &ln);
+            self.write_frag(buf, &strides, self.dtype(res), &carried[i], &ln);
             outs.push((res, View { buf, strides }));
         }
         if let Some(e) = entry {
@@ -678,7 +710,7 @@ impl Lower<'_> {
         }
         self.hz.gl_r.insert(a.kl.tensor);
         self.hz.gl_r.insert(a.vl.tensor);
-        self.attn = Some(info);
+        self.attn = Some(AttnInfo { outputs_in_region: reuse.is_some(), ..info });
         Ok(())
     }
 

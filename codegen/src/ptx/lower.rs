@@ -75,6 +75,9 @@ pub(super) struct Buf {
     pub bytes: u32,
     pub def: u32,
     pub uses: Vec<(u32, Vec<usize>)>,
+    /// `(parent, byte offset)`: this buffer lives inside `parent` (which its uses keep live)
+    /// and takes no space of its own in the plan.
+    pub within: Option<(usize, u32)>,
 }
 
 /// Launch-time facts about one tensor parameter, computed once at entry.
@@ -286,13 +289,24 @@ impl<'k> Lower<'k> {
 
     /// A fresh shared buffer of `bytes` (16-byte aligned in the plan).
     pub(super) fn alloc(&mut self, bytes: usize) -> usize {
-        self.bufs.push(Buf { bytes: bytes as u32, def: self.pos, uses: vec![] });
+        self.bufs.push(Buf { bytes: bytes as u32, def: self.pos, uses: vec![], within: None });
+        self.bufs.len() - 1
+    }
+
+    /// A buffer of `bytes` at byte `off` (16-byte aligned) inside buffer `parent`, reusing
+    /// space the parent no longer needs; every use of it is also a use of the parent.
+    pub(super) fn alloc_within(&mut self, parent: usize, off: u32, bytes: usize) -> usize {
+        debug_assert!(off.is_multiple_of(16) && off as usize + bytes <= self.bufs[parent].bytes as usize);
+        self.bufs.push(Buf { bytes: 0, def: self.pos, uses: vec![], within: Some((parent, off)) });
         self.bufs.len() - 1
     }
 
     /// Byte offset of a buffer in the shared arena (0 in the planning run).
     pub(super) fn buf_off(&mut self, buf: usize) -> u32 {
         self.bufs[buf].uses.push((self.pos, self.loop_stack.clone()));
+        if let Some((parent, off)) = self.bufs[buf].within {
+            return self.buf_off(parent) + off;
+        }
         self.plan.as_ref().map_or(0, |p| p[buf])
     }
 
