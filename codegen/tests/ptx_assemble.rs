@@ -353,6 +353,11 @@ fn fa3_flash_attention_sm90a() {
         assert!(p.lines().any(|l| l.contains(&format!("m64n{d}k16")) && l.contains("}, {%r")), "{case}: P·V A operand is not in registers");
         assert!(!p.contains("ldmatrix"), "{case}: the KV walk should not take the mma.sync path");
         let fa = &m["fa3"];
+        // K and V complete on separate barriers: two expect_tx per stage fill
+        assert_eq!(p.matches("mbarrier.arrive.expect_tx").count(), 2, "{case}: separate K and V full barriers");
+        if fa["overlap_qk"] == true {
+            assert_fa3_overlap(&p, bn, d, &case);
+        }
         assert_eq!((fa["bm"].as_u64(), fa["bn"].as_u64(), fa["d"].as_u64()), (Some(bm as u64), Some(bn as u64), Some(d as u64)), "{case}");
         let threads = m["block"][0].as_u64().unwrap() as u32;
         assert_eq!(threads, 128 * (bm as u32 / 64 + 1), "{case}: one producer warpgroup plus BM/64 consumers");
@@ -388,6 +393,20 @@ fn fa3_flash_attention_sm90a() {
     }
 }
 
+/// FA3's Q·Kᵀ overlap in `p`: the `Q·Kᵀ` `wgmma`s are issued twice (tile 0 before the loop,
+/// tile `j + 1` inside it), and inside the loop the softmax's `ex2` runs between the commit of
+/// the next tile's `Q·Kᵀ` and the next `wait_group`.
+fn assert_fa3_overlap(p: &str, bn: i64, d: i64, case: &str) {
+    let qk = format!("m64n{bn}k16");
+    let lines: Vec<&str> = p.lines().collect();
+    let qk_lines: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.contains(&qk) && l.trim_end().ends_with("0, 0;")).map(|(i, _)| i).collect();
+    assert_eq!(qk_lines.len() as i64, 2 * d / 16, "{case}: Q·Kᵀ issued before the loop and for the next tile");
+    let last = *qk_lines.last().unwrap();
+    let commit = last + lines[last..].iter().position(|l| l.contains("wgmma.commit_group")).unwrap();
+    let wait = commit + lines[commit..].iter().position(|l| l.contains("wgmma.wait_group")).unwrap();
+    assert!(lines[commit..wait].iter().any(|l| l.contains("ex2.approx")), "{case}: the softmax runs while the next S is computed");
+}
+
 /// The benchmark case (causal B4 H32 S8192 D128 bf16) on sm_90a: the tiles the operator picks
 /// (`flash_attention_tiles`, and the DSL's own defaults) take the FA3 loop, and so does every
 /// `BM ∈ {64, 128}` × `BN` of the tunable space at D = 64, 128 and 256 (the output buffers
@@ -400,6 +419,8 @@ fn fa3_default_tiles_take_the_fa3_loop() {
     for (name, k) in [("operator tiles", &ours), ("DSL defaults", &dsl_default)] {
         let (p, m) = render(k, "sm_90a");
         assert!(m["fa3"].is_object(), "{name}: not FA3 ({})", m["tensor_cores"]);
+        assert_eq!(m["fa3"]["overlap_qk"], true, "{name}: one consumer warpgroup at BN = 64, D = 128 has the registers for the overlap");
+        assert_fa3_overlap(&p, bn, 128, name);
         assert!(p.contains("cp.async.bulk.tensor.3d") && p.contains("wgmma.mma_async"), "{name}");
         if let Some(u) = assemble(&format!("fa3_default_{}", name.replace(' ', "_")), &p, "sm_90a") {
             let max = m["occupancy"]["max_registers_per_thread"].as_u64().unwrap() as u32;

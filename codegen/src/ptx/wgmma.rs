@@ -101,7 +101,7 @@ impl Lower<'_> {
         let maps = [self.tensor_map(&g.a, "a"), self.tensor_map(&g.b, "b")];
 
         // ---- barriers: thread 0 initializes, everyone syncs; TMA may now overwrite smem
-        self.init_ring_barriers(bar_base, stages, 128 * c);
+        self.init_ring_barriers(bar_base, stages, 128 * c, 0);
 
         let wg = self.p.op(Kind::R, "shr.u32", &[&self.tid, &7]);
         let (pend, cons, cend) = (self.p.label(), self.p.label(), self.p.label());
@@ -231,10 +231,11 @@ impl Lower<'_> {
     }
 
     /// Thread 0 initializes `stages` full barriers (count 1: the producer's `expect_tx`) and
-    /// `stages` empty barriers (count `empty_count`: every consumer thread) at `bar_base`, then
+    /// `stages` empty barriers (count `empty_count`: every consumer thread) at `bar_base`, and
+    /// `extra_full` more sets of `stages` full barriers after them (FA3's V barriers), then
     /// every thread fences generic-proxy shared writes against the async proxy (TMA, `wgmma`)
     /// and the CTA syncs.
-    pub(super) fn init_ring_barriers(&mut self, bar_base: Reg, stages: u32, empty_count: u32) {
+    pub(super) fn init_ring_barriers(&mut self, bar_base: Reg, stages: u32, empty_count: u32, extra_full: u32) {
         let t0 = self.p.op(Kind::P, "setp.eq.u32", &[&self.tid, &0]);
         let skip = self.p.label();
         self.p.ins(format!("@!{t0} bra {skip}"));
@@ -243,6 +244,10 @@ impl Lower<'_> {
             self.p.ins(format!("mbarrier.init.shared::cta.b64 [{f}], 1"));
             let e = self.p.op(Kind::R, "add.u32", &[&bar_base, &(8 * (stages + s))]);
             self.p.ins(format!("mbarrier.init.shared::cta.b64 [{e}], {empty_count}"));
+            for x in 0..extra_full {
+                let f = self.p.op(Kind::R, "add.u32", &[&bar_base, &(8 * ((2 + x) * stages + s))]);
+                self.p.ins(format!("mbarrier.init.shared::cta.b64 [{f}], 1"));
+            }
         }
         self.p.ins("fence.mbarrier_init.release.cluster");
         self.p.place(&skip);
