@@ -202,7 +202,7 @@ fn tensor_core_instantiations_assemble() {
             assert!(m90["launch_params"].as_array().unwrap().iter().any(|p| p["kind"] == "tensor_map"));
             // the variant the loader uses when a tensor map cannot be encoded
             let arch = opc_codegen::ptx::Arch::by_name("sm_90a").unwrap();
-            let fb = opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true }).unwrap();
+            let fb = opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true, persistent: false }).unwrap();
             assert!(!fb.ptx.contains("wgmma") && fb.ptx.contains("cp.async.cg"));
             if let Some(u) = assemble(&format!("{kernel}_{dt}_notma"), &fb.ptx, "sm_90a") {
                 assert!(u.registers <= opc_codegen::ptx::max_registers(fb.launch.threads));
@@ -217,7 +217,7 @@ fn tensor_core_instantiations_assemble() {
         // the FA3 loop instead (`fa3_flash_attention_sm90a`), and this is its no-TMA variant.
         let k = instance("flash_attention", kernel, dt, Some(("D", d)), &[]);
         let sm90 = opc_codegen::ptx::Arch::by_name("sm_90a").unwrap();
-        let no_tma = opc_codegen::ptx::compile_with(&k, sm90, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true }).unwrap();
+        let no_tma = opc_codegen::ptx::compile_with(&k, sm90, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true, persistent: false }).unwrap();
         for arch in ARCHS {
             let (p, m) = if arch == "sm_90a" && kernel == "flash_attention" {
                 let (_, m) = render(&k, arch);
@@ -377,7 +377,7 @@ fn fa3_flash_attention_sm90a() {
             eprintln!("fa3 {case:<28} block {threads}  registers {:>3}/{max}  spill stores {:>3} B  shared {total} B", u.registers, u.spill_stores);
         }
         // the loader's variant when a tensor map cannot be encoded
-        let fb = match opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true }) {
+        let fb = match opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true, persistent: false }) {
             Ok(fb) => fb,
             // without the FA3 region the 128 × 128 × 128 tiles do not fit: a precise error
             Err(e) if bm * bn * d == 128 * 128 * 128 => {
@@ -477,4 +477,58 @@ fn tiny_attention_fa3_ptx_snapshot() {
     assert!(p.contains("wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16"));
     check_all(vec![("tiny_attn".into(), k)]);
     insta::assert_snapshot!("tiny_attn_fa3_sm90a_ptx", p);
+}
+
+/// Persistent CTAs for the sm_90a GEMM (`Features::persistent`): the body walks the programs
+/// of the kernel's grid (passed as `opc_grid_*` params) from `%ctaid.x` in steps of
+/// `%nctaid.x`, the ring's mbarriers are initialized once before the walk, ptxas accepts it
+/// within the manifest's budget; kernels without a wgmma GEMM loop are not made persistent.
+#[test]
+fn persistent_wgmma_gemm_sm90a() {
+    use opc_codegen::ptx::{compile_with, Arch, Features, LaunchParam};
+    let arch = Arch::by_name("sm_90a").unwrap();
+    let on = Features { persistent: true, ..Features::for_arch(arch) };
+    for (kernel, dt, tun) in [
+        ("matmul", DType::BF16, &[][..]),
+        ("matmul", DType::BF16, &[("BM", 128), ("BN", 128), ("BK", 64)][..]),
+        ("linear", DType::F16, &[("BM", 64), ("BN", 128), ("BK", 64)][..]),
+    ] {
+        let k = instance("blocks", kernel, dt, None, tun);
+        let case = format!("{kernel} {dt} {tun:?}");
+        let c = compile_with(&k, arch, on).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert!(c.persistent, "{case}");
+        let grid: Vec<usize> = c.launch.params.iter().filter_map(|p| if let LaunchParam::Grid(i) = p { Some(*i) } else { None }).collect();
+        assert_eq!(grid, vec![0, 1, 2], "{case}: the virtual grid is passed");
+        for needle in [".param .u32 opc_grid_x", "%nctaid.x", "wgmma.mma_async", "cp.async.bulk.tensor.2d"] {
+            assert!(c.ptx.contains(needle), "{case}: no `{needle}`");
+        }
+        // the ring's barriers are initialized once, before the walk's loop head
+        let inits: Vec<usize> = c.ptx.lines().enumerate().filter(|(_, l)| l.contains("mbarrier.init")).map(|(i, _)| i).collect();
+        let walk = c.ptx.lines().position(|l| l.contains("mov.b32") && l.contains("%ctaid.x")).expect("the walk starts at %ctaid.x");
+        assert!(!inits.is_empty() && inits.iter().all(|&i| i < walk), "{case}: barriers set up before the walk");
+        // consumers release the last stage of every program (the ring outlives it)
+        assert!(c.ptx.lines().filter(|l| l.contains("mbarrier.arrive.shared::cta.b64")).count() >= 2, "{case}");
+        let m = opc_codegen::ptx::manifest(&k, &c, "matmul.ptx");
+        assert!(m["persistent"]["launch_grid"].as_str().unwrap().contains("multiprocessor count"), "{case}");
+        if let Some(u) = assemble(&format!("persistent_{kernel}_{dt}_{}", tun.len()), &c.ptx, "sm_90a") {
+            let max = m["occupancy"]["max_registers_per_thread"].as_u64().unwrap() as u32;
+            assert!(u.registers <= max && u.smem <= c.launch.shared_bytes, "{case}");
+            eprintln!("persistent {case:<60} block {}  registers {:>3}/{max}  spill stores {} B  shared {} B", c.launch.threads, u.registers, u.spill_stores, c.launch.shared_bytes);
+        }
+        // the same kernel without the flag is unchanged (one CTA per program)
+        let off = compile_with(&k, arch, Features::for_arch(arch)).unwrap();
+        assert!(!off.persistent && !off.ptx.contains("opc_grid_x"), "{case}");
+    }
+    // no wgmma GEMM loop (sm_80, or BM = 16): the flag has nothing to amortize
+    let small = instance("blocks", "matmul", DType::BF16, None, &[("BM", 16), ("BN", 32), ("BK", 16)]);
+    assert!(!compile_with(&small, arch, on).unwrap().persistent);
+    let sm80 = Arch::by_name("sm_80").unwrap();
+    assert!(!compile_with(&instance("blocks", "matmul", DType::BF16, None, &[]), sm80, Features { persistent: true, ..Features::for_arch(sm80) }).unwrap().persistent);
+    // the launch-side schedule: ragged program counts on an H200's 132 SMs
+    let g = [67u64, 3, 1];
+    let n = opc_codegen::ptx::persistent_ctas(201, 132);
+    let mut all: Vec<[u64; 3]> = (0..n).flat_map(|c| opc_codegen::ptx::persistent_schedule(c, n, g)).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!((n, all.len()), (132, 201));
 }

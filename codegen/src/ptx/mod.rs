@@ -67,6 +67,7 @@ mod gemm;
 mod lower;
 mod math;
 mod memory;
+mod persistent;
 mod plan;
 mod reduce;
 mod stage;
@@ -84,6 +85,7 @@ use crate::artifact::{base_manifest, Artifact, RenderOptions, Renderer};
 use crate::{CodegenError, Result};
 
 pub use attn::AttnInfo;
+pub use persistent::{ctas as persistent_ctas, schedule as persistent_schedule};
 pub use lower::for_sites;
 
 /// A GPU architecture the renderer targets: the PTX ISA version and target it declares, and
@@ -159,6 +161,8 @@ pub enum LaunchParam {
     ErrorWord,
     /// Tensor map `i` of [`Compiled::tensor_maps`], by value (128 bytes, 64-byte aligned).
     TensorMap(usize),
+    /// Axis `i` of the kernel's grid (u32), for persistent CTAs.
+    Grid(usize),
 }
 
 /// A rendered kernel: PTX text and its launch description.
@@ -174,6 +178,9 @@ pub struct Compiled {
     pub tensor_maps: Vec<TensorMap>,
     /// The FA3 attention loop's facts, when the kernel has one (`attn.rs`).
     pub attn: Option<AttnInfo>,
+    /// Persistent CTAs: launch `persistent_ctas(programs, SMs)` CTAs along x and pass the
+    /// kernel's grid as [`LaunchParam::Grid`] (`persistent.rs`).
+    pub persistent: bool,
 }
 
 /// Which fast paths a compile may take. [`Features::for_arch`] is the default: pipelined GEMM
@@ -190,11 +197,14 @@ pub struct Features {
     /// 2-stage `cp.async` ring (`stage.rs`). Dropped automatically when the rings would not
     /// fit the arch's shared memory.
     pub stage: bool,
+    /// Persistent CTAs with a static program scheduler for kernels with a `wgmma` GEMM loop
+    /// (`persistent.rs`); off by default.
+    pub persistent: bool,
 }
 
 impl Features {
     pub fn for_arch(arch: Arch) -> Features {
-        Features { pipeline: true, wgmma: arch.name == "sm_90a", stage: true }
+        Features { pipeline: true, wgmma: arch.name == "sm_90a", stage: true, persistent: false }
     }
 }
 
@@ -291,6 +301,13 @@ pub fn compile_with(k: &Kernel, arch: Arch, feats: Features) -> Result<Compiled>
         params.push(LaunchParam::TensorMap(i));
         decls.push(format!(".param .align 64 .b8 {}[128]", m.name));
     }
+    let persistent = persistent::applies(k, feats);
+    if persistent {
+        for (i, n) in persistent::GRID_PARAMS.iter().enumerate() {
+            params.push(LaunchParam::Grid(i));
+            decls.push(format!(".param .u32 {n}"));
+        }
+    }
 
     let mut ptx = String::new();
     ptx.push_str(&format!(
@@ -323,6 +340,7 @@ pub fn compile_with(k: &Kernel, arch: Arch, feats: Features) -> Result<Compiled>
         tensor_cores: low.tensor_cores,
         tensor_maps: low.tmaps,
         attn: low.attn,
+        persistent,
     })
 }
 
@@ -357,8 +375,9 @@ pub fn grid_exprs(k: &Kernel) -> Vec<String> {
     vec![]
 }
 
-/// The manifest fields of a PTX artifact, added to [`base_manifest`].
-fn manifest(k: &Kernel, c: &Compiled, file: &str) -> Value {
+/// The manifest fields of a PTX artifact, added to [`base_manifest`] (public for callers of
+/// [`compile_with`], e.g. with persistent CTAs).
+pub fn manifest(k: &Kernel, c: &Compiled, file: &str) -> Value {
     let mut m = base_manifest(k, "ptx");
     let params: Vec<Value> = c
         .launch
@@ -376,6 +395,8 @@ fn manifest(k: &Kernel, c: &Compiled, file: &str) -> Value {
             LaunchParam::Dim(i) => json!({"kind": "dim", "name": k.dims[*i].name, "ptx_type": "u64"}),
             LaunchParam::ErrorWord => json!({"kind": "error_word", "name": "opc_err", "ptx_type": "u64",
                 "what": "address of two zeroed u32: after the launch, a nonzero first word is the 1-based `for` site whose step was not positive, the second the step"}),
+            LaunchParam::Grid(i) => json!({"kind": "grid", "name": persistent::GRID_PARAMS[*i], "ptx_type": "u32", "axis": i,
+                "what": "axis of the kernel's grid (`grid`), which the persistent CTAs walk"}),
             LaunchParam::TensorMap(i) => {
                 let t = &c.tensor_maps[*i];
                 json!({"kind": "tensor_map", "name": t.name, "ptx_type": ".align 64 .b8[128]", "tensor": k.params[t.param].name,
@@ -405,6 +426,12 @@ fn manifest(k: &Kernel, c: &Compiled, file: &str) -> Value {
     obj.insert("occupancy".into(), json!({"max_threads_per_cta": c.launch.threads, "min_ctas_per_sm": 1, "max_registers_per_thread": max_registers(c.launch.threads)}));
     obj.insert("tensor_cores".into(), json!(c.tensor_cores.unwrap_or("none")));
     obj.insert("fallback_without_tma".into(), json!(!c.tensor_maps.is_empty()));
+    if c.persistent {
+        obj.insert("persistent".into(), json!({
+            "launch_grid": "[min(grid[0]·grid[1]·grid[2], multiprocessor count), 1, 1]: `grid` is the kernel's grid above, passed as the `grid` launch params",
+            "schedule": "CTA c of n runs programs v = c, c + n, … below the grid's product; program v = (v mod grid[0], (v / grid[0]) mod grid[1], v / (grid[0]·grid[1]))",
+        }));
+    }
     if let Some(a) = &c.attn {
         obj.insert("fa3".into(), attn::manifest(a));
     }
