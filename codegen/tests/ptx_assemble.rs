@@ -518,6 +518,10 @@ fn persistent_wgmma_gemm_sm90a() {
         // the same kernel without the flag is unchanged (one CTA per program)
         let off = compile_with(&k, arch, Features::for_arch(arch)).unwrap();
         assert!(!off.persistent && !off.ptx.contains("opc_grid_x"), "{case}");
+        // the producer runs ahead: a second copy of the TMA issue, for the next program's
+        // first k-blocks, between this program's copies and the CTA join
+        let tma = |p: &str| p.matches("cp.async.bulk.tensor.2d").count();
+        assert_eq!(tma(&c.ptx), 2 * tma(&off.ptx), "{case}: the next program's copies are issued ahead");
     }
     // no wgmma GEMM loop (sm_80, or BM = 16): the flag has nothing to amortize
     let small = instance("blocks", "matmul", DType::BF16, None, &[("BM", 16), ("BN", 32), ("BK", 16)]);

@@ -32,17 +32,23 @@
 //! on `sm_90a` a warp-specialized loop (one producer warpgroup issuing TMA into a 4-stage
 //! ring guarded by full/empty mbarriers, `BM/64` consumer warpgroups issuing `wgmma` on
 //! swizzled shared-memory descriptors). Ragged edges: zero fill (`cp.async` element fallback,
-//! TMA out-of-bounds fill); the epilogue's stores are the usual bounds-checked ones.
+//! TMA out-of-bounds fill); the epilogue's stores are the usual bounds-checked ones. With
+//! `Features::persistent` (`persistent.rs`, off by default) the launch has `min(programs, SMs)`
+//! CTAs walking the grid with a static scheduler; the ring lives across programs and the
+//! producer issues the next program's first k-blocks during this program's epilogue.
 //!
 //! **FA3 attention loops** (`attn.rs`, layouts in `frag.rs`): on `sm_90a`, a KV walk whose body
 //! holds `dot(Q, trans(K))` and `dot(P, V, acc)` around elementwise ops, row reductions and
 //! `if`s (flash attention's online softmax and masks, recognized by structure, not by name)
 //! becomes a warp-specialized loop: one producer warpgroup issuing 3-D TMA copies of K and V
-//! into a 2-stage ring guarded by full/empty mbarriers, `BM/64` consumer warpgroups running
-//! `wgmma` for S (both operands from 128-byte swizzled descriptors), the softmax on the `wgmma`
-//! accumulator fragments in registers (quad shuffles for row reductions), and `wgmma` for
-//! `P·V` with P packed into A registers; `setmaxnreg` re-partitions registers with two
-//! consumer warpgroups. The manifest's `fa3` object gives its tile sizes and shared layout.
+//! into a 2-stage ring guarded by separate K / V full barriers and an empty barrier, `BM/64`
+//! consumer warpgroups running `wgmma` for S (both operands from 128-byte swizzled
+//! descriptors; where registers allow, the next tile's S is issued before this tile's softmax),
+//! the softmax on the `wgmma` accumulator fragments in registers (quad shuffles for row
+//! reductions), and `wgmma` for `P·V` with P packed into A registers; `setmaxnreg`
+//! re-partitions registers with two consumer warpgroups. The output buffers reuse the region
+//! after the loop, so BM = BN = D = 128 fits. The manifest's `fa3` object gives its tile
+//! sizes, barriers and shared layout.
 //!
 //! **Staged loop loads** (`stage.rs`): in other loops (flash attention on `sm_80` or without
 //! TMA, the split-KV decode), the 16-bit tiles loaded only to feed `dot` are double-buffered by
@@ -51,10 +57,10 @@
 //! (online softmax, masks) is lowered op by op. Dropped when the rings would not fit the arch's
 //! shared memory.
 //!
-//! **Not done yet** (documented, not stubbed): FA3's intra-warpgroup softmax/GEMM overlap and
-//! ping-pong consumer scheduling (see `attn.rs`), S/P kept as `mma.sync` fragments on `sm_80`
-//! (they go through shared memory, op by op), int8/int4 `mma`, persistent CTAs, warp-parallel
-//! reductions in the general lowering.
+//! **Not done yet** (documented, not stubbed): FA3's softmax/`P·V` overlap and ping-pong
+//! consumer scheduling (see `attn.rs`), S/P kept as `mma.sync` fragments on `sm_80` (they go
+//! through shared memory, op by op), int8/int4 `mma`, persistent FA3, warp-parallel reductions
+//! in the general lowering.
 //!
 //! The loader (`runtime.rs`, cargo feature `cuda`) loads the PTX through the CUDA driver API.
 
@@ -430,6 +436,8 @@ pub fn manifest(k: &Kernel, c: &Compiled, file: &str) -> Value {
         obj.insert("persistent".into(), json!({
             "launch_grid": "[min(grid[0]·grid[1]·grid[2], multiprocessor count), 1, 1]: `grid` is the kernel's grid above, passed as the `grid` launch params",
             "schedule": "CTA c of n runs programs v = c, c + n, … below the grid's product; program v = (v mod grid[0], (v / grid[0]) mod grid[1], v / (grid[0]·grid[1]))",
+            "tma_ring": "stage buffer and mbarriers set up once; the stage/phase count runs across programs; the producer issues the next program's first min(stages, trips) k-blocks during this program's epilogue when the loop's bounds and starts are scalar functions of the program",
+            "when": "several programs per SM with short mainloops or long epilogues; off by default (Features::persistent)",
         }));
     }
     if let Some(a) = &c.attn {

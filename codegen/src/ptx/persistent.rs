@@ -6,28 +6,39 @@
 //! `program_id` / `num_programs` read from these registers and the virtual grid `G`, which the
 //! launcher passes as `.param .u32` (`opc_grid_x/y/z`, the manifest's `persistent` object).
 //!
-//! **TMA ring across tiles.** The GEMM loops' mbarriers are initialized once, before the
-//! program walk, and each loop keeps a running iteration counter: stage and phase parity
-//! continue from one program to the next (no re-initialization, which PTX forbids on a live
-//! barrier without `mbarrier.inval`), and the consumers release the last stage of each
-//! program too, so the producer's first copies of the next program only wait for stages the
-//! consumers have finished with. A CTA barrier separates programs (their shared buffers reuse
-//! the same space).
+//! **TMA ring across tiles.** Each GEMM loop's stage buffer and mbarriers are allocated and
+//! initialized once, before the program walk, and the loop keeps a running iteration count:
+//! stage and phase parity continue from one program to the next (no re-initialization, which
+//! PTX forbids on a live barrier without `mbarrier.inval`), and the consumers release the last
+//! stage of each program too. A CTA barrier separates programs (their other shared buffers
+//! reuse the same space; the ring is never reused, so copies in flight are safe).
 //!
-//! **When it pays.** It saves each program's launch, barrier setup and prologue and keeps the
-//! CTA (and its L2 working set of B tiles, neighbours in axis 0 sharing the same B columns)
-//! resident: worth it when programs are short (small K, many tiles per SM). It does not fix
-//! wave quantization (the static schedule hands out whole programs), and the producer does not
-//! yet issue the next program's copies during this program's epilogue (that needs the next
-//! program's start coordinates computed by the producer alone): it starts them right after the
-//! program boundary. Off by default; `compile_with(.., Features { persistent: true, .. })`.
+//! **Producer run-ahead.** When the loop sits at the top level of the body and its bounds and
+//! tile starts are scalar functions of `program_id`, dims and scalar params
+//! ([`next_program_slice`]), the producer thread, once this program's copies are issued,
+//! evaluates that slice for the next program `v + n` and issues its first `min(STAGES, trips)`
+//! k-blocks (global iterations continuing the count). They only wait on stages this program's
+//! consumers release before they reach the CTA join, so this cannot deadlock, and they land
+//! while the consumers run this program's epilogue (accumulator out, bias, cast, store). The
+//! next program's producer loop then starts at that count (`Ring::ahead`).
+//!
+//! **When it pays.** It saves each program's launch, barrier setup and prologue, keeps the CTA
+//! resident, and hides the mainloop's fill latency behind the previous epilogue: worth it when
+//! programs are short (small K) or epilogues long, and there are several programs per SM. It
+//! does not fix wave quantization (the static schedule hands out whole programs), and with one
+//! program per SM it only adds the walk's few instructions. Off by default;
+//! `compile_with(.., Features { persistent: true, .. })`, the manifest's `persistent` object.
 
-use opc_ir::{Kernel, OpKind};
+use std::collections::HashSet;
+
+use opc_ir::{Kernel, Op, OpKind};
 
 use super::emit::{Kind, Reg};
-use super::gemm::match_gemm;
-use super::lower::Lower;
+use super::gemm::{match_gemm, GemmLoop};
+use super::lower::{Lower, Repr};
+use super::wgmma::Tma;
 use super::{attn, wgmma, Features};
+use crate::Result;
 
 /// The `.param` names of the virtual grid.
 pub(super) const GRID_PARAMS: [&str; 3] = ["opc_grid_x", "opc_grid_y", "opc_grid_z"];
@@ -65,11 +76,50 @@ pub(super) struct Walk {
     loop_id: usize,
 }
 
-/// A GEMM loop's ring that lives across programs: its barriers and running iteration count.
+/// A GEMM loop's ring that lives across programs: its stage buffer and barriers (allocated
+/// once, so nothing else is ever placed where the run-ahead's copies land), the running
+/// iteration count, and (the producer's) k-blocks of the current program already issued.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Ring {
+    pub ring: usize,
     pub bars: usize,
     pub count: Reg,
+    pub ahead: Reg,
+}
+
+/// The top-level ops before GEMM loop `op` that its bounds and tile starts depend on (body
+/// order), when all of them are scalar ops the producer can evaluate again for the next
+/// program (`program_id`, dims, scalar params, constants, arithmetic); `None` otherwise (the
+/// loop is nested, or a start depends on a load): then there is no run-ahead.
+pub(super) fn next_program_slice(k: &Kernel, op: &Op, g: &GemmLoop) -> Option<Vec<usize>> {
+    let at = k.body.ops.iter().position(|o| std::ptr::eq(o, op))?;
+    let body = &op.regions[0];
+    let inside: HashSet<u32> = body.args.iter().map(|v| v.0).chain(body.ops.iter().flat_map(|o| o.results.iter().map(|r| r.0))).collect();
+    let mut work: Vec<opc_ir::ValueId> = op.args[..3].to_vec();
+    work.extend(g.slice.iter().flat_map(|&i| body.ops[i].args.iter().copied()));
+    work.extend([&g.a, &g.b].iter().flat_map(|o| o.starts.iter().filter_map(|s| s.scalar)));
+    let mut take = HashSet::new();
+    while let Some(v) = work.pop() {
+        if inside.contains(&v.0) {
+            continue;
+        }
+        let i = k.body.ops[..at].iter().position(|o| o.results.contains(&v))?;
+        let o = &k.body.ops[i];
+        let pure = matches!(
+            o.kind,
+            OpKind::Const(_) | OpKind::ProgramId(_) | OpKind::NumPrograms(_) | OpKind::Dim(_) | OpKind::ScalarParam(_) | OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Cast(_)
+                | OpKind::ExpandDims(_) | OpKind::Reshape | OpKind::Broadcast
+        );
+        if !pure || o.results.iter().any(|r| k.ty(*r).numel() != 1) {
+            return None;
+        }
+        if take.insert(i) {
+            work.extend(o.args.iter().copied());
+        }
+    }
+    let mut idx: Vec<usize> = take.into_iter().collect();
+    idx.sort_unstable();
+    Some(idx)
 }
 
 impl Lower<'_> {
@@ -88,11 +138,13 @@ impl Lower<'_> {
         });
         for (id, g) in loops {
             let stages = wgmma::ring_stages(&g);
+            let ring = self.alloc(wgmma::ring_bytes(&g) as usize);
             let bars = self.alloc(16 * stages as usize);
             let at = self.smem_addr(bars, None, opc_ir::DType::F32);
             self.init_ring_barriers(at, stages, 128 * (g.m as u32 / 64), 0);
             let count = self.p.mov(Kind::R, 0);
-            self.rings.insert(id, Ring { bars, count });
+            let ahead = self.p.mov(Kind::R, 0);
+            self.rings.insert(id, Ring { ring, bars, count, ahead });
         }
         let v = self.p.mov(Kind::R, "%ctaid.x");
         let ctas = self.p.mov(Kind::R, "%nctaid.x");
@@ -108,11 +160,62 @@ impl Lower<'_> {
         self.walk = Some(Walk { grid, pid: [p0, p1, p2], v, ctas, head, exit, loop_id });
     }
 
+    /// Producer, after this program's copies: issue the first `min(stages, trips)` k-blocks of
+    /// the next program (global iterations from `next`), which the consumers' epilogue then
+    /// overlaps, and record how many in `r.ahead`; without a next program, or when its bounds
+    /// are not scalar functions of the program ([`next_program_slice`]), nothing.
+    pub(super) fn run_ahead(&mut self, op: &Op, g: &GemmLoop, t: &Tma, r: Ring, next: Reg) -> Result<()> {
+        self.p.ins(format!("mov.b32 {}, 0", r.ahead));
+        let Some(slice) = next_program_slice(self.k, op, g) else { return Ok(()) };
+        let w = self.walk.as_ref().expect("a persistent walk");
+        let (v, ctas, grid, pid) = (w.v, w.ctas, w.grid, w.pid);
+        let skip = self.p.label();
+        let vn = self.p.op(Kind::R, "add.u32", &[&v, &ctas]);
+        let g01 = self.p.op(Kind::R, "mul.lo.u32", &[&grid[0], &grid[1]]);
+        let total = self.p.op(Kind::R, "mul.lo.u32", &[&g01, &grid[2]]);
+        let none = self.p.op(Kind::P, "setp.ge.u32", &[&vn, &total]);
+        self.p.ins(format!("@{none} bra {skip}"));
+        let q = self.p.op(Kind::R, "div.u32", &[&vn, &grid[0]]);
+        let npid = [self.p.op(Kind::R, "rem.u32", &[&vn, &grid[0]]), self.p.op(Kind::R, "rem.u32", &[&q, &grid[1]]), self.p.op(Kind::R, "div.u32", &[&q, &grid[1]])];
+        // the slice again, as the next program computes it
+        let results: Vec<opc_ir::ValueId> = slice.iter().flat_map(|&i| self.k.body.ops[i].results.clone()).collect();
+        let saved: Vec<Option<Repr>> = results.iter().map(|r| self.reprs[r.0 as usize].clone()).collect();
+        self.walk.as_mut().expect("a persistent walk").pid = npid;
+        let k = self.k;
+        for &i in &slice {
+            self.relower(&k.body.ops[i])?;
+        }
+        let [lo, hi, step] = [0, 1, 2].map(|i| self.uniform(op.args[i]).expect("loop bounds are scalars"));
+        let bad = self.p.op(Kind::P, "setp.le.s32", &[&step, &0]);
+        self.p.ins(format!("@{bad} bra {skip}"));
+        let lr = self.trips(lo, hi, step);
+        let n = self.p.op(Kind::R, "min.u32", &[&lr.trips, &t.stages]);
+        let (top, done) = (self.p.label(), self.p.label());
+        let j = self.p.mov(Kind::R, 0);
+        self.p.place(&top);
+        let fin = self.p.op(Kind::P, "setp.ge.u32", &[&j, &n]);
+        self.p.ins(format!("@{fin} bra {done}"));
+        let gi = self.p.op(Kind::R, "add.u32", &[&next, &j]);
+        let iv = self.iv_at(&lr, j);
+        self.issue_kblock(&op.regions[0], g, t, gi, iv)?;
+        self.p.ins(format!("add.u32 {j}, {j}, 1"));
+        self.p.ins(format!("bra {top}"));
+        self.p.place(&done);
+        self.p.ins(format!("mov.b32 {}, {n}", r.ahead));
+        self.walk.as_mut().expect("a persistent walk").pid = pid;
+        for (r, s) in results.iter().zip(saved) {
+            self.reprs[r.0 as usize] = s;
+        }
+        self.p.place(&skip);
+        Ok(())
+    }
+
     /// Close the program walk: a CTA barrier, then the next program.
     pub(super) fn persistent_end(&mut self) {
         let w = self.walk.take().expect("persistent_begin ran");
         // the rings' barriers stay live across the whole walk
         for r in self.rings.values().copied().collect::<Vec<_>>() {
+            self.buf_off(r.ring);
             self.buf_off(r.bars);
         }
         self.barrier();

@@ -61,6 +61,19 @@ pub(super) fn ring_stages(g: &GemmLoop) -> u32 {
     stages
 }
 
+/// Bytes of `g`'s ring: its stages and 1024 bytes to align it at run time.
+pub(super) fn ring_bytes(g: &GemmLoop) -> u32 {
+    ring_stages(g) * (g.a.bytes() + g.b.bytes()).next_multiple_of(1024) + 1024
+}
+
+/// What the producer's TMA issue needs: barriers, the aligned ring, its stages, the maps.
+pub(super) struct Tma {
+    pub bar_base: Reg,
+    pub ring_base: Reg,
+    pub stages: u32,
+    pub maps: [Reg; 2],
+}
+
 /// Threads the widest eligible GEMM loop of `k` needs (0 when none).
 pub(super) fn threads_needed(k: &Kernel, feats: Features) -> u32 {
     if !feats.wgmma {
@@ -97,10 +110,9 @@ impl Lower<'_> {
         self.tensor_cores = Some("wgmma.mma_async.m64nNk16 + TMA, warp-specialized");
         self.p.comment(format!("warp-specialized GEMM loop: {}x{}x{} {:?}, TMA {stages} stages, wgmma, {c} consumer warpgroups", g.m, g.n, g.k, g.dtype));
         let init = self.acc_src(op.args[3]);
-        let ring = self.alloc((stages * stage + 1024) as usize);
-        let bars = match ring_state {
-            Some(r) => r.bars,
-            None => self.alloc(16 * stages as usize),
+        let (ring, bars) = match ring_state {
+            Some(r) => (r.ring, r.bars),
+            None => (self.alloc(ring_bytes(g) as usize), self.alloc(16 * stages as usize)),
         };
         let out_pitch = if g.n.is_multiple_of(32) { g.n + 4 } else { g.n };
         let out = self.alloc(g.m * out_pitch * 4);
@@ -131,38 +143,28 @@ impl Lower<'_> {
         // ---- producer: thread 128·C
         let isp = self.p.op(Kind::P, "setp.eq.u32", &[&self.tid, &(128 * c)]);
         self.p.ins(format!("@!{isp} bra {cons}"));
+        let tma = Tma { bar_base, ring_base, stages, maps };
         {
-            let it = self.p.mov(Kind::R, 0);
-            let top = self.p.label();
+            // persistent: the k-blocks the previous program's run-ahead issued are skipped
+            let it = match ring_state {
+                Some(r) => self.p.mov(Kind::R, r.ahead),
+                None => self.p.mov(Kind::R, 0),
+            };
+            let (top, pdone) = (self.p.label(), self.p.label());
             self.p.place(&top);
             let fin = self.p.op(Kind::P, "setp.ge.u32", &[&it, &lr.trips]);
-            self.p.ins(format!("@{fin} bra {pend}"));
+            self.p.ins(format!("@{fin} bra {pdone}"));
             let gi = self.p.op(Kind::R, "add.u32", &[&it, &base_it]);
-            let s = self.p.op(Kind::R, "rem.u32", &[&gi, &stages]);
-            let ph = self.p.op(Kind::R, "div.u32", &[&gi, &stages]);
-            let ph = self.p.op(Kind::R, "and.b32", &[&ph, &1]);
-            let ph1 = self.p.op(Kind::R, "xor.b32", &[&ph, &1]);
-            let eb = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &bar_base]);
-            let eb = self.p.op(Kind::R, "add.u32", &[&eb, &(8 * stages)]);
-            self.wait_parity(eb, ph1);
-            let fb = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &bar_base]);
-            self.p.ins(format!("mbarrier.arrive.expect_tx.shared::cta.b64 _, [{fb}], {}", g.a.bytes() + g.b.bytes()));
             let iv = self.iv_at(&lr, it);
-            let dst = self.p.op(Kind::R, "mad.lo.u32", &[&s, &stage, &ring_base]);
-            for (o, (map, off)) in [&g.a, &g.b].into_iter().zip([(maps[0], 0u32), (maps[1], ab)]) {
-                let st = self.starts_at(body, g, o, iv)?;
-                let span = swizzle::span(o.cols as u32);
-                for j in 0..(o.cols as u32 * 2 / span) {
-                    let c0 = self.p.op(Kind::R, "add.s32", &[&st[1], &(j * span / 2)]);
-                    let d = self.p.op(Kind::R, "add.u32", &[&dst, &(off + j * o.rows as u32 * span)]);
-                    self.p.ins(format!(
-                        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [{d}], [{map}, {{{c0}, {}}}], [{fb}]",
-                        st[0]
-                    ));
-                }
-            }
+            self.issue_kblock(body, g, &tma, gi, iv)?;
             self.p.ins(format!("add.u32 {it}, {it}, 1"));
             self.p.ins(format!("bra {top}"));
+            self.p.place(&pdone);
+            if let Some(r) = ring_state {
+                let next = self.p.op(Kind::R, "add.u32", &[&base_it, &lr.trips]);
+                self.run_ahead(op, g, &tma, r, next)?;
+            }
+            self.p.ins(format!("bra {pend}"));
         }
         // ---- consumers: warpgroups 0..C
         self.p.place(&cons);
@@ -266,6 +268,36 @@ impl Lower<'_> {
         self.hz.gl_r.insert(g.a.tensor);
         self.hz.gl_r.insert(g.b.tensor);
         self.set(op.results[0], Repr::View(View { buf: out, strides: vec![out_pitch as i64, 1] }));
+        Ok(())
+    }
+
+    /// Producer: wait for the stage of global iteration `gi` to be free, expect its bytes and
+    /// issue the TMA copies of A and B for loop value `iv`.
+    pub(super) fn issue_kblock(&mut self, body: &opc_ir::Block, g: &GemmLoop, t: &Tma, gi: Reg, iv: Reg) -> Result<()> {
+        let ab = g.a.bytes();
+        let stage = (ab + g.b.bytes()).next_multiple_of(1024);
+        let s = self.p.op(Kind::R, "rem.u32", &[&gi, &t.stages]);
+        let ph = self.p.op(Kind::R, "div.u32", &[&gi, &t.stages]);
+        let ph = self.p.op(Kind::R, "and.b32", &[&ph, &1]);
+        let ph1 = self.p.op(Kind::R, "xor.b32", &[&ph, &1]);
+        let eb = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &t.bar_base]);
+        let eb = self.p.op(Kind::R, "add.u32", &[&eb, &(8 * t.stages)]);
+        self.wait_parity(eb, ph1);
+        let fb = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &t.bar_base]);
+        self.p.ins(format!("mbarrier.arrive.expect_tx.shared::cta.b64 _, [{fb}], {}", g.a.bytes() + g.b.bytes()));
+        let dst = self.p.op(Kind::R, "mad.lo.u32", &[&s, &stage, &t.ring_base]);
+        for (o, (map, off)) in [&g.a, &g.b].into_iter().zip([(t.maps[0], 0u32), (t.maps[1], ab)]) {
+            let st = self.starts_at(body, g, o, iv)?;
+            let span = swizzle::span(o.cols as u32);
+            for j in 0..(o.cols as u32 * 2 / span) {
+                let c0 = self.p.op(Kind::R, "add.s32", &[&st[1], &(j * span / 2)]);
+                let d = self.p.op(Kind::R, "add.u32", &[&dst, &(off + j * o.rows as u32 * span)]);
+                self.p.ins(format!(
+                    "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [{d}], [{map}, {{{c0}, {}}}], [{fb}]",
+                    st[0]
+                ));
+            }
+        }
         Ok(())
     }
 
