@@ -171,6 +171,9 @@ pub(super) struct AttnLoop {
     roles: HashMap<u32, Role>,
     /// Issue the next tile's `S = Q·Kᵀ` before this tile's softmax ([`overlap_qk`]).
     overlap: bool,
+    /// The f32 value P was cast from, when that cast only feeds `P·V`: P is packed from it
+    /// (`cvt.rn.{bf16,f16}x2.f32` rounds as the cast does), the cast is not lowered.
+    p_f32: Option<ValueId>,
     /// Results of ops that need no lowering: the staged loads, `trans(K)`, index-only values.
     skip: Vec<u32>,
 }
@@ -471,7 +474,11 @@ pub(super) fn match_attn(k: &Kernel, for_op: &Op, feats: Features) -> Option<Att
         class_of(k, for_op.args[3 + i], bm, &roles)?;
     }
     let overlap = s_dot.args.len() == 2 && overlap_qk(bm, bn, d);
-    Some(AttnLoop { staged, kl, vl, q, bm, bn, d, dtype, roles, overlap, skip })
+    let p_f32 = def_in_body.get(&p.0).filter(|o| matches!(o.kind, OpKind::Cast(_)) && k.ty(o.args[0]).dtype == DType::F32 && only(p, pv_dot)).map(|o| o.args[0]);
+    if p_f32.is_some() {
+        skip.push(p.0);
+    }
+    Some(AttnLoop { staged, kl, vl, q, bm, bn, d, dtype, roles, overlap, p_f32, skip })
 }
 
 /// Whether the Q·Kᵀ of tile `j + 1` is issued before the softmax of tile `j` (FA3's
@@ -1074,7 +1081,7 @@ impl Lower<'_> {
     fn frag_pv(&mut self, op: &Op, cx: &Ctx, fr: &HashMap<u32, Fv>) -> Result<Fv> {
         let a = cx.a;
         let (bn, d) = (a.bn as u32, a.d as u32);
-        let p = self.fv(fr, op.args[0]);
+        let p = self.fv(fr, a.p_f32.unwrap_or(op.args[0]));
         let regs = self.acc_regs(fr, op.args.get(2).copied(), a.d);
         let ty = if a.dtype == DType::F16 { "f16" } else { "bf16" };
         let vf = swizzle::desc_fields(bn, d, false);
