@@ -202,7 +202,7 @@ fn tensor_core_instantiations_assemble() {
             assert!(m90["launch_params"].as_array().unwrap().iter().any(|p| p["kind"] == "tensor_map"));
             // the variant the loader uses when a tensor map cannot be encoded
             let arch = opc_codegen::ptx::Arch::by_name("sm_90a").unwrap();
-            let fb = opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true }).unwrap();
+            let fb = opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true, persistent: false }).unwrap();
             assert!(!fb.ptx.contains("wgmma") && fb.ptx.contains("cp.async.cg"));
             if let Some(u) = assemble(&format!("{kernel}_{dt}_notma"), &fb.ptx, "sm_90a") {
                 assert!(u.registers <= opc_codegen::ptx::max_registers(fb.launch.threads));
@@ -217,7 +217,7 @@ fn tensor_core_instantiations_assemble() {
         // the FA3 loop instead (`fa3_flash_attention_sm90a`), and this is its no-TMA variant.
         let k = instance("flash_attention", kernel, dt, Some(("D", d)), &[]);
         let sm90 = opc_codegen::ptx::Arch::by_name("sm_90a").unwrap();
-        let no_tma = opc_codegen::ptx::compile_with(&k, sm90, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true }).unwrap();
+        let no_tma = opc_codegen::ptx::compile_with(&k, sm90, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true, persistent: false }).unwrap();
         for arch in ARCHS {
             let (p, m) = if arch == "sm_90a" && kernel == "flash_attention" {
                 let (_, m) = render(&k, arch);
@@ -332,7 +332,7 @@ fn unknown_arch_is_an_error() {
 #[test]
 fn fa3_flash_attention_sm90a() {
     let arch = opc_codegen::ptx::Arch::by_name("sm_90a").unwrap();
-    for (dt, d, bm, bn) in [(DType::BF16, 64, 64, 64), (DType::BF16, 128, 64, 64), (DType::F16, 128, 128, 64), (DType::F16, 64, 128, 128)] {
+    for (dt, d, bm, bn) in [(DType::BF16, 64, 64, 64), (DType::BF16, 128, 64, 64), (DType::F16, 128, 128, 64), (DType::F16, 64, 128, 128), (DType::BF16, 128, 128, 128)] {
         let k = instance("flash_attention", "flash_attention", dt, Some(("D", d)), &[("BM", bm), ("BN", bn)]);
         let (p, m) = render(&k, "sm_90a");
         let ty = if dt == DType::F16 { "f16" } else { "bf16" };
@@ -353,6 +353,11 @@ fn fa3_flash_attention_sm90a() {
         assert!(p.lines().any(|l| l.contains(&format!("m64n{d}k16")) && l.contains("}, {%r")), "{case}: P·V A operand is not in registers");
         assert!(!p.contains("ldmatrix"), "{case}: the KV walk should not take the mma.sync path");
         let fa = &m["fa3"];
+        // K and V complete on separate barriers: two expect_tx per stage fill
+        assert_eq!(p.matches("mbarrier.arrive.expect_tx").count(), 2, "{case}: separate K and V full barriers");
+        if fa["overlap_qk"] == true {
+            assert_fa3_overlap(&p, bn, d, &case);
+        }
         assert_eq!((fa["bm"].as_u64(), fa["bn"].as_u64(), fa["d"].as_u64()), (Some(bm as u64), Some(bn as u64), Some(d as u64)), "{case}");
         let threads = m["block"][0].as_u64().unwrap() as u32;
         assert_eq!(threads, 128 * (bm as u32 / 64 + 1), "{case}: one producer warpgroup plus BM/64 consumers");
@@ -372,10 +377,65 @@ fn fa3_flash_attention_sm90a() {
             eprintln!("fa3 {case:<28} block {threads}  registers {:>3}/{max}  spill stores {:>3} B  shared {total} B", u.registers, u.spill_stores);
         }
         // the loader's variant when a tensor map cannot be encoded
-        let fb = opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true }).unwrap();
+        let fb = match opc_codegen::ptx::compile_with(&k, arch, opc_codegen::ptx::Features { pipeline: true, wgmma: false, stage: true, persistent: false }) {
+            Ok(fb) => fb,
+            // without the FA3 region the 128 × 128 × 128 tiles do not fit: a precise error
+            Err(e) if bm * bn * d == 128 * 128 * 128 => {
+                assert!(e.to_string().contains("bytes of shared memory"), "{case}: {e}");
+                continue;
+            }
+            Err(e) => panic!("{case}: {e}"),
+        };
         assert!(fb.attn.is_none() && !fb.ptx.contains("wgmma") && fb.tensor_maps.is_empty(), "{case}: fallback");
         if let Some(u) = assemble(&format!("fa3_{ty}_{d}_{bm}_{bn}_notma"), &fb.ptx, "sm_90a") {
             assert!(u.registers <= opc_codegen::ptx::max_registers(fb.launch.threads));
+        }
+    }
+}
+
+/// FA3's Q·Kᵀ overlap in `p`: the `Q·Kᵀ` `wgmma`s are issued twice (tile 0 before the loop,
+/// tile `j + 1` inside it), and inside the loop the softmax's `ex2` runs between the commit of
+/// the next tile's `Q·Kᵀ` and the next `wait_group`.
+fn assert_fa3_overlap(p: &str, bn: i64, d: i64, case: &str) {
+    let qk = format!("m64n{bn}k16");
+    let lines: Vec<&str> = p.lines().collect();
+    let qk_lines: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.contains(&qk) && l.trim_end().ends_with("0, 0;")).map(|(i, _)| i).collect();
+    assert_eq!(qk_lines.len() as i64, 2 * d / 16, "{case}: Q·Kᵀ issued before the loop and for the next tile");
+    let last = *qk_lines.last().unwrap();
+    let commit = last + lines[last..].iter().position(|l| l.contains("wgmma.commit_group")).unwrap();
+    let wait = commit + lines[commit..].iter().position(|l| l.contains("wgmma.wait_group")).unwrap();
+    assert!(lines[commit..wait].iter().any(|l| l.contains("ex2.approx")), "{case}: the softmax runs while the next S is computed");
+}
+
+/// The benchmark case (causal B4 H32 S8192 D128 bf16) on sm_90a: the tiles the operator picks
+/// (`flash_attention_tiles`, and the DSL's own defaults) take the FA3 loop, and so does every
+/// `BM ∈ {64, 128}` × `BN` of the tunable space at D = 64, 128 and 256 (the output buffers
+/// reuse the Q / K/V region after the loop where they would not fit beside it).
+#[test]
+fn fa3_default_tiles_take_the_fa3_loop() {
+    let (bm, bn) = opc_ops::attention::flash_attention_tiles(8192, 8192);
+    let ours = instance("flash_attention", "flash_attention", DType::BF16, Some(("D", 128)), &[("BM", bm), ("BN", bn)]);
+    let dsl_default = instance("flash_attention", "flash_attention", DType::BF16, Some(("D", 128)), &[]);
+    for (name, k) in [("operator tiles", &ours), ("DSL defaults", &dsl_default)] {
+        let (p, m) = render(k, "sm_90a");
+        assert!(m["fa3"].is_object(), "{name}: not FA3 ({})", m["tensor_cores"]);
+        assert_eq!(m["fa3"]["overlap_qk"], true, "{name}: one consumer warpgroup at BN = 64, D = 128 has the registers for the overlap");
+        assert_fa3_overlap(&p, bn, 128, name);
+        assert!(p.contains("cp.async.bulk.tensor.3d") && p.contains("wgmma.mma_async"), "{name}");
+        if let Some(u) = assemble(&format!("fa3_default_{}", name.replace(' ', "_")), &p, "sm_90a") {
+            let max = m["occupancy"]["max_registers_per_thread"].as_u64().unwrap() as u32;
+            assert!(u.registers <= max && u.smem <= m["shared_bytes"]["static"].as_u64().unwrap() as u32, "{name}");
+            eprintln!("fa3 default ({name}) BM={} BN={}: registers {} spill {} B shared {} B", m["fa3"]["bm"], m["fa3"]["bn"], u.registers, u.spill_stores, m["shared_bytes"]["total"]);
+        }
+    }
+    let sm90 = opc_codegen::ptx::Arch::by_name("sm_90a").unwrap();
+    for (d, bms, bns) in [(64, &[64, 128][..], &[16, 32, 64, 128][..]), (128, &[64, 128], &[16, 32, 64, 128]), (256, &[64], &[16, 32, 64])] {
+        for (&bm, &bn) in bms.iter().flat_map(|m| bns.iter().map(move |n| (m, n))) {
+            let k = instance("flash_attention", "flash_attention", DType::BF16, Some(("D", d)), &[("BM", bm), ("BN", bn)]);
+            let c = opc_codegen::ptx::compile(&k, sm90).unwrap_or_else(|e| panic!("D={d} BM={bm} BN={bn}: {e}"));
+            let a = c.attn.unwrap_or_else(|| panic!("D={d} BM={bm} BN={bn}: not the FA3 loop"));
+            // 128 × 128 × 128 fits only with the output buffers inside the region
+            assert!(a.outputs_in_region || bm * bn * d != 128 * 128 * 128, "D={d} BM={bm} BN={bn}: the output buffers should reuse the region");
         }
     }
 }
@@ -417,4 +477,62 @@ fn tiny_attention_fa3_ptx_snapshot() {
     assert!(p.contains("wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16"));
     check_all(vec![("tiny_attn".into(), k)]);
     insta::assert_snapshot!("tiny_attn_fa3_sm90a_ptx", p);
+}
+
+/// Persistent CTAs for the sm_90a GEMM (`Features::persistent`): the body walks the programs
+/// of the kernel's grid (passed as `opc_grid_*` params) from `%ctaid.x` in steps of
+/// `%nctaid.x`, the ring's mbarriers are initialized once before the walk, ptxas accepts it
+/// within the manifest's budget; kernels without a wgmma GEMM loop are not made persistent.
+#[test]
+fn persistent_wgmma_gemm_sm90a() {
+    use opc_codegen::ptx::{compile_with, Arch, Features, LaunchParam};
+    let arch = Arch::by_name("sm_90a").unwrap();
+    let on = Features { persistent: true, ..Features::for_arch(arch) };
+    for (kernel, dt, tun) in [
+        ("matmul", DType::BF16, &[][..]),
+        ("matmul", DType::BF16, &[("BM", 128), ("BN", 128), ("BK", 64)][..]),
+        ("linear", DType::F16, &[("BM", 64), ("BN", 128), ("BK", 64)][..]),
+    ] {
+        let k = instance("blocks", kernel, dt, None, tun);
+        let case = format!("{kernel} {dt} {tun:?}");
+        let c = compile_with(&k, arch, on).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert!(c.persistent, "{case}");
+        let grid: Vec<usize> = c.launch.params.iter().filter_map(|p| if let LaunchParam::Grid(i) = p { Some(*i) } else { None }).collect();
+        assert_eq!(grid, vec![0, 1, 2], "{case}: the virtual grid is passed");
+        for needle in [".param .u32 opc_grid_x", "%nctaid.x", "wgmma.mma_async", "cp.async.bulk.tensor.2d"] {
+            assert!(c.ptx.contains(needle), "{case}: no `{needle}`");
+        }
+        // the ring's barriers are initialized once, before the walk's loop head
+        let inits: Vec<usize> = c.ptx.lines().enumerate().filter(|(_, l)| l.contains("mbarrier.init")).map(|(i, _)| i).collect();
+        let walk = c.ptx.lines().position(|l| l.contains("mov.b32") && l.contains("%ctaid.x")).expect("the walk starts at %ctaid.x");
+        assert!(!inits.is_empty() && inits.iter().all(|&i| i < walk), "{case}: barriers set up before the walk");
+        // consumers release the last stage of every program (the ring outlives it)
+        assert!(c.ptx.lines().filter(|l| l.contains("mbarrier.arrive.shared::cta.b64")).count() >= 2, "{case}");
+        let m = opc_codegen::ptx::manifest(&k, &c, "matmul.ptx");
+        assert!(m["persistent"]["launch_grid"].as_str().unwrap().contains("multiprocessor count"), "{case}");
+        if let Some(u) = assemble(&format!("persistent_{kernel}_{dt}_{}", tun.len()), &c.ptx, "sm_90a") {
+            let max = m["occupancy"]["max_registers_per_thread"].as_u64().unwrap() as u32;
+            assert!(u.registers <= max && u.smem <= c.launch.shared_bytes, "{case}");
+            eprintln!("persistent {case:<60} block {}  registers {:>3}/{max}  spill stores {} B  shared {} B", c.launch.threads, u.registers, u.spill_stores, c.launch.shared_bytes);
+        }
+        // the same kernel without the flag is unchanged (one CTA per program)
+        let off = compile_with(&k, arch, Features::for_arch(arch)).unwrap();
+        assert!(!off.persistent && !off.ptx.contains("opc_grid_x"), "{case}");
+        // the producer runs ahead: a second copy of the TMA issue, for the next program's
+        // first k-blocks, between this program's copies and the CTA join
+        let tma = |p: &str| p.matches("cp.async.bulk.tensor.2d").count();
+        assert_eq!(tma(&c.ptx), 2 * tma(&off.ptx), "{case}: the next program's copies are issued ahead");
+    }
+    // no wgmma GEMM loop (sm_80, or BM = 16): the flag has nothing to amortize
+    let small = instance("blocks", "matmul", DType::BF16, None, &[("BM", 16), ("BN", 32), ("BK", 16)]);
+    assert!(!compile_with(&small, arch, on).unwrap().persistent);
+    let sm80 = Arch::by_name("sm_80").unwrap();
+    assert!(!compile_with(&instance("blocks", "matmul", DType::BF16, None, &[]), sm80, Features { persistent: true, ..Features::for_arch(sm80) }).unwrap().persistent);
+    // the launch-side schedule: ragged program counts on an H200's 132 SMs
+    let g = [67u64, 3, 1];
+    let n = opc_codegen::ptx::persistent_ctas(201, 132);
+    let mut all: Vec<[u64; 3]> = (0..n).flat_map(|c| opc_codegen::ptx::persistent_schedule(c, n, g)).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!((n, all.len()), (132, 201));
 }

@@ -112,6 +112,13 @@ fn tile(n: usize, lo: usize, hi: usize) -> i64 {
     n.next_power_of_two().clamp(lo, hi) as i64
 }
 
+/// The `(BM, BN)` tunables `flash_attention` picks for `sq` queries and `sk` keys: 64 × 64 once
+/// both are long (on `sm_90a` that is one consumer warpgroup of the FA3 loop at every `D` up to
+/// 256; `codegen/src/ptx/attn.rs`), smaller for short sequences.
+pub fn flash_attention_tiles(sq: usize, sk: usize) -> (i64, i64) {
+    (tile(sq, 16, 64), tile(sk, 16, 64))
+}
+
 /// FlashAttention-2 forward: one program per (query tile, head, batch), online softmax over KV
 /// tiles. GQA, bottom-right causal mask, sliding window and attention sinks.
 pub fn flash_attention(ops: &Ops, q: &Tensor, k: &Tensor, v: &Tensor, sinks: Option<&Tensor>, p: &AttentionParams) -> Result<AttentionOut> {
@@ -125,8 +132,8 @@ pub fn flash_attention(ops: &Ops, q: &Tensor, k: &Tensor, v: &Tensor, sinks: Opt
     let inst = Instance::default()
         .dtype("T", q.dtype)
         .konst("D", d.d as i64)
-        .tunable("BM", tile(d.sq, 16, 64))
-        .tunable("BN", tile(d.sk, 16, 64));
+        .tunable("BM", flash_attention_tiles(d.sq, d.sk).0)
+        .tunable("BN", flash_attention_tiles(d.sq, d.sk).1);
     let (has_window, window) = window_args(p, &d);
     let sk = sinks_arg(sinks, d.hq);
     let mut args = [

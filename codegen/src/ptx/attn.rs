@@ -36,25 +36,44 @@
 //! `SWIZZLE_128B` writes and what the `wgmma` descriptors' swizzle mode 1 reads (mode 2 / 3 for
 //! 64 / 32 bytes); each tile starts on a 1024-byte boundary (descriptor base offset 0). `Q` is
 //! copied there once from its generic view (generic-proxy stores, then
-//! `fence.proxy.async.shared::cta`). Two mbarriers per stage: `full` (count 1, the producer's
-//! `arrive.expect_tx` of `2·BN·D·2` bytes, completed by the TMA copies) and `empty` (count
-//! `128·C`, every consumer thread after its `P·V` `wgmma`s of the stage have completed).
+//! `fence.proxy.async.shared::cta`). Three mbarriers per stage, laid out `[full K × STAGES]
+//! [empty × STAGES][full V × STAGES]`: `full K` and `full V` (count 1, the producer's
+//! `arrive.expect_tx` of `BN·D·2` bytes each, completed by that tile's TMA copies, so
+//! `S = Q·Kᵀ` starts as soon as K has landed) and `empty` (count `128·C`, every consumer
+//! thread after its `P·V` `wgmma`s of the stage have completed).
+//!
+//! **Output buffers.** After the loop the carried values (O, the row state) go to shared f32
+//! buffers for the epilogue. They are placed inside the region (Q and the ring are dead: every
+//! TMA copy has landed, as each `full` barrier was waited on) after a named barrier of the
+//! consumer warpgroups (`bar.sync 1, 128·C`: no warpgroup overwrites a K/V tile another still
+//! reads), when they fit there — which is what lets BM = BN = D = 128 fit in 227 KB — and
+//! beside it otherwise (the manifest's `outputs_in_region`).
 //!
 //! **TMA.** K and V take 3-D tensor maps (`TensorMap::outer`): `[D, SK, Π leading]`, box
 //! `[span/2, BN, 1]`, so a tile running past the sequence end is zero-filled per head (never
 //! the next head's rows), and an out-of-range leading index becomes coordinate -1 (all zeros):
 //! the `load` semantics. Score columns past the end are masked by the kernel's own `where`.
 //!
-//! **Consumer step.** wait `full[s]`; `wgmma.fence`; `D/16` × `wgmma m64nBNk16` (A = Q
+//! **Consumer step.** wait `full K[s]`; `wgmma.fence`; `D/16` × `wgmma m64nBNk16` (A = Q
 //! descriptor, B = K descriptor, K-major); commit; wait 0; the softmax ops on fragments; pack
-//! P (`cvt.rn.{bf16,f16}x2.f32`, the P→A identity of `frag.rs`); `BN/16` × `wgmma m64nDk16`
-//! with A from registers and B = V descriptor (MN-major, `imm-trans-b` 1); commit; wait 0;
-//! arrive on `empty[s]`. After the loop the carried values are written to shared buffers in
-//! the generic layout and the whole CTA joins (`bar.sync`) for the epilogue.
+//! P (`cvt.rn.{bf16,f16}x2.f32`, the P→A identity of `frag.rs`); wait `full V[s]`; `BN/16` ×
+//! `wgmma m64nDk16` with A from registers and B = V descriptor (MN-major, `imm-trans-b` 1);
+//! commit; wait 0; arrive on `empty[s]`. After the loop the carried values are written to
+//! shared buffers in the generic layout and the whole CTA joins (`bar.sync`) for the epilogue.
 //!
-//! **Not done** (documented, not stubbed): intra-warpgroup overlap of the softmax of tile `j`
-//! with the `wgmma`s of tile `j + 1` and the ping-pong scheduling of two consumer warpgroups
-//! (FA3 §3.1–3.2), separate K and V barriers, FP8.
+//! **Q·Kᵀ overlap** (FA3 §3.2, intra-warpgroup; [`overlap_qk`] decides by register budget,
+//! `S` must have no accumulator operand). S of tile 0 is issued before the loop into a fixed
+//! set of accumulator registers. Step `j`: `wait_group 0` (S of tile `j` has landed); copy it
+//! out; if tile `j + 1` exists, wait `full K` of its stage and issue its `Q·Kᵀ` into the same
+//! registers (first `wgmma` with scale-d false: no zeroing) and commit without waiting; then
+//! the softmax of tile `j` runs while the tensor cores compute S of tile `j + 1`; `P·V` as
+//! above (its `wait_group 0` also retires the in-flight S, long done by then). Cost: `BN/2`
+//! more registers per thread. The ring cannot deadlock: tile `j + 1`'s K lives in the other
+//! stage, whose `empty` arrivals happened at the end of step `j - 1`.
+//!
+//! **Not done** (documented, not stubbed): overlapping the softmax with the previous tile's
+//! `P·V` (it needs the rescale of O moved after `P·V`, a rewrite of the DSL body's order), the
+//! ping-pong scheduling of two consumer warpgroups (FA3 §3.1), FP8.
 
 use std::collections::HashMap;
 
@@ -73,6 +92,8 @@ pub(super) const STAGES: u32 = 2;
 pub(super) const ENTRY_REGS: u32 = 168;
 const PRODUCER_REGS: u32 = 24;
 const CONSUMER_REGS: u32 = 240;
+/// Named barrier of the consumer warpgroups (0 is the whole CTA's `bar.sync 0`).
+const CONSUMER_BAR: u32 = 1;
 
 /// Layout of a value inside the loop (module docs); `X` is the column count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +169,11 @@ pub(super) struct AttnLoop {
     d: usize,
     dtype: DType,
     roles: HashMap<u32, Role>,
+    /// Issue the next tile's `S = Q·Kᵀ` before this tile's softmax ([`overlap_qk`]).
+    overlap: bool,
+    /// The f32 value P was cast from, when that cast only feeds `P·V`: P is packed from it
+    /// (`cvt.rn.{bf16,f16}x2.f32` rounds as the cast does), the cast is not lowered.
+    p_f32: Option<ValueId>,
     /// Results of ops that need no lowering: the staged loads, `trans(K)`, index-only values.
     skip: Vec<u32>,
 }
@@ -164,6 +190,10 @@ pub struct AttnInfo {
     pub region_bytes: u32,
     /// `(producer, consumer)` registers after `setmaxnreg`, when emitted.
     pub setmaxnreg: Option<(u32, u32)>,
+    /// Whether the carried values' output buffers reuse the region after the loop.
+    pub outputs_in_region: bool,
+    /// Whether the next tile's `S = Q·Kᵀ` is issued before this tile's softmax.
+    pub overlap_qk: bool,
 }
 
 impl AttnInfo {
@@ -171,7 +201,7 @@ impl AttnInfo {
         let c = (bm / 64) as u32;
         let (bm, bn, d) = (bm as u32, bn as u32, d as u32);
         let region_bytes = tile_bytes(bm, d) + STAGES * 2 * tile_bytes(bn, d) + 1024;
-        AttnInfo { bm, bn, d, stages: STAGES, consumers: c, region_bytes, setmaxnreg: (c >= 2).then_some((PRODUCER_REGS, CONSUMER_REGS)) }
+        AttnInfo { bm, bn, d, stages: STAGES, consumers: c, region_bytes, setmaxnreg: (c >= 2).then_some((PRODUCER_REGS, CONSUMER_REGS)), outputs_in_region: false, overlap_qk: overlap_qk(bm as usize, bn as usize, d as usize) }
     }
 
     /// Threads per CTA.
@@ -189,12 +219,27 @@ pub(super) fn manifest(a: &AttnInfo) -> serde_json::Value {
         "consumer_warpgroups": a.consumers, "producer_warpgroups": 1, "threads": a.threads(),
         "setmaxnreg": a.setmaxnreg.map(|(p, c)| serde_json::json!({"entry": ENTRY_REGS, "producer": p, "consumer": c})),
         "swizzle_bytes": swizzle::span(a.d),
+        "overlap_qk": a.overlap_qk,
+        "barriers": "per stage: full K (count 1, expect_tx BN·D·2), empty (count 128·consumers), full V (count 1, expect_tx BN·D·2); 24·STAGES bytes",
         "shared": {
             "q_bytes": q, "k_bytes": kv, "v_bytes": kv, "region_bytes": a.region_bytes,
-            "formula": "region = BM·D·2 + STAGES·2·BN·D·2 + 1024 (each tile rounded up to 1024 B; the slack aligns the region to the 128-byte swizzle atom at run time), plus 16·STAGES bytes of mbarriers and the f32 output buffers of the carried values",
+            "outputs_in_region": a.outputs_in_region,
+            "formula": "region = BM·D·2 + STAGES·2·BN·D·2 + 1024 (each tile rounded up to 1024 B; the slack aligns the region to the 128-byte swizzle atom at run time), plus 24·STAGES bytes of mbarriers; the carried values leave the loop through f32 buffers (acc: BM·(D+4)·4, each row vector BM·4) placed inside the region once the consumers have passed a named barrier (outputs_in_region), else after it",
         },
         "grid": "one CTA per (BM query rows, query head, batch): the kernel's grid block",
     })
+}
+
+/// Offsets (128-byte aligned) of the carried values' output buffers packed into the first
+/// `region` bytes, or `None` when they do not fit there.
+pub(super) fn out_offsets(sizes: &[usize], region: usize) -> Option<Vec<usize>> {
+    let mut at = 0;
+    let mut offs = vec![];
+    for &b in sizes {
+        offs.push(at);
+        at = (at + b).next_multiple_of(128);
+    }
+    (at <= region).then_some(offs)
 }
 
 /// Bytes of a swizzled 16-bit `[rows][cols]` tile, rounded to the 1024-byte atom alignment.
@@ -428,7 +473,22 @@ pub(super) fn match_attn(k: &Kernel, for_op: &Op, feats: Features) -> Option<Att
         }
         class_of(k, for_op.args[3 + i], bm, &roles)?;
     }
-    Some(AttnLoop { staged, kl, vl, q, bm, bn, d, dtype, roles, skip })
+    let overlap = s_dot.args.len() == 2 && overlap_qk(bm, bn, d);
+    let p_f32 = def_in_body.get(&p.0).filter(|o| matches!(o.kind, OpKind::Cast(_)) && k.ty(o.args[0]).dtype == DType::F32 && only(p, pv_dot)).map(|o| o.args[0]);
+    if p_f32.is_some() {
+        skip.push(p.0);
+    }
+    Some(AttnLoop { staged, kl, vl, q, bm, bn, d, dtype, roles, overlap, p_f32, skip })
+}
+
+/// Whether the Q·Kᵀ of tile `j + 1` is issued before the softmax of tile `j` (FA3's
+/// intra-warpgroup overlap): it costs a second copy of S (`BN/2` registers per thread), so it
+/// is taken where the consumer's live set — S twice, O, P packed and the registers of
+/// addresses, row state, indices and ptxas's slack (64, measured: 48 spills at BM = BN = 128,
+/// D = 64) — stays within its register budget.
+pub(super) fn overlap_qk(bm: usize, bn: usize, d: usize) -> bool {
+    let budget = if bm >= 128 { CONSUMER_REGS } else { 255 } as usize;
+    bn + d / 2 + bn / 4 + 64 <= budget
 }
 
 /// Threads the FA3 loops of `k` need (0 when none).
@@ -499,7 +559,7 @@ impl Lower<'_> {
         let kvb = tile_bytes(bn, d);
         let stage_bytes = 2 * kvb;
         let region = self.alloc(info.region_bytes as usize);
-        let bars = self.alloc(16 * STAGES as usize);
+        let bars = self.alloc(24 * STAGES as usize);
         let raw = self.smem_addr(region, None, DType::F32);
         let rb = self.p.op(Kind::R, "add.u32", &[&raw, &1023]);
         let base = self.p.op(Kind::R, "and.b32", &[&rb, &!1023u32]);
@@ -517,7 +577,7 @@ impl Lower<'_> {
             l.st_shared(a.dtype, at, x);
             Ok(())
         })?;
-        self.init_ring_barriers(bar_base, STAGES, 128 * c);
+        self.init_ring_barriers(bar_base, STAGES, 128 * c, 1);
 
         // ---- outer TMA coordinates of K and V (leading indices; -1 when out of range)
         let mut outer = vec![];
@@ -565,12 +625,13 @@ impl Lower<'_> {
             let eb = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &bar_base]);
             let eb = self.p.op(Kind::R, "add.u32", &[&eb, &(8 * STAGES)]);
             self.wait_parity(eb, ph1);
-            let fb = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &bar_base]);
-            self.p.ins(format!("mbarrier.arrive.expect_tx.shared::cta.b64 _, [{fb}], {}", 2 * swizzle::tile_bytes(bn, d)));
+            let (kf, vf) = self.kv_full(bar_base, s);
             let iv = self.iv_at(&lr, it);
             let dst = self.p.op(Kind::R, "mad.lo.u32", &[&s, &stage_bytes, &ring]);
             let span = swizzle::span(d);
-            for (j, sl) in [&a.kl, &a.vl].into_iter().enumerate() {
+            for (j, (sl, fb)) in [(&a.kl, kf), (&a.vl, vf)].into_iter().enumerate() {
+                // K and V complete separately: S = Q·Kᵀ may start before V has landed
+                self.p.ins(format!("mbarrier.arrive.expect_tx.shared::cta.b64 _, [{fb}], {}", swizzle::tile_bytes(bn, d)));
                 let st = self.tile_starts_at(body, &a.staged.slice, &sl.starts, iv)?;
                 for blk in 0..d * 2 / span {
                     let c0 = self.p.op(Kind::R, "add.s32", &[&st[1], &(blk * span / 2)]);
@@ -627,22 +688,41 @@ impl Lower<'_> {
         }
         let a_slice = self.p.op(Kind::R, "mul.lo.u32", &[&wg, &(64 * swizzle::span(d))]);
         let q_a = self.p.op(Kind::R, "add.u32", &[&base, &a_slice]);
+        // with the Q·Kᵀ overlap, S of tile 0 is issued before the loop (module docs)
+        let s_live = a.overlap.then(|| (0..a.bn / 2).map(|_| self.p.mov(Kind::F, fimm(0.0))).collect::<Vec<Reg>>());
+        if let Some(sr) = &s_live {
+            let none = self.p.label();
+            let empty = self.p.op(Kind::P, "setp.eq.u32", &[&lr.trips, &0]);
+            self.p.ins(format!("@{empty} bra {none}"));
+            let zero = self.p.mov(Kind::R, 0);
+            let (kf0, _) = self.kv_full(bar_base, zero);
+            self.wait_parity(kf0, zero);
+            self.qk_issue(a, sr, q_a, ring, true);
+            self.p.place(&none);
+        }
         let it = self.p.mov(Kind::R, 0);
         let (top, done) = (self.p.label(), self.p.label());
         self.p.place(&top);
         let fin = self.p.op(Kind::P, "setp.ge.u32", &[&it, &lr.trips]);
         self.p.ins(format!("@{fin} bra {done}"));
         let (s, ph) = self.stage_phase(it);
-        let fb = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &bar_base]);
-        self.wait_parity(fb, ph);
+        let (kfull, vfull) = self.kv_full(bar_base, s);
         let kbase = self.p.op(Kind::R, "mad.lo.u32", &[&s, &stage_bytes, &ring]);
         let vbase = self.p.op(Kind::R, "add.u32", &[&kbase, &kvb]);
+        let next = s_live.as_ref().map(|sr| {
+            let it1 = self.p.op(Kind::R, "add.u32", &[&it, &1]);
+            let more = self.p.op(Kind::P, "setp.lt.u32", &[&it1, &lr.trips]);
+            let (s1, ph1) = self.stage_phase(it1);
+            let (kf1, _) = self.kv_full(bar_base, s1);
+            let kb1 = self.p.op(Kind::R, "mad.lo.u32", &[&s1, &stage_bytes, &ring]);
+            NextQk { s: sr.clone(), more, kfull: kf1, ph: ph1, kbase: kb1 }
+        });
         let iv = self.iv_at(&lr, it);
         self.reprs[body.args[0].0 as usize] = Some(Repr::Uniform(iv));
         for (i, &arg) in body.args[1..].iter().enumerate() {
             fr.insert(arg.0, carried[i].clone());
         }
-        let ctx = Ctx { a, ln: &ln, q_a, kbase, vbase };
+        let ctx = Ctx { a, ln: &ln, q_a, kbase, vbase, kfull, vfull, ph, next };
         let ys = self.frag_block(body, &ctx, &mut fr)?;
         self.move_fv(&ys, &carried);
         let eb = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &bar_base]);
@@ -651,21 +731,36 @@ impl Lower<'_> {
         self.p.ins(format!("add.u32 {it}, {it}, 1"));
         self.p.ins(format!("bra {top}"));
         self.p.place(&done);
-        // carried values out to shared buffers in the generic layout
-        let mut outs = vec![];
-        for (i, &res) in op.results.iter().enumerate() {
-            let dt = self.dtype(res);
-            let shape = self.shape(res);
-            let fv = carried[i].clone();
-            let (bytes, strides) = match fv.class {
+        // carried values out to shared buffers in the generic layout: inside the region (Q and
+        // the K/V ring are dead once every consumer is past its last `wgmma`; all TMA copies
+        // have landed, each one's `full` barrier was waited on) when they fit, else their own
+        let layouts: Vec<(usize, Vec<i64>)> = op
+            .results
+            .iter()
+            .zip(&carried)
+            .map(|(&res, fv)| match fv.class {
                 Class::Full(x) => {
-                    let pitch = if x.is_multiple_of(32) && esize(dt) == 4 { x + 4 } else { x };
-                    (a.bm * pitch, vec![pitch as i64, 1])
+                    let pitch = if x.is_multiple_of(32) && esize(self.dtype(res)) == 4 { x + 4 } else { x };
+                    (a.bm * pitch * esize(self.dtype(res)) as usize, vec![pitch as i64, 1])
                 }
-                _ => (shape.iter().product::<usize>(), row_major(&shape)),
+                _ => {
+                    let shape = self.shape(res);
+                    (shape.iter().product::<usize>() * esize(self.dtype(res)) as usize, row_major(&shape))
+                }
+            })
+            .collect();
+        let reuse = out_offsets(&layouts.iter().map(|l| l.0).collect::<Vec<_>>(), info.region_bytes as usize);
+        if reuse.is_some() {
+            // the consumer warpgroups only: the producer never touches the region again
+            self.p.ins(format!("bar.sync {CONSUMER_BAR}, {}", 128 * c));
+        }
+        let mut outs = vec![];
+        for (i, (&res, (bytes, strides))) in op.results.iter().zip(layouts).enumerate() {
+            let buf = match &reuse {
+                Some(offs) => self.alloc_within(region, offs[i] as u32, bytes),
+                None => self.alloc(bytes),
             };
-            let buf = self.alloc(bytes * esize(dt) as usize);
-            self.write_frag(buf, &strides, dt, &fv, &ln);
+            self.write_frag(buf, &strides, self.dtype(res), &carried[i], &ln);
             outs.push((res, View { buf, strides }));
         }
         if let Some(e) = entry {
@@ -678,7 +773,7 @@ impl Lower<'_> {
         }
         self.hz.gl_r.insert(a.kl.tensor);
         self.hz.gl_r.insert(a.vl.tensor);
-        self.attn = Some(info);
+        self.attn = Some(AttnInfo { outputs_in_region: reuse.is_some(), overlap_qk: a.overlap, ..info });
         Ok(())
     }
 
@@ -931,25 +1026,54 @@ impl Lower<'_> {
         (0..n / 2).map(|i| self.p.mov(Kind::F, src.regs[src.class.pick(to, i)])).collect()
     }
 
-    /// `S = dot(Q, trans(K) [, acc])`: both operands from swizzled shared memory.
+    /// `S = dot(Q, trans(K) [, acc])`: both operands from swizzled shared memory. With the
+    /// overlap (`cx.next`), this tile's S was issued one step earlier: wait for it, copy it out
+    /// of the accumulator registers and issue the next tile's into them before the softmax.
     fn frag_qk(&mut self, op: &Op, cx: &Ctx, fr: &HashMap<u32, Fv>) -> Result<Fv> {
         let a = cx.a;
-        let (bm, bn, d) = (a.bm as u32, a.bn as u32, a.d as u32);
+        if let Some(nx) = &cx.next {
+            self.p.ins("wgmma.wait_group.sync.aligned 0");
+            let regs: Vec<Reg> = nx.s.iter().map(|r| self.p.mov(Kind::F, *r)).collect();
+            let skip = self.p.label();
+            self.p.ins(format!("@!{} bra {skip}", nx.more));
+            self.wait_parity(nx.kfull, nx.ph);
+            self.qk_issue(a, &nx.s, cx.q_a, nx.kbase, true);
+            self.p.place(&skip);
+            return Ok(Fv { class: Class::Full(a.bn), regs });
+        }
+        self.wait_parity(cx.kfull, cx.ph);
         let regs = self.acc_regs(fr, op.args.get(2).copied(), a.bn);
+        self.qk_issue(a, &regs, cx.q_a, cx.kbase, false);
+        self.p.ins("wgmma.wait_group.sync.aligned 0");
+        Ok(Fv { class: Class::Full(a.bn), regs })
+    }
+
+    /// Issue and commit (without waiting) the `D/16` `wgmma`s of `regs += Q·Kᵀ` for the K tile
+    /// at `kbase` (`regs` hold the initial value: zeros or the dot's accumulator), or of
+    /// `regs = Q·Kᵀ` when `fresh` (the first step's scale-d predicate is false).
+    fn qk_issue(&mut self, a: &AttnLoop, regs: &[Reg], q_a: Reg, kbase: Reg, fresh: bool) {
+        let (bm, bn, d) = (a.bm as u32, a.bn as u32, a.d as u32);
         let ty = if a.dtype == DType::F16 { "f16" } else { "bf16" };
         let qf = swizzle::desc_fields(bm, d, true);
         let kf = swizzle::desc_fields(bn, d, true);
-        let one = self.p.op(Kind::P, "setp.eq.u32", &[&cx.kbase, &cx.kbase]);
+        let one = self.p.op(Kind::P, "setp.eq.u32", &[&kbase, &kbase]);
+        let first = if fresh { self.p.op(Kind::P, "setp.ne.u32", &[&kbase, &kbase]) } else { one };
         let list = regs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
         self.p.ins("wgmma.fence.sync.aligned");
         for ks in 0..d / 16 {
-            let da = self.descriptor(cx.q_a, swizzle::k16_off(bm, d, true, ks), qf);
-            let db = self.descriptor(cx.kbase, swizzle::k16_off(bn, d, true, ks), kf);
-            self.p.ins(format!("wgmma.mma_async.sync.aligned.m64n{bn}k16.f32.{ty}.{ty} {{{list}}}, {da}, {db}, {one}, 1, 1, 0, 0"));
+            let da = self.descriptor(q_a, swizzle::k16_off(bm, d, true, ks), qf);
+            let db = self.descriptor(kbase, swizzle::k16_off(bn, d, true, ks), kf);
+            let sd = if ks == 0 { first } else { one };
+            self.p.ins(format!("wgmma.mma_async.sync.aligned.m64n{bn}k16.f32.{ty}.{ty} {{{list}}}, {da}, {db}, {sd}, 1, 1, 0, 0"));
         }
         self.p.ins("wgmma.commit_group.sync.aligned");
-        self.p.ins("wgmma.wait_group.sync.aligned 0");
-        Ok(Fv { class: Class::Full(a.bn), regs })
+    }
+
+    /// The K and V `full` barriers of stage `s` (module docs: `[full K][empty][full V]`).
+    fn kv_full(&mut self, bar_base: Reg, s: Reg) -> (Reg, Reg) {
+        let k = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &bar_base]);
+        let v = self.p.op(Kind::R, "add.u32", &[&k, &(16 * STAGES)]);
+        (k, v)
     }
 
     /// `O = dot(P, V [, acc])`: P packed from its fragment registers as the A operand, V from
@@ -957,11 +1081,12 @@ impl Lower<'_> {
     fn frag_pv(&mut self, op: &Op, cx: &Ctx, fr: &HashMap<u32, Fv>) -> Result<Fv> {
         let a = cx.a;
         let (bn, d) = (a.bn as u32, a.d as u32);
-        let p = self.fv(fr, op.args[0]);
+        let p = self.fv(fr, a.p_f32.unwrap_or(op.args[0]));
         let regs = self.acc_regs(fr, op.args.get(2).copied(), a.d);
         let ty = if a.dtype == DType::F16 { "f16" } else { "bf16" };
         let vf = swizzle::desc_fields(bn, d, false);
         let one = self.p.op(Kind::P, "setp.eq.u32", &[&cx.vbase, &cx.vbase]);
+        self.wait_parity(cx.vfull, cx.ph);
         let to = Class::Full(a.bn);
         let mut packs = vec![];
         for kk in 0..bn / 16 {
@@ -996,4 +1121,20 @@ struct Ctx<'a> {
     q_a: Reg,
     kbase: Reg,
     vbase: Reg,
+    /// This tile's K and V `full` barriers and their phase parity.
+    kfull: Reg,
+    vfull: Reg,
+    ph: Reg,
+    /// With the Q·Kᵀ overlap: where the next tile's S is issued.
+    next: Option<NextQk>,
+}
+
+/// The in-flight `S = Q·Kᵀ` of the overlap: its accumulator registers (this tile's S on
+/// entry), whether a next tile exists, and that tile's K barrier, parity and K stage address.
+struct NextQk {
+    s: Vec<Reg>,
+    more: Reg,
+    kfull: Reg,
+    ph: Reg,
+    kbase: Reg,
 }

@@ -75,6 +75,9 @@ pub(super) struct Buf {
     pub bytes: u32,
     pub def: u32,
     pub uses: Vec<(u32, Vec<usize>)>,
+    /// `(parent, byte offset)`: this buffer lives inside `parent` (which its uses keep live)
+    /// and takes no space of its own in the plan.
+    pub within: Option<(usize, u32)>,
 }
 
 /// Launch-time facts about one tensor parameter, computed once at entry.
@@ -226,6 +229,10 @@ pub(super) struct Lower<'k> {
     /// Run-time byte offsets added to a buffer's address: the stage a staged loop reads
     /// (`stage.rs`).
     pub dyn_off: std::collections::HashMap<usize, Reg>,
+    /// The persistent program walk, while its body is lowered (`persistent.rs`).
+    pub walk: Option<super::persistent::Walk>,
+    /// GEMM rings that live across programs, by the loop's first result.
+    pub rings: std::collections::HashMap<u32, super::persistent::Ring>,
     /// Loads of the current staged loop, by result: the view of the stage they read.
     pub staged_views: std::collections::HashMap<u32, View>,
     /// Set by the FA3 attention loop (`attn.rs`).
@@ -284,15 +291,40 @@ impl<'k> Lower<'k> {
     // Shared memory buffers and hazards
     // -----------------------------------------------------------------------------------------
 
+    /// Enter a loop for the buffer lifetimes: a buffer defined before it and used inside
+    /// stays live to its end (`intervals`).
+    pub(super) fn open_loop(&mut self) -> usize {
+        self.loops.push((self.pos, 0));
+        self.loop_stack.push(self.loops.len() - 1);
+        self.loops.len() - 1
+    }
+
+    /// Leave loop `id` (from [`Lower::open_loop`]).
+    pub(super) fn close_loop(&mut self, id: usize) {
+        self.loop_stack.pop();
+        self.loops[id].1 = self.pos;
+    }
+
     /// A fresh shared buffer of `bytes` (16-byte aligned in the plan).
     pub(super) fn alloc(&mut self, bytes: usize) -> usize {
-        self.bufs.push(Buf { bytes: bytes as u32, def: self.pos, uses: vec![] });
+        self.bufs.push(Buf { bytes: bytes as u32, def: self.pos, uses: vec![], within: None });
+        self.bufs.len() - 1
+    }
+
+    /// A buffer of `bytes` at byte `off` (16-byte aligned) inside buffer `parent`, reusing
+    /// space the parent no longer needs; every use of it is also a use of the parent.
+    pub(super) fn alloc_within(&mut self, parent: usize, off: u32, bytes: usize) -> usize {
+        debug_assert!(off.is_multiple_of(16) && off as usize + bytes <= self.bufs[parent].bytes as usize);
+        self.bufs.push(Buf { bytes: 0, def: self.pos, uses: vec![], within: Some((parent, off)) });
         self.bufs.len() - 1
     }
 
     /// Byte offset of a buffer in the shared arena (0 in the planning run).
     pub(super) fn buf_off(&mut self, buf: usize) -> u32 {
         self.bufs[buf].uses.push((self.pos, self.loop_stack.clone()));
+        if let Some((parent, off)) = self.bufs[buf].within {
+            return self.buf_off(parent) + off;
+        }
         self.plan.as_ref().map_or(0, |p| p[buf])
     }
 
@@ -634,7 +666,11 @@ impl<'k> Lower<'k> {
             OpKind::ProgramId(a) | OpKind::NumPrograms(a) => {
                 let axis = ["x", "y", "z"].get(*a as usize).ok_or_else(|| self.unsupported(op, "axis must be 0, 1 or 2"))?;
                 let sreg = if matches!(op.kind, OpKind::ProgramId(_)) { "ctaid" } else { "nctaid" };
-                let r = self.p.mov(Kind::R, format!("%{sreg}.{axis}"));
+                let r = match &self.walk {
+                    // persistent: the program being walked and the virtual grid
+                    Some(w) => self.p.mov(Kind::R, if sreg == "ctaid" { w.pid[*a as usize] } else { w.grid[*a as usize] }),
+                    None => self.p.mov(Kind::R, format!("%{sreg}.{axis}")),
+                };
                 self.set(op.result(), Repr::Uniform(r));
             }
             OpKind::Dim(s) => {
@@ -812,9 +848,7 @@ impl<'k> Lower<'k> {
         for (i, r) in carried.iter().enumerate() {
             self.set(body.args[i + 1], r.clone());
         }
-        let id = self.loops.len();
-        self.loops.push((self.pos, 0));
-        self.loop_stack.push(id);
+        let id = self.open_loop();
         if let (Some(sl), Some(sr)) = (&staged, &sr) {
             self.stage_top(body, sl, sr, iv, hi, step)?;
         }
@@ -837,8 +871,7 @@ impl<'k> Lower<'k> {
         if let (Some(sl), Some(sr)) = (&staged, &sr) {
             self.stage_end(sl, sr);
         }
-        self.loop_stack.pop();
-        self.loops[id].1 = self.pos;
+        self.close_loop(id);
         for (i, &res) in op.results.iter().enumerate() {
             self.set(res, carried[i].clone());
         }
@@ -1010,11 +1043,20 @@ pub(super) fn lower(k: &Kernel, t: u32, plan: Option<Vec<u32>>, names: &super::P
         tensor_cores: None,
         tmaps: vec![],
         dyn_off: Default::default(),
+        walk: None,
+        rings: Default::default(),
         staged_views: Default::default(),
         attn: None,
     };
+    let persistent = super::persistent::applies(k, feats);
+    if persistent {
+        l.persistent_begin();
+    }
     if let Some(y) = l.lower_block(&k.body)? {
         return Err(l.unsupported(y, "`yield` at the top level of the body"));
+    }
+    if persistent {
+        l.persistent_end();
     }
     l.p.ins("ret");
     let tc = l.tensor_cores.or(l.used_mma.then_some("mma.sync.m16n8k16"));

@@ -32,17 +32,23 @@
 //! on `sm_90a` a warp-specialized loop (one producer warpgroup issuing TMA into a 4-stage
 //! ring guarded by full/empty mbarriers, `BM/64` consumer warpgroups issuing `wgmma` on
 //! swizzled shared-memory descriptors). Ragged edges: zero fill (`cp.async` element fallback,
-//! TMA out-of-bounds fill); the epilogue's stores are the usual bounds-checked ones.
+//! TMA out-of-bounds fill); the epilogue's stores are the usual bounds-checked ones. With
+//! `Features::persistent` (`persistent.rs`, off by default) the launch has `min(programs, SMs)`
+//! CTAs walking the grid with a static scheduler; the ring lives across programs and the
+//! producer issues the next program's first k-blocks during this program's epilogue.
 //!
 //! **FA3 attention loops** (`attn.rs`, layouts in `frag.rs`): on `sm_90a`, a KV walk whose body
 //! holds `dot(Q, trans(K))` and `dot(P, V, acc)` around elementwise ops, row reductions and
 //! `if`s (flash attention's online softmax and masks, recognized by structure, not by name)
 //! becomes a warp-specialized loop: one producer warpgroup issuing 3-D TMA copies of K and V
-//! into a 2-stage ring guarded by full/empty mbarriers, `BM/64` consumer warpgroups running
-//! `wgmma` for S (both operands from 128-byte swizzled descriptors), the softmax on the `wgmma`
-//! accumulator fragments in registers (quad shuffles for row reductions), and `wgmma` for
-//! `P·V` with P packed into A registers; `setmaxnreg` re-partitions registers with two
-//! consumer warpgroups. The manifest's `fa3` object gives its tile sizes and shared layout.
+//! into a 2-stage ring guarded by separate K / V full barriers and an empty barrier, `BM/64`
+//! consumer warpgroups running `wgmma` for S (both operands from 128-byte swizzled
+//! descriptors; where registers allow, the next tile's S is issued before this tile's softmax),
+//! the softmax on the `wgmma` accumulator fragments in registers (quad shuffles for row
+//! reductions), and `wgmma` for `P·V` with P packed into A registers; `setmaxnreg`
+//! re-partitions registers with two consumer warpgroups. The output buffers reuse the region
+//! after the loop, so BM = BN = D = 128 fits. The manifest's `fa3` object gives its tile
+//! sizes, barriers and shared layout.
 //!
 //! **Staged loop loads** (`stage.rs`): in other loops (flash attention on `sm_80` or without
 //! TMA, the split-KV decode), the 16-bit tiles loaded only to feed `dot` are double-buffered by
@@ -51,10 +57,10 @@
 //! (online softmax, masks) is lowered op by op. Dropped when the rings would not fit the arch's
 //! shared memory.
 //!
-//! **Not done yet** (documented, not stubbed): FA3's intra-warpgroup softmax/GEMM overlap and
-//! ping-pong consumer scheduling (see `attn.rs`), S/P kept as `mma.sync` fragments on `sm_80`
-//! (they go through shared memory, op by op), int8/int4 `mma`, persistent CTAs, warp-parallel
-//! reductions in the general lowering.
+//! **Not done yet** (documented, not stubbed): FA3's softmax/`P·V` overlap and ping-pong
+//! consumer scheduling (see `attn.rs`), S/P kept as `mma.sync` fragments on `sm_80` (they go
+//! through shared memory, op by op), int8/int4 `mma`, persistent FA3, warp-parallel reductions
+//! in the general lowering.
 //!
 //! The loader (`runtime.rs`, cargo feature `cuda`) loads the PTX through the CUDA driver API.
 
@@ -67,6 +73,7 @@ mod gemm;
 mod lower;
 mod math;
 mod memory;
+mod persistent;
 mod plan;
 mod reduce;
 mod stage;
@@ -84,6 +91,7 @@ use crate::artifact::{base_manifest, Artifact, RenderOptions, Renderer};
 use crate::{CodegenError, Result};
 
 pub use attn::AttnInfo;
+pub use persistent::{ctas as persistent_ctas, schedule as persistent_schedule};
 pub use lower::for_sites;
 
 /// A GPU architecture the renderer targets: the PTX ISA version and target it declares, and
@@ -159,6 +167,8 @@ pub enum LaunchParam {
     ErrorWord,
     /// Tensor map `i` of [`Compiled::tensor_maps`], by value (128 bytes, 64-byte aligned).
     TensorMap(usize),
+    /// Axis `i` of the kernel's grid (u32), for persistent CTAs.
+    Grid(usize),
 }
 
 /// A rendered kernel: PTX text and its launch description.
@@ -174,6 +184,9 @@ pub struct Compiled {
     pub tensor_maps: Vec<TensorMap>,
     /// The FA3 attention loop's facts, when the kernel has one (`attn.rs`).
     pub attn: Option<AttnInfo>,
+    /// Persistent CTAs: launch `persistent_ctas(programs, SMs)` CTAs along x and pass the
+    /// kernel's grid as [`LaunchParam::Grid`] (`persistent.rs`).
+    pub persistent: bool,
 }
 
 /// Which fast paths a compile may take. [`Features::for_arch`] is the default: pipelined GEMM
@@ -190,11 +203,14 @@ pub struct Features {
     /// 2-stage `cp.async` ring (`stage.rs`). Dropped automatically when the rings would not
     /// fit the arch's shared memory.
     pub stage: bool,
+    /// Persistent CTAs with a static program scheduler for kernels with a `wgmma` GEMM loop
+    /// (`persistent.rs`); off by default.
+    pub persistent: bool,
 }
 
 impl Features {
     pub fn for_arch(arch: Arch) -> Features {
-        Features { pipeline: true, wgmma: arch.name == "sm_90a", stage: true }
+        Features { pipeline: true, wgmma: arch.name == "sm_90a", stage: true, persistent: false }
     }
 }
 
@@ -291,6 +307,13 @@ pub fn compile_with(k: &Kernel, arch: Arch, feats: Features) -> Result<Compiled>
         params.push(LaunchParam::TensorMap(i));
         decls.push(format!(".param .align 64 .b8 {}[128]", m.name));
     }
+    let persistent = persistent::applies(k, feats);
+    if persistent {
+        for (i, n) in persistent::GRID_PARAMS.iter().enumerate() {
+            params.push(LaunchParam::Grid(i));
+            decls.push(format!(".param .u32 {n}"));
+        }
+    }
 
     let mut ptx = String::new();
     ptx.push_str(&format!(
@@ -323,6 +346,7 @@ pub fn compile_with(k: &Kernel, arch: Arch, feats: Features) -> Result<Compiled>
         tensor_cores: low.tensor_cores,
         tensor_maps: low.tmaps,
         attn: low.attn,
+        persistent,
     })
 }
 
@@ -357,8 +381,9 @@ pub fn grid_exprs(k: &Kernel) -> Vec<String> {
     vec![]
 }
 
-/// The manifest fields of a PTX artifact, added to [`base_manifest`].
-fn manifest(k: &Kernel, c: &Compiled, file: &str) -> Value {
+/// The manifest fields of a PTX artifact, added to [`base_manifest`] (public for callers of
+/// [`compile_with`], e.g. with persistent CTAs).
+pub fn manifest(k: &Kernel, c: &Compiled, file: &str) -> Value {
     let mut m = base_manifest(k, "ptx");
     let params: Vec<Value> = c
         .launch
@@ -376,6 +401,8 @@ fn manifest(k: &Kernel, c: &Compiled, file: &str) -> Value {
             LaunchParam::Dim(i) => json!({"kind": "dim", "name": k.dims[*i].name, "ptx_type": "u64"}),
             LaunchParam::ErrorWord => json!({"kind": "error_word", "name": "opc_err", "ptx_type": "u64",
                 "what": "address of two zeroed u32: after the launch, a nonzero first word is the 1-based `for` site whose step was not positive, the second the step"}),
+            LaunchParam::Grid(i) => json!({"kind": "grid", "name": persistent::GRID_PARAMS[*i], "ptx_type": "u32", "axis": i,
+                "what": "axis of the kernel's grid (`grid`), which the persistent CTAs walk"}),
             LaunchParam::TensorMap(i) => {
                 let t = &c.tensor_maps[*i];
                 json!({"kind": "tensor_map", "name": t.name, "ptx_type": ".align 64 .b8[128]", "tensor": k.params[t.param].name,
@@ -405,6 +432,14 @@ fn manifest(k: &Kernel, c: &Compiled, file: &str) -> Value {
     obj.insert("occupancy".into(), json!({"max_threads_per_cta": c.launch.threads, "min_ctas_per_sm": 1, "max_registers_per_thread": max_registers(c.launch.threads)}));
     obj.insert("tensor_cores".into(), json!(c.tensor_cores.unwrap_or("none")));
     obj.insert("fallback_without_tma".into(), json!(!c.tensor_maps.is_empty()));
+    if c.persistent {
+        obj.insert("persistent".into(), json!({
+            "launch_grid": "[min(grid[0]·grid[1]·grid[2], multiprocessor count), 1, 1]: `grid` is the kernel's grid above, passed as the `grid` launch params",
+            "schedule": "CTA c of n runs programs v = c, c + n, … below the grid's product; program v = (v mod grid[0], (v / grid[0]) mod grid[1], v / (grid[0]·grid[1]))",
+            "tma_ring": "stage buffer and mbarriers set up once; the stage/phase count runs across programs; the producer issues the next program's first min(stages, trips) k-blocks during this program's epilogue when the loop's bounds and starts are scalar functions of the program",
+            "when": "several programs per SM with short mainloops or long epilogues; off by default (Features::persistent)",
+        }));
+    }
     if let Some(a) = &c.attn {
         obj.insert("fa3".into(), attn::manifest(a));
     }

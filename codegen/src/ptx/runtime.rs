@@ -169,6 +169,8 @@ impl Executable for PtxExecutable {
                 _ => {}
             }
         }
+        // persistent CTAs walk the kernel's grid, passed as u32 params (`persistent.rs`)
+        let grid32 = g.map(|x| x as u32);
         let mut b = stream.launch_builder(func);
         let (mut wi, mut fi, mut ui) = (0, 0, 0);
         for p in &compiled.launch.params {
@@ -196,11 +198,24 @@ impl Executable for PtxExecutable {
                 LaunchParam::ErrorWord => {
                     b.arg(&errw);
                 }
+                LaunchParam::Grid(i) => {
+                    b.arg(&grid32[*i]);
+                }
             }
         }
         let l = &compiled.launch;
+        let grid_dim = if compiled.persistent {
+            let sms = self.ctx.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).map_err(drv)?;
+            let programs = g.iter().map(|&x| x as u64).product::<u64>();
+            if programs > u32::MAX as u64 {
+                return Err(err(&k.name, format!("{programs} programs exceed the persistent walk's u32 counter")));
+            }
+            (super::persistent_ctas(programs, sms as u64) as u32, 1, 1)
+        } else {
+            (g[0] as u32, g[1] as u32, g[2] as u32)
+        };
         let cfg = LaunchConfig {
-            grid_dim: (g[0] as u32, g[1] as u32, g[2] as u32),
+            grid_dim,
             block_dim: (l.threads, 1, 1),
             shared_mem_bytes: if l.dynamic_shared { l.shared_bytes } else { 0 },
         };

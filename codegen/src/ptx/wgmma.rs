@@ -50,6 +50,30 @@ pub(super) fn eligible(g: &GemmLoop) -> bool {
     g.m.is_multiple_of(64) && g.m <= 256 && g.n.is_multiple_of(8) && (8..=256).contains(&g.n) && g.k.is_multiple_of(16) && g.a.rows <= 256 && g.b.rows <= 256
 }
 
+/// Stages of `g`'s ring: [`STAGES`], fewer while the ring and the output buffer would pass
+/// 200 KB.
+pub(super) fn ring_stages(g: &GemmLoop) -> u32 {
+    let stage = (g.a.bytes() + g.b.bytes()).next_multiple_of(1024);
+    let mut stages = STAGES;
+    while stages > 2 && stages * stage + 1024 + (g.m * g.n * 4) as u32 > 200 * 1024 {
+        stages -= 1;
+    }
+    stages
+}
+
+/// Bytes of `g`'s ring: its stages and 1024 bytes to align it at run time.
+pub(super) fn ring_bytes(g: &GemmLoop) -> u32 {
+    ring_stages(g) * (g.a.bytes() + g.b.bytes()).next_multiple_of(1024) + 1024
+}
+
+/// What the producer's TMA issue needs: barriers, the aligned ring, its stages, the maps.
+pub(super) struct Tma {
+    pub bar_base: Reg,
+    pub ring_base: Reg,
+    pub stages: u32,
+    pub maps: [Reg; 2],
+}
+
 /// Threads the widest eligible GEMM loop of `k` needs (0 when none).
 pub(super) fn threads_needed(k: &Kernel, feats: Features) -> u32 {
     if !feats.wgmma {
@@ -79,16 +103,17 @@ impl Lower<'_> {
         let c = (g.m / 64) as u32;
         let ab = g.a.bytes();
         let stage = (ab + g.b.bytes()).next_multiple_of(1024);
-        let mut stages = STAGES;
-        while stages > 2 && stages * stage + 1024 + (g.m * g.n * 4) as u32 > 200 * 1024 {
-            stages -= 1;
-        }
+        // persistent CTAs: barriers set up once, iteration count running across programs
+        let ring_state = self.rings.get(&op.results[0].0).copied();
+        let stages = ring_stages(g);
         self.used_mma = true;
         self.tensor_cores = Some("wgmma.mma_async.m64nNk16 + TMA, warp-specialized");
         self.p.comment(format!("warp-specialized GEMM loop: {}x{}x{} {:?}, TMA {stages} stages, wgmma, {c} consumer warpgroups", g.m, g.n, g.k, g.dtype));
         let init = self.acc_src(op.args[3]);
-        let ring = self.alloc((stages * stage + 1024) as usize);
-        let bars = self.alloc(16 * stages as usize);
+        let (ring, bars) = match ring_state {
+            Some(r) => (r.ring, r.bars),
+            None => (self.alloc(ring_bytes(g) as usize), self.alloc(16 * stages as usize)),
+        };
         let out_pitch = if g.n.is_multiple_of(32) { g.n + 4 } else { g.n };
         let out = self.alloc(g.m * out_pitch * 4);
         self.hazard(init.as_ref().is_some_and(|s| matches!(s, super::lower::Src::V(..))), true, Some(g.a.tensor), None);
@@ -101,44 +126,45 @@ impl Lower<'_> {
         let maps = [self.tensor_map(&g.a, "a"), self.tensor_map(&g.b, "b")];
 
         // ---- barriers: thread 0 initializes, everyone syncs; TMA may now overwrite smem
-        self.init_ring_barriers(bar_base, stages, 128 * c);
+        let base_it = match ring_state {
+            Some(r) => {
+                self.p.ins("fence.proxy.async.shared::cta");
+                self.barrier();
+                r.count
+            }
+            None => {
+                self.init_ring_barriers(bar_base, stages, 128 * c, 0);
+                self.p.mov(Kind::R, 0)
+            }
+        };
 
         let wg = self.p.op(Kind::R, "shr.u32", &[&self.tid, &7]);
         let (pend, cons, cend) = (self.p.label(), self.p.label(), self.p.label());
         // ---- producer: thread 128·C
         let isp = self.p.op(Kind::P, "setp.eq.u32", &[&self.tid, &(128 * c)]);
         self.p.ins(format!("@!{isp} bra {cons}"));
+        let tma = Tma { bar_base, ring_base, stages, maps };
         {
-            let it = self.p.mov(Kind::R, 0);
-            let top = self.p.label();
+            // persistent: the k-blocks the previous program's run-ahead issued are skipped
+            let it = match ring_state {
+                Some(r) => self.p.mov(Kind::R, r.ahead),
+                None => self.p.mov(Kind::R, 0),
+            };
+            let (top, pdone) = (self.p.label(), self.p.label());
             self.p.place(&top);
             let fin = self.p.op(Kind::P, "setp.ge.u32", &[&it, &lr.trips]);
-            self.p.ins(format!("@{fin} bra {pend}"));
-            let s = self.p.op(Kind::R, "rem.u32", &[&it, &stages]);
-            let ph = self.p.op(Kind::R, "div.u32", &[&it, &stages]);
-            let ph = self.p.op(Kind::R, "and.b32", &[&ph, &1]);
-            let ph1 = self.p.op(Kind::R, "xor.b32", &[&ph, &1]);
-            let eb = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &bar_base]);
-            let eb = self.p.op(Kind::R, "add.u32", &[&eb, &(8 * stages)]);
-            self.wait_parity(eb, ph1);
-            let fb = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &bar_base]);
-            self.p.ins(format!("mbarrier.arrive.expect_tx.shared::cta.b64 _, [{fb}], {}", g.a.bytes() + g.b.bytes()));
+            self.p.ins(format!("@{fin} bra {pdone}"));
+            let gi = self.p.op(Kind::R, "add.u32", &[&it, &base_it]);
             let iv = self.iv_at(&lr, it);
-            let dst = self.p.op(Kind::R, "mad.lo.u32", &[&s, &stage, &ring_base]);
-            for (o, (map, off)) in [&g.a, &g.b].into_iter().zip([(maps[0], 0u32), (maps[1], ab)]) {
-                let st = self.starts_at(body, g, o, iv)?;
-                let span = swizzle::span(o.cols as u32);
-                for j in 0..(o.cols as u32 * 2 / span) {
-                    let c0 = self.p.op(Kind::R, "add.s32", &[&st[1], &(j * span / 2)]);
-                    let d = self.p.op(Kind::R, "add.u32", &[&dst, &(off + j * o.rows as u32 * span)]);
-                    self.p.ins(format!(
-                        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [{d}], [{map}, {{{c0}, {}}}], [{fb}]",
-                        st[0]
-                    ));
-                }
-            }
+            self.issue_kblock(body, g, &tma, gi, iv)?;
             self.p.ins(format!("add.u32 {it}, {it}, 1"));
             self.p.ins(format!("bra {top}"));
+            self.p.place(&pdone);
+            if let Some(r) = ring_state {
+                let next = self.p.op(Kind::R, "add.u32", &[&base_it, &lr.trips]);
+                self.run_ahead(op, g, &tma, r, next)?;
+            }
+            self.p.ins(format!("bra {pend}"));
         }
         // ---- consumers: warpgroups 0..C
         self.p.place(&cons);
@@ -180,8 +206,9 @@ impl Lower<'_> {
         self.p.place(&top);
         let fin = self.p.op(Kind::P, "setp.ge.u32", &[&it, &lr.trips]);
         self.p.ins(format!("@{fin} bra {done}"));
-        let s = self.p.op(Kind::R, "rem.u32", &[&it, &stages]);
-        let ph = self.p.op(Kind::R, "div.u32", &[&it, &stages]);
+        let gi = self.p.op(Kind::R, "add.u32", &[&it, &base_it]);
+        let s = self.p.op(Kind::R, "rem.u32", &[&gi, &stages]);
+        let ph = self.p.op(Kind::R, "div.u32", &[&gi, &stages]);
         let ph = self.p.op(Kind::R, "and.b32", &[&ph, &1]);
         let fb = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &bar_base]);
         self.wait_parity(fb, ph);
@@ -204,7 +231,7 @@ impl Lower<'_> {
         self.p.ins("wgmma.wait_group.sync.aligned 1");
         // the previous iteration's batch is complete: release its stage
         let first = self.p.op(Kind::P, "setp.eq.u32", &[&it, &0]);
-        let prev = self.p.op(Kind::R, "add.u32", &[&it, &(stages - 1)]);
+        let prev = self.p.op(Kind::R, "add.u32", &[&gi, &(stages - 1)]);
         let ps = self.p.op(Kind::R, "rem.u32", &[&prev, &stages]);
         let eb = self.p.op(Kind::R, "mad.lo.u32", &[&ps, &8, &bar_base]);
         let eb = self.p.op(Kind::R, "add.u32", &[&eb, &(8 * stages)]);
@@ -213,6 +240,16 @@ impl Lower<'_> {
         self.p.ins(format!("bra {top}"));
         self.p.place(&done);
         self.p.ins("wgmma.wait_group.sync.aligned 0");
+        if ring_state.is_some() {
+            // the ring outlives the program: release the last stage too
+            let any = self.p.op(Kind::P, "setp.ne.u32", &[&lr.trips, &0]);
+            let last = self.p.op(Kind::R, "add.u32", &[&base_it, &lr.trips]);
+            let last = self.p.op(Kind::R, "add.u32", &[&last, &(stages - 1)]);
+            let ls = self.p.op(Kind::R, "rem.u32", &[&last, &stages]);
+            let eb = self.p.op(Kind::R, "mad.lo.u32", &[&ls, &8, &bar_base]);
+            let eb = self.p.op(Kind::R, "add.u32", &[&eb, &(8 * stages)]);
+            self.p.ins(format!("@{any} mbarrier.arrive.shared::cta.b64 _, [{eb}]"));
+        }
         let obase = self.smem_addr(out, None, DType::F32);
         for (i, (r, cc)) in at.iter().enumerate().step_by(2) {
             let e = self.p.op(Kind::R, "mad.lo.u32", &[r, &out_pitch, cc]);
@@ -223,6 +260,10 @@ impl Lower<'_> {
         self.p.place(&pend);
         self.p.place(&cend);
         self.barrier();
+        if let Some(r) = ring_state {
+            // every thread keeps the running count (the producer's and consumers' agree)
+            self.p.ins(format!("add.u32 {}, {}, {}", r.count, r.count, lr.trips));
+        }
         self.hz.smem_w = true;
         self.hz.gl_r.insert(g.a.tensor);
         self.hz.gl_r.insert(g.b.tensor);
@@ -230,11 +271,42 @@ impl Lower<'_> {
         Ok(())
     }
 
+    /// Producer: wait for the stage of global iteration `gi` to be free, expect its bytes and
+    /// issue the TMA copies of A and B for loop value `iv`.
+    pub(super) fn issue_kblock(&mut self, body: &opc_ir::Block, g: &GemmLoop, t: &Tma, gi: Reg, iv: Reg) -> Result<()> {
+        let ab = g.a.bytes();
+        let stage = (ab + g.b.bytes()).next_multiple_of(1024);
+        let s = self.p.op(Kind::R, "rem.u32", &[&gi, &t.stages]);
+        let ph = self.p.op(Kind::R, "div.u32", &[&gi, &t.stages]);
+        let ph = self.p.op(Kind::R, "and.b32", &[&ph, &1]);
+        let ph1 = self.p.op(Kind::R, "xor.b32", &[&ph, &1]);
+        let eb = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &t.bar_base]);
+        let eb = self.p.op(Kind::R, "add.u32", &[&eb, &(8 * t.stages)]);
+        self.wait_parity(eb, ph1);
+        let fb = self.p.op(Kind::R, "mad.lo.u32", &[&s, &8, &t.bar_base]);
+        self.p.ins(format!("mbarrier.arrive.expect_tx.shared::cta.b64 _, [{fb}], {}", g.a.bytes() + g.b.bytes()));
+        let dst = self.p.op(Kind::R, "mad.lo.u32", &[&s, &stage, &t.ring_base]);
+        for (o, (map, off)) in [&g.a, &g.b].into_iter().zip([(t.maps[0], 0u32), (t.maps[1], ab)]) {
+            let st = self.starts_at(body, g, o, iv)?;
+            let span = swizzle::span(o.cols as u32);
+            for j in 0..(o.cols as u32 * 2 / span) {
+                let c0 = self.p.op(Kind::R, "add.s32", &[&st[1], &(j * span / 2)]);
+                let d = self.p.op(Kind::R, "add.u32", &[&dst, &(off + j * o.rows as u32 * span)]);
+                self.p.ins(format!(
+                    "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [{d}], [{map}, {{{c0}, {}}}], [{fb}]",
+                    st[0]
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Thread 0 initializes `stages` full barriers (count 1: the producer's `expect_tx`) and
-    /// `stages` empty barriers (count `empty_count`: every consumer thread) at `bar_base`, then
+    /// `stages` empty barriers (count `empty_count`: every consumer thread) at `bar_base`, and
+    /// `extra_full` more sets of `stages` full barriers after them (FA3's V barriers), then
     /// every thread fences generic-proxy shared writes against the async proxy (TMA, `wgmma`)
     /// and the CTA syncs.
-    pub(super) fn init_ring_barriers(&mut self, bar_base: Reg, stages: u32, empty_count: u32) {
+    pub(super) fn init_ring_barriers(&mut self, bar_base: Reg, stages: u32, empty_count: u32, extra_full: u32) {
         let t0 = self.p.op(Kind::P, "setp.eq.u32", &[&self.tid, &0]);
         let skip = self.p.label();
         self.p.ins(format!("@!{t0} bra {skip}"));
@@ -243,6 +315,10 @@ impl Lower<'_> {
             self.p.ins(format!("mbarrier.init.shared::cta.b64 [{f}], 1"));
             let e = self.p.op(Kind::R, "add.u32", &[&bar_base, &(8 * (stages + s))]);
             self.p.ins(format!("mbarrier.init.shared::cta.b64 [{e}], {empty_count}"));
+            for x in 0..extra_full {
+                let f = self.p.op(Kind::R, "add.u32", &[&bar_base, &(8 * ((2 + x) * stages + s))]);
+                self.p.ins(format!("mbarrier.init.shared::cta.b64 [{f}], 1"));
+            }
         }
         self.p.ins("fence.mbarrier_init.release.cluster");
         self.p.place(&skip);
