@@ -55,6 +55,7 @@ mod amx;
 mod dot;
 mod elem;
 mod fuse;
+mod fuse_group;
 mod helpers;
 mod kloop;
 mod lower;
