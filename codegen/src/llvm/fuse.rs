@@ -643,6 +643,10 @@ impl Lower<'_> {
                 let (mty, esize) = super::memory::mem_ty(dt);
                 let eb = self.f.val(format!("mul i64 {e0}, {esize}"));
                 let p = self.f.val(format!("getelementptr i8, ptr {}, i64 {eb}", tv.base));
+                if let Some(ahead) = self.prefetch {
+                    let q = self.f.val(format!("getelementptr i8, ptr {p}, i64 {}", ahead * esize as i64));
+                    self.f.inst(format!("call void @llvm.prefetch.p0(ptr {q}, i32 0, i32 3, i32 1)"));
+                }
                 let mt = vt(mty, lanes);
                 let raw =
                     self.f.val(format!("call {mt} @llvm.masked.load.{}.p0(ptr {p}, i32 {esize}, {tb} {lm}, {mt} zeroinitializer)", suffix(mty, lanes)));

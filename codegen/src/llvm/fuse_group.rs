@@ -8,7 +8,8 @@
 //! - every use of each shared value lies inside the group's trees (in this block, none nested),
 //! - every reduction of the group reduces the same shape along its last dim,
 //! - the trees' unfused leaves are all defined before the group's first reduction (where the
-//!   loop runs: a tree may not read another group member's result).
+//!   loop runs). Reductions whose trees read an earlier one's result (the sums of
+//!   `exp(x - max(x))`) form a later stage: a second loop that evaluates the shared values again.
 //!
 //! The loop ([`Lower::fused_group`]) walks each output row chunk by chunk and updates one
 //! accumulator per reduction; point values are memoized per chunk (`Lower::pe_memo`), so each
@@ -30,8 +31,9 @@ use super::text::{cst, flit, vt};
 use crate::Result;
 
 /// Reduction groups of a block: the op index of each group's first reduction (where its loop
-/// runs) → the op indices of all its reductions, ascending.
-pub(super) type Groups = HashMap<usize, Vec<usize>>;
+/// runs) → the op indices of all its reductions, ascending, and whether it is the first stage
+/// of its component (the loop that reads the tile from memory first).
+pub(super) type Groups = HashMap<usize, (Vec<usize>, bool)>;
 
 /// A last-dim reduction that a group loop can compute: its kind, or `None`.
 fn groupable(l: &Lower, op: &Op) -> Option<ReduceOp> {
@@ -120,58 +122,70 @@ impl Lower<'_> {
         let mut groups = Groups::new();
         for (_, reds) in comps {
             let multi: HashSet<ValueId> = shared.iter().copied().filter(|v| sink[v].iter().all(|r| reds.contains(r))).collect();
-            if let Some(set) = self.try_group(blk, def, &users, &reds, &multi) {
-                let f = reds[0];
+            let Some(stages) = self.stages(blk, def, &users, &reds, &multi) else { continue };
+            for (k, (members, set)) in stages.into_iter().enumerate() {
+                let f = members[0];
                 for v in set {
+                    // a value a later stage evaluates again: its operands live until then
                     let j = def[&v];
-                    plan.insert(j, f);
+                    let site = plan.entry(j).or_insert(f);
+                    *site = (*site).max(f);
                     self.fused.insert(v, blk.ops[j].clone());
                 }
-                for &r in &reds[1..] {
+                for &r in &members[1..] {
                     plan.insert(r, f);
                 }
-                groups.insert(f, reds);
+                groups.insert(f, (members, k == 0));
             }
         }
         groups
     }
 
-    /// The values a group of reductions `reds` (ascending op indices) evaluates in its loop, or
-    /// `None` when the group does not qualify (module docs).
-    fn try_group(&self, blk: &Block, def: &HashMap<ValueId, usize>, users: &HashMap<ValueId, Vec<usize>>, reds: &[usize], multi: &HashSet<ValueId>) -> Option<HashSet<ValueId>> {
-        let f = reds[0];
-        let shape = self.shape(blk.ops[f].args[0]);
-        let mut set = HashSet::new();
+    /// Split a component of reductions `reds` (ascending op indices) sharing the values `multi`
+    /// into stages, one loop each: a reduction joins the current stage when its tree's leaves
+    /// are all defined before the stage's first reduction, else it starts the next stage (a
+    /// tile max, then the sums of `exp(x - max)`: two loops, the tile recomputed from its
+    /// loads in the second). Returns each stage's members and fused values, or `None` when the
+    /// component does not qualify (module docs).
+    fn stages(&self, blk: &Block, def: &HashMap<ValueId, usize>, users: &HashMap<ValueId, Vec<usize>>, reds: &[usize], multi: &HashSet<ValueId>) -> Option<Vec<(Vec<usize>, HashSet<ValueId>)>> {
+        let mut stages: Vec<(Vec<usize>, HashSet<ValueId>)> = vec![];
+        let mut all = HashSet::new();
         for &r in reds {
             let x = blk.ops[r].args[0];
-            if self.shape(x) != shape || !self.want_shared(blk, def, x, r, &mut set, multi) {
+            let mut set = HashSet::new();
+            if !self.want_shared(blk, def, x, r, &mut set, multi) {
                 return None;
+            }
+            all.extend(set.iter().copied());
+            // Leaves of the tree: operands outside it, defined in this block.
+            let ready = |f: usize| {
+                set.iter().all(|v| blk.ops[def[v]].args.iter().all(|a| set.contains(a) || def.get(a).is_none_or(|&j| j < f)))
+            };
+            match stages.last_mut() {
+                Some((m, s)) if self.shape(blk.ops[m[0]].args[0]) == self.shape(x) && ready(m[0]) => {
+                    m.push(r);
+                    s.extend(set);
+                }
+                _ => stages.push((vec![r], set)),
             }
         }
-        // Closed: every use of a fused value is fused or a member reading it as its input.
-        let fused_at: HashSet<usize> = set.iter().map(|v| def[v]).collect();
-        for v in &set {
-            for &u in users.get(v).map_or(&[][..], |u| &u[..]) {
-                if !fused_at.contains(&u) && !(reds.contains(&u) && blk.ops[u].args[0] == *v) {
-                    return None;
-                }
-            }
-            if self.uses[v.0 as usize] as usize != users.get(v).map_or(0, |u| u.len()) {
+        // Closed: every use of a fused value is fused (in some stage) or a member's input.
+        let fused_at: HashSet<usize> = all.iter().map(|v| def[v]).collect();
+        for v in &all {
+            let us = users.get(v).map_or(&[][..], |u| &u[..]);
+            if self.uses[v.0 as usize] as usize != us.len() || us.iter().any(|&u| !fused_at.contains(&u) && !(reds.contains(&u) && blk.ops[u].args[0] == *v)) {
                 return None;
-            }
-            // Leaves exist where the loop runs.
-            for a in &blk.ops[def[v]].args {
-                if !set.contains(a) && def.get(a).is_some_and(|&j| j >= f) {
-                    return None;
-                }
             }
         }
         // Shared values left unfused (index math) are computed where they stand, as leaves.
-        multi.iter().any(|v| set.contains(v)).then_some(set)
+        multi.iter().any(|v| all.contains(v)).then_some(stages)
     }
 
     /// The reductions `ops` (a group planned by [`Lower::plan_groups`]) in one loop per row.
-    pub(super) fn fused_group(&mut self, ops: &[Op]) -> Result<()> {
+    /// A first stage prefetches, along with each contiguous load, the same elements one row
+    /// length further: the next tile of a loop stepping through a long row tile by tile, which
+    /// then streams in while later stages compute on this one (a hint: it never faults).
+    pub(super) fn fused_group(&mut self, ops: &[Op], first: bool) -> Result<()> {
         let shape = self.shape(ops[0].args[0]);
         let r = shape.len();
         let oshape = shape[..r - 1].to_vec();
@@ -179,7 +193,7 @@ impl Lower<'_> {
         let outs: Vec<u32> = if oshape.is_empty() { vec![] } else { ops.iter().map(|_| self.alloc(oshape.iter().product())).collect() };
         let mut scalars: Vec<String> = vec![];
         self.nest(&oshape, &mut |l, oidx| {
-            let ys = l.group_row(ops, oidx)?;
+            let ys = l.group_row(ops, oidx, first)?;
             if outs.is_empty() {
                 scalars = ys;
                 return Ok(());
@@ -201,7 +215,7 @@ impl Lower<'_> {
     }
 
     /// One row `prefix` of every reduction of the group: their scalar results.
-    fn group_row(&mut self, ops: &[Op], prefix: &[String]) -> Result<Vec<String>> {
+    fn group_row(&mut self, ops: &[Op], prefix: &[String], first: bool) -> Result<Vec<String>> {
         let shape = self.shape(ops[0].args[0]);
         let n = shape[shape.len() - 1];
         let lanes = lanes_for(n);
@@ -224,6 +238,7 @@ impl Lower<'_> {
         }
         let step = |l: &mut Self, j0: &str, valid: usize| -> Result<()> {
             l.pe_memo = Some(HashMap::new());
+            l.prefetch = first.then_some(n as i64);
             for (op, (rop, d, slot, idx)) in ops.iter().zip(&accs) {
                 let (base, t) = (ety(*d), vt(ety(*d), lanes));
                 let mut ix: Vec<Ix> = prefix.iter().map(|i| Ix::S(i.clone())).collect();
@@ -252,6 +267,7 @@ impl Lower<'_> {
                 l.f.inst(format!("store {t} {nv}, ptr {slot}, align 64"));
             }
             l.pe_memo = None;
+            l.prefetch = None;
             Ok(())
         };
         let chunks = n / lanes as usize;

@@ -120,6 +120,8 @@ pub(super) struct Lower<'a> {
     pub(super) arith_only: bool,
     /// Point values already emitted in the current step of a reduction group (`fuse_group.rs`).
     pub(super) pe_memo: Option<HashMap<String, super::fuse::Pv>>,
+    /// Set while a group loop prefetches its contiguous loads this many elements ahead.
+    pub(super) prefetch: Option<i64>,
     /// How `fuse.rs` treats the bounds of fused loads (its unmasked steady-state loops).
     pub(super) bounds: super::fuse::Bounds,
     /// The region each value was defined in, and the region being lowered.
@@ -264,6 +266,7 @@ pub(super) fn lower(k: &Kernel, meta: &MetaLayout, isa: Isa) -> Result<Lowered> 
         fused: HashMap::new(),
         arith_only: false,
         pe_memo: None,
+        prefetch: None,
         bounds: super::fuse::Bounds::Masked,
         region_of: vec![0; k.values.len()],
         region: 0,
@@ -801,7 +804,7 @@ impl Lower<'_> {
             }
             match &op.kind {
                 _ if roots.contains(&i) => self.fused_map(op)?,
-                _ if groups.contains_key(&i) => self.fused_group(&groups[&i].iter().map(|&r| blk.ops[r].clone()).collect::<Vec<_>>())?,
+                _ if groups.contains_key(&i) => self.fused_group(&groups[&i].0.iter().map(|&r| blk.ops[r].clone()).collect::<Vec<_>>(), groups[&i].1)?,
                 OpKind::Yield => return Ok(Some(op)),
                 OpKind::For => self.lower_for(op)?,
                 OpKind::If => self.lower_if(op)?,
