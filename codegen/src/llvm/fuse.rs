@@ -764,6 +764,33 @@ impl Lower<'_> {
         }
     }
 
+    /// Loop versioning: when every load of the trees evaluated at `points` (value, index) is in
+    /// bounds there (the corner chunks, which bound all full chunks), `full` runs with plain
+    /// loads ([`Bounds::Unchecked`]), else masked.
+    pub(super) fn versioned(&mut self, points: &[(ValueId, Vec<Ix>)], lanes: u32, full: &dyn Fn(&mut Self) -> Result<()>) -> Result<()> {
+        self.bounds = Bounds::Check("true".into());
+        for (v, ix) in points {
+            if let Err(e) = self.pe(*v, ix, lanes, lanes as usize) {
+                self.bounds = Bounds::Masked;
+                return Err(e);
+            }
+        }
+        let Bounds::Check(all) = std::mem::take(&mut self.bounds) else { unreachable!("set above") };
+        let (fast, slow, merge) = (self.f.label(), self.f.label(), self.f.label());
+        self.f.condbr(&all, &fast, &slow);
+        self.f.block(&fast);
+        self.bounds = Bounds::Unchecked;
+        let r = full(self);
+        self.bounds = Bounds::Masked;
+        r?;
+        self.f.br(&merge);
+        self.f.block(&slow);
+        full(self)?;
+        self.f.br(&merge);
+        self.f.block(&merge);
+        Ok(())
+    }
+
     /// Whether `v`'s fused tree indexes every load only linearly in the lane position: index
     /// operands are affine or uniform values (through views), and no `reshape` splits the lane
     /// index. Then a load's bounds hold for a whole run of chunks when they hold for the first
@@ -1072,27 +1099,11 @@ impl Lower<'_> {
         if let Some(corners) = corners {
             // Loop versioning: when every load is in bounds on the corner chunks of every row
             // (hence on all of them), the full chunks run unmasked.
-            self.bounds = Bounds::Check("true".into());
-            for ix in &ixs {
-                for &j0 in &corners {
-                    let mut ix = ix.clone();
-                    ix.push(Ix::L(j0.to_string()));
-                    self.pe(x, &ix, lanes, lanes as usize)?;
-                }
-            }
-            let Bounds::Check(all) = std::mem::take(&mut self.bounds) else { unreachable!("set above") };
-            let (fast, slow, merge) = (self.f.label(), self.f.label(), self.f.label());
-            self.f.condbr(&all, &fast, &slow);
-            self.f.block(&fast);
-            self.bounds = Bounds::Unchecked;
-            let r = full(self);
-            self.bounds = Bounds::Masked;
-            r?;
-            self.f.br(&merge);
-            self.f.block(&slow);
-            full(self)?;
-            self.f.br(&merge);
-            self.f.block(&merge);
+            let points: Vec<(ValueId, Vec<Ix>)> = ixs
+                .iter()
+                .flat_map(|ix| corners.iter().map(move |&j0| (x, ix.iter().cloned().chain([Ix::L(j0.to_string())]).collect())))
+                .collect();
+            self.versioned(&points, lanes, &full)?;
         } else {
             full(self)?;
         }

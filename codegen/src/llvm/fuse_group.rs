@@ -289,27 +289,11 @@ impl Lower<'_> {
             }
         }
         if let Some(corners) = corners {
-            self.bounds = Bounds::Check("true".into());
-            for op in ops {
-                for &j0 in &corners {
-                    let mut ix: Vec<Ix> = prefix.iter().map(|i| Ix::S(i.clone())).collect();
-                    ix.push(Ix::L(j0.to_string()));
-                    self.pe(op.args[0], &ix, lanes, lanes as usize)?;
-                }
-            }
-            let Bounds::Check(all) = std::mem::take(&mut self.bounds) else { unreachable!("set above") };
-            let (fast, slow, merge) = (self.f.label(), self.f.label(), self.f.label());
-            self.f.condbr(&all, &fast, &slow);
-            self.f.block(&fast);
-            self.bounds = Bounds::Unchecked;
-            let res = full(self);
-            self.bounds = Bounds::Masked;
-            res?;
-            self.f.br(&merge);
-            self.f.block(&slow);
-            full(self)?;
-            self.f.br(&merge);
-            self.f.block(&merge);
+            let points: Vec<(ValueId, Vec<Ix>)> = ops
+                .iter()
+                .flat_map(|op| corners.iter().map(move |&j0| (op.args[0], prefix.iter().map(|i| Ix::S(i.clone())).chain([Ix::L(j0.to_string())]).collect())))
+                .collect();
+            self.versioned(&points, lanes, &full)?;
         } else {
             full(self)?;
         }
