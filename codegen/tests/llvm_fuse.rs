@@ -80,6 +80,22 @@ grid(cdiv(R, BR))
     store(z[rows], max(v, 1));
     store(lo[rows], min(where(load(b[rows, cols]) > 0.0, load(b[rows, cols]), 9.0), 1));
 }
+
+kernel groups(x: f32[R, C], y: out f32[R], i: out i32[R], j: out i32[R], s: out f32[R], q: out f32[R])
+where const C
+tunables { BR: level1 in {2, 4} = 2 }
+grid(cdiv(R, BR))
+{
+    let rows = program_id(0) * BR + arange(BR);
+    let v = load(x[rows, arange(C)]);
+    let m = max(v, 1);
+    store(y[rows], m);
+    store(i[rows], argmax(v, 1));
+    store(j[rows], argmin(v, 1));
+    let e = exp(v - m[:, None]);
+    store(s[rows], sum(e, 1));
+    store(q[rows], sum(e * v, 1));
+}
 "#;
 
 fn cfg(cases: u32) -> ProptestConfig {
@@ -137,6 +153,21 @@ proptest! {
         let mut r = Rng(seed);
         let args = vec![Arg::Tensor(r.tensor_f(DType::BF16, &[rr, c], true)), Arg::Tensor(r.tensor_f(DType::F32, &[rr, c], true)), z(&[rr, c], DType::F32), z(&[rr], DType::F32), z(&[rr], DType::F32)];
         exact(&k, &args);
+    }
+}
+
+/// Reduction groups (`fuse_group.rs`): max / argmax / argmin over one shared tile in one loop,
+/// then the sums of `exp(v - max)` in a second stage; small integer values make ties (first
+/// index wins) and NaNs (skipped by the arg reductions) common.
+#[test]
+fn grouped_reductions() {
+    let mut r = Rng(5);
+    for (rr, c) in [(1usize, 1i64), (3, 17), (5, 64), (7, 301)] {
+        let k = kernel(SRC, "groups", &Instance::default().konst("C", c));
+        let vals: Vec<f32> = (0..rr * c as usize).map(|_| if r.below(20) == 0 { f32::NAN } else { r.below(5) as f32 - 2.0 }).collect();
+        let x = Tensor::from_f32(DType::F32, &[rr, c as usize], &vals);
+        let o = |d| z(&[rr], d);
+        check(&k, &[Arg::Tensor(x), o(DType::F32), o(DType::I32), o(DType::I32), o(DType::F32), o(DType::F32)], Cmp::Close { ulps: 64.0 });
     }
 }
 

@@ -11,8 +11,9 @@
 //! - `exp` and `exp2` (and `sigmoid` / `silu` through `exp`) are inline and vectorized, because
 //!   softmax and attention spend their time there: range reduction `x = n·ln2 + r` (Cody–Waite
 //!   with an FMA for `exp`, exact `x - round(x)` for `exp2`), a degree-7 Taylor polynomial on
-//!   `|r| ≤ ln2/2` (truncation < 2⁻²⁷), and the scale by `2ⁿ` in two exact steps so that
-//!   results that overflow, underflow or land in the subnormal range come out right. They differ
+//!   `|r| ≤ ln2/2` (truncation < 2⁻²⁷), and the scale by `2ⁿ` with one rounding (`vscalefps` on
+//!   16 AVX-512 lanes, else two exact steps) so that results that overflow, underflow or land
+//!   in the subnormal range come out right. They differ
 //!   from Rust's `f32::exp` / `exp2` by at most a couple of ulps (tested in `llvm_numerics`);
 //!   NaN, ±inf and the overflow / underflow thresholds give the same results.
 //! - Ints: i32 arithmetic wrapped to the dtype's width after every op; `/` and `%` by zero give 0
@@ -65,9 +66,8 @@ impl Lower<'_> {
 
     /// `e^x` (or `2^x` for `base2`) on f32 lanes (see the module docs).
     pub(super) fn exp(&mut self, x: &str, lanes: u32, base2: bool) -> String {
-        let (tf, ti, tb) = (vt("float", lanes), vt("i32", lanes), vt("i1", lanes));
+        let (tf, tb) = (vt("float", lanes), vt("i1", lanes));
         let cf = |v: f32| cst("float", lanes, &flit(v));
-        let ci = |v: i32| cst("i32", lanes, &v.to_string());
         let fma = |l: &mut Self, a: &str, b: &str, c: &str| -> String {
             l.f.val(format!("call {tf} @llvm.fma.{}({tf} {a}, {tf} {b}, {tf} {c})", suffix("float", lanes)))
         };
@@ -99,6 +99,21 @@ impl Lower<'_> {
         for c in &coefs[1..] {
             p = fma(self, &p, &r, &cf(*c));
         }
+        let y = if lanes == 16 && self.isa.avx512 {
+            // vscalefps: p · 2^n with one rounding, the same correctly rounded value as the
+            // two exact-then-rounding steps below (overflow to inf, subnormals, underflow to 0)
+            self.f.val(format!("call {tf} @llvm.x86.avx512.mask.scalef.ps.512({tf} {p}, {tf} {n}, {tf} zeroinitializer, i16 -1, i32 4)"))
+        } else {
+            self.scale_pow2(&p, &n, lanes)
+        };
+        let nan = self.f.val(format!("fcmp uno {tf} {x}, {x}"));
+        self.f.val(format!("select {tb} {nan}, {tf} {x}, {tf} {y}"))
+    }
+
+    /// `p · 2^n` for integral f32 `n` (|n| <= 152) in two exact steps, both factors normal.
+    fn scale_pow2(&mut self, p: &str, n: &str, lanes: u32) -> String {
+        let (tf, ti) = (vt("float", lanes), vt("i32", lanes));
+        let ci = |v: i32| cst("i32", lanes, &v.to_string());
         // scale by 2^n = 2^n1 · 2^n2, both factors normal
         let ni = self.f.val(format!("fptosi {tf} {n} to {ti}"));
         let n1 = self.f.val(format!("ashr {ti} {ni}, {}", ci(1)));
@@ -111,9 +126,7 @@ impl Lower<'_> {
         let s1 = pow2(self, &n1);
         let s2 = pow2(self, &n2);
         let y = self.f.val(format!("fmul {tf} {p}, {s1}"));
-        let y = self.f.val(format!("fmul {tf} {y}, {s2}"));
-        let nan = self.f.val(format!("fcmp uno {tf} {x}, {x}"));
-        self.f.val(format!("select {tb} {nan}, {tf} {x}, {tf} {y}"))
+        self.f.val(format!("fmul {tf} {y}, {s2}"))
     }
 
     /// `i1` lanes to i32 0/1.

@@ -98,7 +98,7 @@ const ROWS: usize = 4;
 impl Lower<'_> {
     /// Decide which ops of `blk` are evaluated inside a later reduction: op index → the index
     /// of the reduction that absorbs it.
-    pub(super) fn plan_fusion(&mut self, blk: &Block) -> (HashMap<usize, usize>, HashSet<usize>) {
+    pub(super) fn plan_fusion(&mut self, blk: &Block) -> (HashMap<usize, usize>, HashSet<usize>, super::fuse_group::Groups) {
         let mut def: HashMap<ValueId, usize> = HashMap::new();
         for (i, op) in blk.ops.iter().enumerate() {
             for &r in &op.results {
@@ -108,10 +108,15 @@ impl Lower<'_> {
         let mut plan = HashMap::new();
         let mut roots = HashSet::new();
         if std::env::var_os("OPC_LLVM_NOFUSE").is_some() {
-            return (plan, roots);
+            return (plan, roots, Default::default());
         }
+        // Reductions sharing values first (`fuse_group.rs`), then each other one alone.
+        let groups = self.plan_groups(blk, &def, &mut plan);
         for (i, op) in blk.ops.iter().enumerate() {
             let OpKind::Reduce { op: rop, axis } = op.kind else { continue };
+            if plan.contains_key(&i) || groups.contains_key(&i) {
+                continue;
+            }
             let x = op.args[0];
             let rank = self.k.ty(x).rank();
             if rop == ReduceOp::Argmax || rop == ReduceOp::Argmin || rank == 0 || axis as usize != rank - 1 || self.shape(x)[rank - 1] == 0 {
@@ -158,7 +163,7 @@ impl Lower<'_> {
                 self.fused.insert(v, blk.ops[j].clone());
             }
         }
-        (plan, roots)
+        (plan, roots, groups)
     }
 
     /// An elementwise op planned as a fusion root: one loop over its rows evaluates its tree
@@ -204,10 +209,16 @@ impl Lower<'_> {
     /// Whether `v` can be evaluated inside the reduction at op index `at`; adds it and its fused
     /// operands to `set`.
     fn want(&self, blk: &Block, def: &HashMap<ValueId, usize>, v: ValueId, at: usize, set: &mut HashSet<ValueId>) -> bool {
+        self.want_shared(blk, def, v, at, set, &HashSet::new())
+    }
+
+    /// [`Lower::want`], where the values in `multi` may have several uses (a reduction group's
+    /// shared values, `fuse_group.rs`).
+    pub(super) fn want_shared(&self, blk: &Block, def: &HashMap<ValueId, usize>, v: ValueId, at: usize, set: &mut HashSet<ValueId>, multi: &HashSet<ValueId>) -> bool {
         let Some(&i) = def.get(&v) else { return false };
         let op = &blk.ops[i];
         let t = self.k.ty(v);
-        if i >= at || self.uses[v.0 as usize] != 1 || op.results.len() != 1 || t.rank() == 0 || self.fused.contains_key(&v) {
+        if i >= at || (self.uses[v.0 as usize] != 1 && !multi.contains(&v)) || op.results.len() != 1 || t.rank() == 0 || self.fused.contains_key(&v) {
             return false;
         }
         let same = |a: ValueId| self.k.ty(a).shape == t.shape;
@@ -219,7 +230,7 @@ impl Lower<'_> {
                     if !same(a) && self.k.ty(a).numel() != 1 {
                         return false;
                     }
-                    if same(a) && self.want(blk, def, a, at, &mut inner) {
+                    if same(a) && self.want_shared(blk, def, a, at, &mut inner, multi) {
                         any = true;
                     }
                 }
@@ -232,7 +243,7 @@ impl Lower<'_> {
             }
             OpKind::ExpandDims(_) | OpKind::Broadcast => {
                 let mut inner = HashSet::new();
-                if !self.want(blk, def, op.args[0], at, &mut inner) {
+                if !self.want_shared(blk, def, op.args[0], at, &mut inner, multi) {
                     return false;
                 }
                 set.extend(inner);
@@ -241,7 +252,7 @@ impl Lower<'_> {
                 let (a, r) = (self.shape(op.args[0]), &t.shape);
                 let ok = |s: &[usize]| s.last().is_some_and(|&n| n % 16 == 0);
                 let mut inner = HashSet::new();
-                if !ok(&a) || !ok(r) || !self.want(blk, def, op.args[0], at, &mut inner) {
+                if !ok(&a) || !ok(r) || !self.want_shared(blk, def, op.args[0], at, &mut inner, multi) {
                     return false;
                 }
                 set.extend(inner);
@@ -254,7 +265,7 @@ impl Lower<'_> {
                 let mut inner = HashSet::new();
                 for &a in &op.args {
                     if self.k.ty(a).rank() > 0 {
-                        self.want(blk, def, a, at, &mut inner);
+                        self.want_shared(blk, def, a, at, &mut inner, multi);
                     }
                 }
                 set.extend(inner);
@@ -266,7 +277,7 @@ impl Lower<'_> {
     }
 
     /// A point value as a `<lanes x base>` vector.
-    fn pv_vec(&mut self, p: &Pv, base: &str, lanes: u32) -> String {
+    pub(super) fn pv_vec(&mut self, p: &Pv, base: &str, lanes: u32) -> String {
         match p {
             Pv::U(x) => self.f.splat(base, lanes, x),
             Pv::V(x) => x.clone(),
@@ -295,8 +306,22 @@ impl Lower<'_> {
     }
 
     /// Evaluate `v` at `ix` on `lanes` lanes, of which the first `valid` matter.
+    /// Within a group step (`pe_memo` set), each fused value is emitted once per index.
     pub(super) fn pe(&mut self, v: ValueId, ix: &[Ix], lanes: u32, valid: usize) -> Result<Pv> {
         let Some(op) = self.fused.get(&v).cloned() else { return Ok(self.pe_leaf(v, ix, lanes, valid)) };
+        let key = self.pe_memo.as_ref().map(|_| format!("{}|{ix:?}|{lanes}|{valid}|{}", v.0, self.arith_only));
+        if let Some(p) = key.as_ref().and_then(|k| self.pe_memo.as_ref().and_then(|m| m.get(k))) {
+            return Ok(p.clone());
+        }
+        let p = self.pe_op(v, &op, ix, lanes, valid)?;
+        if let (Some(k), Some(m)) = (key, self.pe_memo.as_mut()) {
+            m.insert(k, p.clone());
+        }
+        Ok(p)
+    }
+
+    /// [`Lower::pe`] of the fused op `op` defining `v`.
+    fn pe_op(&mut self, v: ValueId, op: &Op, ix: &[Ix], lanes: u32, valid: usize) -> Result<Pv> {
         let shape = self.shape(v);
         match &op.kind {
             OpKind::ExpandDims(axis) => {
@@ -314,7 +339,7 @@ impl Lower<'_> {
                 let sub = self.reshape_ix(&op, ix);
                 self.pe(op.args[0], &sub, lanes, valid)
             }
-            OpKind::Load { tensor, has_mask, has_other } => self.pe_load(&op, *tensor, *has_mask, *has_other, ix, lanes, valid),
+            OpKind::Load { tensor, has_mask, has_other } => self.pe_load(op, *tensor, *has_mask, *has_other, ix, lanes, valid),
             _ => {
                 let mut xs = vec![];
                 for &a in &op.args {
@@ -618,6 +643,10 @@ impl Lower<'_> {
                 let (mty, esize) = super::memory::mem_ty(dt);
                 let eb = self.f.val(format!("mul i64 {e0}, {esize}"));
                 let p = self.f.val(format!("getelementptr i8, ptr {}, i64 {eb}", tv.base));
+                if let Some(ahead) = self.prefetch {
+                    let q = self.f.val(format!("getelementptr i8, ptr {p}, i64 {}", ahead * esize as i64));
+                    self.f.inst(format!("call void @llvm.prefetch.p0(ptr {q}, i32 0, i32 3, i32 1)"));
+                }
                 let mt = vt(mty, lanes);
                 let raw =
                     self.f.val(format!("call {mt} @llvm.masked.load.{}.p0(ptr {p}, i32 {esize}, {tb} {lm}, {mt} zeroinitializer)", suffix(mty, lanes)));
@@ -735,6 +764,33 @@ impl Lower<'_> {
         }
     }
 
+    /// Loop versioning: when every load of the trees evaluated at `points` (value, index) is in
+    /// bounds there (the corner chunks, which bound all full chunks), `full` runs with plain
+    /// loads ([`Bounds::Unchecked`]), else masked.
+    pub(super) fn versioned(&mut self, points: &[(ValueId, Vec<Ix>)], lanes: u32, full: &dyn Fn(&mut Self) -> Result<()>) -> Result<()> {
+        self.bounds = Bounds::Check("true".into());
+        for (v, ix) in points {
+            if let Err(e) = self.pe(*v, ix, lanes, lanes as usize) {
+                self.bounds = Bounds::Masked;
+                return Err(e);
+            }
+        }
+        let Bounds::Check(all) = std::mem::take(&mut self.bounds) else { unreachable!("set above") };
+        let (fast, slow, merge) = (self.f.label(), self.f.label(), self.f.label());
+        self.f.condbr(&all, &fast, &slow);
+        self.f.block(&fast);
+        self.bounds = Bounds::Unchecked;
+        let r = full(self);
+        self.bounds = Bounds::Masked;
+        r?;
+        self.f.br(&merge);
+        self.f.block(&slow);
+        full(self)?;
+        self.f.br(&merge);
+        self.f.block(&merge);
+        Ok(())
+    }
+
     /// Whether `v`'s fused tree indexes every load only linearly in the lane position: index
     /// operands are affine or uniform values (through views), and no `reshape` splits the lane
     /// index. Then a load's bounds hold for a whole run of chunks when they hold for the first
@@ -757,7 +813,7 @@ impl Lower<'_> {
     /// A root `reshape` whose source's trailing dims make up exactly one row splits the lane
     /// position into independent digits, in each of which an index is affine: the corners of
     /// that box of digits (the last digit steps by whole chunks).
-    fn corner_chunks(&self, x: ValueId, n: usize, lanes: usize) -> Option<Vec<usize>> {
+    pub(super) fn corner_chunks(&self, x: ValueId, n: usize, lanes: usize) -> Option<Vec<usize>> {
         let Some(op) = self.fused.get(&x).filter(|o| o.kind == OpKind::Reshape) else {
             return self.linear_tree(x).then(|| vec![0, n / lanes * lanes - lanes]);
         };
@@ -890,7 +946,7 @@ impl Lower<'_> {
     }
 
     /// The identity of a reduction's combine on `lanes` lanes of `d`.
-    fn reduce_identity(rop: ReduceOp, d: DType) -> &'static str {
+    pub(super) fn reduce_identity(rop: ReduceOp, d: DType) -> &'static str {
         match (rop, ety(d) == "float") {
             (ReduceOp::Sum, true) => "-0.0",
             (_, true) => "nan",
@@ -1043,27 +1099,11 @@ impl Lower<'_> {
         if let Some(corners) = corners {
             // Loop versioning: when every load is in bounds on the corner chunks of every row
             // (hence on all of them), the full chunks run unmasked.
-            self.bounds = Bounds::Check("true".into());
-            for ix in &ixs {
-                for &j0 in &corners {
-                    let mut ix = ix.clone();
-                    ix.push(Ix::L(j0.to_string()));
-                    self.pe(x, &ix, lanes, lanes as usize)?;
-                }
-            }
-            let Bounds::Check(all) = std::mem::take(&mut self.bounds) else { unreachable!("set above") };
-            let (fast, slow, merge) = (self.f.label(), self.f.label(), self.f.label());
-            self.f.condbr(&all, &fast, &slow);
-            self.f.block(&fast);
-            self.bounds = Bounds::Unchecked;
-            let r = full(self);
-            self.bounds = Bounds::Masked;
-            r?;
-            self.f.br(&merge);
-            self.f.block(&slow);
-            full(self)?;
-            self.f.br(&merge);
-            self.f.block(&merge);
+            let points: Vec<(ValueId, Vec<Ix>)> = ixs
+                .iter()
+                .flat_map(|ix| corners.iter().map(move |&j0| (x, ix.iter().cloned().chain([Ix::L(j0.to_string())]).collect())))
+                .collect();
+            self.versioned(&points, lanes, &full)?;
         } else {
             full(self)?;
         }

@@ -118,6 +118,10 @@ pub(super) struct Lower<'a> {
     pub(super) fused: HashMap<ValueId, Op>,
     /// Set while `fuse.rs` evaluates a load whose only consumer is an FMA.
     pub(super) arith_only: bool,
+    /// Point values already emitted in the current step of a reduction group (`fuse_group.rs`).
+    pub(super) pe_memo: Option<HashMap<String, super::fuse::Pv>>,
+    /// Set while a group loop prefetches its contiguous loads this many elements ahead.
+    pub(super) prefetch: Option<i64>,
     /// How `fuse.rs` treats the bounds of fused loads (its unmasked steady-state loops).
     pub(super) bounds: super::fuse::Bounds,
     /// The region each value was defined in, and the region being lowered.
@@ -261,6 +265,8 @@ pub(super) fn lower(k: &Kernel, meta: &MetaLayout, isa: Isa) -> Result<Lowered> 
         uses,
         fused: HashMap::new(),
         arith_only: false,
+        pe_memo: None,
+        prefetch: None,
         bounds: super::fuse::Bounds::Masked,
         region_of: vec![0; k.values.len()],
         region: 0,
@@ -768,7 +774,7 @@ impl Lower<'_> {
         // Last use (op index in this block, nested uses counted at their op) of every value
         // defined here: its slot is free for later ops once that op is lowered.
         // Ops fused into a later reduction use their operands at that reduction.
-        let (plan, roots) = self.plan_fusion(blk);
+        let (plan, roots, groups) = self.plan_fusion(blk);
         let site = |i: usize| plan.get(&i).copied().unwrap_or(i);
         let mut last: HashMap<ValueId, usize> = HashMap::new();
         for (i, op) in blk.ops.iter().enumerate() {
@@ -798,6 +804,7 @@ impl Lower<'_> {
             }
             match &op.kind {
                 _ if roots.contains(&i) => self.fused_map(op)?,
+                _ if groups.contains_key(&i) => self.fused_group(&groups[&i].0.iter().map(|&r| blk.ops[r].clone()).collect::<Vec<_>>(), groups[&i].1)?,
                 OpKind::Yield => return Ok(Some(op)),
                 OpKind::For => self.lower_for(op)?,
                 OpKind::If => self.lower_if(op)?,

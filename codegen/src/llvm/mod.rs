@@ -22,8 +22,9 @@
 //!
 //! Files: `lower.rs` (driver: reprs, buffers, loop nests, `for` / `if`), `memory.rs` (masked
 //! vector and element-wise global access), `dot.rs` (micro-kernels), `pack.rs` (vectorized
-//! transposes and bf16 pair packing of `dot` operands), `kloop.rs` (fused K loops), `live.rs` (their ragged row tiles), `amx.rs`
-//! (AMX tiles), `fuse.rs` (reductions fused over elementwise trees), `reduce.rs`, `elem.rs`
+//! transposes and bf16 pair packing of `dot` operands), `kloop.rs` (fused K loops), `live.rs`
+//! (their ragged row tiles), `amx.rs` (AMX tiles), `fuse.rs` (reductions fused over elementwise
+//! trees), `fuse_group.rs` (reductions sharing values fused into one loop), `reduce.rs`, `elem.rs`
 //! (element semantics), `helpers.rs` (runtime functions), `text.rs` (the IR writer).
 //!
 //! **Numerics** (see `elem.rs`, `dot.rs`, `reduce.rs`): elementwise ops, casts, loads and stores
@@ -55,6 +56,7 @@ mod amx;
 mod dot;
 mod elem;
 mod fuse;
+mod fuse_group;
 mod helpers;
 mod kloop;
 mod live;
