@@ -1,8 +1,9 @@
 //! Fused K loops of the `llvm` target (`codegen/src/llvm/kloop.rs`) against the interpreter:
 //! K deep enough for several `KC` chunks and a partial last one, ragged M / N / K, `b` direct
 //! and transposed, f32 / f16 / bf16, loops with a non-unit step and a nonzero start, loops
-//! that must not be fused (a second use of a loaded tile), and two accumulators sharing one
-//! gathered `a` tile whose rows past the segment read as zeros (skipped rows, `live.rs`).
+//! that must not be fused (a second use of a loaded tile), two accumulators sharing one
+//! gathered `a` tile whose rows past the segment read as zeros (skipped rows, `live.rs`), and
+//! f32 GEMMs whose operands are widened from bf16 / f16 loads (`model.opc`'s `linear_w`).
 #![cfg(feature = "llvm22-1")]
 
 #[path = "jit_common.rs"]
@@ -14,6 +15,7 @@ use opc_ir::{Arg, DType, Tensor};
 use proptest::prelude::*;
 
 const BLOCKS: &str = include_str!("../../ops/kernels/blocks.opc");
+const MODEL: &str = include_str!("../../ops/kernels/model.opc");
 
 const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
@@ -52,6 +54,22 @@ grid(cdiv(M, BM), cdiv(N, BN))
     }
     store(c[rows, cols], acc);
     store(s[rows, cols], sq);
+}
+
+// Both operands widened from their storage dtype, `b` direct: `cast(load, f32)` on either side
+// of the `dot` (`linear_w` covers a widened transposed `b`).
+kernel widened<W: {f32, f16, bf16}>(a: W[M, K], b: W[K, N], c: out f32[M, N])
+tunables { BM: level1 in {16, 32} = 16, BN: level1 in {16, 32} = 32, BK: level2 in {8, 32} = 8 }
+grid(cdiv(M, BM), cdiv(N, BN))
+{
+    let rows = program_id(0) * BM + arange(BM);
+    let cols = program_id(1) * BN + arange(BN);
+    var acc = zeros([BM, BN], f32);
+    for k0 in 0..cdiv(K, BK) {
+        let ks = k0 * BK + arange(BK);
+        acc = dot(cast(load(a[rows, ks]), f32), cast(load(b[ks, cols]), f32), acc);
+    }
+    store(c[rows, cols], acc);
 }
 
 // Two accumulators over one gathered `a` tile (the shape of `moe_up`): rows `idx[i]`, -1 past
@@ -164,4 +182,53 @@ fn specials_propagate() {
         ];
         check(&k, &args, Cmp::Close { ulps: 16.0 });
     }
+}
+
+proptest! {
+    #![proptest_config(cfg(12))]
+    /// f32 activations times bf16 / f16 (or f32) weights widened by a `cast`: `linear_w`'s
+    /// transposed `w`, and a direct `b` with a widened `a` too.
+    #[test]
+    fn widened_operands(m in 1usize..70, n in 1usize..70, kk in 1usize..600, seed in any::<u64>(), t in 0usize..3, tun in 0usize..3, trans in any::<bool>(), specials in any::<bool>()) {
+        let d = FLOATS[t];
+        let mut r = Rng(seed);
+        if trans {
+            let (bm, bn, bk) = [(16, 16, 8), (64, 64, 32), (32, 128, 64)][tun];
+            let inst = Instance::default().dtype("W", d).tunable("BM", bm).tunable("BN", bn).tunable("BK", bk);
+            let k = kernel(MODEL, "linear_w", &inst);
+            let args = vec![
+                Arg::Tensor(r.tensor_f(DType::F32, &[m, kk], false)),
+                Arg::Tensor(r.tensor_f(d, &[n, kk], specials)),
+                Arg::Tensor(r.tensor_f(DType::F32, &[n], false)),
+                Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
+                Arg::Bool(seed % 2 == 0),
+            ];
+            check(&k, &args, Cmp::Close { ulps: 16.0 });
+        } else {
+            let (bm, bn, bk) = [(16, 16, 8), (32, 32, 32), (16, 32, 8)][tun];
+            let inst = Instance::default().dtype("W", d).tunable("BM", bm).tunable("BN", bn).tunable("BK", bk);
+            let k = kernel(LOOPS, "widened", &inst);
+            let args = vec![
+                Arg::Tensor(r.tensor_f(d, &[m, kk], specials)),
+                Arg::Tensor(r.tensor_f(d, &[kk, n], false)),
+                Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
+            ];
+            check(&k, &args, Cmp::Close { ulps: 16.0 });
+        }
+    }
+}
+
+/// The widened-operand loops take the fused path: their LLVM IR has the panel loads'
+/// prefetches, which only fused K loops emit (the unfusable `reused` loop has none).
+#[test]
+fn widened_loops_are_fused() {
+    let prefetches = |k: &opc_ir::Kernel| opc_codegen::llvm::emit_ir(k).unwrap().matches("call void @llvm.prefetch").count();
+    for d in FLOATS {
+        // `linear_w` as `ops::model::linear_w` compiles it for a 512-row prefill.
+        let inst = Instance::default().dtype("W", d).tunable("BM", 64).tunable("BN", 64).tunable("BK", 32);
+        assert!(prefetches(&kernel(MODEL, "linear_w", &inst)) > 0, "linear_w<{d:?}> not fused");
+        let inst = Instance::default().dtype("W", d);
+        assert!(prefetches(&kernel(LOOPS, "widened", &inst)) > 0, "widened<{d:?}> not fused");
+    }
+    assert_eq!(prefetches(&kernel(LOOPS, "reused", &Instance::default())), 0);
 }

@@ -5,6 +5,13 @@
 //! `a` tile) — is lowered as one cache-blocked GEMM per accumulator instead of a loop of small
 //! tile `dot`s. A load feeding several `dot`s is packed once.
 //!
+//! Either operand may also be an exact widening `cast(load(..), f32)` of a bf16 / f16 / f32
+//! load (`linear_w`: f32 activations times weights in their storage dtype). The tile
+//! representation of every float dtype is f32, so that cast is an identity on it: the load
+//! widens its 16-bit lanes as it writes the f32 panel (bf16: a 16-bit shift; f16: `vcvtph2ps`)
+//! and the f32 micro-kernel runs unchanged — the same values, in the same order, as the
+//! unfused loop's cast and `dot`.
+//!
 //! **Blocking.** The program's `BM × BN` accumulator stays in one arena buffer `c`. The loop's
 //! iterations are taken `S` at a time (a K chunk of `KC = S·BK` values, 256 by default:
 //! `OPC_LLVM_KC` overrides it for tuning): first every iteration's loads of the chunk run,
@@ -85,7 +92,7 @@ pub(super) struct KLoop {
     dots: Vec<KDot>,
     /// `BK`: the k extent of every load.
     bk: usize,
-    /// Operand dtype (f32, f16 or bf16).
+    /// Operand dtype of the `dot`s (f32, f16 or bf16; f32 when an operand is a widened load).
     dtype: DType,
 }
 
@@ -140,8 +147,27 @@ impl Lower<'_> {
             }
         };
         let mut dots = vec![];
-        let mut matched = vec![]; // body ops consumed by the match: dots, transposes, loads
+        let mut matched = vec![]; // body ops consumed by the match: dots, transposes, casts, loads
         let mut consumed: Vec<ValueId> = vec![]; // one entry per use inside the match
+        // The load behind a `dot` operand: the operand itself, or an exact widening
+        // `cast(load, f32)` of a float load (an identity on the f32 tile representation, so
+        // the load's panel already holds the widened values). A cast is consumed once.
+        let operand = |v: ValueId, matched: &mut Vec<usize>, consumed: &mut Vec<ValueId>| -> Option<usize> {
+            let i = def(v)?;
+            if is_load(i) {
+                return Some(i);
+            }
+            let o = &rest[i];
+            let widening = matches!(o.kind, OpKind::Cast(_))
+                && self.dtype(v) == DType::F32
+                && matches!(self.dtype(o.args[0]), DType::F32 | DType::F16 | DType::BF16);
+            let l = def(o.args[0]).filter(|&l| widening && is_load(l))?;
+            if !matched.contains(&i) {
+                matched.push(i);
+                consumed.push(o.args[0]);
+            }
+            Some(l)
+        };
         let mut bk = None;
         let dtype = self.dtype(rest.iter().find(|o| o.kind == OpKind::Dot)?.args[0]);
         if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
@@ -166,19 +192,18 @@ impl Lower<'_> {
             if m == 0 || k == 0 || n == 0 || *bk.get_or_insert(k) != k || self.shape(y.args[j]) != [m, n] {
                 return None;
             }
-            let la = def(dot.args[0]).filter(|&i| is_load(i))?;
+            let la = operand(dot.args[0], &mut matched, &mut consumed)?;
             let bi = def(dot.args[1])?;
             let (lb, role) = match &rest[bi].kind {
                 OpKind::Permute(p) if p == &[1, 0] => {
-                    let lb = def(rest[bi].args[0]).filter(|&i| is_load(i))?;
+                    let lb = operand(rest[bi].args[0], &mut matched, &mut consumed)?;
                     if !matched.contains(&bi) {
                         matched.push(bi);
                         consumed.push(rest[bi].args[0]);
                     }
                     (lb, Role::BTrans)
                 }
-                OpKind::Load { .. } if is_load(bi) => (bi, Role::B),
-                _ => return None,
+                _ => (operand(dot.args[1], &mut matched, &mut consumed)?, Role::B),
             };
             let a = add_load(la, Role::A, m)?;
             let b = add_load(lb, role, n)?;
@@ -283,19 +308,22 @@ impl Lower<'_> {
                 let k0 = l.f.val(format!("mul i64 {si}, {bk}"));
                 // Prefetch the next step's tile: BK elements further along a contiguous k, or
                 // BK rows further down when k indexes the tensor's first dim (`b[ks, cols]`).
-                let along_k = Some((bk * esize(m.dtype)).to_string());
+                // Byte distances use the load's own dtype: a widened (cast) load reads 2-byte
+                // elements into an f32 panel.
                 for (pl, (p, rs)) in m.loads.iter().zip(panels.iter().zip(&row_strides)) {
+                    let o = &rest[pl.op];
+                    let es = esize(l.dtype(o.result()));
                     let d = match pl.role {
                         Role::A | Role::BTrans => {
-                            Dest { off: p.land, base: k0.clone(), strides: vec![cap32 as i64, 1], prefetch: along_k.clone(), raw_bf16: bf16 }
+                            let pf = Some((bk * es).to_string());
+                            Dest { off: p.land, base: k0.clone(), strides: vec![cap32 as i64, 1], prefetch: pf, raw_bf16: bf16 }
                         }
                         Role::B => {
                             let e = l.f.val(format!("mul i64 {si}, {}", bk * pl.rows));
-                            let pf = l.f.val(format!("mul i64 {rs}, {}", bk * esize(m.dtype)));
+                            let pf = l.f.val(format!("mul i64 {rs}, {}", bk * es));
                             Dest { off: p.land, base: e, strides: vec![pl.rows as i64, 1], prefetch: Some(pf), raw_bf16: bf16 }
                         }
                     };
-                    let o = &rest[pl.op];
                     let OpKind::Load { tensor, has_mask, has_other } = o.kind else { unreachable!("matched a load") };
                     l.lower_access_into(o, tensor, Access::Load { has_mask, has_other }, Some(d))?;
                 }
