@@ -69,8 +69,8 @@ pub fn scale(ops: &Ops, x: &Tensor, s: f32) -> Result<Tensor> {
 
 /// Rows up to which [`linear_w`] runs the GEMV kernel: one program per (row, channel block), so
 /// the rows of a step read the same weight block while it is in cache (batched decode of up to
-/// 8 sequences); the tiled GEMM (`linear_w`, whose widened weight operand is not a plain load and
-/// so takes the generic `dot` path) only pays from there on.
+/// 8 sequences); the tiled GEMM (`linear_w`, a blocked GEMM on the llvm target with the widened
+/// weights packed into f32 panels) only pays from there on.
 pub const GEMV_ROWS: usize = 8;
 
 /// K step of `gemv_w`: the largest step (up to 4096) that divides K, so every step is full and
