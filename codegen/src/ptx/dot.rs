@@ -214,15 +214,7 @@ impl Lower<'_> {
             let cc1 = self.p.op(Kind::R, "add.u32", &[&cc, &1]);
             let mut frag = [Reg { kind: Kind::F, n: 0 }; 4];
             for (slot, (r, c)) in [(r0, cc), (r0, cc1), (r1, cc), (r1, cc1)].into_iter().enumerate() {
-                frag[slot] = match &acc {
-                    None => self.p.mov(Kind::F, fimm(0.0)),
-                    Some(Src::U(x)) => self.p.mov(Kind::F, x),
-                    Some(s) => {
-                        let e = self.p.op(Kind::R, "mad.lo.u32", &[&r, &n, &c]);
-                        let x = self.read_at(s, e);
-                        self.p.mov(Kind::F, x)
-                    }
-                };
+                frag[slot] = self.acc_init(&acc, r, c, n);
             }
             cs.push(frag);
         }
