@@ -223,9 +223,9 @@ fn pipelined_flag_pairs_are_checked() {
 /// f16 FlashAttention arguments (batch 1, D 32, no window or sinks): `h` heads of `s` rows.
 fn fa_args(r: &mut Rng, h: usize, s: usize, causal: bool) -> Vec<Arg> {
     vec![
-        Arg::Tensor(r.tensor(DType::F16, &[1, h, s, 32], 1.0)),
-        Arg::Tensor(r.tensor(DType::F16, &[1, h, s, 32], 1.0)),
-        Arg::Tensor(r.tensor(DType::F16, &[1, h, s, 32], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::F16, &[1, h, s, 32], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::F16, &[1, h, s, 32], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::F16, &[1, h, s, 32], 1.0)),
         Arg::Tensor(Tensor::zeros(DType::F32, &[h])),
         Arg::Tensor(Tensor::zeros(DType::F16, &[1, h, s, 32])),
         Arg::Tensor(Tensor::zeros(DType::F32, &[1, h, s])),

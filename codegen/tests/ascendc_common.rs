@@ -53,35 +53,9 @@ grid(cdiv(M, BM))
 }
 "#;
 
-/// Deterministic xorshift data.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0 | 1;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    /// Uniform in [-a, a).
-    pub fn f(&mut self, a: f32) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
-    }
-    pub fn tensor(&mut self, d: DType, shape: &[usize], a: f32) -> Tensor {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| self.f(a)).collect();
-        Tensor::from_f32(d, shape, &v)
-    }
-    pub fn raw(&mut self, d: DType, shape: &[usize]) -> Tensor {
-        let mut t = Tensor::zeros(d, shape);
-        for b in t.data.iter_mut() {
-            *b = self.next_u64() as u8;
-        }
-        t
-    }
-}
+#[path = "common/rng.rs"]
+mod rng;
+pub use rng::Rng;
 
 /// Build `sources` (as emitted for `k`, possibly edited) against the CPU model and run them on
 /// `args`; outputs are written back into `args`. Err carries g++'s or the model's message.

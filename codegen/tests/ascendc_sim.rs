@@ -24,10 +24,10 @@ fn flash_args(
     sinks: bool,
 ) -> Vec<Arg> {
     vec![
-        Arg::Tensor(r.tensor(d, &[b, hq, sq, hd], 1.0)),
-        Arg::Tensor(r.tensor(d, &[b, hkv, sk, hd], 1.0)),
-        Arg::Tensor(r.tensor(d, &[b, hkv, sk, hd], 1.0)),
-        Arg::Tensor(r.tensor(DType::F32, &[hq], 1.0)),
+        Arg::Tensor(r.tensor_uniform(d, &[b, hq, sq, hd], 1.0)),
+        Arg::Tensor(r.tensor_uniform(d, &[b, hkv, sk, hd], 1.0)),
+        Arg::Tensor(r.tensor_uniform(d, &[b, hkv, sk, hd], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::F32, &[hq], 1.0)),
         Arg::Tensor(Tensor::zeros(d, &[b, hq, sq, hd])),
         Arg::Tensor(Tensor::zeros(DType::F32, &[b, hq, sq])),
         Arg::F32(1.0 / (hd as f32).sqrt()),
@@ -64,9 +64,9 @@ fn matmul_bf16_ragged_mix() {
     let mut r = Rng(7);
     let (m, n, kk) = (50, 70, 90);
     let args = vec![
-        Arg::Tensor(r.tensor(DType::BF16, &[m, kk], 1.0)),
-        Arg::Tensor(r.tensor(DType::BF16, &[kk, n], 1.0)),
-        Arg::Tensor(r.tensor(DType::F32, &[n], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::BF16, &[m, kk], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::BF16, &[kk, n], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::F32, &[n], 1.0)),
         Arg::Tensor(Tensor::zeros(DType::BF16, &[m, n])),
         Arg::Bool(true),
     ];
@@ -80,8 +80,8 @@ fn rmsnorm_bf16_aiv() {
     let mut r = Rng(3);
     let (nt, h) = (10, 200);
     let args = vec![
-        Arg::Tensor(r.tensor(DType::BF16, &[nt, h], 2.0)),
-        Arg::Tensor(r.tensor(DType::BF16, &[h], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::BF16, &[nt, h], 2.0)),
+        Arg::Tensor(r.tensor_uniform(DType::BF16, &[h], 1.0)),
         Arg::Tensor(Tensor::zeros(DType::BF16, &[nt, h])),
         Arg::F32(1e-6),
     ];
@@ -96,8 +96,8 @@ fn kl_rows_aiv() {
     let mut r = Rng(9);
     let (g, v) = (3, 150);
     let args = vec![
-        Arg::Tensor(r.tensor(DType::F32, &[g + 1, v], 3.0)),
-        Arg::Tensor(r.tensor(DType::F32, &[g, v], 3.0)),
+        Arg::Tensor(r.tensor_uniform(DType::F32, &[g + 1, v], 3.0)),
+        Arg::Tensor(r.tensor_uniform(DType::F32, &[g, v], 3.0)),
         Arg::Tensor(Tensor::from_i32(DType::I32, &[g], &[5, 17, 99])),
         Arg::Tensor(Tensor::zeros(DType::F32, &[g])),
         Arg::Tensor(Tensor::zeros(DType::U8, &[g])),
@@ -122,13 +122,13 @@ fn mxfp4_gemm_bf16_mix() {
     assert!(vector.contains("+ kWsB)") && cube.contains("+ kWsB)") && cube.contains("Mmad("), "decoded B through the workspace");
     let mut r = Rng(21);
     let (m, n, kk) = (20, 40, 128);
-    let mut scales = r.raw(DType::E8M0, &[n, kk / 32]);
+    let mut scales = r.tensor_raw(DType::E8M0, &[n, kk / 32]);
     for b in scales.data.iter_mut() {
         *b = 120 + *b % 12;
     }
     let args = vec![
-        Arg::Tensor(r.tensor(DType::BF16, &[m, kk], 1.0)),
-        Arg::Tensor(r.raw(DType::E2M1, &[n, kk])),
+        Arg::Tensor(r.tensor_uniform(DType::BF16, &[m, kk], 1.0)),
+        Arg::Tensor(r.tensor_raw(DType::E2M1, &[n, kk])),
         Arg::Tensor(scales),
         Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
     ];
@@ -144,7 +144,7 @@ fn atomic_add_combines_across_cores() {
     assert!(text.contains("SetAtomicAdd<float>();") && text.contains("SetAtomicNone();"), "{text}");
     let mut r = Rng(41);
     let (m, n) = (190, 64);
-    let out = check_against_interp(&k, &[Arg::Tensor(r.tensor(DType::F32, &[m, n], 1.0)), Arg::Tensor(Tensor::zeros(DType::F32, &[n]))]);
+    let out = check_against_interp(&k, &[Arg::Tensor(r.tensor_uniform(DType::F32, &[m, n], 1.0)), Arg::Tensor(Tensor::zeros(DType::F32, &[n]))]);
     assert!(out.contains("blockDim=24"), "{out}");
 }
 
@@ -157,9 +157,9 @@ fn flash_decode_split_f16_mix() {
     let (b, hkv, g, sq, sk, ns, d) = (1, 2, 2, 3, 70, 2, 32);
     let m = g * sq;
     let args = vec![
-        Arg::Tensor(r.tensor(DType::F16, &[b, hkv, m, d], 1.0)),
-        Arg::Tensor(r.tensor(DType::F16, &[b, hkv, sk, d], 1.0)),
-        Arg::Tensor(r.tensor(DType::F16, &[b, hkv, sk, d], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::F16, &[b, hkv, m, d], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::F16, &[b, hkv, sk, d], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::F16, &[b, hkv, sk, d], 1.0)),
         Arg::Tensor(Tensor::zeros(DType::F32, &[ns, b, hkv, m, d])),
         Arg::Tensor(Tensor::zeros(DType::F32, &[ns, b, hkv, m])),
         Arg::I32(sq as i32),
@@ -180,12 +180,12 @@ fn moe_down_bf16_grouped_mix() {
     let (p, i, h, e) = (17, 64, 40, 3);
     let pairs: Vec<i32> = (0..p as i32).map(|x| (x * 7) % p as i32).collect();
     let args = vec![
-        Arg::Tensor(r.tensor(DType::BF16, &[p, i], 1.0)),
-        Arg::Tensor(r.tensor(DType::BF16, &[e, h, i], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::BF16, &[p, i], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::BF16, &[e, h, i], 1.0)),
         Arg::Tensor(Tensor::from_i32(DType::I32, &[p], &pairs)),
         Arg::Tensor(Tensor::from_i32(DType::I32, &[e], &[0, 5, 5])),
         Arg::Tensor(Tensor::from_i32(DType::I32, &[e], &[5, 0, 12])),
-        Arg::Tensor(r.tensor(DType::F32, &[p], 1.0)),
+        Arg::Tensor(r.tensor_uniform(DType::F32, &[p], 1.0)),
         Arg::Tensor(Tensor::zeros(DType::F32, &[p, h])),
     ];
     check_against_interp(&k, &args);
@@ -299,9 +299,9 @@ proptest::proptest! {
         });
         let mut r = Rng(seed);
         let args = vec![
-            Arg::Tensor(r.tensor(DType::BF16, &[m, kk], 1.0)),
-            Arg::Tensor(r.tensor(DType::BF16, &[kk, n], 1.0)),
-            Arg::Tensor(r.tensor(DType::F32, &[n], 1.0)),
+            Arg::Tensor(r.tensor_uniform(DType::BF16, &[m, kk], 1.0)),
+            Arg::Tensor(r.tensor_uniform(DType::BF16, &[kk, n], 1.0)),
+            Arg::Tensor(r.tensor_uniform(DType::F32, &[n], 1.0)),
             Arg::Tensor(Tensor::zeros(DType::BF16, &[m, n])),
             Arg::Bool(bias),
         ];
@@ -339,7 +339,7 @@ grid(cdiv(M, BM))
     let text = opc_codegen::ascendc::compile(&k).expect("compile").sources.kernel_cpp;
     assert!(!text.contains("element-wise gather") && text.contains("DataCopyPad(yGm"), "the masked accesses must be boxes:\n{text}");
     let mut r = Rng(29);
-    check_against_interp(&k, &[Arg::Tensor(r.tensor(DType::F32, &[13, 45], 3.0)), Arg::Tensor(Tensor::zeros(DType::F32, &[13, 45]))]);
+    check_against_interp(&k, &[Arg::Tensor(r.tensor_uniform(DType::F32, &[13, 45], 3.0)), Arg::Tensor(Tensor::zeros(DType::F32, &[13, 45]))]);
 }
 
 /// RoPE (with YaRN) f32 and bf16: `pow`, `sin` and `cos` through the advanced math API
@@ -352,7 +352,7 @@ fn rope_sin_cos_pow_aiv() {
         let (nt, nh, hd) = (5, 3, 64);
         let pos: Vec<i32> = (0..nt as i32).map(|i| i * 37 + 3).collect();
         let args = vec![
-            Arg::Tensor(r.tensor(d, &[nt, nh, hd], 2.0)),
+            Arg::Tensor(r.tensor_uniform(d, &[nt, nh, hd], 2.0)),
             Arg::Tensor(Tensor::from_i32(DType::I32, &[nt], &pos)),
             Arg::Tensor(Tensor::zeros(d, &[nt, nh, hd])),
             Arg::F32(10000.0),
