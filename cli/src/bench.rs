@@ -37,9 +37,11 @@ pub struct BenchArgs {
     /// Directory holding peak.c and bw.c.
     #[arg(long, value_name = "DIR", default_value = "../shared/tools")]
     tools: PathBuf,
-    /// Baseline JSON from benches/torch_baseline.py: {"name": ..., "rows": {ROW: {"ms": ...}}}.
+    /// Baseline JSON: {"name": ..., "rows": {ROW: {"ms": ...}}}, as written by
+    /// benches/torch_baseline.py and benches/llamacpp_ops.py. Repeat for several baselines: the
+    /// table gets a time and a speed-up column for each.
     #[arg(long, value_name = "FILE")]
-    baseline: Option<PathBuf>,
+    baseline: Vec<PathBuf>,
     /// List the rows and exit.
     #[arg(long)]
     list: bool,
@@ -183,7 +185,7 @@ pub fn cmd_bench(a: &BenchArgs) -> Result<(), (u8, String)> {
         return Err((2, "error: --reps must be at least 1".into()));
     }
     let target = opc_codegen::target_by_name(&a.target).map_err(|e| (2, format!("error: {e}")))?;
-    let baseline = a.baseline.as_deref().map(read_baseline).transpose().map_err(|e| (2, format!("error: {e}")))?;
+    let baselines = a.baseline.iter().map(|p| read_baseline(p)).collect::<Result<Vec<_>, _>>().map_err(|e| (2, format!("error: {e}")))?;
     let (limits, notes) = measure_limits(a);
     for n in &notes {
         println!("# {n}");
@@ -199,8 +201,14 @@ pub fn cmd_bench(a: &BenchArgs) -> Result<(), (u8, String)> {
         a.reps
     );
     let ops = opc_ops::Ops::new(target);
-    let bname = baseline.as_ref().map_or("baseline".to_string(), |b| b.0.clone());
-    println!("{:<24} {:>10} {:>14} {:>9} {:>12} {:>9}  what", "row", "ms", "rate", "of limit", format!("{bname} ms"), "speedup");
+    let mut header = format!("{:<24} {:>10} {:>14} {:>9}", "row", "ms", "rate", "of limit");
+    for (name, _) in &baselines {
+        header += &format!(" {:>12} {:>9}", format!("{name} ms"), "speedup");
+    }
+    if baselines.is_empty() {
+        header += &format!(" {:>12} {:>9}", "baseline ms", "speedup");
+    }
+    println!("{header}  what");
     let mut failed = 0;
     for row in &selected {
         let mut p = match rows::prepare(row, &ops) {
@@ -235,20 +243,18 @@ pub fn cmd_bench(a: &BenchArgs) -> Result<(), (u8, String)> {
             Limit::Bandwidth => (limits.bw, ""),
         };
         let frac = limit.map_or("?".to_string(), |l| format!("{:.1}%{mark}", 100.0 * value / l));
-        let (bms, speed) = match baseline.as_ref().and_then(|b| b.1.get(row.name)) {
-            Some(&ms) => (format!("{ms:.2}"), format!("{:.2}x", ms / (best * 1e3))),
-            None => ("-".into(), "-".into()),
-        };
-        println!(
-            "{:<24} {:>10.2} {:>14} {:>9} {:>12} {:>9}  {}",
-            row.name,
-            best * 1e3,
-            format!("{rate:.1} {unit}"),
-            frac,
-            bms,
-            speed,
-            row.what
-        );
+        let mut line = format!("{:<24} {:>10.2} {:>14} {:>9}", row.name, best * 1e3, format!("{rate:.1} {unit}"), frac);
+        for (_, times) in &baselines {
+            let (bms, speed) = match times.get(row.name) {
+                Some(&ms) => (format!("{ms:.2}"), format!("{:.2}x", ms / (best * 1e3))),
+                None => ("-".into(), "-".into()),
+            };
+            line += &format!(" {bms:>12} {speed:>9}");
+        }
+        if baselines.is_empty() {
+            line += &format!(" {:>12} {:>9}", "-", "-");
+        }
+        println!("{line}  {}", row.what);
     }
     if failed > 0 {
         return Err((1, format!("error: {failed} row(s) failed")));

@@ -57,7 +57,7 @@ enum Cmd {
     Targets,
     /// Run the speed rows (GEMM, attention, GEMV, MoE, KL judge) and print a table against the
     /// machine's limits and an optional baseline.
-    #[command(after_help = "Examples:\n  opc bench\n  opc bench --rows gemm,kl --peak-gflops 250 --amx-gflops 1500 --bw-gbs 33\n  opc bench --baseline torch_baseline.json")]
+    #[command(after_help = "Examples:\n  opc bench\n  opc bench --rows gemm,kl --peak-gflops 250 --amx-gflops 1500 --bw-gbs 33\n  opc bench --baseline torch_baseline.json --baseline llamacpp_ops.json")]
     Bench(bench::BenchArgs),
     /// Compare a model's logits and greedy tokens with a reference file; exits 1 on mismatch.
     #[command(after_help = "Example:\n  opc eval --model ../shared/fixtures/models/llama-tiny --reference ../shared/fixtures/models/llama-tiny/reference.safetensors")]

@@ -18,18 +18,24 @@ fn lists_the_rows_of_the_issue() {
 }
 
 #[test]
-fn times_a_row_against_the_limits_and_a_baseline() {
+fn times_a_row_against_the_limits_and_two_baselines() {
     let dir = std::env::temp_dir().join(format!("opc-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let base = dir.join("base.json");
     std::fs::write(&base, r#"{"name": "torch", "threads": 2, "rows": {"kl_judge": {"ms": 1000.0}}}"#).unwrap();
-    let (code, out, err) =
-        opc(&["bench", "--rows", "kl_judge", "--reps", "1", "--peak-gflops", "250", "--amx-gflops", "1500", "--bw-gbs", "32", "--baseline", base.to_str().unwrap()]);
+    let base2 = dir.join("base2.json");
+    std::fs::write(&base2, r#"{"name": "llama.cpp", "threads": 2, "rows": {"kl_judge": {"ms": 500.0}, "other": {"ms": 1.0}}}"#).unwrap();
+    let (code, out, err) = opc(&[
+        "bench", "--rows", "kl_judge", "--reps", "1", "--peak-gflops", "250", "--amx-gflops", "1500", "--bw-gbs", "32",
+        "--baseline", base.to_str().unwrap(), "--baseline", base2.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("DRAM read 32.0 GB/s"), "{out}");
     let line = out.lines().find(|l| l.starts_with("kl_judge")).unwrap_or_else(|| panic!("{out}"));
     let cols: Vec<&str> = line.split_whitespace().collect();
-    // row, ms, rate, unit, % of limit, baseline ms, speedup, what...
+    let header = out.lines().find(|l| l.starts_with("row ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(header.contains("torch ms") && header.contains("llama.cpp ms"), "{header}");
+    // row, ms, rate, unit, % of limit, then (baseline ms, speedup) per baseline, what...
     let ms: f64 = cols[1].parse().unwrap();
     let rate: f64 = cols[2].parse().unwrap();
     assert_eq!(cols[3], "GB/s");
@@ -43,6 +49,9 @@ fn times_a_row_against_the_limits_and_a_baseline() {
     assert_eq!(cols[5], "1000.00");
     let speedup: f64 = cols[6].trim_end_matches('x').parse().unwrap();
     assert!((speedup - 1000.0 / ms).abs() <= 1.01 * ms_err * speedup + half_unit(cols[6].trim_end_matches('x')), "{line}");
+    assert_eq!(cols[7], "500.00");
+    let speedup2: f64 = cols[8].trim_end_matches('x').parse().unwrap();
+    assert!((speedup2 - 500.0 / ms).abs() <= 1.01 * ms_err * speedup2 + half_unit(cols[8].trim_end_matches('x')), "{line}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
