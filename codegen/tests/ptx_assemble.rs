@@ -536,3 +536,84 @@ fn persistent_wgmma_gemm_sm90a() {
     all.dedup();
     assert_eq!((n, all.len()), (132, 201));
 }
+
+/// Integer dots written here: i8 and u8 operands (`m16n8k32`), as loaded, transposed, and with
+/// a K tile (48) that is not a whole instruction (zero-padded to 64 in the packed operand).
+const INT_DOTS: &str = r#"
+kernel int8_dots(a: i8[M, K], b: i8[K, N], u: u8[M, K], v: u8[N, K], y: out i32[M, N])
+tunables { BM: level1 in {16, 32} = 32, BN: level1 in {8, 16, 64} = 16, BK: level2 in {48, 64} = 64 }
+grid(cdiv(M, BM), cdiv(N, BN))
+{
+    let rows = program_id(0) * BM + arange(BM);
+    let cols = program_id(1) * BN + arange(BN);
+    var acc = zeros([BM, BN], i32);
+    for k0 in 0..K step BK {
+        let ks = k0 + arange(BK);
+        acc = dot(load(a[rows, ks]), load(b[ks, cols]), acc);
+        acc = dot(load(u[rows, ks]), trans(load(v[cols, ks])), acc);
+    }
+    store(y[rows, cols], acc);
+}
+"#;
+
+/// The smallest int4 tensor-core kernel: one m16n8k64 tile per program.
+const INT4_DOT: &str = r#"
+kernel int4_dot(a: i4[M, K], w: i4[N, K], y: out i32[M, N])
+grid(cdiv(M, 16), cdiv(N, 8))
+{
+    let rows = program_id(0) * 16 + arange(16);
+    let cols = program_id(1) * 8 + arange(8);
+    let ks = arange(64);
+    store(y[rows, cols], dot(load(a[rows, ks]), trans(load(w[cols, ks]))));
+}
+"#;
+
+fn compiled(file: &str, src: &str, name: &str, tunables: &[(&str, i64)]) -> Kernel {
+    let mut inst = Instance::default();
+    for (t, v) in tunables {
+        inst = inst.tunable(t, *v);
+    }
+    let mut k = opc_dsl::compile(file, src, name, &inst).unwrap_or_else(|d| panic!("{d}"));
+    opc_passes::run_pipeline(&mut k, &Default::default()).unwrap();
+    k
+}
+
+#[test]
+fn integer_dots_take_integer_mma_sync() {
+    // int4_gemm (the library's W4A4 GEMM): m16n8k64 .s4 for every tile shape it allows, on both
+    // archs (wgmma has no 4-bit type); BK = 32 is zero-padded to one k64 instruction
+    const S4: &str = "mma.sync.aligned.m16n8k64.row.col.s32.s4.s4.s32";
+    const S8: &str = "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32";
+    const U8: &str = "mma.sync.aligned.m16n8k32.row.col.s32.u8.u8.s32";
+    let mut jobs = vec![];
+    for tun in [&[][..], &[("BM", 16), ("BN", 16), ("BK", 32)][..], &[("BM", 128), ("BN", 128), ("BK", 128)][..], &[("BM", 64), ("BN", 32), ("BK", 64)][..]] {
+        let src = opc_ops::SOURCES.iter().find(|(f, _)| *f == "kron_quant").unwrap().1;
+        let k = compiled("kron_quant", src, "int4_gemm", tun);
+        for arch in ARCHS {
+            let (p, m) = render(&k, arch);
+            assert!(p.contains(S4) && p.contains("ldmatrix.sync.aligned.m8n8.x4.shared.b16"), "int4_gemm {tun:?} {arch}");
+            assert!(!p.contains(".trans"), "8/4-bit operands are never read with ldmatrix.trans");
+            assert_eq!(m["tensor_cores"], "mma.sync.m16n8k64.s4 + ldmatrix");
+        }
+        jobs.push((format!("kron_quant__int4_gemm_{}", tun.iter().map(|t| t.1.to_string()).collect::<Vec<_>>().join("x")), k));
+    }
+    for bk in [64, 48] {
+        let k = compiled("int_dots.opc", INT_DOTS, "int8_dots", &[("BK", bk)]);
+        for arch in ARCHS {
+            let (p, m) = render(&k, arch);
+            assert!(p.contains(S8) && p.contains(U8), "int8_dots BK={bk} {arch}");
+            assert_eq!(m["tensor_cores"], "mma.sync.m16n8k32.s8 + ldmatrix");
+        }
+        jobs.push((format!("int8_dots_{bk}"), k));
+    }
+    jobs.push(("int4_dot".into(), compiled("int4_dot.opc", INT4_DOT, "int4_dot", &[])));
+    check_all(jobs);
+}
+
+#[test]
+fn int4_dot_ptx_snapshot() {
+    let k = compiled("int4_dot.opc", INT4_DOT, "int4_dot", &[]);
+    let (p, _) = render(&k, "sm_80");
+    assemble("int4_dot", &p, "sm_80");
+    insta::assert_snapshot!("int4_dot_sm80_ptx", p);
+}

@@ -19,13 +19,26 @@
 //! bit-identical to the interpreter. The result is distributed like the accumulator, which is
 //! therefore read from the thread's own registers.
 //!
-//! GEMM *loops* (a `for` whose body is just the two loads and this `dot`) do not come here:
-//! `gemm.rs` pipelines them (cp.async / TMA, accumulators in registers across iterations).
-//! **Not done**: int8/int4 `mma`.
+//! **Integer tensor-core path** (`i8`/`u8` or `i4` operands, `i32` accumulator, M % 16 = N % 8 = 0,
+//! any K): `mma.sync.aligned.m16n8k32.row.col.s32.{s8,u8}` or `m16n8k64 ... .s4.s4.s32` on every
+//! arch (`wgmma` has no 4-bit type; 8-bit `wgmma` is not used). The operands are first packed
+//! K-contiguous (A as `[M][K]`, B as `[N][K]`; 4-bit codes two per byte, element `2j` in the low
+//! nibble) into buffers with an odd number of 16-byte chunks per row and K zero-padded to whole
+//! instructions, then read by the same `ldmatrix` addressing as the 16-bit path (the layout math
+//! and its proof against the ISA tables are in `frag.rs`, [`IntMma`]); 8-bit operands already
+//! stored that way with a suitable pitch are read in place. Products and sums are exact in i32
+//! and wrap like the interpreter's (no `.satfinite`), so this path is bit-identical to it.
+//! Ragged global edges are the loads' business: out-of-range elements are already 0.
+//!
+//! GEMM *loops* (a `for` whose body is just the two loads and this `dot`) of 16-bit operands do
+//! not come here: `gemm.rs` pipelines them (cp.async / TMA, accumulators in registers across
+//! iterations). Integer GEMM loops (`int4_gemm`) run their body op by op, so each K step's tiles
+//! are staged through shared memory by the loads and packed here.
 
-use opc_ir::{DType, Op};
+use opc_ir::{DType, Op, ValueId};
 
 use super::emit::{fimm, Kind, Reg};
+use super::frag::IntMma;
 use super::lower::{esize, Lower, Repr, Src, View};
 use crate::Result;
 
@@ -39,11 +52,33 @@ struct MmaOperand {
     transposed: bool,
 }
 
-/// Whether `dot` op `op` takes the tensor-core path.
+/// Whether `dot` op `op` takes a tensor-core path (16-bit floats or integers).
 pub(super) fn mma_eligible(k: &opc_ir::Kernel, op: &Op) -> bool {
     let (a, b) = (k.ty(op.args[0]), k.ty(op.args[1]));
     let (m, kk, n) = (a.shape[0], a.shape[1], b.shape[1]);
-    matches!(a.dtype, DType::F16 | DType::BF16) && m % 16 == 0 && n % 8 == 0 && kk % 16 == 0 && m * n > 1
+    let tiles = m % 16 == 0 && n % 8 == 0 && m > 0 && n > 0 && kk > 0;
+    match a.dtype {
+        DType::F16 | DType::BF16 => tiles && kk % 16 == 0,
+        d => tiles && int_mma(d).is_some(),
+    }
+}
+
+/// The integer `mma` shape for operand dtype `d`, if it has one.
+pub(super) fn int_mma(d: DType) -> Option<IntMma> {
+    match d {
+        DType::I8 | DType::U8 => Some(IntMma { bits: 8 }),
+        DType::I4 => Some(IntMma { bits: 4 }),
+        _ => None,
+    }
+}
+
+/// The PTX type of an integer `mma` operand dtype.
+fn int_ptx_type(d: DType) -> &'static str {
+    match d {
+        DType::U8 => "u8",
+        DType::I8 => "s8",
+        _ => "s4",
+    }
 }
 
 impl Lower<'_> {
@@ -166,24 +201,137 @@ impl Lower<'_> {
         MmaOperand { buf: w.buf, pitch: w.strides[0], transposed: false }
     }
 
+    /// An integer `mma` operand stored K-contiguous (module docs), `kdim` being its K dim: A
+    /// (`kdim` 1) as `[M][K]`, B (`kdim` 0) as `[N][K]`. An 8-bit view already laid out so is used in
+    /// place; anything else is packed into a fresh buffer laid out by [`IntMma::pitch`], with
+    /// the K padding zero.
+    fn int_operand(&mut self, v: ValueId, d: DType, im: IntMma, kdim: usize) -> MmaOperand {
+        let shape = self.shape(v);
+        let (kk, rows) = (shape[kdim], shape[1 - kdim]);
+        let transposed = kdim == 0;
+        let view = self.view(v);
+        if let Some(w) = &view {
+            let (sk, sr) = (w.strides[kdim], w.strides[1 - kdim]);
+            if im.bits == 8 && sk == 1 && kk % im.k() as usize == 0 && sr > 0 && sr % 16 == 0 {
+                return MmaOperand { buf: w.buf, pitch: sr / 2, transposed };
+            }
+        }
+        let src = match view {
+            Some(w) => Src::V(w, shape.clone(), d),
+            None => self.src(v),
+        };
+        let pitch = im.pitch(kk as u32) as usize;
+        let wpr = (im.row_bytes(kk as u32) / 4) as usize; // packed words per row
+        let per = (32 / im.bits) as usize; // elements per word
+        let padded = wpr * per != kk;
+        let buf = self.alloc(rows * pitch);
+        self.hazard(matches!(src, Src::V(..)), true, None, None);
+        let mask = (1u32 << im.bits) - 1;
+        self.chunk_loop(rows * wpr, &mut |l, _, e| {
+            let r = l.p.op(Kind::R, "div.u32", &[&e, &wpr]);
+            let wi = l.p.op(Kind::R, "rem.u32", &[&e, &wpr]);
+            let k0 = l.p.op(Kind::R, "mul.lo.u32", &[&wi, &per]);
+            // element (r, k0) of the source, then +sk elements per j
+            let first = match &src {
+                Src::V(w, _, _) => {
+                    let (sk, sr) = (w.strides[kdim], w.strides[1 - kdim]);
+                    let el = l.p.op(Kind::R, "mul.lo.u32", &[&r, &sr]);
+                    let el = l.p.op(Kind::R, "mad.lo.u32", &[&k0, &sk, &el]);
+                    Some((l.smem_addr(w.buf, Some(el), d), sk * esize(d) as i64))
+                }
+                _ => None,
+            };
+            let word = l.p.mov(Kind::R, 0);
+            for j in 0..per {
+                let x = match (&src, first) {
+                    (Src::U(u), _) => *u,
+                    (_, Some((a0, step))) => {
+                        let a = if j == 0 { a0 } else { l.p.op(Kind::R, "add.u32", &[&a0, &(step * j as i64)]) };
+                        if padded {
+                            let kj = l.p.op(Kind::R, "add.u32", &[&k0, &j]);
+                            let ok = l.p.op(Kind::P, "setp.lt.u32", &[&kj, &kk]);
+                            let x = l.p.mov(Kind::R, 0);
+                            let ld = if d == DType::U8 { "u8" } else { "s8" };
+                            l.p.ins(format!("@{ok} ld.shared.{ld} {x}, [{a}]"));
+                            x
+                        } else {
+                            l.ld_shared(d, a)
+                        }
+                    }
+                    _ => unreachable!("mma operands are views or uniforms"),
+                };
+                // the padding of a uniform operand is zero too
+                let x = if padded && matches!(src, Src::U(_)) {
+                    let kj = l.p.op(Kind::R, "add.u32", &[&k0, &j]);
+                    let ok = l.p.op(Kind::P, "setp.lt.u32", &[&kj, &kk]);
+                    l.p.op(Kind::R, "selp.b32", &[&x, &0, &ok])
+                } else {
+                    x
+                };
+                let bits = l.p.op(Kind::R, "and.b32", &[&x, &mask]);
+                let (byte, shift) = im.elem_byte(j as u32);
+                let at = 8 * byte + shift;
+                let sh = if at == 0 { bits } else { l.p.op(Kind::R, "shl.b32", &[&bits, &at]) };
+                l.p.ins(format!("or.b32 {word}, {word}, {sh}"));
+            }
+            let base = l.smem_addr(buf, None, d);
+            let a = l.p.op(Kind::R, "mad.lo.u32", &[&r, &pitch, &base]);
+            let a = l.p.op(Kind::R, "mad.lo.u32", &[&wi, &4, &a]);
+            l.p.ins(format!("st.shared.b32 [{a}], {word}"));
+            Ok(())
+        })
+        .expect("packing cannot fail");
+        MmaOperand { buf, pitch: pitch as i64 / 2, transposed }
+    }
+
     fn lower_mma(&mut self, op: &Op, m: usize, n: usize, kk: usize, d: DType) -> Result<()> {
         self.used_mma = true;
-        let opa = self.mma_operand(op.args[0], d);
-        let opb = self.mma_operand(op.args[1], d);
-        let acc = op.args.get(2).map(|&c| match self.view(c) {
-            Some(w) => Src::V(w, self.shape(c), DType::F32),
-            None => self.src(c),
-        });
-        // output: f32 [m, n], rows padded by 4 floats when they are a multiple of 128 bytes
+        let int = int_mma(d);
+        // K in b16 units of the stored rows (one k-step of the loop below is 16 of them)
+        let (opa, opb, kk) = match int {
+            None => (self.mma_operand(op.args[0], d), self.mma_operand(op.args[1], d), kk),
+            Some(im) => {
+                let (a, b) = (self.int_operand(op.args[0], d, im, 1), self.int_operand(op.args[1], d, im, 0));
+                (a, b, im.row_bytes(kk as u32) as usize / 2)
+            }
+        };
+        let rd = self.dtype(op.result());
+        let kind = if int.is_some() { Kind::R } else { Kind::F };
+        // output: f32 / i32 [m, n], rows padded by 4 words when they are a multiple of 128 bytes
         let pitch = if n.is_multiple_of(32) { n + 4 } else { n };
         let out = self.alloc(m * pitch * 4);
+        let acc = op.args.get(2).map(|&c| {
+            if self.dist_only(c) {
+                // an accumulator in registers (a loop-carried one) is stored straight into the
+                // result buffer: every element is read into its fragment by the warp that later
+                // overwrites it, so no second buffer is needed
+                let s = self.src(c);
+                let w = self.copy_into(&s, rd, &[m, n], View { buf: out, strides: vec![pitch as i64, 1] });
+                return Src::V(w, vec![m, n], rd);
+            }
+            match self.view(c) {
+                Some(w) => Src::V(w, self.shape(c), rd),
+                None => self.src(c),
+            }
+        });
         self.hazard(true, true, None, None);
         let warps = (self.t / 32) as usize;
         let ntiles = n / 8;
         let g = [8, 4, 2, 1].into_iter().find(|g| ntiles.is_multiple_of(*g)).unwrap_or(1);
         let ngroups = ntiles / g;
         let units = (m / 16) * ngroups;
-        let ab = if d == DType::F16 { "f16" } else { "bf16" };
+        let instr = match int {
+            Some(im) => {
+                let t = int_ptx_type(d);
+                self.tensor_cores.get_or_insert(if im.bits == 4 { "mma.sync.m16n8k64.s4 + ldmatrix" } else { "mma.sync.m16n8k32.s8 + ldmatrix" });
+                format!("mma.sync.aligned.m16n8k{}.row.col.s32.{t}.{t}.s32", im.k())
+            }
+            None => {
+                let ab = if d == DType::F16 { "f16" } else { "bf16" };
+                format!("mma.sync.aligned.m16n8k16.row.col.f32.{ab}.{ab}.f32")
+            }
+        };
+        let sty = if int.is_some() { "b32" } else { "f32" };
         let lane = self.p.op(Kind::R, "and.b32", &[&self.tid, &31]);
         let warp = self.p.op(Kind::R, "shr.u32", &[&self.tid, &5]);
         let l16 = self.p.op(Kind::R, "and.b32", &[&lane, &15]);
@@ -212,9 +360,9 @@ impl Lower<'_> {
             let cc = self.p.op(Kind::R, "add.u32", &[&col0, &(8 * t)]);
             let cc = self.p.op(Kind::R, "add.u32", &[&cc, &c2]);
             let cc1 = self.p.op(Kind::R, "add.u32", &[&cc, &1]);
-            let mut frag = [Reg { kind: Kind::F, n: 0 }; 4];
+            let mut frag = [Reg { kind, n: 0 }; 4];
             for (slot, (r, c)) in [(r0, cc), (r0, cc1), (r1, cc), (r1, cc1)].into_iter().enumerate() {
-                frag[slot] = self.acc_init(&acc, r, c, n);
+                frag[slot] = self.acc_init(&acc, r, c, n, kind);
             }
             cs.push(frag);
         }
@@ -261,10 +409,7 @@ impl Lower<'_> {
             let ba = if t == 0 { b_addr } else { self.p.op(Kind::R, "add.u32", &[&b_addr, &(b_tstep * t as i64)]) };
             self.p.ins(format!("ldmatrix.sync.aligned.m8n8.x2{btr}.shared.b16 {{{}, {}}}, [{ba}]", bf[0], bf[1]));
             let cl = format!("{{{}, {}, {}, {}}}", c[0], c[1], c[2], c[3]);
-            self.p.ins(format!(
-                "mma.sync.aligned.m16n8k16.row.col.f32.{ab}.{ab}.f32 {cl}, {{{}, {}, {}, {}}}, {{{}, {}}}, {cl}",
-                af[0], af[1], af[2], af[3], bf[0], bf[1]
-            ));
+            self.p.ins(format!("{instr} {cl}, {{{}, {}, {}, {}}}, {{{}, {}}}, {cl}", af[0], af[1], af[2], af[3], bf[0], bf[1]));
         }
         self.p.ins(format!("add.u32 {a_addr}, {a_addr}, {a_step}"));
         self.p.ins(format!("add.u32 {b_addr}, {b_addr}, {b_kstep}"));
@@ -278,7 +423,7 @@ impl Lower<'_> {
             for (half, r) in [r0, r1].into_iter().enumerate() {
                 let e = self.p.op(Kind::R, "mad.lo.u32", &[&r, &pitch, &cc]);
                 let a = self.p.op(Kind::R, "mad.lo.u32", &[&e, &4, &obase]);
-                self.p.ins(format!("st.shared.v2.f32 [{a}], {{{}, {}}}", c[2 * half], c[2 * half + 1]));
+                self.p.ins(format!("st.shared.v2.{sty} [{a}], {{{}, {}}}", c[2 * half], c[2 * half + 1]));
             }
         }
         self.p.ins(format!("add.u32 {u}, {u}, {warps}"));

@@ -1,5 +1,8 @@
-//! Register fragment layouts of `wgmma.mma_async.m64nNk16` (PTX ISA §9.7.15.5.1.1.1), the pure
-//! index math the FA3 lowering (`attn.rs`) relies on, kept apart so it is unit-tested on the CPU.
+//! Register fragment layouts the tensor-core lowerings rely on, as pure index math kept apart so
+//! it is unit-tested on the CPU: `wgmma.mma_async.m64nNk16` (FA3, `attn.rs`) and the integer
+//! `mma.sync` shapes (`dot.rs`, see [`IntMma`] below).
+//!
+//! ## `wgmma` (PTX ISA §9.7.15.5.1.1.1)
 //!
 //! Within one warpgroup, thread `w·32 + lane` (warp `w` of 4), `g = lane / 4`, `t = lane % 4`:
 //! - **Accumulator D** (Figure 149, `.f32`: `N/2` registers): register `i` holds row
@@ -39,6 +42,78 @@ pub(super) fn acc_half(i: u32) -> u32 {
 /// step `kk` (see the module docs).
 pub(super) fn p_to_a(kk: u32, j: u32) -> (u32, u32) {
     (8 * kk + 2 * j, 8 * kk + 2 * j + 1)
+}
+
+/// An integer `mma.sync` shape: `m16n8k32` for 8-bit operands (`.s8` / `.u8`, four per `.b32`
+/// register), `m16n8k64` for 4-bit ones (`.s4`, eight per register), both with `.s32`
+/// accumulators (PTX ISA §9.7.14.5.7 and §9.7.14.5.9, "Matrix Fragments for mma.m16n8k32 /
+/// mma.m16n8k64").
+///
+/// **Why `ldmatrix` applies.** Both shapes read 32 bytes of K per row per instruction, and in
+/// both the ISA's A fragment gives register `r` of lane `(g, t)` (`g = lane / 4`, `t = lane % 4`)
+/// the 4 bytes at row `g + 8·(r % 2)`, bytes `4t .. 4t + 4` of the K half `r / 2` (elements low
+/// to high = bytes low to high, nibbles low to high), and register `r` of B the 4 bytes of
+/// column `n = g`, K bytes `16r + 4t ..`. That is byte for byte the `m16n8k16` `.f16` geometry,
+/// so with the operands stored K-contiguous (A as `[M][K]`, B as `[N][K]`, 4-bit codes packed
+/// two per byte, element `2j` in the low nibble: the interpreter's memory layout) the same
+/// `ldmatrix.x4` / `.x2` (b16, never `.trans`, which would swap bytes across rows) feeds them.
+/// Tested below against the ISA tables through a model of `ldmatrix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct IntMma {
+    /// Bits per element: 8 or 4.
+    pub bits: u32,
+}
+
+impl IntMma {
+    /// Bytes of K one instruction consumes per row (32 for both shapes).
+    pub const KBYTES: u32 = 32;
+
+    /// Elements of K per instruction: 32 (8-bit) or 64 (4-bit).
+    pub fn k(self) -> u32 {
+        Self::KBYTES * 8 / self.bits
+    }
+
+    /// The byte and bit shift of element `col` of a K-contiguous packed row.
+    pub fn elem_byte(self, col: u32) -> (u32, u32) {
+        let per = 8 / self.bits;
+        (col / per, self.bits * (col % per))
+    }
+
+    /// Packed bytes of a row of `k` elements, padded with zeros to whole instructions.
+    pub fn row_bytes(self, k: u32) -> u32 {
+        k.div_ceil(self.k()) * Self::KBYTES
+    }
+
+    /// Row pitch (bytes) of the packed buffer: [`Self::row_bytes`] (a multiple of 32) plus 16,
+    /// an odd number of 16-byte chunks, so the 8 row addresses of one `ldmatrix` phase hit 8
+    /// different 16-byte bank groups (tested below; with a pitch of 32 or 64 bytes they would
+    /// collide 2- or 4-way).
+    pub fn pitch(self, k: u32) -> u32 {
+        self.row_bytes(k) + 16
+    }
+}
+
+/// The (row, byte) inside one 16-row × 32-byte A step that lane `lane` addresses for
+/// `ldmatrix.x4`: matrix `lane / 8` is rows `8·(q % 2)`, bytes `16·(q / 2)` (so the four
+/// registers come back in the ISA's order a0..a3). `lower_mma` (`dot.rs`) computes this in PTX.
+#[cfg(test)]
+pub(super) fn ldsm_a_lane(lane: u32) -> (u32, u32) {
+    (lane % 16, 16 * (lane / 16))
+}
+
+/// The (row n, byte) inside one 8-row × 32-byte B step that lane `lane` (0..16) addresses for
+/// `ldmatrix.x2`: matrix `lane / 8` is the K half (computed in PTX by `lower_mma`).
+#[cfg(test)]
+pub(super) fn ldsm_b_lane(lane: u32) -> (u32, u32) {
+    (lane % 8, 16 * ((lane / 8) % 2))
+}
+
+/// Row and column of accumulator register `i` (0..4) of lane `lane` of an `m16n8` result, for
+/// the `.f32` and the `.s32` shapes alike (the lowering stores `{c0, c1}` at row `g`, columns
+/// `2t, 2t + 1`, and `{c2, c3}` at row `g + 8`).
+#[cfg(test)]
+pub(super) fn mma_acc(lane: u32, i: u32) -> (u32, u32) {
+    (lane / 4 + 8 * (i / 2), 2 * (lane % 4) + i % 2)
 }
 
 #[cfg(test)]
@@ -114,5 +189,144 @@ mod tests {
                 }
             }
         }
+    }
+
+    // ---- integer mma.sync ----------------------------------------------------------------
+
+    /// The ISA's A table (§9.7.14.5, m16n8k32 `.s8` and m16n8k64 `.s4`), written from the text,
+    /// not from [`IntMma`]: (row, col) of element `i` of lane `lane`.
+    fn isa_int_a(bits: u32, lane: u32, i: u32) -> (u32, u32) {
+        let (g, t) = (lane >> 2, lane % 4);
+        if bits == 8 {
+            let row = if i < 4 || (8..12).contains(&i) { g } else { g + 8 };
+            let col = if i < 8 { t * 4 + (i & 3) } else { t * 4 + (i & 3) + 16 };
+            (row, col)
+        } else {
+            let row = if i < 8 || (16..24).contains(&i) { g } else { g + 8 };
+            let col = if i < 16 { t * 8 + (i & 7) } else { t * 8 + (i & 7) + 32 };
+            (row, col)
+        }
+    }
+
+    /// The ISA's B table: (row k, col n) of element `i` of lane `lane`.
+    fn isa_int_b(bits: u32, lane: u32, i: u32) -> (u32, u32) {
+        let (g, t) = (lane >> 2, lane % 4);
+        if bits == 8 {
+            (if i < 4 { t * 4 + (i & 3) } else { t * 4 + (i & 3) + 16 }, g)
+        } else {
+            (if i < 8 { t * 8 + (i & 7) } else { t * 8 + (i & 7) + 32 }, g)
+        }
+    }
+
+    /// A model of `ldmatrix.sync.aligned.m8n8.xN.b16` (§9.7.9.26): matrix `q` has its 8 row
+    /// addresses from lanes `8q .. 8q + 8`; register `q` of lane `l` receives the two b16
+    /// elements `2·(l % 4)` and `+1` of row `l / 4` of matrix `q`, i.e. its bytes `4·(l % 4) ..
+    /// + 4`. Returns, per register, the (row, byte) of its lowest byte, from the per-lane
+    /// address function `addr`.
+    fn ldmatrix(nmat: u32, lane: u32, addr: impl Fn(u32) -> (u32, u32)) -> Vec<(u32, u32)> {
+        (0..nmat)
+            .map(|q| {
+                let (row, byte) = addr(8 * q + lane / 4);
+                (row, byte + 4 * (lane % 4))
+            })
+            .collect()
+    }
+
+    /// The element a packed K-contiguous row holds at `byte`, bit `shift` (inverse of
+    /// [`IntMma::elem_byte`], checked against it).
+    fn elem_at(mma: IntMma, byte: u32, shift: u32) -> u32 {
+        let col = byte * (8 / mma.bits) + shift / mma.bits;
+        assert_eq!(mma.elem_byte(col), (byte, shift));
+        col
+    }
+
+    #[test]
+    fn int_mma_a_fragments_from_ldmatrix_match_the_isa() {
+        for bits in [8u32, 4] {
+            let mma = IntMma { bits };
+            let per = 32 / bits; // elements per register
+            for lane in 0..32 {
+                let regs = ldmatrix(4, lane, ldsm_a_lane);
+                for (r, &(row, byte)) in regs.iter().enumerate() {
+                    for j in 0..per {
+                        let (b, shift) = (byte + j * bits / 8, (j * bits) % 8);
+                        let got = (row, elem_at(mma, b, shift));
+                        assert_eq!(got, isa_int_a(bits, lane, r as u32 * per + j), "bits={bits} lane={lane} reg={r} elem={j}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn int_mma_b_fragments_from_ldmatrix_match_the_isa() {
+        for bits in [8u32, 4] {
+            let mma = IntMma { bits };
+            let per = 32 / bits;
+            for lane in 0..32 {
+                // stored [N][K]: a register's row is the column n of B
+                let regs = ldmatrix(2, lane, ldsm_b_lane);
+                for (r, &(n, byte)) in regs.iter().enumerate() {
+                    for j in 0..per {
+                        let (b, shift) = (byte + j * bits / 8, (j * bits) % 8);
+                        let got = (elem_at(mma, b, shift), n);
+                        assert_eq!(got, isa_int_b(bits, lane, r as u32 * per + j), "bits={bits} lane={lane} reg={r} elem={j}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn int_mma_shapes_and_packing() {
+        let (s8, s4) = (IntMma { bits: 8 }, IntMma { bits: 4 });
+        assert_eq!((s8.k(), s4.k()), (32, 64));
+        // element 2j in the low nibble of byte j (the interpreter's packing)
+        assert_eq!((s4.elem_byte(6), s4.elem_byte(7)), ((3, 0), (3, 4)));
+        assert_eq!(s8.elem_byte(5), (5, 0));
+        // ragged K is padded to whole instructions
+        assert_eq!((s4.row_bytes(1), s4.row_bytes(64), s4.row_bytes(65)), (32, 32, 64));
+        assert_eq!((s8.row_bytes(33), s8.row_bytes(128)), (64, 128));
+    }
+
+    #[test]
+    fn packed_rows_are_ldmatrix_conflict_free() {
+        // the 8 row addresses of each ldmatrix phase cover 8 distinct 16-byte bank groups
+        for bits in [8u32, 4] {
+            let mma = IntMma { bits };
+            for k in (1..=512).step_by(7) {
+                let pitch = mma.pitch(k);
+                assert!(pitch.is_multiple_of(16) && pitch >= mma.row_bytes(k));
+                for step in 0..mma.row_bytes(k) / IntMma::KBYTES {
+                    for q in 0..4 {
+                        let mut groups: Vec<u32> = (0..8)
+                            .map(|l| {
+                                let (r, b) = ldsm_a_lane(8 * q + l);
+                                ((r * pitch + step * IntMma::KBYTES + b) / 16) % 8
+                            })
+                            .collect();
+                        groups.sort();
+                        groups.dedup();
+                        assert_eq!(groups.len(), 8, "bits={bits} k={k} pitch={pitch}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mma_accumulator_matches_the_isa() {
+        // §9.7.14.5.8 / .9: row = g for c0, c1 and g + 8 for c2, c3; col = 2t + (i & 1)
+        let mut seen = [false; 128];
+        for lane in 0..32 {
+            for i in 0..4 {
+                let (g, t) = (lane >> 2, lane % 4);
+                let want = (if i < 2 { g } else { g + 8 }, t * 2 + (i & 1));
+                assert_eq!(mma_acc(lane, i), want);
+                let (r, c) = mma_acc(lane, i);
+                assert!(!std::mem::replace(&mut seen[(r * 8 + c) as usize], true));
+            }
+        }
+        assert!(seen.iter().all(|&x| x));
     }
 }

@@ -141,7 +141,7 @@ pub(super) fn match_gemm(k: &Kernel, for_op: &Op, feats: Features) -> Option<Gem
         return None;
     }
     let dot = body.ops.iter().find(|o| o.results.first() == Some(&y.args[0]))?;
-    if dot.kind != OpKind::Dot || dot.args.len() != 3 || dot.args[2] != acc || !super::dot::mma_eligible(k, dot) {
+    if dot.kind != OpKind::Dot || dot.args.len() != 3 || dot.args[2] != acc || !super::dot::mma_eligible(k, dot) || !k.ty(dot.args[0]).dtype.is_float() {
         return None;
     }
     let dtype = k.ty(dot.args[0]).dtype;
@@ -299,15 +299,17 @@ impl Lower<'_> {
         self.p.op(Kind::R, "mad.lo.u32", &[&blk, &(rows as u32 * s), &o])
     }
 
-    /// The accumulator's initial value at output element (r, c) (u32 registers).
-    pub(super) fn acc_init(&mut self, init: &Option<Src>, r: Reg, c: Reg, n: usize) -> Reg {
+    /// The accumulator's initial value at output element (r, c) (u32 registers), in a fresh
+    /// register of `kind` (f32 accumulators, or b32 for the `.s32` integer `mma`).
+    pub(super) fn acc_init(&mut self, init: &Option<Src>, r: Reg, c: Reg, n: usize, kind: Kind) -> Reg {
         match init {
-            None => self.p.mov(Kind::F, fimm(0.0)),
-            Some(Src::U(x)) => self.p.mov(Kind::F, x),
+            None if kind == Kind::F => self.p.mov(kind, fimm(0.0)),
+            None => self.p.mov(kind, 0),
+            Some(Src::U(x)) => self.p.mov(kind, x),
             Some(s) => {
                 let e = self.p.op(Kind::R, "mad.lo.u32", &[&r, &n, &c]);
                 let x = self.read_at(s, e);
-                self.p.mov(Kind::F, x)
+                self.p.mov(kind, x)
             }
         }
     }
@@ -402,10 +404,10 @@ impl Lower<'_> {
                 let c = self.p.op(Kind::R, "add.u32", &[&c, &c2]);
                 let c1 = self.p.op(Kind::R, "add.u32", &[&c, &1]);
                 let f = [
-                    self.acc_init(&init, r, c, g.n),
-                    self.acc_init(&init, r, c1, g.n),
-                    self.acc_init(&init, r8, c, g.n),
-                    self.acc_init(&init, r8, c1, g.n),
+                    self.acc_init(&init, r, c, g.n, Kind::F),
+                    self.acc_init(&init, r, c1, g.n, Kind::F),
+                    self.acc_init(&init, r8, c, g.n, Kind::F),
+                    self.acc_init(&init, r8, c1, g.n, Kind::F),
                 ];
                 frags.push(f);
                 coords.push((r, r8, c));

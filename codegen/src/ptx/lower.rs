@@ -150,10 +150,9 @@ pub(super) fn needs_smem(k: &Kernel) -> Vec<bool> {
     opc_ir::walk_ops(&k.body, &mut |op| match &op.kind {
         OpKind::Broadcast | OpKind::Permute(_) | OpKind::Reduce { .. } | OpKind::Scan { .. } => need[op.args[0].0 as usize] = true,
         OpKind::Dot => {
-            // operands always; the accumulator only for the tensor-core path (the general path
-            // reads it from the thread's own registers)
-            let n = if super::dot::mma_eligible(k, op) { op.args.len() } else { 2 };
-            for &a in &op.args[..n] {
+            // the operands; not the accumulator: the general path reads it from the thread's
+            // own registers, the tensor-core path stores registers into its result buffer
+            for &a in &op.args[..2] {
                 need[a.0 as usize] = true;
             }
         }
@@ -445,6 +444,14 @@ impl<'k> Lower<'k> {
         let n: usize = shape.iter().product();
         let bytes = if shape.len() == 2 { shape[0] * strides[0] as usize } else { n } * esize(d) as usize;
         let buf = self.alloc(bytes);
+        self.copy_into(src, d, shape, View { buf, strides })
+    }
+
+    /// Copy the elements of `src` (an operand of shape `shape`) into `dst`, a 2-D view with a
+    /// unit column stride or a row-major view; returns `dst`.
+    pub(super) fn copy_into(&mut self, src: &Src, d: DType, shape: &[usize], dst: View) -> View {
+        let (buf, strides) = (dst.buf, dst.strides);
+        let n: usize = shape.iter().product();
         self.hazard(matches!(src, Src::V(..)), true, None, None);
         let padded = strides != row_major(shape);
         self.chunk_loop(n, &mut |l, i, e| {
@@ -462,6 +469,11 @@ impl<'k> Lower<'k> {
         })
         .expect("a copy cannot fail");
         View { buf, strides }
+    }
+
+    /// Whether `v` is held in registers only: distributed, with no shared copy yet.
+    pub(super) fn dist_only(&self, v: ValueId) -> bool {
+        self.copies[v.0 as usize].is_none() && matches!(self.repr(v), Repr::Dist(_))
     }
 
     /// A view of `v` in shared memory (a copy is made here if `v` is distributed and has none).

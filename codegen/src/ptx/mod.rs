@@ -16,7 +16,8 @@
 //! round-robin over the threads, cross-thread ops (broadcast, permute, reductions, scans,
 //! gathers, `dot` operands) through shared-memory buffers, with `bar.sync` only where a
 //! thread may read what another wrote. `dot` on f16/bf16 uses `mma.sync.m16n8k16` fed by
-//! `ldmatrix` (sm_80 and sm_90a alike). Every global access is bounds-checked against the
+//! `ldmatrix` (sm_80 and sm_90a alike); on i8/u8 `mma.sync.m16n8k32` and on i4 (`int4_gemm`)
+//! `mma.sync.m16n8k64`, from K-contiguous packed operands (`dot.rs`, layouts in `frag.rs`). Every global access is bounds-checked against the
 //! launch-time shape and the mask, so the generated code never touches memory out of bounds.
 //! Numerics follow the interpreter bit for bit except the transcendental functions (see
 //! `math.rs`) and tensor-core `dot`s (see `dot.rs`).
@@ -59,8 +60,10 @@
 //!
 //! **Not done yet** (documented, not stubbed): FA3's softmax/`P·V` overlap and ping-pong
 //! consumer scheduling (see `attn.rs`), S/P kept as `mma.sync` fragments on `sm_80` (they go
-//! through shared memory, op by op), int8/int4 `mma`, persistent FA3, warp-parallel reductions
-//! in the general lowering.
+//! through shared memory, op by op), a pipelined mainloop for integer GEMM loops (`int4_gemm`'s
+//! K loop runs op by op: the loads stage each tile through shared memory, the `dot` packs and
+//! multiplies it; its accumulator goes through shared memory every iteration), 8-bit `wgmma`,
+//! persistent FA3, warp-parallel reductions in the general lowering.
 //!
 //! The loader (`runtime.rs`, cargo feature `cuda`) loads the PTX through the CUDA driver API.
 

@@ -186,7 +186,7 @@ impl Lower<'_> {
             let (j, q) = (i / 4, i % 4);
             let r = if q / 2 == 0 { row0 } else { row8 };
             let cc = self.p.op(Kind::R, "add.u32", &[&col0, &(8 * j + q % 2)]);
-            acc.push(self.acc_init(&init, r, cc, g.n));
+            acc.push(self.acc_init(&init, r, cc, g.n, Kind::F));
             at.push((r, cc));
         }
         // descriptor pieces: A's slice of this warpgroup, per k16 step
