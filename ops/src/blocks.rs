@@ -87,24 +87,34 @@ fn gemm(op: &'static str, kernel: &str, ops: &Ops, a: &Tensor, b: &Tensor, bias:
 
 /// RMSNorm over the last dim: x [T,H], w [H] (dtype of x); f32 mean of squares; output x.dtype.
 pub fn rmsnorm(ops: &Ops, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    rmsnorm_to(ops, x, w, eps, x.dtype)
+}
+
+/// [`rmsnorm`] with the result stored as `out` (x.dtype, or bf16 from f32: the bf16 input of the
+/// next linear, rounded once as the norm writes it).
+pub fn rmsnorm_to(ops: &Ops, x: &Tensor, w: &Tensor, eps: f32, out: DType) -> Result<Tensor> {
     const OP: &str = "rmsnorm";
     expect_dtype(OP, "x", x, FLOATS)?;
     same_dtype(OP, "w", w, x)?;
+    if out != x.dtype && !(x.dtype == DType::F32 && out == DType::BF16) {
+        return Err(shape(OP, format!("cannot store the result of a {} RMSNorm as {out} (only as {0}, or f32 as bf16)", x.dtype)));
+    }
     let [t, h] = dims::<2>(OP, "x", "[T, H]", x)?;
     if w.shape != [h] {
         return Err(shape(OP, format!("`w` is {:?}, expected [H] = [{h}]", w.shape)));
     }
-    let mut out = Tensor::zeros(x.dtype, &[t, h]);
-    if out.numel() == 0 {
-        return Ok(out);
+    let mut y = Tensor::zeros(out, &[t, h]);
+    if y.numel() == 0 {
+        return Ok(y);
     }
     let inst = Instance::default()
         .dtype("T", x.dtype)
+        .dtype("O", out)
         .tunable("BT", pick(&[1, 2, 4, 8, 16], t, 4))
         .tunable("BH", pick(&[16, 32, 64, 128, 256, 512, 1024], h, 1024));
-    let mut args = [ArgRef::In(x), ArgRef::In(w), ArgRef::Out(&mut out), ArgRef::F32(eps)];
+    let mut args = [ArgRef::In(x), ArgRef::In(w), ArgRef::Out(&mut y), ArgRef::F32(eps)];
     ops.kernel(FILE, "rmsnorm", &inst)?.launch_refs(&mut args)?;
-    Ok(out)
+    Ok(y)
 }
 
 /// RoPE on x [T,H,D] (D even, at most 512) at `positions` i32 [T], HF rotate_half convention.

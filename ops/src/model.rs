@@ -21,16 +21,25 @@ fn flat(t: &Tensor) -> Tensor {
 
 /// x (any float dtype, any shape) widened to f32, same shape.
 pub fn to_f32(ops: &Ops, x: &Tensor) -> Result<Tensor> {
-    const OP: &str = "to_f32";
+    convert(ops, x, DType::F32)
+}
+
+/// x (any float dtype, any shape) as `to` (f32: exact widening; bf16 from f32 or bf16:
+/// round to nearest even), same shape.
+pub fn convert(ops: &Ops, x: &Tensor, to: DType) -> Result<Tensor> {
+    const OP: &str = "convert";
     expect_dtype(OP, "x", x, FLOATS)?;
+    if to != DType::F32 && to != DType::BF16 {
+        return Err(shape(OP, format!("cannot convert to {to} (f32 or bf16)")));
+    }
     let n = x.numel();
-    let mut out = Tensor::zeros(DType::F32, &[n]);
+    let mut out = Tensor::zeros(to, &[n]);
     if n == 0 {
         return Ok(reshaped(&out, &x.shape));
     }
-    let inst = Instance::default().dtype("S", x.dtype).tunable("BN", pick(&[256, 1024, 4096], n, 4096));
+    let inst = Instance::default().dtype("S", x.dtype).dtype("D", to).tunable("BN", pick(&[256, 1024, 4096], n, 4096));
     let xf = flat(x);
-    ops.kernel(FILE, "to_f32", &inst)?.launch_refs(&mut [ArgRef::In(&xf), ArgRef::Out(&mut out)])?;
+    ops.kernel(FILE, "convert", &inst)?.launch_refs(&mut [ArgRef::In(&xf), ArgRef::Out(&mut out)])?;
     Ok(Tensor { shape: x.shape.clone(), ..out })
 }
 
@@ -81,12 +90,16 @@ fn gemv_step(k: usize) -> i64 {
     STEPS.iter().copied().find(|&s| k as i64 % s == 0).unwrap_or_else(|| pick(&[32, 64, 128, 256, 512, 1024, 2048, 4096], k / 2 + 1, 4096))
 }
 
-/// Y = X·Wᵀ (+ bias): x f32 [M,K], w [N,K] in bf16 / f16 / f32 (read in place, not copied),
-/// bias f32 [N]; result f32 [M,N]. Up to [`GEMV_ROWS`] rows use the GEMV kernel, more the tiled GEMM.
+/// Y = X·Wᵀ (+ bias): x [M,K] f32 (or bf16 when w is bf16: the bf16 compute mode, a bf16×bf16
+/// product with f32 accumulation), w [N,K] in bf16 / f16 / f32 (read in place, not copied), bias
+/// f32 [N]; result f32 [M,N]. Up to [`GEMV_ROWS`] rows use the GEMV kernel, more the tiled GEMM.
 pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "linear_w";
-    expect_dtype(OP, "x", x, &[DType::F32])?;
+    expect_dtype(OP, "x", x, &[DType::F32, DType::BF16])?;
     expect_dtype(OP, "w", w, FLOATS)?;
+    if x.dtype == DType::BF16 && w.dtype != DType::BF16 {
+        return Err(shape(OP, format!("`x` is bf16 but `w` is {}: bf16 activations need bf16 weights", w.dtype)));
+    }
     let [m, k] = dims::<2>(OP, "x", "[M, K]", x)?;
     let [n, kw] = dims::<2>(OP, "w", "[N, K]", w)?;
     if kw != k {
@@ -104,10 +117,11 @@ pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Res
         return Ok(out);
     }
     let (kernel, inst) = if m <= GEMV_ROWS {
-        let inst = Instance::default().dtype("W", w.dtype).tunable("BN", pick(&[8, 16, 32, 64], n, 16)).tunable("BK", gemv_step(k));
+        let inst = Instance::default().dtype("X", x.dtype).dtype("W", w.dtype).tunable("BN", pick(&[8, 16, 32, 64], n, 16)).tunable("BK", gemv_step(k));
         ("gemv_w", inst)
     } else {
         let inst = Instance::default()
+            .dtype("X", x.dtype)
             .dtype("W", w.dtype)
             .tunable("BM", pick(&[16, 32, 64, 128], m, 64))
             .tunable("BN", pick(&[16, 32, 64, 128], n, 64))
@@ -145,15 +159,63 @@ pub fn embedding_w(ops: &Ops, table: &Tensor, ids: &Tensor) -> Result<Tensor> {
 
 /// [A, B, C] -> [B, A, C] (f32).
 pub fn swap01(ops: &Ops, x: &Tensor) -> Result<Tensor> {
+    swap01_to(ops, x, DType::F32)
+}
+
+/// [A, B, C] f32 -> [B, A, C] stored as `to` (f32, or bf16: the bf16 input of the next linear).
+pub fn swap01_to(ops: &Ops, x: &Tensor, to: DType) -> Result<Tensor> {
     const OP: &str = "swap01";
     expect_dtype(OP, "x", x, &[DType::F32])?;
+    if to != DType::F32 && to != DType::BF16 {
+        return Err(shape(OP, format!("cannot store the result as {to} (f32 or bf16)")));
+    }
     let [a, b, c] = dims::<3>(OP, "x", "[A, B, C]", x)?;
-    let mut out = Tensor::zeros(DType::F32, &[b, a, c]);
+    let mut out = Tensor::zeros(to, &[b, a, c]);
     if out.numel() == 0 {
         return Ok(out);
     }
-    let inst = Instance::default().konst("C", c as i64).tunable("BB", pick(&[1, 2, 4, 8, 16, 32], b, 8));
+    let inst = Instance::default().dtype("O", to).konst("C", c as i64).tunable("BB", pick(&[1, 2, 4, 8, 16, 32], b, 8));
     ops.kernel(FILE, "swap01", &inst)?.launch_refs(&mut [ArgRef::In(x), ArgRef::Out(&mut out)])?;
+    Ok(out)
+}
+
+/// Heads `h0..h0 + nh` of x f32 [T, H, D] (a copy, [T, nh, D]): q, k and v of the fused
+/// q/k/v projection.
+pub fn heads(ops: &Ops, x: &Tensor, h0: usize, nh: usize) -> Result<Tensor> {
+    const OP: &str = "heads";
+    expect_dtype(OP, "x", x, &[DType::F32])?;
+    let [t, h, d] = dims::<3>(OP, "x", "[T, H, D]", x)?;
+    if h0 + nh > h {
+        return Err(shape(OP, format!("heads {h0}..{} are outside the {h} heads of `x` {:?}", h0 + nh, x.shape)));
+    }
+    let mut out = Tensor::zeros(DType::F32, &[t, nh, d]);
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let inst = Instance::default().konst("D", d as i64).tunable("BH", pick(&[1, 2, 4, 8, 16, 32], nh, 8));
+    ops.kernel(FILE, "heads", &inst)?.launch_refs(&mut [ArgRef::In(x), ArgRef::Out(&mut out), ArgRef::I32(h0 as i32)])?;
+    Ok(out)
+}
+
+/// silu(gate) · up of the fused gate/up projection gu f32 [T, 2I] (gate = columns 0..I, up =
+/// I..2I), stored as `to` (f32, or bf16: the input of the down projection). Result [T, I].
+pub fn swiglu_gu(ops: &Ops, gu: &Tensor, to: DType) -> Result<Tensor> {
+    const OP: &str = "swiglu_gu";
+    expect_dtype(OP, "gu", gu, &[DType::F32])?;
+    if to != DType::F32 && to != DType::BF16 {
+        return Err(shape(OP, format!("cannot store the result as {to} (f32 or bf16)")));
+    }
+    let [t, i2] = dims::<2>(OP, "gu", "[T, 2I]", gu)?;
+    if i2 % 2 != 0 {
+        return Err(shape(OP, format!("`gu` is {:?}: the last dim must be even (gate then up)", gu.shape)));
+    }
+    let i = i2 / 2;
+    let mut out = Tensor::zeros(to, &[t, i]);
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let inst = Instance::default().dtype("O", to).tunable("BR", pick(&[1, 2, 4, 8, 16, 32], t, 8)).tunable("BC", pick(&[16, 32, 64, 128, 256, 512], i, 256));
+    ops.kernel(FILE, "swiglu_gu", &inst)?.launch_refs(&mut [ArgRef::In(gu), ArgRef::Out(&mut out)])?;
     Ok(out)
 }
 
