@@ -3,7 +3,7 @@
 
 use crate::{failed, usage, Fail};
 use opc_runtime::model::bench::{bench, BenchSpec};
-use opc_runtime::model::eval::{evaluate, LOGITS_TOL};
+use opc_runtime::model::eval::evaluate;
 use opc_runtime::model::generate::{generate, generate_batch, generate_speculative, Decoding, GenOptions, GenStats, Verifier};
 use opc_runtime::model::init::InitSpec;
 use opc_runtime::model::{Activations, Arch, Model, ModelError, Tokenizer};
@@ -203,13 +203,21 @@ pub fn eval(a: &EvalArgs) -> Result<(), Fail> {
     let tok = Tokenizer::load(&a.model).ok();
     let r = evaluate(&mut model, &reference, tok.as_ref()).map_err(model_err)?;
     println!("model {} ({}, {} layers) on target {}", a.model.display(), model.cfg.arch.hf_name(), model.cfg.layers, a.target);
-    println!("logits: max abs error {:.3e} over {}x{} (tolerance {:.0e})", r.max_abs_err, r.positions, r.vocab, LOGITS_TOL);
+    let tol = match model.activations {
+        Activations::F32 => format!("{:.0e}", r.tolerance),
+        Activations::Bf16 => format!("{:.3e}: bf16 activations, max |reference logit| / 64", r.tolerance),
+    };
+    println!("logits: max abs error {:.3e} over {}x{} (tolerance {tol})", r.max_abs_err, r.positions, r.vocab);
     println!("top-1 agreement: {}/{}", r.top1_agree, r.positions);
     if r.greedy_match() {
         println!("greedy tokens: {}/{} identical", r.greedy.len(), r.reference_greedy.len());
     } else {
         let at = r.greedy.iter().zip(&r.reference_greedy).position(|(a, b)| a != b).unwrap_or(r.greedy.len().min(r.reference_greedy.len()));
         println!("greedy tokens: differ at {at}: got {:?}, reference {:?}", r.greedy, r.reference_greedy);
+        if let Some((i, margin)) = r.divergence {
+            let verdict = if margin <= r.tolerance { "a near tie, within" } else { "beyond" };
+            println!("  at {i} the model prefers its token by {margin:.3e} over the reference's: {verdict} the tolerance");
+        }
     }
     match r.tokenizer_agrees {
         Some(true) => println!("tokenizer: the reference prompt encodes to input_ids"),

@@ -57,6 +57,17 @@ pub fn linear(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Resul
     gemm(OP, "linear", ops, x, w, bias, m, n, k)
 }
 
+/// `BM`, `BN`, `BK` of a tiled GEMM kernel (`matmul`, `linear`, the runtime's `linear_w`) of
+/// M×N outputs over K. The llvm target fuses the K loop into a cache-blocked GEMM
+/// (codegen/src/llvm/kloop.rs): big output tiles then pay (fewer re-reads of the operand panels).
+pub(crate) fn gemm_tiles(ops: &Ops, inst: Instance, m: usize, n: usize, k: usize) -> Instance {
+    let big = ops.target().name() == "llvm" && m >= 128 && n >= 128;
+    let (cap_mn, cap_k) = if big { (128, 64) } else { (64, 32) };
+    inst.tunable("BM", pick(&[16, 32, 64, 128], m, cap_mn))
+        .tunable("BN", pick(&[16, 32, 64, 128], n, cap_mn))
+        .tunable("BK", pick(&[8, 16, 32, 64], k, cap_k))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn gemm(op: &'static str, kernel: &str, ops: &Ops, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, m: usize, n: usize, k: usize) -> Result<Tensor> {
     let has_bias = bias.is_some();
@@ -71,15 +82,7 @@ fn gemm(op: &'static str, kernel: &str, ops: &Ops, a: &Tensor, b: &Tensor, bias:
     if out.numel() == 0 {
         return Ok(out);
     }
-    // The llvm target fuses the K loop into a cache-blocked GEMM (codegen/src/llvm/kloop.rs):
-    // big output tiles then pay (fewer re-reads of the operand panels).
-    let big = ops.target().name() == "llvm" && m >= 128 && n >= 128;
-    let (cap_mn, cap_k) = if big { (128, 64) } else { (64, 32) };
-    let inst = Instance::default()
-        .dtype("T", a.dtype)
-        .tunable("BM", pick(&[16, 32, 64, 128], m, cap_mn))
-        .tunable("BN", pick(&[16, 32, 64, 128], n, cap_mn))
-        .tunable("BK", pick(&[8, 16, 32, 64], k, cap_k));
+    let inst = gemm_tiles(ops, Instance::default().dtype("T", a.dtype), m, n, k);
     let mut args = [ArgRef::In(a), ArgRef::In(b), ArgRef::In(&bias), ArgRef::Out(&mut out), ArgRef::Bool(has_bias)];
     ops.kernel(FILE, kernel, &inst)?.launch_refs(&mut args)?;
     Ok(out)

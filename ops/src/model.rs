@@ -120,12 +120,7 @@ pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Res
         let inst = Instance::default().dtype("X", x.dtype).dtype("W", w.dtype).tunable("BN", pick(&[8, 16, 32, 64], n, 16)).tunable("BK", gemv_step(k));
         ("gemv_w", inst)
     } else {
-        let inst = Instance::default()
-            .dtype("X", x.dtype)
-            .dtype("W", w.dtype)
-            .tunable("BM", pick(&[16, 32, 64, 128], m, 64))
-            .tunable("BN", pick(&[16, 32, 64, 128], n, 64))
-            .tunable("BK", pick(&[8, 16, 32, 64], k, 32));
+        let inst = blocks::gemm_tiles(ops, Instance::default().dtype("X", x.dtype).dtype("W", w.dtype), m, n, k);
         ("linear_w", inst)
     };
     let mut args = [ArgRef::In(x), ArgRef::In(w), ArgRef::In(&bias_t), ArgRef::Out(&mut out), ArgRef::Bool(bias.is_some())];
@@ -582,6 +577,73 @@ mod tests {
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "m={m}: {a} vs {b}");
             }
         }
+    }
+
+    /// bf16 activations: x rounded to bf16 times bf16 weights, f32 accumulation (the products
+    /// of bf16 pairs are exact in f32, so only the summation order differs from the oracle),
+    /// through the GEMV (m <= GEMV_ROWS) and the blocked GEMM.
+    #[test]
+    fn linear_w_bf16_activations() {
+        let ops = ops();
+        for m in [1, 5, 20] {
+            let xv: Vec<f32> = (0..m * 72).map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.3).collect();
+            let x = Tensor::from_f32(DType::BF16, &[m, 72], &xv);
+            let w = Tensor::from_f32(DType::BF16, &[40, 72], &(0..40 * 72).map(|i| ((i * 104729) % 31) as f32 / 13.0 - 1.1).collect::<Vec<_>>());
+            let y = linear_w(&ops, &x, &w, None).unwrap().to_f32_vec();
+            let (xr, wr) = (x.to_f32_vec(), w.to_f32_vec());
+            for r in 0..m {
+                for c in 0..40 {
+                    let want: f64 = (0..72).map(|k| xr[r * 72 + k] as f64 * wr[c * 72 + k] as f64).sum();
+                    let got = y[r * 40 + c] as f64;
+                    assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "m={m} ({r}, {c}): {got} vs {want}");
+                }
+            }
+        }
+        let xf = f32t(&[2, 72], |_| 1.0);
+        let wf = f32t(&[4, 72], |_| 1.0);
+        let e = linear_w(&ops, &Tensor::from_f32(DType::BF16, &[2, 72], &xf.to_f32_vec()), &wf, None).unwrap_err().to_string();
+        assert_eq!(e, "linear_w: `x` is bf16 but `w` is f32: bf16 activations need bf16 weights");
+    }
+
+    /// The fused projections' helpers: heads of [T, H, D], SwiGLU of [T, 2I] (f32 and rounded
+    /// once to bf16), and the f32 -> bf16 conversion (round to nearest even).
+    #[test]
+    fn heads_swiglu_gu_and_convert() {
+        let ops = ops();
+        let x = f32t(&[3, 7, 4], |i| i as f32);
+        let y = heads(&ops, &x, 2, 5).unwrap();
+        assert_eq!(y.shape, vec![3, 5, 4]);
+        let (xv, yv) = (x.to_f32_vec(), y.to_f32_vec());
+        for t in 0..3 {
+            for h in 0..5 {
+                for d in 0..4 {
+                    assert_eq!(yv[(t * 5 + h) * 4 + d], xv[(t * 7 + 2 + h) * 4 + d]);
+                }
+            }
+        }
+        assert_eq!(heads(&ops, &x, 3, 5).unwrap_err().to_string(), "heads: heads 3..8 are outside the 7 heads of `x` [3, 7, 4]");
+        let (t, i) = (5, 19);
+        let gu = f32t(&[t, 2 * i], |j| ((j * 37) % 29) as f32 / 5.0 - 2.9);
+        let g = gu.to_f32_vec();
+        let want: Vec<f32> = (0..t * i).map(|j| {
+            let (r, c) = (j / i, j % i);
+            let (a, b) = (g[r * 2 * i + c], g[r * 2 * i + i + c]);
+            a / (1.0 + (-a).exp()) * b
+        }).collect();
+        let y = swiglu_gu(&ops, &gu, DType::F32).unwrap();
+        assert_eq!(y.shape, vec![t, i]);
+        for (a, b) in y.to_f32_vec().iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        let yb = swiglu_gu(&ops, &gu, DType::BF16).unwrap();
+        assert_eq!(yb.dtype, DType::BF16);
+        let rounded = Tensor::from_f32(DType::BF16, &[t, i], &y.to_f32_vec());
+        let ulps = yb.to_f32_vec().iter().zip(rounded.to_f32_vec()).filter(|(a, b)| a != &b).count();
+        assert!(ulps <= 2, "bf16 SwiGLU is the f32 result rounded once ({ulps} differ at a rounding boundary)");
+        let v = [1.0f32, 1.00390625, 1.005859375, -3.14159, 65504.0, 1e-30];
+        let c = convert(&ops, &f32t(&[2, 3], |j| v[j]), DType::BF16).unwrap();
+        assert_eq!((c.dtype, c.shape.clone()), (DType::BF16, vec![2, 3]));
+        assert_eq!(c.to_f32_vec(), Tensor::from_f32(DType::BF16, &[6], &v).to_f32_vec());
     }
 
     #[test]
