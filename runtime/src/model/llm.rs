@@ -117,7 +117,9 @@ impl Loader<'_> {
         let mut dtype = None;
         let mut rows = 0;
         for (name, shape) in parts {
-            let t = self.ck.get(name, shape, dtype.as_ref().map_or(FLOATS, std::slice::from_ref))?;
+            // a missing tensor is reported as such; a present one must match the first's dtype
+            let allowed = if self.ck.contains(name) { dtype.as_ref().map_or(FLOATS, std::slice::from_ref) } else { FLOATS };
+            let t = self.ck.get(name, shape, allowed)?;
             dtype = Some(t.dtype);
             data.extend_from_slice(&t.data);
             rows += shape[0];
