@@ -3,10 +3,10 @@
 
 use crate::{failed, usage, Fail};
 use opc_runtime::model::bench::{bench, BenchSpec};
-use opc_runtime::model::eval::{evaluate, LOGITS_TOL};
+use opc_runtime::model::eval::evaluate;
 use opc_runtime::model::generate::{generate, generate_batch, generate_speculative, Decoding, GenOptions, GenStats, Verifier};
 use opc_runtime::model::init::InitSpec;
-use opc_runtime::model::{Arch, Model, ModelError, Tokenizer};
+use opc_runtime::model::{Activations, Arch, Model, ModelError, Tokenizer};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +18,11 @@ pub struct EvalArgs {
     /// Reference file (default: DIR/reference.safetensors).
     #[arg(long, value_name = "FILE")]
     pub reference: Option<PathBuf>,
+    /// Compute dtype of the linears' inputs: f32 (default; logits as transformers in f32) or
+    /// bf16 (bf16 checkpoints run bf16×bf16 GEMMs with f32 accumulation, as llama.cpp and
+    /// transformers in bf16 do; norms, softmax, the KV cache and the residual stay f32).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    pub activations: String,
     /// Target to compile the operators for (see `opc targets`).
     #[arg(long, default_value = opc_codegen::DEFAULT_TARGET)]
     pub target: String,
@@ -72,6 +77,11 @@ pub struct RunArgs {
     /// Decode this many copies of the prompt as one batch (greedy) and report throughput.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Compute dtype of the linears' inputs: f32 (default; logits as transformers in f32) or
+    /// bf16 (bf16 checkpoints run bf16×bf16 GEMMs with f32 accumulation, as llama.cpp and
+    /// transformers in bf16 do; norms, softmax, the KV cache and the residual stay f32).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    pub activations: String,
     /// Target to compile the operators for.
     #[arg(long, default_value = opc_codegen::DEFAULT_TARGET)]
     pub target: String,
@@ -111,6 +121,11 @@ pub struct BenchModelArgs {
     pub baseline_decode: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Compute dtype of the linears' inputs: f32 (default; logits as transformers in f32) or
+    /// bf16 (bf16 checkpoints run bf16×bf16 GEMMs with f32 accumulation, as llama.cpp and
+    /// transformers in bf16 do; norms, softmax, the KV cache and the residual stay f32).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    pub activations: String,
     /// Target to compile the operators for.
     #[arg(long, default_value = opc_codegen::DEFAULT_TARGET)]
     pub target: String,
@@ -174,24 +189,35 @@ fn model_err(e: ModelError) -> Fail {
     usage(format!("error: {e}"))
 }
 
-fn load(dir: &Path, target: &str) -> Result<Model, Fail> {
+fn load(dir: &Path, target: &str, activations: &str) -> Result<Model, Fail> {
+    let act: Activations = activations.parse().map_err(|e| usage(format!("error: --activations: {e}")))?;
     let t = opc_codegen::target_by_name(target).map_err(|e| usage(format!("error: {e}")))?;
-    Model::load(dir, opc_ops::Ops::new(t)).map_err(model_err)
+    let mut m = Model::load(dir, opc_ops::Ops::new(t)).map_err(model_err)?;
+    m.activations = act;
+    Ok(m)
 }
 
 pub fn eval(a: &EvalArgs) -> Result<(), Fail> {
     let reference = a.reference.clone().unwrap_or_else(|| a.model.join("reference.safetensors"));
-    let mut model = load(&a.model, &a.target)?;
+    let mut model = load(&a.model, &a.target, &a.activations)?;
     let tok = Tokenizer::load(&a.model).ok();
     let r = evaluate(&mut model, &reference, tok.as_ref()).map_err(model_err)?;
     println!("model {} ({}, {} layers) on target {}", a.model.display(), model.cfg.arch.hf_name(), model.cfg.layers, a.target);
-    println!("logits: max abs error {:.3e} over {}x{} (tolerance {:.0e})", r.max_abs_err, r.positions, r.vocab, LOGITS_TOL);
+    let tol = match model.activations {
+        Activations::F32 => format!("{:.0e}", r.tolerance),
+        Activations::Bf16 => format!("{:.3e}: bf16 activations, max |reference logit| / 64", r.tolerance),
+    };
+    println!("logits: max abs error {:.3e} over {}x{} (tolerance {tol})", r.max_abs_err, r.positions, r.vocab);
     println!("top-1 agreement: {}/{}", r.top1_agree, r.positions);
     if r.greedy_match() {
         println!("greedy tokens: {}/{} identical", r.greedy.len(), r.reference_greedy.len());
     } else {
         let at = r.greedy.iter().zip(&r.reference_greedy).position(|(a, b)| a != b).unwrap_or(r.greedy.len().min(r.reference_greedy.len()));
         println!("greedy tokens: differ at {at}: got {:?}, reference {:?}", r.greedy, r.reference_greedy);
+        if let Some((i, margin)) = r.divergence {
+            let verdict = if margin <= r.tolerance { "a near tie, within" } else { "beyond" };
+            println!("  at {i} the model prefers its token by {margin:.3e} over the reference's: {verdict} the tolerance");
+        }
     }
     match r.tokenizer_agrees {
         Some(true) => println!("tokenizer: the reference prompt encodes to input_ids"),
@@ -220,7 +246,7 @@ fn progress(s: &GenStats) -> String {
 }
 
 pub fn run(a: &RunArgs) -> Result<(), Fail> {
-    let mut model = load(&a.model, &a.target)?;
+    let mut model = load(&a.model, &a.target, &a.activations)?;
     let tok = Tokenizer::load(&a.model).map_err(model_err)?;
     let prompt = tok.encode(&a.prompt).map_err(model_err)?;
     let decoding = if a.temperature > 0.0 {
@@ -265,7 +291,7 @@ pub fn run(a: &RunArgs) -> Result<(), Fail> {
         }
         Some(ddir) => {
             let verifier = Verifier::for_decoding(&opts.decoding, a.kl_tau).map_err(model_err)?;
-            let mut draft = load(ddir, &a.target)?;
+            let mut draft = load(ddir, &a.target, &a.activations)?;
             // an untimed short run compiles every kernel instance both models use
             let t0 = std::time::Instant::now();
             let short = GenOptions { max_tokens: opts.max_tokens.min(2 * a.gamma + 2), ..opts.clone() };
@@ -325,7 +351,7 @@ pub fn bench_model(a: &BenchModelArgs) -> Result<(), Fail> {
         },
     };
     let t0 = std::time::Instant::now();
-    let mut model = load(&a.model, &a.target)?;
+    let mut model = load(&a.model, &a.target, &a.activations)?;
     let load_secs = t0.elapsed().as_secs_f64();
     model.profile.set_enabled(a.profile);
     let spec = BenchSpec { prompt_tokens: a.prompt_tokens, decode_tokens: a.decode_tokens, batch: a.batch, batch_prompt_tokens: a.batch_prompt_tokens, seed: a.seed };

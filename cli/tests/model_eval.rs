@@ -32,6 +32,27 @@ fn eval_passes_on_every_fixture_model() {
     }
 }
 
+/// `--activations bf16`: within the bf16 tolerance (max |reference logit| / 64) on every model,
+/// top-1 unchanged on these prompts, greedy tokens identical or first differing at a near tie —
+/// and really computed in bf16 (the error is well above the f32 path's ~1e-5).
+#[test]
+fn eval_bf16_activations_stay_close_on_every_fixture_model() {
+    let Some(dir) = models() else { return };
+    for m in ["llama-tiny", "qwen3moe-tiny", "gptoss-tiny-mxfp4", "spec-target", "spec-draft"] {
+        let d = dir.join(m);
+        let out = opc().args(["eval", "--activations", "bf16", "--model"]).arg(&d).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{m}: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("bf16 activations, max |reference logit| / 64"), "{m}: {text}");
+        let err: f32 = text.split("max abs error ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|x| x.parse().ok()).unwrap_or_else(|| panic!("{m}: {text}"));
+        assert!(err > 2e-4, "{m}: max abs error {err}: the bf16 mode should not reproduce the f32 logits\n{text}");
+        assert!(text.trim_end().ends_with("PASS"), "{m}: {text}");
+    }
+    let out = opc().args(["eval", "--activations", "f16", "--model"]).arg(dir.join("llama-tiny")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown activation dtype `f16` (f32 or bf16)"));
+}
+
 #[test]
 fn eval_fails_with_exit_1_on_another_models_reference() {
     let Some(dir) = models() else { return };

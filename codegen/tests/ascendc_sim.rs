@@ -76,7 +76,7 @@ fn matmul_bf16_ragged_mix() {
 /// RMSNorm bf16 (AIV only): two sweeps over H with a row reduction.
 #[test]
 fn rmsnorm_bf16_aiv() {
-    let k = kernel("blocks", "rmsnorm", &Instance::default().dtype("T", DType::BF16).tunable("BT", 4).tunable("BH", 64));
+    let k = kernel("blocks", "rmsnorm", &Instance::default().dtype("T", DType::BF16).dtype("O", DType::BF16).tunable("BT", 4).tunable("BH", 64));
     let mut r = Rng(3);
     let (nt, h) = (10, 200);
     let args = vec![

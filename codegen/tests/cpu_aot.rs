@@ -213,7 +213,7 @@ fn flash_attention_artifact_matches_the_interpreter() {
 #[test]
 fn rmsnorm_and_packed_mxfp4_gemv_artifacts_match_the_interpreter() {
     let mut r = Rng(9);
-    let k = kernel(BLOCKS, "rmsnorm", &Instance::default().dtype("T", DType::F16).tunable("BT", 2).tunable("BH", 16));
+    let k = kernel(BLOCKS, "rmsnorm", &Instance::default().dtype("T", DType::F16).dtype("O", DType::F16).tunable("BT", 2).tunable("BH", 16));
     let (dir, m) = build(&k, "rmsnorm");
     let lib = Lib::open(&dir, &m);
     let args = vec![

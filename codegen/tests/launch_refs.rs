@@ -82,7 +82,7 @@ fn same_results_on_every_target() {
     for d in [DType::F32, DType::BF16] {
         let inst = Instance::default().dtype("T", d).tunable("BM", 16).tunable("BN", 16).tunable("BK", 16);
         let mm = kernel(BLOCKS, "matmul", &inst);
-        let rms = kernel(BLOCKS, "rmsnorm", &Instance::default().dtype("T", d).tunable("BT", 2).tunable("BH", 64));
+        let rms = kernel(BLOCKS, "rmsnorm", &Instance::default().dtype("T", d).dtype("O", d).tunable("BT", 2).tunable("BH", 64));
         let mm_args = matmul_args(&mut rng, d, 37, 21, 45);
         let rms_args = vec![
             Arg::Tensor(rng.tensor_f(d, &[5, 50], false)),

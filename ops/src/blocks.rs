@@ -57,6 +57,17 @@ pub fn linear(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Resul
     gemm(OP, "linear", ops, x, w, bias, m, n, k)
 }
 
+/// `BM`, `BN`, `BK` of a tiled GEMM kernel (`matmul`, `linear`, the runtime's `linear_w`) of
+/// M×N outputs over K. The llvm target fuses the K loop into a cache-blocked GEMM
+/// (codegen/src/llvm/kloop.rs): big output tiles then pay (fewer re-reads of the operand panels).
+pub(crate) fn gemm_tiles(ops: &Ops, inst: Instance, m: usize, n: usize, k: usize) -> Instance {
+    let big = ops.target().name() == "llvm" && m >= 128 && n >= 128;
+    let (cap_mn, cap_k) = if big { (128, 64) } else { (64, 32) };
+    inst.tunable("BM", pick(&[16, 32, 64, 128], m, cap_mn))
+        .tunable("BN", pick(&[16, 32, 64, 128], n, cap_mn))
+        .tunable("BK", pick(&[8, 16, 32, 64], k, cap_k))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn gemm(op: &'static str, kernel: &str, ops: &Ops, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, m: usize, n: usize, k: usize) -> Result<Tensor> {
     let has_bias = bias.is_some();
@@ -71,15 +82,7 @@ fn gemm(op: &'static str, kernel: &str, ops: &Ops, a: &Tensor, b: &Tensor, bias:
     if out.numel() == 0 {
         return Ok(out);
     }
-    // The llvm target fuses the K loop into a cache-blocked GEMM (codegen/src/llvm/kloop.rs):
-    // big output tiles then pay (fewer re-reads of the operand panels).
-    let big = ops.target().name() == "llvm" && m >= 128 && n >= 128;
-    let (cap_mn, cap_k) = if big { (128, 64) } else { (64, 32) };
-    let inst = Instance::default()
-        .dtype("T", a.dtype)
-        .tunable("BM", pick(&[16, 32, 64, 128], m, cap_mn))
-        .tunable("BN", pick(&[16, 32, 64, 128], n, cap_mn))
-        .tunable("BK", pick(&[8, 16, 32, 64], k, cap_k));
+    let inst = gemm_tiles(ops, Instance::default().dtype("T", a.dtype), m, n, k);
     let mut args = [ArgRef::In(a), ArgRef::In(b), ArgRef::In(&bias), ArgRef::Out(&mut out), ArgRef::Bool(has_bias)];
     ops.kernel(FILE, kernel, &inst)?.launch_refs(&mut args)?;
     Ok(out)
@@ -87,24 +90,34 @@ fn gemm(op: &'static str, kernel: &str, ops: &Ops, a: &Tensor, b: &Tensor, bias:
 
 /// RMSNorm over the last dim: x [T,H], w [H] (dtype of x); f32 mean of squares; output x.dtype.
 pub fn rmsnorm(ops: &Ops, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    rmsnorm_to(ops, x, w, eps, x.dtype)
+}
+
+/// [`rmsnorm`] with the result stored as `out` (x.dtype, or bf16 from f32: the bf16 input of the
+/// next linear, rounded once as the norm writes it).
+pub fn rmsnorm_to(ops: &Ops, x: &Tensor, w: &Tensor, eps: f32, out: DType) -> Result<Tensor> {
     const OP: &str = "rmsnorm";
     expect_dtype(OP, "x", x, FLOATS)?;
     same_dtype(OP, "w", w, x)?;
+    if out != x.dtype && !(x.dtype == DType::F32 && out == DType::BF16) {
+        return Err(shape(OP, format!("cannot store the result of a {} RMSNorm as {out} (only as {0}, or f32 as bf16)", x.dtype)));
+    }
     let [t, h] = dims::<2>(OP, "x", "[T, H]", x)?;
     if w.shape != [h] {
         return Err(shape(OP, format!("`w` is {:?}, expected [H] = [{h}]", w.shape)));
     }
-    let mut out = Tensor::zeros(x.dtype, &[t, h]);
-    if out.numel() == 0 {
-        return Ok(out);
+    let mut y = Tensor::zeros(out, &[t, h]);
+    if y.numel() == 0 {
+        return Ok(y);
     }
     let inst = Instance::default()
         .dtype("T", x.dtype)
+        .dtype("O", out)
         .tunable("BT", pick(&[1, 2, 4, 8, 16], t, 4))
         .tunable("BH", pick(&[16, 32, 64, 128, 256, 512, 1024], h, 1024));
-    let mut args = [ArgRef::In(x), ArgRef::In(w), ArgRef::Out(&mut out), ArgRef::F32(eps)];
+    let mut args = [ArgRef::In(x), ArgRef::In(w), ArgRef::Out(&mut y), ArgRef::F32(eps)];
     ops.kernel(FILE, "rmsnorm", &inst)?.launch_refs(&mut args)?;
-    Ok(out)
+    Ok(y)
 }
 
 /// RoPE on x [T,H,D] (D even, at most 512) at `positions` i32 [T], HF rotate_half convention.

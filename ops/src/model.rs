@@ -21,16 +21,25 @@ fn flat(t: &Tensor) -> Tensor {
 
 /// x (any float dtype, any shape) widened to f32, same shape.
 pub fn to_f32(ops: &Ops, x: &Tensor) -> Result<Tensor> {
-    const OP: &str = "to_f32";
+    convert(ops, x, DType::F32)
+}
+
+/// x (any float dtype, any shape) as `to` (f32: exact widening; bf16 from f32 or bf16:
+/// round to nearest even), same shape.
+pub fn convert(ops: &Ops, x: &Tensor, to: DType) -> Result<Tensor> {
+    const OP: &str = "convert";
     expect_dtype(OP, "x", x, FLOATS)?;
+    if to != DType::F32 && to != DType::BF16 {
+        return Err(shape(OP, format!("cannot convert to {to} (f32 or bf16)")));
+    }
     let n = x.numel();
-    let mut out = Tensor::zeros(DType::F32, &[n]);
+    let mut out = Tensor::zeros(to, &[n]);
     if n == 0 {
         return Ok(reshaped(&out, &x.shape));
     }
-    let inst = Instance::default().dtype("S", x.dtype).tunable("BN", pick(&[256, 1024, 4096], n, 4096));
+    let inst = Instance::default().dtype("S", x.dtype).dtype("D", to).tunable("BN", pick(&[256, 1024, 4096], n, 4096));
     let xf = flat(x);
-    ops.kernel(FILE, "to_f32", &inst)?.launch_refs(&mut [ArgRef::In(&xf), ArgRef::Out(&mut out)])?;
+    ops.kernel(FILE, "convert", &inst)?.launch_refs(&mut [ArgRef::In(&xf), ArgRef::Out(&mut out)])?;
     Ok(Tensor { shape: x.shape.clone(), ..out })
 }
 
@@ -81,12 +90,16 @@ fn gemv_step(k: usize) -> i64 {
     STEPS.iter().copied().find(|&s| k as i64 % s == 0).unwrap_or_else(|| pick(&[32, 64, 128, 256, 512, 1024, 2048, 4096], k / 2 + 1, 4096))
 }
 
-/// Y = X·Wᵀ (+ bias): x f32 [M,K], w [N,K] in bf16 / f16 / f32 (read in place, not copied),
-/// bias f32 [N]; result f32 [M,N]. Up to [`GEMV_ROWS`] rows use the GEMV kernel, more the tiled GEMM.
+/// Y = X·Wᵀ (+ bias): x [M,K] f32 (or bf16 when w is bf16: the bf16 compute mode, a bf16×bf16
+/// product with f32 accumulation), w [N,K] in bf16 / f16 / f32 (read in place, not copied), bias
+/// f32 [N]; result f32 [M,N]. Up to [`GEMV_ROWS`] rows use the GEMV kernel, more the tiled GEMM.
 pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "linear_w";
-    expect_dtype(OP, "x", x, &[DType::F32])?;
+    expect_dtype(OP, "x", x, &[DType::F32, DType::BF16])?;
     expect_dtype(OP, "w", w, FLOATS)?;
+    if x.dtype == DType::BF16 && w.dtype != DType::BF16 {
+        return Err(shape(OP, format!("`x` is bf16 but `w` is {}: bf16 activations need bf16 weights", w.dtype)));
+    }
     let [m, k] = dims::<2>(OP, "x", "[M, K]", x)?;
     let [n, kw] = dims::<2>(OP, "w", "[N, K]", w)?;
     if kw != k {
@@ -104,14 +117,10 @@ pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Res
         return Ok(out);
     }
     let (kernel, inst) = if m <= GEMV_ROWS {
-        let inst = Instance::default().dtype("W", w.dtype).tunable("BN", pick(&[8, 16, 32, 64], n, 16)).tunable("BK", gemv_step(k));
+        let inst = Instance::default().dtype("X", x.dtype).dtype("W", w.dtype).tunable("BN", pick(&[8, 16, 32, 64], n, 16)).tunable("BK", gemv_step(k));
         ("gemv_w", inst)
     } else {
-        let inst = Instance::default()
-            .dtype("W", w.dtype)
-            .tunable("BM", pick(&[16, 32, 64, 128], m, 64))
-            .tunable("BN", pick(&[16, 32, 64, 128], n, 64))
-            .tunable("BK", pick(&[8, 16, 32, 64], k, 32));
+        let inst = blocks::gemm_tiles(ops, Instance::default().dtype("X", x.dtype).dtype("W", w.dtype), m, n, k);
         ("linear_w", inst)
     };
     let mut args = [ArgRef::In(x), ArgRef::In(w), ArgRef::In(&bias_t), ArgRef::Out(&mut out), ArgRef::Bool(bias.is_some())];
@@ -145,15 +154,63 @@ pub fn embedding_w(ops: &Ops, table: &Tensor, ids: &Tensor) -> Result<Tensor> {
 
 /// [A, B, C] -> [B, A, C] (f32).
 pub fn swap01(ops: &Ops, x: &Tensor) -> Result<Tensor> {
+    swap01_to(ops, x, DType::F32)
+}
+
+/// [A, B, C] f32 -> [B, A, C] stored as `to` (f32, or bf16: the bf16 input of the next linear).
+pub fn swap01_to(ops: &Ops, x: &Tensor, to: DType) -> Result<Tensor> {
     const OP: &str = "swap01";
     expect_dtype(OP, "x", x, &[DType::F32])?;
+    if to != DType::F32 && to != DType::BF16 {
+        return Err(shape(OP, format!("cannot store the result as {to} (f32 or bf16)")));
+    }
     let [a, b, c] = dims::<3>(OP, "x", "[A, B, C]", x)?;
-    let mut out = Tensor::zeros(DType::F32, &[b, a, c]);
+    let mut out = Tensor::zeros(to, &[b, a, c]);
     if out.numel() == 0 {
         return Ok(out);
     }
-    let inst = Instance::default().konst("C", c as i64).tunable("BB", pick(&[1, 2, 4, 8, 16, 32], b, 8));
+    let inst = Instance::default().dtype("O", to).konst("C", c as i64).tunable("BB", pick(&[1, 2, 4, 8, 16, 32], b, 8));
     ops.kernel(FILE, "swap01", &inst)?.launch_refs(&mut [ArgRef::In(x), ArgRef::Out(&mut out)])?;
+    Ok(out)
+}
+
+/// Heads `h0..h0 + nh` of x f32 [T, H, D] (a copy, [T, nh, D]): q, k and v of the fused
+/// q/k/v projection.
+pub fn heads(ops: &Ops, x: &Tensor, h0: usize, nh: usize) -> Result<Tensor> {
+    const OP: &str = "heads";
+    expect_dtype(OP, "x", x, &[DType::F32])?;
+    let [t, h, d] = dims::<3>(OP, "x", "[T, H, D]", x)?;
+    if h0 + nh > h {
+        return Err(shape(OP, format!("heads {h0}..{} are outside the {h} heads of `x` {:?}", h0 + nh, x.shape)));
+    }
+    let mut out = Tensor::zeros(DType::F32, &[t, nh, d]);
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let inst = Instance::default().konst("D", d as i64).tunable("BH", pick(&[1, 2, 4, 8, 16, 32], nh, 8));
+    ops.kernel(FILE, "heads", &inst)?.launch_refs(&mut [ArgRef::In(x), ArgRef::Out(&mut out), ArgRef::I32(h0 as i32)])?;
+    Ok(out)
+}
+
+/// silu(gate) · up of the fused gate/up projection gu f32 [T, 2I] (gate = columns 0..I, up =
+/// I..2I), stored as `to` (f32, or bf16: the input of the down projection). Result [T, I].
+pub fn swiglu_gu(ops: &Ops, gu: &Tensor, to: DType) -> Result<Tensor> {
+    const OP: &str = "swiglu_gu";
+    expect_dtype(OP, "gu", gu, &[DType::F32])?;
+    if to != DType::F32 && to != DType::BF16 {
+        return Err(shape(OP, format!("cannot store the result as {to} (f32 or bf16)")));
+    }
+    let [t, i2] = dims::<2>(OP, "gu", "[T, 2I]", gu)?;
+    if i2 % 2 != 0 {
+        return Err(shape(OP, format!("`gu` is {:?}: the last dim must be even (gate then up)", gu.shape)));
+    }
+    let i = i2 / 2;
+    let mut out = Tensor::zeros(to, &[t, i]);
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let inst = Instance::default().dtype("O", to).tunable("BR", pick(&[1, 2, 4, 8, 16, 32], t, 8)).tunable("BC", pick(&[16, 32, 64, 128, 256, 512], i, 256));
+    ops.kernel(FILE, "swiglu_gu", &inst)?.launch_refs(&mut [ArgRef::In(gu), ArgRef::Out(&mut out)])?;
     Ok(out)
 }
 
@@ -520,6 +577,73 @@ mod tests {
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "m={m}: {a} vs {b}");
             }
         }
+    }
+
+    /// bf16 activations: x rounded to bf16 times bf16 weights, f32 accumulation (the products
+    /// of bf16 pairs are exact in f32, so only the summation order differs from the oracle),
+    /// through the GEMV (m <= GEMV_ROWS) and the blocked GEMM.
+    #[test]
+    fn linear_w_bf16_activations() {
+        let ops = ops();
+        for m in [1, 5, 20] {
+            let xv: Vec<f32> = (0..m * 72).map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.3).collect();
+            let x = Tensor::from_f32(DType::BF16, &[m, 72], &xv);
+            let w = Tensor::from_f32(DType::BF16, &[40, 72], &(0..40 * 72).map(|i| ((i * 104729) % 31) as f32 / 13.0 - 1.1).collect::<Vec<_>>());
+            let y = linear_w(&ops, &x, &w, None).unwrap().to_f32_vec();
+            let (xr, wr) = (x.to_f32_vec(), w.to_f32_vec());
+            for r in 0..m {
+                for c in 0..40 {
+                    let want: f64 = (0..72).map(|k| xr[r * 72 + k] as f64 * wr[c * 72 + k] as f64).sum();
+                    let got = y[r * 40 + c] as f64;
+                    assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "m={m} ({r}, {c}): {got} vs {want}");
+                }
+            }
+        }
+        let xf = f32t(&[2, 72], |_| 1.0);
+        let wf = f32t(&[4, 72], |_| 1.0);
+        let e = linear_w(&ops, &Tensor::from_f32(DType::BF16, &[2, 72], &xf.to_f32_vec()), &wf, None).unwrap_err().to_string();
+        assert_eq!(e, "linear_w: `x` is bf16 but `w` is f32: bf16 activations need bf16 weights");
+    }
+
+    /// The fused projections' helpers: heads of [T, H, D], SwiGLU of [T, 2I] (f32 and rounded
+    /// once to bf16), and the f32 -> bf16 conversion (round to nearest even).
+    #[test]
+    fn heads_swiglu_gu_and_convert() {
+        let ops = ops();
+        let x = f32t(&[3, 7, 4], |i| i as f32);
+        let y = heads(&ops, &x, 2, 5).unwrap();
+        assert_eq!(y.shape, vec![3, 5, 4]);
+        let (xv, yv) = (x.to_f32_vec(), y.to_f32_vec());
+        for t in 0..3 {
+            for h in 0..5 {
+                for d in 0..4 {
+                    assert_eq!(yv[(t * 5 + h) * 4 + d], xv[(t * 7 + 2 + h) * 4 + d]);
+                }
+            }
+        }
+        assert_eq!(heads(&ops, &x, 3, 5).unwrap_err().to_string(), "heads: heads 3..8 are outside the 7 heads of `x` [3, 7, 4]");
+        let (t, i) = (5, 19);
+        let gu = f32t(&[t, 2 * i], |j| ((j * 37) % 29) as f32 / 5.0 - 2.9);
+        let g = gu.to_f32_vec();
+        let want: Vec<f32> = (0..t * i).map(|j| {
+            let (r, c) = (j / i, j % i);
+            let (a, b) = (g[r * 2 * i + c], g[r * 2 * i + i + c]);
+            a / (1.0 + (-a).exp()) * b
+        }).collect();
+        let y = swiglu_gu(&ops, &gu, DType::F32).unwrap();
+        assert_eq!(y.shape, vec![t, i]);
+        for (a, b) in y.to_f32_vec().iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        let yb = swiglu_gu(&ops, &gu, DType::BF16).unwrap();
+        assert_eq!(yb.dtype, DType::BF16);
+        let rounded = Tensor::from_f32(DType::BF16, &[t, i], &y.to_f32_vec());
+        let ulps = yb.to_f32_vec().iter().zip(rounded.to_f32_vec()).filter(|(a, b)| a != &b).count();
+        assert!(ulps <= 2, "bf16 SwiGLU is the f32 result rounded once ({ulps} differ at a rounding boundary)");
+        let v = [1.0f32, 1.00390625, 1.005859375, -3.14159, 65504.0, 1e-30];
+        let c = convert(&ops, &f32t(&[2, 3], |j| v[j]), DType::BF16).unwrap();
+        assert_eq!((c.dtype, c.shape.clone()), (DType::BF16, vec![2, 3]));
+        assert_eq!(c.to_f32_vec(), Tensor::from_f32(DType::BF16, &[6], &v).to_f32_vec());
     }
 
     #[test]

@@ -182,6 +182,39 @@ fn decode_steps_match_prefill_for_every_architecture() {
     }
 }
 
+/// The bf16 compute mode on every architecture: the prefill's logits stay within the bf16
+/// tolerance (max |f32 logit| / 64, as `opc eval --activations bf16`) of the f32 mode's, differ
+/// from them (the linears really take bf16 inputs), and single-token decode steps (GEMV path)
+/// agree with the prefill (GEMM path) to that tolerance too.
+#[test]
+fn bf16_activations_stay_close_to_f32_for_every_architecture() {
+    use opc_runtime::model::eval::logits_tolerance;
+    use opc_runtime::model::Activations;
+    for arch in [Arch::Llama, Arch::Qwen3Moe, Arch::GptOss, Arch::PanguMoge] {
+        let d = tmp(&format!("bf16-{arch:?}"));
+        spec(arch).write(&d).unwrap();
+        let toks: Vec<u32> = (0..11).map(|i| (i * 5 + 1) % 64).collect();
+        let f32_logits = logits(&d, &toks);
+        let tol = logits_tolerance(Activations::Bf16, &f32_logits);
+        let mut m = Model::load(&d, ops()).unwrap();
+        m.activations = Activations::Bf16;
+        let mut c = m.new_cache(64, 4);
+        let s = c.new_seq();
+        let prefill = m.forward(&mut c, &[Segment { seq: s, tokens: toks.clone(), all_logits: true }]).unwrap()[0].to_f32_vec();
+        let err = f32_logits.iter().zip(&prefill).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err <= tol, "{arch:?}: bf16 vs f32 max abs error {err} > {tol}");
+        assert!(err > 0.0, "{arch:?}: bf16 mode gave the f32 logits bit for bit");
+        let mut c = m.new_cache(64, 4);
+        let s = c.new_seq();
+        let mut steps = m.forward(&mut c, &[Segment { seq: s, tokens: toks[..2].to_vec(), all_logits: true }]).unwrap()[0].to_f32_vec();
+        for &t in &toks[2..] {
+            steps.extend(m.forward(&mut c, &[Segment { seq: s, tokens: vec![t], all_logits: false }]).unwrap()[0].to_f32_vec());
+        }
+        let err = prefill.iter().zip(&steps).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err <= tol, "{arch:?}: bf16 decode vs prefill max abs error {err} > {tol}");
+    }
+}
+
 #[test]
 fn sharded_index_naming_a_missing_file() {
     let d = tmp("shard-missing");

@@ -3,10 +3,14 @@
 //! builds position / block-table tensors and moves rows between segments.
 //!
 //! Weights keep their storage dtype (bf16 matrices are widened tile by tile inside the linear
-//! kernels); activations, the residual stream and the KV cache are f32, so logits match
-//! transformers run in f32 on the stored weights. Small vectors (norms, biases, sinks) and MoE
-//! router gates are widened once at load; expert stacks keep their storage dtype.
+//! kernels); by default activations, the residual stream and the KV cache are f32, so logits
+//! match transformers run in f32 on the stored weights ([`Activations`] selects bf16 inputs for
+//! the linears instead). Small vectors (norms, biases, sinks) and MoE router gates are widened
+//! once at load; expert stacks keep their storage dtype. The q, k and v projections are
+//! concatenated at load into one [Hq·D + 2·Hkv·D, H] matrix, and gate and up into one [2I, H],
+//! so each runs as one GEMM over an input packed once.
 
+use super::activations::Activations;
 use super::checkpoint::Checkpoint;
 use super::config::{Arch, LayerAttention, ModelConfig};
 use super::error::{ModelError, Result};
@@ -24,13 +28,11 @@ use std::path::Path;
 const FLOATS: &[DType] = &[DType::BF16, DType::F16, DType::F32];
 
 struct Attn {
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
+    /// q_proj, k_proj and v_proj stacked by rows: [Hq·D + 2·Hkv·D, H].
+    wqkv: Tensor,
     wo: Tensor,
-    bq: Option<Tensor>,
-    bk: Option<Tensor>,
-    bv: Option<Tensor>,
+    /// Their biases, concatenated the same way.
+    bqkv: Option<Tensor>,
     bo: Option<Tensor>,
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
@@ -39,10 +41,11 @@ struct Attn {
 }
 
 struct DenseMlp {
-    gate: Tensor,
-    up: Tensor,
+    /// gate_proj and up_proj stacked by rows: [2I, H].
+    gate_up: Tensor,
     down: Tensor,
-    biases: Option<[Tensor; 3]>,
+    /// (gate ‖ up [2I], down [H]).
+    biases: Option<[Tensor; 2]>,
 }
 
 enum Mlp {
@@ -81,6 +84,8 @@ pub struct Model {
     lm_head: Tensor,
     /// Per-operator timing of [`Model::forward`] (off unless `OPC_PROFILE` is set).
     pub profile: Profile,
+    /// Compute dtype of the linears' inputs.
+    pub activations: Activations,
 }
 
 struct Loader<'a> {
@@ -105,6 +110,35 @@ impl Loader<'_> {
             Ok(None)
         }
     }
+    /// Matrices `(name, [rows, K])` stacked by rows into [Σ rows, K] in their storage dtype
+    /// (every one must have the first one's).
+    fn cat(&self, parts: &[(String, [usize; 2])]) -> Result<Tensor> {
+        let mut data = Vec::new();
+        let mut dtype = None;
+        let mut rows = 0;
+        for (name, shape) in parts {
+            // a missing tensor is reported as such; a present one must match the first's dtype
+            let allowed = if self.ck.contains(name) { dtype.as_ref().map_or(FLOATS, std::slice::from_ref) } else { FLOATS };
+            let t = self.ck.get(name, shape, allowed)?;
+            dtype = Some(t.dtype);
+            data.extend_from_slice(&t.data);
+            rows += shape[0];
+        }
+        let k = parts.first().map_or(0, |p| p.1[1]);
+        Ok(Tensor { dtype: dtype.unwrap_or(DType::F32), shape: vec![rows, k], data })
+    }
+    /// f32 vectors `(name, len)` concatenated (biases of row-stacked matrices), if `present`.
+    fn cat_f32(&self, present: bool, parts: &[(String, usize)]) -> Result<Option<Tensor>> {
+        if !present {
+            return Ok(None);
+        }
+        let mut data = Vec::new();
+        for (name, n) in parts {
+            data.extend_from_slice(&self.f32(name, &[*n])?.data);
+        }
+        let n = parts.iter().map(|p| p.1).sum();
+        Ok(Some(Tensor { dtype: DType::F32, shape: vec![n], data }))
+    }
     /// Per-expert matrices `{prefix}.{e}.{proj}.weight` stacked into [E, ...shape] in their
     /// storage dtype (every expert must have the same one).
     fn stack(&self, prefix: &str, proj: &str, experts: usize, shape: &[usize]) -> Result<Tensor> {
@@ -121,14 +155,12 @@ impl Loader<'_> {
         Ok(Tensor { dtype: dtype.unwrap_or(DType::F32), shape: full, data })
     }
     fn dense(&self, prefix: &str, h: usize, i: usize, bias: bool) -> Result<DenseMlp> {
-        let biases = if bias {
-            Some([self.f32(&format!("{prefix}.gate_proj.bias"), &[i])?, self.f32(&format!("{prefix}.up_proj.bias"), &[i])?, self.f32(&format!("{prefix}.down_proj.bias"), &[h])?])
-        } else {
-            None
+        let biases = match self.cat_f32(bias, &[(format!("{prefix}.gate_proj.bias"), i), (format!("{prefix}.up_proj.bias"), i)])? {
+            Some(gu) => Some([gu, self.f32(&format!("{prefix}.down_proj.bias"), &[h])?]),
+            None => None,
         };
         Ok(DenseMlp {
-            gate: self.mat(&format!("{prefix}.gate_proj.weight"), &[i, h])?,
-            up: self.mat(&format!("{prefix}.up_proj.weight"), &[i, h])?,
+            gate_up: self.cat(&[(format!("{prefix}.gate_proj.weight"), [i, h]), (format!("{prefix}.up_proj.weight"), [i, h])])?,
             down: self.mat(&format!("{prefix}.down_proj.weight"), &[h, i])?,
             biases,
         })
@@ -167,13 +199,9 @@ impl Model {
             let a = format!("{p}.self_attn");
             let ab = cfg.attention_bias;
             let attn = Attn {
-                wq: l.mat(&format!("{a}.q_proj.weight"), &[qd, h])?,
-                wk: l.mat(&format!("{a}.k_proj.weight"), &[kd, h])?,
-                wv: l.mat(&format!("{a}.v_proj.weight"), &[kd, h])?,
+                wqkv: l.cat(&[(format!("{a}.q_proj.weight"), [qd, h]), (format!("{a}.k_proj.weight"), [kd, h]), (format!("{a}.v_proj.weight"), [kd, h])])?,
                 wo: l.mat(&format!("{a}.o_proj.weight"), &[h, qd])?,
-                bq: l.opt_f32(ab, &format!("{a}.q_proj.bias"), &[qd])?,
-                bk: l.opt_f32(ab, &format!("{a}.k_proj.bias"), &[kd])?,
-                bv: l.opt_f32(ab, &format!("{a}.v_proj.bias"), &[kd])?,
+                bqkv: l.cat_f32(ab, &[(format!("{a}.q_proj.bias"), qd), (format!("{a}.k_proj.bias"), kd), (format!("{a}.v_proj.bias"), kd)])?,
                 bo: l.opt_f32(ab, &format!("{a}.o_proj.bias"), &[h])?,
                 q_norm: l.opt_f32(cfg.qk_norm, &format!("{a}.q_norm.weight"), &[d])?,
                 k_norm: l.opt_f32(cfg.qk_norm, &format!("{a}.k_norm.weight"), &[d])?,
@@ -230,7 +258,7 @@ impl Model {
         }
         let norm = l.f32("model.norm.weight", &[h])?;
         let lm_head = if cfg.tie_embeddings && !ck.contains("lm_head.weight") { embed.clone() } else { l.mat("lm_head.weight", &[v, h])? };
-        Ok(Model { cfg, ops, embed, layers, norm, lm_head, profile: Profile::from_env() })
+        Ok(Model { cfg, ops, embed, layers, norm, lm_head, profile: Profile::from_env(), activations: Activations::F32 })
     }
 
     /// Bytes of weights one decode step of one sequence reads: every matrix, vector and norm
@@ -239,12 +267,12 @@ impl Model {
     pub fn decode_weight_bytes(&self) -> u64 {
         let b = |t: &Tensor| t.data.len() as u64;
         let ob = |t: &Option<Tensor>| t.as_ref().map_or(0, b);
-        let dense = |m: &DenseMlp| b(&m.gate) + b(&m.up) + b(&m.down) + m.biases.as_ref().map_or(0, |bs| bs.iter().map(b).sum());
+        let dense = |m: &DenseMlp| b(&m.gate_up) + b(&m.down) + m.biases.as_ref().map_or(0, |bs| bs.iter().map(b).sum());
         let mut total = b(&self.norm) + b(&self.lm_head) + b(&self.embed) / self.cfg.vocab.max(1) as u64;
         for l in &self.layers {
             let a = &l.attn;
-            total += b(&l.in_norm) + b(&l.post_norm) + b(&a.wq) + b(&a.wk) + b(&a.wv) + b(&a.wo);
-            total += ob(&a.bq) + ob(&a.bk) + ob(&a.bv) + ob(&a.bo) + ob(&a.q_norm) + ob(&a.k_norm) + ob(&a.sinks);
+            total += b(&l.in_norm) + b(&l.post_norm) + b(&a.wqkv) + b(&a.wo);
+            total += ob(&a.bqkv) + ob(&a.bo) + ob(&a.q_norm) + ob(&a.k_norm) + ob(&a.sinks);
             total += match &l.mlp {
                 Mlp::Dense(m) => dense(m),
                 Mlp::Moe { gate, w1, w3, w2, routing, shared } => {
@@ -310,6 +338,7 @@ impl Model {
         let cfg = &self.cfg;
         let ops = &self.ops;
         let prof = &mut self.profile;
+        let act = self.activations;
         // rows, positions and block tables of the batch
         let mut ids = Vec::new();
         let mut pos = Vec::new();
@@ -346,11 +375,17 @@ impl Model {
         let embed = &mut self.embed;
         let mut x = prof.time("embedding", || mops::embedding_w(ops, embed, &ids))?;
         for (li, layer) in self.layers.iter_mut().enumerate().take(nl) {
-            let xn = prof.time("rmsnorm", || blocks::rmsnorm(ops, &x, &layer.in_norm, cfg.eps))?;
-            let attn = attention(ops, prof, cfg, &mut layer.attn, &xn, &batch, &mut cache.pools[li])?;
+            let to = act.input(&layer.attn.wqkv);
+            let xn = prof.time("rmsnorm", || blocks::rmsnorm_to(ops, &x, &layer.in_norm, cfg.eps, to))?;
+            let attn = attention(ops, prof, cfg, act, &layer.attn, &xn, &batch, &mut cache.pools[li])?;
             x = prof.time("add", || mops::add(ops, &x, &attn))?;
-            let xn = prof.time("rmsnorm", || blocks::rmsnorm(ops, &x, &layer.post_norm, cfg.eps))?;
-            let m = mlp(ops, prof, cfg, &mut layer.mlp, &xn)?;
+            // only a dense MLP takes bf16 inputs (the MoE drivers route on f32 rows)
+            let to = match &layer.mlp {
+                Mlp::Dense(m) => act.input(&m.gate_up),
+                _ => DType::F32,
+            };
+            let xn = prof.time("rmsnorm", || blocks::rmsnorm_to(ops, &x, &layer.post_norm, cfg.eps, to))?;
+            let m = mlp(ops, prof, cfg, act, &mut layer.mlp, &xn)?;
             x = prof.time("add", || mops::add(ops, &x, &m))?;
         }
         // rows that need logits
@@ -363,8 +398,8 @@ impl Model {
             }
         }
         let sel = select_rows(&x, &rows);
-        let xn = prof.time("rmsnorm", || blocks::rmsnorm(ops, &sel, &self.norm, cfg.eps))?;
-        let lm_head = &mut self.lm_head;
+        let lm_head = &self.lm_head;
+        let xn = prof.time("rmsnorm", || blocks::rmsnorm_to(ops, &sel, &self.norm, cfg.eps, act.input(lm_head)))?;
         let logits = prof.time("lm_head", || mops::linear_w(ops, &xn, lm_head, None))?;
         let mut out = Vec::new();
         let mut r = 0;
@@ -412,14 +447,15 @@ struct Batch {
 /// Self-attention of a forward batch: projections, RoPE, one `kv_write` of every new K/V row,
 /// then either one `paged_decode` over all sequences (every segment one token: decode) or, per
 /// segment, flash attention over its gathered cache (prefill, speculative verification).
-fn attention(ops: &Ops, prof: &mut Profile, cfg: &ModelConfig, a: &mut Attn, xn: &Tensor, batch: &Batch, pool: &mut KvPool) -> Result<Tensor> {
+#[allow(clippy::too_many_arguments)]
+fn attention(ops: &Ops, prof: &mut Profile, cfg: &ModelConfig, act: Activations, a: &Attn, xn: &Tensor, batch: &Batch, pool: &mut KvPool) -> Result<Tensor> {
     let t = xn.shape[0];
     let (hq, hk, d) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
-    let q = prof.time("linear.qkv", || mops::linear_w(ops, xn, &mut a.wq, a.bq.as_ref()))?;
-    let k = prof.time("linear.qkv", || mops::linear_w(ops, xn, &mut a.wk, a.bk.as_ref()))?;
-    let v = prof.time("linear.qkv", || mops::linear_w(ops, xn, &mut a.wv, a.bv.as_ref()))?;
-    let (mut q, mut k) = (view(q, &[t, hq, d]), view(k, &[t, hk, d]));
-    let v = view(v, &[t, hk, d]);
+    let qkv = prof.time("linear.qkv", || mops::linear_w(ops, xn, &a.wqkv, a.bqkv.as_ref()))?;
+    let qkv = view(qkv, &[t, hq + 2 * hk, d]);
+    let mut q = prof.time("heads", || mops::heads(ops, &qkv, 0, hq))?;
+    let mut k = prof.time("heads", || mops::heads(ops, &qkv, hq, hk))?;
+    let v = prof.time("heads", || mops::heads(ops, &qkv, hq + hk, hk))?;
     if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
         q = view(prof.time("qk_norm", || blocks::rmsnorm(ops, &view(q, &[t * hq, d]), qn, cfg.eps))?, &[t, hq, d]);
         k = view(prof.time("qk_norm", || blocks::rmsnorm(ops, &view(k, &[t * hk, d]), kn, cfg.eps))?, &[t, hk, d]);
@@ -428,46 +464,51 @@ fn attention(ops: &Ops, prof: &mut Profile, cfg: &ModelConfig, a: &mut Attn, xn:
     let k = prof.time("rope", || blocks::rope(ops, &k, &batch.pos, &cfg.rope))?;
     prof.time("kv_write", || mops::kv_write(ops, pool, &k, &v, &batch.tables, &batch.seq, &batch.pos))?;
     let scale = 1.0 / (d as f32).sqrt();
+    let to = act.input(&a.wo);
     let o = if batch.spans.iter().all(|s| s.1 == 1) {
         let p = PagedDecodeParams { scale, window: a.window };
         let o = prof.time("paged_decode", || paged_decode(ops, &q, pool, &batch.tables, &batch.lens, a.sinks.as_ref(), &p))?;
-        view(o, &[t, hq * d])
+        let o = view(o, &[t, hq * d]);
+        if to == DType::F32 {
+            o
+        } else {
+            prof.time("convert", || mops::convert(ops, &o, to))?
+        }
     } else {
         let params = AttentionParams { causal: true, window: a.window, scale };
-        let mut out = Vec::with_capacity(t * hq * d * 4);
+        let mut out = Vec::with_capacity(to.storage_bytes(t * hq * d));
         for (r0, n, start, table) in &batch.spans {
             let (kc, vc) = prof.time("kv_gather", || mops::kv_gather(ops, pool, table, start + n))?;
             let rows: Vec<usize> = (*r0..r0 + n).collect();
             let qs = prof.time("swap01", || mops::swap01(ops, &select_rows(&q, &rows)))?;
             let qs = view(qs, &[1, hq, *n, d]);
             let o = prof.time("flash_attention", || flash_attention(ops, &qs, &kc, &vc, a.sinks.as_ref(), &params))?;
-            let o = prof.time("swap01", || mops::swap01(ops, &view(o.out, &[hq, *n, d])))?;
+            let o = prof.time("swap01", || mops::swap01_to(ops, &view(o.out, &[hq, *n, d]), to))?;
             out.extend_from_slice(&o.data);
         }
-        Tensor { dtype: DType::F32, shape: vec![t, hq * d], data: out }
+        Tensor { dtype: to, shape: vec![t, hq * d], data: out }
     };
-    Ok(prof.time("linear.o", || mops::linear_w(ops, &o, &mut a.wo, a.bo.as_ref()))?)
+    Ok(prof.time("linear.o", || mops::linear_w(ops, &o, &a.wo, a.bo.as_ref()))?)
 }
 
-fn dense(ops: &Ops, prof: &mut Profile, m: &mut DenseMlp, xn: &Tensor) -> Result<Tensor> {
-    let (bg, bu, bd) = match &m.biases {
-        Some([g, u, d]) => (Some(g), Some(u), Some(d)),
-        None => (None, None, None),
+fn dense(ops: &Ops, prof: &mut Profile, act: Activations, m: &DenseMlp, xn: &Tensor) -> Result<Tensor> {
+    let (bgu, bd) = match &m.biases {
+        Some([gu, d]) => (Some(gu), Some(d)),
+        None => (None, None),
     };
-    let g = prof.time("linear.gate_up", || mops::linear_w(ops, xn, &mut m.gate, bg))?;
-    let u = prof.time("linear.gate_up", || mops::linear_w(ops, xn, &mut m.up, bu))?;
-    let a = prof.time("swiglu", || blocks::swiglu(ops, &g, &u))?;
-    Ok(prof.time("linear.down", || mops::linear_w(ops, &a, &mut m.down, bd))?)
+    let gu = prof.time("linear.gate_up", || mops::linear_w(ops, xn, &m.gate_up, bgu))?;
+    let a = prof.time("swiglu", || mops::swiglu_gu(ops, &gu, act.input(&m.down)))?;
+    Ok(prof.time("linear.down", || mops::linear_w(ops, &a, &m.down, bd))?)
 }
 
-fn mlp(ops: &Ops, prof: &mut Profile, cfg: &ModelConfig, m: &mut Mlp, xn: &Tensor) -> Result<Tensor> {
+fn mlp(ops: &Ops, prof: &mut Profile, cfg: &ModelConfig, act: Activations, m: &mut Mlp, xn: &Tensor) -> Result<Tensor> {
     match m {
-        Mlp::Dense(dm) => dense(ops, prof, dm, xn),
+        Mlp::Dense(dm) => dense(ops, prof, act, dm, xn),
         Mlp::Moe { gate, w1, w3, w2, routing, shared } => {
             let y = prof.time("moe", || moe_w(ops, xn, gate, w1, w3, w2, routing))?;
             match shared {
                 Some(s) => {
-                    let sy = dense(ops, prof, s, xn)?;
+                    let sy = dense(ops, prof, act, s, xn)?;
                     Ok(prof.time("add", || mops::add(ops, &y, &sy))?)
                 }
                 None => Ok(y),

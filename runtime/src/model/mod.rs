@@ -8,6 +8,7 @@
 //! - [`tokenizer`]: tokenizer.json and streaming detokenization
 //! - [`kv`]: the paged KV cache (block pool, per-sequence block tables)
 //! - [`llm`]: weights and the forward pass
+//! - [`activations`]: the compute dtype of the linears (f32 or bf16)
 //! - [`profile`]: per-operator timing of the forward pass (`OPC_PROFILE=1`)
 //! - [`bench`]: prefill / decode / batched-decode throughput (`opc bench-model`)
 //! - [`generate`]: greedy / sampled generation and speculative decoding
@@ -21,11 +22,13 @@ pub mod eval;
 pub mod generate;
 pub mod init;
 pub mod kv;
+pub mod activations;
 pub mod bench;
 pub mod llm;
 pub mod profile;
 pub mod tokenizer;
 
+pub use activations::Activations;
 pub use config::{Arch, ModelConfig};
 pub use error::{ModelError, Result};
 pub use kv::{KvCache, SeqId};
