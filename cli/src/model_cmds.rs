@@ -5,7 +5,7 @@ use crate::{failed, usage, Fail};
 use opc_runtime::model::bench::{bench, BenchSpec};
 use opc_runtime::model::eval::{evaluate, LOGITS_TOL};
 use opc_runtime::model::generate::{generate, generate_batch, generate_speculative, Decoding, GenOptions, GenStats, Verifier};
-use opc_runtime::model::init::InitSpec;
+use opc_runtime::model::init::{InitSpec, TOKENIZER_TOKENS};
 use opc_runtime::model::{Arch, Model, ModelError, Tokenizer};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -162,7 +162,8 @@ pub struct InitArgs {
     /// Shard the weights into files of at most this many MiB (0: one file).
     #[arg(long, default_value_t = 0)]
     pub shard_mib: usize,
-    /// tokenizer.json to copy into the checkpoint.
+    /// tokenizer.json to copy into the checkpoint (default: a byte-level BPE tokenizer.json and
+    /// tokenizer_config.json are written when --vocab >= 257).
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
     /// Output directory.
@@ -401,6 +402,10 @@ fn init(a: &InitArgs) -> Result<(), Fail> {
     if let Some(t) = &a.tokenizer {
         let to = a.output.join("tokenizer.json");
         std::fs::copy(t, &to).map_err(|e| usage(format!("error: cannot copy {} to {}: {e}", t.display(), to.display())))?;
+    } else if spec.vocab >= TOKENIZER_TOKENS {
+        spec.write_tokenizer(&a.output).map_err(model_err)?;
+    } else {
+        eprintln!("note: no tokenizer.json written (the byte-level tokenizer needs --vocab >= {TOKENIZER_TOKENS}); pass --tokenizer FILE");
     }
     eprintln!("ok: wrote {} ({}, {:.3} B parameters, {:.1} MiB)", a.output.display(), arch.hf_name(), spec.parameters() as f64 / 1e9, bytes as f64 / (1 << 20) as f64);
     Ok(())
