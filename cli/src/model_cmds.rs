@@ -2,7 +2,7 @@
 //! command line.
 
 use crate::{failed, usage, Fail};
-use opc_runtime::model::bench::{bench, BenchSpec};
+use opc_runtime::model::bench::{baselines, bench, BenchSpec};
 use opc_runtime::model::eval::{evaluate, LOGITS_TOL};
 use opc_runtime::model::generate::{generate, generate_batch, generate_speculative, Decoding, GenOptions, GenStats, Verifier};
 use opc_runtime::model::init::{InitSpec, TOKENIZER_TOKENS};
@@ -109,6 +109,11 @@ pub struct BenchModelArgs {
     /// Baseline batch-1 decode tokens/s to compare with.
     #[arg(long, value_name = "TOK_S")]
     pub baseline_decode: Option<f64>,
+    /// Baselines measured in this session (repeatable): the JSON of benches/model_baseline.py
+    /// (transformers) or benches/llamacpp_baseline.sh (llama.cpp); the row of this model (by
+    /// directory name) is printed next to opc's figures with the ratios.
+    #[arg(long, value_name = "FILE")]
+    pub baselines: Vec<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Target to compile the operators for.
@@ -312,6 +317,7 @@ pub fn run(a: &RunArgs) -> Result<(), Fail> {
 
 /// `opc bench-model`: bw.c first (same run), then the model benchmark, then one report.
 pub fn bench_model(a: &BenchModelArgs) -> Result<(), Fail> {
+    let baselines = a.baselines.iter().map(|p| baselines::read(p, &a.model)).collect::<Result<Vec<_>, _>>().map_err(|e| usage(format!("error: {e}")))?;
     let bw = match a.bw_gbs {
         Some(b) => Some(b),
         None => match crate::bench::run_tool(&a.tools, "bw") {
@@ -348,6 +354,10 @@ pub fn bench_model(a: &BenchModelArgs) -> Result<(), Fail> {
     println!("decode batch 1 ({} steps after the prompt): {:.2} tok/s{}", a.decode_tokens, r.decode_tok_s, vs(r.decode_tok_s, a.baseline_decode));
     if let Some(b) = r.batch_decode_tok_s {
         println!("decode batch {} ({} steps, prompts of {}): {:.2} tok/s, {:.2}x batch 1", a.batch, a.decode_tokens, a.batch_prompt_tokens, b, b / r.decode_tok_s.max(1e-9));
+    }
+    if !baselines.is_empty() {
+        println!("# same-run baselines ({}):", baselines::model_key(&a.model));
+        print!("{}", baselines::table(&r, a.prompt_tokens, a.decode_tokens, &baselines));
     }
     println!("weights read per decode token: {:.3} GB", r.decode_weight_bytes as f64 / 1e9);
     match bw {

@@ -280,8 +280,22 @@ fn write_fill(w: &mut impl Write, t: &TensorSpec, rng: &mut Rng) -> std::io::Res
 
 /// Id of `<|endoftext|>`, the BOS/EOS token config.json names; byte `b` is token `1 + b`.
 pub const TOKENIZER_EOS: u32 = 0;
-/// Tokens of the written tokenizer: `<|endoftext|>` and the 256 bytes.
+/// Smallest vocabulary the written tokenizer fits: `<|endoftext|>` and the 256 bytes.
 pub const TOKENIZER_TOKENS: usize = 257;
+
+/// The merges of the written tokenizer, in rank order: a space before a letter, then every pair
+/// of lower-case letters (728 in all; as many as the vocabulary has room for are kept). Their
+/// only purpose is a valid non-trivial BPE: llama.cpp refuses a BPE vocabulary without merges.
+fn tokenizer_merges() -> Vec<(String, String)> {
+    let space = byte_char(b' ').to_string();
+    let lower = || (b'a'..=b'z').map(|c| (c as char).to_string());
+    let upper = (b'A'..=b'Z').map(|c| (c as char).to_string());
+    let mut m: Vec<(String, String)> = lower().chain(upper).map(|c| (space.clone(), c)).collect();
+    for a in lower() {
+        m.extend(lower().map(|b| (a.clone(), b)));
+    }
+    m
+}
 
 /// The character byte-level BPE (GPT-2) spells byte `b` with: printable Latin-1 bytes stand for
 /// themselves, the others map in order to U+0100 onwards (so every token is visible text).
@@ -295,10 +309,11 @@ fn byte_char(b: u8) -> char {
 }
 
 impl InitSpec {
-    /// tokenizer.json (HF `tokenizers` format: byte-level BPE with the GPT-2 pre-tokenizer, one
-    /// token per byte, no merges, so any text encodes) and tokenizer_config.json, so that
-    /// `opc run`, transformers' AutoTokenizer and llama.cpp's converter accept the checkpoint.
-    /// Needs a vocabulary of at least `TOKENIZER_TOKENS`; ids above it are unused padding.
+    /// tokenizer.json (HF `tokenizers` format: byte-level BPE with the GPT-2 pre-tokenizer, a
+    /// token per byte so any text encodes, plus `tokenizer_merges`) and tokenizer_config.json, so
+    /// that `opc run`, transformers' AutoTokenizer and llama.cpp (converter and loader) accept the
+    /// checkpoint. Needs a vocabulary of at least `TOKENIZER_TOKENS`; ids past the tokenizer's
+    /// last token are unused padding of the embedding and LM head.
     pub fn write_tokenizer(&self, dir: &Path) -> Result<()> {
         if self.vocab < TOKENIZER_TOKENS {
             return Err(ModelError::Usage(format!("a byte-level tokenizer needs --vocab of at least {TOKENIZER_TOKENS} (got {})", self.vocab)));
@@ -308,6 +323,11 @@ impl InitSpec {
         vocab.insert(eos.into(), TOKENIZER_EOS.into());
         for b in 0..=255u8 {
             vocab.insert(byte_char(b).to_string(), (1 + b as u32).into());
+        }
+        let mut merges = Vec::new();
+        for (a, b) in tokenizer_merges().into_iter().take(self.vocab - TOKENIZER_TOKENS) {
+            vocab.insert(format!("{a}{b}"), vocab.len().into());
+            merges.push(serde_json::Value::from(format!("{a} {b}")));
         }
         let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
         let tok = serde_json::json!({
@@ -320,7 +340,7 @@ impl InitSpec {
             "post_processor": byte_level,
             "decoder": byte_level,
             "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": []},
+                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges},
         });
         let cfg = serde_json::json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
