@@ -20,7 +20,7 @@ MXFP4 (gpt-oss experts): on CPU transformers has no built-in MXFP4 kernel (nativ
 the `kernels` package, which fetches kernels from the Hub, and use_kernels=True); its default is to
 dequantize the experts to bf16 while loading. This script asks for that explicitly
 (Mxfp4Config(dequantize=True)), so every matmul runs in bf16 and a decode step reads the experts as
-bf16 (4x the bytes of the packed MXFP4 weights opc and llama.cpp read).
+bf16 (about 3.8x the bytes of the packed MXFP4 weights opc and llama.cpp read).
 
 Method: one untimed prefill of the prompt (warm-up), then `--reps` timed prefills of the same
 random prompt (best kept); decode continues from the last prefill's KV cache: `--warmup-steps`

@@ -1,6 +1,8 @@
 //! Random-weight checkpoints in the real Hugging Face layout (config.json + safetensors, sharded
-//! with model.safetensors.index.json when asked), for benchmarks and loader tests. Tensor data
-//! is streamed to disk, so checkpoints larger than memory can be written.
+//! with model.safetensors.index.json when asked, and a small byte-level BPE tokenizer.json), for
+//! benchmarks and loader tests, and loadable by transformers and llama.cpp's converter (the
+//! same-run baselines of benches/). Tensor data is streamed to disk, so checkpoints larger than
+//! memory can be written.
 
 use super::config::{Arch, ModelConfig};
 use super::error::{ModelError, Result};
