@@ -67,7 +67,7 @@ enum Cmd {
     Run(model_cmds::RunArgs),
     /// Measure a model's prefill, batch-1 and batched decode tokens/s against the DRAM
     /// bandwidth limit (bw.c, measured in the same run).
-    #[command(after_help = "Example:\n  opc model init --arch llama --layers 16 --hidden 2048 --heads 32 --kv-heads 8 --intermediate 5632 --vocab 32000 -o /tmp/llama\n  opc bench-model --model /tmp/llama --prompt-tokens 512 --decode-tokens 32 --batch 8")]
+    #[command(after_help = "Example:\n  opc model init --arch llama --layers 16 --hidden 2048 --heads 32 --kv-heads 8 --intermediate 5632 --vocab 32000 -o /tmp/llama\n  opc bench-model --model /tmp/llama --prompt-tokens 512 --decode-tokens 32 --batch 8 --baselines transformers.json --baselines llamacpp.json")]
     BenchModel(model_cmds::BenchModelArgs),
     /// Model checkpoint tools: `opc model init` writes a random-weight checkpoint.
     Model {

@@ -2,10 +2,10 @@
 //! command line.
 
 use crate::{failed, usage, Fail};
-use opc_runtime::model::bench::{bench, BenchSpec};
+use opc_runtime::model::bench::{baselines, bench, BenchSpec};
 use opc_runtime::model::eval::evaluate;
 use opc_runtime::model::generate::{generate, generate_batch, generate_speculative, Decoding, GenOptions, GenStats, Verifier};
-use opc_runtime::model::init::InitSpec;
+use opc_runtime::model::init::{InitSpec, TOKENIZER_TOKENS};
 use opc_runtime::model::{Activations, Arch, Model, ModelError, Tokenizer};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -119,6 +119,11 @@ pub struct BenchModelArgs {
     /// Baseline batch-1 decode tokens/s to compare with.
     #[arg(long, value_name = "TOK_S")]
     pub baseline_decode: Option<f64>,
+    /// Baselines measured in this session (repeatable): the JSON of benches/model_baseline.py
+    /// (transformers) or benches/llamacpp_baseline.sh (llama.cpp); the row of this model (by
+    /// directory name) is printed next to opc's figures with the ratios.
+    #[arg(long, value_name = "FILE")]
+    pub baselines: Vec<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Compute dtype of the linears' inputs: f32 (default; logits as transformers in f32) or
@@ -177,7 +182,8 @@ pub struct InitArgs {
     /// Shard the weights into files of at most this many MiB (0: one file).
     #[arg(long, default_value_t = 0)]
     pub shard_mib: usize,
-    /// tokenizer.json to copy into the checkpoint.
+    /// tokenizer.json to copy into the checkpoint (default: a byte-level BPE tokenizer.json and
+    /// tokenizer_config.json are written when --vocab >= 257).
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
     /// Output directory.
@@ -337,6 +343,7 @@ pub fn run(a: &RunArgs) -> Result<(), Fail> {
 
 /// `opc bench-model`: bw.c first (same run), then the model benchmark, then one report.
 pub fn bench_model(a: &BenchModelArgs) -> Result<(), Fail> {
+    let baselines = a.baselines.iter().map(|p| baselines::read(p, &a.model)).collect::<Result<Vec<_>, _>>().map_err(|e| usage(format!("error: {e}")))?;
     let bw = match a.bw_gbs {
         Some(b) => Some(b),
         None => match crate::bench::run_tool(&a.tools, "bw") {
@@ -373,6 +380,10 @@ pub fn bench_model(a: &BenchModelArgs) -> Result<(), Fail> {
     println!("decode batch 1 ({} steps after the prompt): {:.2} tok/s{}", a.decode_tokens, r.decode_tok_s, vs(r.decode_tok_s, a.baseline_decode));
     if let Some(b) = r.batch_decode_tok_s {
         println!("decode batch {} ({} steps, prompts of {}): {:.2} tok/s, {:.2}x batch 1", a.batch, a.decode_tokens, a.batch_prompt_tokens, b, b / r.decode_tok_s.max(1e-9));
+    }
+    if !baselines.is_empty() {
+        println!("# same-run baselines ({}):", baselines::model_key(&a.model));
+        print!("{}", baselines::table(&r, a.prompt_tokens, a.decode_tokens, &baselines));
     }
     println!("weights read per decode token: {:.3} GB", r.decode_weight_bytes as f64 / 1e9);
     match bw {
@@ -427,6 +438,10 @@ fn init(a: &InitArgs) -> Result<(), Fail> {
     if let Some(t) = &a.tokenizer {
         let to = a.output.join("tokenizer.json");
         std::fs::copy(t, &to).map_err(|e| usage(format!("error: cannot copy {} to {}: {e}", t.display(), to.display())))?;
+    } else if spec.vocab >= TOKENIZER_TOKENS {
+        spec.write_tokenizer(&a.output).map_err(model_err)?;
+    } else {
+        eprintln!("note: no tokenizer.json written (the byte-level tokenizer needs --vocab >= {TOKENIZER_TOKENS}); pass --tokenizer FILE");
     }
     eprintln!("ok: wrote {} ({}, {:.3} B parameters, {:.1} MiB)", a.output.display(), arch.hf_name(), spec.parameters() as f64 / 1e9, bytes as f64 / (1 << 20) as f64);
     Ok(())

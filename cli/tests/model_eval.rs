@@ -90,3 +90,19 @@ fn opc_runtime_check(d: &std::path::Path) -> String {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     String::from_utf8_lossy(&bytes[8..8 + n]).to_string()
 }
+
+/// `opc bench-model --baselines` reads every file before loading the model: a bad one is a
+/// usage error (exit 2) naming the file and the fault.
+#[test]
+fn bench_model_refuses_a_bad_baselines_file() {
+    let d = std::env::temp_dir().join(format!("opc-cli-baselines-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("llama-tiny")).unwrap();
+    let f = d.join("b.json");
+    std::fs::write(&f, r#"{"name": "llama.cpp x", "models": {"other": {"prefill_tok_s": 1, "decode_tok_s": 1}}}"#).unwrap();
+    let out = opc().args(["bench-model", "--bw-gbs", "10", "--model"]).arg(d.join("llama-tiny")).arg("--baselines").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("error: baselines file {}: no row for model `llama-tiny` (it has: other)", f.display())), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -10,6 +10,8 @@ use super::llm::{Model, Segment};
 use opc_ops::model as mops;
 use std::time::Instant;
 
+pub mod baselines;
+
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct BenchSpec {

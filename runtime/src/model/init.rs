@@ -1,6 +1,8 @@
 //! Random-weight checkpoints in the real Hugging Face layout (config.json + safetensors, sharded
-//! with model.safetensors.index.json when asked), for benchmarks and loader tests. Tensor data
-//! is streamed to disk, so checkpoints larger than memory can be written.
+//! with model.safetensors.index.json when asked, and a small byte-level BPE tokenizer.json), for
+//! benchmarks and loader tests, and loadable by transformers and llama.cpp's converter (the
+//! same-run baselines of benches/). Tensor data is streamed to disk, so checkpoints larger than
+//! memory can be written.
 
 use super::config::{Arch, ModelConfig};
 use super::error::{ModelError, Result};
@@ -276,4 +278,85 @@ fn write_fill(w: &mut impl Write, t: &TensorSpec, rng: &mut Rng) -> std::io::Res
         flush(&mut buf, w, false)?;
     }
     flush(&mut buf, w, true)
+}
+
+/// Id of `<|endoftext|>`, the BOS/EOS token config.json names; byte `b` is token `1 + b`.
+pub const TOKENIZER_EOS: u32 = 0;
+/// Smallest vocabulary the written tokenizer fits: `<|endoftext|>` and the 256 bytes.
+pub const TOKENIZER_TOKENS: usize = 257;
+
+/// The merges of the written tokenizer, in rank order: a space before a letter, then every pair
+/// of lower-case letters (728 in all; as many as the vocabulary has room for are kept). Their
+/// only purpose is a valid non-trivial BPE: llama.cpp refuses a BPE vocabulary without merges.
+fn tokenizer_merges() -> Vec<(String, String)> {
+    let space = byte_char(b' ').to_string();
+    let lower = || (b'a'..=b'z').map(|c| (c as char).to_string());
+    let upper = (b'A'..=b'Z').map(|c| (c as char).to_string());
+    let mut m: Vec<(String, String)> = lower().chain(upper).map(|c| (space.clone(), c)).collect();
+    for a in lower() {
+        m.extend(lower().map(|b| (a.clone(), b)));
+    }
+    m
+}
+
+/// The character byte-level BPE (GPT-2) spells byte `b` with: printable Latin-1 bytes stand for
+/// themselves, the others map in order to U+0100 onwards (so every token is visible text).
+fn byte_char(b: u8) -> char {
+    let printable = |x: u8| (b'!'..=b'~').contains(&x) || (0xA1..=0xAC).contains(&x) || x >= 0xAE;
+    if printable(b) {
+        return b as char;
+    }
+    let before = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + before).expect("below U+0200")
+}
+
+impl InitSpec {
+    /// tokenizer.json (HF `tokenizers` format: byte-level BPE with the GPT-2 pre-tokenizer, a
+    /// token per byte so any text encodes, plus `tokenizer_merges`) and tokenizer_config.json, so
+    /// that `opc run`, transformers' AutoTokenizer and llama.cpp (converter and loader) accept the
+    /// checkpoint. Needs a vocabulary of at least `TOKENIZER_TOKENS`; ids past the tokenizer's
+    /// last token are unused padding of the embedding and LM head.
+    pub fn write_tokenizer(&self, dir: &Path) -> Result<()> {
+        if self.vocab < TOKENIZER_TOKENS {
+            return Err(ModelError::Usage(format!("a byte-level tokenizer needs --vocab of at least {TOKENIZER_TOKENS} (got {})", self.vocab)));
+        }
+        let eos = "<|endoftext|>";
+        let mut vocab = serde_json::Map::new();
+        vocab.insert(eos.into(), TOKENIZER_EOS.into());
+        for b in 0..=255u8 {
+            vocab.insert(byte_char(b).to_string(), (1 + b as u32).into());
+        }
+        let mut merges = Vec::new();
+        for (a, b) in tokenizer_merges().into_iter().take(self.vocab - TOKENIZER_TOKENS) {
+            vocab.insert(format!("{a}{b}"), vocab.len().into());
+            merges.push(serde_json::Value::from(format!("{a} {b}")));
+        }
+        let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        let tok = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [{"id": TOKENIZER_EOS, "content": eos, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+            "normalizer": null,
+            "pre_tokenizer": byte_level,
+            "post_processor": byte_level,
+            "decoder": byte_level,
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges},
+        });
+        let cfg = serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": eos,
+            "eos_token": eos,
+            "add_bos_token": false,
+            "add_prefix_space": false,
+            "clean_up_tokenization_spaces": false,
+            "model_max_length": 4096,
+        });
+        for (file, v) in [("tokenizer.json", tok), ("tokenizer_config.json", cfg)] {
+            let p = dir.join(file);
+            std::fs::write(&p, serde_json::to_string_pretty(&v).expect("plain JSON") + "\n").map_err(|err| ModelError::Io { path: p.clone(), err })?;
+        }
+        Ok(())
+    }
 }
