@@ -62,7 +62,8 @@ use crate::loops::arena::Arena;
 use crate::loops::nest::{self, merge_dims, Chunks, LoopEmit, Merged};
 use crate::loops::LoopTarget;
 pub(super) use crate::loops::plan::row_major;
-use crate::loops::plan::{is_contiguous, is_float_repr, view_strides};
+use crate::loops::plan::{is_contiguous, is_float_repr, literal, view_strides, Literal};
+pub(super) use crate::loops::sites::{for_sites, op_ctx};
 use crate::{CodegenError, Result};
 
 /// How a tile value is held (see the module docs).
@@ -120,29 +121,6 @@ pub(super) fn cty(d: DType) -> Type {
     } else {
         types::I32
     }
-}
-
-/// The error text of a `for` op, as the interpreter formats it (`op_ctx`).
-pub(super) fn op_ctx(op: &Op) -> String {
-    let mut s = format!("op `{}`", op.kind.mnemonic());
-    if let Some(l) = op.loc {
-        s.push_str(&format!(" at {}:{}", l.line, l.col));
-    }
-    if let Some(r) = op.results.first() {
-        s.push_str(&format!(" (%{})", r.0));
-    }
-    s
-}
-
-/// Contexts of every `for` op in lowering order (pre-order), for error messages.
-pub(super) fn for_sites(k: &Kernel) -> Vec<String> {
-    let mut out = vec![];
-    opc_ir::walk_ops(&k.body, &mut |op| {
-        if op.kind == OpKind::For {
-            out.push(op_ctx(op));
-        }
-    });
-    out
 }
 
 const ARENA: MemFlagsData = MemFlagsData::trusted();
@@ -681,26 +659,9 @@ impl Lower<'_, '_> {
 
     /// A literal in dtype `d`, exactly as the interpreter's `const_data`.
     fn const_value(&mut self, s: Scalar, d: DType) -> Value {
-        use opc_ir::numerics;
-        if cty(d) == types::F32 {
-            let v = match s {
-                Scalar::Int(i) => i as f64,
-                Scalar::Float(f) => f,
-                Scalar::Bool(b) => b as i64 as f64,
-            };
-            self.b.ins().f32const(numerics::round_float(d, v) as f32)
-        } else {
-            let v = match s {
-                Scalar::Int(i) => numerics::wrap_int(d, i),
-                Scalar::Bool(b) => numerics::wrap_int(d, b as i64),
-                Scalar::Float(f) => match d {
-                    DType::Bool => (f != 0.0) as i64,
-                    DType::E2M1 => numerics::e2m1_encode(f, opc_ir::Rounding::Rne) as i64,
-                    DType::E8M0 => numerics::e8m0_encode(f, opc_ir::Rounding::Rne) as i64,
-                    _ => numerics::float_to_int(d, f, opc_ir::Rounding::Rne),
-                },
-            };
-            self.b.ins().iconst(types::I32, v as i32 as i64)
+        match literal(s, d) {
+            Literal::F32(x) => self.b.ins().f32const(x),
+            Literal::I32(x) => self.b.ins().iconst(types::I32, x as i64),
         }
     }
 

@@ -13,7 +13,7 @@ use cranelift_codegen::ir::{types, InstBuilder, Value};
 use opc_ir::Op;
 
 use super::lower::{cty, Acc, Lower, Repr};
-use crate::loops::access::{Access, AccessPlan};
+use crate::loops::access::{Access, AccessPlan, Operands};
 use crate::loops::nest;
 use crate::loops::plan::row_major;
 use crate::Result;
@@ -23,12 +23,10 @@ impl Lower<'_, '_> {
         let tv = self.tensors.get(tensor).cloned().flatten().ok_or_else(|| self.unsupported(op, "parameter is not a tensor"))?;
         let plan = AccessPlan::new(self.k, op, tv.shape.len(), kind);
         let shape = plan.shape.clone();
-        let parts: Vec<Acc> = plan.parts.iter().enumerate().map(|(d, &(s, e))| self.acc(op.args[d], &shape[s..e])).collect();
-        let mask = plan.mask.map(|i| self.acc(op.args[i], &shape));
-        let value = plan.value.map(|i| self.acc(op.args[i], &shape));
+        let Operands { parts, mask, value, other } = plan.operands(op, |v, s| self.acc(v, s));
         let dt = tv.dtype;
-        let other = match plan.other {
-            Some(i) => self.acc(op.args[i], &shape),
+        let other = match other {
+            Some(a) => a,
             None => Acc::Val(if cty(dt) == types::F32 { self.b.ins().f32const(0.0) } else { self.b.ins().iconst(types::I32, 0) }),
         };
         let out = match kind {

@@ -48,7 +48,8 @@ use crate::loops::arena::Arena;
 use crate::loops::nest::{self, merge_dims, LoopEmit, Merged};
 use crate::loops::LoopTarget;
 pub(super) use crate::loops::plan::{is_contiguous, row_major};
-use crate::loops::plan::{is_float_repr, view_strides};
+use crate::loops::plan::{is_float_repr, literal, view_strides, Literal};
+pub(super) use crate::loops::sites::{for_sites, op_ctx};
 use crate::{CodegenError, Result};
 
 /// How a tile value is held (see the module docs).
@@ -156,29 +157,6 @@ pub(super) fn ety(d: DType) -> &'static str {
     } else {
         "i32"
     }
-}
-
-/// The error text of a `for` op, as the interpreter formats it.
-pub(super) fn op_ctx(op: &Op) -> String {
-    let mut s = format!("op `{}`", op.kind.mnemonic());
-    if let Some(l) = op.loc {
-        s.push_str(&format!(" at {}:{}", l.line, l.col));
-    }
-    if let Some(r) = op.results.first() {
-        s.push_str(&format!(" (%{})", r.0));
-    }
-    s
-}
-
-/// Contexts of every `for` op in lowering order (pre-order), for error messages.
-pub(super) fn for_sites(k: &Kernel) -> Vec<String> {
-    let mut out = vec![];
-    opc_ir::walk_ops(&k.body, &mut |op| {
-        if op.kind == OpKind::For {
-            out.push(op_ctx(op));
-        }
-    });
-    out
 }
 
 /// Lanes for an inner dim of `n` elements: 16 (one zmm of 32-bit elements), or the next
@@ -935,26 +913,9 @@ impl Lower<'_> {
 
     /// A literal in dtype `d`, exactly as the interpreter's `const_data`.
     fn const_value(&mut self, s: Scalar, d: DType) -> String {
-        use opc_ir::numerics;
-        if ety(d) == "float" {
-            let v = match s {
-                Scalar::Int(i) => i as f64,
-                Scalar::Float(f) => f,
-                Scalar::Bool(b) => b as i64 as f64,
-            };
-            super::text::flit(numerics::round_float(d, v) as f32)
-        } else {
-            let v = match s {
-                Scalar::Int(i) => numerics::wrap_int(d, i),
-                Scalar::Bool(b) => numerics::wrap_int(d, b as i64),
-                Scalar::Float(f) => match d {
-                    DType::Bool => (f != 0.0) as i64,
-                    DType::E2M1 => numerics::e2m1_encode(f, opc_ir::Rounding::Rne) as i64,
-                    DType::E8M0 => numerics::e8m0_encode(f, opc_ir::Rounding::Rne) as i64,
-                    _ => numerics::float_to_int(d, f, opc_ir::Rounding::Rne),
-                },
-            };
-            (v as i32).to_string()
+        match literal(s, d) {
+            Literal::F32(x) => super::text::flit(x),
+            Literal::I32(x) => x.to_string(),
         }
     }
 

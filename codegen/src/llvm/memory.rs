@@ -30,7 +30,7 @@ use super::helpers::{dtype_code, Helper};
 use super::lower::{ety, lane_mask, lanes_for, row_major, Acc, Lower, Repr, TensorVals};
 use super::text::{cst, vt};
 pub(super) use crate::loops::access::Access;
-use crate::loops::access::AccessPlan;
+use crate::loops::access::{AccessPlan, Operands};
 use crate::loops::nest::{self, Chunks};
 use crate::Result;
 
@@ -130,12 +130,10 @@ impl Lower<'_> {
         let tv = self.tensors.get(tensor).cloned().flatten().ok_or_else(|| self.unsupported(op, "parameter is not a tensor"))?;
         let plan = AccessPlan::new(self.k, op, tv.shape.len(), kind);
         let shape = plan.shape.clone();
-        let parts: Vec<Acc> = plan.parts.iter().enumerate().map(|(d, &(s, e))| self.acc(op.args[d], &shape[s..e])).collect();
-        let mask = plan.mask.map(|i| self.acc(op.args[i], &shape));
-        let value = plan.value.map(|i| self.acc(op.args[i], &shape));
+        let Operands { parts, mask, value, other } = plan.operands(op, |v, s| self.acc(v, s));
         let dt = tv.dtype;
-        let other = match plan.other {
-            Some(i) => self.acc(op.args[i], &shape),
+        let other = match other {
+            Some(a) => a,
             None => Acc::Val(if ety(dt) == "float" { "0.0".into() } else { "0".into() }),
         };
         let fresh = into.is_none();

@@ -15,7 +15,7 @@
 //! is touched under a branch on its validity. Either way an out-of-range or masked-off element
 //! never reaches memory: a load reads `other` (default 0) there and a store skips it.
 
-use opc_ir::{DType, Kernel, Op, OpKind};
+use opc_ir::{DType, Kernel, Op, OpKind, ValueId};
 
 /// What a global access does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +34,14 @@ impl Access {
             _ => None,
         }
     }
+}
+
+/// An access's operands in a generator's form (see [`AccessPlan::operands`]).
+pub(crate) struct Operands<A> {
+    pub parts: Vec<A>,
+    pub mask: Option<A>,
+    pub value: Option<A>,
+    pub other: Option<A>,
 }
 
 /// The shape of one access and the roles of its operands.
@@ -65,6 +73,15 @@ impl AccessPlan {
             Access::Store { has_mask, .. } => (has_mask.then_some(rank + 1), Some(rank), None),
         };
         AccessPlan { kind, shape, parts, mask, value, other }
+    }
+
+    /// The access's loop-nest operands as the generator reads them (`acc(value, shape it is
+    /// read over)`): each index tile over its own dims, mask, stored value and `other` over the
+    /// whole access shape.
+    pub(crate) fn operands<A>(&self, op: &Op, mut acc: impl FnMut(ValueId, &[usize]) -> A) -> Operands<A> {
+        let parts = self.parts.iter().enumerate().map(|(d, &(s, e))| acc(op.args[d], &self.shape[s..e])).collect();
+        let mut whole = |i: Option<usize>| i.map(|i| acc(op.args[i], &self.shape));
+        Operands { parts, mask: whole(self.mask), value: whole(self.value), other: whole(self.other) }
     }
 
     /// Elements the access touches.

@@ -8,7 +8,7 @@
 //! the strides (or, for the LLVM target's affine index tiles, the coefficients, which compose
 //! the same way). `reshape` is a view only of a contiguous buffer.
 
-use opc_ir::OpKind;
+use opc_ir::{numerics, DType, OpKind, Rounding, Scalar};
 
 pub(crate) use crate::repr::is_float_repr;
 
@@ -50,6 +50,37 @@ pub(crate) fn view_strides(kind: &OpKind, ins: &[usize], out: &[usize], strides:
     }
 }
 
+/// A literal as a 32-bit element.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Literal {
+    F32(f32),
+    I32(i32),
+}
+
+/// The element of literal `s` in dtype `d`, exactly as the interpreter's `const_data`: floats
+/// rounded to the dtype, ints wrapped, codes encoded (round to nearest even).
+pub(crate) fn literal(s: Scalar, d: DType) -> Literal {
+    if is_float_repr(d) {
+        let v = match s {
+            Scalar::Int(i) => i as f64,
+            Scalar::Float(f) => f,
+            Scalar::Bool(b) => b as i64 as f64,
+        };
+        return Literal::F32(numerics::round_float(d, v) as f32);
+    }
+    let v = match s {
+        Scalar::Int(i) => numerics::wrap_int(d, i),
+        Scalar::Bool(b) => numerics::wrap_int(d, b as i64),
+        Scalar::Float(f) => match d {
+            DType::Bool => (f != 0.0) as i64,
+            DType::E2M1 => numerics::e2m1_encode(f, Rounding::Rne) as i64,
+            DType::E8M0 => numerics::e8m0_encode(f, Rounding::Rne) as i64,
+            _ => numerics::float_to_int(d, f, Rounding::Rne),
+        },
+    };
+    Literal::I32(v as i32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +94,13 @@ mod tests {
         assert_eq!(view_strides(&OpKind::ExpandDims(1), &[4], &[4, 1], &[1]), Some(vec![1, 0]));
         assert_eq!(view_strides(&OpKind::Permute(vec![1, 0]), &[2, 3], &[3, 2], &[3, 1]), Some(vec![1, 3]));
         assert_eq!(view_strides(&OpKind::Reshape, &[2, 3], &[6], &[3, 1]), None);
+    }
+
+    #[test]
+    fn literals_round_and_wrap() {
+        assert_eq!(literal(Scalar::Float(1.0 / 3.0), DType::BF16), Literal::F32(0.333984375));
+        assert_eq!(literal(Scalar::Int(300), DType::I8), Literal::I32(44));
+        assert_eq!(literal(Scalar::Float(2.0), DType::Bool), Literal::I32(1));
+        assert_eq!(literal(Scalar::Bool(true), DType::F32), Literal::F32(1.0));
     }
 }
