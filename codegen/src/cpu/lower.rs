@@ -17,10 +17,10 @@
 //!
 //! Each element is 32 bits in a buffer and in registers: f32 for f32/f16/bf16 values (already
 //! rounded to their dtype, as in the interpreter) and i32 for everything else (ints
-//! sign-extended, bool 0/1, e2m1/e8m0 raw codes). The arena is bump-allocated at compile time
-//! (`loops/arena.rs` without releases), one slot per buffer-producing op (an op inside a loop
-//! reuses its slot every iteration; SSA guarantees the previous iteration's value is dead by
-//! then).
+//! sign-extended, bool 0/1, e2m1/e8m0 raw codes). The arena is allocated at compile time
+//! (`loops/arena.rs`), one slot per buffer-producing op, freed for later ops once every value
+//! holding it (the buffer and its views) is dead (an op inside a loop reuses its slot every
+//! iteration; SSA guarantees the previous iteration's value is dead by then).
 //!
 //! **Ops become loop nests** over the result shape, with static trip counts (tile shapes are
 //! static): adjacent dims that are contiguous for every operand are merged, the innermost dim
@@ -44,8 +44,8 @@
 //!           arena@0x280 <- for t < 128 step 4: f32x4 load @0x80 · splat(%6)   (dims merged)
 //! ```
 //!
-//! **Does not** (yet): fuse elementwise chains into one loop, reuse arena slots by liveness, or
-//! vectorize loads/stores of global memory. Correctness first; these are the next steps.
+//! **Does not** (yet): fuse elementwise chains into one loop or vectorize loads/stores of
+//! global memory. Correctness first; these are the next steps.
 
 use std::collections::HashMap;
 
@@ -58,7 +58,7 @@ use opc_ir::{Block, DType, Kernel, Op, OpKind, ParamKind, Scalar, ScanOp, ValueI
 use super::helpers::Helper;
 use super::MetaLayout;
 use crate::loops::access::Access;
-use crate::loops::arena::Arena;
+use crate::loops::arena::{deaths, Arena};
 use crate::loops::nest::{self, merge_dims, Chunks, LoopEmit, Merged};
 use crate::loops::LoopTarget;
 pub(super) use crate::loops::plan::row_major;
@@ -100,7 +100,8 @@ pub(super) struct Lower<'a, 'f> {
     pub k: &'a Kernel,
     pub b: FunctionBuilder<'f>,
     reprs: Vec<Option<Repr>>,
-    /// Slots in 4-byte elements, 16-byte aligned (one `f32x4`); never released.
+    /// Slots in 4-byte elements, 16-byte aligned (one `f32x4`), reused once every value
+    /// holding one is dead; carried and `if` buffers are pinned.
     arena: Arena,
     scratch: Value,
     err: Value,
@@ -247,7 +248,17 @@ impl Lower<'_, '_> {
     }
 
     pub(super) fn set(&mut self, v: ValueId, r: Repr) {
+        if let Repr::Buf { off, .. } = &r {
+            self.arena.retain(off / 4);
+        }
         self.reprs[v.0 as usize] = Some(r);
+    }
+
+    /// `v` is dead: drop its hold on its slot, freeing the slot when no value holds it.
+    fn release(&mut self, v: ValueId) {
+        if let Some(Repr::Buf { off, .. }) = &self.reprs[v.0 as usize] {
+            self.arena.release(off / 4);
+        }
     }
 
     /// Define `v` as a uniform value.
@@ -260,6 +271,13 @@ impl Lower<'_, '_> {
     /// Reserve a 16-byte aligned arena slot of `numel` elements; returns its byte offset.
     pub(super) fn alloc(&mut self, numel: usize) -> u32 {
         4 * self.arena.alloc(numel)
+    }
+
+    /// A fresh slot for a carried or merged value, never reused (written on every path).
+    fn alloc_pinned(&mut self, numel: usize) -> u32 {
+        let off = self.alloc(numel);
+        self.arena.pin(off / 4);
+        off
     }
 
     /// Address of element `elem` (i64) of the arena slot at `off`.
@@ -537,14 +555,17 @@ impl Lower<'_, '_> {
     // -----------------------------------------------------------------------------------------
 
     /// Lower a block's ops; returns its `yield` if it ends in one.
+    /// Slots of values that die at an op are free for the ops after it.
     fn lower_block<'o>(&mut self, blk: &'o Block) -> Result<Option<&'o Op>> {
-        for op in &blk.ops {
+        let dies = deaths(blk, |i| i);
+        for (op, dead) in blk.ops.iter().zip(&dies) {
             match &op.kind {
                 OpKind::Yield => return Ok(Some(op)),
                 OpKind::For => self.lower_for(op)?,
                 OpKind::If => self.lower_if(op)?,
                 _ => self.lower_op(op)?,
             }
+            dead.iter().for_each(|&v| self.release(v));
         }
         Ok(None)
     }
@@ -699,7 +720,7 @@ impl Lower<'_, '_> {
                 self.def_uniform(ra, x);
                 carried_bufs.push(None);
             } else {
-                let c = self.alloc(t.numel());
+                let c = self.alloc_pinned(t.numel());
                 self.copy_into(init, c);
                 self.set(ra, Repr::Buf { off: c, strides: row_major(&t.shape) });
                 carried_bufs.push(Some(c));
@@ -799,7 +820,7 @@ impl Lower<'_, '_> {
                 self.set(r, Repr::Uniform(var));
                 bufs.push(None);
             } else {
-                let off = self.alloc(t.numel());
+                let off = self.alloc_pinned(t.numel());
                 self.set(r, Repr::Buf { off, strides: row_major(&t.shape) });
                 bufs.push(Some(off));
             }

@@ -690,29 +690,7 @@ impl Lower<'_> {
         // defined here: its slot is free for later ops once that op is lowered.
         // Ops fused into a later reduction use their operands at that reduction.
         let (plan, roots, groups) = self.plan_fusion(blk);
-        let site = |i: usize| plan.get(&i).copied().unwrap_or(i);
-        let mut last: HashMap<ValueId, usize> = HashMap::new();
-        for (i, op) in blk.ops.iter().enumerate() {
-            for &r in &op.results {
-                last.insert(r, site(i));
-            }
-        }
-        for (i, op) in blk.ops.iter().enumerate() {
-            let i = site(i);
-            let mut note = |v: &ValueId| {
-                if let Some(l) = last.get_mut(v) {
-                    *l = (*l).max(i);
-                }
-            };
-            op.args.iter().for_each(&mut note);
-            for r in &op.regions {
-                opc_ir::walk_ops(r, &mut |o| o.args.iter().for_each(&mut note));
-            }
-        }
-        let mut dies: Vec<Vec<ValueId>> = vec![vec![]; blk.ops.len()];
-        for (v, i) in last {
-            dies[i].push(v);
-        }
+        let dies = crate::loops::arena::deaths(blk, |i| plan.get(&i).copied().unwrap_or(i));
         for (i, op) in blk.ops.iter().enumerate() {
             if plan.contains_key(&i) {
                 continue;

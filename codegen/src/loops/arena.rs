@@ -5,14 +5,16 @@
 //! holding a slot (the buffer's owner and every view of it) are counted; when the last one dies
 //! the slot goes to a free list and a later buffer of at most its size takes it (the smallest
 //! that fits, split if larger). Slots of loop-carried and `if`-merged values are pinned: they are
-//! written on every path and never freed. A generator that does not track lifetimes simply
-//! never releases, and the arena is a bump allocator.
+//! written on every path and never freed. Scratch slots no value holds (copies an op makes
+//! for itself) are never released.
 //!
 //! Reuse inside a `for` body is sound because lifetimes come from the IR's SSA form: a value
 //! defined before the loop and read in it is live until the `for` op itself, and a value
 //! defined in the body is dead before the body's next iteration redefines it.
 
 use std::collections::{HashMap, HashSet};
+
+use opc_ir::{Block, ValueId};
 
 /// The slots of one program's arena, in 4-byte elements.
 #[derive(Clone, Debug)]
@@ -90,6 +92,36 @@ impl Arena {
     pub(crate) fn peak(&self) -> u32 {
         self.peak
     }
+}
+
+/// For each op of `blk`, the values defined in `blk` whose last use is that op, in value
+/// order (uses inside an op's regions count at the op; `site(i)` is where op `i` is evaluated,
+/// later than `i` for an op fused into a consumer). Their slots are free once the op is lowered.
+pub(crate) fn deaths(blk: &Block, site: impl Fn(usize) -> usize) -> Vec<Vec<ValueId>> {
+    let mut last: HashMap<ValueId, usize> = HashMap::new();
+    for (i, op) in blk.ops.iter().enumerate() {
+        for &r in &op.results {
+            last.insert(r, site(i));
+        }
+    }
+    for (i, op) in blk.ops.iter().enumerate() {
+        let i = site(i);
+        let mut note = |v: &ValueId| {
+            if let Some(l) = last.get_mut(v) {
+                *l = (*l).max(i);
+            }
+        };
+        op.args.iter().for_each(&mut note);
+        for r in &op.regions {
+            opc_ir::walk_ops(r, &mut |o| o.args.iter().for_each(&mut note));
+        }
+    }
+    let mut dies: Vec<Vec<ValueId>> = vec![vec![]; blk.ops.len()];
+    for (v, i) in last {
+        dies[i].push(v);
+    }
+    dies.iter_mut().for_each(|d| d.sort_by_key(|v| v.0));
+    dies
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::fmt;
 use opc_ir::{Block, Kernel, Op, OpKind, ParamKind, ValueId};
 
 use super::access::{Access, AccessPlan};
-use super::arena::Arena;
+use super::arena::{deaths, Arena};
 use super::nest::{lanes_for, merge_dims, Chunks};
 use super::plan::{is_contiguous, row_major, view_strides};
 
@@ -39,9 +39,8 @@ pub struct LoopTarget {
 }
 
 impl LoopTarget {
-    /// The Cranelift JIT (`cpu`): `f32x4` / `i32x4`, scalar tails, element-wise accesses, a
-    /// bump-allocated arena.
-    pub const CRANELIFT: LoopTarget = LoopTarget { name: "cpu", lanes: 4, masked_tail: false, row_access: false, reuse: false };
+    /// The Cranelift JIT (`cpu`): `f32x4` / `i32x4`, scalar tails, element-wise accesses, slot reuse.
+    pub const CRANELIFT: LoopTarget = LoopTarget { name: "cpu", lanes: 4, masked_tail: false, row_access: false, reuse: true };
     /// The LLVM JIT (`llvm`): `<16 x T>`, masked tails, vector rows, slot reuse.
     pub const LLVM: LoopTarget = LoopTarget { name: "llvm", lanes: 16, masked_tail: true, row_access: true, reuse: true };
 
@@ -164,28 +163,16 @@ impl Planner<'_> {
     /// Plan a block's ops, releasing each value's slot after its last use where the target
     /// reuses slots.
     fn block(&mut self, blk: &Block) -> Vec<Step> {
-        let mut last: HashMap<ValueId, usize> = HashMap::new();
-        for (i, op) in blk.ops.iter().enumerate() {
-            op.results.iter().for_each(|&r| _ = last.insert(r, i));
-            let mut note = |v: &ValueId| {
-                if let Some(l) = last.get_mut(v) {
-                    *l = (*l).max(i);
-                }
-            };
-            op.args.iter().for_each(&mut note);
-            op.regions.iter().for_each(|r| opc_ir::walk_ops(r, &mut |o| o.args.iter().for_each(&mut note)));
-        }
+        let dies = deaths(blk, |i| i);
         let mut steps = vec![];
         for (i, op) in blk.ops.iter().enumerate() {
             if op.kind == OpKind::Yield {
                 break;
             }
             steps.push(self.op(op));
-            if self.t.reuse {
-                for (v, _) in last.iter().filter(|&(_, &l)| l == i) {
-                    if let Some(Rep::Buf { off, .. }) = self.reps.get(v) {
-                        self.arena.release(*off);
-                    }
+            for v in dies[i].iter().filter(|_| self.t.reuse) {
+                if let Some(Rep::Buf { off, .. }) = self.reps.get(v) {
+                    self.arena.release(*off);
                 }
             }
         }
