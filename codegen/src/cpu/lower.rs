@@ -18,9 +18,9 @@
 //! Each element is 32 bits in a buffer and in registers: f32 for f32/f16/bf16 values (already
 //! rounded to their dtype, as in the interpreter) and i32 for everything else (ints
 //! sign-extended, bool 0/1, e2m1/e8m0 raw codes). The arena is allocated at compile time
-//! (`loops/arena.rs`), one slot per buffer-producing op, freed for later ops once every value
-//! holding it (the buffer and its views) is dead (an op inside a loop reuses its slot every
-//! iteration; SSA guarantees the previous iteration's value is dead by then).
+//! (`loops/arena.rs`), one slot per buffer-producing op (bump-allocated: see
+//! [`LoopTarget::CRANELIFT`] for why slots are not reused yet; an op inside a loop reuses its
+//! slot every iteration, as SSA guarantees the previous iteration's value is dead by then).
 //!
 //! **Ops become loop nests** over the result shape, with static trip counts (tile shapes are
 //! static): adjacent dims that are contiguous for every operand are merged, the innermost dim
@@ -44,8 +44,8 @@
 //!           arena@0x280 <- for t < 128 step 4: f32x4 load @0x80 · splat(%6)   (dims merged)
 //! ```
 //!
-//! **Does not** (yet): fuse elementwise chains into one loop or vectorize loads/stores of
-//! global memory. Correctness first; these are the next steps.
+//! **Does not** (yet): fuse elementwise chains into one loop, reuse arena slots by liveness,
+//! or vectorize loads/stores of global memory. Correctness first; these are the next steps.
 
 use std::collections::HashMap;
 
@@ -100,8 +100,8 @@ pub(super) struct Lower<'a, 'f> {
     pub k: &'a Kernel,
     pub b: FunctionBuilder<'f>,
     reprs: Vec<Option<Repr>>,
-    /// Slots in 4-byte elements, 16-byte aligned (one `f32x4`), reused once every value
-    /// holding one is dead; carried and `if` buffers are pinned.
+    /// Slots in 4-byte elements, 16-byte aligned (one `f32x4`); reused once every value holding
+    /// one is dead where [`LoopTarget::CRANELIFT`] says so (carried and `if` buffers pinned).
     arena: Arena,
     scratch: Value,
     err: Value,
@@ -565,7 +565,9 @@ impl Lower<'_, '_> {
                 OpKind::If => self.lower_if(op)?,
                 _ => self.lower_op(op)?,
             }
-            dead.iter().for_each(|&v| self.release(v));
+            if LoopTarget::CRANELIFT.reuse {
+                dead.iter().for_each(|&v| self.release(v));
+            }
         }
         Ok(None)
     }
