@@ -117,6 +117,9 @@ struct BuildArgs {
 enum Emit {
     /// The instantiated tile IR after the pass pipeline (textual form, parses back).
     Ir,
+    /// The loop-and-buffer plan of the CPU targets (`--target cpu` or `llvm`): buffers, views,
+    /// loop nests, accesses.
+    Loops,
 }
 
 fn split_binding<'a>(flag: &str, what: &str, example: &str, s: &'a str) -> Result<(&'a str, &'a str), String> {
@@ -260,7 +263,14 @@ fn cmd_build(a: &BuildArgs) -> Result<(), Fail> {
     }
     let emit = a.emit.is_some() || a.output.is_some();
     if emit {
-        let ir = opc_ir::printer::print_kernel(&k);
+        let ir = match a.emit {
+            Some(Emit::Loops) => {
+                let t = opc_codegen::loops::LoopTarget::by_name(&a.target)
+                    .ok_or_else(|| usage(format!("error: --emit loops is for the CPU targets `cpu` and `llvm`, not `{}`", a.target)))?;
+                opc_codegen::loops::plan_kernel(&k, t).to_string()
+            }
+            _ => opc_ir::printer::print_kernel(&k),
+        };
         match &a.output {
             Some(p) => std::fs::write(p, &ir).map_err(|e| usage(format!("error: cannot write {}: {e}", p.display())))?,
             None => {

@@ -150,6 +150,13 @@ fn check_and_build_a_valid_kernel() {
     assert!(o.status.success(), "{}", text(&o).1);
     assert!(text(&o).0.contains("twice"), "{}", text(&o).0);
 
+    let o = opc(&["build", p, "--emit", "loops", "--target", "cpu"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(text(&o).0.starts_with("// loops `twice` for cpu: 4 lanes"), "{}", text(&o).0);
+    let o = opc(&["build", p, "--emit", "loops", "--target", "interp"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("--emit loops is for the CPU targets"), "{}", text(&o).1);
+
     let out = f.with_extension("ir");
     let o = opc(&["build", p, "--kernel", "twice", "--emit", "ir", "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o).1);

@@ -12,6 +12,7 @@ pub mod artifact;
 pub mod ascendc;
 pub mod interp;
 mod jit_args;
+pub mod loops;
 mod repr;
 pub mod ptx;
 #[cfg(feature = "llvm22-1")]

@@ -1,5 +1,10 @@
 //! `lower-cpu`: tile IR → loop-and-buffer form, emitted directly as Cranelift IR (CLIF).
 //!
+//! The target-independent decisions of this level (element classes, views, arena slots, dim
+//! merging and vector chunks, the access analysis, the runtime helper table) are
+//! [`crate::loops`], shared with the LLVM target, with this target's parameters
+//! ([`LoopTarget::CRANELIFT`]); this file and its siblings emit Cranelift for them.
+//!
 //! **The loop-and-buffer level.** Every tile value gets a [`Repr`]:
 //! - [`Repr::Uniform`]: every element is one SSA value (a Cranelift `Variable`). Rank-0 scalars,
 //!   splat constants and elementwise ops over such operands stay here: `zeros([BM]) + sink`
@@ -12,9 +17,10 @@
 //!
 //! Each element is 32 bits in a buffer and in registers: f32 for f32/f16/bf16 values (already
 //! rounded to their dtype, as in the interpreter) and i32 for everything else (ints
-//! sign-extended, bool 0/1, e2m1/e8m0 raw codes). The arena is bump-allocated at compile time, one
-//! slot per buffer-producing op (an op inside a loop reuses its slot every iteration; SSA
-//! guarantees the previous iteration's value is dead by then).
+//! sign-extended, bool 0/1, e2m1/e8m0 raw codes). The arena is allocated at compile time
+//! (`loops/arena.rs`), one slot per buffer-producing op (bump-allocated: see
+//! [`LoopTarget::CRANELIFT`] for why slots are not reused yet; an op inside a loop reuses its
+//! slot every iteration, as SSA guarantees the previous iteration's value is dead by then).
 //!
 //! **Ops become loop nests** over the result shape, with static trip counts (tile shapes are
 //! static): adjacent dims that are contiguous for every operand are merged, the innermost dim
@@ -38,8 +44,8 @@
 //!           arena@0x280 <- for t < 128 step 4: f32x4 load @0x80 · splat(%6)   (dims merged)
 //! ```
 //!
-//! **Does not** (yet): fuse elementwise chains into one loop, reuse arena slots by liveness, or
-//! vectorize loads/stores of global memory. Correctness first; these are the next steps.
+//! **Does not** (yet): fuse elementwise chains into one loop, reuse arena slots by liveness,
+//! or vectorize loads/stores of global memory. Correctness first; these are the next steps.
 
 use std::collections::HashMap;
 
@@ -50,8 +56,14 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 use opc_ir::{Block, DType, Kernel, Op, OpKind, ParamKind, Scalar, ScanOp, ValueId};
 
 use super::helpers::Helper;
-use super::memory::Access;
 use super::MetaLayout;
+use crate::loops::access::Access;
+use crate::loops::arena::{deaths, Arena};
+use crate::loops::nest::{self, merge_dims, Chunks, LoopEmit, Merged};
+use crate::loops::LoopTarget;
+pub(super) use crate::loops::plan::row_major;
+use crate::loops::plan::{is_contiguous, is_float_repr, literal, view_strides, Literal};
+pub(super) use crate::loops::sites::{for_sites, op_ctx};
 use crate::{CodegenError, Result};
 
 /// How a tile value is held (see the module docs).
@@ -88,7 +100,9 @@ pub(super) struct Lower<'a, 'f> {
     pub k: &'a Kernel,
     pub b: FunctionBuilder<'f>,
     reprs: Vec<Option<Repr>>,
-    arena: u32,
+    /// Slots in 4-byte elements, 16-byte aligned (one `f32x4`); reused once every value holding
+    /// one is dead where [`LoopTarget::CRANELIFT`] says so (carried and `if` buffers pinned).
+    arena: Arena,
     scratch: Value,
     err: Value,
     pid: [Value; 3],
@@ -101,51 +115,13 @@ pub(super) struct Lower<'a, 'f> {
     for_count: i64,
 }
 
-/// Row-major element strides of a shape.
-pub(super) fn row_major(shape: &[usize]) -> Vec<i64> {
-    let mut s = vec![1i64; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1] as i64;
-    }
-    s
-}
-
-/// Whether `strides` address `shape` row-major and densely (size-1 dims may have any stride).
-fn is_contiguous(shape: &[usize], strides: &[i64]) -> bool {
-    let rm = row_major(shape);
-    shape.iter().zip(strides.iter().zip(&rm)).all(|(&n, (&s, &r))| n == 1 || s == r)
-}
-
 /// Cranelift type of one element of a dtype (see the module docs).
 pub(super) fn cty(d: DType) -> Type {
-    if matches!(d, DType::F32 | DType::F16 | DType::BF16) {
+    if is_float_repr(d) {
         types::F32
     } else {
         types::I32
     }
-}
-
-/// The error text of a `for` op, as the interpreter formats it (`op_ctx`).
-pub(super) fn op_ctx(op: &Op) -> String {
-    let mut s = format!("op `{}`", op.kind.mnemonic());
-    if let Some(l) = op.loc {
-        s.push_str(&format!(" at {}:{}", l.line, l.col));
-    }
-    if let Some(r) = op.results.first() {
-        s.push_str(&format!(" (%{})", r.0));
-    }
-    s
-}
-
-/// Contexts of every `for` op in lowering order (pre-order), for error messages.
-pub(super) fn for_sites(k: &Kernel) -> Vec<String> {
-    let mut out = vec![];
-    opc_ir::walk_ops(&k.body, &mut |op| {
-        if op.kind == OpKind::For {
-            out.push(op_ctx(op));
-        }
-    });
-    out
 }
 
 const ARENA: MemFlagsData = MemFlagsData::trusted();
@@ -166,7 +142,7 @@ pub(super) fn lower(
     let zero = l.b.ins().iconst(types::I32, 0);
     l.b.ins().return_(&[zero]);
     l.b.seal_all_blocks();
-    let arena_bytes = l.arena as usize;
+    let arena_bytes = 4 * l.arena.peak() as usize;
     l.b.finalize(frontend);
     Ok(Lowered { arena_bytes })
 }
@@ -242,7 +218,7 @@ impl<'a, 'f> Lower<'a, 'f> {
                 }
             }
         }
-        Lower { k, b, reprs: vec![None; k.values.len()], arena: 0, scratch, err, pid, grid, dims, scalars, tensors, helpers, for_count: 0 }
+        Lower { k, b, reprs: vec![None; k.values.len()], arena: Arena::new(LoopTarget::CRANELIFT.lanes), scratch, err, pid, grid, dims, scalars, tensors, helpers, for_count: 0 }
     }
 }
 
@@ -272,7 +248,17 @@ impl Lower<'_, '_> {
     }
 
     pub(super) fn set(&mut self, v: ValueId, r: Repr) {
+        if let Repr::Buf { off, .. } = &r {
+            self.arena.retain(off / 4);
+        }
         self.reprs[v.0 as usize] = Some(r);
+    }
+
+    /// `v` is dead: drop its hold on its slot, freeing the slot when no value holds it.
+    fn release(&mut self, v: ValueId) {
+        if let Some(Repr::Buf { off, .. }) = &self.reprs[v.0 as usize] {
+            self.arena.release(off / 4);
+        }
     }
 
     /// Define `v` as a uniform value.
@@ -282,10 +268,15 @@ impl Lower<'_, '_> {
         self.set(v, Repr::Uniform(var));
     }
 
-    /// Reserve a 16-byte aligned arena slot of `numel` elements.
+    /// Reserve a 16-byte aligned arena slot of `numel` elements; returns its byte offset.
     pub(super) fn alloc(&mut self, numel: usize) -> u32 {
-        let off = self.arena.next_multiple_of(16);
-        self.arena = off + 4 * numel as u32;
+        4 * self.arena.alloc(numel)
+    }
+
+    /// A fresh slot for a carried or merged value, never reused (written on every path).
+    fn alloc_pinned(&mut self, numel: usize) -> u32 {
+        let off = self.alloc(numel);
+        self.arena.pin(off / 4);
         off
     }
 
@@ -419,23 +410,7 @@ impl Lower<'_, '_> {
 
     /// A loop nest over `shape` (outermost first).
     pub(super) fn nest(&mut self, shape: &[usize], f: &mut dyn FnMut(&mut Self, &[Value]) -> Result<()>) -> Result<()> {
-        fn go<'a, 'f>(
-            l: &mut Lower<'a, 'f>,
-            shape: &[usize],
-            idx: &mut Vec<Value>,
-            f: &mut dyn FnMut(&mut Lower<'a, 'f>, &[Value]) -> Result<()>,
-        ) -> Result<()> {
-            if idx.len() == shape.len() {
-                return f(l, idx);
-            }
-            l.loop_n(shape[idx.len()], &mut |l, i| {
-                idx.push(i);
-                let r = go(l, shape, idx, f);
-                idx.pop();
-                r
-            })
-        }
-        go(self, shape, &mut vec![], f)
+        nest::nest(self, shape, f)
     }
 
     /// The elementwise kernel: `out[j] = f(operands at j)` over `shape`, `out` contiguous at
@@ -451,36 +426,23 @@ impl Lower<'_, '_> {
         f: &dyn Fn(&mut Self, &[Value]) -> Result<Value>,
         vf: Option<&dyn Fn(&mut Self, &[Value]) -> Value>,
     ) -> Result<()> {
-        // Merge dims: drop size-1 dims, then fuse d with d+1 when contiguous for every operand.
-        let keep: Vec<usize> = (0..shape.len()).filter(|&d| shape[d] != 1).collect();
-        let mut sh: Vec<usize> = keep.iter().map(|&d| shape[d]).collect();
-        let mut st: Vec<Vec<i64>> = accs
+        let strides: Vec<Vec<i64>> = accs
             .iter()
             .map(|a| match a {
-                Acc::Val(_) => vec![0; keep.len()],
-                Acc::Arena { strides, .. } => keep.iter().map(|&d| strides[d]).collect(),
+                Acc::Val(_) => vec![0; shape.len()],
+                Acc::Arena { strides, .. } => strides.clone(),
             })
             .collect();
-        let mut d = sh.len();
-        while d >= 2 {
-            d -= 1;
-            // fuse dims d-1 and d
-            if st.iter().all(|s| s[d - 1] == s[d] * sh[d] as i64) {
-                sh[d - 1] *= sh[d];
-                sh.remove(d);
-                for s in st.iter_mut() {
-                    s.remove(d - 1);
-                }
-            }
-        }
-        if sh.is_empty() {
-            sh.push(1);
-            st.iter_mut().for_each(|s| s.push(0));
-        }
+        let Merged { shape: sh, strides: st } = merge_dims(shape, &strides);
         let r = sh.len();
         let inner = sh[r - 1];
         let out_strides = row_major(&sh);
-        let simd = vf.is_some() && inner >= 4 && st.iter().all(|s| s[r - 1] == 0 || s[r - 1] == 1);
+        // Vector chunks when the op has a lane-wise form and no operand is strided along the row.
+        let chunks = match vf {
+            Some(_) => LoopTarget::CRANELIFT.row_chunks(inner, st.iter().map(|s| s[r - 1])),
+            None => Chunks { lanes: 1, full: 0, tail: inner },
+        };
+        let simd = chunks.full > 0;
         let outer_shape = sh[..r - 1].to_vec();
         self.nest(&outer_shape, &mut |l, oidx| {
             // Per operand: the hoisted value, or the element index of this row's start.
@@ -517,16 +479,15 @@ impl Lower<'_, '_> {
             };
             let mut start = 0usize;
             if simd {
-                let vtys: Vec<Type> = tys.iter().map(|t| t.by(4).expect("4-lane vector type")).collect();
+                let vtys: Vec<Type> = tys.iter().map(|t| t.by(chunks.lanes).expect("a vector type")).collect();
                 let vf = vf.expect("simd implies a vector function");
                 let splats: Vec<Option<Value>> = bases
                     .iter()
                     .zip(&vtys)
                     .map(|(a, &vty)| if let Acc::Val(x) = a { Some(l.b.ins().splat(vty, *x)) } else { None })
                     .collect();
-                let chunks = inner / 4;
-                l.loop_n(chunks, &mut |l, c| {
-                    let j = l.b.ins().imul_imm_s(c, 4);
+                l.loop_n(chunks.full, &mut |l, c| {
+                    let j = l.b.ins().imul_imm_s(c, chunks.lanes as i64);
                     let mut xs = vec![];
                     for (k, a) in bases.iter().enumerate() {
                         xs.push(match a {
@@ -542,10 +503,9 @@ impl Lower<'_, '_> {
                     l.store_arena(out_off, e, y);
                     Ok(())
                 })?;
-                start = chunks * 4;
+                start = chunks.full * chunks.lanes as usize;
             }
-            let tail = inner - start;
-            l.loop_n(tail, &mut |l, j0| {
+            l.loop_n(chunks.tail, &mut |l, j0| {
                 let j = if start == 0 { j0 } else { l.b.ins().iadd_imm_s(j0, start as i64) };
                 let mut xs = vec![];
                 for (k, a) in bases.iter().enumerate() {
@@ -595,13 +555,18 @@ impl Lower<'_, '_> {
     // -----------------------------------------------------------------------------------------
 
     /// Lower a block's ops; returns its `yield` if it ends in one.
+    /// Slots of values that die at an op are free for the ops after it.
     fn lower_block<'o>(&mut self, blk: &'o Block) -> Result<Option<&'o Op>> {
-        for op in &blk.ops {
+        let dies = deaths(blk, |i| i);
+        for (op, dead) in blk.ops.iter().zip(&dies) {
             match &op.kind {
                 OpKind::Yield => return Ok(Some(op)),
                 OpKind::For => self.lower_for(op)?,
                 OpKind::If => self.lower_if(op)?,
                 _ => self.lower_op(op)?,
+            }
+            if LoopTarget::CRANELIFT.reuse {
+                dead.iter().for_each(|&v| self.release(v));
             }
         }
         Ok(None)
@@ -685,28 +650,11 @@ impl Lower<'_, '_> {
                 let (from, to) = (self.dtype(op.args[0]), self.dtype(op.result()));
                 self.map_op(op, &|l, x| Ok(l.bitcast(from, to, x[0])), None)?;
             }
-            OpKind::Broadcast => {
+            OpKind::Broadcast | OpKind::ExpandDims(_) | OpKind::Permute(_) => {
                 let (ins, out) = (self.shape(op.args[0]), self.shape(op.result()));
                 let r = match self.repr(op.args[0]) {
                     Repr::Uniform(v) => Repr::Uniform(v),
-                    Repr::Buf { off, strides } => {
-                        let pad = out.len() - ins.len();
-                        let mut st = vec![0i64; out.len()];
-                        for i in pad..out.len() {
-                            st[i] = if ins[i - pad] == out[i] { strides[i - pad] } else { 0 };
-                        }
-                        Repr::Buf { off, strides: st }
-                    }
-                };
-                self.set(op.result(), r);
-            }
-            OpKind::ExpandDims(axis) => {
-                let r = match self.repr(op.args[0]) {
-                    Repr::Uniform(v) => Repr::Uniform(v),
-                    Repr::Buf { off, mut strides } => {
-                        strides.insert(*axis as usize, 0);
-                        Repr::Buf { off, strides }
-                    }
+                    Repr::Buf { off, strides } => Repr::Buf { off, strides: view_strides(&op.kind, &ins, &out, &strides).expect("a view op") },
                 };
                 self.set(op.result(), r);
             }
@@ -720,22 +668,12 @@ impl Lower<'_, '_> {
                 };
                 self.set(op.result(), r);
             }
-            OpKind::Permute(perm) => {
-                let r = match self.repr(op.args[0]) {
-                    Repr::Uniform(v) => Repr::Uniform(v),
-                    Repr::Buf { off, strides } => Repr::Buf { off, strides: perm.iter().map(|&p| strides[p as usize]).collect() },
-                };
-                self.set(op.result(), r);
-            }
             OpKind::Reduce { op: rop, axis } => self.lower_reduce(op, *rop, *axis as usize)?,
             OpKind::Scan { op: ScanOp::Cumsum, axis } => self.lower_cumsum(op, *axis as usize)?,
             OpKind::Dot => self.lower_dot(op)?,
-            OpKind::Load { tensor, has_mask, has_other } => {
-                self.lower_access(op, *tensor, Access::Load { has_mask: *has_mask, has_other: *has_other })?
-            }
-            OpKind::Store { tensor, has_mask } => self.lower_access(op, *tensor, Access::Store { has_mask: *has_mask, atomic: false })?,
-            OpKind::AtomicAdd { tensor, has_mask } => {
-                self.lower_access(op, *tensor, Access::Store { has_mask: *has_mask, atomic: true })?
+            OpKind::Load { .. } | OpKind::Store { .. } | OpKind::AtomicAdd { .. } => {
+                let (tensor, kind) = Access::of(&op.kind).expect("an access op");
+                self.lower_access(op, tensor, kind)?
             }
             OpKind::For | OpKind::If | OpKind::Yield => unreachable!("handled by lower_block in {}", k.name),
         }
@@ -744,26 +682,9 @@ impl Lower<'_, '_> {
 
     /// A literal in dtype `d`, exactly as the interpreter's `const_data`.
     fn const_value(&mut self, s: Scalar, d: DType) -> Value {
-        use opc_ir::numerics;
-        if cty(d) == types::F32 {
-            let v = match s {
-                Scalar::Int(i) => i as f64,
-                Scalar::Float(f) => f,
-                Scalar::Bool(b) => b as i64 as f64,
-            };
-            self.b.ins().f32const(numerics::round_float(d, v) as f32)
-        } else {
-            let v = match s {
-                Scalar::Int(i) => numerics::wrap_int(d, i),
-                Scalar::Bool(b) => numerics::wrap_int(d, b as i64),
-                Scalar::Float(f) => match d {
-                    DType::Bool => (f != 0.0) as i64,
-                    DType::E2M1 => numerics::e2m1_encode(f, opc_ir::Rounding::Rne) as i64,
-                    DType::E8M0 => numerics::e8m0_encode(f, opc_ir::Rounding::Rne) as i64,
-                    _ => numerics::float_to_int(d, f, opc_ir::Rounding::Rne),
-                },
-            };
-            self.b.ins().iconst(types::I32, v as i32 as i64)
+        match literal(s, d) {
+            Literal::F32(x) => self.b.ins().f32const(x),
+            Literal::I32(x) => self.b.ins().iconst(types::I32, x as i64),
         }
     }
 
@@ -801,7 +722,7 @@ impl Lower<'_, '_> {
                 self.def_uniform(ra, x);
                 carried_bufs.push(None);
             } else {
-                let c = self.alloc(t.numel());
+                let c = self.alloc_pinned(t.numel());
                 self.copy_into(init, c);
                 self.set(ra, Repr::Buf { off: c, strides: row_major(&t.shape) });
                 carried_bufs.push(Some(c));
@@ -901,7 +822,7 @@ impl Lower<'_, '_> {
                 self.set(r, Repr::Uniform(var));
                 bufs.push(None);
             } else {
-                let off = self.alloc(t.numel());
+                let off = self.alloc_pinned(t.numel());
                 self.set(r, Repr::Buf { off, strides: row_major(&t.shape) });
                 bufs.push(Some(off));
             }
@@ -927,4 +848,12 @@ impl Lower<'_, '_> {
     // -----------------------------------------------------------------------------------------
     // Reductions, scans, dot
     // -----------------------------------------------------------------------------------------
+}
+
+impl LoopEmit for Lower<'_, '_> {
+    type Idx = Value;
+
+    fn counted(&mut self, n: usize, body: &mut dyn FnMut(&mut Self, Value) -> Result<()>) -> Result<()> {
+        self.loop_n(n, body)
+    }
 }

@@ -1,7 +1,8 @@
 //! `lower-llvm`: tile IR → loop-and-buffer form, written as textual LLVM IR.
 //!
-//! **The loop-and-buffer level** (the design of the Cranelift target's `lower.rs`, with wider
-//! vectors and an affine form for index tiles). Every tile value gets a [`Repr`]:
+//! **The loop-and-buffer level** (shared with the Cranelift target: [`crate::loops`] with this
+//! target's parameters [`LoopTarget::LLVM`]; here with an affine form for index tiles, fusion
+//! and in-place updates on top). Every tile value gets a [`Repr`]:
 //! - [`Repr::Uniform`]: every element is one SSA scalar (rank-0 values, splat constants, and
 //!   elementwise ops over such operands: `zeros([BM]) + sink` is one scalar add).
 //! - [`Repr::Affine`]: an `i32` tile whose element at `idx` is `base + Σ coefs[d]·idx[d]`
@@ -15,9 +16,10 @@
 //!
 //! Each element is 32 bits, as in the interpreter's two representations: `float` for
 //! f32/f16/bf16 (already rounded to the dtype) and `i32` for everything else (ints
-//! sign-extended, bool 0/1, e2m1 / e8m0 raw codes). The arena is bump-allocated at compile time,
-//! one 64-byte aligned slot per buffer-producing op (an op in a loop reuses its slot every
-//! iteration; SSA guarantees the previous iteration's value is dead by then).
+//! sign-extended, bool 0/1, e2m1 / e8m0 raw codes). The arena is allocated at compile time
+//! (`loops/arena.rs`), one 64-byte aligned slot per buffer-producing op (an op in a loop
+//! reuses its slot every iteration; SSA guarantees the previous iteration's value is dead by
+//! then).
 //!
 //! **Ops become loop nests** over the result shape with static trip counts: adjacent dims that
 //! are contiguous for every operand are merged, and the innermost dim runs as explicit
@@ -36,12 +38,18 @@
 //! - Elementwise results reuse the buffer of an operand that dies at the op (same shape, not
 //!   aliased by a view), so chains like `exp2(s - m)` or `acc * alpha` stay in one slot.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use opc_ir::{Block, DType, Kernel, Op, OpKind, ParamKind, Scalar, ScanOp, ValueId};
 
 use super::text::{cst, vt, Fb};
 use super::MetaLayout;
+use crate::loops::arena::Arena;
+use crate::loops::nest::{self, merge_dims, LoopEmit, Merged};
+use crate::loops::LoopTarget;
+pub(super) use crate::loops::plan::{is_contiguous, row_major};
+use crate::loops::plan::{is_float_repr, literal, view_strides, Literal};
+pub(super) use crate::loops::sites::{for_sites, op_ctx};
 use crate::{CodegenError, Result};
 
 /// How a tile value is held (see the module docs).
@@ -59,6 +67,17 @@ pub(super) enum Acc {
     Val(String),
     Arena { off: u32, strides: Vec<i64> },
     Affine { base: String, coefs: Vec<i64> },
+}
+
+impl Acc {
+    /// Strides (affine coefficients) over a loop nest of `rank` dims; zeros for a hoisted value.
+    pub(super) fn strides(&self, rank: usize) -> Vec<i64> {
+        match self {
+            Acc::Val(_) => vec![0; rank],
+            Acc::Arena { strides, .. } => strides.clone(),
+            Acc::Affine { coefs, .. } => coefs.clone(),
+        }
+    }
 }
 
 /// Launch-time facts about one tensor parameter, loaded once in the entry block.
@@ -100,8 +119,9 @@ pub(super) struct Lower<'a> {
     pub f: Fb,
     pub isa: Isa,
     reprs: Vec<Option<Repr>>,
-    /// Arena size so far, in 4-byte elements.
-    arena: u32,
+    /// Arena slots (4-byte elements, 64-byte aligned), reused once every value holding one is
+    /// dead; carried and `if` buffers are pinned.
+    arena: Arena,
     err: String,
     pid: [String; 3],
     grid: [String; 3],
@@ -128,71 +148,21 @@ pub(super) struct Lower<'a> {
     region_of: Vec<u32>,
     pub(super) region: u32,
     regions: u32,
-    /// Arena slots that some view aliases (never updated in place).
-    shared: HashSet<u32>,
-    /// Slot reuse: size of every slot, live values referencing each, slots never freed
-    /// (carried and `if` buffers), freed slots, and the high-water mark (all in elements).
-    slot_size: HashMap<u32, u32>,
-    slot_refs: HashMap<u32, u32>,
-    pinned: HashSet<u32>,
-    free: Vec<(u32, u32)>,
-    peak: u32,
-}
-
-/// Row-major element strides of a shape.
-pub(super) fn row_major(shape: &[usize]) -> Vec<i64> {
-    let mut s = vec![1i64; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1] as i64;
-    }
-    s
-}
-
-/// Whether `strides` address `shape` row-major and densely (size-1 dims may have any stride).
-pub(super) fn is_contiguous(shape: &[usize], strides: &[i64]) -> bool {
-    let rm = row_major(shape);
-    shape.iter().zip(strides.iter().zip(&rm)).all(|(&n, (&s, &r))| n == 1 || s == r)
 }
 
 /// LLVM type of one element of a dtype (see the module docs).
 pub(super) fn ety(d: DType) -> &'static str {
-    if matches!(d, DType::F32 | DType::F16 | DType::BF16) {
+    if is_float_repr(d) {
         "float"
     } else {
         "i32"
     }
 }
 
-/// The error text of a `for` op, as the interpreter formats it.
-pub(super) fn op_ctx(op: &Op) -> String {
-    let mut s = format!("op `{}`", op.kind.mnemonic());
-    if let Some(l) = op.loc {
-        s.push_str(&format!(" at {}:{}", l.line, l.col));
-    }
-    if let Some(r) = op.results.first() {
-        s.push_str(&format!(" (%{})", r.0));
-    }
-    s
-}
-
-/// Contexts of every `for` op in lowering order (pre-order), for error messages.
-pub(super) fn for_sites(k: &Kernel) -> Vec<String> {
-    let mut out = vec![];
-    opc_ir::walk_ops(&k.body, &mut |op| {
-        if op.kind == OpKind::For {
-            out.push(op_ctx(op));
-        }
-    });
-    out
-}
-
-/// Lanes for an inner dim of `n` elements: 16, or the next power of two for shorter rows.
+/// Lanes for an inner dim of `n` elements: 16 (one zmm of 32-bit elements), or the next
+/// power of two for shorter rows.
 pub(super) fn lanes_for(n: usize) -> u32 {
-    if n >= 16 {
-        16
-    } else {
-        (n.max(2) as u32).next_power_of_two()
-    }
+    nest::lanes_for(n, LoopTarget::LLVM.lanes)
 }
 
 /// `<L x i1>` constant with the first `n` lanes on.
@@ -253,7 +223,7 @@ pub(super) fn lower(k: &Kernel, meta: &MetaLayout, isa: Isa) -> Result<Lowered> 
         f,
         isa,
         reprs: vec![None; k.values.len()],
-        arena: 0,
+        arena: Arena::new(LoopTarget::LLVM.lanes),
         err: "%err".into(),
         pid: ["%pid0".into(), "%pid1".into(), "%pid2".into()],
         grid,
@@ -271,19 +241,13 @@ pub(super) fn lower(k: &Kernel, meta: &MetaLayout, isa: Isa) -> Result<Lowered> 
         region_of: vec![0; k.values.len()],
         region: 0,
         regions: 0,
-        shared: HashSet::new(),
-        slot_size: HashMap::new(),
-        slot_refs: HashMap::new(),
-        pinned: HashSet::new(),
-        free: vec![],
-        peak: 0,
     };
     if let Some(y) = l.lower_block(&k.body)? {
         return Err(l.unsupported(y, "`yield` at the top level of the body"));
     }
     l.f.inst("ret i32 0");
     // Vector reads of a row's last chunk may run up to one vector past the last slot.
-    let arena_bytes = 4 * (l.peak.max(l.arena) as usize + 16);
+    let arena_bytes = 4 * (l.arena.peak() as usize + 16);
     Ok(Lowered { text: l.f.finish(), arena_bytes })
 }
 
@@ -308,7 +272,7 @@ impl Lower<'_> {
 
     pub(super) fn set(&mut self, v: ValueId, r: Repr) {
         if let Repr::Buf { off, .. } = &r {
-            *self.slot_refs.entry(*off).or_insert(0) += 1;
+            self.arena.retain(*off);
         }
         self.region_of[v.0 as usize] = self.region;
         self.reprs[v.0 as usize] = Some(r);
@@ -317,7 +281,7 @@ impl Lower<'_> {
     /// Define `v` as a view of another value's representation (its buffer becomes shared).
     fn set_view(&mut self, v: ValueId, r: Repr) {
         if let Repr::Buf { off, .. } = &r {
-            self.shared.insert(*off);
+            self.arena.share(*off);
         }
         self.set(v, r);
     }
@@ -335,48 +299,27 @@ impl Lower<'_> {
             Repr::Buf { off, strides } => {
                 self.uses[i] == 1
                     && self.region_of[i] == self.region
-                    && !self.shared.contains(&off)
+                    && !self.arena.is_shared(off)
                     && is_contiguous(&self.shape(acc), &strides)
             }
             _ => false,
         }
     }
 
-    /// Reserve a 64-byte aligned arena slot of `numel` elements: the smallest freed slot that
-    /// fits, else fresh space.
+    /// Reserve a 64-byte aligned arena slot of `numel` elements (`loops/arena.rs`).
     pub(super) fn alloc(&mut self, numel: usize) -> u32 {
-        let need = numel.max(1).next_multiple_of(16) as u32;
-        let best = self.free.iter().enumerate().filter(|(_, f)| f.1 >= need).min_by_key(|(_, f)| f.1).map(|(i, _)| i);
-        if let Some(i) = best {
-            let (off, size) = self.free.swap_remove(i);
-            if size > need {
-                self.free.push((off + need, size - need));
-            }
-            self.slot_size.insert(off, need);
-            return off;
-        }
-        let off = self.arena.next_multiple_of(16);
-        self.arena = off + need;
-        self.peak = self.peak.max(self.arena);
-        self.slot_size.insert(off, need);
-        off
+        self.arena.alloc(numel)
     }
 
     /// A slot that holds a carried or merged value: never reused.
     pub(super) fn pin(&mut self, off: u32) {
-        self.pinned.insert(off);
+        self.arena.pin(off);
     }
 
     /// `v` is dead: drop its reference to its slot, freeing the slot when none is left.
     fn release(&mut self, v: ValueId) {
-        let Some(Repr::Buf { off, .. }) = self.reprs[v.0 as usize].clone() else { return };
-        let Some(r) = self.slot_refs.get_mut(&off) else { return };
-        *r = r.saturating_sub(1);
-        if *r == 0 && !self.pinned.contains(&off) {
-            if let Some(&size) = self.slot_size.get(&off) {
-                self.free.push((off, size));
-                self.slot_refs.remove(&off);
-            }
+        if let Some(Repr::Buf { off, .. }) = &self.reprs[v.0 as usize] {
+            self.arena.release(*off);
         }
     }
 
@@ -555,18 +498,7 @@ impl Lower<'_> {
 
     /// A loop nest over `shape` (outermost first).
     pub(super) fn nest(&mut self, shape: &[usize], f: &mut dyn FnMut(&mut Self, &[String]) -> Result<()>) -> Result<()> {
-        fn go<'a>(l: &mut Lower<'a>, shape: &[usize], idx: &mut Vec<String>, f: &mut dyn FnMut(&mut Lower<'a>, &[String]) -> Result<()>) -> Result<()> {
-            if idx.len() == shape.len() {
-                return f(l, idx);
-            }
-            l.loop_n(shape[idx.len()], &mut |l, i| {
-                idx.push(i.to_string());
-                let r = go(l, shape, idx, f);
-                idx.pop();
-                r
-            })
-        }
-        go(self, shape, &mut vec![], f)
+        nest::nest(self, shape, f)
     }
 
     /// `lanes` elements of `a` along the inner dim, starting at inner index `j0` (i64 operand)
@@ -668,32 +600,8 @@ impl Lower<'_> {
         out_off: u32,
         f: &dyn Fn(&mut Self, &[String], u32) -> Result<String>,
     ) -> Result<()> {
-        // Merge dims: drop size-1 dims, then fuse d with d+1 when contiguous for every operand.
-        let keep: Vec<usize> = (0..shape.len()).filter(|&d| shape[d] != 1).collect();
-        let mut sh: Vec<usize> = keep.iter().map(|&d| shape[d]).collect();
-        let mut st: Vec<Vec<i64>> = accs
-            .iter()
-            .map(|a| match a {
-                Acc::Val(_) => vec![0; keep.len()],
-                Acc::Arena { strides, .. } => keep.iter().map(|&d| strides[d]).collect(),
-                Acc::Affine { coefs, .. } => keep.iter().map(|&d| coefs[d]).collect(),
-            })
-            .collect();
-        let mut d = sh.len();
-        while d >= 2 {
-            d -= 1;
-            if st.iter().all(|s| s[d - 1] == s[d] * sh[d] as i64) {
-                sh[d - 1] *= sh[d];
-                sh.remove(d);
-                for s in st.iter_mut() {
-                    s.remove(d - 1);
-                }
-            }
-        }
-        if sh.is_empty() {
-            sh.push(1);
-            st.iter_mut().for_each(|s| s.push(0));
-        }
+        let strides: Vec<Vec<i64>> = accs.iter().map(|a| a.strides(shape.len())).collect();
+        let Merged { shape: sh, strides: st } = merge_dims(shape, &strides);
         let r = sh.len();
         let inner = sh[r - 1];
         let out_strides = row_major(&sh);
@@ -707,9 +615,8 @@ impl Lower<'_> {
                 l.store_arena(ob, 0, out_off, &out_row, &y, None);
                 return Ok(());
             }
-            let lanes = lanes_for(inner);
-            let chunks = inner / lanes as usize;
-            let tail = inner % lanes as usize;
+            let c = LoopTarget::LLVM.row_chunks(inner, []);
+            let (lanes, chunks, tail) = (c.lanes, c.full, c.tail);
             let body = |l: &mut Self, j0: &str, valid: usize| -> Result<()> {
                 let xs: Vec<String> = rows.iter().zip(bases).map(|(a, b)| l.read_vec(a, b, lanes, j0, valid)).collect();
                 let y = f(l, &xs, lanes)?;
@@ -727,6 +634,14 @@ impl Lower<'_> {
             }
             Ok(())
         })
+    }
+}
+
+impl LoopEmit for Lower<'_> {
+    type Idx = String;
+
+    fn counted(&mut self, n: usize, body: &mut dyn FnMut(&mut Self, String) -> Result<()>) -> Result<()> {
+        self.loop_n(n, &mut |l, i| body(l, i.to_string()))
     }
 }
 
@@ -775,29 +690,7 @@ impl Lower<'_> {
         // defined here: its slot is free for later ops once that op is lowered.
         // Ops fused into a later reduction use their operands at that reduction.
         let (plan, roots, groups) = self.plan_fusion(blk);
-        let site = |i: usize| plan.get(&i).copied().unwrap_or(i);
-        let mut last: HashMap<ValueId, usize> = HashMap::new();
-        for (i, op) in blk.ops.iter().enumerate() {
-            for &r in &op.results {
-                last.insert(r, site(i));
-            }
-        }
-        for (i, op) in blk.ops.iter().enumerate() {
-            let i = site(i);
-            let mut note = |v: &ValueId| {
-                if let Some(l) = last.get_mut(v) {
-                    *l = (*l).max(i);
-                }
-            };
-            op.args.iter().for_each(&mut note);
-            for r in &op.regions {
-                opc_ir::walk_ops(r, &mut |o| o.args.iter().for_each(&mut note));
-            }
-        }
-        let mut dies: Vec<Vec<ValueId>> = vec![vec![]; blk.ops.len()];
-        for (v, i) in last {
-            dies[i].push(v);
-        }
+        let dies = crate::loops::arena::deaths(blk, |i| plan.get(&i).copied().unwrap_or(i));
         for (i, op) in blk.ops.iter().enumerate() {
             if plan.contains_key(&i) {
                 continue;
@@ -960,37 +853,14 @@ impl Lower<'_> {
                 let (from, to) = (self.dtype(op.args[0]), self.dtype(op.result()));
                 self.map_op(op, &|l, x, lanes| Ok(l.bitcast(from, to, &x[0], lanes)))?;
             }
-            OpKind::Broadcast => {
+            // Views; a view of a splat constant is the same constant.
+            OpKind::Broadcast | OpKind::ExpandDims(_) | OpKind::Permute(_) => {
                 let (ins, out) = (self.shape(op.args[0]), self.shape(op.result()));
-                let pad = out.len() - ins.len();
-                let restride = |strides: &[i64]| -> Vec<i64> {
-                    let mut st = vec![0i64; out.len()];
-                    for i in pad..out.len() {
-                        st[i] = if ins[i - pad] == out[i] { strides[i - pad] } else { 0 };
-                    }
-                    st
-                };
+                let restride = |st: &[i64]| view_strides(&op.kind, &ins, &out, st).expect("a view op");
                 let r = match self.repr(op.args[0]) {
                     Repr::Uniform(v) => Repr::Uniform(v),
                     Repr::Buf { off, strides } => Repr::Buf { off, strides: restride(&strides) },
                     Repr::Affine { base, coefs } => Repr::Affine { base, coefs: restride(&coefs) },
-                };
-                self.set_view(op.result(), r);
-                if let Some(&c) = self.consts.get(&op.args[0]) {
-                    self.consts.insert(op.result(), c);
-                }
-            }
-            OpKind::ExpandDims(axis) => {
-                let r = match self.repr(op.args[0]) {
-                    Repr::Uniform(v) => Repr::Uniform(v),
-                    Repr::Buf { off, mut strides } => {
-                        strides.insert(*axis as usize, 0);
-                        Repr::Buf { off, strides }
-                    }
-                    Repr::Affine { base, mut coefs } => {
-                        coefs.insert(*axis as usize, 0);
-                        Repr::Affine { base, coefs }
-                    }
                 };
                 self.set_view(op.result(), r);
                 if let Some(&c) = self.consts.get(&op.args[0]) {
@@ -1007,25 +877,12 @@ impl Lower<'_> {
                 };
                 self.set_view(op.result(), r);
             }
-            OpKind::Permute(perm) => {
-                let r = match self.repr(op.args[0]) {
-                    Repr::Uniform(v) => Repr::Uniform(v),
-                    Repr::Buf { off, strides } => Repr::Buf { off, strides: perm.iter().map(|&p| strides[p as usize]).collect() },
-                    Repr::Affine { base, coefs } => Repr::Affine { base, coefs: perm.iter().map(|&p| coefs[p as usize]).collect() },
-                };
-                self.set_view(op.result(), r);
-            }
             OpKind::Reduce { op: rop, axis } => self.lower_reduce(op, *rop, *axis as usize)?,
             OpKind::Scan { op: ScanOp::Cumsum, axis } => self.lower_cumsum(op, *axis as usize)?,
             OpKind::Dot => self.lower_dot(op)?,
-            OpKind::Load { tensor, has_mask, has_other } => {
-                self.lower_access(op, *tensor, super::memory::Access::Load { has_mask: *has_mask, has_other: *has_other })?
-            }
-            OpKind::Store { tensor, has_mask } => {
-                self.lower_access(op, *tensor, super::memory::Access::Store { has_mask: *has_mask, atomic: false })?
-            }
-            OpKind::AtomicAdd { tensor, has_mask } => {
-                self.lower_access(op, *tensor, super::memory::Access::Store { has_mask: *has_mask, atomic: true })?
+            OpKind::Load { .. } | OpKind::Store { .. } | OpKind::AtomicAdd { .. } => {
+                let (tensor, kind) = crate::loops::access::Access::of(&op.kind).expect("an access op");
+                self.lower_access(op, tensor, kind)?
             }
             OpKind::For | OpKind::If | OpKind::Yield => unreachable!("handled by lower_block in {}", k.name),
         }
@@ -1034,26 +891,9 @@ impl Lower<'_> {
 
     /// A literal in dtype `d`, exactly as the interpreter's `const_data`.
     fn const_value(&mut self, s: Scalar, d: DType) -> String {
-        use opc_ir::numerics;
-        if ety(d) == "float" {
-            let v = match s {
-                Scalar::Int(i) => i as f64,
-                Scalar::Float(f) => f,
-                Scalar::Bool(b) => b as i64 as f64,
-            };
-            super::text::flit(numerics::round_float(d, v) as f32)
-        } else {
-            let v = match s {
-                Scalar::Int(i) => numerics::wrap_int(d, i),
-                Scalar::Bool(b) => numerics::wrap_int(d, b as i64),
-                Scalar::Float(f) => match d {
-                    DType::Bool => (f != 0.0) as i64,
-                    DType::E2M1 => numerics::e2m1_encode(f, opc_ir::Rounding::Rne) as i64,
-                    DType::E8M0 => numerics::e8m0_encode(f, opc_ir::Rounding::Rne) as i64,
-                    _ => numerics::float_to_int(d, f, opc_ir::Rounding::Rne),
-                },
-            };
-            (v as i32).to_string()
+        match literal(s, d) {
+            Literal::F32(x) => super::text::flit(x),
+            Literal::I32(x) => x.to_string(),
         }
     }
 
@@ -1222,7 +1062,7 @@ impl Lower<'_> {
             let Some(y) = region.ops.last().filter(|y| y.kind == OpKind::Yield) else { continue };
             let Some(&v) = y.args.get(i) else { continue };
             let Some(Some(Repr::Buf { off, strides })) = self.reprs.get(v.0 as usize) else { continue };
-            if self.region_of[v.0 as usize] != self.region || self.shared.contains(off) || self.shape(v) != shape || !is_contiguous(&shape, strides) {
+            if self.region_of[v.0 as usize] != self.region || self.arena.is_shared(*off) || self.shape(v) != shape || !is_contiguous(&shape, strides) {
                 continue;
             }
             let mut inside = 0u32;

@@ -1,5 +1,8 @@
 //! Global memory: `load`, `store` and `atomic_add`.
 //!
+//! The access analysis (access shape, which dims each index binds, rows or elements) is
+//! `loops/access.rs`, shared with the Cranelift target; this file emits it.
+//!
 //! **Rows of lanes** (every access but packed 4-bit types and `atomic_add`): the index tile
 //! that covers the innermost access dim gives each row of the access its element indices; the
 //! other indices are per row. The outer dims become a loop nest computing the row's element
@@ -26,14 +29,10 @@ use opc_ir::{DType, Op};
 use super::helpers::{dtype_code, Helper};
 use super::lower::{ety, lane_mask, lanes_for, row_major, Acc, Lower, Repr, TensorVals};
 use super::text::{cst, vt};
+pub(super) use crate::loops::access::Access;
+use crate::loops::access::{AccessPlan, Operands};
+use crate::loops::nest::{self, Chunks};
 use crate::Result;
-
-/// What a global access does.
-#[derive(Clone, Copy)]
-pub(super) enum Access {
-    Load { has_mask: bool, has_other: bool },
-    Store { has_mask: bool, atomic: bool },
-}
 
 /// Where a load writes its tile: arena slot `off`, element `base + Σ idx[d]·strides[d]` (the
 /// strides of the leading dims; the innermost one must be 1 for the row path).
@@ -129,46 +128,25 @@ impl Lower<'_> {
     /// fresh buffer (a packed panel: `kloop.rs`); the result then has no representation.
     pub(super) fn lower_access_into(&mut self, op: &Op, tensor: usize, kind: Access, into: Option<Dest>) -> Result<()> {
         let tv = self.tensors.get(tensor).cloned().flatten().ok_or_else(|| self.unsupported(op, "parameter is not a tensor"))?;
-        let rank = tv.shape.len();
-        let mut shape = vec![];
-        let mut parts = vec![];
-        for d in 0..rank {
-            let s = self.shape(op.args[d]);
-            let start = shape.len();
-            shape.extend_from_slice(&s);
-            let acc = self.acc(op.args[d], &s);
-            parts.push((acc, start, shape.len()));
-        }
-        let (mask_at, value_at, other_at) = match kind {
-            Access::Load { has_mask, has_other } => (has_mask.then_some(rank), None, has_other.then_some(rank + has_mask as usize)),
-            Access::Store { has_mask, .. } => (has_mask.then_some(rank + 1), Some(rank), None),
-        };
-        let mask = mask_at.map(|i| self.acc(op.args[i], &shape));
-        let value = value_at.map(|i| self.acc(op.args[i], &shape));
+        let plan = AccessPlan::new(self.k, op, tv.shape.len(), kind);
+        let shape = plan.shape.clone();
+        let Operands { parts, mask, value, other } = plan.operands(op, |v, s| self.acc(v, s));
         let dt = tv.dtype;
-        let other = match other_at {
-            Some(i) => self.acc(op.args[i], &shape),
+        let other = match other {
+            Some(a) => a,
             None => Acc::Val(if ety(dt) == "float" { "0.0".into() } else { "0".into() }),
         };
         let fresh = into.is_none();
         let out = match kind {
             Access::Load { .. } if !shape.is_empty() => {
-                Some(into.unwrap_or_else(|| Dest { off: self.alloc(shape.iter().product()), base: "0".into(), strides: row_major(&shape), prefetch: None, raw_bf16: false }))
+                Some(into.unwrap_or_else(|| Dest { off: self.alloc(plan.numel()), base: "0".into(), strides: row_major(&shape), prefetch: None, raw_bf16: false }))
             }
             _ => None,
         };
-        // The part whose index tile covers the innermost access dim (later parts are scalars).
-        let inner_part = parts.iter().rposition(|(_, s, e)| e > s).filter(|&p| parts[p].2 == shape.len());
-        let fast = !shape.is_empty()
-            && *shape.last().expect("non-empty") >= 2
-            && inner_part.is_some()
-            && !matches!(kind, Access::Store { atomic: true, .. })
-            && !matches!(dt, DType::I4 | DType::E2M1);
-        if fast {
-            let p = inner_part.expect("checked");
-            self.access_rows(&tv, &shape, &parts, p, kind, mask.as_ref(), value.as_ref(), &other, out.as_ref())?;
+        if let Some(p) = plan.row_part(dt) {
+            self.access_rows(&tv, &plan, &parts, p, mask.as_ref(), value.as_ref(), &other, out.as_ref())?;
         } else {
-            let r = self.access_elems(&tv, &shape, &parts, kind, mask.as_ref(), value.as_ref(), &other, out.as_ref())?;
+            let r = self.access_elems(&tv, &plan, &parts, mask.as_ref(), value.as_ref(), &other, out.as_ref())?;
             if let (Access::Load { .. }, None) = (kind, &out) {
                 self.def_uniform(op.result(), r.expect("scalar load value"));
                 return Ok(());
@@ -180,29 +158,20 @@ impl Lower<'_> {
         Ok(())
     }
 
-    /// Strides of a loop-nest operand over the access dims.
-    fn acc_strides(a: &Acc, n: usize) -> Vec<i64> {
-        match a {
-            Acc::Val(_) => vec![0; n],
-            Acc::Arena { strides, .. } => strides.clone(),
-            Acc::Affine { coefs, .. } => coefs.clone(),
-        }
-    }
-
     /// The row path (see the module docs): part `ip`'s index tile covers the innermost dim.
     #[allow(clippy::too_many_arguments)]
     fn access_rows(
         &mut self,
         tv: &TensorVals,
-        shape: &[usize],
-        parts: &[(Acc, usize, usize)],
+        plan: &AccessPlan,
+        parts: &[Acc],
         ip: usize,
-        kind: Access,
         mask: Option<&Acc>,
         value: Option<&Acc>,
         other: &Acc,
         out: Option<&Dest>,
     ) -> Result<()> {
+        let (shape, kind) = (&plan.shape, plan.kind);
         let n = shape.len();
         let inner = shape[n - 1];
         // Raw bf16 panel loads (`kloop.rs`) move one zmm of 32 i16 lanes per step.
@@ -212,30 +181,30 @@ impl Lower<'_> {
         let outer = shape[..n - 1].to_vec();
         let tb = vt("i1", lanes);
         let ti = vt("i32", lanes);
-        let ip_start = parts[ip].1;
+        let ip_start = plan.parts[ip].0;
         // Contiguous: affine with coefficient 1 along the tensor's last (unit-stride) dim.
-        let contiguous = ip == parts.len() - 1 && matches!(&parts[ip].0, Acc::Affine { coefs, .. } if coefs.last() == Some(&1));
+        let contiguous = ip == parts.len() - 1 && matches!(&parts[ip], Acc::Affine { coefs, .. } if coefs.last() == Some(&1));
         self.nest(&outer, &mut |l, oidx| {
             // Row validity and element offset from every other index.
             let mut valid = "true".to_string();
             let mut off = "0".to_string();
-            for (d, (acc, s, e)) in parts.iter().enumerate() {
+            for (d, (acc, &(s, e))) in parts.iter().zip(&plan.parts).enumerate() {
                 if d == ip {
                     continue;
                 }
                 // parts after `ip` are scalars (no dims)
-                let i = if s == e { l.read(acc, "i32", &[]) } else { l.read(acc, "i32", &oidx[*s..*e]) };
+                let i = if s == e { l.read(acc, "i32", &[]) } else { l.read(acc, "i32", &oidx[s..e]) };
                 let i = l.f.val(format!("sext i32 {i} to i64"));
                 let ok = l.f.val(format!("icmp ult i64 {i}, {}", tv.shape[d]));
                 valid = l.f.val(format!("and i1 {valid}, {ok}"));
                 let t = l.f.val(format!("mul i64 {i}, {}", tv.strides[d]));
                 off = l.f.val(format!("add i64 {off}, {t}"));
             }
-            let pst = Self::acc_strides(&parts[ip].0, n - ip_start);
-            let irow = l.row_acc(&parts[ip].0, &pst, &oidx[ip_start..]);
+            let pst = parts[ip].strides(n - ip_start);
+            let irow = l.row_acc(&parts[ip], &pst, &oidx[ip_start..]);
             let vsplat = l.f.splat("i1", lanes, &valid);
             let bound = l.f.splat("i32", lanes, &tv.bound32[ip]);
-            let full = |a: &Acc| -> Vec<i64> { Self::acc_strides(a, n) };
+            let full = |a: &Acc| -> Vec<i64> { a.strides(n) };
             let mrow = mask.map(|m| l.row_acc(m, &full(m), oidx));
             let vrow = value.map(|v| l.row_acc(v, &full(v), oidx));
             let orow = l.row_acc(other, &full(other), oidx);
@@ -243,8 +212,7 @@ impl Lower<'_> {
                 Some(d) => d.elem(l, oidx),
                 None => "0".into(),
             };
-            let chunks = inner / lanes as usize;
-            let tail = inner % lanes as usize;
+            let Chunks { full: chunks, tail, .. } = Chunks::new(inner, lanes);
             let chunk = |l: &mut Self, j0: &str, nvalid: usize| -> Result<()> {
                 let idxv = l.read_vec(&irow, "i32", lanes, j0, nvalid);
                 let inb = l.f.val(format!("icmp ult {ti} {idxv}, {bound}"));
@@ -335,51 +303,31 @@ impl Lower<'_> {
     fn access_elems(
         &mut self,
         tv: &TensorVals,
-        shape: &[usize],
-        parts: &[(Acc, usize, usize)],
-        kind: Access,
+        plan: &AccessPlan,
+        parts: &[Acc],
         mask: Option<&Acc>,
         value: Option<&Acc>,
         other: &Acc,
         out: Option<&Dest>,
     ) -> Result<Option<String>> {
-        let dt = tv.dtype;
+        let (dt, kind) = (tv.dtype, plan.kind);
         let rb = ety(dt);
         let mut result: Option<String> = None;
-        #[allow(clippy::type_complexity)]
-        fn walk<'a>(
-            l: &mut Lower<'a>,
-            shape: &[usize],
-            parts: &[(Acc, usize, usize)],
-            tv: &TensorVals,
-            idx: &mut Vec<String>,
-            valid: String,
-            off: String,
-            inner: &mut dyn FnMut(&mut Lower<'a>, &[String], &str, &str) -> Result<()>,
-        ) -> Result<()> {
-            let (mut valid, mut off) = (valid, off);
-            for (d, (acc, s, e)) in parts.iter().enumerate() {
-                if *e != idx.len() {
-                    continue;
-                }
-                let i = l.read(acc, "i32", &idx[*s..*e]);
+        // Walk the access shape; index `d` is checked as soon as its dims are bound.
+        let mut bound = |l: &mut Self, idx: &[String], (mut valid, mut off): (String, String)| {
+            for d in plan.bound_at(idx.len()) {
+                let (s, e) = plan.parts[d];
+                let i = l.read(&parts[d], "i32", &idx[s..e]);
                 let i = l.f.val(format!("sext i32 {i} to i64"));
                 let ok = l.f.val(format!("icmp ult i64 {i}, {}", tv.shape[d]));
                 valid = l.f.val(format!("and i1 {valid}, {ok}"));
                 let t = l.f.val(format!("mul i64 {i}, {}", tv.strides[d]));
                 off = l.f.val(format!("add i64 {off}, {t}"));
             }
-            if idx.len() == shape.len() {
-                return inner(l, idx, &valid, &off);
-            }
-            l.loop_n(shape[idx.len()], &mut |l, i| {
-                idx.push(i.to_string());
-                let r = walk(l, shape, parts, tv, idx, valid.clone(), off.clone(), inner);
-                idx.pop();
-                r
-            })
-        }
-        walk(self, shape, parts, tv, &mut vec![], "true".into(), "0".into(), &mut |l, idx, valid, off| {
+            (valid, off)
+        };
+        nest::walk(self, &plan.shape, &mut vec![], ("true".to_string(), "0".to_string()), &mut bound, &mut |l, idx, (valid, off)| {
+            let off = &off;
             let valid = match mask {
                 Some(m) => {
                     let mv = l.read(m, "i32", idx);

@@ -254,7 +254,7 @@ fn compile_code(k: &Kernel) -> Result<Code> {
     };
     for h in Helper::ALL {
         if let Some(f) = module.get_function(h.symbol()) {
-            engine.add_global_mapping(&f, h.address());
+            engine.add_global_mapping(&f, h.address() as usize);
         }
     }
     drop(module);
