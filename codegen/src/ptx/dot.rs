@@ -73,7 +73,7 @@ pub(super) fn int_mma(d: DType) -> Option<IntMma> {
 }
 
 /// The PTX type of an integer `mma` operand dtype.
-fn int_ptx_type(d: DType) -> &'static str {
+pub(super) fn int_ptx_type(d: DType) -> &'static str {
     match d {
         DType::U8 => "u8",
         DType::I8 => "s8",

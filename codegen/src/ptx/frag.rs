@@ -93,6 +93,21 @@ impl IntMma {
     }
 }
 
+/// Elements of `bits` bits in one 16-byte `cp.async` chunk (`chunk.rs`): 8, 16 or 32.
+pub(super) fn chunk_elems(bits: u32) -> u32 {
+    128 / bits
+}
+
+/// A K tile of `k` integer elements as the pipelined mainloop (`gemm.rs`) stages it: each row
+/// is `IntMma::row_bytes(k)` bytes (whole instructions), of which the first `k·bits/8` come
+/// from global memory in whole 16-byte chunks and the rest are zeros written once. Returns
+/// (chunks copied per row, stored row width in b16 units, which is what the swizzled layout of
+/// `swizzle.rs` and the `ldmatrix` addressing count in); `None` when `k` is not a whole
+/// number of chunks.
+pub(super) fn int_stage_row(mma: IntMma, k: u32) -> Option<(u32, u32)> {
+    (k * mma.bits).is_multiple_of(128).then(|| (k * mma.bits / 128, mma.row_bytes(k) / 2))
+}
+
 /// The (row, byte) inside one 16-row × 32-byte A step that lane `lane` addresses for
 /// `ldmatrix.x4`: matrix `lane / 8` is rows `8·(q % 2)`, bytes `16·(q / 2)` (so the four
 /// registers come back in the ISA's order a0..a3). `lower_mma` (`dot.rs`) computes this in PTX.

@@ -68,6 +68,7 @@
 //! The loader (`runtime.rs`, cargo feature `cuda`) loads the PTX through the CUDA driver API.
 
 mod attn;
+mod chunk;
 mod dot;
 mod elem;
 mod emit;
