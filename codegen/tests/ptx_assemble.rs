@@ -704,3 +704,31 @@ fn int4_dot_ptx_snapshot() {
     assemble("int4_dot", &p, "sm_80");
     insta::assert_snapshot!("int4_dot_sm80_ptx", p);
 }
+
+/// The smallest pipelined int4 GEMM loop: 16×16 output tiles, BK = 32 (half a k64 instruction,
+/// so the staged rows carry a zeroed padding chunk), i32 result stored as is.
+const INT4_GEMM_LOOP: &str = r#"
+kernel int4_gemm_loop(a: i4[M, K], w: i4[N, K], y: out i32[M, N])
+grid(cdiv(M, 16), cdiv(N, 16))
+{
+    let rows = program_id(0) * 16 + arange(16);
+    let cols = program_id(1) * 16 + arange(16);
+    var acc = zeros([16, 16], i32);
+    for k0 in 0..K step 32 {
+        let ks = k0 + arange(32);
+        acc = dot(load(a[rows, ks]), trans(load(w[cols, ks])), acc);
+    }
+    store(y[rows, cols], acc);
+}
+"#;
+
+#[test]
+fn int4_gemm_loop_ptx_snapshot() {
+    let k = compiled("int4_gemm_loop.opc", INT4_GEMM_LOOP, "int4_gemm_loop", &[]);
+    let (p, m) = render(&k, "sm_80");
+    assert_int_pipeline(&p, &m, S4, "int4_gemm_loop");
+    if let Some(u) = assemble("int4_gemm_loop", &p, "sm_80") {
+        assert_eq!(u.spill_stores, 0);
+    }
+    insta::assert_snapshot!("int4_gemm_loop_sm80_ptx", p);
+}
