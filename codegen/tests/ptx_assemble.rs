@@ -630,71 +630,43 @@ fn int4_gemm_tile_sets_are_pipelined_without_spills() {
         for bn in [16, 32, 64, 128] {
             for bk in [32, 64, 128] {
                 let k = compiled("kron_quant", src, "int4_gemm", &[("BM", bm), ("BN", bn), ("BK", bk)]);
-                let name = format!("kron_quant__int4_gemm_{bm}x{bn}x{bk}");
-                for arch in ARCHS {
-                    let (p, m) = render(&k, arch);
-                    assert_int_pipeline(&p, &m, S4, &format!("{name} {arch}"));
-                }
-                jobs.push((name, k));
+                jobs.push((format!("kron_quant__int4_gemm_{bm}x{bn}x{bk}"), k, S4));
             }
         }
     }
-    for (name, arch, u) in check_all(jobs) {
+    assert_pipelined_without_spills(jobs);
+}
+
+/// Every job (name, kernel, integer `mma`) takes the pipelined integer mainloop on both archs
+/// ([`assert_int_pipeline`]), assembles within its manifest, and does not spill.
+fn assert_pipelined_without_spills(jobs: Vec<(String, Kernel, &str)>) {
+    for (name, k, instr) in &jobs {
+        for arch in ARCHS {
+            let (p, m) = render(k, arch);
+            assert_int_pipeline(&p, &m, instr, &format!("{name} {arch}"));
+        }
+    }
+    for (name, arch, u) in check_all(jobs.into_iter().map(|(n, k, _)| (n, k)).collect()) {
         assert_eq!(u.spill_stores, 0, "{name} ({arch}) spills {} bytes ({} registers)", u.spill_stores, u.registers);
     }
 }
 
-/// 8-bit GEMM loops the pipelined mainloop takes (m16n8k32 `.s8` and `.u8`): BK = 16 is half an
-/// instruction and BK = 48 one and a half (zero-padded staged rows), 64 two.
-const INT8_GEMM: &str = r#"
-kernel s8_gemm(a: i8[M, K], w: i8[N, K], y: out i32[M, N])
-tunables { BM: level1 in {16, 64} = 64, BN: level1 in {16, 64} = 64, BK: level2 in {16, 48, 64} = 64 }
-grid(cdiv(M, BM), cdiv(N, BN))
-{
-    let rows = program_id(0) * BM + arange(BM);
-    let cols = program_id(1) * BN + arange(BN);
-    var acc = zeros([BM, BN], i32);
-    for k0 in 0..K step BK {
-        let ks = k0 + arange(BK);
-        acc = dot(load(a[rows, ks]), trans(load(w[cols, ks])), acc);
-    }
-    store(y[rows, cols], acc);
-}
-
-kernel u8_gemm(a: u8[M, K], w: u8[N, K], y: out i32[M, N])
-grid(cdiv(M, 32), cdiv(N, 32))
-{
-    let rows = program_id(0) * 32 + arange(32);
-    let cols = program_id(1) * 32 + arange(32);
-    var acc = zeros([32, 32], i32);
-    for k0 in 0..K step 64 {
-        let ks = k0 + arange(64);
-        acc = dot(load(a[rows, ks]), trans(load(w[cols, ks])), acc);
-    }
-    store(y[rows, cols], acc);
-}
-"#;
+/// 8-bit GEMM loops for the pipelined mainloop, `T` in {i8, u8} (its comments say which K tiles
+/// are padded).
+const INT8_GEMM: &str = include_str!("common/int8_gemm.opc");
 
 #[test]
 fn int8_gemm_loops_are_pipelined() {
     let mut jobs = vec![];
-    for (bm, bn, bk) in [(64, 64, 64), (16, 16, 16), (64, 16, 48)] {
-        let k = compiled("int8_gemm.opc", INT8_GEMM, "s8_gemm", &[("BM", bm), ("BN", bn), ("BK", bk)]);
-        for arch in ARCHS {
-            let (p, m) = render(&k, arch);
-            assert_int_pipeline(&p, &m, S8, &format!("s8_gemm {bm}x{bn}x{bk} {arch}"));
+    for (dt, instr) in [(DType::I8, S8), (DType::U8, U8)] {
+        for (bm, bn, bk) in [(64, 64, 64), (16, 16, 16), (32, 16, 48)] {
+            let inst = Instance::default().dtype("T", dt).tunable("BM", bm).tunable("BN", bn).tunable("BK", bk);
+            let mut k = opc_dsl::compile("int8_gemm.opc", INT8_GEMM, "int8_gemm", &inst).unwrap_or_else(|d| panic!("{d}"));
+            opc_passes::run_pipeline(&mut k, &Default::default()).unwrap();
+            jobs.push((format!("int8_gemm_{dt}_{bm}x{bn}x{bk}"), k, instr));
         }
-        jobs.push((format!("s8_gemm_{bm}x{bn}x{bk}"), k));
     }
-    let k = compiled("int8_gemm.opc", INT8_GEMM, "u8_gemm", &[]);
-    for arch in ARCHS {
-        let (p, m) = render(&k, arch);
-        assert_int_pipeline(&p, &m, U8, &format!("u8_gemm {arch}"));
-    }
-    jobs.push(("u8_gemm".into(), k));
-    for (name, arch, u) in check_all(jobs) {
-        assert_eq!(u.spill_stores, 0, "{name} ({arch}) spills");
-    }
+    assert_pipelined_without_spills(jobs);
 }
 
 #[test]

@@ -1,8 +1,10 @@
-//! Pipelined GEMM loops: a `for` whose body only loads two 16-bit tiles and accumulates their
-//! `dot` into the one carried value (`matmul`, `linear`, the grouped GEMM's inner loop, ...).
+//! Pipelined GEMM loops: a `for` whose body only loads two tiles and accumulates their `dot`
+//! into the one carried value (`matmul`, `linear`, the grouped GEMM's inner loop, `int4_gemm`).
 //!
 //! **Recognized form** ([`match_gemm`]): body args `[iv, acc]`, `yield dot(A, B, acc)` where
-//! `A` is `load(x[i0, i1])` or `trans(load(..))` (same for `B`), 2-D tensors of f16/bf16, no
+//! `A` is `load(x[i0, i1])` or `trans(load(..))` (same for `B`), 2-D tensors of f16/bf16 or of
+//! i8/u8/i4 read K-contiguous (A as loaded `[M, K]`, B as `trans` of a loaded `[N, K]`: the
+//! integer `ldmatrix` reads cannot transpose bytes) with a K tile of whole 16-byte chunks, no
 //! mask, every index tile of the form `scalar + const + arange(n)` (the scalar may depend on
 //! `iv` through scalar ops of the body), the loaded tiles used by the `dot` only, and every
 //! other op of the body pure. Out-of-range indices read 0 (the `load` semantics), which is
@@ -20,7 +22,17 @@
 //!   edge, odd row length) is copied element by element under per-element predicates, zeros
 //!   elsewhere. Fragments come from `ldmatrix{.trans}` at swizzled addresses and feed
 //!   `mma.sync.m16n8k16`; warps tile the output `WM × WN`.
-//! - `sm_90a` mainloop (`wgmma.rs`): TMA + mbarriers + `wgmma`, warp-specialized.
+//! - Integer loops take the same mainloop on every arch (`wgmma` has no 4-bit type; 8-bit
+//!   `wgmma` is not used): a stage row is the tile row's packed bytes as they lie in global
+//!   memory (i4: two codes per byte, element `2j` in the low nibble), copied in 16-byte chunks
+//!   by `chunk.rs` (which also handles 4-bit rows that start mid-byte, odd K), padded with
+//!   zeros, written once before the prologue, to whole `m16n8k32` / `m16n8k64` instructions
+//!   (32 bytes of K: [`int_stage_row`]); the swizzle and `ldmatrix` addressing count the row in
+//!   16-bit units, so one instruction's K is one k16 step of the 16-bit path, and the
+//!   fragments are exactly the ISA's (proved in `frag.rs` by a model of the stages). The i32
+//!   accumulators stay in registers; products and sums are exact, so the result is
+//!   bit-identical to the interpreter.
+//! - `sm_90a` mainloop (`wgmma.rs`): TMA + mbarriers + `wgmma`, warp-specialized (f16/bf16).
 
 use std::collections::HashMap;
 
@@ -624,29 +636,22 @@ impl Lower<'_> {
             return;
         }
         let pad = stored - copied;
-        let n = o.rows * pad * stages as usize;
-        let t = self.t as usize;
         self.p.comment(format!("zero the {pad} padding chunk(s) per row of a {}x{} tile", o.rows, o.cols));
-        for i in 0..n.div_ceil(t) {
-            let q = self.p.op(Kind::R, "add.u32", &[&self.tid, &(i * t)]);
-            let skip = self.p.label();
-            if (i + 1) * t > n {
-                let past = self.p.op(Kind::P, "setp.ge.u32", &[&q, &n]);
-                self.p.ins(format!("@{past} bra {skip}"));
-            }
+        self.chunk_loop(o.rows * pad * stages as usize, &mut |l, _, q| {
             // q = (stage · rows + r) · pad + j
-            let j = self.p.op(Kind::R, "rem.u32", &[&q, &pad]);
-            let sr = self.p.op(Kind::R, "div.u32", &[&q, &pad]);
-            let r = self.p.op(Kind::R, "rem.u32", &[&sr, &o.rows]);
-            let st = self.p.op(Kind::R, "div.u32", &[&sr, &o.rows]);
-            let c = self.p.op(Kind::R, "add.u32", &[&j, &copied]);
-            let c = self.p.op(Kind::R, "shl.b32", &[&c, &3]);
-            let so = self.swz_off(r, c, o.rows, o.scols);
-            let so = self.p.op(Kind::R, "add.u32", &[&so, &off]);
-            let base = self.p.op(Kind::R, "mad.lo.u32", &[&st, &stage_bytes, &ring]);
-            let a = self.p.op(Kind::R, "add.u32", &[&base, &so]);
-            self.p.ins(format!("st.shared.v4.b32 [{a}], {{0, 0, 0, 0}}"));
-            self.p.place(&skip);
-        }
+            let j = l.p.op(Kind::R, "rem.u32", &[&q, &pad]);
+            let sr = l.p.op(Kind::R, "div.u32", &[&q, &pad]);
+            let r = l.p.op(Kind::R, "rem.u32", &[&sr, &o.rows]);
+            let st = l.p.op(Kind::R, "div.u32", &[&sr, &o.rows]);
+            let c = l.p.op(Kind::R, "add.u32", &[&j, &copied]);
+            let c = l.p.op(Kind::R, "shl.b32", &[&c, &3]);
+            let so = l.swz_off(r, c, o.rows, o.scols);
+            let so = l.p.op(Kind::R, "add.u32", &[&so, &off]);
+            let base = l.p.op(Kind::R, "mad.lo.u32", &[&st, &stage_bytes, &ring]);
+            let a = l.p.op(Kind::R, "add.u32", &[&base, &so]);
+            l.p.ins(format!("st.shared.v4.b32 [{a}], {{0, 0, 0, 0}}"));
+            Ok(())
+        })
+        .expect("zeroing cannot fail");
     }
 }
