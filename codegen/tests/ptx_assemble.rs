@@ -94,8 +94,8 @@ fn assemble(name: &str, ptx: &str, arch: &str) -> Option<Usage> {
     Some(Usage { registers: num_before(" registers"), smem: num_before(" bytes smem"), spill_stores: num_before(" bytes spill stores") })
 }
 
-/// Render for `arch`, assemble, and check usage against the manifest.
-fn check(name: &str, k: &Kernel, arch: &str) {
+/// Render for `arch`, assemble, and check usage against the manifest (`None`: no ptxas).
+fn check(name: &str, k: &Kernel, arch: &str) -> Option<Usage> {
     let art = PtxRenderer
         .render(k, &RenderOptions { arch: Some(arch.to_string()) })
         .unwrap_or_else(|e| panic!("{name} ({arch}): {e}"));
@@ -106,7 +106,7 @@ fn check(name: &str, k: &Kernel, arch: &str) {
     assert_eq!(m["block"][1], 1);
     let ptx = String::from_utf8(art.files[0].1.clone()).unwrap();
     assert!(ptx.contains(&format!(".target {arch}\n")), "{name}: header names the arch");
-    let Some(u) = assemble(name, &ptx, arch) else { return };
+    let u = assemble(name, &ptx, arch)?;
     let max_regs = m["occupancy"]["max_registers_per_thread"].as_u64().unwrap() as u32;
     let smem_static = m["shared_bytes"]["static"].as_u64().unwrap() as u32;
     assert!(u.registers <= max_regs, "{name} ({arch}): ptxas uses {} registers, the manifest declares {max_regs}", u.registers);
@@ -116,6 +116,7 @@ fn check(name: &str, k: &Kernel, arch: &str) {
         "{name:<40} {arch:<7} block {:>3}  registers {:>3}/{max_regs}  spill stores {:>5} B  shared {:>6} B  {}",
         m["block"][0], u.registers, u.spill_stores, m["shared_bytes"]["total"], m["tensor_cores"]
     );
+    Some(u)
 }
 
 fn library() -> Vec<(String, Kernel)> {
@@ -132,19 +133,24 @@ fn library() -> Vec<(String, Kernel)> {
     out
 }
 
-/// Run `check` over `jobs` on two threads (ptxas is single-threaded; CI has two cores).
-fn check_all(jobs: Vec<(String, Kernel)>) {
+/// Run `check` over `jobs` on two threads (ptxas is single-threaded; CI has two cores); the
+/// usage of each job and arch that was assembled, in no particular order.
+fn check_all(jobs: Vec<(String, Kernel)>) -> Vec<(String, &'static str, Usage)> {
     let jobs: Vec<(String, Kernel, &str)> = jobs.into_iter().flat_map(|(n, k)| ARCHS.map(|a| (n.clone(), k.clone(), a))).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let out = std::sync::Mutex::new(vec![]);
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some((n, k, a)) = jobs.get(i) else { break };
-                check(n, k, a);
+                if let Some(u) = check(n, k, a) {
+                    out.lock().unwrap().push((n.clone(), *a, u));
+                }
             });
         }
     });
+    out.into_inner().unwrap()
 }
 
 #[test]
@@ -578,25 +584,15 @@ fn compiled(file: &str, src: &str, name: &str, tunables: &[(&str, i64)]) -> Kern
     k
 }
 
+const S4: &str = "mma.sync.aligned.m16n8k64.row.col.s32.s4.s4.s32";
+const S8: &str = "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32";
+const U8: &str = "mma.sync.aligned.m16n8k32.row.col.s32.u8.u8.s32";
+
 #[test]
 fn integer_dots_take_integer_mma_sync() {
-    // int4_gemm (the library's W4A4 GEMM): m16n8k64 .s4 for every tile shape it allows, on both
-    // archs (wgmma has no 4-bit type); BK = 32 is zero-padded to one k64 instruction
-    const S4: &str = "mma.sync.aligned.m16n8k64.row.col.s32.s4.s4.s32";
-    const S8: &str = "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32";
-    const U8: &str = "mma.sync.aligned.m16n8k32.row.col.s32.u8.u8.s32";
+    // dots outside a pipelined GEMM loop (two dots in one body, no loop): operands packed in
+    // shared memory, then m16n8k32 / m16n8k64
     let mut jobs = vec![];
-    for tun in [&[][..], &[("BM", 16), ("BN", 16), ("BK", 32)][..], &[("BM", 128), ("BN", 128), ("BK", 128)][..], &[("BM", 64), ("BN", 32), ("BK", 64)][..]] {
-        let src = opc_ops::SOURCES.iter().find(|(f, _)| *f == "kron_quant").unwrap().1;
-        let k = compiled("kron_quant", src, "int4_gemm", tun);
-        for arch in ARCHS {
-            let (p, m) = render(&k, arch);
-            assert!(p.contains(S4) && p.contains("ldmatrix.sync.aligned.m8n8.x4.shared.b16"), "int4_gemm {tun:?} {arch}");
-            assert!(!p.contains(".trans"), "8/4-bit operands are never read with ldmatrix.trans");
-            assert_eq!(m["tensor_cores"], "mma.sync.m16n8k64.s4 + ldmatrix");
-        }
-        jobs.push((format!("kron_quant__int4_gemm_{}", tun.iter().map(|t| t.1.to_string()).collect::<Vec<_>>().join("x")), k));
-    }
     for bk in [64, 48] {
         let k = compiled("int_dots.opc", INT_DOTS, "int8_dots", &[("BK", bk)]);
         for arch in ARCHS {
@@ -610,10 +606,101 @@ fn integer_dots_take_integer_mma_sync() {
     check_all(jobs);
 }
 
+/// Assert that `p` runs its K loop through the pipelined integer mainloop with `instr`: 16-byte
+/// `cp.async` copies straight from global memory, `ldmatrix` (never `.trans`: it would swap
+/// bytes across rows), and no operand staged or packed element by element in shared memory.
+fn assert_int_pipeline(p: &str, m: &serde_json::Value, instr: &str, what: &str) {
+    assert!(p.contains(instr) && p.contains("ldmatrix.sync.aligned.m8n8.x4.shared.b16"), "{what}");
+    assert!(p.contains("cp.async.cg.shared.global") && p.contains("cp.async.wait_group 1"), "{what}: not pipelined");
+    assert!(!p.contains(".trans"), "{what}: 8/4-bit operands are never read with ldmatrix.trans");
+    assert!(!p.contains("ld.shared.s8") && !p.contains("ld.shared.u8"), "{what}: operands staged byte by byte");
+    let bits = if instr == S4 { "m16n8k64.s4" } else { "m16n8k32.s8" };
+    assert_eq!(m["tensor_cores"], format!("mma.sync.{bits} + ldmatrix, cp.async 3-stage pipeline"), "{what}");
+}
+
+#[test]
+fn int4_gemm_tile_sets_are_pipelined_without_spills() {
+    // int4_gemm (the library's W4A4 GEMM), every tile set its tunables allow, on both archs
+    // (wgmma has no 4-bit type): the K loop is the cp.async mainloop with register
+    // accumulators, and ptxas fits it in the manifest's registers without spilling. BK = 32 is
+    // half a k64 instruction: its staged rows are zero-padded.
+    let src = opc_ops::SOURCES.iter().find(|(f, _)| *f == "kron_quant").unwrap().1;
+    let mut jobs = vec![];
+    for bm in [16, 32, 64, 128] {
+        for bn in [16, 32, 64, 128] {
+            for bk in [32, 64, 128] {
+                let k = compiled("kron_quant", src, "int4_gemm", &[("BM", bm), ("BN", bn), ("BK", bk)]);
+                jobs.push((format!("kron_quant__int4_gemm_{bm}x{bn}x{bk}"), k, S4));
+            }
+        }
+    }
+    assert_pipelined_without_spills(jobs);
+}
+
+/// Every job (name, kernel, integer `mma`) takes the pipelined integer mainloop on both archs
+/// ([`assert_int_pipeline`]), assembles within its manifest, and does not spill.
+fn assert_pipelined_without_spills(jobs: Vec<(String, Kernel, &str)>) {
+    for (name, k, instr) in &jobs {
+        for arch in ARCHS {
+            let (p, m) = render(k, arch);
+            assert_int_pipeline(&p, &m, instr, &format!("{name} {arch}"));
+        }
+    }
+    for (name, arch, u) in check_all(jobs.into_iter().map(|(n, k, _)| (n, k)).collect()) {
+        assert_eq!(u.spill_stores, 0, "{name} ({arch}) spills {} bytes ({} registers)", u.spill_stores, u.registers);
+    }
+}
+
+/// 8-bit GEMM loops for the pipelined mainloop, `T` in {i8, u8} (its comments say which K tiles
+/// are padded).
+const INT8_GEMM: &str = include_str!("common/int8_gemm.opc");
+
+#[test]
+fn int8_gemm_loops_are_pipelined() {
+    let mut jobs = vec![];
+    for (dt, instr) in [(DType::I8, S8), (DType::U8, U8)] {
+        for (bm, bn, bk) in [(64, 64, 64), (16, 16, 16), (32, 16, 48)] {
+            let inst = Instance::default().dtype("T", dt).tunable("BM", bm).tunable("BN", bn).tunable("BK", bk);
+            let mut k = opc_dsl::compile("int8_gemm.opc", INT8_GEMM, "int8_gemm", &inst).unwrap_or_else(|d| panic!("{d}"));
+            opc_passes::run_pipeline(&mut k, &Default::default()).unwrap();
+            jobs.push((format!("int8_gemm_{dt}_{bm}x{bn}x{bk}"), k, instr));
+        }
+    }
+    assert_pipelined_without_spills(jobs);
+}
+
 #[test]
 fn int4_dot_ptx_snapshot() {
     let k = compiled("int4_dot.opc", INT4_DOT, "int4_dot", &[]);
     let (p, _) = render(&k, "sm_80");
     assemble("int4_dot", &p, "sm_80");
     insta::assert_snapshot!("int4_dot_sm80_ptx", p);
+}
+
+/// The smallest pipelined int4 GEMM loop: 16×16 output tiles, BK = 32 (half a k64 instruction,
+/// so the staged rows carry a zeroed padding chunk), i32 result stored as is.
+const INT4_GEMM_LOOP: &str = r#"
+kernel int4_gemm_loop(a: i4[M, K], w: i4[N, K], y: out i32[M, N])
+grid(cdiv(M, 16), cdiv(N, 16))
+{
+    let rows = program_id(0) * 16 + arange(16);
+    let cols = program_id(1) * 16 + arange(16);
+    var acc = zeros([16, 16], i32);
+    for k0 in 0..K step 32 {
+        let ks = k0 + arange(32);
+        acc = dot(load(a[rows, ks]), trans(load(w[cols, ks])), acc);
+    }
+    store(y[rows, cols], acc);
+}
+"#;
+
+#[test]
+fn int4_gemm_loop_ptx_snapshot() {
+    let k = compiled("int4_gemm_loop.opc", INT4_GEMM_LOOP, "int4_gemm_loop", &[]);
+    let (p, m) = render(&k, "sm_80");
+    assert_int_pipeline(&p, &m, S4, "int4_gemm_loop");
+    if let Some(u) = assemble("int4_gemm_loop", &p, "sm_80") {
+        assert_eq!(u.spill_stores, 0);
+    }
+    insta::assert_snapshot!("int4_gemm_loop_sm80_ptx", p);
 }

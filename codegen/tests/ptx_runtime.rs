@@ -111,16 +111,46 @@ fn codes(n: usize, seed: u64, lo: i32, hi: i32) -> Vec<i32> {
 
 #[test]
 fn int4_gemm_on_integer_tensor_cores_matches_exactly() {
-    // mma.sync.m16n8k64.s4 with ragged M, N and K (K not a multiple of BK or of 64): the i32
-    // accumulation is exact, and the scales are applied in f32 as the interpreter does
-    let k = kernel("kron_quant.opc", lib("kron_quant"), "int4_gemm", &Instance::default());
-    let (m, kk, n) = (70, 200, 130);
-    let a = Tensor::from_i32(DType::I4, &[m, kk], &codes(m * kk, 5, -8, 7));
-    let w = Tensor::from_i32(DType::I4, &[n, kk], &codes(n * kk, 6, -8, 7));
-    let sa = Tensor::from_f32(DType::F32, &[m], &values(m, 7));
-    let sw = Tensor::from_f32(DType::F32, &[n], &values(n, 8));
-    let bias = Tensor::from_f32(DType::F32, &[n], &values(n, 9));
-    let y = Tensor::zeros(DType::F32, &[m, n]);
-    let args = vec![Arg::Tensor(a), Arg::Tensor(sa), Arg::Tensor(w), Arg::Tensor(sw), Arg::Tensor(bias), Arg::Tensor(y), Arg::Bool(true)];
-    compare(&k, args, 0.0);
+    // the pipelined mainloop (cp.async ring, mma.sync.m16n8k64.s4) with ragged M, N and K: K
+    // not a multiple of BK or 64; K = 200 (rows on bytes, not on 16 bytes: every chunk takes
+    // the element path), K = 201 (odd: every other row starts in a high nibble) and K = 256
+    // (every interior chunk one 16-byte cp.async). The i32 accumulation is exact, and the
+    // scales are applied in f32 as the interpreter does.
+    for tun in [&[][..], &[("BM", 16), ("BN", 16), ("BK", 32)][..], &[("BM", 128), ("BN", 128), ("BK", 128)][..]] {
+        let mut inst = Instance::default();
+        for (t, v) in tun {
+            inst = inst.tunable(t, *v);
+        }
+        let k = kernel("kron_quant.opc", lib("kron_quant"), "int4_gemm", &inst);
+        for (m, kk, n) in [(70, 200, 130), (70, 201, 130), (150, 256, 140)] {
+            let a = Tensor::from_i32(DType::I4, &[m, kk], &codes(m * kk, 5, -8, 7));
+            let w = Tensor::from_i32(DType::I4, &[n, kk], &codes(n * kk, 6, -8, 7));
+            let sa = Tensor::from_f32(DType::F32, &[m], &values(m, 7));
+            let sw = Tensor::from_f32(DType::F32, &[n], &values(n, 8));
+            let bias = Tensor::from_f32(DType::F32, &[n], &values(n, 9));
+            let y = Tensor::zeros(DType::F32, &[m, n]);
+            let args = vec![Arg::Tensor(a), Arg::Tensor(sa), Arg::Tensor(w), Arg::Tensor(sw), Arg::Tensor(bias), Arg::Tensor(y), Arg::Bool(true)];
+            eprintln!("int4_gemm {tun:?} M={m} K={kk} N={n}");
+            compare(&k, args, 0.0);
+        }
+    }
+}
+
+#[test]
+fn int8_gemm_loops_on_integer_tensor_cores_match_exactly() {
+    // m16n8k32 .s8 / .u8 through the pipelined mainloop; K = 100 is ragged against every BK
+    // and its rows are 4-byte aligned only (element path), K = 96 has 16-byte rows
+    let src = include_str!("common/int8_gemm.opc");
+    for (dt, lo, hi) in [(DType::I8, -128, 127), (DType::U8, 0, 255)] {
+        for (bm, bn, bk) in [(64, 64, 64), (32, 16, 48), (16, 16, 16)] {
+            let inst = Instance::default().dtype("T", dt).tunable("BM", bm).tunable("BN", bn).tunable("BK", bk);
+            let k = kernel("int8_gemm.opc", src, "int8_gemm", &inst);
+            for (m, kk, n) in [(45, 100, 37), (64, 96, 80)] {
+                let a = Tensor::from_i32(dt, &[m, kk], &codes(m * kk, 10, lo, hi));
+                let w = Tensor::from_i32(dt, &[n, kk], &codes(n * kk, 11, lo, hi));
+                let y = Tensor::zeros(DType::I32, &[m, n]);
+                compare(&k, vec![Arg::Tensor(a), Arg::Tensor(w), Arg::Tensor(y)], 0.0);
+            }
+        }
+    }
 }

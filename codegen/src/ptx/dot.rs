@@ -30,10 +30,9 @@
 //! and wrap like the interpreter's (no `.satfinite`), so this path is bit-identical to it.
 //! Ragged global edges are the loads' business: out-of-range elements are already 0.
 //!
-//! GEMM *loops* (a `for` whose body is just the two loads and this `dot`) of 16-bit operands do
-//! not come here: `gemm.rs` pipelines them (cp.async / TMA, accumulators in registers across
-//! iterations). Integer GEMM loops (`int4_gemm`) run their body op by op, so each K step's tiles
-//! are staged through shared memory by the loads and packed here.
+//! GEMM *loops* (a `for` whose body is just the two loads and this `dot`) do not come here:
+//! `gemm.rs` pipelines them (cp.async / TMA, accumulators in registers across iterations),
+//! integer ones included (`int4_gemm`: the packed tiles are copied as they lie in memory).
 
 use opc_ir::{DType, Op, ValueId};
 
@@ -73,7 +72,7 @@ pub(super) fn int_mma(d: DType) -> Option<IntMma> {
 }
 
 /// The PTX type of an integer `mma` operand dtype.
-fn int_ptx_type(d: DType) -> &'static str {
+pub(super) fn int_ptx_type(d: DType) -> &'static str {
     match d {
         DType::U8 => "u8",
         DType::I8 => "s8",

@@ -93,6 +93,21 @@ impl IntMma {
     }
 }
 
+/// Elements of `bits` bits in one 16-byte `cp.async` chunk (`chunk.rs`): 8, 16 or 32.
+pub(super) fn chunk_elems(bits: u32) -> u32 {
+    128 / bits
+}
+
+/// A K tile of `k` integer elements as the pipelined mainloop (`gemm.rs`) stages it: each row
+/// is `IntMma::row_bytes(k)` bytes (whole instructions), of which the first `k·bits/8` come
+/// from global memory in whole 16-byte chunks and the rest are zeros written once. Returns
+/// (chunks copied per row, stored row width in b16 units, which is what the swizzled layout of
+/// `swizzle.rs` and the `ldmatrix` addressing count in); `None` when `k` is not a whole
+/// number of chunks.
+pub(super) fn int_stage_row(mma: IntMma, k: u32) -> Option<(u32, u32)> {
+    (k * mma.bits).is_multiple_of(128).then(|| (k * mma.bits / 128, mma.row_bytes(k) / 2))
+}
+
 /// The (row, byte) inside one 16-row × 32-byte A step that lane `lane` addresses for
 /// `ldmatrix.x4`: matrix `lane / 8` is rows `8·(q % 2)`, bytes `16·(q / 2)` (so the four
 /// registers come back in the ISA's order a0..a3). `lower_mma` (`dot.rs`) computes this in PTX.
@@ -328,5 +343,153 @@ mod tests {
             }
         }
         assert!(seen.iter().all(|&x| x));
+    }
+
+    // ---- the pipelined integer mainloop's stages (gemm.rs) ---------------------------------
+
+    /// A packed global tensor `[rows, k]` of `bits`-bit codes in the DSL's flat order (4-bit:
+    /// element `2j` in the low nibble of byte `j`, rows not necessarily starting on a byte).
+    struct Packed {
+        bits: u32,
+        rows: u32,
+        k: u32,
+        bytes: Vec<u8>,
+    }
+
+    impl Packed {
+        fn new(bits: u32, rows: u32, k: u32, seed: u32) -> Packed {
+            let n = rows * k;
+            let mut x = seed | 1;
+            let mut bytes = vec![0u8; (n * bits).div_ceil(8) as usize];
+            for e in 0..n {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let v = (x & ((1 << bits) - 1)) as u8;
+                let (b, sh) = ((e * bits / 8) as usize, (e * bits) % 8);
+                bytes[b] |= v << sh;
+            }
+            Packed { bits, rows, k, bytes }
+        }
+        /// The code of element `(r, c)`, 0 out of range (the `load` semantics).
+        fn at(&self, r: i64, c: i64) -> u8 {
+            if r < 0 || c < 0 || r >= self.rows as i64 || c >= self.k as i64 {
+                return 0;
+            }
+            let e = (r * self.k as i64 + c) as u32;
+            (self.bytes[(e * self.bits / 8) as usize] >> ((e * self.bits) % 8)) & ((1 << self.bits) - 1) as u8
+        }
+    }
+
+    /// One stage of a `rows × bk` tile at global `(r0, k0)` as the mainloop leaves it: chunk
+    /// `q` of row `r` (elements `k0 + q·chunk_elems ..`, each at [`IntMma::elem_byte`] inside
+    /// the chunk) at stored column `8q` of the swizzled layout (`swizzle::tile_off`), the
+    /// padding chunks zero.
+    fn stage(t: &Packed, r0: i64, k0: i64, rows: u32, bk: u32) -> (Vec<u8>, u32) {
+        let mma = IntMma { bits: t.bits };
+        let (copied, scols) = int_stage_row(mma, bk).expect("whole chunks");
+        let mut mem = vec![0xAAu8; (rows * scols * 2) as usize];
+        for r in 0..rows {
+            for q in 0..scols / 8 {
+                let at = crate::ptx::swizzle::tile_off(r, 8 * q, rows, scols) as usize;
+                let mut chunk = [0u8; 16];
+                if q < copied {
+                    for j in 0..chunk_elems(t.bits) {
+                        let v = t.at(r0 + r as i64, k0 + (q * chunk_elems(t.bits) + j) as i64);
+                        let (b, sh) = mma.elem_byte(j);
+                        chunk[b as usize] |= v << sh;
+                    }
+                }
+                mem[at..at + 16].copy_from_slice(&chunk);
+            }
+        }
+        (mem, scols)
+    }
+
+    /// `ldmatrix.x{nmat}.b16` over shared bytes `mem` (§9.7.9.26): register `q` of lane `l` is
+    /// the 4 bytes at `addr(8q + l/4) + 4·(l % 4)`.
+    fn ldmatrix_mem(mem: &[u8], nmat: u32, lane: u32, addr: impl Fn(u32) -> u32) -> Vec<[u8; 4]> {
+        (0..nmat)
+            .map(|q| {
+                let a = (addr(8 * q + lane / 4) + 4 * (lane % 4)) as usize;
+                [mem[a], mem[a + 1], mem[a + 2], mem[a + 3]]
+            })
+            .collect()
+    }
+
+    /// Element `j` of an integer `mma` register (elements low to high, as `elem_byte` packs).
+    fn reg_elem(bits: u32, reg: [u8; 4], j: u32) -> u8 {
+        let (b, sh) = IntMma { bits }.elem_byte(j);
+        (reg[b as usize] >> sh) & ((1 << bits) - 1) as u8
+    }
+
+    #[test]
+    fn pipelined_int_stages_feed_the_isa_fragments() {
+        // What the mainloop's ldmatrix reads (A: row 16mi + lane % 16, stored column 16ks +
+        // 8·(lane / 16); B pair pj: row 16pj + 8·(li / 2) + lane % 8, column 16ks + 8·(li % 2),
+        // li = lane / 8) from a stage is, register by register, the ISA fragment of the global
+        // tile: ragged rows and K read 0, a K tile shorter than an instruction is zero-padded,
+        // and odd K (4-bit rows starting mid-byte) changes nothing.
+        for bits in [4u32, 8] {
+            let per = 32 / bits;
+            for (kdim, bk, k0) in [(201u32, 64u32, 128i64), (200, 32, 192), (256, 128, 128), (77, 48, 48), (64, 16, 48)] {
+                let mma = IntMma { bits };
+                if bk * bits % 128 != 0 {
+                    continue;
+                }
+                let (m_rows, n_rows) = (32u32, 32u32);
+                let a = Packed::new(bits, 40, kdim, 7 + bits);
+                let w = Packed::new(bits, 21, kdim, 11 + kdim);
+                let (r0, c0) = (16i64, 0i64);
+                let (sa, scols) = stage(&a, r0, k0, m_rows, bk);
+                let (sb, _) = stage(&w, c0, k0, n_rows, bk);
+                let off = |r: u32, c: u32, rows: u32| crate::ptx::swizzle::tile_off(r, c, rows, scols);
+                for ks in 0..scols / 16 {
+                    // the K columns of this instruction, 0 past the tile (padding)
+                    let kcol = |c: u32| -> Option<i64> { (ks * mma.k() + c < bk).then_some(k0 + (ks * mma.k() + c) as i64) };
+                    for lane in 0..32 {
+                        for mi in 0..m_rows / 16 {
+                            let regs = ldmatrix_mem(&sa, 4, lane, |l| off(16 * mi + l % 16, 16 * ks + 8 * (l / 16), m_rows));
+                            for (r, reg) in regs.iter().enumerate() {
+                                for j in 0..per {
+                                    let (row, col) = isa_int_a(bits, lane, r as u32 * per + j);
+                                    let want = kcol(col).map_or(0, |kc| a.at(r0 + (16 * mi + row) as i64, kc));
+                                    assert_eq!(reg_elem(bits, *reg, j), want, "A bits={bits} K={kdim} bk={bk} ks={ks} lane={lane} mi={mi} reg={r} j={j}");
+                                }
+                            }
+                        }
+                        for pj in 0..n_rows / 16 {
+                            let regs = ldmatrix_mem(&sb, 4, lane, |l| off(16 * pj + 8 * ((l / 8) / 2) + l % 8, 16 * ks + 8 * ((l / 8) % 2), n_rows));
+                            for (r, reg) in regs.iter().enumerate() {
+                                // registers 0, 1: n-tile 2pj; 2, 3: n-tile 2pj + 1
+                                let (nt, br) = (2 * pj + r as u32 / 2, r as u32 % 2);
+                                for j in 0..per {
+                                    let (krow, n) = isa_int_b(bits, lane, br * per + j);
+                                    let want = kcol(krow).map_or(0, |kc| w.at(c0 + (8 * nt + n) as i64, kc));
+                                    assert_eq!(reg_elem(bits, *reg, j), want, "B bits={bits} K={kdim} bk={bk} ks={ks} lane={lane} pj={pj} reg={r} j={j}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn int_stage_rows() {
+        let (s4, s8) = (IntMma { bits: 4 }, IntMma { bits: 8 });
+        assert_eq!(chunk_elems(4), 32);
+        assert_eq!(chunk_elems(8), 16);
+        assert_eq!(chunk_elems(16), 8);
+        // i4: BK = 32 is one chunk in a 32-byte (one instruction) row; 128 is 4 chunks, 2 instructions
+        assert_eq!(int_stage_row(s4, 32), Some((1, 16)));
+        assert_eq!(int_stage_row(s4, 64), Some((2, 16)));
+        assert_eq!(int_stage_row(s4, 128), Some((4, 32)));
+        assert_eq!(int_stage_row(s4, 48), None);
+        // i8: 48 is three chunks padded to 64 bytes
+        assert_eq!(int_stage_row(s8, 48), Some((3, 32)));
+        assert_eq!(int_stage_row(s8, 16), Some((1, 16)));
+        assert_eq!(int_stage_row(s8, 40), None);
     }
 }

@@ -1,8 +1,10 @@
-//! Pipelined GEMM loops: a `for` whose body only loads two 16-bit tiles and accumulates their
-//! `dot` into the one carried value (`matmul`, `linear`, the grouped GEMM's inner loop, ...).
+//! Pipelined GEMM loops: a `for` whose body only loads two tiles and accumulates their `dot`
+//! into the one carried value (`matmul`, `linear`, the grouped GEMM's inner loop, `int4_gemm`).
 //!
 //! **Recognized form** ([`match_gemm`]): body args `[iv, acc]`, `yield dot(A, B, acc)` where
-//! `A` is `load(x[i0, i1])` or `trans(load(..))` (same for `B`), 2-D tensors of f16/bf16, no
+//! `A` is `load(x[i0, i1])` or `trans(load(..))` (same for `B`), 2-D tensors of f16/bf16 or of
+//! i8/u8/i4 read K-contiguous (A as loaded `[M, K]`, B as `trans` of a loaded `[N, K]`: the
+//! integer `ldmatrix` reads cannot transpose bytes) with a K tile of whole 16-byte chunks, no
 //! mask, every index tile of the form `scalar + const + arange(n)` (the scalar may depend on
 //! `iv` through scalar ops of the body), the loaded tiles used by the `dot` only, and every
 //! other op of the body pure. Out-of-range indices read 0 (the `load` semantics), which is
@@ -20,13 +22,26 @@
 //!   edge, odd row length) is copied element by element under per-element predicates, zeros
 //!   elsewhere. Fragments come from `ldmatrix{.trans}` at swizzled addresses and feed
 //!   `mma.sync.m16n8k16`; warps tile the output `WM × WN`.
-//! - `sm_90a` mainloop (`wgmma.rs`): TMA + mbarriers + `wgmma`, warp-specialized.
+//! - Integer loops take the same mainloop on every arch (`wgmma` has no 4-bit type; 8-bit
+//!   `wgmma` is not used): a stage row is the tile row's packed bytes as they lie in global
+//!   memory (i4: two codes per byte, element `2j` in the low nibble), copied in 16-byte chunks
+//!   by `chunk.rs` (which also handles 4-bit rows that start mid-byte, odd K), padded with
+//!   zeros, written once before the prologue, to whole `m16n8k32` / `m16n8k64` instructions
+//!   (32 bytes of K: [`int_stage_row`]); the swizzle and `ldmatrix` addressing count the row in
+//!   16-bit units, so one instruction's K is one k16 step of the 16-bit path, and the
+//!   fragments are exactly the ISA's (proved in `frag.rs` by a model of the stages). The i32
+//!   accumulators stay in registers; products and sums are exact, so the result is
+//!   bit-identical to the interpreter.
+//! - `sm_90a` mainloop (`wgmma.rs`): TMA + mbarriers + `wgmma`, warp-specialized (f16/bf16).
 
 use std::collections::HashMap;
 
 use opc_ir::{BinaryOp, DType, Kernel, Op, OpKind, Scalar, ValueId};
 
+use super::chunk::ChunkSrc;
+use super::dot::{int_mma, int_ptx_type};
 use super::emit::{fimm, Kind, Reg};
+use super::frag::{chunk_elems, int_stage_row};
 use super::lower::{Lower, Repr, Src, View};
 use super::swizzle;
 use super::Features;
@@ -49,11 +64,14 @@ pub(super) struct Operand {
     /// Loaded (= stored) tile shape: rows, columns (the contiguous dim).
     pub rows: usize,
     pub cols: usize,
+    /// Stored row width in 16-bit units: `cols` for f16/bf16, the packed bytes of a row over
+    /// two for integers (padded to whole `mma` instructions, [`int_stage_row`]).
+    pub scols: usize,
 }
 
 impl Operand {
     pub fn bytes(&self) -> u32 {
-        swizzle::tile_bytes(self.rows as u32, self.cols as u32)
+        swizzle::tile_bytes(self.rows as u32, self.scols as u32)
     }
 }
 
@@ -141,10 +159,11 @@ pub(super) fn match_gemm(k: &Kernel, for_op: &Op, feats: Features) -> Option<Gem
         return None;
     }
     let dot = body.ops.iter().find(|o| o.results.first() == Some(&y.args[0]))?;
-    if dot.kind != OpKind::Dot || dot.args.len() != 3 || dot.args[2] != acc || !super::dot::mma_eligible(k, dot) || !k.ty(dot.args[0]).dtype.is_float() {
+    if dot.kind != OpKind::Dot || dot.args.len() != 3 || dot.args[2] != acc || !super::dot::mma_eligible(k, dot) {
         return None;
     }
     let dtype = k.ty(dot.args[0]).dtype;
+    let int = int_mma(dtype);
     let (m, kk, n) = (k.ty(dot.args[0]).shape[0], k.ty(dot.args[0]).shape[1], k.ty(dot.args[1]).shape[1]);
     let dm = defs(k);
     // uses of every value inside the body
@@ -181,13 +200,21 @@ pub(super) fn match_gemm(k: &Kernel, for_op: &Op, feats: Features) -> Option<Gem
         let s0 = start_of(k, &dm, ld.args[0])?;
         let s1 = start_of(k, &dm, ld.args[1])?;
         let sh = &k.ty(v).shape;
-        if k.ty(v).dtype != dtype || !swizzle::tile_ok(sh[0] as u32, sh[1] as u32) {
+        let scols = match int {
+            None => sh[1],
+            Some(im) => int_stage_row(im, sh[1] as u32)?.1 as usize,
+        };
+        if k.ty(v).dtype != dtype || !swizzle::tile_ok(sh[0] as u32, scols as u32) {
             return None;
         }
-        Some(Operand { tensor, trans, starts: [s0, s1], rows: sh[0], cols: sh[1] })
+        Some(Operand { tensor, trans, starts: [s0, s1], rows: sh[0], cols: sh[1], scols })
     };
     let a = operand(dot.args[0], &mut special)?;
     let b = operand(dot.args[1], &mut special)?;
+    // integer operands are read K-contiguous only (`ldmatrix.trans` would swap bytes)
+    if int.is_some() && (a.trans || !b.trans) {
+        return None;
+    }
     // the index starts' scalars: defined outside the body, or by pure scalar ops of the body
     let mut slice = vec![];
     let mut todo: Vec<ValueId> = [&a, &b].iter().flat_map(|o| o.starts.iter().filter_map(|s| s.scalar)).collect();
@@ -216,17 +243,6 @@ pub(super) fn match_gemm(k: &Kernel, for_op: &Op, feats: Features) -> Option<Gem
         }
     }
     Some(GemmLoop { a, b, m, n, k: kk, dtype, slice })
-}
-
-/// Where [`Lower::copy_chunk`] reads a 2-D tile: the byte address of element `(0, 0)` of the
-/// tensor's last two dims (leading indices folded in), their extents and row pitch (elements,
-/// b64), and whether the leading indices are in range (`None`: no leading dims).
-pub(super) struct ChunkSrc {
-    pub base: Reg,
-    pub rows: Reg,
-    pub cols: Reg,
-    pub pitch: Reg,
-    pub ok: Option<Reg>,
 }
 
 /// Per-loop registers shared by both mainloops.
@@ -317,7 +333,7 @@ impl Lower<'_> {
     /// How the accumulator's initial value is read (a shared view, or a uniform).
     pub(super) fn acc_src(&mut self, init: ValueId) -> Option<Src> {
         Some(match self.view(init) {
-            Some(w) => Src::V(w, self.shape(init), DType::F32),
+            Some(w) => Src::V(w, self.shape(init), self.dtype(init)),
             None => self.src(init),
         })
     }
@@ -346,7 +362,23 @@ impl Lower<'_> {
     fn lower_cp_async_loop(&mut self, op: &Op, g: &GemmLoop, lo: Reg, hi: Reg, step: Reg) -> Result<()> {
         const S: usize = 3;
         self.used_mma = true;
-        self.tensor_cores = Some("mma.sync.m16n8k16 + ldmatrix, cp.async 3-stage pipeline");
+        let int = int_mma(g.dtype);
+        // the instruction, the accumulator register class and its shared-memory store type
+        let (instr, kind, sty) = match int {
+            None => {
+                let ab = if g.dtype == DType::F16 { "f16" } else { "bf16" };
+                (format!("mma.sync.aligned.m16n8k16.row.col.f32.{ab}.{ab}.f32"), Kind::F, "f32")
+            }
+            Some(im) => {
+                let t = int_ptx_type(g.dtype);
+                (format!("mma.sync.aligned.m16n8k{}.row.col.s32.{t}.{t}.s32", im.k()), Kind::R, "b32")
+            }
+        };
+        self.tensor_cores = Some(match int.map(|im| im.bits) {
+            None => "mma.sync.m16n8k16 + ldmatrix, cp.async 3-stage pipeline",
+            Some(4) => "mma.sync.m16n8k64.s4 + ldmatrix, cp.async 3-stage pipeline",
+            Some(_) => "mma.sync.m16n8k32.s8 + ldmatrix, cp.async 3-stage pipeline",
+        });
         self.p.comment(format!("pipelined GEMM loop: {}x{}x{} {:?}, cp.async {S} stages, swizzled", g.m, g.n, g.k, g.dtype));
         let body = &op.regions[0];
         let init = self.acc_src(op.args[3]);
@@ -404,10 +436,10 @@ impl Lower<'_> {
                 let c = self.p.op(Kind::R, "add.u32", &[&c, &c2]);
                 let c1 = self.p.op(Kind::R, "add.u32", &[&c, &1]);
                 let f = [
-                    self.acc_init(&init, r, c, g.n, Kind::F),
-                    self.acc_init(&init, r, c1, g.n, Kind::F),
-                    self.acc_init(&init, r8, c, g.n, Kind::F),
-                    self.acc_init(&init, r8, c1, g.n, Kind::F),
+                    self.acc_init(&init, r, c, g.n, kind),
+                    self.acc_init(&init, r, c1, g.n, kind),
+                    self.acc_init(&init, r8, c, g.n, kind),
+                    self.acc_init(&init, r8, c1, g.n, kind),
                 ];
                 frags.push(f);
                 coords.push((r, r8, c));
@@ -415,7 +447,8 @@ impl Lower<'_> {
         }
 
         // ---- ldmatrix lane offsets inside a stage (loop-invariant), per k16 step
-        let ksteps = g.k / 16;
+        // k-steps of one stage: 16 elements (f16/bf16) or 32 bytes (one integer instruction)
+        let ksteps = if int.is_some() { g.a.scols / 16 } else { g.k / 16 };
         let mut a_offs = vec![];
         for ks in 0..ksteps {
             for mi in 0..mt {
@@ -435,7 +468,7 @@ impl Lower<'_> {
                     let c = self.p.op(Kind::R, "mad.lo.u32", &[&lo1, &8, &c]);
                     (r, c)
                 };
-                a_offs.push(self.swz_off(r, c, g.a.rows, g.a.cols));
+                a_offs.push(self.swz_off(r, c, g.a.rows, g.a.scols));
             }
         }
         let npairs = nt.div_ceil(2);
@@ -457,17 +490,19 @@ impl Lower<'_> {
                     let c = self.p.op(Kind::R, "mad.lo.u32", &[&hi1, &8, &c]);
                     (r, c)
                 };
-                let o = self.swz_off(r, c, g.b.rows, g.b.cols);
+                let o = self.swz_off(r, c, g.b.rows, g.b.scols);
                 b_offs.push(self.p.op(Kind::R, "add.u32", &[&o, &ab]));
             }
         }
 
         // ---- copy assignments: 16-byte chunks of A then B, dealt round-robin to the threads
+        let bits = g.dtype.bits() as u32;
+        let epc = chunk_elems(bits) as usize;
         let issue = |l: &mut Self, stage: Reg, iv: Reg| -> Result<()> {
             for (o, off) in [(&g.a, 0u32), (&g.b, ab)] {
                 let st = l.starts_at(body, g, o, iv)?;
                 let tv = l.tensors[o.tensor].clone().expect("a tensor parameter");
-                let per_row = o.cols / 8;
+                let per_row = o.cols / epc;
                 let chunks = o.rows * per_row;
                 for i in 0..chunks.div_ceil(l.t as usize) {
                     let q = l.p.op(Kind::R, "add.u32", &[&l.tid, &(i * l.t as usize)]);
@@ -477,19 +512,26 @@ impl Lower<'_> {
                         l.p.ins(format!("@{past} bra {skip}"));
                     }
                     let r = l.p.op(Kind::R, "div.u32", &[&q, &per_row]);
-                    let c = l.p.op(Kind::R, "rem.u32", &[&q, &per_row]);
-                    let c = l.p.op(Kind::R, "shl.b32", &[&c, &3]);
-                    let so = l.swz_off(r, c, o.rows, o.cols);
+                    let qc = l.p.op(Kind::R, "rem.u32", &[&q, &per_row]);
+                    // stored column (16-bit units) and first element of chunk qc
+                    let c = l.p.op(Kind::R, "shl.b32", &[&qc, &3]);
+                    let ce = if epc == 8 { c } else { l.p.op(Kind::R, "shl.b32", &[&qc, &epc.trailing_zeros()]) };
+                    let so = l.swz_off(r, c, o.rows, o.scols);
                     let so = l.p.op(Kind::R, "add.u32", &[&so, &off]);
                     let dst = l.p.op(Kind::R, "add.u32", &[&stage, &so]);
                     let cs = ChunkSrc { base: tv.base, rows: tv.shape[0], cols: tv.shape[1], pitch: tv.strides[0], ok: None };
-                    l.copy_chunk(&cs, st, r, c, dst);
+                    l.copy_chunk_bits(&cs, st, r, ce, dst, bits);
                     l.p.place(&skip);
                 }
             }
             Ok(())
         };
 
+        // ---- integer rows padded to whole instructions: the padding is zeroed once, in every
+        // stage (the copies never write it; the first iteration's barrier publishes it)
+        for (o, off) in [(&g.a, 0u32), (&g.b, ab)] {
+            self.zero_row_pad(o, ring_base, off, stage_bytes, S as u32, epc);
+        }
         // ---- prologue: stages 0..S-1
         for s in 0..S - 1 {
             let it = self.p.mov(Kind::R, s as i32);
@@ -526,7 +568,6 @@ impl Lower<'_> {
         let cur = self.p.op(Kind::R, "mad.lo.u32", &[&cs, &stage_bytes, &ring_base]);
         let nocomp = self.p.label();
         self.p.ins(format!("@!{computes} bra {nocomp}"));
-        let ab_ty = if g.dtype == DType::F16 { "f16" } else { "bf16" };
         for ks in 0..ksteps {
             let mut af = vec![];
             for mi in 0..mt {
@@ -556,10 +597,7 @@ impl Lower<'_> {
                     let cl = format!("{{{}, {}, {}, {}}}", c[0], c[1], c[2], c[3]);
                     let a = &af[mi];
                     let b = bf[ni];
-                    self.p.ins(format!(
-                        "mma.sync.aligned.m16n8k16.row.col.f32.{ab_ty}.{ab_ty}.f32 {cl}, {{{}, {}, {}, {}}}, {{{}, {}}}, {cl}",
-                        a[0], a[1], a[2], a[3], b[0], b[1]
-                    ));
+                    self.p.ins(format!("{instr} {cl}, {{{}, {}, {}, {}}}, {{{}, {}}}, {cl}", a[0], a[1], a[2], a[3], b[0], b[1]));
                 }
             }
         }
@@ -577,7 +615,7 @@ impl Lower<'_> {
             for (half, row) in [*r, *r8].into_iter().enumerate() {
                 let e = self.p.op(Kind::R, "mad.lo.u32", &[&row, &out_pitch, c]);
                 let a = self.p.op(Kind::R, "mad.lo.u32", &[&e, &4, &obase]);
-                self.p.ins(format!("st.shared.v2.f32 [{a}], {{{}, {}}}", f[2 * half], f[2 * half + 1]));
+                self.p.ins(format!("st.shared.v2.{sty} [{a}], {{{}, {}}}", f[2 * half], f[2 * half + 1]));
             }
         }
         self.p.place(&skip);
@@ -589,50 +627,31 @@ impl Lower<'_> {
         Ok(())
     }
 
-    /// Copy the 16-byte chunk at stored `(r, c..c+8)` of a tile whose index starts are `st`
-    /// into shared address `dst`: one `cp.async` when the chunk is in bounds and 16-byte
-    /// aligned, else eight predicated element loads (out-of-range elements are 0).
-    pub(super) fn copy_chunk(&mut self, tv: &ChunkSrc, st: [Reg; 2], r: Reg, c: Reg, dst: Reg) {
-        let row = self.p.op(Kind::R, "add.s32", &[&st[0], &r]);
-        let col = self.p.op(Kind::R, "add.s32", &[&st[1], &c]);
-        let row64 = self.p.op(Kind::D, "cvt.s64.s32", &[&row]);
-        let col64 = self.p.op(Kind::D, "cvt.s64.s32", &[&col]);
-        let row_ok = self.p.op(Kind::P, "setp.lt.u64", &[&row64, &tv.rows]);
-        let row_ok = match tv.ok {
-            Some(ok) => self.p.op(Kind::P, "and.pred", &[&row_ok, &ok]),
-            None => row_ok,
-        };
-        let end = self.p.op(Kind::D, "add.s64", &[&col64, &8]);
-        let in_hi = self.p.op(Kind::P, "setp.le.s64", &[&end, &tv.cols]);
-        let in_lo = self.p.op(Kind::P, "setp.ge.s64", &[&col64, &0]);
-        let e = self.p.op(Kind::D, "mad.lo.s64", &[&row64, &tv.pitch, &col64]);
-        let src = self.p.op(Kind::D, "mad.lo.s64", &[&e, &2, &tv.base]);
-        let low = self.p.op(Kind::D, "and.b64", &[&src, &15]);
-        let al = self.p.op(Kind::P, "setp.eq.u64", &[&low, &0]);
-        let f = self.p.op(Kind::P, "and.pred", &[&row_ok, &in_hi]);
-        let f = self.p.op(Kind::P, "and.pred", &[&f, &in_lo]);
-        let f = self.p.op(Kind::P, "and.pred", &[&f, &al]);
-        let (slow, done) = (self.p.label(), self.p.label());
-        self.p.ins(format!("@!{f} bra {slow}"));
-        self.p.ins(format!("cp.async.cg.shared.global [{dst}], [{src}], 16"));
-        self.p.ins(format!("bra {done}"));
-        self.p.place(&slow);
-        let mut words = vec![];
-        for pair in 0..4 {
-            let mut h = vec![];
-            for e in 0..2i64 {
-                let j = self.p.op(Kind::D, "add.s64", &[&col64, &(2 * pair + e)]);
-                let ok = self.p.op(Kind::P, "setp.lt.u64", &[&j, &tv.cols]);
-                let ok = self.p.op(Kind::P, "and.pred", &[&ok, &row_ok]);
-                let a = self.p.op(Kind::D, "add.s64", &[&src, &(2 * (2 * pair + e))]);
-                let x = self.p.mov(Kind::R, 0);
-                self.p.ins(format!("@{ok} ld.global.u16 {x}, [{a}]"));
-                h.push(x);
-            }
-            let hi = self.p.op(Kind::R, "shl.b32", &[&h[1], &16]);
-            words.push(self.p.op(Kind::R, "or.b32", &[&h[0], &hi]));
+    /// Zero the stored columns of operand `o` past the copied chunks (`epc` elements each) in
+    /// all `stages` stages of the ring at `ring + off` (integer K tiles padded to whole
+    /// instructions, [`int_stage_row`]); nothing for f16/bf16.
+    fn zero_row_pad(&mut self, o: &Operand, ring: Reg, off: u32, stage_bytes: u32, stages: u32, epc: usize) {
+        let (copied, stored) = (o.cols / epc, o.scols / 8);
+        if copied == stored {
+            return;
         }
-        self.p.ins(format!("st.shared.v4.b32 [{dst}], {{{}, {}, {}, {}}}", words[0], words[1], words[2], words[3]));
-        self.p.place(&done);
+        let pad = stored - copied;
+        self.p.comment(format!("zero the {pad} padding chunk(s) per row of a {}x{} tile", o.rows, o.cols));
+        self.chunk_loop(o.rows * pad * stages as usize, &mut |l, _, q| {
+            // q = (stage · rows + r) · pad + j
+            let j = l.p.op(Kind::R, "rem.u32", &[&q, &pad]);
+            let sr = l.p.op(Kind::R, "div.u32", &[&q, &pad]);
+            let r = l.p.op(Kind::R, "rem.u32", &[&sr, &o.rows]);
+            let st = l.p.op(Kind::R, "div.u32", &[&sr, &o.rows]);
+            let c = l.p.op(Kind::R, "add.u32", &[&j, &copied]);
+            let c = l.p.op(Kind::R, "shl.b32", &[&c, &3]);
+            let so = l.swz_off(r, c, o.rows, o.scols);
+            let so = l.p.op(Kind::R, "add.u32", &[&so, &off]);
+            let base = l.p.op(Kind::R, "mad.lo.u32", &[&st, &stage_bytes, &ring]);
+            let a = l.p.op(Kind::R, "add.u32", &[&base, &so]);
+            l.p.ins(format!("st.shared.v4.b32 [{a}], {{0, 0, 0, 0}}"));
+            Ok(())
+        })
+        .expect("zeroing cannot fail");
     }
 }

@@ -17,7 +17,8 @@
 //! gathers, `dot` operands) through shared-memory buffers, with `bar.sync` only where a
 //! thread may read what another wrote. `dot` on f16/bf16 uses `mma.sync.m16n8k16` fed by
 //! `ldmatrix` (sm_80 and sm_90a alike); on i8/u8 `mma.sync.m16n8k32` and on i4 (`int4_gemm`)
-//! `mma.sync.m16n8k64`, from K-contiguous packed operands (`dot.rs`, layouts in `frag.rs`). Every global access is bounds-checked against the
+//! `mma.sync.m16n8k64`, from K-contiguous packed operands (`dot.rs`, layouts in `frag.rs`).
+//! Every global access is bounds-checked against the
 //! launch-time shape and the mask, so the generated code never touches memory out of bounds.
 //! Numerics follow the interpreter bit for bit except the transcendental functions (see
 //! `math.rs`) and tensor-core `dot`s (see `dot.rs`).
@@ -27,8 +28,9 @@
 //! manifest's `shared_bytes`), bounded by the arch's per-CTA limit.
 //!
 //! **Pipelined GEMM loops** (`gemm.rs`, `wgmma.rs`, layouts in `swizzle.rs`): a `for` that
-//! only loads two 16-bit tiles and accumulates their `dot` is replaced by a mainloop with the
-//! accumulator in fragment registers: on `sm_80` (and wherever `wgmma` does not apply) a
+//! only loads two tiles and accumulates their `dot` is replaced by a mainloop with the
+//! accumulator in fragment registers (integer loops, such as `int4_gemm`'s, always take the
+//! `mma.sync` one, `m16n8k32`/`m16n8k64` on packed tiles copied as they lie in memory): on `sm_80` (and wherever `wgmma` does not apply) a
 //! 3-stage `cp.async` ring in XOR-swizzled shared memory read by `ldmatrix` into `mma.sync`;
 //! on `sm_90a` a warp-specialized loop (one producer warpgroup issuing TMA into a 4-stage
 //! ring guarded by full/empty mbarriers, `BM/64` consumer warpgroups issuing `wgmma` on
@@ -60,14 +62,14 @@
 //!
 //! **Not done yet** (documented, not stubbed): FA3's softmax/`P·V` overlap and ping-pong
 //! consumer scheduling (see `attn.rs`), S/P kept as `mma.sync` fragments on `sm_80` (they go
-//! through shared memory, op by op), a pipelined mainloop for integer GEMM loops (`int4_gemm`'s
-//! K loop runs op by op: the loads stage each tile through shared memory, the `dot` packs and
-//! multiplies it; its accumulator goes through shared memory every iteration), 8-bit `wgmma`,
-//! persistent FA3, warp-parallel reductions in the general lowering.
+//! through shared memory, op by op), 8-bit `wgmma`, a faster element path for 4-bit tiles whose
+//! rows are not 16-byte aligned (odd K, or K not a multiple of 32: `chunk.rs` copies those
+//! chunks byte by byte), persistent FA3, warp-parallel reductions in the general lowering.
 //!
 //! The loader (`runtime.rs`, cargo feature `cuda`) loads the PTX through the CUDA driver API.
 
 mod attn;
+mod chunk;
 mod dot;
 mod elem;
 mod emit;

@@ -34,7 +34,8 @@ use std::collections::HashMap;
 use opc_ir::{DType, Kernel, Op, OpKind, ValueId};
 
 use super::emit::{Kind, Reg};
-use super::gemm::{defs, scalar_pure, start_of, ChunkSrc, Start};
+use super::chunk::ChunkSrc;
+use super::gemm::{defs, scalar_pure, start_of, Start};
 use super::lower::{Lower, View};
 use super::Features;
 use crate::Result;

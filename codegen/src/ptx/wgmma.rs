@@ -44,10 +44,11 @@ use crate::Result;
 /// Stages of the ring.
 const STAGES: u32 = 4;
 
-/// Whether a GEMM loop fits this mainloop: whole 64-row consumer slices, N a multiple of 8
+/// Whether a GEMM loop fits this mainloop: 16-bit float operands (integer loops take the
+/// `mma.sync` mainloop of `gemm.rs` on every arch), whole 64-row consumer slices, N a multiple of 8
 /// up to 256, operands in the swizzled layouts.
 pub(super) fn eligible(g: &GemmLoop) -> bool {
-    g.m.is_multiple_of(64) && g.m <= 256 && g.n.is_multiple_of(8) && (8..=256).contains(&g.n) && g.k.is_multiple_of(16) && g.a.rows <= 256 && g.b.rows <= 256
+    g.dtype.is_float() && g.m.is_multiple_of(64) && g.m <= 256 && g.n.is_multiple_of(8) && (8..=256).contains(&g.n) && g.k.is_multiple_of(16) && g.a.rows <= 256 && g.b.rows <= 256
 }
 
 /// Stages of `g`'s ring: [`STAGES`], fewer while the ring and the output buffer would pass
