@@ -56,6 +56,7 @@ mod amx;
 mod dot;
 mod elem;
 mod fuse;
+mod fuse_block;
 mod fuse_group;
 mod helpers;
 mod kloop;
