@@ -320,19 +320,24 @@ impl Lower<'_> {
         Ok(p)
     }
 
+    /// The index into the source of the view `op` (`expand_dims` / `broadcast`) read at `ix`.
+    pub(super) fn view_ix(&self, op: &Op, ix: &[Ix]) -> Vec<Ix> {
+        if let OpKind::ExpandDims(axis) = op.kind {
+            let mut sub = ix.to_vec();
+            sub.remove(axis as usize);
+            return sub;
+        }
+        let (ins, shape) = (self.shape(op.args[0]), self.shape(op.result()));
+        let pad = shape.len() - ins.len();
+        (pad..shape.len()).map(|i| if ins[i - pad] == shape[i] { ix[i].clone() } else { Ix::S("0".into()) }).collect()
+    }
+
     /// [`Lower::pe`] of the fused op `op` defining `v`.
     fn pe_op(&mut self, v: ValueId, op: &Op, ix: &[Ix], lanes: u32, valid: usize) -> Result<Pv> {
         let shape = self.shape(v);
         match &op.kind {
-            OpKind::ExpandDims(axis) => {
-                let mut sub = ix.to_vec();
-                sub.remove(*axis as usize);
-                self.pe(op.args[0], &sub, lanes, valid)
-            }
-            OpKind::Broadcast => {
-                let ins = self.shape(op.args[0]);
-                let pad = shape.len() - ins.len();
-                let sub: Vec<Ix> = (pad..shape.len()).map(|i| if ins[i - pad] == shape[i] { ix[i].clone() } else { Ix::S("0".into()) }).collect();
+            OpKind::ExpandDims(_) | OpKind::Broadcast => {
+                let sub = self.view_ix(op, ix);
                 self.pe(op.args[0], &sub, lanes, valid)
             }
             OpKind::Reshape => {
@@ -988,6 +993,30 @@ impl Lower<'_> {
             self.def_uniform(op.result(), y[0].clone());
             return Ok(());
         };
+        if rop == ReduceOp::Sum {
+            if let Some(m) = self.shared_rows(x, &oshape) {
+                // Rows sharing a broadcast term (`fuse_block.rs`): for each last-dim index,
+                // the `m` rows along the dim before it together (`r - 3`: the outer dims).
+                let (reshapes, plan) = self.block_plan_of(x).expect("checked by shared_rows");
+                let n = shape[r - 1];
+                let lanes = lanes_for(n);
+                let out = self.alloc(oshape.iter().product());
+                self.nest(&oshape[..r - 3], &mut |l, prefix| {
+                    l.loop_n(rows, &mut |l, col| {
+                        let ixs: Vec<Vec<Ix>> = (0..m).map(|q| prefix.iter().cloned().chain([q.to_string(), col.to_string()]).map(Ix::S).collect()).collect();
+                        let ys = l.block_rows(x, &plan, &reshapes, &ixs, n, lanes, true)?;
+                        for (q, y) in ys.iter().enumerate() {
+                            let idx: Vec<String> = prefix.iter().cloned().chain([q.to_string(), col.to_string()]).collect();
+                            let e = l.linear(&idx, &orm);
+                            l.store_arena(ety(d), 0, out, &e, y, None);
+                        }
+                        Ok(())
+                    })
+                })?;
+                self.set(op.result(), Repr::Buf { off: out, strides: orm });
+                return Ok(());
+            }
+        }
         // Rows in groups of ROWS (independent accumulators, one memory stream each), the rest
         // one at a time.
         let out = self.alloc(oshape.iter().product());
@@ -1060,7 +1089,7 @@ impl Lower<'_> {
             })
             .collect();
         if let Some(plan) = fma.as_ref().and_then(|m| self.block_plan(m, &mshape, &reshapes, n, lanes)) {
-            return self.block_rows(x, &plan, &reshapes, &ixs, n, lanes);
+            return self.block_rows(x, &plan, &reshapes, &ixs, n, lanes, false);
         }
         let slots: Vec<String> = (0..nrows * unroll).map(|_| self.f.alloca(&t)).collect();
         for s in &slots {

@@ -24,15 +24,25 @@ pub(super) struct BlockPlan {
     /// Elements per block: the product's last dim.
     len: usize,
     /// Factors constant along a block (multiplied once per block).
-    scales: Vec<ValueId>,
+    scales: Vec<Factor>,
     /// The other factors (one or two: an FMA per chunk).
-    terms: Vec<ValueId>,
+    terms: Vec<Factor>,
+}
+
+/// A factor of the product: a fused value read through views (`expand_dims` / `broadcast`
+/// that keep the last dim, outermost first).
+#[derive(Clone)]
+struct Factor {
+    v: ValueId,
+    views: Vec<Op>,
 }
 
 /// Blocks per loop step when a row is reduced alone / in a group of rows (independent
 /// accumulators).
 const SOLO_UNROLL: usize = 4;
 const GROUP_UNROLL: usize = 2;
+/// The most rows that share a block step (one accumulator each, per unrolled block).
+const SHARED_ROWS: usize = 8;
 
 impl Lower<'_> {
     /// The block split of the fused product `root` (a `Mul` of shape `mshape`, reduced through
@@ -52,20 +62,37 @@ impl Lower<'_> {
             _ => return None,
         };
         let mut factors = vec![];
-        self.mul_factors(root.result(), mshape, &mut factors);
-        let (scales, terms): (Vec<ValueId>, Vec<ValueId>) = factors.into_iter().partition(|&v| self.block_const(v));
+        self.mul_factors(root.result(), vec![], &mut factors);
+        let (scales, terms): (Vec<Factor>, Vec<Factor>) = factors.into_iter().partition(|f| self.block_const(f.v));
         (!scales.is_empty() && (1..=2).contains(&terms.len())).then_some(BlockPlan { len, scales, terms })
     }
 
-    /// The factors of a fused f32 product tree whose nodes all have shape `mshape`.
-    fn mul_factors(&self, v: ValueId, mshape: &[usize], out: &mut Vec<ValueId>) {
+    /// The factors of the fused f32 product tree `v` (read through `views`): through products
+    /// and through views that keep the last dim (lanes stay lanes).
+    fn mul_factors(&self, v: ValueId, views: Vec<Op>, out: &mut Vec<Factor>) {
+        let shape = self.shape(v);
         match self.fused.get(&v) {
-            Some(op) if op.kind == OpKind::Binary(BinaryOp::Mul) && self.dtype(v) == DType::F32 && op.args.iter().all(|&a| self.shape(a) == mshape) => {
+            Some(op) if op.kind == OpKind::Binary(BinaryOp::Mul) && self.dtype(v) == DType::F32 && op.args.iter().all(|&a| self.shape(a) == shape) => {
                 for &a in &op.args {
-                    self.mul_factors(a, mshape, out);
+                    self.mul_factors(a, views.clone(), out);
                 }
             }
-            _ => out.push(v),
+            Some(op) if self.dtype(v) == DType::F32 && self.keeps_last(op) => {
+                let mut views = views;
+                views.push(op.clone());
+                self.mul_factors(op.args[0], views, out);
+            }
+            _ => out.push(Factor { v, views }),
+        }
+    }
+
+    /// Whether `op` is a view whose result's last dim is its source's last dim.
+    fn keeps_last(&self, op: &Op) -> bool {
+        let (ins, shape) = (self.shape(op.args[0]), self.shape(op.result()));
+        match op.kind {
+            OpKind::ExpandDims(a) => (a as usize) + 1 < shape.len(),
+            OpKind::Broadcast => ins.last() == shape.last() && !ins.is_empty(),
+            _ => false,
         }
     }
 
@@ -81,14 +108,78 @@ impl Lower<'_> {
         }
     }
 
+    /// The block plan of the fused f32 `sum` over `x` (its `reshape`s from the root down and
+    /// the plan), when it has one.
+    pub(super) fn block_plan_of(&self, x: ValueId) -> Option<(Vec<Op>, BlockPlan)> {
+        if self.dtype(x) != DType::F32 {
+            return None;
+        }
+        let mut root = x;
+        let mut reshapes = vec![];
+        while let Some(o) = self.fused.get(&root).filter(|o| o.kind == OpKind::Reshape) {
+            reshapes.push(o.clone());
+            root = o.args[0];
+        }
+        let m = self.fused.get(&root).filter(|o| o.kind == OpKind::Binary(BinaryOp::Mul))?;
+        let shape = self.shape(x);
+        let n = *shape.last()?;
+        let plan = self.block_plan(m, &self.shape(root), &reshapes, n, super::lower::lanes_for(n))?;
+        Some((reshapes, plan))
+    }
+
+    /// The rows sharing work in a block-scaled sum over `x` of output shape `oshape`: the
+    /// size of its second-last output dim when a term is broadcast along it (the weights of a
+    /// GEMV against several activation rows, `w[None, :, :] * x[:, None, :]`) and it is small
+    /// (at most [`SHARED_ROWS`]). The rows along that dim then run together, each block's
+    /// shared term evaluated once for all of them (its loads and decode).
+    pub(super) fn shared_rows(&self, x: ValueId, oshape: &[usize]) -> Option<usize> {
+        let r = oshape.len();
+        if r < 2 || oshape[r - 2] < 2 || oshape[r - 2] > SHARED_ROWS {
+            return None;
+        }
+        let (_, plan) = self.block_plan_of(x)?;
+        plan.terms.iter().any(|t| t.views.first().is_some_and(|o| self.bcast_along(o, r - 2))).then_some(oshape[r - 2])
+    }
+
+    /// Whether the view `op` broadcasts along its result's dim `d`.
+    fn bcast_along(&self, op: &Op, d: usize) -> bool {
+        let (ins, shape) = (self.shape(op.args[0]), self.shape(op.result()));
+        match op.kind {
+            OpKind::ExpandDims(a) => a as usize == d,
+            OpKind::Broadcast => {
+                let pad = shape.len() - ins.len();
+                d < pad || (ins[d - pad] == 1 && shape[d] != 1)
+            }
+            _ => false,
+        }
+    }
+
+    /// A factor at `ix` (the product's index), as a vector.
+    fn factor_at(&mut self, f: &Factor, ix: &[Ix], lanes: u32, fma: bool) -> Result<String> {
+        let mut ix = ix.to_vec();
+        for o in &f.views {
+            ix = self.view_ix(o, &ix);
+        }
+        let sh = self.shape(f.v);
+        let p = if fma { self.pe_fma_operand(f.v, &sh, &ix, lanes, lanes as usize)? } else { self.pe(f.v, &ix, lanes, lanes as usize)? };
+        Ok(self.pv_vec(&p, "float", lanes))
+    }
+
     /// The rows `ixs` (scalar index prefixes) of a fused block-scaled sum over rows of `n`
-    /// elements: each row's sum (lanes reduced in order) as a scalar.
-    pub(super) fn block_rows(&mut self, x: ValueId, plan: &BlockPlan, reshapes: &[Op], ixs: &[Vec<Ix>], n: usize, lanes: u32) -> Result<Vec<String>> {
+    /// elements: each row's sum (lanes reduced in order) as a scalar. With `memo`, each block
+    /// step evaluates a value at an index once for all the rows (the rows of
+    /// [`Lower::shared_rows`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn block_rows(&mut self, x: ValueId, plan: &BlockPlan, reshapes: &[Op], ixs: &[Vec<Ix>], n: usize, lanes: u32, memo: bool) -> Result<Vec<String>> {
         let t = vt("float", lanes);
         let zero = super::text::cst("float", lanes, &flit(-0.0));
         let blocks = n / plan.len;
         let per = plan.len / lanes as usize;
-        let unroll = if ixs.len() == 1 { SOLO_UNROLL } else { GROUP_UNROLL };
+        let unroll = match ixs.len() {
+            1 => SOLO_UNROLL,
+            2..=4 => GROUP_UNROLL,
+            _ => 1,
+        };
         let unroll = if blocks >= 2 * unroll { unroll } else { 1 };
         let slots: Vec<String> = (0..ixs.len() * unroll).map(|_| self.f.alloca(&t)).collect();
         for s in &slots {
@@ -112,10 +203,8 @@ impl Lower<'_> {
             for c in 0..per {
                 let ix = at(l, c);
                 let mut vs = vec![];
-                for &v in &plan.terms {
-                    let sh = l.shape(v);
-                    let p = l.pe_fma_operand(v, &sh, &ix, lanes, lanes as usize)?;
-                    vs.push(l.pv_vec(&p, "float", lanes));
+                for f in &plan.terms {
+                    vs.push(l.factor_at(f, &ix, lanes, true)?);
                 }
                 let one = flit(1.0);
                 let b = vs.get(1).cloned().unwrap_or_else(|| super::text::cst("float", lanes, &one));
@@ -125,9 +214,8 @@ impl Lower<'_> {
                 }
             }
             let mut s: Option<String> = None;
-            for &v in &plan.scales {
-                let p = l.pe(v, &first, lanes, lanes as usize)?;
-                let p = l.pv_vec(&p, "float", lanes);
+            for f in &plan.scales {
+                let p = l.factor_at(f, &first, lanes, false)?;
                 s = Some(match s {
                     None => p,
                     Some(s) => l.f.val(format!("fmul {t} {s}, {p}")),
@@ -139,22 +227,29 @@ impl Lower<'_> {
             l.f.inst(format!("store {t} {nx}, ptr {slot}, align 64"));
             Ok(())
         };
+        // Block `b` of every row, into the rows' `u`-th slots.
+        let all_rows = |l: &mut Self, u: usize, b: &str| -> Result<()> {
+            if memo {
+                l.pe_memo = Some(Default::default());
+            }
+            for q in 0..ixs.len() {
+                block(l, q, &slots[q * unroll + u], b)?;
+            }
+            l.pe_memo = None;
+            Ok(())
+        };
         let steps = blocks / unroll;
         let full = |l: &mut Self| -> Result<()> {
             l.loop_n(steps, &mut |l, g| {
                 for u in 0..unroll {
                     let b = l.f.val(format!("mul i64 {g}, {unroll}"));
                     let b = l.f.val(format!("add i64 {b}, {u}"));
-                    for q in 0..ixs.len() {
-                        block(l, q, &slots[q * unroll + u], &b)?;
-                    }
+                    all_rows(l, u, &b)?;
                 }
                 Ok(())
             })?;
             for b in steps * unroll..blocks {
-                for q in 0..ixs.len() {
-                    block(l, q, &slots[q * unroll], &b.to_string())?;
-                }
+                all_rows(l, 0, &b.to_string())?;
             }
             Ok(())
         };
