@@ -74,8 +74,14 @@ pub fn scale(ops: &Ops, x: &Tensor, s: f32) -> Result<Tensor> {
 pub const GEMV_ROWS: usize = 8;
 
 /// Mean rows per expert up to which the gpt-oss experts run as GEMVs (`moe_mx_*_rows`, each
-/// weight block decoded once per up to 8 rows) rather than as grouped MMA GEMMs.
-const ROWS_PER_EXPERT: usize = 8;
+/// weight block decoded once per up to 8 rows) rather than as grouped MMA GEMMs: measured on
+/// gpt-oss shapes (H = I = 2048, 16 experts, top-4), the GEMVs win up to 64 tokens (16 rows
+/// per expert) and lose at 128.
+const ROWS_PER_EXPERT: usize = 16;
+
+/// K steps of `moe_mx_*_rows`: the whole row up to 2048 (one row-end lane reduction per
+/// output and step, so long steps; a K past 2048 ends in a masked partial step).
+const ROWS_STEPS: [i64; 7] = [32, 64, 128, 256, 512, 1024, 2048];
 
 /// K step of `gemv_w`: the largest step (up to 4096) that divides K, so every step is full and
 /// runs the fused reduction's unmasked loop (K = 5632 takes 512, not 4096 + a masked 1536).
@@ -387,12 +393,12 @@ fn experts_by_row(
 ) -> Result<Tensor> {
     let p = sorted_pairs.numel();
     let bm = pick(&[1, 2, 4, 8], p.div_ceil(e), 8);
-    let up_inst = Instance::default().tunable("BM", bm).tunable("BN", pick(&[8, 16], i, 16)).tunable("BK", pick(&[32, 64, 128, 256, 512], h, 512));
+    let up_inst = Instance::default().tunable("BM", bm).tunable("BN", pick(&[8, 16], i, 16)).tunable("BK", pick(&ROWS_STEPS, h, 2048));
     let mut hidden = Tensor::zeros(DType::F32, &[p, i]);
     let scalars = [ArgRef::I32(top_k as i32), ArgRef::F32(alpha), ArgRef::F32(limit)];
     launch_experts(ops, "moe_mx_up_rows", &up_inst, x, gate_up, &[sorted_pairs, starts, counts], &mut hidden, scalars)?;
 
-    let down_inst = Instance::default().tunable("BM", bm).tunable("BN", pick(&[8, 16], h, 16)).tunable("BK", pick(&[32, 64, 128, 256, 512], i, 512));
+    let down_inst = Instance::default().tunable("BM", bm).tunable("BN", pick(&[8, 16], h, 16)).tunable("BK", pick(&ROWS_STEPS, i, 2048));
     let mut y_perm = Tensor::zeros(DType::F32, &[p, h]);
     launch_experts(ops, "moe_mx_down_rows", &down_inst, &hidden, down, &[sorted_pairs, starts, counts, pair_weights], &mut y_perm, [])?;
     Ok(y_perm)
@@ -610,7 +616,7 @@ mod tests {
         for target in ["cpu", "llvm"] {
             let Ok(t) = opc_codegen::target_by_name(target) else { continue };
             let ops = Ops::new(t);
-            for t in [20, 5, 3, 1] {
+            for t in [40, 5, 3, 1] {
                 mxfp4_experts_case(&ops, t);
             }
         }

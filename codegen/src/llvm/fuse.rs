@@ -811,16 +811,31 @@ impl Lower<'_> {
     /// Whether `v`'s fused tree indexes every load only linearly in the lane position: index
     /// operands are affine or uniform values (through views), and no `reshape` splits the lane
     /// index. Then a load's bounds hold for a whole run of chunks when they hold for the first
-    /// and the last (an affine index takes its extremes at the ends).
-    fn linear_tree(&self, v: ValueId) -> bool {
+    /// and the last (an affine index takes its extremes at the ends). `lane_dims`: how many
+    /// trailing dims of `v` vary with the lane position; an index operand of a load that covers
+    /// none of them is the same on every chunk of a row (any value, e.g. a row id from a tile)
+    /// and is checked with the row.
+    fn linear_tree(&self, v: ValueId, lane_dims: usize) -> bool {
         let Some(op) = self.fused.get(&v) else { return true };
+        let rank = self.shape(v).len();
         match &op.kind {
             OpKind::Reshape => false,
             OpKind::Load { tensor, .. } => {
-                let rank = self.tensors[*tensor].as_ref().map_or(0, |t| t.shape.len());
-                op.args[..rank].iter().all(|&a| self.plain_index(a)) && op.args[rank..].iter().all(|&a| self.linear_tree(a))
+                let trank = self.tensors[*tensor].as_ref().map_or(0, |t| t.shape.len());
+                let mut at = 0;
+                let index_ok = op.args[..trank].iter().all(|&a| {
+                    let r = self.shape(a).len();
+                    let row_only = at + r + lane_dims <= rank;
+                    at += r;
+                    row_only || self.plain_index(a)
+                });
+                index_ok && op.args[trank..].iter().all(|&a| self.linear_tree(a, lane_dims))
             }
-            _ => op.args.iter().all(|&a| self.linear_tree(a)),
+            OpKind::ExpandDims(axis) => {
+                let lane_axis = (*axis as usize) + lane_dims >= rank;
+                self.linear_tree(op.args[0], lane_dims - lane_axis as usize)
+            }
+            _ => op.args.iter().all(|&a| self.linear_tree(a, lane_dims.min(self.shape(a).len()))),
         }
     }
 
@@ -835,13 +850,13 @@ impl Lower<'_> {
     /// the unchecked packed-nibble loads need.
     pub(super) fn corner_chunks(&self, x: ValueId, n: usize, lanes: usize) -> Option<Vec<usize>> {
         let Some(op) = self.fused.get(&x).filter(|o| o.kind == OpKind::Reshape) else {
-            return self.linear_tree(x).then(|| vec![0, lanes.min(n / lanes * lanes - lanes), n / lanes * lanes - lanes]);
+            return self.linear_tree(x, 1).then(|| vec![0, lanes.min(n / lanes * lanes - lanes), n / lanes * lanes - lanes]);
         };
         let src = self.shape(op.args[0]);
-        if !n.is_multiple_of(lanes) || !self.linear_tree(op.args[0]) {
+        let k = Self::trailing_split(&src, &self.shape(x))?;
+        if !n.is_multiple_of(lanes) || !self.linear_tree(op.args[0], src.len() - k) {
             return None;
         }
-        let k = Self::trailing_split(&src, &self.shape(x))?;
         if !src[src.len() - 1].is_multiple_of(lanes) {
             return None;
         }
