@@ -568,10 +568,10 @@ impl Lower<'_> {
             let mut inb = self.lanes_in_bounds(&tv, &idx, &lane_dims, lanes);
             if let (true, [d], Pv::A { base, c: 1 }) = (matches!(dt, DType::I4 | DType::E2M1), &lane_dims[..], &idx[rank - 1]) {
                 if *d == rank - 1 {
-                    // the unchecked packed-nibble load needs an even first element
+                    // the unchecked packed-nibble load needs an even row offset and lane base
                     let b64 = self.f.val(format!("sext i32 {base} to i64"));
-                    let e0 = self.f.val(format!("add i64 {off}, {b64}"));
-                    let odd = self.f.val(format!("trunc i64 {e0} to i1"));
+                    let any = self.f.val(format!("or i64 {off}, {b64}"));
+                    let odd = self.f.val(format!("trunc i64 {any} to i1"));
                     let even = self.f.val(format!("xor i1 {odd}, true"));
                     inb = self.f.val(format!("and i1 {inb}, {even}"));
                 }
@@ -650,7 +650,7 @@ impl Lower<'_> {
             let e0 = self.f.val(format!("add i64 {off}, {b64}"));
             if matches!(dt, DType::I4 | DType::E2M1) {
                 if unchecked && !has_mask && valid == lanes as usize && lanes >= 4 {
-                    self.nibbles_unchecked(&tv, &e0, lanes)
+                    self.nibbles_unchecked(&tv, &off, &b64, lanes)
                 } else {
                     self.nibbles_contiguous(&tv, &e0, &lm, lanes)
                 }
@@ -731,14 +731,18 @@ impl Lower<'_> {
         all
     }
 
-    /// Packed 4-bit elements `e0 .. e0 + lanes`, all known to be in bounds and `e0` even (both
-    /// proven by the loop versioning, [`Lower::versioned`]), as raw codes: the `lanes / 2`
-    /// bytes from `e0 / 2`, no branch and no shift by the parity.
-    fn nibbles_unchecked(&mut self, tv: &super::lower::TensorVals, e0: &str, lanes: u32) -> String {
+    /// Packed 4-bit elements `e0 .. e0 + lanes` (`e0 = off + b`: the row's offset and the
+    /// lane-affine part), all known to be in bounds and `off`, `b` even (proven by the loop
+    /// versioning, [`Lower::versioned`]), as raw codes: the `lanes / 2` bytes from
+    /// `off / 2 + b / 2` (a row pointer plus a step offset shared by the rows), no branch and
+    /// no shift by the parity.
+    fn nibbles_unchecked(&mut self, tv: &super::lower::TensorVals, off: &str, b: &str, lanes: u32) -> String {
         let ti = vt("i32", lanes);
         let half = lanes / 2;
         let nb = 8 * half;
-        let byte = self.f.val(format!("lshr exact i64 {e0}, 1"));
+        let ob = self.f.val(format!("lshr exact i64 {off}, 1"));
+        let bb = self.f.val(format!("lshr exact i64 {b}, 1"));
+        let byte = self.f.val(format!("add i64 {ob}, {bb}"));
         let p = self.f.val(format!("getelementptr i8, ptr {}, i64 {byte}", tv.base));
         let w = self.f.val(format!("load i{nb}, ptr {p}, align 1"));
         if lanes == 16 && self.isa.vbmi {
