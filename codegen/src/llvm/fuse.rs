@@ -41,7 +41,11 @@
 //! or through one root `reshape` whose source's trailing dims make up a row), the loads are
 //! first checked at the corner chunks ([`Lower::corner_chunks`], no memory touched); if every
 //! lane is in bounds there, the full chunks run with plain loads ([`Bounds::Unchecked`]: no
-//! per-chunk masks, packed nibbles spread without a parity branch), otherwise masked as above.
+//! per-chunk masks, packed nibbles read from a row byte plus a step byte without a parity
+//! branch, the check also proving both even), otherwise masked as above.
+//! A `sum` of a product with a factor constant along blocks of the last dim (an MXFP4 block's
+//! scale) folds that factor in once per block, and rows sharing a broadcast term share its
+//! evaluation (`fuse_block.rs`).
 //! Row groups step two chunks at a time (8 FMA chains; an MXFP4 block's scale loaded once).
 //! Numerics are those of the unfused row reduction (`reduce.rs`): float sums are reassociated
 //! (more partial sums), and `sum(a * b)` over f32 is contracted to one FMA per element (the
@@ -1012,29 +1016,8 @@ impl Lower<'_> {
             self.def_uniform(op.result(), y[0].clone());
             return Ok(());
         };
-        if rop == ReduceOp::Sum {
-            if let Some(m) = self.shared_rows(x, &oshape) {
-                // Rows sharing a broadcast term (`fuse_block.rs`): for each last-dim index,
-                // the `m` rows along the dim before it together (`r - 3`: the outer dims).
-                let (reshapes, plan) = self.block_plan_of(x).expect("checked by shared_rows");
-                let n = shape[r - 1];
-                let lanes = lanes_for(n);
-                let out = self.alloc(oshape.iter().product());
-                self.nest(&oshape[..r - 3], &mut |l, prefix| {
-                    l.loop_n(rows, &mut |l, col| {
-                        let ixs: Vec<Vec<Ix>> = (0..m).map(|q| prefix.iter().cloned().chain([q.to_string(), col.to_string()]).map(Ix::S).collect()).collect();
-                        let ys = l.block_rows(x, &plan, &reshapes, &ixs, n, lanes, true)?;
-                        for (q, y) in ys.iter().enumerate() {
-                            let idx: Vec<String> = prefix.iter().cloned().chain([q.to_string(), col.to_string()]).collect();
-                            let e = l.linear(&idx, &orm);
-                            l.store_arena(ety(d), 0, out, &e, y, None);
-                        }
-                        Ok(())
-                    })
-                })?;
-                self.set(op.result(), Repr::Buf { off: out, strides: orm });
-                return Ok(());
-            }
+        if rop == ReduceOp::Sum && self.shared_reduce(op)? {
+            return Ok(());
         }
         // Rows in groups of ROWS (independent accumulators, one memory stream each), the rest
         // one at a time.

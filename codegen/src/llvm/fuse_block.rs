@@ -11,11 +11,18 @@
 //! reassociated, `(c·s)·x` becomes `s·(c·x)`, a rounding-only difference like the reassociated
 //! sums of `fuse.rs` (a power-of-two scale, the MXFP4 case, changes only the partial sums'
 //! rounding when nothing overflows or underflows).
+//!
+//! Factors are found through products and through views that keep the last dim, so
+//! `w[None, :, :] * x[:, None, :]` (the GEMVs of a few activation rows against one weight tile)
+//! splits too. When such a term is broadcast along the output's second-last dim and that dim
+//! is small ([`Lower::shared_rows`]), the rows along it run together ([`Lower::shared_reduce`]):
+//! each block step evaluates the shared term (the weights' loads, nibble spread, e2m1 decode,
+//! scale) once for all of them (`Lower::pe_memo`), and each row adds its FMAs.
 
 use opc_ir::{BinaryOp, DType, Op, OpKind, ValueId};
 
 use super::fuse::Ix;
-use super::lower::Lower;
+use super::lower::{lanes_for, row_major, Lower, Repr};
 use super::text::{flit, suffix, vt};
 use crate::Result;
 
@@ -123,8 +130,37 @@ impl Lower<'_> {
         let m = self.fused.get(&root).filter(|o| o.kind == OpKind::Binary(BinaryOp::Mul))?;
         let shape = self.shape(x);
         let n = *shape.last()?;
-        let plan = self.block_plan(m, &self.shape(root), &reshapes, n, super::lower::lanes_for(n))?;
+        let plan = self.block_plan(m, &self.shape(root), &reshapes, n, lanes_for(n))?;
         Some((reshapes, plan))
+    }
+
+    /// The fused `sum` `op` as rows sharing a broadcast term ([`Lower::shared_rows`]), when
+    /// it has such rows: for each index of the last output dim, the rows along the dim before
+    /// it run together. Returns whether it was lowered so.
+    pub(super) fn shared_reduce(&mut self, op: &Op) -> Result<bool> {
+        let x = op.args[0];
+        let shape = self.shape(x);
+        let r = shape.len();
+        let oshape = shape[..r - 1].to_vec();
+        let Some(m) = self.shared_rows(x, &oshape) else { return Ok(false) };
+        let (reshapes, plan) = self.block_plan_of(x).expect("checked by shared_rows");
+        let (n, lanes) = (shape[r - 1], lanes_for(shape[r - 1]));
+        let orm = row_major(&oshape);
+        let out = self.alloc(oshape.iter().product());
+        self.nest(&oshape[..r - 3], &mut |l, prefix| {
+            l.loop_n(oshape[r - 2], &mut |l, col| {
+                let at = |q: usize| -> Vec<String> { prefix.iter().cloned().chain([q.to_string(), col.to_string()]).collect() };
+                let ixs: Vec<Vec<Ix>> = (0..m).map(|q| at(q).into_iter().map(Ix::S).collect()).collect();
+                let ys = l.block_rows(x, &plan, &reshapes, &ixs, n, lanes, true)?;
+                for (q, y) in ys.iter().enumerate() {
+                    let e = l.linear(&at(q), &orm);
+                    l.store_arena("float", 0, out, &e, y, None);
+                }
+                Ok(())
+            })
+        })?;
+        self.set(op.result(), Repr::Buf { off: out, strides: orm });
+        Ok(true)
     }
 
     /// The rows sharing work in a block-scaled sum over `x` of output shape `oshape`: the
