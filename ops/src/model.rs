@@ -82,6 +82,16 @@ pub fn scale(ops: &Ops, x: &Tensor, s: f32) -> Result<Tensor> {
 /// weights packed into f32 panels) only pays from there on.
 pub const GEMV_ROWS: usize = 8;
 
+/// Mean rows per expert up to which the gpt-oss experts run as GEMVs (`moe_mx_*_rows`, each
+/// weight block decoded once per up to 8 rows) rather than as grouped MMA GEMMs: measured on
+/// gpt-oss shapes (H = I = 2048, 16 experts, top-4), the GEMVs win up to 64 tokens (16 rows
+/// per expert) and lose at 128.
+const ROWS_PER_EXPERT: usize = 16;
+
+/// K steps of `moe_mx_*_rows`: the whole row up to 2048 (one row-end lane reduction per
+/// output and step, so long steps; a K past 2048 ends in a masked partial step).
+const ROWS_STEPS: [i64; 7] = [32, 64, 128, 256, 512, 1024, 2048];
+
 /// K step of `gemv_w`: the largest step (up to 4096) that divides K, so every step is full and
 /// runs the fused reduction's unmasked loop (K = 5632 takes 512, not 4096 + a masked 1536).
 /// A K with no such divisor takes the largest step within K.
@@ -373,16 +383,14 @@ pub fn moe_mxfp4(
 
     // permutation of the (token, slot) pairs by expert (the library's grouped-GEMM kernel)
     let Permuted { sorted_pairs, pos, starts, counts } = permute(ops, &ids, e)?;
-    let ids = Tensor { shape: vec![p], ..ids };
 
     let pair_weights = Tensor { shape: vec![p], ..weights };
-    // Decode (one row per expert at most, or a batch of up to GEMV_ROWS tokens): per-row
-    // GEMVs. Rows are sorted by expert and pid0 varies fastest, so the rows of one expert run
-    // one after another on each weight block while it is in cache: its weights come from DRAM
-    // about once per step. Prefill: the grouped GEMMs (each weight tile decoded once per BM rows).
+    // Few rows per expert (decode, a batch of tokens, a short prefill): GEMVs of each
+    // expert's rows, BM at a time, each weight block decoded once for the BM rows. Many
+    // (prefill): the grouped GEMMs (each weight tile decoded once per BM rows, MMA products).
     let routing = [&sorted_pairs, &starts, &counts];
-    let y_perm = if p <= e || t <= GEMV_ROWS {
-        experts_by_row(ops, x, &sorted_pairs, &ids, &pair_weights, gate_up, down, [h, i, top_k], alpha, limit)?
+    let y_perm = if p.div_ceil(e) <= ROWS_PER_EXPERT {
+        experts_by_row(ops, x, routing, &pair_weights, gate_up, down, [h, i, top_k, e], alpha, limit)?
     } else {
         experts_grouped(ops, x, routing, &pair_weights, gate_up, down, [h, i, top_k, e], alpha, limit)?
     };
@@ -424,31 +432,32 @@ fn experts_grouped(
     Ok(y_perm)
 }
 
-/// gpt-oss experts row by row (`moe_mx_up_rows` / `moe_mx_down_rows`): per-row MXFP4 GEMVs,
-/// for decode, where an expert rarely has more than one row and an MMA tile would be mostly
-/// padding. Same layout and result as [`experts_grouped`].
+/// gpt-oss experts as GEMVs (`moe_mx_up_rows` / `moe_mx_down_rows`): one program per (expert,
+/// N tile) walks the expert's rows BM at a time (BM from the mean rows per expert, so a decode
+/// step with one row per expert pads nothing), each weight block decoded once for the BM rows.
+/// Same layout and result as [`experts_grouped`].
 #[allow(clippy::too_many_arguments)]
 fn experts_by_row(
     ops: &Ops,
     x: &Tensor,
-    sorted_pairs: &Tensor,
-    ids: &Tensor,
+    [sorted_pairs, starts, counts]: [&Tensor; 3],
     pair_weights: &Tensor,
     gate_up: &MxExperts,
     down: &MxExperts,
-    [h, i, top_k]: [usize; 3],
+    [h, i, top_k, e]: [usize; 4],
     alpha: f32,
     limit: f32,
 ) -> Result<Tensor> {
     let p = sorted_pairs.numel();
-    let up_inst = Instance::default().tunable("BN", pick(&[8, 16], i, 16)).tunable("BK", pick(&[32, 64, 128, 256, 512], h, 512));
+    let bm = pick(&[1, 2, 4, 8], p.div_ceil(e), 8);
+    let up_inst = Instance::default().tunable("BM", bm).tunable("BN", pick(&[8, 16], i, 16)).tunable("BK", pick(&ROWS_STEPS, h, 2048));
     let mut hidden = Tensor::zeros(DType::F32, &[p, i]);
     let scalars = [ArgRef::I32(top_k as i32), ArgRef::F32(alpha), ArgRef::F32(limit)];
-    launch_experts(ops, "moe_mx_up_rows", &up_inst, x, gate_up, &[sorted_pairs, ids], &mut hidden, scalars)?;
+    launch_experts(ops, "moe_mx_up_rows", &up_inst, x, gate_up, &[sorted_pairs, starts, counts], &mut hidden, scalars)?;
 
-    let down_inst = Instance::default().tunable("BN", pick(&[8, 16], h, 16)).tunable("BK", pick(&[32, 64, 128, 256, 512], i, 512));
+    let down_inst = Instance::default().tunable("BM", bm).tunable("BN", pick(&[8, 16], h, 16)).tunable("BK", pick(&ROWS_STEPS, i, 2048));
     let mut y_perm = Tensor::zeros(DType::F32, &[p, h]);
-    launch_experts(ops, "moe_mx_down_rows", &down_inst, &hidden, down, &[sorted_pairs, ids, pair_weights], &mut y_perm, [])?;
+    launch_experts(ops, "moe_mx_down_rows", &down_inst, &hidden, down, &[sorted_pairs, starts, counts, pair_weights], &mut y_perm, [])?;
     Ok(y_perm)
 }
 
@@ -723,22 +732,27 @@ mod tests {
         assert_eq!(argmax(&ops, &logits).unwrap(), vec![1]);
     }
 
-    /// Prefill (grouped GEMMs, P > E) and decode (per-row GEMVs, P <= E).
+    /// Prefill (grouped GEMMs, more than ROWS_PER_EXPERT rows per expert) and the GEMV form
+    /// with 4, 2 and 1 rows per program (a short prefill, a batch, a decode step), on the cpu
+    /// target and, when built in, the llvm one (its fused block-scaled loops).
     #[test]
     fn mxfp4_experts_match_a_dequantized_reference() {
-        for t in [5, 1] {
-            mxfp4_experts_case(t);
+        for target in ["cpu", "llvm"] {
+            let Ok(t) = opc_codegen::target_by_name(target) else { continue };
+            let ops = Ops::new(t);
+            for t in [40, 5, 3, 1] {
+                mxfp4_experts_case(&ops, t);
+            }
         }
     }
 
-    fn mxfp4_experts_case(t: usize) {
-        let ops = ops();
+    fn mxfp4_experts_case(ops: &Ops, t: usize) {
         let (h, i, e, k) = (64, 32, 4, 2);
         let x = f32t(&[t, h], |j| ((j * 37) % 17) as f32 / 8.0 - 1.0);
         let quant = |rows: usize, cols: usize, seed: usize| {
             let w = f32t(&[e * rows, cols], |j| (((j + seed) * 7919) % 29) as f32 / 14.0 - 1.0);
-            let q = crate::mxfp4::quantize(&ops, &w).unwrap();
-            let deq = crate::mxfp4::dequantize(&ops, &q).unwrap().to_f32_vec();
+            let q = crate::mxfp4::quantize(ops, &w).unwrap();
+            let deq = crate::mxfp4::dequantize(ops, &q).unwrap().to_f32_vec();
             let codes = Tensor { shape: vec![e, rows, cols], ..q.codes };
             let scales = Tensor { shape: vec![e, rows, cols / 32], ..q.scales };
             let bias = f32t(&[e, rows], |j| ((j + seed) % 5) as f32 * 0.1 - 0.2);
@@ -749,7 +763,7 @@ mod tests {
         let rw = Tensor::from_f32(DType::BF16, &[e, h], &(0..e * h).map(|j| ((j * 13) % 11) as f32 / 10.0 - 0.5).collect::<Vec<_>>());
         let rb = f32t(&[e], |j| j as f32 * 0.01);
         let (alpha, limit) = (1.702, 7.0);
-        let y = moe_mxfp4(&ops, &x, &rw, &rb, k, &gu, &dn, alpha, limit).unwrap().to_f32_vec();
+        let y = moe_mxfp4(ops, &x, &rw, &rb, k, &gu, &dn, alpha, limit).unwrap().to_f32_vec();
 
         // host oracle in f64
         let xv = x.to_f32_vec();

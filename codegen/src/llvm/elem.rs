@@ -442,6 +442,12 @@ impl Lower<'_> {
         // 0 and 255 both get bit 22 on top of e << 23: 0x00400000 = 2⁻¹²⁷ and 0x7FC00000 =
         // the quiet NaN (integer ops only: no compare-and-blend per scale).
         let e = self.f.val(format!("and {ti} {x}, {}", c("255")));
+        if lanes == 0 {
+            // One scale (an MXFP4 block's, once per block): a load from the 256-entry table.
+            let i = self.f.val(format!("zext i32 {e} to i64"));
+            let p = self.f.val(format!("getelementptr [256 x float], ptr @{E8M0_TABLE}, i64 0, i64 {i}"));
+            return self.f.val(format!("load float, ptr {p}, align 4"));
+        }
         let n = self.f.val(format!("shl {ti} {e}, {}", c("23")));
         let e1 = self.f.val(format!("add {ti} {e}, {}", c("1")));
         let e1 = self.f.val(format!("and {ti} {e1}, {}", c("255")));
@@ -470,4 +476,13 @@ impl Lower<'_> {
             }
         }
     }
+}
+
+/// The module's e8m0 decode table (`numerics::e8m0_decode` of every byte).
+const E8M0_TABLE: &str = "opc_e8m0";
+
+/// The definition of [`E8M0_TABLE`] (private: dropped when unused).
+pub(super) fn e8m0_table() -> String {
+    let vals: Vec<String> = (0..256u32).map(|i| format!("float {}", flit(opc_ir::numerics::e8m0_decode(i) as f32))).collect();
+    format!("@{E8M0_TABLE} = private unnamed_addr constant [256 x float] [{}], align 64\n", vals.join(", "))
 }

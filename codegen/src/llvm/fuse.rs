@@ -41,7 +41,11 @@
 //! or through one root `reshape` whose source's trailing dims make up a row), the loads are
 //! first checked at the corner chunks ([`Lower::corner_chunks`], no memory touched); if every
 //! lane is in bounds there, the full chunks run with plain loads ([`Bounds::Unchecked`]: no
-//! per-chunk masks, packed nibbles spread without a parity branch), otherwise masked as above.
+//! per-chunk masks, packed nibbles read from a row byte plus a step byte without a parity
+//! branch, the check also proving both even), otherwise masked as above.
+//! A `sum` of a product with a factor constant along blocks of the last dim (an MXFP4 block's
+//! scale) folds that factor in once per block, and rows sharing a broadcast term share its
+//! evaluation (`fuse_block.rs`).
 //! Row groups step two chunks at a time (8 FMA chains; an MXFP4 block's scale loaded once).
 //! Numerics are those of the unfused row reduction (`reduce.rs`): float sums are reassociated
 //! (more partial sums), and `sum(a * b)` over f32 is contracted to one FMA per element (the
@@ -320,19 +324,24 @@ impl Lower<'_> {
         Ok(p)
     }
 
+    /// The index into the source of the view `op` (`expand_dims` / `broadcast`) read at `ix`.
+    pub(super) fn view_ix(&self, op: &Op, ix: &[Ix]) -> Vec<Ix> {
+        if let OpKind::ExpandDims(axis) = op.kind {
+            let mut sub = ix.to_vec();
+            sub.remove(axis as usize);
+            return sub;
+        }
+        let (ins, shape) = (self.shape(op.args[0]), self.shape(op.result()));
+        let pad = shape.len() - ins.len();
+        (pad..shape.len()).map(|i| if ins[i - pad] == shape[i] { ix[i].clone() } else { Ix::S("0".into()) }).collect()
+    }
+
     /// [`Lower::pe`] of the fused op `op` defining `v`.
     fn pe_op(&mut self, v: ValueId, op: &Op, ix: &[Ix], lanes: u32, valid: usize) -> Result<Pv> {
         let shape = self.shape(v);
         match &op.kind {
-            OpKind::ExpandDims(axis) => {
-                let mut sub = ix.to_vec();
-                sub.remove(*axis as usize);
-                self.pe(op.args[0], &sub, lanes, valid)
-            }
-            OpKind::Broadcast => {
-                let ins = self.shape(op.args[0]);
-                let pad = shape.len() - ins.len();
-                let sub: Vec<Ix> = (pad..shape.len()).map(|i| if ins[i - pad] == shape[i] { ix[i].clone() } else { Ix::S("0".into()) }).collect();
+            OpKind::ExpandDims(_) | OpKind::Broadcast => {
+                let sub = self.view_ix(op, ix);
                 self.pe(op.args[0], &sub, lanes, valid)
             }
             OpKind::Reshape => {
@@ -368,7 +377,7 @@ impl Lower<'_> {
     /// The source indices of a fused `reshape` read at `ix`: the flat row-major element index,
     /// split by the source's dims; the lane dim is the last of both (rows of 16 never straddle
     /// a source row, checked by the plan).
-    fn reshape_ix(&mut self, op: &Op, ix: &[Ix]) -> Vec<Ix> {
+    pub(super) fn reshape_ix(&mut self, op: &Op, ix: &[Ix]) -> Vec<Ix> {
         let (ins, shape) = (self.shape(op.args[0]), self.shape(op.result()));
         if let Some(k) = Self::trailing_split(&ins, &shape) {
             // The source's dims `k..` make up exactly one row of the result: they are the
@@ -397,7 +406,7 @@ impl Lower<'_> {
 
     /// The first source dim of the trailing run whose product is the result's last dim, when
     /// there is one.
-    fn trailing_split(ins: &[usize], shape: &[usize]) -> Option<usize> {
+    pub(super) fn trailing_split(ins: &[usize], shape: &[usize]) -> Option<usize> {
         let n = *shape.last()?;
         let (mut prod, mut k) = (1, ins.len());
         while k > 0 && prod < n {
@@ -440,7 +449,7 @@ impl Lower<'_> {
 
     /// An operand of the contracted `sum(a * b)`: a bf16 load reached through widening casts
     /// and views only skips its NaN quieting (see `pe_load`).
-    fn pe_fma_operand(&mut self, a: ValueId, shape: &[usize], ix: &[Ix], lanes: u32, valid: usize) -> Result<Pv> {
+    pub(super) fn pe_fma_operand(&mut self, a: ValueId, shape: &[usize], ix: &[Ix], lanes: u32, valid: usize) -> Result<Pv> {
         let mut v = a;
         let direct = loop {
             match self.fused.get(&v).map(|o| (o.kind.clone(), o.args.first().copied())) {
@@ -560,7 +569,17 @@ impl Lower<'_> {
         }
         let lane_dims: Vec<usize> = (0..rank).filter(|&d| !matches!(idx[d], Pv::U(_))).collect();
         if let Bounds::Check(all) = self.bounds.clone() {
-            let inb = self.lanes_in_bounds(&tv, &idx, &lane_dims, lanes);
+            let mut inb = self.lanes_in_bounds(&tv, &idx, &lane_dims, lanes);
+            if let (true, [d], Pv::A { base, c: 1 }) = (matches!(dt, DType::I4 | DType::E2M1), &lane_dims[..], &idx[rank - 1]) {
+                if *d == rank - 1 {
+                    // the unchecked packed-nibble load needs an even row offset and lane base
+                    let b64 = self.f.val(format!("sext i32 {base} to i64"));
+                    let any = self.f.val(format!("or i64 {off}, {b64}"));
+                    let odd = self.f.val(format!("trunc i64 {any} to i1"));
+                    let even = self.f.val(format!("xor i1 {odd}, true"));
+                    inb = self.f.val(format!("and i1 {inb}, {even}"));
+                }
+            }
             let all = self.f.val(format!("and i1 {all}, {ok}"));
             self.bounds = Bounds::Check(self.f.val(format!("and i1 {all}, {inb}")));
             return Ok(Pv::U(if rb == "float" { "0.0".into() } else { "0".into() }));
@@ -635,7 +654,7 @@ impl Lower<'_> {
             let e0 = self.f.val(format!("add i64 {off}, {b64}"));
             if matches!(dt, DType::I4 | DType::E2M1) {
                 if unchecked && !has_mask && valid == lanes as usize && lanes >= 4 {
-                    self.nibbles_unchecked(&tv, &e0, lanes)
+                    self.nibbles_unchecked(&tv, &off, &b64, lanes)
                 } else {
                     self.nibbles_contiguous(&tv, &e0, &lm, lanes)
                 }
@@ -716,29 +735,20 @@ impl Lower<'_> {
         all
     }
 
-    /// Packed 4-bit elements `e0 .. e0 + lanes`, all known to be in bounds, as raw codes:
-    /// `lanes / 2` bytes from `e0 / 2` plus the byte holding the last element, shifted by the
-    /// start's parity (no branch; both bytes read lie inside the elements' bytes).
-    fn nibbles_unchecked(&mut self, tv: &super::lower::TensorVals, e0: &str, lanes: u32) -> String {
+    /// Packed 4-bit elements `e0 .. e0 + lanes` (`e0 = off + b`: the row's offset and the
+    /// lane-affine part), all known to be in bounds and `off`, `b` even (proven by the loop
+    /// versioning, [`Lower::versioned`]), as raw codes: the `lanes / 2` bytes from
+    /// `off / 2 + b / 2` (a row pointer plus a step offset shared by the rows), no branch and
+    /// no shift by the parity.
+    fn nibbles_unchecked(&mut self, tv: &super::lower::TensorVals, off: &str, b: &str, lanes: u32) -> String {
         let ti = vt("i32", lanes);
         let half = lanes / 2;
-        let (nb, wb) = (8 * half, 8 * half + 8);
-        let byte = self.f.val(format!("lshr i64 {e0}, 1"));
+        let nb = 8 * half;
+        let ob = self.f.val(format!("lshr exact i64 {off}, 1"));
+        let bb = self.f.val(format!("lshr exact i64 {b}, 1"));
+        let byte = self.f.val(format!("add i64 {ob}, {bb}"));
         let p = self.f.val(format!("getelementptr i8, ptr {}, i64 {byte}", tv.base));
-        let lo = self.f.val(format!("load i{nb}, ptr {p}, align 1"));
-        let e1 = self.f.val(format!("add i64 {e0}, {}", lanes - 1));
-        let lb = self.f.val(format!("lshr i64 {e1}, 1"));
-        let q = self.f.val(format!("getelementptr i8, ptr {}, i64 {lb}", tv.base));
-        let hi = self.f.val(format!("load i8, ptr {q}, align 1"));
-        let lo = self.f.val(format!("zext i{nb} {lo} to i{wb}"));
-        let hi = self.f.val(format!("zext i8 {hi} to i{wb}"));
-        let hi = self.f.val(format!("shl i{wb} {hi}, {nb}"));
-        let w = self.f.val(format!("or i{wb} {lo}, {hi}"));
-        let odd = self.f.val(format!("and i64 {e0}, 1"));
-        let sh = self.f.val(format!("shl i64 {odd}, 2"));
-        let sh = self.f.val(format!("zext i64 {sh} to i{wb}"));
-        let w = self.f.val(format!("lshr i{wb} {w}, {sh}"));
-        let w = self.f.val(format!("trunc i{wb} {w} to i{nb}"));
+        let w = self.f.val(format!("load i{nb}, ptr {p}, align 1"));
         if lanes == 16 && self.isa.vbmi {
             // vpmultishiftqb on the broadcast word: lane l's low byte is bits 4l .. 4l + 8.
             let sp = self.f.splat("i64", 8, &w);
@@ -762,6 +772,21 @@ impl Lower<'_> {
         } else {
             v
         }
+    }
+
+    /// Run `full` (the full chunks of the rows `ixs` of a fused reduction over `x`, rows of
+    /// `n`) versioned: when every load is in bounds on the corner chunks of every row (hence
+    /// on all of them), the full chunks run unmasked; otherwise (or when the corners do not
+    /// bound the tree) masked.
+    pub(super) fn rows_versioned(&mut self, x: ValueId, ixs: &[Vec<Ix>], n: usize, lanes: u32, full: &dyn Fn(&mut Self) -> Result<()>) -> Result<()> {
+        let chunks = n / lanes as usize;
+        let corners = if chunks >= 2 && matches!(self.bounds, Bounds::Masked) { self.corner_chunks(x, n, lanes as usize) } else { None };
+        let Some(corners) = corners else { return full(self) };
+        let points: Vec<(ValueId, Vec<Ix>)> = ixs
+            .iter()
+            .flat_map(|ix| corners.iter().map(move |&j0| (x, ix.iter().cloned().chain([Ix::L(j0.to_string())]).collect())))
+            .collect();
+        self.versioned(&points, lanes, full)
     }
 
     /// Loop versioning: when every load of the trees evaluated at `points` (value, index) is in
@@ -794,16 +819,31 @@ impl Lower<'_> {
     /// Whether `v`'s fused tree indexes every load only linearly in the lane position: index
     /// operands are affine or uniform values (through views), and no `reshape` splits the lane
     /// index. Then a load's bounds hold for a whole run of chunks when they hold for the first
-    /// and the last (an affine index takes its extremes at the ends).
-    fn linear_tree(&self, v: ValueId) -> bool {
+    /// and the last (an affine index takes its extremes at the ends). `lane_dims`: how many
+    /// trailing dims of `v` vary with the lane position; an index operand of a load that covers
+    /// none of them is the same on every chunk of a row (any value, e.g. a row id from a tile)
+    /// and is checked with the row.
+    fn linear_tree(&self, v: ValueId, lane_dims: usize) -> bool {
         let Some(op) = self.fused.get(&v) else { return true };
+        let rank = self.shape(v).len();
         match &op.kind {
             OpKind::Reshape => false,
             OpKind::Load { tensor, .. } => {
-                let rank = self.tensors[*tensor].as_ref().map_or(0, |t| t.shape.len());
-                op.args[..rank].iter().all(|&a| self.plain_index(a)) && op.args[rank..].iter().all(|&a| self.linear_tree(a))
+                let trank = self.tensors[*tensor].as_ref().map_or(0, |t| t.shape.len());
+                let mut at = 0;
+                let index_ok = op.args[..trank].iter().all(|&a| {
+                    let r = self.shape(a).len();
+                    let row_only = at + r + lane_dims <= rank;
+                    at += r;
+                    row_only || self.plain_index(a)
+                });
+                index_ok && op.args[trank..].iter().all(|&a| self.linear_tree(a, lane_dims))
             }
-            _ => op.args.iter().all(|&a| self.linear_tree(a)),
+            OpKind::ExpandDims(axis) => {
+                let lane_axis = (*axis as usize) + lane_dims >= rank;
+                self.linear_tree(op.args[0], lane_dims - lane_axis as usize)
+            }
+            _ => op.args.iter().all(|&a| self.linear_tree(a, lane_dims.min(self.shape(a).len()))),
         }
     }
 
@@ -813,25 +853,33 @@ impl Lower<'_> {
     /// A root `reshape` whose source's trailing dims make up exactly one row splits the lane
     /// position into independent digits, in each of which an index is affine: the corners of
     /// that box of digits (the last digit steps by whole chunks).
+    /// The list also holds one step from the start along each digit (the second chunk): an
+    /// affine index that is even there and at the start is even on every chunk, which is what
+    /// the unchecked packed-nibble loads need.
     pub(super) fn corner_chunks(&self, x: ValueId, n: usize, lanes: usize) -> Option<Vec<usize>> {
         let Some(op) = self.fused.get(&x).filter(|o| o.kind == OpKind::Reshape) else {
-            return self.linear_tree(x).then(|| vec![0, n / lanes * lanes - lanes]);
+            return self.linear_tree(x, 1).then(|| vec![0, lanes.min(n / lanes * lanes - lanes), n / lanes * lanes - lanes]);
         };
         let src = self.shape(op.args[0]);
-        if !n.is_multiple_of(lanes) || !self.linear_tree(op.args[0]) {
+        let k = Self::trailing_split(&src, &self.shape(x))?;
+        if !n.is_multiple_of(lanes) || !self.linear_tree(op.args[0], src.len() - k) {
             return None;
         }
-        let k = Self::trailing_split(&src, &self.shape(x))?;
         if !src[src.len() - 1].is_multiple_of(lanes) {
             return None;
         }
         let mut corners = vec![0usize];
+        let mut units = vec![];
         let mut stride = 1;
         for (i, &d) in src[k..].iter().enumerate().rev() {
-            let top = if i + k == src.len() - 1 { d - lanes } else { d - 1 };
+            let (top, step) = if i + k == src.len() - 1 { (d - lanes, lanes) } else { (d - 1, 1) };
             corners = corners.iter().flat_map(|&c| [c, c + top * stride]).collect();
+            if top > 0 {
+                units.push(step * stride);
+            }
             stride *= d;
         }
+        corners.extend(units);
         corners.sort_unstable();
         corners.dedup();
         Some(corners)
@@ -968,6 +1016,9 @@ impl Lower<'_> {
             self.def_uniform(op.result(), y[0].clone());
             return Ok(());
         };
+        if rop == ReduceOp::Sum && self.shared_reduce(op)? {
+            return Ok(());
+        }
         // Rows in groups of ROWS (independent accumulators, one memory stream each), the rest
         // one at a time.
         let out = self.alloc(oshape.iter().product());
@@ -1030,10 +1081,6 @@ impl Lower<'_> {
         let tail = n % lanes as usize;
         let unroll = if chunks >= 2 * unroll { unroll } else { 1 };
         let nrows = rows.len().max(1);
-        let slots: Vec<String> = (0..nrows * unroll).map(|_| self.f.alloca(&t)).collect();
-        for s in &slots {
-            self.f.inst(format!("store {t} {}, ptr {s}, align 64", cst(base, lanes, &ident)));
-        }
         let ixs: Vec<Vec<Ix>> = (0..nrows)
             .map(|q| {
                 let mut ix: Vec<Ix> = prefix.iter().map(|i| Ix::S(i.clone())).collect();
@@ -1043,6 +1090,13 @@ impl Lower<'_> {
                 ix
             })
             .collect();
+        if let Some(plan) = fma.as_ref().and_then(|m| self.block_plan(m, &mshape, &reshapes, n, lanes)) {
+            return self.block_rows(x, &plan, &reshapes, &ixs, n, lanes, false);
+        }
+        let slots: Vec<String> = (0..nrows * unroll).map(|_| self.f.alloca(&t)).collect();
+        for s in &slots {
+            self.f.inst(format!("store {t} {}, ptr {s}, align 64", cst(base, lanes, &ident)));
+        }
         let step = |l: &mut Self, q: usize, slot: &str, j0: &str, valid: usize| -> Result<()> {
             let mut ix = ixs[q].clone();
             ix.push(Ix::L(j0.to_string()));
@@ -1095,18 +1149,7 @@ impl Lower<'_> {
             }
             Ok(())
         };
-        let corners = if chunks >= 2 && matches!(self.bounds, Bounds::Masked) { self.corner_chunks(x, n, lanes as usize) } else { None };
-        if let Some(corners) = corners {
-            // Loop versioning: when every load is in bounds on the corner chunks of every row
-            // (hence on all of them), the full chunks run unmasked.
-            let points: Vec<(ValueId, Vec<Ix>)> = ixs
-                .iter()
-                .flat_map(|ix| corners.iter().map(move |&j0| (x, ix.iter().cloned().chain([Ix::L(j0.to_string())]).collect())))
-                .collect();
-            self.versioned(&points, lanes, &full)?;
-        } else {
-            full(self)?;
-        }
+        self.rows_versioned(x, &ixs, n, lanes, &full)?;
         if tail > 0 {
             for q in 0..nrows {
                 step(self, q, &slots[q * unroll], &(chunks * lanes as usize).to_string(), tail)?;

@@ -122,6 +122,9 @@ impl Lower<'_> {
         let mut groups = Groups::new();
         for (_, reds) in comps {
             let multi: HashSet<ValueId> = shared.iter().copied().filter(|v| sink[v].iter().all(|r| reds.contains(r))).collect();
+            if self.apart_is_better(blk, def, &reds, &multi) {
+                continue;
+            }
             let Some(stages) = self.stages(blk, def, &users, &reds, &multi) else { continue };
             for (k, (members, set)) in stages.into_iter().enumerate() {
                 let f = members[0];
@@ -139,6 +142,26 @@ impl Lower<'_> {
             }
         }
         groups
+    }
+
+    /// Whether the sums `reds`, sharing only loaded tiles (or views of them) and index math
+    /// (`multi`), run better apart: each then gets `fuse.rs`'s loop (rows in groups, one FMA
+    /// per element, block-scaled products folded per block, `fuse_block.rs`) and the shared
+    /// tile is read once into the arena, where the group loop would walk one row at a time
+    /// with a multiply and an add.
+    fn apart_is_better(&self, blk: &Block, def: &HashMap<ValueId, usize>, reds: &[usize], multi: &HashSet<ValueId>) -> bool {
+        let sums = reds.iter().all(|&r| matches!(blk.ops[r].kind, OpKind::Reduce { op: ReduceOp::Sum, .. }) && self.dtype(blk.ops[r].args[0]) == DType::F32);
+        sums && multi.iter().all(|&v| Self::loaded(blk, def, v) || self.dtype(v) == DType::I32)
+    }
+
+    /// Whether `v` is a load of this block, possibly through views.
+    fn loaded(blk: &Block, def: &HashMap<ValueId, usize>, v: ValueId) -> bool {
+        let Some(&i) = def.get(&v) else { return false };
+        match blk.ops[i].kind {
+            OpKind::Load { .. } => true,
+            OpKind::ExpandDims(_) | OpKind::Broadcast | OpKind::Reshape => Self::loaded(blk, def, blk.ops[i].args[0]),
+            _ => false,
+        }
     }
 
     /// Split a component of reductions `reds` (ascending op indices) sharing the values `multi`

@@ -56,6 +56,7 @@ mod amx;
 mod dot;
 mod elem;
 mod fuse;
+mod fuse_block;
 mod fuse_group;
 mod helpers;
 mod kloop;
@@ -186,6 +187,7 @@ fn module_text(k: &Kernel, host: &Host, body: &str) -> String {
         s.push_str(&h.declaration());
         s.push('\n');
     }
+    s.push_str(&elem::e8m0_table());
     s.push_str(&format!(
         "\nattributes #0 = {{ nounwind \"target-cpu\"=\"{}\" \"target-features\"=\"{}\" \"prefer-vector-width\"=\"512\" \"min-legal-vector-width\"=\"512\" }}\n",
         host.cpu, host.features

@@ -1,0 +1,309 @@
+//! Block-scaled fused sums: `sum(reshape(c * s[..., None] * x))` where a factor `s` is constant
+//! along the last dim of the product (a block of `L` elements, `L` a multiple of the lanes),
+//! the shape of every block-scaled format's dot product (an MXFP4 block's e8m0 scale against
+//! its 32 codes).
+//!
+//! The general fused loop (`fuse.rs`) multiplies by the scale per element: one extra multiply
+//! per lane. Here each row keeps a per-block partial sum of the other factors (one FMA per
+//! chunk), and folds it into the row's accumulator times the block's factor once per block:
+//!     acc += s_b · Σ_{j in block b} c_j · x_j.
+//! The factor is evaluated once per block (its load and decode too). Numerics: the products are
+//! reassociated, `(c·s)·x` becomes `s·(c·x)`, a rounding-only difference like the reassociated
+//! sums of `fuse.rs` (a power-of-two scale, the MXFP4 case, changes only the partial sums'
+//! rounding when nothing overflows or underflows).
+//!
+//! Factors are found through products and through views that keep the last dim, so
+//! `w[None, :, :] * x[:, None, :]` (the GEMVs of a few activation rows against one weight tile)
+//! splits too. When such a term is broadcast along the output's second-last dim and that dim
+//! is small ([`Lower::shared_rows`]), the rows along it run together ([`Lower::shared_reduce`]):
+//! each block step evaluates the shared term (the weights' loads, nibble spread, e2m1 decode,
+//! scale) once for all of them (`Lower::pe_memo`), and each row adds its FMAs.
+
+use opc_ir::{BinaryOp, DType, Op, OpKind, ValueId};
+
+use super::fuse::Ix;
+use super::lower::{lanes_for, row_major, Lower, Repr};
+use super::text::{flit, suffix, vt};
+use crate::Result;
+
+/// How a fused `sum(a * b)` splits into per-block work.
+pub(super) struct BlockPlan {
+    /// Elements per block: the product's last dim.
+    len: usize,
+    /// Factors constant along a block (multiplied once per block).
+    scales: Vec<Factor>,
+    /// The other factors (one or two: an FMA per chunk).
+    terms: Vec<Factor>,
+}
+
+/// A factor of the product: a fused value read through views (`expand_dims` / `broadcast`
+/// that keep the last dim, outermost first).
+#[derive(Clone)]
+struct Factor {
+    v: ValueId,
+    views: Vec<Op>,
+}
+
+/// Blocks per loop step when a row is reduced alone / in a group of rows (independent
+/// accumulators).
+const SOLO_UNROLL: usize = 4;
+const GROUP_UNROLL: usize = 2;
+/// The most rows that share a block step (one accumulator each, per unrolled block).
+const SHARED_ROWS: usize = 8;
+
+impl Lower<'_> {
+    /// The block split of the fused product `root` (a `Mul` of shape `mshape`, reduced through
+    /// `reshapes` as rows of `n` on `lanes` lanes), when it has one (module docs).
+    pub(super) fn block_plan(&self, root: &Op, mshape: &[usize], reshapes: &[Op], n: usize, lanes: u32) -> Option<BlockPlan> {
+        let len = *mshape.last()?;
+        if lanes < 2 || !len.is_multiple_of(lanes as usize) || len < 2 * lanes as usize || !n.is_multiple_of(len) {
+            return None;
+        }
+        // The lane position must map to the product's last dim modulo `len`: no reshape, or
+        // one that merges trailing dims into the row.
+        match reshapes {
+            [] => {}
+            [r] => {
+                Self::trailing_split(&self.shape(r.args[0]), &self.shape(r.result()))?;
+            }
+            _ => return None,
+        };
+        let mut factors = vec![];
+        self.mul_factors(root.result(), vec![], &mut factors);
+        let (scales, terms): (Vec<Factor>, Vec<Factor>) = factors.into_iter().partition(|f| self.block_const(f.v));
+        (!scales.is_empty() && (1..=2).contains(&terms.len())).then_some(BlockPlan { len, scales, terms })
+    }
+
+    /// The factors of the fused f32 product tree `v` (read through `views`): through products
+    /// and through views that keep the last dim (lanes stay lanes).
+    fn mul_factors(&self, v: ValueId, views: Vec<Op>, out: &mut Vec<Factor>) {
+        let shape = self.shape(v);
+        match self.fused.get(&v) {
+            Some(op) if op.kind == OpKind::Binary(BinaryOp::Mul) && self.dtype(v) == DType::F32 && op.args.iter().all(|&a| self.shape(a) == shape) => {
+                for &a in &op.args {
+                    self.mul_factors(a, views.clone(), out);
+                }
+            }
+            Some(op) if self.dtype(v) == DType::F32 && self.keeps_last(op) => {
+                let mut views = views;
+                views.push(op.clone());
+                self.mul_factors(op.args[0], views, out);
+            }
+            _ => out.push(Factor { v, views }),
+        }
+    }
+
+    /// Whether `op` is a view whose result's last dim is its source's last dim.
+    fn keeps_last(&self, op: &Op) -> bool {
+        let (ins, shape) = (self.shape(op.args[0]), self.shape(op.result()));
+        match op.kind {
+            OpKind::ExpandDims(a) => (a as usize) + 1 < shape.len(),
+            OpKind::Broadcast => ins.last() == shape.last() && !ins.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Whether the fused value `v` is constant along its last dim (a view that broadcasts
+    /// along it).
+    fn block_const(&self, v: ValueId) -> bool {
+        let Some(op) = self.fused.get(&v) else { return false };
+        let r = self.shape(v).len();
+        match op.kind {
+            OpKind::ExpandDims(a) => a as usize == r - 1 || self.block_const(op.args[0]),
+            OpKind::Broadcast => self.shape(op.args[0]).last() == Some(&1) || self.block_const(op.args[0]),
+            _ => false,
+        }
+    }
+
+    /// The block plan of the fused f32 `sum` over `x` (its `reshape`s from the root down and
+    /// the plan), when it has one.
+    pub(super) fn block_plan_of(&self, x: ValueId) -> Option<(Vec<Op>, BlockPlan)> {
+        if self.dtype(x) != DType::F32 {
+            return None;
+        }
+        let mut root = x;
+        let mut reshapes = vec![];
+        while let Some(o) = self.fused.get(&root).filter(|o| o.kind == OpKind::Reshape) {
+            reshapes.push(o.clone());
+            root = o.args[0];
+        }
+        let m = self.fused.get(&root).filter(|o| o.kind == OpKind::Binary(BinaryOp::Mul))?;
+        let shape = self.shape(x);
+        let n = *shape.last()?;
+        let plan = self.block_plan(m, &self.shape(root), &reshapes, n, lanes_for(n))?;
+        Some((reshapes, plan))
+    }
+
+    /// The fused `sum` `op` as rows sharing a broadcast term ([`Lower::shared_rows`]), when
+    /// it has such rows: for each index of the last output dim, the rows along the dim before
+    /// it run together. Returns whether it was lowered so.
+    pub(super) fn shared_reduce(&mut self, op: &Op) -> Result<bool> {
+        let x = op.args[0];
+        let shape = self.shape(x);
+        let r = shape.len();
+        let oshape = shape[..r - 1].to_vec();
+        let Some(m) = self.shared_rows(x, &oshape) else { return Ok(false) };
+        let (reshapes, plan) = self.block_plan_of(x).expect("checked by shared_rows");
+        let (n, lanes) = (shape[r - 1], lanes_for(shape[r - 1]));
+        let orm = row_major(&oshape);
+        let out = self.alloc(oshape.iter().product());
+        self.nest(&oshape[..r - 3], &mut |l, prefix| {
+            l.loop_n(oshape[r - 2], &mut |l, col| {
+                let at = |q: usize| -> Vec<String> { prefix.iter().cloned().chain([q.to_string(), col.to_string()]).collect() };
+                let ixs: Vec<Vec<Ix>> = (0..m).map(|q| at(q).into_iter().map(Ix::S).collect()).collect();
+                let ys = l.block_rows(x, &plan, &reshapes, &ixs, n, lanes, true)?;
+                for (q, y) in ys.iter().enumerate() {
+                    let e = l.linear(&at(q), &orm);
+                    l.store_arena("float", 0, out, &e, y, None);
+                }
+                Ok(())
+            })
+        })?;
+        self.set(op.result(), Repr::Buf { off: out, strides: orm });
+        Ok(true)
+    }
+
+    /// The rows sharing work in a block-scaled sum over `x` of output shape `oshape`: the
+    /// size of its second-last output dim when a term is broadcast along it (the weights of a
+    /// GEMV against several activation rows, `w[None, :, :] * x[:, None, :]`) and it is small
+    /// (at most [`SHARED_ROWS`]). The rows along that dim then run together, each block's
+    /// shared term evaluated once for all of them (its loads and decode).
+    pub(super) fn shared_rows(&self, x: ValueId, oshape: &[usize]) -> Option<usize> {
+        let r = oshape.len();
+        if r < 2 || oshape[r - 2] < 2 || oshape[r - 2] > SHARED_ROWS {
+            return None;
+        }
+        let (_, plan) = self.block_plan_of(x)?;
+        plan.terms.iter().any(|t| t.views.first().is_some_and(|o| self.bcast_along(o, r - 2))).then_some(oshape[r - 2])
+    }
+
+    /// Whether the view `op` broadcasts along its result's dim `d`.
+    fn bcast_along(&self, op: &Op, d: usize) -> bool {
+        let (ins, shape) = (self.shape(op.args[0]), self.shape(op.result()));
+        match op.kind {
+            OpKind::ExpandDims(a) => a as usize == d,
+            OpKind::Broadcast => {
+                let pad = shape.len() - ins.len();
+                d < pad || (ins[d - pad] == 1 && shape[d] != 1)
+            }
+            _ => false,
+        }
+    }
+
+    /// A factor at `ix` (the product's index), as a vector.
+    fn factor_at(&mut self, f: &Factor, ix: &[Ix], lanes: u32, fma: bool) -> Result<String> {
+        let mut ix = ix.to_vec();
+        for o in &f.views {
+            ix = self.view_ix(o, &ix);
+        }
+        let sh = self.shape(f.v);
+        let p = if fma { self.pe_fma_operand(f.v, &sh, &ix, lanes, lanes as usize)? } else { self.pe(f.v, &ix, lanes, lanes as usize)? };
+        Ok(self.pv_vec(&p, "float", lanes))
+    }
+
+    /// The rows `ixs` (scalar index prefixes) of a fused block-scaled sum over rows of `n`
+    /// elements: each row's sum (lanes reduced in order) as a scalar. With `memo`, each block
+    /// step evaluates a value at an index once for all the rows (the rows of
+    /// [`Lower::shared_rows`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn block_rows(&mut self, x: ValueId, plan: &BlockPlan, reshapes: &[Op], ixs: &[Vec<Ix>], n: usize, lanes: u32, memo: bool) -> Result<Vec<String>> {
+        let t = vt("float", lanes);
+        let zero = super::text::cst("float", lanes, &flit(-0.0));
+        let blocks = n / plan.len;
+        let per = plan.len / lanes as usize;
+        let unroll = match ixs.len() {
+            1 => SOLO_UNROLL,
+            2..=4 => GROUP_UNROLL,
+            _ => 1,
+        };
+        let unroll = if blocks >= 2 * unroll { unroll } else { 1 };
+        let slots: Vec<String> = (0..ixs.len() * unroll).map(|_| self.f.alloca(&t)).collect();
+        for s in &slots {
+            self.f.inst(format!("store {t} {zero}, ptr {s}, align 64"));
+        }
+        let fma = |l: &mut Self, a: &str, b: &str, c: &str| l.f.val(format!("call {t} @llvm.fma.{}({t} {a}, {t} {b}, {t} {c})", suffix("float", lanes)));
+        // Block `b` of row `q` into `slot`.
+        let block = |l: &mut Self, q: usize, slot: &str, b: &str| -> Result<()> {
+            let at = |l: &mut Self, c: usize| -> Vec<Ix> {
+                let j0 = l.f.val(format!("mul i64 {b}, {}", plan.len));
+                let j0 = l.f.val(format!("add i64 {j0}, {}", c * lanes as usize));
+                let mut ix = ixs[q].clone();
+                ix.push(Ix::L(j0));
+                for r in reshapes {
+                    ix = l.reshape_ix(r, &ix);
+                }
+                ix
+            };
+            let mut part = zero.clone();
+            let mut first = vec![];
+            for c in 0..per {
+                let ix = at(l, c);
+                let mut vs = vec![];
+                for f in &plan.terms {
+                    vs.push(l.factor_at(f, &ix, lanes, true)?);
+                }
+                let one = flit(1.0);
+                let b = vs.get(1).cloned().unwrap_or_else(|| super::text::cst("float", lanes, &one));
+                part = fma(l, &vs[0], &b, &part);
+                if c == 0 {
+                    first = ix;
+                }
+            }
+            let mut s: Option<String> = None;
+            for f in &plan.scales {
+                let p = l.factor_at(f, &first, lanes, false)?;
+                s = Some(match s {
+                    None => p,
+                    Some(s) => l.f.val(format!("fmul {t} {s}, {p}")),
+                });
+            }
+            let s = s.expect("a block plan has a scale");
+            let cur = l.f.val(format!("load {t}, ptr {slot}, align 64"));
+            let nx = fma(l, &part, &s, &cur);
+            l.f.inst(format!("store {t} {nx}, ptr {slot}, align 64"));
+            Ok(())
+        };
+        // Block `b` of every row, into the rows' `u`-th slots.
+        let all_rows = |l: &mut Self, u: usize, b: &str| -> Result<()> {
+            if memo {
+                l.pe_memo = Some(Default::default());
+            }
+            for q in 0..ixs.len() {
+                block(l, q, &slots[q * unroll + u], b)?;
+            }
+            l.pe_memo = None;
+            Ok(())
+        };
+        let steps = blocks / unroll;
+        let full = |l: &mut Self| -> Result<()> {
+            l.loop_n(steps, &mut |l, g| {
+                for u in 0..unroll {
+                    let b = l.f.val(format!("mul i64 {g}, {unroll}"));
+                    let b = l.f.val(format!("add i64 {b}, {u}"));
+                    all_rows(l, u, &b)?;
+                }
+                Ok(())
+            })?;
+            for b in steps * unroll..blocks {
+                all_rows(l, 0, &b.to_string())?;
+            }
+            Ok(())
+        };
+        self.rows_versioned(x, ixs, n, lanes, &full)?;
+        let mut ys = vec![];
+        for q in 0..ixs.len() {
+            let mut acc = self.f.val(format!("load {t}, ptr {}, align 64", slots[q * unroll]));
+            for s in &slots[q * unroll + 1..(q + 1) * unroll] {
+                let v = self.f.val(format!("load {t}, ptr {s}, align 64"));
+                acc = self.f.val(format!("fadd {t} {acc}, {v}"));
+            }
+            let mut s = self.f.val(format!("extractelement {t} {acc}, i64 0"));
+            for lane in 1..lanes {
+                let e = self.f.val(format!("extractelement {t} {acc}, i64 {lane}"));
+                s = self.f.val(format!("fadd float {s}, {e}"));
+            }
+            ys.push(s);
+        }
+        Ok(ys)
+    }
+}
