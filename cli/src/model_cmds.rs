@@ -110,7 +110,8 @@ pub struct BenchModelArgs {
     /// Directory holding bw.c.
     #[arg(long, value_name = "DIR", default_value = "../shared/tools")]
     pub tools: PathBuf,
-    /// Print the per-operator time of the timed runs.
+    /// Print the per-operator time of the timed runs (with OPC_PROFILE_KERNELS=1 in the
+    /// environment, also the time of every kernel instance they launched).
     #[arg(long)]
     pub profile: bool,
     /// Baseline prefill tokens/s to compare with (e.g. the faster of llama.cpp and transformers).

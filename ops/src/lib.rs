@@ -5,6 +5,7 @@
 use opc_codegen::{Executable, Target};
 use opc_dsl::Instance;
 use opc_ir::{DType, Tensor};
+pub use kernel_profile::KernelProfile;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +24,7 @@ pub const SOURCES: &[(&str, &str)] = &[
 
 pub mod attention;
 pub mod blocks;
+pub mod kernel_profile;
 pub mod kl_judge;
 pub mod kron_quant;
 pub mod model;
@@ -48,11 +50,27 @@ pub type Result<T> = std::result::Result<T, OpError>;
 pub struct Ops {
     target: Arc<dyn Target>,
     cache: Mutex<HashMap<(String, String, Instance), Arc<dyn Executable>>>,
+    /// Per-kernel launch times, when profiling ([`Ops::with_kernel_profile`]).
+    profile: Option<Arc<KernelProfile>>,
 }
 
 impl Ops {
+    /// Kernels for `target`; launches are timed per kernel when `OPC_PROFILE_KERNELS` is set to
+    /// anything but `0` or empty.
     pub fn new(target: Arc<dyn Target>) -> Ops {
-        Ops { target, cache: Mutex::new(HashMap::new()) }
+        let on = std::env::var("OPC_PROFILE_KERNELS").is_ok_and(|v| !v.is_empty() && v != "0");
+        Ops { target, cache: Mutex::new(HashMap::new()), profile: on.then(Default::default) }
+    }
+
+    /// Time every launch per kernel and instance ([`Ops::kernel_profile`]).
+    pub fn with_kernel_profile(mut self) -> Ops {
+        self.profile.get_or_insert_with(Default::default);
+        self
+    }
+
+    /// The per-kernel launch times, when profiling.
+    pub fn kernel_profile(&self) -> Option<&KernelProfile> {
+        self.profile.as_deref()
     }
 
     pub fn target(&self) -> &dyn Target {
@@ -74,7 +92,11 @@ impl Ops {
         let path = format!("ops/kernels/{file}.opc");
         let mut k = opc_dsl::compile(&path, src, kernel, inst).map_err(|d| OpError::Compile(d.to_string()))?;
         opc_passes::run_pipeline(&mut k, &Default::default()).map_err(|e| OpError::Compile(e.to_string()))?;
-        let exe = self.target.compile(&k)?;
+        let mut exe = self.target.compile(&k)?;
+        if let Some(profile) = &self.profile {
+            let label = format!("{file}::{kernel}{}", instance_label(inst));
+            exe = Arc::new(kernel_profile::Timed { inner: exe, label, profile: profile.clone() });
+        }
         self.cache.lock().unwrap().insert(key, exe.clone());
         Ok(exe)
     }
@@ -87,5 +109,20 @@ pub fn expect_dtype(op: &'static str, name: &str, t: &Tensor, allowed: &[DType])
     } else {
         let names: Vec<_> = allowed.iter().map(|d| d.name()).collect();
         Err(OpError::Shape { op, msg: format!("`{name}` has dtype {}, expected one of {}", t.dtype, names.join(", ")) })
+    }
+}
+
+/// `<T=bf16, BM=8, ...>`: an instance's dtypes, consts and tunables, for profile labels.
+fn instance_label(inst: &Instance) -> String {
+    let parts: Vec<String> = inst
+        .dtypes
+        .iter()
+        .map(|(k, d)| format!("{k}={d}"))
+        .chain(inst.consts.iter().chain(&inst.tunables).map(|(k, v)| format!("{k}={v}")))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("<{}>", parts.join(","))
     }
 }

@@ -52,6 +52,14 @@ pub fn random_tokens(vocab: usize, n: usize, seed: u64) -> Vec<u32> {
     (0..n).map(|_| (rng.next_u64() % vocab.max(1) as u64) as u32).collect()
 }
 
+/// Forget the operator and kernel times recorded so far (warm-ups, untimed prefills).
+fn clear_profiles(model: &mut Model) {
+    model.profile.clear();
+    if let Some(k) = model.ops.kernel_profile() {
+        k.clear();
+    }
+}
+
 /// Run the benchmark on `model`. Greedy decoding without stop tokens, so every step runs.
 pub fn bench(model: &mut Model, spec: &BenchSpec) -> Result<BenchReport> {
     if spec.prompt_tokens == 0 || spec.decode_tokens == 0 || spec.batch == 0 {
@@ -64,13 +72,18 @@ pub fn bench(model: &mut Model, spec: &BenchSpec) -> Result<BenchReport> {
     }
     let prompt = random_tokens(v, spec.prompt_tokens, spec.seed);
     let mut profiles = Vec::new();
+    // The operator profile of each phase, then (with OPC_PROFILE_KERNELS=1) its kernels'.
     let mut phase = |model: &mut Model, what: String| {
         if model.profile.enabled() {
-            profiles.push((what, model.profile.report()));
-            model.profile.clear();
+            let mut table = model.profile.report();
+            if let Some(k) = model.ops.kernel_profile() {
+                table += &format!("\n{}", k.report());
+            }
+            profiles.push((what, table));
         }
+        clear_profiles(model);
     };
-    model.profile.clear();
+    clear_profiles(model);
     let mut cache = cache_for(model, spec.prompt_tokens + spec.decode_tokens + 1);
     let seq = cache.new_seq();
     let t0 = Instant::now();
@@ -105,7 +118,7 @@ pub fn bench(model: &mut Model, spec: &BenchSpec) -> Result<BenchReport> {
             next.push(mops::argmax(&model.ops, &l[0])?[0] as u32);
             seqs.push(s);
         }
-        model.profile.clear();
+        clear_profiles(model);
         let t = Instant::now();
         for _ in 0..spec.decode_tokens {
             decode_step_batch(model, &mut cache, &seqs, &mut next)?;
