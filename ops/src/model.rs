@@ -120,7 +120,8 @@ pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Res
         let inst = Instance::default().dtype("X", x.dtype).dtype("W", w.dtype).tunable("BN", pick(&[8, 16, 32, 64], n, 16)).tunable("BK", gemv_step(k));
         ("gemv_w", inst)
     } else {
-        let inst = blocks::gemm_tiles(ops, Instance::default().dtype("X", x.dtype).dtype("W", w.dtype), m, n, k);
+        let bf16 = x.dtype == DType::BF16 && w.dtype == DType::BF16;
+        let inst = blocks::gemm_tiles(ops, Instance::default().dtype("X", x.dtype).dtype("W", w.dtype), m, n, k, bf16);
         ("linear_w", inst)
     };
     let mut args = [ArgRef::In(x), ArgRef::In(w), ArgRef::In(&bias_t), ArgRef::Out(&mut out), ArgRef::Bool(bias.is_some())];
