@@ -59,13 +59,23 @@ pub fn linear(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Resul
 
 /// `BM`, `BN`, `BK` of a tiled GEMM kernel (`matmul`, `linear`, the runtime's `linear_w`) of
 /// M×N outputs over K. The llvm target fuses the K loop into a cache-blocked GEMM
-/// (codegen/src/llvm/kloop.rs): big output tiles then pay (fewer re-reads of the operand panels).
-pub(crate) fn gemm_tiles(ops: &Ops, inst: Instance, m: usize, n: usize, k: usize) -> Instance {
-    let big = ops.target().name() == "llvm" && m >= 128 && n >= 128;
-    let (cap_mn, cap_k) = if big { (128, 64) } else { (64, 32) };
-    inst.tunable("BM", pick(&[16, 32, 64, 128], m, cap_mn))
-        .tunable("BN", pick(&[16, 32, 64, 128], n, cap_mn))
-        .tunable("BK", pick(&[8, 16, 32, 64], k, cap_k))
+/// (codegen/src/llvm/kloop.rs) in which every program packs its own operand panels: big output
+/// tiles then pay (operand traffic ∝ 1/BM + 1/BN), and a deep K step reads each row of a panel
+/// in one run. With `bf16` operands (both bf16: 2-byte packed panels, `vdpbf16ps`) the tiles
+/// are 256×256 with a 256-deep step when there are still at least 4 of them (both threads
+/// busy): the panels (about 384 KB) stay in L2 and each program re-reads half the operand
+/// bytes that 128×128 tiles do; else 128×128, BK 256 for bf16 and 64 for wider types.
+pub(crate) fn gemm_tiles(ops: &Ops, inst: Instance, m: usize, n: usize, k: usize, bf16: bool) -> Instance {
+    let llvm = ops.target().name() == "llvm";
+    let (cap_mn, cap_k) = match (llvm && m >= 128 && n >= 128, bf16) {
+        (true, true) if m >= 512 && n >= 512 => (256, 256),
+        (true, true) => (128, 256),
+        (true, false) => (128, 64),
+        (false, _) => (64, 32),
+    };
+    inst.tunable("BM", pick(&[16, 32, 64, 128, 256], m, cap_mn))
+        .tunable("BN", pick(&[16, 32, 64, 128, 256], n, cap_mn))
+        .tunable("BK", pick(&[8, 16, 32, 64, 128, 256], k, cap_k))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -82,7 +92,7 @@ fn gemm(op: &'static str, kernel: &str, ops: &Ops, a: &Tensor, b: &Tensor, bias:
     if out.numel() == 0 {
         return Ok(out);
     }
-    let inst = gemm_tiles(ops, Instance::default().dtype("T", a.dtype), m, n, k);
+    let inst = gemm_tiles(ops, Instance::default().dtype("T", a.dtype), m, n, k, a.dtype == DType::BF16);
     let mut args = [ArgRef::In(a), ArgRef::In(b), ArgRef::In(&bias), ArgRef::Out(&mut out), ArgRef::Bool(has_bias)];
     ops.kernel(FILE, kernel, &inst)?.launch_refs(&mut args)?;
     Ok(out)

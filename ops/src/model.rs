@@ -139,7 +139,8 @@ pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Res
             .tunable("BK", gemv_step(k).min(4096 / bm).max(32));
         ("gemv_w", inst)
     } else {
-        let inst = blocks::gemm_tiles(ops, Instance::default().dtype("X", x.dtype).dtype("W", w.dtype), m, n, k);
+        let bf16 = x.dtype == DType::BF16 && w.dtype == DType::BF16;
+        let inst = blocks::gemm_tiles(ops, Instance::default().dtype("X", x.dtype).dtype("W", w.dtype), m, n, k, bf16);
         ("linear_w", inst)
     };
     let mut args = [ArgRef::In(x), ArgRef::In(w), ArgRef::In(&bias_t), ArgRef::Out(&mut out), ArgRef::Bool(bias.is_some())];

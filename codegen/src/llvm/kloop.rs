@@ -25,8 +25,9 @@
 //! rest). The accumulator round trip through memory
 //! happens once per chunk instead of once per `BK` step, the panels are contiguous (no cache
 //! set conflicts from the tensors' row strides), and the loads stream each row over `KC`.
-//! Each panel load prefetches the next step's tile (`llvm.prefetch`, a hint that cannot fault),
-//! so the strided rows of `a` and `b` arrive before they are packed.
+//! Each panel load prefetches the same tile one chunk on (`llvm.prefetch`, a hint that cannot
+//! fault; `OPC_LLVM_PF` steps for tuning), so the next chunk's strided rows of `a` and `b` are
+//! fetched while this chunk's micro-kernels run.
 //!
 //! **bf16** (both operands bf16, `avx512bf16`, even `BK`): the loads store the raw bf16 bits, so
 //! rows along k (`a`, and a transposed `w`) already are the k-pairs `vdpbf16ps` wants
@@ -107,6 +108,13 @@ fn esize(d: DType) -> usize {
 
 fn kc() -> usize {
     std::env::var("OPC_LLVM_KC").ok().and_then(|s| s.parse().ok()).filter(|&k| k > 0).unwrap_or(KC)
+}
+
+/// How many K steps ahead the panel loads prefetch: `OPC_LLVM_PF` (tuning), else one whole
+/// chunk (`steps`), so the next chunk's rows are requested while this chunk's micro-kernels
+/// run rather than a few hundred cycles before their own loads.
+fn pf_steps(steps: usize) -> usize {
+    std::env::var("OPC_LLVM_PF").ok().and_then(|s| s.parse().ok()).filter(|&k| k > 0).unwrap_or(steps)
 }
 
 /// The packed panels of one load: where its loads land and what the micro-kernels read.
@@ -239,6 +247,7 @@ impl Lower<'_> {
         let rest = &body.ops[..body.ops.len() - 1];
         let bk = m.bk;
         let s = kc().div_ceil(bk).max(1);
+        let pf = pf_steps(s);
         let cap = s * bk; // K values per chunk
         let cap32 = cap.next_multiple_of(32); // panel row length (whole pair-packing vectors)
         let bf16 = self.isa.bf16 && m.dtype == DType::BF16 && bk.is_multiple_of(2);
@@ -306,8 +315,9 @@ impl Lower<'_> {
                     l.lower_op(&rest[i])?;
                 }
                 let k0 = l.f.val(format!("mul i64 {si}, {bk}"));
-                // Prefetch the next step's tile: BK elements further along a contiguous k, or
-                // BK rows further down when k indexes the tensor's first dim (`b[ks, cols]`).
+                // Prefetch the tile `pf` steps on (the next chunk's, by default): `pf·BK`
+                // elements further along a contiguous k, or `pf·BK` rows further down when k
+                // indexes the tensor's first dim (`b[ks, cols]`).
                 // Byte distances use the load's own dtype: a widened (cast) load reads 2-byte
                 // elements into an f32 panel.
                 for (pl, (p, rs)) in m.loads.iter().zip(panels.iter().zip(&row_strides)) {
@@ -315,12 +325,12 @@ impl Lower<'_> {
                     let es = esize(l.dtype(o.result()));
                     let d = match pl.role {
                         Role::A | Role::BTrans => {
-                            let pf = Some((bk * es).to_string());
+                            let pf = Some((pf * bk * es).to_string());
                             Dest { off: p.land, base: k0.clone(), strides: vec![cap32 as i64, 1], prefetch: pf, raw_bf16: bf16 }
                         }
                         Role::B => {
                             let e = l.f.val(format!("mul i64 {si}, {}", bk * pl.rows));
-                            let pf = l.f.val(format!("mul i64 {rs}, {}", bk * es));
+                            let pf = l.f.val(format!("mul i64 {rs}, {}", pf * bk * es));
                             Dest { off: p.land, base: e, strides: vec![pl.rows as i64, 1], prefetch: Some(pf), raw_bf16: bf16 }
                         }
                     };
