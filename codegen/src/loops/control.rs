@@ -1,0 +1,163 @@
+//! Control flow at the loop-and-buffer level: where the values that cross a `for` iteration
+//! or an `if` merge live, and how a `yield` hands its values over.
+//!
+//! A carried (`for`) or merged (`if`) value has one home for the whole op: a scalar slot of
+//! the target (a Cranelift `Variable`, an LLVM stack slot) or a pinned arena buffer, which
+//! every iteration / branch writes and every later read takes the value from. A `yield` must
+//! read all its sources before it overwrites any home: a source that is a view of another
+//! carried buffer (`acc, prev = prev, acc`) is first copied to a temporary, a source already
+//! in its own home, contiguous, is not copied at all.
+//!
+//! The decisions and their order are taken here, once; each generator implements
+//! [`ControlEmit`] to emit its own instructions for them.
+
+use opc_ir::{DType, Kernel, Op, ValueId};
+
+use super::plan::is_contiguous;
+
+/// Where a carried or merged value lives: a scalar slot `S` of the target, or an arena buffer
+/// (its slot offset, in the generator's units) holding the tile row-major.
+#[derive(Clone, Debug)]
+pub(crate) enum Home<S> {
+    Scalar(S),
+    Buf(u32),
+}
+
+/// What the control-flow decisions need a generator to emit.
+pub(crate) trait ControlEmit {
+    /// A scalar value (an SSA value or its text).
+    type Val;
+    /// A scalar's home across blocks.
+    type Slot: Clone;
+
+    fn kernel(&self) -> &Kernel;
+    fn numel(&self, v: ValueId) -> usize {
+        self.kernel().ty(v).numel()
+    }
+    fn shape_of(&self, v: ValueId) -> Vec<usize> {
+        self.kernel().ty(v).shape.clone()
+    }
+    fn dtype_of(&self, v: ValueId) -> DType {
+        self.kernel().ty(v).dtype
+    }
+    /// `v`'s arena buffer and strides, if it is held in one.
+    fn buffer(&self, v: ValueId) -> Option<(u32, Vec<i64>)>;
+    /// `v` as a scalar value (emitting a read if needed); `None` for a tile.
+    fn scalar(&mut self, v: ValueId) -> Option<Self::Val>;
+    /// A new scalar home for dtype `d`.
+    fn new_slot(&mut self, d: DType) -> Self::Slot;
+    fn write_slot(&mut self, s: &Self::Slot, x: Self::Val);
+    /// Define `v` as the value `s` holds (a body's carried argument, an `if` result).
+    fn bind_slot(&mut self, v: ValueId, s: &Self::Slot);
+    /// Define `v` as the value `s` holds on leaving a loop (a `for` result); by default as
+    /// [`Self::bind_slot`].
+    fn read_slot(&mut self, v: ValueId, s: &Self::Slot) {
+        self.bind_slot(v, s)
+    }
+    /// Define `v` as the row-major tile in buffer `off`.
+    fn bind_buf(&mut self, v: ValueId, off: u32);
+    /// A fresh arena buffer of `numel` elements; `pinned`: never reused (a home).
+    fn alloc_buf(&mut self, numel: usize, pinned: bool) -> u32;
+    /// Keep the existing buffer `off` for good (an adopted `if` home).
+    fn pin_buf(&mut self, off: u32);
+    /// Copy `v`'s elements into the contiguous buffer `dst`.
+    fn copy_value(&mut self, v: ValueId, dst: u32);
+    /// Copy the contiguous buffer `from`, holding a tile of `v`'s type, into `dst`.
+    fn copy_buf(&mut self, v: ValueId, from: u32, dst: u32);
+}
+
+/// Homes of a `for` op's carried values, initialized from its init operands (`args[3..]`):
+/// a slot for each scalar, a pinned buffer for each tile.
+pub(crate) fn carry_in<E: ControlEmit>(e: &mut E, op: &Op) -> Vec<Home<E::Slot>> {
+    let body = &op.regions[0];
+    let mut homes = vec![];
+    for (&init, &ra) in op.args[3..].iter().zip(&body.args[1..]) {
+        if e.shape_of(ra).is_empty() {
+            let x = e.scalar(init).expect("a scalar init");
+            let s = e.new_slot(e.dtype_of(ra));
+            e.write_slot(&s, x);
+            homes.push(Home::Scalar(s));
+        } else {
+            let c = e.alloc_buf(e.numel(ra), true);
+            e.copy_value(init, c);
+            homes.push(Home::Buf(c));
+        }
+    }
+    homes
+}
+
+/// Homes of an `if` op's results: a slot for each scalar; for each tile the buffer
+/// `adopt(e, i)` offers (one the `if` may merge into in place; each adopted once), else a
+/// fresh one. Both are pinned.
+pub(crate) fn merge_homes<E: ControlEmit>(e: &mut E, op: &Op, adopt: impl Fn(&E, usize) -> Option<u32>) -> Vec<Home<E::Slot>> {
+    let mut homes = vec![];
+    let mut adopted: Vec<u32> = vec![];
+    for (i, &r) in op.results.iter().enumerate() {
+        if e.shape_of(r).is_empty() {
+            let s = e.new_slot(e.dtype_of(r));
+            homes.push(Home::Scalar(s));
+        } else if let Some(b) = adopt(e, i).filter(|b| !adopted.contains(b)) {
+            adopted.push(b);
+            e.pin_buf(b);
+            homes.push(Home::Buf(b));
+        } else {
+            homes.push(Home::Buf(e.alloc_buf(e.numel(r), true)));
+        }
+    }
+    homes
+}
+
+/// Define `vals` (a body's carried arguments, an `if`'s results) from their homes.
+pub(crate) fn bind<E: ControlEmit>(e: &mut E, vals: &[ValueId], homes: &[Home<E::Slot>]) {
+    for (&v, h) in vals.iter().zip(homes) {
+        match h {
+            Home::Scalar(s) => e.bind_slot(v, s),
+            Home::Buf(b) => e.bind_buf(v, *b),
+        }
+    }
+}
+
+/// Define a `for` op's results from the homes of its carried values, after the loop.
+pub(crate) fn carry_out<E: ControlEmit>(e: &mut E, results: &[ValueId], homes: &[Home<E::Slot>]) {
+    for (&v, h) in results.iter().zip(homes) {
+        match h {
+            Home::Scalar(s) => e.read_slot(v, s),
+            Home::Buf(b) => e.bind_buf(v, *b),
+        }
+    }
+}
+
+/// Hand the yielded `srcs` to their `homes`. Sources that read one of the home buffers are
+/// copied to temporaries first, and scalars read, so no home is overwritten before every
+/// source has been read; a source already contiguous in its own home is left there.
+pub(crate) fn yield_into<E: ControlEmit>(e: &mut E, srcs: &[ValueId], homes: &[Home<E::Slot>]) {
+    let targets: Vec<u32> = homes.iter().filter_map(|h| if let Home::Buf(b) = h { Some(*b) } else { None }).collect();
+    let mut staged: Vec<Option<u32>> = vec![];
+    for (&src, h) in srcs.iter().zip(homes) {
+        let Home::Buf(dst) = *h else {
+            staged.push(None);
+            continue;
+        };
+        staged.push(match e.buffer(src) {
+            Some((off, strides)) if off == dst && is_contiguous(&e.shape_of(src), &strides) => Some(dst),
+            Some((off, _)) if targets.contains(&off) => {
+                let tmp = e.alloc_buf(e.numel(src), false);
+                e.copy_value(src, tmp);
+                Some(tmp)
+            }
+            _ => None,
+        });
+    }
+    let mut scalars: Vec<Option<E::Val>> =
+        srcs.iter().zip(homes).map(|(&s, h)| if matches!(h, Home::Scalar(_)) { e.scalar(s) } else { None }).collect();
+    for (i, (&src, h)) in srcs.iter().zip(homes).enumerate() {
+        match h {
+            Home::Scalar(s) => e.write_slot(s, scalars[i].take().expect("a scalar yield")),
+            Home::Buf(dst) => match staged[i] {
+                Some(from) if from == *dst => {}
+                Some(tmp) => e.copy_buf(src, tmp, *dst),
+                None => e.copy_value(src, *dst),
+            },
+        }
+    }
+}
