@@ -161,3 +161,104 @@ pub(crate) fn yield_into<E: ControlEmit>(e: &mut E, srcs: &[ValueId], homes: &[H
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opc_ir::{OpKind, TileType};
+
+    /// Records what the decisions ask for; values 0..n have the given types and buffers.
+    struct Log {
+        k: Kernel,
+        bufs: Vec<Option<(u32, Vec<i64>)>>,
+        next: u32,
+        out: Vec<String>,
+    }
+
+    impl ControlEmit for Log {
+        type Val = String;
+        type Slot = u32;
+        fn kernel(&self) -> &Kernel {
+            &self.k
+        }
+        fn buffer(&self, v: ValueId) -> Option<(u32, Vec<i64>)> {
+            self.bufs[v.0 as usize].clone()
+        }
+        fn scalar(&mut self, v: ValueId) -> Option<String> {
+            self.out.push(format!("read %{}", v.0));
+            Some(format!("%{}", v.0))
+        }
+        fn new_slot(&mut self, _: DType) -> u32 {
+            self.next += 1;
+            self.next
+        }
+        fn write_slot(&mut self, s: &u32, x: String) {
+            self.out.push(format!("slot{s} = {x}"));
+        }
+        fn bind_slot(&mut self, _: ValueId, _: &u32) {}
+        fn bind_buf(&mut self, _: ValueId, _: u32) {}
+        fn alloc_buf(&mut self, _: usize, pinned: bool) -> u32 {
+            self.next += 100;
+            self.out.push(format!("alloc b{} pinned={pinned}", self.next));
+            self.next
+        }
+        fn pin_buf(&mut self, off: u32) {
+            self.out.push(format!("pin b{off}"));
+        }
+        fn copy_value(&mut self, v: ValueId, dst: u32) {
+            self.out.push(format!("copy %{} -> b{dst}", v.0));
+        }
+        fn copy_buf(&mut self, _: ValueId, from: u32, dst: u32) {
+            self.out.push(format!("copy b{from} -> b{dst}"));
+        }
+    }
+
+    fn log(types: &[&[usize]], bufs: Vec<Option<(u32, Vec<i64>)>>) -> Log {
+        let mut k = Kernel::new("t");
+        for s in types {
+            k.new_value(TileType::new(DType::F32, s.to_vec()));
+        }
+        Log { k, bufs, next: 0, out: vec![] }
+    }
+
+    #[test]
+    fn swapped_tiles_go_through_temporaries() {
+        // homes b1, b2 (tiles [2, 4]) and a scalar slot; `yield %1, %0, %2`: %1 reads b2, %0
+        // reads b1 (both another home), %2 a scalar.
+        let rm = vec![4, 1];
+        let mut e = log(&[&[2, 4], &[2, 4], &[]], vec![Some((1, rm.clone())), Some((2, rm)), None]);
+        let homes = vec![Home::Buf(1), Home::Buf(2), Home::Scalar(7)];
+        yield_into(&mut e, &[ValueId(1), ValueId(0), ValueId(2)], &homes);
+        assert_eq!(
+            e.out,
+            [
+                "alloc b100 pinned=false",
+                "copy %1 -> b100",
+                "alloc b200 pinned=false",
+                "copy %0 -> b200",
+                "read %2",
+                "copy b100 -> b1",
+                "copy b200 -> b2",
+                "slot7 = %2",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_value_in_its_own_home_is_not_copied() {
+        // %0 is contiguous in b1 (its home); %1 is a transposed view of b1, yielded to b2.
+        let mut e = log(&[&[2, 4], &[4, 2]], vec![Some((1, vec![4, 1])), Some((1, vec![1, 4]))]);
+        yield_into(&mut e, &[ValueId(0), ValueId(1)], &[Home::Buf(1), Home::Buf(2)]);
+        assert_eq!(e.out, ["alloc b100 pinned=false", "copy %1 -> b100", "copy b100 -> b2"]);
+    }
+
+    #[test]
+    fn if_homes_adopt_each_buffer_once() {
+        // Results %0, %1 (tiles) and %2 (scalar); both tiles are offered buffer 5.
+        let mut e = log(&[&[2, 4], &[2, 4], &[]], vec![None, None, None]);
+        let op = Op::new(OpKind::If, vec![], vec![ValueId(0), ValueId(1), ValueId(2)]);
+        let homes = merge_homes(&mut e, &op, |_, _| Some(5));
+        assert!(matches!(homes[..], [Home::Buf(5), Home::Buf(100), Home::Scalar(101)]), "{homes:?}");
+        assert_eq!(e.out, ["pin b5", "alloc b100 pinned=true"]);
+    }
+}
