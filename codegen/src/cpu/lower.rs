@@ -274,13 +274,6 @@ impl Lower<'_, '_> {
         4 * self.arena.alloc(numel)
     }
 
-    /// A fresh slot for a carried or merged value, never reused (written on every path).
-    fn alloc_pinned(&mut self, numel: usize) -> u32 {
-        let off = self.alloc(numel);
-        self.arena.pin(off / 4);
-        off
-    }
-
     /// Address of element `elem` (i64) of the arena slot at `off`.
     pub(super) fn arena_addr(&mut self, off: u32, elem: Value) -> Value {
         let bytes = self.b.ins().ishl_imm_u(elem, 2);
@@ -804,12 +797,8 @@ impl ControlEmit for Lower<'_, '_> {
     fn bind_buf(&mut self, v: ValueId, off: u32) {
         self.set(v, Repr::Buf { off, strides: row_major(&self.shape(v)) });
     }
-    fn alloc_buf(&mut self, numel: usize, pinned: bool) -> u32 {
-        if pinned {
-            self.alloc_pinned(numel)
-        } else {
-            self.alloc(numel)
-        }
+    fn alloc_buf(&mut self, numel: usize) -> u32 {
+        self.alloc(numel)
     }
     fn pin_buf(&mut self, off: u32) {
         self.arena.pin(off / 4);

@@ -1050,12 +1050,8 @@ impl ControlEmit for Lower<'_> {
         let st = row_major(&self.shape(v));
         self.set(v, Repr::Buf { off, strides: st });
     }
-    fn alloc_buf(&mut self, numel: usize, pinned: bool) -> u32 {
-        let b = self.alloc(numel);
-        if pinned {
-            self.pin(b);
-        }
-        b
+    fn alloc_buf(&mut self, numel: usize) -> u32 {
+        self.alloc(numel)
     }
     fn pin_buf(&mut self, off: u32) {
         self.pin(off);

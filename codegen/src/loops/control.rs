@@ -56,14 +56,21 @@ pub(crate) trait ControlEmit {
     }
     /// Define `v` as the row-major tile in buffer `off`.
     fn bind_buf(&mut self, v: ValueId, off: u32);
-    /// A fresh arena buffer of `numel` elements; `pinned`: never reused (a home).
-    fn alloc_buf(&mut self, numel: usize, pinned: bool) -> u32;
-    /// Keep the existing buffer `off` for good (an adopted `if` home).
+    /// A fresh arena buffer of `numel` elements.
+    fn alloc_buf(&mut self, numel: usize) -> u32;
+    /// Keep buffer `off` for good: it is a home, written on every path.
     fn pin_buf(&mut self, off: u32);
     /// Copy `v`'s elements into the contiguous buffer `dst`.
     fn copy_value(&mut self, v: ValueId, dst: u32);
     /// Copy the contiguous buffer `from`, holding a tile of `v`'s type, into `dst`.
     fn copy_buf(&mut self, v: ValueId, from: u32, dst: u32);
+}
+
+/// A fresh pinned buffer for the tile `v`.
+fn home_buf<E: ControlEmit>(e: &mut E, v: ValueId) -> u32 {
+    let b = e.alloc_buf(e.numel(v));
+    e.pin_buf(b);
+    b
 }
 
 /// Homes of a `for` op's carried values, initialized from its init operands (`args[3..]`):
@@ -78,7 +85,7 @@ pub(crate) fn carry_in<E: ControlEmit>(e: &mut E, op: &Op) -> Vec<Home<E::Slot>>
             e.write_slot(&s, x);
             homes.push(Home::Scalar(s));
         } else {
-            let c = e.alloc_buf(e.numel(ra), true);
+            let c = home_buf(e, ra);
             e.copy_value(init, c);
             homes.push(Home::Buf(c));
         }
@@ -101,7 +108,7 @@ pub(crate) fn merge_homes<E: ControlEmit>(e: &mut E, op: &Op, adopt: impl Fn(&E,
             e.pin_buf(b);
             homes.push(Home::Buf(b));
         } else {
-            homes.push(Home::Buf(e.alloc_buf(e.numel(r), true)));
+            homes.push(Home::Buf(home_buf(e, r)));
         }
     }
     homes
@@ -141,7 +148,7 @@ pub(crate) fn yield_into<E: ControlEmit>(e: &mut E, srcs: &[ValueId], homes: &[H
         staged.push(match e.buffer(src) {
             Some((off, strides)) if off == dst && is_contiguous(&e.shape_of(src), &strides) => Some(dst),
             Some((off, _)) if targets.contains(&off) => {
-                let tmp = e.alloc_buf(e.numel(src), false);
+                let tmp = e.alloc_buf(e.numel(src));
                 e.copy_value(src, tmp);
                 Some(tmp)
             }
@@ -197,9 +204,9 @@ mod tests {
         }
         fn bind_slot(&mut self, _: ValueId, _: &u32) {}
         fn bind_buf(&mut self, _: ValueId, _: u32) {}
-        fn alloc_buf(&mut self, _: usize, pinned: bool) -> u32 {
+        fn alloc_buf(&mut self, _: usize) -> u32 {
             self.next += 100;
-            self.out.push(format!("alloc b{} pinned={pinned}", self.next));
+            self.out.push(format!("alloc b{}", self.next));
             self.next
         }
         fn pin_buf(&mut self, off: u32) {
@@ -232,9 +239,9 @@ mod tests {
         assert_eq!(
             e.out,
             [
-                "alloc b100 pinned=false",
+                "alloc b100",
                 "copy %1 -> b100",
-                "alloc b200 pinned=false",
+                "alloc b200",
                 "copy %0 -> b200",
                 "read %2",
                 "copy b100 -> b1",
@@ -249,7 +256,7 @@ mod tests {
         // %0 is contiguous in b1 (its home); %1 is a transposed view of b1, yielded to b2.
         let mut e = log(&[&[2, 4], &[4, 2]], vec![Some((1, vec![4, 1])), Some((1, vec![1, 4]))]);
         yield_into(&mut e, &[ValueId(0), ValueId(1)], &[Home::Buf(1), Home::Buf(2)]);
-        assert_eq!(e.out, ["alloc b100 pinned=false", "copy %1 -> b100", "copy b100 -> b2"]);
+        assert_eq!(e.out, ["alloc b100", "copy %1 -> b100", "copy b100 -> b2"]);
     }
 
     #[test]
@@ -259,6 +266,6 @@ mod tests {
         let op = Op::new(OpKind::If, vec![], vec![ValueId(0), ValueId(1), ValueId(2)]);
         let homes = merge_homes(&mut e, &op, |_, _| Some(5));
         assert!(matches!(homes[..], [Home::Buf(5), Home::Buf(100), Home::Scalar(101)]), "{homes:?}");
-        assert_eq!(e.out, ["pin b5", "alloc b100 pinned=true"]);
+        assert_eq!(e.out, ["pin b5", "alloc b100", "pin b100"]);
     }
 }
