@@ -32,9 +32,7 @@ pub(crate) fn rounding_of(c: u32) -> Rounding {
     ROUNDINGS[(c & 3) as usize]
 }
 
-pub(crate) fn is_float_repr(d: DType) -> bool {
-    matches!(d, DType::F32 | DType::F16 | DType::BF16)
-}
+pub(crate) use opc_ir::interp::is_float_repr;
 
 /// Decoded value of a non-float element (codes decoded), as the interpreter's `int_value`.
 pub(crate) fn int_value(d: DType, x: i64) -> f64 {

@@ -332,7 +332,9 @@ fn check_ids(kernel: &Kernel) -> R<()> {
     block(&kernel.body, kernel.values.len())
 }
 
-fn op_ctx(op: &Op) -> String {
+/// The context of `op` in error messages (`op `mnemonic` at line:col (%result)`); every
+/// backend names a failing op this way, so all targets report the same error text.
+pub fn op_ctx(op: &Op) -> String {
     let mut s = format!("op `{}`", op.kind.mnemonic());
     if let Some(l) = op.loc {
         s.push_str(&format!(" at {}:{}", l.line, l.col));
@@ -953,26 +955,41 @@ fn strided(x: &Data, out_shape: &[usize], strides: &[usize]) -> Data {
 
 /// A literal in dtype `d`, `n` times.
 fn const_data(s: Scalar, d: DType, n: usize) -> Data {
+    match literal_elem(s, d) {
+        LiteralElem::F(x) => Data::f(vec![x; n]),
+        LiteralElem::I(v) => Data::i(vec![v; n]),
+    }
+}
+
+/// One element of a literal: an f32 for the float dtypes ([`is_float_repr`]), an i64 otherwise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LiteralElem {
+    F(f32),
+    I(i64),
+}
+
+/// The element of literal `s` in dtype `d`: floats rounded to the dtype, ints wrapped, codes
+/// encoded (round to nearest even). Code generators call this too, so a literal is the same
+/// element on every target.
+pub fn literal_elem(s: Scalar, d: DType) -> LiteralElem {
     if is_float_repr(d) {
         let v = match s {
             Scalar::Int(i) => i as f64,
             Scalar::Float(f) => f,
             Scalar::Bool(b) => b as i64 as f64,
         };
-        Data::f(vec![numerics::round_float(d, v) as f32; n])
-    } else {
-        let v = match s {
-            Scalar::Int(i) => numerics::wrap_int(d, i),
-            Scalar::Bool(b) => numerics::wrap_int(d, b as i64),
-            Scalar::Float(f) => match d {
-                DType::Bool => (f != 0.0) as i64,
-                DType::E2M1 => numerics::e2m1_encode(f, Rounding::Rne) as i64,
-                DType::E8M0 => numerics::e8m0_encode(f, Rounding::Rne) as i64,
-                _ => numerics::float_to_int(d, f, Rounding::Rne),
-            },
-        };
-        Data::i(vec![v; n])
+        return LiteralElem::F(numerics::round_float(d, v) as f32);
     }
+    LiteralElem::I(match s {
+        Scalar::Int(i) => numerics::wrap_int(d, i),
+        Scalar::Bool(b) => numerics::wrap_int(d, b as i64),
+        Scalar::Float(f) => match d {
+            DType::Bool => (f != 0.0) as i64,
+            DType::E2M1 => numerics::e2m1_encode(f, Rounding::Rne) as i64,
+            DType::E8M0 => numerics::e8m0_encode(f, Rounding::Rne) as i64,
+            _ => numerics::float_to_int(d, f, Rounding::Rne),
+        },
+    })
 }
 
 /// IEEE maxNum: a NaN operand gives the other one; ties keep the first operand.

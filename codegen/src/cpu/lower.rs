@@ -59,6 +59,7 @@ use super::helpers::Helper;
 use super::MetaLayout;
 use crate::loops::access::Access;
 use crate::loops::arena::{deaths, Arena};
+use crate::loops::control::{self, ControlEmit};
 use crate::loops::nest::{self, merge_dims, Chunks, LoopEmit, Merged};
 use crate::loops::LoopTarget;
 pub(super) use crate::loops::plan::row_major;
@@ -271,13 +272,6 @@ impl Lower<'_, '_> {
     /// Reserve a 16-byte aligned arena slot of `numel` elements; returns its byte offset.
     pub(super) fn alloc(&mut self, numel: usize) -> u32 {
         4 * self.arena.alloc(numel)
-    }
-
-    /// A fresh slot for a carried or merged value, never reused (written on every path).
-    fn alloc_pinned(&mut self, numel: usize) -> u32 {
-        let off = self.alloc(numel);
-        self.arena.pin(off / 4);
-        off
     }
 
     /// Address of element `elem` (i64) of the arena slot at `off`.
@@ -713,21 +707,8 @@ impl Lower<'_, '_> {
         self.b.switch_to_block(ok);
 
         // Carried values: scalars in Variables, tiles in one buffer each.
-        let mut carried_bufs: Vec<Option<u32>> = vec![];
-        for (i, &init) in op.args[3..].iter().enumerate() {
-            let ra = body.args[i + 1];
-            let t = self.k.ty(ra).clone();
-            if t.is_scalar() {
-                let x = self.uniform(init).expect("scalar init");
-                self.def_uniform(ra, x);
-                carried_bufs.push(None);
-            } else {
-                let c = self.alloc_pinned(t.numel());
-                self.copy_into(init, c);
-                self.set(ra, Repr::Buf { off: c, strides: row_major(&t.shape) });
-                carried_bufs.push(Some(c));
-            }
-        }
+        let homes = control::carry_in(self, op);
+        control::bind(self, &body.args[1..], &homes);
         let iv = self.b.declare_var(types::I64);
         let lo64 = self.b.ins().sextend(types::I64, lo);
         self.b.def_var(iv, lo64);
@@ -745,88 +726,19 @@ impl Lower<'_, '_> {
         let iv32 = self.b.ins().ireduce(types::I32, cur);
         self.def_uniform(body.args[0], iv32);
         let y = self.lower_block(body)?.ok_or_else(|| self.unsupported(op, "the body does not end in `yield`"))?;
-        self.yield_into(&y.args, &body.args[1..], &carried_bufs);
+        control::yield_into(self, &y.args, &homes);
         let next = self.b.ins().iadd(cur, step64);
         self.b.def_var(iv, next);
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(exit);
-        for (i, &res) in op.results.iter().enumerate() {
-            let ra = body.args[i + 1];
-            match carried_bufs[i] {
-                None => {
-                    let x = self.uniform(ra).expect("scalar carried value");
-                    self.def_uniform(res, x);
-                }
-                Some(c) => self.set(res, Repr::Buf { off: c, strides: row_major(&self.shape(res)) }),
-            }
-        }
+        control::carry_out(self, &op.results, &homes);
         Ok(())
-    }
-
-    /// Hand yielded values to their destinations: scalar Variables of `dests` or the buffers in
-    /// `bufs`. Sources that read one of those buffers are copied to temporaries first, so no
-    /// destination is overwritten before every source has been read.
-    fn yield_into(&mut self, srcs: &[ValueId], dests: &[ValueId], bufs: &[Option<u32>]) {
-        let targets: Vec<u32> = bufs.iter().flatten().copied().collect();
-        let mut staged: Vec<(ValueId, Option<u32>)> = vec![];
-        for (i, &src) in srcs.iter().enumerate() {
-            let Some(dst) = bufs[i] else {
-                staged.push((src, None));
-                continue;
-            };
-            match self.repr(src) {
-                Repr::Buf { off, strides } if off == dst && is_contiguous(&self.shape(src), &strides) => staged.push((src, Some(dst))),
-                Repr::Buf { off, .. } if targets.contains(&off) => {
-                    let tmp = self.materialize_copy(src);
-                    staged.push((src, Some(tmp)));
-                }
-                _ => staged.push((src, None)),
-            }
-        }
-        let scalars: Vec<Option<Value>> = srcs.iter().zip(bufs).map(|(&s, b)| if b.is_none() { self.uniform(s) } else { None }).collect();
-        for (i, &src) in srcs.iter().enumerate() {
-            match bufs[i] {
-                None => {
-                    let Repr::Uniform(var) = self.repr(dests[i]) else { unreachable!("scalar destinations are variables") };
-                    self.b.def_var(var, scalars[i].expect("scalar yield"));
-                }
-                Some(dst) => match staged[i].1 {
-                    Some(from) if from == dst => {}
-                    Some(tmp) => {
-                        let shape = self.shape(src);
-                        let a = Acc::Arena { off: tmp, strides: row_major(&shape) };
-                        let ty = cty(self.dtype(src));
-                        self.ew(&shape, &[a], &[ty], dst, &|_, x| Ok(x[0]), Some(&|_: &mut Self, x: &[Value]| x[0]))
-                            .expect("a copy cannot fail");
-                    }
-                    None => self.copy_into(src, dst),
-                },
-            }
-        }
-    }
-
-    /// A fresh contiguous copy of `v` (even if `v` already is contiguous).
-    fn materialize_copy(&mut self, v: ValueId) -> u32 {
-        let dst = self.alloc(self.k.ty(v).numel());
-        self.copy_into(v, dst);
-        dst
     }
 
     fn lower_if(&mut self, op: &Op) -> Result<()> {
         let c = self.uniform(op.args[0]).ok_or_else(|| self.unsupported(op, "the condition must be a scalar"))?;
-        let mut bufs = vec![];
-        for &r in &op.results {
-            let t = self.k.ty(r).clone();
-            if t.is_scalar() {
-                let var = self.b.declare_var(cty(t.dtype));
-                self.set(r, Repr::Uniform(var));
-                bufs.push(None);
-            } else {
-                let off = self.alloc_pinned(t.numel());
-                self.set(r, Repr::Buf { off, strides: row_major(&t.shape) });
-                bufs.push(Some(off));
-            }
-        }
+        let homes = control::merge_homes(self, op, |_, _| None);
+        control::bind(self, &op.results, &homes);
         let then_b = self.b.create_block();
         let else_b = self.b.create_block();
         let merge = self.b.create_block();
@@ -838,7 +750,7 @@ impl Lower<'_, '_> {
             if ys.len() != op.results.len() {
                 return Err(self.unsupported(op, "a region yields the wrong number of values"));
             }
-            self.yield_into(&ys, &op.results, &bufs);
+            control::yield_into(self, &ys, &homes);
             self.b.ins().jump(merge, &[]);
         }
         self.b.switch_to_block(merge);
@@ -848,6 +760,58 @@ impl Lower<'_, '_> {
     // -----------------------------------------------------------------------------------------
     // Reductions, scans, dot
     // -----------------------------------------------------------------------------------------
+}
+
+/// Homes of carried and merged values: scalars in `Variable`s (read by `use_var` wherever
+/// they are used), tiles in pinned arena buffers.
+impl ControlEmit for Lower<'_, '_> {
+    type Val = Value;
+    type Slot = Variable;
+
+    fn kernel(&self) -> &Kernel {
+        self.k
+    }
+    fn buffer(&self, v: ValueId) -> Option<(u32, Vec<i64>)> {
+        match self.repr(v) {
+            Repr::Buf { off, strides } => Some((off, strides)),
+            Repr::Uniform(_) => None,
+        }
+    }
+    fn scalar(&mut self, v: ValueId) -> Option<Value> {
+        self.uniform(v)
+    }
+    fn new_slot(&mut self, d: DType) -> Variable {
+        self.b.declare_var(cty(d))
+    }
+    fn write_slot(&mut self, s: &Variable, x: Value) {
+        self.b.def_var(*s, x);
+    }
+    fn bind_slot(&mut self, v: ValueId, s: &Variable) {
+        self.set(v, Repr::Uniform(*s));
+    }
+    /// A `for` result gets a Variable of its own, holding the carried one's value at the exit.
+    fn read_slot(&mut self, v: ValueId, s: &Variable) {
+        let x = self.b.use_var(*s);
+        self.def_uniform(v, x);
+    }
+    fn bind_buf(&mut self, v: ValueId, off: u32) {
+        self.set(v, Repr::Buf { off, strides: row_major(&self.shape(v)) });
+    }
+    fn alloc_buf(&mut self, numel: usize) -> u32 {
+        self.alloc(numel)
+    }
+    fn pin_buf(&mut self, off: u32) {
+        self.arena.pin(off / 4);
+    }
+    fn copy_value(&mut self, v: ValueId, dst: u32) {
+        self.copy_into(v, dst);
+    }
+    fn copy_buf(&mut self, v: ValueId, from: u32, dst: u32) {
+        let shape = self.shape(v);
+        let a = Acc::Arena { off: from, strides: row_major(&shape) };
+        let ty = cty(self.dtype(v));
+        self.ew(&shape, &[a], &[ty], dst, &|_, x| Ok(x[0]), Some(&|_: &mut Self, x: &[Value]| x[0])).expect("a copy cannot fail");
+    }
 }
 
 impl LoopEmit for Lower<'_, '_> {

@@ -45,6 +45,7 @@ use opc_ir::{Block, DType, Kernel, Op, OpKind, ParamKind, Scalar, ScanOp, ValueI
 use super::text::{cst, vt, Fb};
 use super::MetaLayout;
 use crate::loops::arena::Arena;
+use crate::loops::control::{self, ControlEmit};
 use crate::loops::nest::{self, merge_dims, LoopEmit, Merged};
 use crate::loops::LoopTarget;
 pub(super) use crate::loops::plan::{is_contiguous, row_major};
@@ -937,26 +938,7 @@ impl Lower<'_> {
         }
 
         // Carried values: scalars in stack slots, tiles in one buffer each.
-        let mut carried: Vec<Carried> = vec![];
-        let mut inits = vec![];
-        for &init in &op.args[3..] {
-            inits.push(if self.k.ty(init).is_scalar() { self.uniform(init) } else { None });
-        }
-        for (i, &init) in op.args[3..].iter().enumerate() {
-            let ra = body.args[i + 1];
-            let t = self.k.ty(ra).clone();
-            if t.is_scalar() {
-                let slot = self.f.alloca(ety(t.dtype));
-                let x = inits[i].clone().expect("scalar init");
-                self.f.inst(format!("store {} {x}, ptr {slot}, align 4", ety(t.dtype)));
-                carried.push(Carried::Slot(slot, ety(t.dtype)));
-            } else {
-                let c = self.alloc(t.numel());
-                self.pin(c);
-                self.copy_into(init, c);
-                carried.push(Carried::Buf(c));
-            }
-        }
+        let homes = control::carry_in(self, op);
         let iv = self.f.alloca("i64");
         let lo64 = self.f.val(format!("sext i32 {lo} to i64"));
         self.f.inst(format!("store i64 {lo64}, ptr {iv}, align 8"));
@@ -974,82 +956,16 @@ impl Lower<'_> {
         let saved = self.enter_region();
         let iv32 = self.f.val(format!("trunc i64 {cur} to i32"));
         self.def_uniform(body.args[0], iv32);
-        for (i, c) in carried.iter().enumerate() {
-            let ra = body.args[i + 1];
-            match c {
-                Carried::Slot(slot, t) => {
-                    let x = self.f.val(format!("load {t}, ptr {slot}, align 4"));
-                    self.def_uniform(ra, x);
-                }
-                Carried::Buf(b) => {
-                    let st = row_major(&self.shape(ra));
-                    self.set(ra, Repr::Buf { off: *b, strides: st });
-                }
-            }
-        }
+        control::bind(self, &body.args[1..], &homes);
         let y = self.lower_block(body)?.ok_or_else(|| self.unsupported(op, "the body does not end in `yield`"))?;
-        self.yield_into(&y.args, &carried);
+        control::yield_into(self, &y.args, &homes);
         let next = self.f.val(format!("add i64 {cur}, {step64}"));
         self.f.inst(format!("store i64 {next}, ptr {iv}, align 8"));
         self.f.br(&header);
         self.region = saved;
         self.f.block(&exit);
-        for (i, &res) in op.results.iter().enumerate() {
-            match &carried[i] {
-                Carried::Slot(slot, t) => {
-                    let x = self.f.val(format!("load {t}, ptr {slot}, align 4"));
-                    self.def_uniform(res, x);
-                }
-                Carried::Buf(c) => {
-                    let st = row_major(&self.shape(res));
-                    self.set(res, Repr::Buf { off: *c, strides: st });
-                }
-            }
-        }
+        control::carry_out(self, &op.results, &homes);
         Ok(())
-    }
-
-    /// Hand yielded values to their destinations (stack slots or buffers). Sources that read
-    /// one of the destination buffers are copied to temporaries first, so no destination is
-    /// overwritten before every source has been read.
-    fn yield_into(&mut self, srcs: &[ValueId], dests: &[Carried]) {
-        let targets: Vec<u32> = dests.iter().filter_map(|d| if let Carried::Buf(b) = d { Some(*b) } else { None }).collect();
-        let mut staged: Vec<Option<u32>> = vec![];
-        for (i, &src) in srcs.iter().enumerate() {
-            let Carried::Buf(dst) = dests[i] else {
-                staged.push(None);
-                continue;
-            };
-            match self.repr(src) {
-                Repr::Buf { off, strides } if off == dst && is_contiguous(&self.shape(src), &strides) => staged.push(Some(dst)),
-                Repr::Buf { off, .. } if targets.contains(&off) => {
-                    let tmp = self.alloc(self.k.ty(src).numel());
-                    self.copy_into(src, tmp);
-                    staged.push(Some(tmp));
-                }
-                _ => staged.push(None),
-            }
-        }
-        let scalars: Vec<Option<String>> =
-            srcs.iter().zip(dests).map(|(&s, d)| if matches!(d, Carried::Slot(..)) { self.uniform(s) } else { None }).collect();
-        for (i, &src) in srcs.iter().enumerate() {
-            match &dests[i] {
-                Carried::Slot(slot, t) => {
-                    let x = scalars[i].clone().expect("scalar yield");
-                    self.f.inst(format!("store {t} {x}, ptr {slot}, align 4"));
-                }
-                Carried::Buf(dst) => match staged[i] {
-                    Some(from) if from == *dst => {}
-                    Some(tmp) => {
-                        let shape = self.shape(src);
-                        let a = Acc::Arena { off: tmp, strides: row_major(&shape) };
-                        let b = ety(self.dtype(src));
-                        self.ew(&shape, &[a], &[b], b, *dst, &|_, x, _| Ok(x[0].clone())).expect("a copy cannot fail");
-                    }
-                    None => self.copy_into(src, *dst),
-                },
-            }
-        }
     }
 
     /// A buffer the `if` may merge its `i`-th tile result into instead of a fresh one: that of
@@ -1078,23 +994,7 @@ impl Lower<'_> {
 
     fn lower_if(&mut self, op: &Op) -> Result<()> {
         let c = self.uniform(op.args[0]).ok_or_else(|| self.unsupported(op, "the condition must be a scalar"))?;
-        let mut dests = vec![];
-        let mut adopted: Vec<u32> = vec![];
-        for (i, &r) in op.results.iter().enumerate() {
-            let t = self.k.ty(r).clone();
-            if t.is_scalar() {
-                let slot = self.f.alloca(ety(t.dtype));
-                dests.push(Carried::Slot(slot, ety(t.dtype)));
-            } else if let Some(b) = self.if_adoptable(op, i).filter(|b| !adopted.contains(b)) {
-                adopted.push(b);
-                self.pin(b);
-                dests.push(Carried::Buf(b));
-            } else {
-                let b = self.alloc(t.numel());
-                self.pin(b);
-                dests.push(Carried::Buf(b));
-            }
-        }
+        let homes = control::merge_homes(self, op, |l, i| l.if_adoptable(op, i));
         let then_b = self.f.label();
         let else_b = self.f.label();
         let merge = self.f.label();
@@ -1108,31 +1008,61 @@ impl Lower<'_> {
             if ys.len() != op.results.len() {
                 return Err(self.unsupported(op, "a region yields the wrong number of values"));
             }
-            self.yield_into(&ys, &dests);
+            control::yield_into(self, &ys, &homes);
             self.f.br(&merge);
             self.region = saved;
         }
         self.f.block(&merge);
-        for (i, &r) in op.results.iter().enumerate() {
-            match &dests[i] {
-                Carried::Slot(slot, t) => {
-                    let x = self.f.val(format!("load {t}, ptr {slot}, align 4"));
-                    self.def_uniform(r, x);
-                }
-                Carried::Buf(b) => {
-                    let st = row_major(&self.shape(r));
-                    self.set(r, Repr::Buf { off: *b, strides: st });
-                }
-            }
-        }
+        control::bind(self, &op.results, &homes);
         Ok(())
     }
 }
 
-/// Where a carried (`for`) or merged (`if`) value lives: a stack slot of an element type, or
-/// an arena buffer.
-#[derive(Clone, Debug)]
-enum Carried {
-    Slot(String, &'static str),
-    Buf(u32),
+/// Homes of carried and merged values: scalars in stack slots (`alloca` of the element type;
+/// each read is a `load`), tiles in pinned arena buffers.
+impl ControlEmit for Lower<'_> {
+    type Val = String;
+    type Slot = (String, &'static str);
+
+    fn kernel(&self) -> &Kernel {
+        self.k
+    }
+    fn buffer(&self, v: ValueId) -> Option<(u32, Vec<i64>)> {
+        match self.repr(v) {
+            Repr::Buf { off, strides } => Some((off, strides)),
+            _ => None,
+        }
+    }
+    fn scalar(&mut self, v: ValueId) -> Option<String> {
+        self.uniform(v)
+    }
+    fn new_slot(&mut self, d: DType) -> Self::Slot {
+        (self.f.alloca(ety(d)), ety(d))
+    }
+    fn write_slot(&mut self, (slot, t): &Self::Slot, x: String) {
+        self.f.inst(format!("store {t} {x}, ptr {slot}, align 4"));
+    }
+    fn bind_slot(&mut self, v: ValueId, (slot, t): &Self::Slot) {
+        let x = self.f.val(format!("load {t}, ptr {slot}, align 4"));
+        self.def_uniform(v, x);
+    }
+    fn bind_buf(&mut self, v: ValueId, off: u32) {
+        let st = row_major(&self.shape(v));
+        self.set(v, Repr::Buf { off, strides: st });
+    }
+    fn alloc_buf(&mut self, numel: usize) -> u32 {
+        self.alloc(numel)
+    }
+    fn pin_buf(&mut self, off: u32) {
+        self.pin(off);
+    }
+    fn copy_value(&mut self, v: ValueId, dst: u32) {
+        self.copy_into(v, dst);
+    }
+    fn copy_buf(&mut self, v: ValueId, from: u32, dst: u32) {
+        let shape = self.shape(v);
+        let a = Acc::Arena { off: from, strides: row_major(&shape) };
+        let b = ety(self.dtype(v));
+        self.ew(&shape, &[a], &[b], b, dst, &|_, x, _| Ok(x[0].clone())).expect("a copy cannot fail");
+    }
 }

@@ -16,6 +16,9 @@
 //!   dims each index tile binds, the operand layout, and the row path (vector rows with
 //!   per-lane checks) versus element by element, walked with the bounds checks of each index
 //!   folded in as soon as its dims are bound.
+//! - `control.rs`: `for` / `if` / `yield`: which carried and merged values get slots or
+//!   pinned buffers, and the order a `yield` copies in (temporaries for sources that read
+//!   another home).
 //! - `sites.rs`: how generated code names a failing op (error codes of `for` steps).
 //! - `helpers.rs`: the runtime functions generated code calls, with target-neutral signatures.
 //! - `kernel.rs`: [`LoopTarget`], the parameters that differ between the targets (lanes,
@@ -24,6 +27,7 @@
 
 pub(crate) mod access;
 pub(crate) mod arena;
+pub(crate) mod control;
 pub(crate) mod helpers;
 pub(crate) mod kernel;
 pub(crate) mod nest;

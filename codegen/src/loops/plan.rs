@@ -8,7 +8,8 @@
 //! the strides (or, for the LLVM target's affine index tiles, the coefficients, which compose
 //! the same way). `reshape` is a view only of a contiguous buffer.
 
-use opc_ir::{numerics, DType, OpKind, Rounding, Scalar};
+use opc_ir::interp::{literal_elem, LiteralElem};
+use opc_ir::{DType, OpKind, Scalar};
 
 pub(crate) use crate::repr::is_float_repr;
 
@@ -57,28 +58,13 @@ pub(crate) enum Literal {
     I32(i32),
 }
 
-/// The element of literal `s` in dtype `d`, exactly as the interpreter's `const_data`: floats
-/// rounded to the dtype, ints wrapped, codes encoded (round to nearest even).
+/// The element of literal `s` in dtype `d`, exactly as the interpreter's (`literal_elem`):
+/// floats rounded to the dtype, ints wrapped, codes encoded.
 pub(crate) fn literal(s: Scalar, d: DType) -> Literal {
-    if is_float_repr(d) {
-        let v = match s {
-            Scalar::Int(i) => i as f64,
-            Scalar::Float(f) => f,
-            Scalar::Bool(b) => b as i64 as f64,
-        };
-        return Literal::F32(numerics::round_float(d, v) as f32);
+    match literal_elem(s, d) {
+        LiteralElem::F(x) => Literal::F32(x),
+        LiteralElem::I(v) => Literal::I32(v as i32),
     }
-    let v = match s {
-        Scalar::Int(i) => numerics::wrap_int(d, i),
-        Scalar::Bool(b) => numerics::wrap_int(d, b as i64),
-        Scalar::Float(f) => match d {
-            DType::Bool => (f != 0.0) as i64,
-            DType::E2M1 => numerics::e2m1_encode(f, Rounding::Rne) as i64,
-            DType::E8M0 => numerics::e8m0_encode(f, Rounding::Rne) as i64,
-            _ => numerics::float_to_int(d, f, Rounding::Rne),
-        },
-    };
-    Literal::I32(v as i32)
 }
 
 #[cfg(test)]

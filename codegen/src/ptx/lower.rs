@@ -107,41 +107,9 @@ pub(super) fn esize(d: DType) -> u32 {
     }
 }
 
-pub(super) fn row_major(shape: &[usize]) -> Vec<i64> {
-    let mut s = vec![1i64; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1] as i64;
-    }
-    s
-}
-
-pub(super) fn is_contiguous(shape: &[usize], strides: &[i64]) -> bool {
-    let rm = row_major(shape);
-    shape.iter().zip(strides.iter().zip(&rm)).all(|(&n, (&s, &r))| n == 1 || s == r)
-}
-
-/// The error text of an op, as the interpreter formats it.
-pub(super) fn op_ctx(op: &Op) -> String {
-    let mut s = format!("op `{}`", op.kind.mnemonic());
-    if let Some(l) = op.loc {
-        s.push_str(&format!(" at {}:{}", l.line, l.col));
-    }
-    if let Some(r) = op.results.first() {
-        s.push_str(&format!(" (%{})", r.0));
-    }
-    s
-}
-
-/// Contexts of every `for` op in lowering order (pre-order): the error word holds index + 1.
-pub fn for_sites(k: &Kernel) -> Vec<String> {
-    let mut out = vec![];
-    opc_ir::walk_ops(&k.body, &mut |op| {
-        if op.kind == OpKind::For {
-            out.push(op_ctx(op));
-        }
-    });
-    out
-}
+pub(super) use crate::loops::plan::{is_contiguous, row_major};
+pub(super) use crate::loops::sites::op_ctx;
+pub use crate::loops::sites::for_sites;
 
 /// Values some use of which reads other threads' elements, so they are stored to shared memory
 /// where they are defined (when they end up distributed).
