@@ -664,12 +664,19 @@ impl<'k> Lower<'k> {
             }
             OpKind::Arange => {
                 // Thread t's i-th element is t + i·T; registers past the end are never read.
+                // `arange(1)` is the uniform 0 (a one-element tile is uniform, see `map_op`).
                 let n = self.numel(op.result());
-                let mut regs = vec![self.tid];
-                for i in 1..self.chunks(n) {
-                    regs.push(self.p.op(Kind::R, "add.u32", &[&self.tid, &(i * self.t as usize)]));
+                if n == 1 {
+                    let r = self.p.reg(Kind::R);
+                    self.p.ins(format!("mov.b32 {r}, 0"));
+                    self.set(op.result(), Repr::Uniform(r));
+                } else {
+                    let mut regs = vec![self.tid];
+                    for i in 1..self.chunks(n) {
+                        regs.push(self.p.op(Kind::R, "add.u32", &[&self.tid, &(i * self.t as usize)]));
+                    }
+                    self.set(op.result(), Repr::Dist(regs));
                 }
-                self.set(op.result(), Repr::Dist(regs));
             }
             OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Bitcast => self.map_op(op, &mut |l, x| l.elem_op(op, x))?,
             OpKind::Cast(_) => {
