@@ -36,7 +36,7 @@ ROWS = [
     ("prefill_mxfp4_512", "mxfp4", PREFILL_M, "flops"),
 ]
 
-LINE = re.compile(r"MUL_MAT\((?P<params>[^)]*)\):\s+\d+ runs -\s+(?P<us>[0-9.]+) us/run -\s+(?P<mflop>[0-9.]+) MFLOP/run")
+LINE = re.compile(r"MUL_MAT\((?P<params>[^)]*)\):\s+\d+ runs -\s+(?P<us>[0-9.]+) us/run -\s+(?P<flop>[0-9.]+) [KMGT]?FLOP/run")
 
 
 def run_case(binary, wtype, n, threads):
