@@ -76,10 +76,10 @@ pub fn scale(ops: &Ops, x: &Tensor, s: f32) -> Result<Tensor> {
     Ok(Tensor { shape: x.shape.clone(), ..out })
 }
 
-/// Rows up to which [`linear_w`] runs the GEMV kernel: one program per channel block holds all
-/// the rows, so each weight block is loaded (and widened) once for all of them (batched decode of
-/// up to 8 sequences); the tiled GEMM (`linear_w`, a blocked GEMM on the llvm target with the
-/// widened weights packed into f32 panels) only pays from there on.
+/// Rows up to which [`linear_w`] runs the GEMV kernel: one program per (row, channel block), so
+/// the rows of a step read the same weight block while it is in cache (batched decode of up to
+/// 8 sequences); the tiled GEMM (`linear_w`, a blocked GEMM on the llvm target with the widened
+/// weights packed into f32 panels) only pays from there on.
 pub const GEMV_ROWS: usize = 8;
 
 /// Mean rows per expert up to which the gpt-oss experts run as GEMVs (`moe_mx_*_rows`, each
@@ -127,16 +127,7 @@ pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Res
         return Ok(out);
     }
     let (kernel, inst) = if m <= GEMV_ROWS {
-        // All the rows in one program (a power of two: padding rows read row M - 1), and a K
-        // step that keeps the rows' x tile (BM·BK f32) within 16 KB of L1: every weight column
-        // of the program re-reads it.
-        let bm = m.next_power_of_two() as i64;
-        let inst = Instance::default()
-            .dtype("X", x.dtype)
-            .dtype("W", w.dtype)
-            .tunable("BM", bm)
-            .tunable("BN", pick(&[8, 16, 32, 64], n, 16))
-            .tunable("BK", gemv_step(k).min(4096 / bm).max(32));
+        let inst = Instance::default().dtype("X", x.dtype).dtype("W", w.dtype).tunable("BN", pick(&[8, 16, 32, 64], n, 16)).tunable("BK", gemv_step(k));
         ("gemv_w", inst)
     } else {
         let bf16 = x.dtype == DType::BF16 && w.dtype == DType::BF16;
@@ -581,28 +572,19 @@ mod tests {
 
     #[test]
     fn linear_w_matches_f32_linear_and_keeps_weights() {
-        // The GEMV's shared-row sums are an llvm lowering: check it there too when built in.
-        for target in ["cpu", "llvm"] {
-            let Ok(t) = opc_codegen::target_by_name(target) else { continue };
-            linear_w_matches_f32_linear_on(&Ops::new(t));
-        }
-    }
-
-    fn linear_w_matches_f32_linear_on(ops: &Ops) {
-        // K = 40: ragged K steps; K = 512: whole steps, where the GEMV rows of one program share
-        // each weight block (m = 2, 3 with a padding row, 8). m = 9 takes the tiled GEMM.
-        for (m, k) in [(1, 40), (3, 40), (9, 40), (1, 512), (2, 512), (3, 512), (8, 512)] {
-            let x = f32t(&[m, k], |i| ((i * 7919) % 23) as f32 / 11.0 - 1.0);
-            let wv: Vec<f32> = (0..24 * k).map(|i| ((i * 104729) % 31) as f32 / 16.0 - 1.0).collect();
-            let mut w = Tensor::from_f32(DType::BF16, &[24, k], &wv);
+        let ops = ops();
+        for m in [1, 3, 9] {
+            let x = f32t(&[m, 40], |i| ((i * 7919) % 23) as f32 / 11.0 - 1.0);
+            let wv: Vec<f32> = (0..24 * 40).map(|i| ((i * 104729) % 31) as f32 / 16.0 - 1.0).collect();
+            let mut w = Tensor::from_f32(DType::BF16, &[24, 40], &wv);
             let w_before = w.clone();
             let bias = f32t(&[24], |i| i as f32 * 0.25);
             let y = linear_w(&ops, &x, &mut w, Some(&bias)).unwrap();
             assert_eq!(w, w_before, "the leased weight comes back unchanged");
-            let wf = Tensor::from_f32(DType::F32, &[24, k], &w.to_f32_vec());
+            let wf = Tensor::from_f32(DType::F32, &[24, 40], &w.to_f32_vec());
             let want = blocks::linear(&ops, &x, &wf, Some(&bias)).unwrap();
             for (a, b) in y.to_f32_vec().iter().zip(want.to_f32_vec()) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "m={m} k={k}: {a} vs {b}");
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "m={m}: {a} vs {b}");
             }
         }
     }

@@ -1090,7 +1090,7 @@ impl Lower<'_> {
                 ix
             })
             .collect();
-        if let Some(plan) = fma.as_ref().and_then(|m| self.block_plan(m, &mshape, &reshapes, n, lanes, false)) {
+        if let Some(plan) = fma.as_ref().and_then(|m| self.block_plan(m, &mshape, &reshapes, n, lanes)) {
             return self.block_rows(x, &plan, &reshapes, &ixs, n, lanes, false);
         }
         let slots: Vec<String> = (0..nrows * unroll).map(|_| self.f.alloca(&t)).collect();

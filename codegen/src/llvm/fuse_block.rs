@@ -17,10 +17,7 @@
 //! splits too. When such a term is broadcast along the output's second-last dim and that dim
 //! is small ([`Lower::shared_rows`]), the rows along it run together ([`Lower::shared_reduce`]):
 //! each block step evaluates the shared term (the weights' loads, nibble spread, e2m1 decode,
-//! scale) once for all of them (`Lower::pe_memo`), and each row adds its FMAs. Shared rows of a
-//! product with no block-constant factor (bf16 / f32 weights against a few activation rows) split
-//! the same way into blocks of up to four vectors, each block's partial sum added to the row's
-//! accumulator: the weights are loaded and widened once per block for all the rows.
+//! scale) once for all of them (`Lower::pe_memo`), and each row adds its FMAs.
 
 use opc_ir::{BinaryOp, DType, Op, OpKind, ValueId};
 
@@ -57,12 +54,9 @@ const SHARED_ROWS: usize = 8;
 impl Lower<'_> {
     /// The block split of the fused product `root` (a `Mul` of shape `mshape`, reduced through
     /// `reshapes` as rows of `n` on `lanes` lanes), when it has one (module docs).
-    /// With `unscaled`, a product with no block-constant factor splits too, into blocks of up
-    /// to four vectors (the shared-row GEMVs of plain float weights: a partial sum per block
-    /// is added to the row's accumulator).
-    pub(super) fn block_plan(&self, root: &Op, mshape: &[usize], reshapes: &[Op], n: usize, lanes: u32, unscaled: bool) -> Option<BlockPlan> {
-        let last = *mshape.last()?;
-        if lanes < 2 || !last.is_multiple_of(lanes as usize) || !n.is_multiple_of(last) {
+    pub(super) fn block_plan(&self, root: &Op, mshape: &[usize], reshapes: &[Op], n: usize, lanes: u32) -> Option<BlockPlan> {
+        let len = *mshape.last()?;
+        if lanes < 2 || !len.is_multiple_of(lanes as usize) || len < 2 * lanes as usize || !n.is_multiple_of(len) {
             return None;
         }
         // The lane position must map to the product's last dim modulo `len`: no reshape, or
@@ -77,17 +71,7 @@ impl Lower<'_> {
         let mut factors = vec![];
         self.mul_factors(root.result(), vec![], &mut factors);
         let (scales, terms): (Vec<Factor>, Vec<Factor>) = factors.into_iter().partition(|f| self.block_const(f.v));
-        if !(1..=2).contains(&terms.len()) {
-            return None;
-        }
-        let len = if !scales.is_empty() {
-            (last >= 2 * lanes as usize).then_some(last)?
-        } else if unscaled {
-            [4, 2, 1].iter().map(|u| u * lanes as usize).find(|l| last.is_multiple_of(*l))?
-        } else {
-            return None;
-        };
-        Some(BlockPlan { len, scales, terms })
+        (!scales.is_empty() && (1..=2).contains(&terms.len())).then_some(BlockPlan { len, scales, terms })
     }
 
     /// The factors of the fused f32 product tree `v` (read through `views`): through products
@@ -133,7 +117,7 @@ impl Lower<'_> {
 
     /// The block plan of the fused f32 `sum` over `x` (its `reshape`s from the root down and
     /// the plan), when it has one.
-    pub(super) fn block_plan_of(&self, x: ValueId, unscaled: bool) -> Option<(Vec<Op>, BlockPlan)> {
+    pub(super) fn block_plan_of(&self, x: ValueId) -> Option<(Vec<Op>, BlockPlan)> {
         if self.dtype(x) != DType::F32 {
             return None;
         }
@@ -146,7 +130,7 @@ impl Lower<'_> {
         let m = self.fused.get(&root).filter(|o| o.kind == OpKind::Binary(BinaryOp::Mul))?;
         let shape = self.shape(x);
         let n = *shape.last()?;
-        let plan = self.block_plan(m, &self.shape(root), &reshapes, n, lanes_for(n), unscaled)?;
+        let plan = self.block_plan(m, &self.shape(root), &reshapes, n, lanes_for(n))?;
         Some((reshapes, plan))
     }
 
@@ -159,7 +143,7 @@ impl Lower<'_> {
         let r = shape.len();
         let oshape = shape[..r - 1].to_vec();
         let Some(m) = self.shared_rows(x, &oshape) else { return Ok(false) };
-        let (reshapes, plan) = self.block_plan_of(x, true).expect("checked by shared_rows");
+        let (reshapes, plan) = self.block_plan_of(x).expect("checked by shared_rows");
         let (n, lanes) = (shape[r - 1], lanes_for(shape[r - 1]));
         let orm = row_major(&oshape);
         let out = self.alloc(oshape.iter().product());
@@ -189,7 +173,7 @@ impl Lower<'_> {
         if r < 2 || oshape[r - 2] < 2 || oshape[r - 2] > SHARED_ROWS {
             return None;
         }
-        let (_, plan) = self.block_plan_of(x, true)?;
+        let (_, plan) = self.block_plan_of(x)?;
         plan.terms.iter().any(|t| t.views.first().is_some_and(|o| self.bcast_along(o, r - 2))).then_some(oshape[r - 2])
     }
 
@@ -273,11 +257,9 @@ impl Lower<'_> {
                     Some(s) => l.f.val(format!("fmul {t} {s}, {p}")),
                 });
             }
+            let s = s.expect("a block plan has a scale");
             let cur = l.f.val(format!("load {t}, ptr {slot}, align 64"));
-            let nx = match s {
-                Some(s) => fma(l, &part, &s, &cur),
-                None => l.f.val(format!("fadd {t} {cur}, {part}")),
-            };
+            let nx = fma(l, &part, &s, &cur);
             l.f.inst(format!("store {t} {nx}, ptr {slot}, align 64"));
             Ok(())
         };
