@@ -55,6 +55,7 @@ grid(cdiv(M, BM))
 
 #[path = "common/rng.rs"]
 mod rng;
+#[allow(unused_imports)]
 pub use rng::Rng;
 
 /// Build `sources` (as emitted for `k`, possibly edited) against the CPU model and run them on

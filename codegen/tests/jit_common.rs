@@ -17,6 +17,7 @@ pub fn kernel(src: &str, name: &str, inst: &Instance) -> Kernel {
 
 #[path = "common/rng.rs"]
 mod rng;
+#[allow(unused_imports)]
 pub use rng::Rng;
 
 /// Machine epsilon of a float dtype.
