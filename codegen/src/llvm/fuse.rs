@@ -1129,25 +1129,14 @@ impl Lower<'_> {
             l.f.inst(format!("store {t} {nx}, ptr {slot}, align 64"));
             Ok(())
         };
-        let groups = chunks / unroll;
         let full = |l: &mut Self| -> Result<()> {
-            l.loop_n(groups, &mut |l, g| {
-                for u in 0..unroll {
-                    let c = l.f.val(format!("mul i64 {g}, {unroll}"));
-                    let c = l.f.val(format!("add i64 {c}, {u}"));
-                    let j0 = l.f.val(format!("mul i64 {c}, {lanes}"));
-                    for q in 0..nrows {
-                        step(l, q, &slots[q * unroll + u], &j0, lanes as usize)?;
-                    }
+            l.unrolled(chunks, unroll, &mut |l, c, u| {
+                let j0 = l.f.val(format!("mul i64 {c}, {lanes}"));
+                for q in 0..nrows {
+                    step(l, q, &slots[q * unroll + u], &j0, lanes as usize)?;
                 }
                 Ok(())
-            })?;
-            for c in groups * unroll..chunks {
-                for q in 0..nrows {
-                    step(l, q, &slots[q * unroll], &(c * lanes as usize).to_string(), lanes as usize)?;
-                }
-            }
-            Ok(())
+            })
         };
         self.rows_versioned(x, &ixs, n, lanes, &full)?;
         if tail > 0 {
@@ -1157,19 +1146,45 @@ impl Lower<'_> {
         }
         let mut ys = vec![];
         for q in 0..nrows {
-            let mut acc = self.f.val(format!("load {t}, ptr {}, align 64", slots[q * unroll]));
-            for s in &slots[q * unroll + 1..(q + 1) * unroll] {
-                let v = self.f.val(format!("load {t}, ptr {s}, align 64"));
-                acc = self.combine(rop, d, &acc, &v, lanes);
-            }
-            // Across the lanes, in lane order.
-            let mut s = self.f.val(format!("extractelement {t} {acc}, i64 0"));
-            for lane in 1..lanes {
-                let e = self.f.val(format!("extractelement {t} {acc}, i64 {lane}"));
-                s = self.combine(rop, d, &s, &e, 0);
-            }
+            let s = self.fold_slots(&slots[q * unroll..(q + 1) * unroll], rop, d, lanes);
             ys.push(self.finish_reduce(d, &s, 0));
         }
         Ok(ys)
+    }
+
+    /// `body(l, i, u)` for every `i` in `0..n`, `unroll` copies per loop trip: a counted loop
+    /// over the `n / unroll` full groups, copy `u` at `i = g·unroll + u` (an SSA value), then
+    /// the remaining indices as constants with `u = 0`.
+    pub(super) fn unrolled(&mut self, n: usize, unroll: usize, body: &mut dyn FnMut(&mut Self, &str, usize) -> Result<()>) -> Result<()> {
+        let groups = n / unroll;
+        self.loop_n(groups, &mut |l, g| {
+            for u in 0..unroll {
+                let i = l.f.val(format!("mul i64 {g}, {unroll}"));
+                let i = l.f.val(format!("add i64 {i}, {u}"));
+                body(l, &i, u)?;
+            }
+            Ok(())
+        })?;
+        for i in groups * unroll..n {
+            body(self, &i.to_string(), 0)?;
+        }
+        Ok(())
+    }
+
+    /// One row's accumulator `slots` (vectors of `lanes`) combined with `rop` in slot order,
+    /// then across the lanes in lane order: the row's scalar, before `finish_reduce`.
+    pub(super) fn fold_slots(&mut self, slots: &[String], rop: ReduceOp, d: DType, lanes: u32) -> String {
+        let t = vt(ety(d), lanes);
+        let mut acc = self.f.val(format!("load {t}, ptr {}, align 64", slots[0]));
+        for s in &slots[1..] {
+            let v = self.f.val(format!("load {t}, ptr {s}, align 64"));
+            acc = self.combine(rop, d, &acc, &v, lanes);
+        }
+        let mut s = self.f.val(format!("extractelement {t} {acc}, i64 0"));
+        for lane in 1..lanes {
+            let e = self.f.val(format!("extractelement {t} {acc}, i64 {lane}"));
+            s = self.combine(rop, d, &s, &e, 0);
+        }
+        s
     }
 }

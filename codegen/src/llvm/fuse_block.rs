@@ -19,7 +19,7 @@
 //! each block step evaluates the shared term (the weights' loads, nibble spread, e2m1 decode,
 //! scale) once for all of them (`Lower::pe_memo`), and each row adds its FMAs.
 
-use opc_ir::{BinaryOp, DType, Op, OpKind, ValueId};
+use opc_ir::{BinaryOp, DType, Op, OpKind, ReduceOp, ValueId};
 
 use super::fuse::Ix;
 use super::lower::{lanes_for, row_major, Lower, Repr};
@@ -274,36 +274,8 @@ impl Lower<'_> {
             l.pe_memo = None;
             Ok(())
         };
-        let steps = blocks / unroll;
-        let full = |l: &mut Self| -> Result<()> {
-            l.loop_n(steps, &mut |l, g| {
-                for u in 0..unroll {
-                    let b = l.f.val(format!("mul i64 {g}, {unroll}"));
-                    let b = l.f.val(format!("add i64 {b}, {u}"));
-                    all_rows(l, u, &b)?;
-                }
-                Ok(())
-            })?;
-            for b in steps * unroll..blocks {
-                all_rows(l, 0, &b.to_string())?;
-            }
-            Ok(())
-        };
+        let full = |l: &mut Self| -> Result<()> { l.unrolled(blocks, unroll, &mut |l, b, u| all_rows(l, u, b)) };
         self.rows_versioned(x, ixs, n, lanes, &full)?;
-        let mut ys = vec![];
-        for q in 0..ixs.len() {
-            let mut acc = self.f.val(format!("load {t}, ptr {}, align 64", slots[q * unroll]));
-            for s in &slots[q * unroll + 1..(q + 1) * unroll] {
-                let v = self.f.val(format!("load {t}, ptr {s}, align 64"));
-                acc = self.f.val(format!("fadd {t} {acc}, {v}"));
-            }
-            let mut s = self.f.val(format!("extractelement {t} {acc}, i64 0"));
-            for lane in 1..lanes {
-                let e = self.f.val(format!("extractelement {t} {acc}, i64 {lane}"));
-                s = self.f.val(format!("fadd float {s}, {e}"));
-            }
-            ys.push(s);
-        }
-        Ok(ys)
+        Ok((0..ixs.len()).map(|q| self.fold_slots(&slots[q * unroll..(q + 1) * unroll], ReduceOp::Sum, DType::F32, lanes)).collect())
     }
 }
