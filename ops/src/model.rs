@@ -76,9 +76,9 @@ pub fn scale(ops: &Ops, x: &Tensor, s: f32) -> Result<Tensor> {
     Ok(Tensor { shape: x.shape.clone(), ..out })
 }
 
-/// Rows up to which [`linear_w`] runs the GEMV kernel: one program per (row, channel block), so
-/// the rows of a step read the same weight block while it is in cache (batched decode of up to
-/// 8 sequences); the tiled GEMM (`linear_w`, a blocked GEMM on the llvm target with the widened
+/// Rows up to which [`linear_w`] runs the GEMV kernel: one program per channel block holds all
+/// the rows, so each weight chunk is loaded once for all of them (batched decode of up to 8
+/// sequences); the tiled GEMM (`linear_w`, a blocked GEMM on the llvm target with the widened
 /// weights packed into f32 panels) only pays from there on.
 pub const GEMV_ROWS: usize = 8;
 
@@ -127,7 +127,9 @@ pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Res
         return Ok(out);
     }
     let (kernel, inst) = if m <= GEMV_ROWS {
-        let inst = Instance::default().dtype("X", x.dtype).dtype("W", w.dtype).tunable("BN", pick(&[8, 16, 32, 64], n, 16)).tunable("BK", gemv_step(k));
+        // All the rows in one program (a power of two: padding rows read row M - 1).
+        let bm = m.next_power_of_two() as i64;
+        let inst = Instance::default().dtype("X", x.dtype).dtype("W", w.dtype).tunable("BM", bm).tunable("BN", pick(&[8, 16, 32, 64], n, 16)).tunable("BK", gemv_step(k));
         ("gemv_w", inst)
     } else {
         let bf16 = x.dtype == DType::BF16 && w.dtype == DType::BF16;
@@ -582,7 +584,7 @@ mod tests {
     fn linear_w_matches_f32_linear_on(ops: &Ops) {
         // K = 40: ragged K steps; K = 512: whole steps (the fused loop's unmasked version).
         // m = 9 takes the tiled GEMM.
-        for (m, k) in [(1, 40), (3, 40), (9, 40), (1, 512), (3, 512), (8, 512)] {
+        for (m, k) in [(1, 40), (3, 40), (9, 40), (1, 512), (2, 512), (3, 512), (8, 512)] {
             let x = f32t(&[m, k], |i| ((i * 7919) % 23) as f32 / 11.0 - 1.0);
             let wv: Vec<f32> = (0..24 * k).map(|i| ((i * 104729) % 31) as f32 / 16.0 - 1.0).collect();
             let mut w = Tensor::from_f32(DType::BF16, &[24, k], &wv);
@@ -600,28 +602,37 @@ mod tests {
 
     /// bf16 activations: x rounded to bf16 times bf16 weights, f32 accumulation (the products
     /// of bf16 pairs are exact in f32, so only the summation order differs from the oracle),
-    /// through the GEMV (m <= GEMV_ROWS) and the blocked GEMM.
+    /// through the GEMV (m <= GEMV_ROWS) and the blocked GEMM; on llvm (when built in) the GEMV
+    /// rows are register-blocked `vdpbf16ps` tiles (K = 72: ragged steps, masked; K = 512:
+    /// whole steps, unmasked; N = 40: a ragged channel block).
     #[test]
     fn linear_w_bf16_activations() {
-        let ops = ops();
-        for m in [1, 5, 20] {
-            let xv: Vec<f32> = (0..m * 72).map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.3).collect();
-            let x = Tensor::from_f32(DType::BF16, &[m, 72], &xv);
-            let w = Tensor::from_f32(DType::BF16, &[40, 72], &(0..40 * 72).map(|i| ((i * 104729) % 31) as f32 / 13.0 - 1.1).collect::<Vec<_>>());
-            let y = linear_w(&ops, &x, &w, None).unwrap().to_f32_vec();
-            let (xr, wr) = (x.to_f32_vec(), w.to_f32_vec());
-            for r in 0..m {
-                for c in 0..40 {
-                    let want: f64 = (0..72).map(|k| xr[r * 72 + k] as f64 * wr[c * 72 + k] as f64).sum();
-                    let got = y[r * 40 + c] as f64;
-                    assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "m={m} ({r}, {c}): {got} vs {want}");
-                }
-            }
+        for target in ["cpu", "llvm"] {
+            let Ok(t) = opc_codegen::target_by_name(target) else { continue };
+            linear_w_bf16_activations_on(&Ops::new(t));
         }
+        let ops = ops();
         let xf = f32t(&[2, 72], |_| 1.0);
         let wf = f32t(&[4, 72], |_| 1.0);
         let e = linear_w(&ops, &Tensor::from_f32(DType::BF16, &[2, 72], &xf.to_f32_vec()), &wf, None).unwrap_err().to_string();
         assert_eq!(e, "linear_w: `x` is bf16 but `w` is f32: bf16 activations need bf16 weights");
+    }
+
+    fn linear_w_bf16_activations_on(ops: &Ops) {
+        for (m, k) in [(1, 72), (5, 72), (20, 72), (1, 512), (2, 512), (3, 512), (8, 512)] {
+            let xv: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.3).collect();
+            let x = Tensor::from_f32(DType::BF16, &[m, k], &xv);
+            let w = Tensor::from_f32(DType::BF16, &[40, k], &(0..40 * k).map(|i| ((i * 104729) % 31) as f32 / 13.0 - 1.1).collect::<Vec<_>>());
+            let y = linear_w(ops, &x, &w, None).unwrap().to_f32_vec();
+            let (xr, wr) = (x.to_f32_vec(), w.to_f32_vec());
+            for r in 0..m {
+                for c in 0..40 {
+                    let want: f64 = (0..k).map(|i| xr[r * k + i] as f64 * wr[c * k + i] as f64).sum();
+                    let got = y[r * 40 + c] as f64;
+                    assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "m={m} k={k} ({r}, {c}): {got} vs {want}");
+                }
+            }
+        }
     }
 
     /// The fused projections' helpers: heads of [T, H, D], SwiGLU of [T, 2I] (f32 and rounded

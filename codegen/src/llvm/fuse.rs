@@ -1016,7 +1016,7 @@ impl Lower<'_> {
             self.def_uniform(op.result(), y[0].clone());
             return Ok(());
         };
-        if rop == ReduceOp::Sum && self.shared_reduce(op)? {
+        if rop == ReduceOp::Sum && (self.gemv_reduce(op)? || self.shared_reduce(op)?) {
             return Ok(());
         }
         // Rows in groups of ROWS (independent accumulators, one memory stream each), the rest

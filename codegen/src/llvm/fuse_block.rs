@@ -39,9 +39,9 @@ pub(super) struct BlockPlan {
 /// A factor of the product: a fused value read through views (`expand_dims` / `broadcast`
 /// that keep the last dim, outermost first).
 #[derive(Clone)]
-struct Factor {
-    v: ValueId,
-    views: Vec<Op>,
+pub(super) struct Factor {
+    pub(super) v: ValueId,
+    pub(super) views: Vec<Op>,
 }
 
 /// Blocks per loop step when a row is reduced alone / in a group of rows (independent
@@ -76,7 +76,7 @@ impl Lower<'_> {
 
     /// The factors of the fused f32 product tree `v` (read through `views`): through products
     /// and through views that keep the last dim (lanes stay lanes).
-    fn mul_factors(&self, v: ValueId, views: Vec<Op>, out: &mut Vec<Factor>) {
+    pub(super) fn mul_factors(&self, v: ValueId, views: Vec<Op>, out: &mut Vec<Factor>) {
         let shape = self.shape(v);
         match self.fused.get(&v) {
             Some(op) if op.kind == OpKind::Binary(BinaryOp::Mul) && self.dtype(v) == DType::F32 && op.args.iter().all(|&a| self.shape(a) == shape) => {
@@ -105,7 +105,7 @@ impl Lower<'_> {
 
     /// Whether the fused value `v` is constant along its last dim (a view that broadcasts
     /// along it).
-    fn block_const(&self, v: ValueId) -> bool {
+    pub(super) fn block_const(&self, v: ValueId) -> bool {
         let Some(op) = self.fused.get(&v) else { return false };
         let r = self.shape(v).len();
         match op.kind {
@@ -178,7 +178,7 @@ impl Lower<'_> {
     }
 
     /// Whether the view `op` broadcasts along its result's dim `d`.
-    fn bcast_along(&self, op: &Op, d: usize) -> bool {
+    pub(super) fn bcast_along(&self, op: &Op, d: usize) -> bool {
         let (ins, shape) = (self.shape(op.args[0]), self.shape(op.result()));
         match op.kind {
             OpKind::ExpandDims(a) => a as usize == d,
@@ -191,7 +191,7 @@ impl Lower<'_> {
     }
 
     /// A factor at `ix` (the product's index), as a vector.
-    fn factor_at(&mut self, f: &Factor, ix: &[Ix], lanes: u32, fma: bool) -> Result<String> {
+    pub(super) fn factor_at(&mut self, f: &Factor, ix: &[Ix], lanes: u32, fma: bool) -> Result<String> {
         let mut ix = ix.to_vec();
         for o in &f.views {
             ix = self.view_ix(o, &ix);

@@ -57,6 +57,7 @@ mod dot;
 mod elem;
 mod fuse;
 mod fuse_block;
+mod fuse_gemv;
 mod fuse_group;
 mod helpers;
 mod kloop;
