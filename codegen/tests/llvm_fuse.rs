@@ -1,5 +1,6 @@
 //! Fused reductions and fused elementwise roots of the `llvm` target (`codegen/src/llvm/fuse.rs`)
-//! against the interpreter on ragged shapes: GEMV steps over bf16 and packed e2m1 weights (odd
+//! against the interpreter on ragged shapes: GEMV steps over bf16 and packed e2m1 weights, GEMV
+//! tiles of up to 8 rows (`fuse_gemv.rs`; bf16 × bf16 on `vdpbf16ps`) (odd
 //! packed starts take the byte-gather path), block-scaled reshaped reductions, masked loads with
 //! `other` under max / min, and elementwise trees whose result is stored twice. Sums are
 //! reassociated (and `sum(a * b)` contracted to FMA): close; the rest bit for bit.
@@ -26,6 +27,21 @@ grid(M, cdiv(N, BN))
         acc = acc + sum(cast(load(w[cols, ks]), f32) * load(x[m, ks])[None, :], 1);
     }
     store(y[m, cols], acc);
+}
+
+kernel gemv_rows<X: {bf16, f32}>(x: X[M, K], w: bf16[N, K], y: out f32[M, N])
+tunables { BM: level1 in {1, 2, 4, 8} = 8, BN: level1 in {4, 16} = 16, BK: level2 in {32, 64, 128} = 32 }
+grid(cdiv(M, BM), cdiv(N, BN))
+{
+    let rows = program_id(0) * BM + arange(BM);
+    let rl = minimum(rows, M - 1);
+    let cols = program_id(1) * BN + arange(BN);
+    var acc = zeros([BM, BN], f32);
+    for k0 in 0..K step BK {
+        let ks = k0 + arange(BK);
+        acc = acc + sum(cast(load(w[cols, ks]), f32)[None, :, :] * cast(load(x[rl, ks]), f32)[:, None, :], 2);
+    }
+    store(y[rows, cols], acc);
 }
 
 kernel nibbles(c: e2m1[N, K], s: e8m0[N], y: out f32[N], z: out f32[N], off: i32)
@@ -115,6 +131,19 @@ proptest! {
         let k = kernel(SRC, "gemv", &Instance::default().dtype("W", wd).tunable("BK", [16, 32, 128][t]));
         let mut r = Rng(seed);
         let args = vec![Arg::Tensor(r.tensor_f(DType::F32, &[m, kk], false)), Arg::Tensor(r.tensor_f(wd, &[n, kk], true)), z(&[m, n], DType::F32)];
+        check(&k, &args, Cmp::Close { ulps: 64.0 });
+    }
+
+    /// Register-blocked GEMV tiles (`fuse_gemv.rs`): up to 8 rows (padding rows clamped),
+    /// ragged N and K; bf16 activations take `vdpbf16ps` where the host has it.
+    #[test]
+    fn gemv_row_tiles(m in 1usize..9, n in 1usize..40, kk in 1usize..300, seed in any::<u64>(), xbf in any::<bool>(), t in 0usize..3, nb in 0usize..2) {
+        let xd = if xbf { DType::BF16 } else { DType::F32 };
+        let bm = m.next_power_of_two() as i64;
+        let inst = Instance::default().dtype("X", xd).tunable("BM", bm).tunable("BN", [4, 16][nb]).tunable("BK", [32, 64, 128][t]);
+        let k = kernel(SRC, "gemv_rows", &inst);
+        let mut r = Rng(seed);
+        let args = vec![Arg::Tensor(r.tensor_f(xd, &[m, kk], false)), Arg::Tensor(r.tensor_f(DType::BF16, &[n, kk], true)), z(&[m, n], DType::F32)];
         check(&k, &args, Cmp::Close { ulps: 64.0 });
     }
 
