@@ -568,9 +568,9 @@ mod tests {
         assert_eq!(y.to_f32_vec(), x.to_f32_vec());
         let a = f32t(&[7, 3], |i| i as f32);
         let b = f32t(&[7, 3], |i| 0.5 - i as f32 * 2.0);
-        assert_eq!(add(&ops, &a, &b).unwrap().to_f32_vec(), (0..21).map(|i| 0.5 - i as f32).collect::<Vec<_>>());
+        assert_eq!(add(&ops, a.clone(), b).unwrap().to_f32_vec(), (0..21).map(|i| 0.5 - i as f32).collect::<Vec<_>>());
         assert_eq!(scale(&ops, &a, 0.5).unwrap().to_f32_vec(), (0..21).map(|i| i as f32 * 0.5).collect::<Vec<_>>());
-        assert!(add(&ops, &a, &f32t(&[3, 7], |_| 0.0)).unwrap_err().to_string().contains("expected the shape of `a` [7, 3]"));
+        assert!(add(&ops, a, f32t(&[3, 7], |_| 0.0)).unwrap_err().to_string().contains("expected the shape of `a` [7, 3]"));
     }
 
     #[test]
