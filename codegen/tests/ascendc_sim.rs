@@ -342,19 +342,18 @@ grid(cdiv(M, BM))
     check_against_interp(&k, &[Arg::Tensor(r.tensor_uniform(DType::F32, &[13, 45], 3.0)), Arg::Tensor(Tensor::zeros(DType::F32, &[13, 45]))]);
 }
 
-/// RoPE (with YaRN) f32 and bf16: `pow`, `sin` and `cos` through the advanced math API
-/// (`Power`, `Sin`, `Cos`).
+/// RoPE (with YaRN): the cos/sin table's `pow`, `sin` and `cos` through the advanced math API
+/// (`Power`, `Sin`, `Cos`), then the rotation of a head range, f32 and bf16.
 #[test]
 fn rope_sin_cos_pow_aiv() {
-    for (d, yarn) in [(DType::F32, false), (DType::BF16, true)] {
-        let k = kernel("blocks", "rope", &Instance::default().dtype("T", d));
-        let mut r = Rng(31);
-        let (nt, nh, hd) = (5, 3, 64);
-        let pos: Vec<i32> = (0..nt as i32).map(|i| i * 37 + 3).collect();
+    let (nt, nx, half) = (5, 4, 32);
+    let mut r = Rng(31);
+    let pos: Vec<i32> = (0..nt as i32).map(|i| i * 37 + 3).collect();
+    for yarn in [false, true] {
+        let k = kernel("blocks", "rope_table", &Instance::default().konst("HALF", half as i64));
         let args = vec![
-            Arg::Tensor(r.tensor_uniform(d, &[nt, nh, hd], 2.0)),
             Arg::Tensor(Tensor::from_i32(DType::I32, &[nt], &pos)),
-            Arg::Tensor(Tensor::zeros(d, &[nt, nh, hd])),
+            Arg::Tensor(Tensor::zeros(DType::F32, &[nt, 2, half])),
             Arg::F32(10000.0),
             Arg::Bool(yarn),
             Arg::F32(4.0),
@@ -362,6 +361,16 @@ fn rope_sin_cos_pow_aiv() {
             Arg::F32(1.0),
             Arg::F32(4096.0),
             Arg::Bool(false),
+        ];
+        check_against_interp(&k, &args);
+    }
+    for d in [DType::F32, DType::BF16] {
+        let k = kernel("blocks", "rope", &Instance::default().dtype("T", d).konst("HALF", half as i64));
+        let args = vec![
+            Arg::Tensor(r.tensor_uniform(d, &[nt, nx, 2 * half], 2.0)),
+            Arg::Tensor(r.tensor_uniform(DType::F32, &[nt, 2, half], 1.0)),
+            Arg::Tensor(Tensor::zeros(d, &[nt, 3, 2 * half])),
+            Arg::I32(1),
         ];
         check_against_interp(&k, &args);
     }

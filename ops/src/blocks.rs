@@ -130,31 +130,36 @@ pub fn rmsnorm_to(ops: &Ops, x: &Tensor, w: &Tensor, eps: f32, out: DType) -> Re
     Ok(y)
 }
 
-/// RoPE on x [T,H,D] (D even, at most 512) at `positions` i32 [T], HF rotate_half convention.
+/// RoPE on x [T,H,D] (D even, at most 512) at `positions` i32 [T], HF rotate_half convention:
+/// [`rope_table`] of the positions, then [`rope_heads`] of all heads.
 pub fn rope(ops: &Ops, x: &Tensor, positions: &Tensor, p: &RopeParams) -> Result<Tensor> {
-    const OP: &str = "rope";
-    expect_dtype(OP, "x", x, FLOATS)?;
-    expect_dtype(OP, "positions", positions, &[DType::I32])?;
-    let [t, nh, d] = dims::<3>(OP, "x", "[T, H, D]", x)?;
+    let [t, nh, d] = dims::<3>("rope", "x", "[T, H, D]", x)?;
     if positions.shape != [t] {
-        return Err(shape(OP, format!("`positions` is {:?}, expected [T] = [{t}]", positions.shape)));
+        return Err(shape("rope", format!("`positions` is {:?}, expected [T] = [{t}]", positions.shape)));
     }
-    if d % 2 != 0 || d > 512 {
-        return Err(shape(OP, format!("head dim D = {d} must be even and at most 512")));
+    let table = rope_table(ops, positions, d, p)?;
+    rope_heads(ops, x, &table, 0, nh)
+}
+
+/// The cos/sin table f32 [T, 2, D/2] of RoPE with head dim `d` (even, at most 512) at `positions`
+/// i32 [T]: row t holds cos and sin of pos_t · inv_freq (times the YaRN attention factor). One
+/// table serves every layer's q and k of a forward batch ([`rope_heads`]).
+pub fn rope_table(ops: &Ops, positions: &Tensor, d: usize, p: &RopeParams) -> Result<Tensor> {
+    const OP: &str = "rope_table";
+    expect_dtype(OP, "positions", positions, &[DType::I32])?;
+    let [t] = dims::<1>(OP, "positions", "[T]", positions)?;
+    if d % 2 != 0 || d == 0 || d > 512 {
+        return Err(shape(OP, format!("head dim D = {d} must be even, positive and at most 512")));
     }
-    let mut out = Tensor::zeros(x.dtype, &[t, nh, d]);
-    if out.numel() == 0 {
-        return Ok(out);
+    let mut table = Tensor::zeros(DType::F32, &[t, 2, d / 2]);
+    if table.numel() == 0 {
+        return Ok(table);
     }
-    let inst = Instance::default()
-        .dtype("T", x.dtype)
-        .tunable("BH", pick(&[1, 2, 4, 8, 16, 32], nh, 8))
-        .tunable("BD", pick(&[8, 16, 32, 64, 128, 256, 512], d, 512));
+    let inst = Instance::default().konst("HALF", (d / 2) as i64).tunable("BT", pick(&[1, 2, 4, 8, 16, 32], t, 8));
     let y = p.yarn.unwrap_or(Yarn { factor: 1.0, beta_fast: 32.0, beta_slow: 1.0, original_max_position_embeddings: 1, truncate: true });
     let mut args = [
-        ArgRef::In(x),
         ArgRef::In(positions),
-        ArgRef::Out(&mut out),
+        ArgRef::Out(&mut table),
         ArgRef::F32(p.theta),
         ArgRef::Bool(p.yarn.is_some()),
         ArgRef::F32(y.factor),
@@ -163,6 +168,33 @@ pub fn rope(ops: &Ops, x: &Tensor, positions: &Tensor, p: &RopeParams) -> Result
         ArgRef::F32(y.original_max_position_embeddings as f32),
         ArgRef::Bool(y.truncate),
     ];
+    ops.kernel(FILE, "rope_table", &inst)?.launch_refs(&mut args)?;
+    Ok(table)
+}
+
+/// RoPE of heads `h0..h0 + nh` of x [T, H, D] (a copy, [T, nh, D], x's dtype) with the table
+/// of [`rope_table`] f32 [T, 2, D/2]: the rotated q or k heads of the fused q/k/v projection in
+/// one pass.
+pub fn rope_heads(ops: &Ops, x: &Tensor, table: &Tensor, h0: usize, nh: usize) -> Result<Tensor> {
+    const OP: &str = "rope";
+    expect_dtype(OP, "x", x, FLOATS)?;
+    expect_dtype(OP, "table", table, &[DType::F32])?;
+    let [t, h, d] = dims::<3>(OP, "x", "[T, H, D]", x)?;
+    if h0 + nh > h {
+        return Err(shape(OP, format!("heads {h0}..{} are outside the {h} heads of `x` {:?}", h0 + nh, x.shape)));
+    }
+    if d % 2 != 0 || d == 0 || d > 512 {
+        return Err(shape(OP, format!("head dim D = {d} must be even, positive and at most 512")));
+    }
+    if table.shape != [t, 2, d / 2] {
+        return Err(shape(OP, format!("`table` is {:?}, expected [T, 2, D/2] = [{t}, 2, {}]", table.shape, d / 2)));
+    }
+    let mut out = Tensor::zeros(x.dtype, &[t, nh, d]);
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let inst = Instance::default().dtype("T", x.dtype).konst("HALF", (d / 2) as i64).tunable("BH", pick(&[1, 2, 4, 8, 16, 32], nh, 32));
+    let mut args = [ArgRef::In(x), ArgRef::In(table), ArgRef::Out(&mut out), ArgRef::I32(h0 as i32)];
     ops.kernel(FILE, "rope", &inst)?.launch_refs(&mut args)?;
     Ok(out)
 }

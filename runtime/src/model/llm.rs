@@ -364,12 +364,15 @@ impl Model {
         }
         let t = ids.len();
         let seqs: Vec<SeqId> = segments.iter().map(|s| s.seq).collect();
+        let pos = Tensor::from_i32(DType::I32, &[t], &pos);
+        let rope = prof.time("rope_table", || blocks::rope_table(ops, &pos, cfg.head_dim, &cfg.rope))?;
         let batch = Batch {
-            pos: Tensor::from_i32(DType::I32, &[t], &pos),
+            pos,
             seq: Tensor::from_i32(DType::I32, &[t], &seq_of),
             tables: cache.tables(&seqs)?,
             lens: Tensor::from_i32(DType::I32, &[lens.len()], &lens),
             spans,
+            rope,
         };
         let ids = Tensor::from_i32(DType::I32, &[t], &ids);
         let embed = &mut self.embed;
@@ -378,7 +381,7 @@ impl Model {
             let to = act.input(&layer.attn.wqkv);
             let xn = prof.time("rmsnorm", || blocks::rmsnorm_to(ops, &x, &layer.in_norm, cfg.eps, to))?;
             let attn = attention(ops, prof, cfg, act, &layer.attn, &xn, &batch, &mut cache.pools[li])?;
-            x = prof.time("add", || mops::add(ops, &x, &attn))?;
+            x = prof.time("add", || mops::add(ops, x, attn))?;
             // only a dense MLP takes bf16 inputs (the MoE drivers route on f32 rows)
             let to = match &layer.mlp {
                 Mlp::Dense(m) => act.input(&m.gate_up),
@@ -386,7 +389,7 @@ impl Model {
             };
             let xn = prof.time("rmsnorm", || blocks::rmsnorm_to(ops, &x, &layer.post_norm, cfg.eps, to))?;
             let m = mlp(ops, prof, cfg, act, &mut layer.mlp, &xn)?;
-            x = prof.time("add", || mops::add(ops, &x, &m))?;
+            x = prof.time("add", || mops::add(ops, x, m))?;
         }
         // rows that need logits
         let mut rows = Vec::new();
@@ -442,6 +445,8 @@ struct Batch {
     lens: Tensor,
     /// Per segment: first row, tokens, first position, its block table (i32 [blocks]).
     spans: Vec<(usize, usize, usize, Tensor)>,
+    /// f32 [T, 2, D/2]: RoPE cos/sin of each token's position, shared by every layer.
+    rope: Tensor,
 }
 
 /// Self-attention of a forward batch: projections, RoPE, one `kv_write` of every new K/V row,
@@ -453,15 +458,17 @@ fn attention(ops: &Ops, prof: &mut Profile, cfg: &ModelConfig, act: Activations,
     let (hq, hk, d) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
     let qkv = prof.time("linear.qkv", || mops::linear_w(ops, xn, &a.wqkv, a.bqkv.as_ref()))?;
     let qkv = view(qkv, &[t, hq + 2 * hk, d]);
-    let mut q = prof.time("heads", || mops::heads(ops, &qkv, 0, hq))?;
-    let mut k = prof.time("heads", || mops::heads(ops, &qkv, hq, hk))?;
     let v = prof.time("heads", || mops::heads(ops, &qkv, hq + hk, hk))?;
-    if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
-        q = view(prof.time("qk_norm", || blocks::rmsnorm(ops, &view(q, &[t * hq, d]), qn, cfg.eps))?, &[t, hq, d]);
-        k = view(prof.time("qk_norm", || blocks::rmsnorm(ops, &view(k, &[t * hk, d]), kn, cfg.eps))?, &[t, hk, d]);
-    }
-    let q = prof.time("rope", || blocks::rope(ops, &q, &batch.pos, &cfg.rope))?;
-    let k = prof.time("rope", || blocks::rope(ops, &k, &batch.pos, &cfg.rope))?;
+    // q and k: RoPE straight from the fused projection, or after their per-head RMSNorm (Qwen3)
+    let (q, k) = if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
+        let q = prof.time("heads", || mops::heads(ops, &qkv, 0, hq))?;
+        let k = prof.time("heads", || mops::heads(ops, &qkv, hq, hk))?;
+        let q = view(prof.time("qk_norm", || blocks::rmsnorm(ops, &view(q, &[t * hq, d]), qn, cfg.eps))?, &[t, hq, d]);
+        let k = view(prof.time("qk_norm", || blocks::rmsnorm(ops, &view(k, &[t * hk, d]), kn, cfg.eps))?, &[t, hk, d]);
+        (prof.time("rope", || blocks::rope_heads(ops, &q, &batch.rope, 0, hq))?, prof.time("rope", || blocks::rope_heads(ops, &k, &batch.rope, 0, hk))?)
+    } else {
+        (prof.time("rope", || blocks::rope_heads(ops, &qkv, &batch.rope, 0, hq))?, prof.time("rope", || blocks::rope_heads(ops, &qkv, &batch.rope, hq, hk))?)
+    };
     prof.time("kv_write", || mops::kv_write(ops, pool, &k, &v, &batch.tables, &batch.seq, &batch.pos))?;
     let scale = 1.0 / (d as f32).sqrt();
     let to = act.input(&a.wo);
@@ -509,7 +516,7 @@ fn mlp(ops: &Ops, prof: &mut Profile, cfg: &ModelConfig, act: Activations, m: &m
             match shared {
                 Some(s) => {
                     let sy = dense(ops, prof, act, s, xn)?;
-                    Ok(prof.time("add", || mops::add(ops, &y, &sy))?)
+                    Ok(prof.time("add", || mops::add(ops, y, sy))?)
                 }
                 None => Ok(y),
             }
