@@ -94,9 +94,9 @@ mod tests {
         let p = ops.kernel_profile().expect("profiling is on");
         let rows = p.rows();
         assert_eq!(rows.len(), 1, "{rows:?}");
-        assert_eq!(rows[0].0, "model::gemv_w<X=f32,W=bf16,BN=8,BK=64>");
+        assert_eq!(rows[0].0, "model::gemv_w<X=f32,W=bf16,BM=1,BN=8,BK=64>");
         assert_eq!(rows[0].1, 3);
-        assert!(p.report().contains("model::gemv_w<X=f32,W=bf16,BN=8,BK=64>"));
+        assert!(p.report().contains("model::gemv_w<X=f32,W=bf16,BM=1,BN=8,BK=64>"));
         p.clear();
         assert!(p.rows().is_empty());
         assert!(Ops::new(opc_codegen::target_by_name("cpu").unwrap()).kernel_profile().is_none() || std::env::var_os("OPC_PROFILE_KERNELS").is_some());
