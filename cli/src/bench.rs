@@ -219,6 +219,10 @@ pub fn cmd_bench(a: &BenchArgs) -> Result<(), (u8, String)> {
                 continue;
             }
         };
+        // OPC_PROFILE_KERNELS=1: the kernels of the timed runs (not of the compiling first run).
+        if let Some(k) = ops.kernel_profile() {
+            k.clear();
+        }
         let mut best = f64::INFINITY;
         for _ in 0..a.reps {
             let t0 = Instant::now();
@@ -255,6 +259,9 @@ pub fn cmd_bench(a: &BenchArgs) -> Result<(), (u8, String)> {
             line += &format!(" {:>12} {:>9}", "-", "-");
         }
         println!("{line}  {}", row.what);
+        if let Some(k) = ops.kernel_profile() {
+            k.report().lines().for_each(|l| println!("#   {l}"));
+        }
     }
     if failed > 0 {
         return Err((1, format!("error: {failed} row(s) failed")));

@@ -186,12 +186,14 @@ fn moe_and_kl_judge_match_the_interpreter() {
 }
 
 /// gpt-oss MXFP4 experts, both forms: GEMVs over each expert's rows (up to 16 rows per expert,
-/// BM = 1, 4, 8 rows per program) and grouped GEMMs (more), with ragged K steps and N tiles.
+/// BM = 1, 4, 8 rows per program) and grouped GEMMs (more), with ragged K steps and N tiles;
+/// the last case takes the llvm prefill tiles (BM = BN = 128: a ragged N tile, experts of
+/// uneven row counts within one row tile).
 #[test]
 fn moe_mxfp4_matches_the_interpreter() {
     let (i, l) = targets();
     let mut r = Rng(33);
-    for (t, h, inter, e, k) in [(1, 64, 96, 8, 4), (2, 96, 64, 4, 2), (7, 96, 64, 4, 2), (12, 96, 64, 4, 2), (40, 96, 64, 4, 2)] {
+    for (t, h, inter, e, k) in [(1, 64, 96, 8, 4), (2, 96, 64, 4, 2), (7, 96, 64, 4, 2), (12, 96, 64, 4, 2), (40, 96, 64, 4, 2), (150, 96, 160, 4, 2)] {
         let experts = |r: &mut Rng, rows: usize, cols: usize| {
             let mut scales = Tensor::zeros(DType::E8M0, &[e, rows, cols / 32]);
             scales.data.iter_mut().for_each(|b| *b = 124 + r.below(6) as u8);

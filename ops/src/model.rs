@@ -420,10 +420,10 @@ fn experts_grouped(
     limit: f32,
 ) -> Result<Tensor> {
     let p = sorted_pairs.numel();
-    let bm = pick(&[4, 16, 32, 64], p.div_ceil(e), 64);
+    let (bm, bn_cap) = mx_tiles(ops, p.div_ceil(e));
     let up_inst = Instance::default()
         .tunable("BM", bm)
-        .tunable("BN", pick(&[16, 32, 64], i, 32))
+        .tunable("BN", pick(&[16, 32, 64, 128], i, bn_cap))
         .tunable("BK", pick(&[32, 64, 128], h, 128));
     let mut hidden = Tensor::zeros(DType::F32, &[p, i]);
     let scalars = [ArgRef::I32(top_k as i32), ArgRef::F32(alpha), ArgRef::F32(limit)];
@@ -431,11 +431,24 @@ fn experts_grouped(
 
     let down_inst = Instance::default()
         .tunable("BM", bm)
-        .tunable("BN", pick(&[16, 32, 64], h, 32))
+        .tunable("BN", pick(&[16, 32, 64, 128], h, bn_cap))
         .tunable("BK", pick(&[32, 64, 128], i, 128));
     let mut y_perm = Tensor::zeros(DType::F32, &[p, h]);
     launch_experts(ops, "moe_mx_down", &down_inst, &hidden, down, &[sorted_pairs, starts, counts, pair_weights], &mut y_perm, [])?;
     Ok(y_perm)
+}
+
+/// `BM` and the `BN` cap of the grouped MXFP4 expert GEMMs for `rows` permuted rows per expert
+/// on average. On the llvm target each program decodes its weight tile once per BM rows and
+/// gathers its activation rows once per BN columns, so both are taken large: one row tile per
+/// expert up to 1.5x the average load, and 128 columns (gpt-oss prefill, 512 tokens: about 30%
+/// less expert CPU time than 64 x 32 tiles). Other targets keep the small tiles.
+fn mx_tiles(ops: &Ops, rows: usize) -> (i64, i64) {
+    if ops.target().name() == "llvm" {
+        (pick(&[4, 16, 32, 64, 128], rows + rows / 2, 128), 128)
+    } else {
+        (pick(&[4, 16, 32, 64], rows, 64), 32)
+    }
 }
 
 /// gpt-oss experts as GEMVs (`moe_mx_up_rows` / `moe_mx_down_rows`): one program per (expert,
