@@ -54,6 +54,18 @@ impl MetaLayout {
     }
 }
 
+/// Tensor bytes up to which a launch runs its programs in order on the calling thread: waking
+/// the worker pool and joining it costs more than a few microseconds of work (the batch-1
+/// decode's rope, norms, adds and head splits, about ten launches per layer).
+pub(crate) const SERIAL_BYTES: usize = 64 << 10;
+
+/// Whether a launch of `programs` programs over `args` is cheaper run serially on the calling
+/// thread: a single program, or tensors of at most [`SERIAL_BYTES`] in all (the bytes any
+/// program can touch).
+pub(crate) fn run_serially<A: LaunchArg>(programs: usize, args: &[A]) -> bool {
+    programs <= 1 || args.iter().filter_map(|a| a.tensor()).map(|t| t.data.len()).sum::<usize>() <= SERIAL_BYTES
+}
+
 /// The error of program `pid` whose generated code returned `rc`: the 1-based index of the
 /// `for` site (`for_sites`) whose step `err` was not positive.
 pub(crate) fn step_error(k: &Kernel, for_sites: &[String], pid: [i64; 3], rc: i32, err: i64) -> LaunchError {

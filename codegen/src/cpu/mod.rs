@@ -64,7 +64,7 @@ use opc_ir::{Arg, ArgRef, Kernel, LaunchArg};
 use rayon::prelude::*;
 
 pub(crate) use crate::jit_args::MetaLayout;
-use crate::jit_args::{launch_lent, launch_owned, step_error, RunOn};
+use crate::jit_args::{launch_lent, launch_owned, run_serially, step_error, RunOn};
 use crate::{CodegenError, Executable, Result, Target};
 
 /// The Cranelift JIT target (`--target cpu`).
@@ -241,7 +241,12 @@ impl RunOn for CpuExecutable {
             }
             Err(step_error(k, &self.for_sites, pid, rc, err))
         };
-        (0..total).into_par_iter().try_for_each_init(|| vec![0u128; words], run)?;
+        if run_serially(total, args) {
+            let mut arena = vec![0u128; words];
+            (0..total).try_for_each(|p| run(&mut arena, p))?;
+        } else {
+            (0..total).into_par_iter().try_for_each_init(|| vec![0u128; words], run)?;
+        }
         Ok(())
     }
 }

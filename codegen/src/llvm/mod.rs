@@ -84,7 +84,7 @@ use opc_ir::{Arg, ArgRef, Kernel, LaunchArg};
 use rayon::prelude::*;
 
 pub(crate) use crate::jit_args::MetaLayout;
-use crate::jit_args::{launch_lent, launch_owned, step_error, RunOn};
+use crate::jit_args::{launch_lent, launch_owned, run_serially, step_error, RunOn};
 use crate::{CodegenError, Executable, Result, Target};
 use helpers::Helper;
 
@@ -381,9 +381,9 @@ impl RunOn for LlvmExecutable {
             }
             Err(step_error(k, &self.for_sites, pid, rc, err))
         };
-        // Each worker thread keeps one arena across programs and launches (grown on demand):
-        // a fresh one per rayon job would page-fault in up to a MiB of GEMM panels every time.
-        (0..total).into_par_iter().try_for_each(|p| {
+        // Each thread keeps one arena across programs and launches (grown on demand): a fresh
+        // one per rayon job would page-fault in up to a MiB of GEMM panels every time.
+        let program = |p: usize| {
             ARENA.with(|a| {
                 let mut arena = a.borrow_mut();
                 if arena.len() < lines {
@@ -391,7 +391,12 @@ impl RunOn for LlvmExecutable {
                 }
                 run(&mut arena, p)
             })
-        })?;
+        };
+        if run_serially(total, args) {
+            (0..total).try_for_each(program)?;
+        } else {
+            (0..total).into_par_iter().try_for_each(program)?;
+        }
         Ok(())
     }
 }
