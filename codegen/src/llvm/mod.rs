@@ -53,6 +53,7 @@
 //! unrolling back on (both for tuning experiments).
 
 mod amx;
+mod block_pairs;
 mod dot;
 mod elem;
 mod fuse;
