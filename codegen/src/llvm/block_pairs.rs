@@ -27,9 +27,11 @@ use super::text::flit;
 use crate::Result;
 
 /// Bytes ahead of the current block that the codes' prefetch touches (`OPC_LLVM_PF_BLOCK`
-/// overrides it, for tuning): far enough to cover the DRAM latency at the GEMV's streaming rate.
+/// overrides it, for tuning): far enough to cover the DRAM latency at the GEMV's streaming rate,
+/// and two rows of the gpt-oss experts (1 KiB each), so that the gate pass over the interleaved
+/// gate / up rows prefetches its own next row.
 fn prefetch_ahead() -> i64 {
-    std::env::var("OPC_LLVM_PF_BLOCK").ok().and_then(|s| s.parse().ok()).unwrap_or(1024)
+    std::env::var("OPC_LLVM_PF_BLOCK").ok().and_then(|s| s.parse().ok()).unwrap_or(2048)
 }
 
 impl Lower<'_> {
