@@ -7,7 +7,7 @@
 //! FMAs, which leaves the MXFP4 GEMV compute-bound below the DRAM rate. When the other factor is
 //! a bf16 load, the whole block is decoded into bf16 pairs instead: the 16 bytes zero-extended
 //! to 16 dwords, each dword's two nibbles moved into its two words (`c_lo | c_hi << 16`: a shift
-//! and a masked merge, no shuffle), a `vpermw` table turns every word into the code's bf16 value,
+//! and one `vpternlogd`, no shuffle), a `vpermw` table turns every word into the code's bf16 value,
 //! and one `vdpbf16ps` multiplies the 32 codes by the 32 activations (dword `i` holds codes
 //! `2i`, `2i + 1`, the words the activations' dword `i` holds too: no activation shuffle).
 //!
@@ -98,10 +98,11 @@ impl Lower<'_> {
         let raw = self.f.val(format!("load <16 x i8>, ptr {p}, align 1"));
         let w = self.f.val(format!("zext <16 x i8> {raw} to <16 x i32>"));
         let c = |x: u32| super::text::cst("i32", 16, &x.to_string());
-        let lo = self.f.val(format!("and <16 x i32> {w}, {}", c(0xF)));
+        // (w | w << 12) & 0x000F000F: the low nibble in bits 0..3, the high one in 16..19 (w
+        // < 256, so the other bits kept are zero); one vpternlogd after the shift.
         let hi = self.f.val(format!("shl <16 x i32> {w}, {}", c(12)));
-        let hi = self.f.val(format!("and <16 x i32> {hi}, {}", c(0xF_0000)));
-        let t = self.f.val(format!("or <16 x i32> {lo}, {hi}"));
+        let both = self.f.val(format!("or <16 x i32> {w}, {hi}"));
+        let t = self.f.val(format!("and <16 x i32> {both}, {}", c(0x000F_000F)));
         let idx = self.f.val(format!("bitcast <16 x i32> {t} to <32 x i16>"));
         // vpermw reads the low 5 bits of each word: the table repeats its 16 entries.
         let table: Vec<String> = (0..32u32).map(|i| format!("i16 {}", opc_ir::numerics::e2m1_decode(i % 16).to_bits() >> 16)).collect();
