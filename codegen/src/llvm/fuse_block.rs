@@ -18,6 +18,9 @@
 //! is small ([`Lower::shared_rows`]), the rows along it run together ([`Lower::shared_reduce`]):
 //! each block step evaluates the shared term (the weights' loads, nibble spread, e2m1 decode,
 //! scale) once for all of them (`Lower::pe_memo`), and each row adds its FMAs.
+//!
+//! In the unmasked loop version, an MXFP4 block against bf16 activations is one `vdpbf16ps`
+//! (`block_pairs.rs`), and the first block of each unrolled step prefetches the codes ahead.
 
 use opc_ir::{BinaryOp, DType, Op, OpKind, ReduceOp, ValueId};
 
