@@ -60,7 +60,7 @@ grid(cdiv(N, BN))
     store(z[rows], hi);
 }
 
-kernel blocks(x: f32[K], w: e2m1[N, K], sc: e8m0[N, K / 32], y: out f32[N])
+kernel blocks<X: {f32, bf16}>(x: X[K], w: e2m1[N, K], sc: e8m0[N, K / 32], y: out f32[N])
 where K % 32 == 0
 tunables { BN: level1 in {4, 8} = 4, BK: level2 in {32, 64} = 64 }
 grid(cdiv(N, BN))
@@ -71,9 +71,27 @@ grid(cdiv(N, BN))
         let blk = k0 / 32 + arange(BK / 32);
         let ks = blk[:, None] * 32 + arange(32)[None, :];
         let wt = cast(load(w[cols, ks]), f32) * cast(load(sc[cols, blk]), f32)[:, :, None];
-        acc = acc + sum(reshape(wt * load(x[ks])[None, :, :], [BN, BK]), 1);
+        acc = acc + sum(reshape(wt * cast(load(x[ks]), f32)[None, :, :], [BN, BK]), 1);
     }
     store(y[cols], acc);
+}
+
+kernel block_rows<X: {f32, bf16}>(x: X[M, K], w: e2m1[N, K], sc: e8m0[N, K / 32], y: out f32[M, N])
+where K % 32 == 0
+tunables { BM: level1 in {2, 4} = 2, BN: level1 in {4, 8} = 4, BK: level2 in {32, 64} = 64 }
+grid(cdiv(N, BN))
+{
+    let cols = program_id(0) * BN + arange(BN);
+    let rows = arange(BM);
+    var acc = zeros([BM, BN], f32);
+    for k0 in 0..K step BK {
+        let blk = k0 / 32 + arange(BK / 32);
+        let ks = blk[:, None] * 32 + arange(32)[None, :];
+        let wt = cast(load(w[cols, ks]), f32) * cast(load(sc[cols, blk]), f32)[:, :, None];
+        let xs = cast(load(x[rows, ks]), f32);
+        acc = acc + sum(reshape(wt[None, :, :, :] * xs[:, None, :, :], [BM, BN, BK]), 2);
+    }
+    store(y[rows, cols], acc);
 }
 
 kernel decode(s: e8m0[N], y: out f32[N])
@@ -119,6 +137,20 @@ fn cfg(cases: u32) -> ProptestConfig {
     ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
 }
 
+/// e8m0 scales near 1, with 255 (NaN) and 0 (2^-127, subnormal) now and then: the two edge
+/// codes of the decode.
+fn edge_scales(r: &mut Rng, shape: &[usize]) -> Tensor {
+    let mut sc = Tensor::zeros(DType::E8M0, shape);
+    sc.data.iter_mut().for_each(|b| {
+        *b = match r.below(40) {
+            0 => 255,
+            1 => 0,
+            _ => 118 + r.below(14) as u8,
+        }
+    });
+    sc
+}
+
 fn z(s: &[usize], d: DType) -> Arg {
     Arg::Tensor(Tensor::zeros(d, s))
 }
@@ -157,21 +189,30 @@ proptest! {
         check(&k, &args, Cmp::Close { ulps: 64.0 });
     }
 
+    /// Block-scaled GEMV steps; bf16 activations take the packed-pairs blocks
+    /// (`block_pairs.rs`) on hosts with `vdpbf16ps`. K is any multiple of 32 (ragged against
+    /// the 64-element step), N odd or even.
     #[test]
-    fn block_scaled_reshape(n in 1usize..20, kb in 1usize..6, seed in any::<u64>(), t in 0usize..2) {
+    fn block_scaled_reshape(n in 1usize..20, kb in 1usize..10, seed in any::<u64>(), t in 0usize..2, bf in any::<bool>()) {
         let kk = 32 * kb;
-        let k = kernel(SRC, "blocks", &Instance::default().tunable("BK", [32, 64][t]));
+        let xd = if bf { DType::BF16 } else { DType::F32 };
+        let k = kernel(SRC, "blocks", &Instance::default().dtype("X", xd).tunable("BK", [32, 64][t]));
         let mut r = Rng(seed);
-        let mut sc = Tensor::zeros(DType::E8M0, &[n, kb]);
-        // 255 (NaN) and 0 (2^-127, subnormal) now and then: the two edge codes of the decode.
-        sc.data.iter_mut().for_each(|b| {
-            *b = match r.below(40) {
-                0 => 255,
-                1 => 0,
-                _ => 118 + r.below(14) as u8,
-            }
-        });
-        let args = vec![Arg::Tensor(r.tensor_f(DType::F32, &[kk], false)), Arg::Tensor(r.tensor_raw(DType::E2M1, &[n, kk])), Arg::Tensor(sc), z(&[n], DType::F32)];
+        let sc = edge_scales(&mut r, &[n, kb]);
+        let args = vec![Arg::Tensor(r.tensor_f(xd, &[kk], false)), Arg::Tensor(r.tensor_raw(DType::E2M1, &[n, kk])), Arg::Tensor(sc), z(&[n], DType::F32)];
+        check(&k, &args, Cmp::Close { ulps: 64.0 });
+    }
+
+    /// The same with 2 or 4 activation rows sharing each weight block (each block decoded once
+    /// for all rows, packed pairs or not).
+    #[test]
+    fn block_scaled_shared_rows(n in 1usize..12, kb in 1usize..10, seed in any::<u64>(), t in 0usize..2, bm in 0usize..2, bf in any::<bool>()) {
+        let (kk, m) = (32 * kb, [2, 4][bm]);
+        let xd = if bf { DType::BF16 } else { DType::F32 };
+        let k = kernel(SRC, "block_rows", &Instance::default().dtype("X", xd).tunable("BM", m as i64).tunable("BK", [32, 64][t]));
+        let mut r = Rng(seed);
+        let sc = edge_scales(&mut r, &[n, kb]);
+        let args = vec![Arg::Tensor(r.tensor_f(xd, &[m, kk], false)), Arg::Tensor(r.tensor_raw(DType::E2M1, &[n, kk])), Arg::Tensor(sc), z(&[m, n], DType::F32)];
         check(&k, &args, Cmp::Close { ulps: 64.0 });
     }
 

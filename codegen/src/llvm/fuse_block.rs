@@ -18,6 +18,9 @@
 //! is small ([`Lower::shared_rows`]), the rows along it run together ([`Lower::shared_reduce`]):
 //! each block step evaluates the shared term (the weights' loads, nibble spread, e2m1 decode,
 //! scale) once for all of them (`Lower::pe_memo`), and each row adds its FMAs.
+//!
+//! In the unmasked loop version, an MXFP4 block against bf16 activations is one `vdpbf16ps`
+//! (`block_pairs.rs`), and the first block of each unrolled step prefetches the codes ahead.
 
 use opc_ir::{BinaryOp, DType, Op, OpKind, ReduceOp, ValueId};
 
@@ -190,12 +193,18 @@ impl Lower<'_> {
         }
     }
 
-    /// A factor at `ix` (the product's index), as a vector.
-    pub(super) fn factor_at(&mut self, f: &Factor, ix: &[Ix], lanes: u32, fma: bool) -> Result<String> {
+    /// The index into the factor's value `f.v` read at the product's index `ix`.
+    fn factor_ix(&self, f: &Factor, ix: &[Ix]) -> Vec<Ix> {
         let mut ix = ix.to_vec();
         for o in &f.views {
             ix = self.view_ix(o, &ix);
         }
+        ix
+    }
+
+    /// A factor at `ix` (the product's index), as a vector.
+    pub(super) fn factor_at(&mut self, f: &Factor, ix: &[Ix], lanes: u32, fma: bool) -> Result<String> {
+        let ix = self.factor_ix(f, ix);
         let sh = self.shape(f.v);
         let p = if fma { self.pe_fma_operand(f.v, &sh, &ix, lanes, lanes as usize)? } else { self.pe(f.v, &ix, lanes, lanes as usize)? };
         Ok(self.pv_vec(&p, "float", lanes))
@@ -222,8 +231,12 @@ impl Lower<'_> {
             self.f.inst(format!("store {t} {zero}, ptr {s}, align 64"));
         }
         let fma = |l: &mut Self, a: &str, b: &str, c: &str| l.f.val(format!("call {t} @llvm.fma.{}({t} {a}, {t} {b}, {t} {c})", suffix("float", lanes)));
-        // Block `b` of row `q` into `slot`.
-        let block = |l: &mut Self, q: usize, slot: &str, b: &str| -> Result<()> {
+        let tvs: Vec<ValueId> = plan.terms.iter().map(|f| f.v).collect();
+        let pairs = self.pairs_terms(plan.len, lanes, &tvs);
+        let codes = plan.terms.iter().position(|f| self.cast_of_load(f.v, DType::E2M1).is_some());
+        // Block `b` of row `q` into `slot` (`u`: its place in the unrolled step; the first
+        // block of a step prefetches the codes, one 64-byte line per 4 blocks).
+        let block = |l: &mut Self, q: usize, slot: &str, b: &str, u: usize| -> Result<()> {
             let at = |l: &mut Self, c: usize| -> Vec<Ix> {
                 let j0 = l.f.val(format!("mul i64 {b}, {}", plan.len));
                 let j0 = l.f.val(format!("add i64 {j0}, {}", c * lanes as usize));
@@ -234,9 +247,20 @@ impl Lower<'_> {
                 }
                 ix
             };
-            let mut part = zero.clone();
-            let mut first = vec![];
-            for c in 0..per {
+            let first = at(l, 0);
+            if let (true, Some(c)) = (u == 0 && l.unchecked() && (q == 0 || !memo), codes) {
+                let ix = l.factor_ix(&plan.terms[c], &first);
+                l.prefetch_codes(plan.terms[c].v, &ix)?;
+            }
+            // The packed-pairs form (`block_pairs.rs`) when it applies, else a chunk at a time.
+            let mut packed = None;
+            if let (true, Some((c, a))) = (l.unchecked(), pairs) {
+                let (ic, ia) = (l.factor_ix(&plan.terms[c], &first), l.factor_ix(&plan.terms[a], &first));
+                packed = l.pairs_block(plan.terms[c].v, plan.terms[a].v, (&ic, &ia))?;
+            }
+            let chunks = if packed.is_some() { 0 } else { per };
+            let mut part = packed.unwrap_or_else(|| zero.clone());
+            for c in 0..chunks {
                 let ix = at(l, c);
                 let mut vs = vec![];
                 for f in &plan.terms {
@@ -245,9 +269,6 @@ impl Lower<'_> {
                 let one = flit(1.0);
                 let b = vs.get(1).cloned().unwrap_or_else(|| super::text::cst("float", lanes, &one));
                 part = fma(l, &vs[0], &b, &part);
-                if c == 0 {
-                    first = ix;
-                }
             }
             let mut s: Option<String> = None;
             for f in &plan.scales {
@@ -269,7 +290,7 @@ impl Lower<'_> {
                 l.pe_memo = Some(Default::default());
             }
             for q in 0..ixs.len() {
-                block(l, q, &slots[q * unroll + u], b)?;
+                block(l, q, &slots[q * unroll + u], b, u)?;
             }
             l.pe_memo = None;
             Ok(())

@@ -24,7 +24,9 @@
 //! vector and element-wise global access), `dot.rs` (micro-kernels), `pack.rs` (vectorized
 //! transposes and bf16 pair packing of `dot` operands), `kloop.rs` (fused K loops), `live.rs`
 //! (their ragged row tiles), `amx.rs` (AMX tiles), `fuse.rs` (reductions fused over elementwise
-//! trees), `fuse_group.rs` (reductions sharing values fused into one loop), `reduce.rs`, `elem.rs`
+//! trees), `fuse_block.rs` (block-scaled sums, e.g. MXFP4 GEMVs) with `block_pairs.rs` (an MXFP4
+//! block against bf16 activations as one `vdpbf16ps`, and the codes' prefetch), `fuse_group.rs`
+//! (reductions sharing values fused into one loop), `reduce.rs`, `elem.rs`
 //! (element semantics), `helpers.rs` (runtime functions), `text.rs` (the IR writer).
 //!
 //! **Numerics** (see `elem.rs`, `dot.rs`, `reduce.rs`): elementwise ops, casts, loads and stores
@@ -53,6 +55,7 @@
 //! unrolling back on (both for tuning experiments).
 
 mod amx;
+mod block_pairs;
 mod dot;
 mod elem;
 mod fuse;

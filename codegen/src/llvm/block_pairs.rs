@@ -1,0 +1,146 @@
+//! The packed-pairs form of a block-scaled sum (`fuse_block.rs`): an MXFP4 block (32 e2m1
+//! codes, 16 bytes) against 32 bf16 activations as one `vdpbf16ps`, and the codes' software
+//! prefetch.
+//!
+//! The general block loop spreads 16 codes to f32 lanes (`vpmultishiftqb`), decodes them with a
+//! `vpermps` table and multiplies by the activations in f32: per 32 codes four shuffles and two
+//! FMAs, which leaves the MXFP4 GEMV compute-bound below the DRAM rate. When the other factor is
+//! a bf16 load, the whole block is decoded into bf16 pairs instead: the 16 bytes zero-extended
+//! to 16 dwords, each dword's two nibbles moved into its two words (`c_lo | c_hi << 16`: a shift
+//! and one `vpternlogd`, no shuffle), a `vpermw` table turns every word into the code's bf16 value,
+//! and one `vdpbf16ps` multiplies the 32 codes by the 32 activations (dword `i` holds codes
+//! `2i`, `2i + 1`, the words the activations' dword `i` holds too: no activation shuffle).
+//!
+//! Numerics: e2m1 values and bf16 activations are exact in bf16 and each product is exact in f32,
+//! so only the sums' rounding changes (reassociated as in `fuse.rs`), except that `vdpbf16ps`
+//! treats subnormal inputs and outputs as zero (bf16 activations below 2⁻¹²⁶ in magnitude; the
+//! difference is below 2⁻¹²³ per product).
+//!
+//! Only the unmasked loop version uses it ([`Bounds::Unchecked`]: every load in bounds and the
+//! nibble offsets even, proven by the loop versioning); the masked version keeps the general form.
+
+use opc_ir::{DType, OpKind};
+
+use super::fuse::{Bounds, Ix, Pv};
+use super::lower::Lower;
+use super::text::flit;
+use crate::Result;
+
+/// Bytes ahead of the current block that the codes' prefetch touches (`OPC_LLVM_PF_BLOCK`
+/// overrides it, for tuning): far enough to cover the DRAM latency at the GEMV's streaming rate,
+/// and two rows of the gpt-oss experts (1 KiB each), so that the gate pass over the interleaved
+/// gate / up rows prefetches its own next row.
+fn prefetch_ahead() -> i64 {
+    std::env::var("OPC_LLVM_PF_BLOCK").ok().and_then(|s| s.parse().ok()).unwrap_or(2048)
+}
+
+impl Lower<'_> {
+    /// The fused value `v` when it is `cast(load(t[...]), f32)` of a tensor of dtype `from`
+    /// with no mask: the load's tensor and index operands.
+    pub(super) fn cast_of_load(&self, v: opc_ir::ValueId, from: DType) -> Option<(usize, Vec<opc_ir::ValueId>)> {
+        let c = self.fused.get(&v).filter(|o| matches!(o.kind, OpKind::Cast(_)) && self.dtype(v) == DType::F32)?;
+        let ld = self.fused.get(&c.args[0])?;
+        match ld.kind {
+            OpKind::Load { tensor, has_mask: false, has_other: false } if self.dtype(c.args[0]) == from => Some((tensor, ld.args.clone())),
+            _ => None,
+        }
+    }
+
+    /// The byte address of the element a plain (unmasked, in bounds) load of `tensor` with index
+    /// operands `args` reads at lane 0 of index `ix`, when every index is uniform but the last,
+    /// which must step by one per lane. Nibble tensors: the element offset is even here (the
+    /// loop versioning checked it), so the byte is half of it.
+    pub(super) fn lane0_ptr(&mut self, tensor: usize, args: &[opc_ir::ValueId], ix: &[Ix], lanes: u32) -> Result<Option<String>> {
+        let tv = self.tensors[tensor].clone().expect("tensor parameter");
+        let rank = tv.shape.len();
+        let mut at = 0;
+        let mut off = "0".to_string();
+        for (d, &a) in args[..rank].iter().enumerate() {
+            let r = self.k.ty(a).rank();
+            let p = self.pe(a, &ix[at..at + r], lanes, lanes as usize)?;
+            at += r;
+            let i = match (p, d + 1 == rank) {
+                (Pv::U(i), false) => i,
+                (Pv::A { base, c: 1 }, true) => base,
+                _ => return Ok(None),
+            };
+            let i = self.f.val(format!("sext i32 {i} to i64"));
+            let t = self.f.val(format!("mul i64 {i}, {}", tv.strides[d]));
+            off = self.f.val(format!("add i64 {off}, {t}"));
+        }
+        let byte = match tv.dtype {
+            DType::E2M1 | DType::I4 => self.f.val(format!("lshr exact i64 {off}, 1")),
+            dt => self.f.val(format!("mul i64 {off}, {}", super::memory::mem_ty(dt).1)),
+        };
+        Ok(Some(self.f.val(format!("getelementptr i8, ptr {}, i64 {byte}", tv.base))))
+    }
+
+    /// Whether a block of the sum can take the packed-pairs form: 32-element blocks on 16 lanes,
+    /// `vdpbf16ps` on the host, and the two terms an e2m1 load and a bf16 load (in that order in
+    /// the result: term indices).
+    pub(super) fn pairs_terms(&self, len: usize, lanes: u32, terms: &[opc_ir::ValueId]) -> Option<(usize, usize)> {
+        if len != 32 || lanes != 16 || !self.isa.bf16 || !self.isa.avx512 || terms.len() != 2 {
+            return None;
+        }
+        let codes = terms.iter().position(|&t| self.cast_of_load(t, DType::E2M1).is_some())?;
+        let acts = 1 - codes;
+        self.cast_of_load(terms[acts], DType::BF16).map(|_| (codes, acts))
+    }
+
+    /// Whether loads run unmasked here (the fast loop version).
+    pub(super) fn unchecked(&self) -> bool {
+        matches!(self.bounds, Bounds::Unchecked)
+    }
+
+    /// The 32 e2m1 codes at `p` (16 bytes, element 2j in the low nibble of byte j) as bf16
+    /// values in element order (module docs).
+    pub(super) fn e2m1_pairs(&mut self, p: &str) -> String {
+        let raw = self.f.val(format!("load <16 x i8>, ptr {p}, align 1"));
+        let w = self.f.val(format!("zext <16 x i8> {raw} to <16 x i32>"));
+        let c = |x: u32| super::text::cst("i32", 16, &x.to_string());
+        // (w | w << 12) & 0x000F000F: the low nibble in bits 0..3, the high one in 16..19 (w
+        // < 256, so the other bits kept are zero); one vpternlogd after the shift.
+        let hi = self.f.val(format!("shl <16 x i32> {w}, {}", c(12)));
+        let both = self.f.val(format!("or <16 x i32> {w}, {hi}"));
+        let t = self.f.val(format!("and <16 x i32> {both}, {}", c(0x000F_000F)));
+        let idx = self.f.val(format!("bitcast <16 x i32> {t} to <32 x i16>"));
+        // vpermw reads the low 5 bits of each word: the table repeats its 16 entries.
+        let table: Vec<String> = (0..32u32).map(|i| format!("i16 {}", opc_ir::numerics::e2m1_decode(i % 16).to_bits() >> 16)).collect();
+        let d = self.f.val(format!("call <32 x i16> @llvm.x86.avx512.permvar.hi.512(<32 x i16> <{}>, <32 x i16> {idx})", table.join(", ")));
+        self.f.val(format!("bitcast <32 x i16> {d} to <32 x bfloat>"))
+    }
+
+    /// One packed-pairs block: Σ codes · activations over the 32 elements at `ix` (the block's
+    /// first lane), as 16 f32 partial sums. The decoded codes are shared through `pe_memo` when
+    /// rows run together. `None` when an index is not of the plain form.
+    pub(super) fn pairs_block(&mut self, codes: opc_ir::ValueId, acts: opc_ir::ValueId, ix: (&[Ix], &[Ix])) -> Result<Option<String>> {
+        let ((wt, wa), (xt, xa)) = (self.cast_of_load(codes, DType::E2M1).expect("checked"), self.cast_of_load(acts, DType::BF16).expect("checked"));
+        let Some(wp) = self.lane0_ptr(wt, &wa, ix.0, 16)? else { return Ok(None) };
+        let Some(xp) = self.lane0_ptr(xt, &xa, ix.1, 16)? else { return Ok(None) };
+        let key = format!("pairs|{wp}");
+        let dec = match self.pe_memo.as_ref().and_then(|m| m.get(&key)) {
+            Some(Pv::V(d)) => d.clone(),
+            _ => {
+                let d = self.e2m1_pairs(&wp);
+                if let Some(m) = self.pe_memo.as_mut() {
+                    m.insert(key, Pv::V(d.clone()));
+                }
+                d
+            }
+        };
+        let x = self.f.val(format!("load <32 x bfloat>, ptr {xp}, align 2"));
+        let zero = super::text::cst("float", 16, &flit(-0.0));
+        Ok(Some(self.f.val(format!("call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> {zero}, <32 x bfloat> {dec}, <32 x bfloat> {x})"))))
+    }
+
+    /// Prefetch the codes of the e2m1 term `codes` [`prefetch_ahead`] bytes past index `ix`
+    /// (a hint: it never faults, wherever it points).
+    pub(super) fn prefetch_codes(&mut self, codes: opc_ir::ValueId, ix: &[Ix]) -> Result<()> {
+        let Some((t, a)) = self.cast_of_load(codes, DType::E2M1) else { return Ok(()) };
+        if let Some(p) = self.lane0_ptr(t, &a, ix, 16)? {
+            let q = self.f.val(format!("getelementptr i8, ptr {p}, i64 {}", prefetch_ahead()));
+            self.f.inst(format!("call void @llvm.prefetch.p0(ptr {q}, i32 0, i32 3, i32 1)"));
+        }
+        Ok(())
+    }
+}
