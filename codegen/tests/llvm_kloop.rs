@@ -3,7 +3,8 @@
 //! and transposed, f32 / f16 / bf16, loops with a non-unit step and a nonzero start, loops
 //! that must not be fused (a second use of a loaded tile), two accumulators sharing one
 //! gathered `a` tile whose rows past the segment read as zeros (skipped rows, `live.rs`), and
-//! f32 GEMMs whose operands are widened from bf16 / f16 loads (`model.opc`'s `linear_w`).
+//! f32 GEMMs whose operands are widened from bf16 / f16 loads (`model.opc`'s `linear_w`), and
+//! column tiles spanning several (and ragged) column groups of the packed bf16 `b` panel.
 #![cfg(feature = "llvm22-1")]
 
 #[path = "jit_common.rs"]
@@ -93,6 +94,27 @@ grid(cdiv(N, BN))
     store(g[rows, cols], acc1);
     store(u[rows, cols], acc3);
 }
+
+// Column tiles wider than one 64-column group of a packed bf16 `b` panel: whole groups (128)
+// and a ragged last group (80: 64 + 16; 200: 3·64 + 8, a masked last vector), `b` direct or
+// transposed.
+kernel wide<T: {f32, bf16}>(a: T[M, K], b: T[K, N], w: T[N, K], c: out f32[M, N], d: out f32[M, N])
+tunables { BM: level1 in {16, 32} = 16, BN: level1 in {80, 128, 200} = 128, BK: level2 in {32, 64} = 32 }
+grid(cdiv(M, BM), cdiv(N, BN))
+{
+    let rows = program_id(0) * BM + arange(BM);
+    let cols = program_id(1) * BN + arange(BN);
+    var acc = zeros([BM, BN], f32);
+    var acct = zeros([BM, BN], f32);
+    for k0 in 0..cdiv(K, BK) {
+        let ks = k0 * BK + arange(BK);
+        let x = load(a[rows, ks]);
+        acc = dot(x, load(b[ks, cols]), acc);
+        acct = dot(x, trans(load(w[cols, ks])), acct);
+    }
+    store(c[rows, cols], acc);
+    store(d[rows, cols], acct);
+}
 "#;
 
 fn cfg(cases: u32) -> ProptestConfig {
@@ -116,6 +138,22 @@ proptest! {
             Arg::Tensor(r.tensor_f(DType::F32, &[n], false)),
             Arg::Tensor(Tensor::zeros(d, &[m, n])),
             Arg::Bool(seed % 2 == 0),
+        ];
+        check(&k, &args, Cmp::Close { ulps: 16.0 });
+    }
+
+    #[test]
+    fn wide_column_groups(m in 1usize..40, n in 1usize..450, kk in 1usize..700, seed in any::<u64>(), bf16 in any::<bool>(), tun in 0usize..3, bk in 0usize..2) {
+        let d = if bf16 { DType::BF16 } else { DType::F32 };
+        let inst = Instance::default().dtype("T", d).tunable("BM", [16, 32][bk]).tunable("BN", [80, 128, 200][tun]).tunable("BK", [32, 64][bk]);
+        let k = kernel(LOOPS, "wide", &inst);
+        let mut r = Rng(seed);
+        let args = vec![
+            Arg::Tensor(r.tensor_f(d, &[m, kk], false)),
+            Arg::Tensor(r.tensor_f(d, &[kk, n], false)),
+            Arg::Tensor(r.tensor_f(d, &[n, kk], false)),
+            Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
+            Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
         ];
         check(&k, &args, Cmp::Close { ulps: 16.0 });
     }

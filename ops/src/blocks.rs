@@ -64,12 +64,16 @@ pub fn linear(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Resul
 /// in one run. With `bf16` operands (both bf16: 2-byte packed panels, `vdpbf16ps`) the tiles
 /// are 256×256 with a 256-deep step when there are still at least 4 of them (both threads
 /// busy): the panels (about 384 KB) stay in L2 and each program re-reads half the operand
-/// bytes that 128×128 tiles do; else 128×128, BK 256 for bf16 and 64 for wider types.
+/// bytes that 128×128 tiles do; else 128×128, BK 256 for bf16 and 64 for wider types. f32
+/// (and the widened operands of `linear_w`) also take 256×256 tiles from M, N ≥ 512 (the
+/// f32 chunks are half as deep, so the panels are as big as bf16's): the packing per FLOP
+/// halves.
 pub(crate) fn gemm_tiles(ops: &Ops, inst: Instance, m: usize, n: usize, k: usize, bf16: bool) -> Instance {
     let llvm = ops.target().name() == "llvm";
     let (cap_mn, cap_k) = match (llvm && m >= 128 && n >= 128, bf16) {
         (true, true) if m >= 512 && n >= 512 => (256, 256),
         (true, true) => (128, 256),
+        (true, false) if m >= 512 && n >= 512 => (256, 64),
         (true, false) => (128, 64),
         (false, _) => (64, 32),
     };

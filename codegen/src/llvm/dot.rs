@@ -32,8 +32,11 @@ use crate::Result;
 pub(super) enum Operands {
     /// `a[i, k]` at `aoff + i·as0 + k·as1`; `b[k, j]` at `boff + k·bs0 + j`.
     F32 { aoff: u32, as0: i64, as1: i64, boff: u32, bs0: i64 },
-    /// Packed k-pairs: `apk[i, p]` at `apk + i·kp + p`, `bpk[p, j]` at `bpk + p·n + j`.
-    Bf16 { apk: u32, bpk: u32, kp: usize, n: usize },
+    /// Packed k-pairs: `apk[i, p]` at `apk + i·kp + p`; `bpk` in column groups of `gw`
+    /// columns, each `[kp][width]` and contiguous: `bpk[p, j]` at
+    /// `bpk + g·gw·kp + p·w_g + (j − g·gw)` with `g = j / gw` and `w_g` = `gw`, or what is left
+    /// of `n` for the last group. `gw = n` is the flat `[kp][n]` panel.
+    Bf16 { apk: u32, bpk: u32, kp: usize, n: usize, gw: usize },
 }
 
 impl Lower<'_> {
@@ -90,7 +93,7 @@ impl Lower<'_> {
             let bpk = self.alloc(kp * n);
             self.pack_pairs(aoff, &ast, m, kk, apk, true)?;
             self.pack_pairs(boff, &bst, n, kk, bpk, false)?;
-            Operands::Bf16 { apk, bpk, kp, n }
+            Operands::Bf16 { apk, bpk, kp, n, gw: n }
         } else {
             let (boff, bst) = match self.transpose_copy(boff, &bst, kk, n)? {
                 Some(dst) => (dst, row_major(&[kk, n])),
@@ -254,10 +257,16 @@ impl Lower<'_> {
                     }
                 }
             }
-            Operands::Bf16 { apk, bpk, kp, n: bn } => {
+            Operands::Bf16 { apk, bpk, kp, n: bn, gw } => {
                 let bt = "<32 x bfloat>";
-                let brow = self.f.val(format!("mul i64 {p}, {bn}"));
-                let brow = self.f.val(format!("add i64 {brow}, {j0}"));
+                let brow = if gw >= bn {
+                    let r = self.f.val(format!("mul i64 {p}, {bn}"));
+                    self.f.val(format!("add i64 {r}, {j0}"))
+                } else {
+                    let (base, w) = self.group_col(j0, gw, bn, kp);
+                    let r = self.f.val(format!("mul i64 {p}, {w}"));
+                    self.f.val(format!("add i64 {r}, {base}"))
+                };
                 let bq: Vec<String> = (0..nv)
                     .map(|q| {
                         let e = self.f.val(format!("add i64 {brow}, {}", 16 * q));
@@ -293,6 +302,18 @@ impl Lower<'_> {
                 self.store_arena("float", 16, out, &e, &nexts[r * nv + q], m);
             }
         }
+    }
+
+    /// Column `j` (an i64 operand) of a panel in column groups of `gw` (see
+    /// [`Operands::Bf16`]): the word offset of `(0, j)` and the row length of its group.
+    pub(super) fn group_col(&mut self, j: &str, gw: usize, n: usize, kp: usize) -> (String, String) {
+        let full = n / gw;
+        let g = self.f.val(format!("udiv i64 {j}, {gw}"));
+        let inside = self.f.val(format!("urem i64 {j}, {gw}"));
+        let is_full = self.f.val(format!("icmp ult i64 {g}, {full}"));
+        let w = self.f.val(format!("select i1 {is_full}, i64 {gw}, i64 {}", n - full * gw));
+        let base = self.f.val(format!("mul i64 {g}, {}", gw * kp));
+        (self.f.val(format!("add i64 {base}, {inside}")), w)
     }
 
     /// Pack bf16 values (held as f32) into k-pairs of 16-bit halves: for `a` (`rows_are_a`),

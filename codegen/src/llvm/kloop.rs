@@ -13,7 +13,8 @@
 //! unfused loop's cast and `dot`.
 //!
 //! **Blocking.** The program's `BM × BN` accumulator stays in one arena buffer `c`. The loop's
-//! iterations are taken `S` at a time (a K chunk of `KC = S·BK` values, 256 by default:
+//! iterations are taken `S` at a time (a K chunk of `KC = S·BK` values, 256 by default, 128
+//! for f32 panels:
 //! `OPC_LLVM_KC` overrides it for tuning): first every iteration's loads of the chunk run,
 //! exactly as the unfused loop would run them (same indices, bounds checks, masks and
 //! out-of-range zeros), but they write into two packed panels — `a` as `[BM][KC]` and `b` as
@@ -51,8 +52,24 @@ use super::lower::{lane_mask, row_major, Acc, Lower, Repr};
 use super::memory::{Access, Dest};
 use crate::Result;
 
-/// K values per chunk unless `OPC_LLVM_KC` says otherwise.
+/// K values per chunk unless `OPC_LLVM_KC` says otherwise: 512 bytes of each row of a raw bf16
+/// panel; f32 panels (f32, f16 and widened operands) take half as many ([`KC_F32`]).
 const KC: usize = 256;
+
+/// K values per chunk of f32 panels: the same 512-byte panel rows and 128 micro-kernel steps
+/// per chunk as bf16, so a 256×256 f32 tile's panels and accumulators (about 640 KB with a
+/// transposed `w`) stay within the 1 MB L2.
+const KC_F32: usize = 128;
+
+/// Rows ahead of the in-chunk prefetch (see `lower_kloop`): 16 rows of 8 lines each is about
+/// what the L2 miss queue keeps in flight while the packing loop copies.
+const PF_ROWS: usize = 16;
+
+/// Columns per group of a packed bf16 `b` panel (`Operands::Bf16`'s `gw`): one micro-kernel
+/// column block, so each micro-kernel sweeps one contiguous `[KC/2][64]` slice (32 KB at the
+/// default `KC`) that stays in L1 across all the row blocks, instead of 64 columns out of
+/// every row of a `[KC/2][BN]` panel (rows `4·BN` bytes apart land in a few L1 sets).
+const GW: usize = 64;
 
 /// What a panel load feeds.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -106,8 +123,10 @@ fn esize(d: DType) -> usize {
     }
 }
 
-fn kc() -> usize {
-    std::env::var("OPC_LLVM_KC").ok().and_then(|s| s.parse().ok()).filter(|&k| k > 0).unwrap_or(KC)
+/// K values per chunk: `packed16` for raw 16-bit (bf16 pair) panels, else f32 panels.
+fn kc(packed16: bool) -> usize {
+    let default = if packed16 { KC } else { KC_F32 };
+    std::env::var("OPC_LLVM_KC").ok().and_then(|s| s.parse().ok()).filter(|&k| k > 0).unwrap_or(default)
 }
 
 /// How many K steps ahead the panel loads prefetch: `OPC_LLVM_PF` (tuning), else one whole
@@ -115,6 +134,12 @@ fn kc() -> usize {
 /// run rather than a few hundred cycles before their own loads.
 fn pf_steps(steps: usize) -> usize {
     std::env::var("OPC_LLVM_PF").ok().and_then(|s| s.parse().ok()).filter(|&k| k > 0).unwrap_or(steps)
+}
+
+/// How many tile rows ahead the panel loads also prefetch within a chunk: `OPC_LLVM_PF_ROWS`
+/// (tuning), else [`PF_ROWS`].
+fn pf_rows() -> usize {
+    std::env::var("OPC_LLVM_PF_ROWS").ok().and_then(|s| s.parse().ok()).unwrap_or(PF_ROWS)
 }
 
 /// The packed panels of one load: where its loads land and what the micro-kernels read.
@@ -246,11 +271,12 @@ impl Lower<'_> {
         let body = &op.regions[0];
         let rest = &body.ops[..body.ops.len() - 1];
         let bk = m.bk;
-        let s = kc().div_ceil(bk).max(1);
+        let bf16 = self.isa.bf16 && m.dtype == DType::BF16 && bk.is_multiple_of(2);
+        let s = kc(bf16).div_ceil(bk).max(1);
         let pf = pf_steps(s);
+        let pf_rows = pf_rows();
         let cap = s * bk; // K values per chunk
         let cap32 = cap.next_multiple_of(32); // panel row length (whole pair-packing vectors)
-        let bf16 = self.isa.bf16 && m.dtype == DType::BF16 && bk.is_multiple_of(2);
         // The accumulators.
         let cs: Vec<u32> = (0..m.dots.len())
             .map(|j| {
@@ -273,7 +299,8 @@ impl Lower<'_> {
                 let packed = match (l.role, bf16) {
                     (Role::A, _) | (Role::B, false) => land,
                     (Role::BTrans, false) => self.alloc(cap32 * l.rows),
-                    (_, true) => self.alloc(cap32 / 2 * l.rows),
+                    // 16 words of slack: a micro-kernel's masked last vector of the last row
+                    (_, true) => self.alloc(cap32 / 2 * l.rows + 16),
                 };
                 self.pin(land);
                 self.pin(packed);
@@ -317,21 +344,27 @@ impl Lower<'_> {
                 let k0 = l.f.val(format!("mul i64 {si}, {bk}"));
                 // Prefetch the tile `pf` steps on (the next chunk's, by default): `pf·BK`
                 // elements further along a contiguous k, or `pf·BK` rows further down when k
-                // indexes the tensor's first dim (`b[ks, cols]`).
+                // indexes the tensor's first dim (`b[ks, cols]`) — that brings it from DRAM
+                // into the caches (L3 at least) —
                 // Byte distances use the load's own dtype: a widened (cast) load reads 2-byte
                 // elements into an f32 panel.
                 for (pl, (p, rs)) in m.loads.iter().zip(panels.iter().zip(&row_strides)) {
                     let o = &rest[pl.op];
                     let es = esize(l.dtype(o.result()));
+                    // and `PF_ROWS` rows further down the same chunk: a tile's rows are a
+                    // tensor row stride apart, so a chunk's rows of both operands crowd a few
+                    // dozen L2 sets and most of the chunk-ahead lines are evicted to L3 again
+                    // before they are packed; this one lands just before its row is.
+                    let rows_ahead = l.f.val(format!("mul i64 {rs}, {}", pf_rows * es));
                     let d = match pl.role {
                         Role::A | Role::BTrans => {
-                            let pf = Some((pf * bk * es).to_string());
+                            let pf = vec![(pf * bk * es).to_string(), rows_ahead];
                             Dest { off: p.land, base: k0.clone(), strides: vec![cap32 as i64, 1], prefetch: pf, raw_bf16: bf16 }
                         }
                         Role::B => {
                             let e = l.f.val(format!("mul i64 {si}, {}", bk * pl.rows));
                             let pf = l.f.val(format!("mul i64 {rs}, {}", pf * bk * es));
-                            Dest { off: p.land, base: e, strides: vec![pl.rows as i64, 1], prefetch: Some(pf), raw_bf16: bf16 }
+                            Dest { off: p.land, base: e, strides: vec![pl.rows as i64, 1], prefetch: vec![pf, rows_ahead], raw_bf16: bf16 }
                         }
                     };
                     let OpKind::Load { tensor, has_mask, has_other } = o.kind else { unreachable!("matched a load") };
@@ -341,13 +374,21 @@ impl Lower<'_> {
             })?;
             for (pl, p) in m.loads.iter().zip(&panels) {
                 let bn = pl.rows;
+                let gw = l.b_group(bn);
                 match (pl.role, bf16) {
                     (Role::A, _) | (Role::B, false) => {}
                     // f32: [BN][KC] -> [KC][BN]
                     (Role::BTrans, false) => l.transpose_panel("float", p.land, cap32, bn, cap, p.packed)?,
                     // bf16: w's rows are k-pairs ([BN][KC/2] i32): transpose to [KC/2][BN]
-                    (Role::BTrans, true) => l.transpose_panel("i32", p.land, cap32 / 2, bn, cap32 / 2, p.packed)?,
-                    (Role::B, true) => l.interleave_pairs(p.land, cap32 / 2, bn, p.packed)?,
+                    // in column groups of `gw` (each `[KC/2][width]`)
+                    (Role::BTrans, true) => {
+                        for g0 in (0..bn).step_by(gw) {
+                            let w = gw.min(bn - g0);
+                            let src = p.land + (g0 * cap32 / 2) as u32;
+                            l.transpose_panel("i32", src, cap32 / 2, w, cap32 / 2, p.packed + (g0 * cap32 / 2) as u32)?;
+                        }
+                    }
+                    (Role::B, true) => l.interleave_pairs(p.land, cap32 / 2, bn, gw, p.packed)?,
                 }
             }
             let kk = l.f.val(format!("mul i64 {ns}, {bk}"));
@@ -367,7 +408,8 @@ impl Lower<'_> {
                     } else {
                         let steps = l.f.val(format!("lshr i64 {kk}, 1"));
                         let live = l.rows_to_run(lives[d.a].as_deref().expect("an a panel"), bm, bpk, cap32 / 2 * bn, pdt)?;
-                        l.dot_blocks(Operands::Bf16 { apk, bpk, kp: cap32 / 2, n: bn }, c, bm, bn, &steps, false, Some(&live))?;
+                        let gw = l.b_group(bn);
+                        l.dot_blocks(Operands::Bf16 { apk, bpk, kp: cap32 / 2, n: bn, gw }, c, bm, bn, &steps, false, Some(&live))?;
                     }
                 } else {
                     let live = l.rows_to_run(lives[d.a].as_deref().expect("an a panel"), bm, bpk, cap32 * bn, pdt)?;
@@ -384,6 +426,16 @@ impl Lower<'_> {
         Ok(())
     }
 
+    /// Column group width of a packed bf16 `b` panel with `bn` columns: [`GW`], or the flat
+    /// panel (`bn`) that the AMX tiles read.
+    fn b_group(&self, bn: usize) -> usize {
+        if self.isa.amx {
+            bn
+        } else {
+            GW.min(bn)
+        }
+    }
+
     /// `dst[c][r] = src[r·ss + c]` over `rows × cols` 32-bit elements (`dst` row-major with
     /// `rows` columns): 16×16 register blocks when both extents allow, else element-wise.
     fn transpose_panel(&mut self, base: &str, src: u32, ss: usize, rows: usize, cols: usize, dst: u32) -> Result<()> {
@@ -395,8 +447,9 @@ impl Lower<'_> {
     }
 
     /// Raw bf16 rows `src` (`[2·pairs][n]` i16) → k-pairs `dst[p][j] = src[2p][j] |
-    /// src[2p+1][j] << 16` (`[pairs][n]` i32), 16 columns per step: one interleaving shuffle.
-    fn interleave_pairs(&mut self, src: u32, pairs: usize, n: usize, dst: u32) -> Result<()> {
+    /// src[2p+1][j] << 16` (`[pairs][n]` i32 in column groups of `gw`, see
+    /// `Operands::Bf16`), 16 columns per step: one interleaving shuffle.
+    fn interleave_pairs(&mut self, src: u32, pairs: usize, n: usize, gw: usize, dst: u32) -> Result<()> {
         let v = "<16 x i16>";
         let zip: Vec<String> = (0..16).flat_map(|i| [format!("i32 {i}"), format!("i32 {}", i + 16)]).collect();
         let zip = zip.join(", ");
@@ -415,8 +468,9 @@ impl Lower<'_> {
             let (x0, x1) = (row(&e0), row(&e1));
             let z = l.f.val(format!("shufflevector {v} {x0}, {v} {x1}, <32 x i32> <{zip}>"));
             let w = l.f.val(format!("bitcast <32 x i16> {z} to <16 x i32>"));
-            let d = l.f.val(format!("mul i64 {p}, {n}"));
-            let d = l.f.val(format!("add i64 {d}, {j0}"));
+            let (base, len) = if gw >= n { (j0.clone(), n.to_string()) } else { l.group_col(&j0, gw, n, pairs) };
+            let d = l.f.val(format!("mul i64 {p}, {len}"));
+            let d = l.f.val(format!("add i64 {d}, {base}"));
             if n.is_multiple_of(16) {
                 l.store_arena("i32", 16, dst, &d, &w, None);
                 return Ok(());

@@ -42,9 +42,10 @@ pub(super) struct Dest {
     /// An i64 operand.
     pub base: String,
     pub strides: Vec<i64>,
-    /// Software prefetch: an i64 byte offset from each contiguous row chunk the load reads to
-    /// the memory a later load will read (the next K step's), touched with `llvm.prefetch`.
-    pub prefetch: Option<String>,
+    /// Software prefetches: i64 byte offsets from each contiguous row chunk the load reads to
+    /// memory later loads will read (the next K step's, rows further down), each touched
+    /// with `llvm.prefetch`.
+    pub prefetch: Vec<String>,
     /// Store the raw bf16 bits (`i16` elements: `off`, `base` and `strides` then count 2-byte
     /// units) instead of the f32 tile representation: bf16 panels that are already k-pairs.
     pub raw_bf16: bool,
@@ -139,7 +140,7 @@ impl Lower<'_> {
         let fresh = into.is_none();
         let out = match kind {
             Access::Load { .. } if !shape.is_empty() => {
-                Some(into.unwrap_or_else(|| Dest { off: self.alloc(plan.numel()), base: "0".into(), strides: row_major(&shape), prefetch: None, raw_bf16: false }))
+                Some(into.unwrap_or_else(|| Dest { off: self.alloc(plan.numel()), base: "0".into(), strides: row_major(&shape), prefetch: vec![], raw_bf16: false }))
             }
             _ => None,
         };
@@ -246,7 +247,7 @@ impl Lower<'_> {
                 };
                 match kind {
                     Access::Load { .. } => {
-                        if let (true, Some(pf)) = (contiguous, out.and_then(|d| d.prefetch.as_ref())) {
+                        for pf in out.filter(|_| contiguous).map_or(&[][..], |d| &d.prefetch[..]) {
                             // A hint: prefetches never fault, whatever the address.
                             let p = l.f.val(format!("getelementptr i8, ptr {ptr}, i64 {pf}"));
                             l.f.inst(format!("call void @llvm.prefetch.p0(ptr {p}, i32 0, i32 3, i32 1)"));
