@@ -5,6 +5,7 @@
 //! runtime) speaks this IR.
 
 pub mod argref;
+pub mod buffer;
 pub mod interp;
 pub mod ir;
 pub mod launch;

@@ -22,7 +22,7 @@ pub enum Arg {
 impl Tensor {
     pub fn zeros(dtype: DType, shape: &[usize]) -> Tensor {
         let numel = shape.iter().product();
-        Tensor { dtype, shape: shape.to_vec(), data: vec![0; dtype.storage_bytes(numel)] }
+        Tensor { dtype, shape: shape.to_vec(), data: crate::buffer::zeroed(dtype.storage_bytes(numel)) }
     }
 
     pub fn numel(&self) -> usize {

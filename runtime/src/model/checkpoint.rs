@@ -205,7 +205,7 @@ impl Checkpoint {
             return Err(ModelError::WrongShape { path: path.clone(), name: name.to_string(), got: e.shape.clone(), want: shape.to_vec() });
         }
         let s = &self.shards[e.shard];
-        let bytes = s.mmap[s.data_start + e.start..s.data_start + e.end].to_vec();
+        let bytes = opc_ir::buffer::copied(&s.mmap[s.data_start + e.start..s.data_start + e.end]);
         Tensor::from_bytes(dt, shape, bytes).map_err(|detail| ModelError::NotSafetensors { path: path.clone(), detail: format!("tensor `{name}`: {detail}") })
     }
 

@@ -113,19 +113,16 @@ impl Loader<'_> {
     /// Matrices `(name, [rows, K])` stacked by rows into [Σ rows, K] in their storage dtype
     /// (every one must have the first one's).
     fn cat(&self, parts: &[(String, [usize; 2])]) -> Result<Tensor> {
-        let mut data = Vec::new();
-        let mut dtype = None;
-        let mut rows = 0;
+        let mut ts: Vec<Tensor> = Vec::new();
         for (name, shape) in parts {
             // a missing tensor is reported as such; a present one must match the first's dtype
-            let allowed = if self.ck.contains(name) { dtype.as_ref().map_or(FLOATS, std::slice::from_ref) } else { FLOATS };
-            let t = self.ck.get(name, shape, allowed)?;
-            dtype = Some(t.dtype);
-            data.extend_from_slice(&t.data);
-            rows += shape[0];
+            let allowed = if self.ck.contains(name) { ts.first().map_or(FLOATS, |t| std::slice::from_ref(&t.dtype)) } else { FLOATS };
+            ts.push(self.ck.get(name, shape, allowed)?);
         }
+        let rows = parts.iter().map(|p| p.1[0]).sum();
         let k = parts.first().map_or(0, |p| p.1[1]);
-        Ok(Tensor { dtype: dtype.unwrap_or(DType::F32), shape: vec![rows, k], data })
+        let data = opc_ir::buffer::concat(ts.iter().map(|t| &t.data[..]));
+        Ok(Tensor { dtype: ts.first().map_or(DType::F32, |t| t.dtype), shape: vec![rows, k], data })
     }
     /// f32 vectors `(name, len)` concatenated (biases of row-stacked matrices), if `present`.
     fn cat_f32(&self, present: bool, parts: &[(String, usize)]) -> Result<Option<Tensor>> {
@@ -142,17 +139,15 @@ impl Loader<'_> {
     /// Per-expert matrices `{prefix}.{e}.{proj}.weight` stacked into [E, ...shape] in their
     /// storage dtype (every expert must have the same one).
     fn stack(&self, prefix: &str, proj: &str, experts: usize, shape: &[usize]) -> Result<Tensor> {
-        let mut data = Vec::new();
-        let mut dtype = None;
+        let mut ts: Vec<Tensor> = Vec::new();
         for e in 0..experts {
             let name = format!("{prefix}.{e}.{proj}.weight");
-            let t = self.ck.get(&name, shape, dtype.as_ref().map_or(FLOATS, std::slice::from_ref))?;
-            dtype = Some(t.dtype);
-            data.extend_from_slice(&t.data);
+            ts.push(self.ck.get(&name, shape, ts.first().map_or(FLOATS, |t| std::slice::from_ref(&t.dtype)))?);
         }
         let mut full = vec![experts];
         full.extend_from_slice(shape);
-        Ok(Tensor { dtype: dtype.unwrap_or(DType::F32), shape: full, data })
+        let data = opc_ir::buffer::concat(ts.iter().map(|t| &t.data[..]));
+        Ok(Tensor { dtype: ts.first().map_or(DType::F32, |t| t.dtype), shape: full, data })
     }
     fn dense(&self, prefix: &str, h: usize, i: usize, bias: bool) -> Result<DenseMlp> {
         let biases = match self.cat_f32(bias, &[(format!("{prefix}.gate_proj.bias"), i), (format!("{prefix}.up_proj.bias"), i)])? {
