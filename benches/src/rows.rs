@@ -78,6 +78,12 @@ pub fn rows() -> Vec<Row> {
             limit: Limit::Bandwidth,
         },
         Row {
+            name: "gemv_bf16_m8",
+            what: "linear_w M=8 (bf16 x), the 4 bf16 weights of gemv_bf16",
+            work: Work::Bytes((GEMV_MATS * GEMV_N * GEMV_K * 2) as f64),
+            limit: Limit::Bandwidth,
+        },
+        Row {
             name: "gemv_mxfp4",
             what: "mxfp4 GEMV M=1, 4 weights 14336x4096 (124 MB)",
             work: Work::Bytes((GEMV_MATS * (GEMV_N * GEMV_K / 2 + GEMV_N * GEMV_K / 32)) as f64),
@@ -174,9 +180,10 @@ pub fn prepare(row: &Row, ops: &Ops) -> Result<Prepared, String> {
             let p = opc_ops::attention::AttentionParams { causal: true, window: None, scale: 1.0 / (hd as f32).sqrt() };
             Box::new(move |ops| opc_ops::attention::flash_attention(ops, &q, &k, &v, None, &p).map(drop).map_err(e))
         }
-        "gemv_bf16" => {
-            // The runtime's decode path: f32 activations, bf16 weights read in place.
-            let x = f.tensor(DType::F32, &[1, GEMV_K]);
+        "gemv_bf16" | "gemv_bf16_m8" => {
+            // The runtime's decode path, bf16 weights read in place: one sequence with f32
+            // activations, or a batch of 8 in the bf16 compute mode (the rows share each weight chunk).
+            let x = if row.name == "gemv_bf16" { f.tensor(DType::F32, &[1, GEMV_K]) } else { f.tensor(DType::BF16, &[8, GEMV_K]) };
             let ws: Vec<Tensor> = (0..GEMV_MATS).map(|_| f.tensor(DType::BF16, &[GEMV_N, GEMV_K])).collect();
             Box::new(move |ops| ws.iter().try_for_each(|w| opc_ops::model::linear_w(ops, &x, w, None).map(drop).map_err(e)))
         }

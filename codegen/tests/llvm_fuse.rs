@@ -30,7 +30,7 @@ grid(M, cdiv(N, BN))
 }
 
 kernel gemv_rows<X: {bf16, f32}>(x: X[M, K], w: bf16[N, K], y: out f32[M, N])
-tunables { BM: level1 in {1, 2, 4, 8} = 8, BN: level1 in {4, 16} = 16, BK: level2 in {32, 64, 128} = 32 }
+tunables { BM: level1 in {1, 2, 4, 8} = 8, BN: level1 in {4, 6, 16} = 16, BK: level2 in {32, 64, 128, 512} = 32 }
 grid(cdiv(M, BM), cdiv(N, BN))
 {
     let rows = program_id(0) * BM + arange(BM);
@@ -167,12 +167,13 @@ proptest! {
     }
 
     /// Register-blocked GEMV tiles (`fuse_gemv.rs`): up to 8 rows (padding rows clamped),
-    /// ragged N and K; bf16 activations take `vdpbf16ps` where the host has it.
+    /// ragged N and K; bf16 activations take `vdpbf16ps` where the host has it. BN = 6 makes
+    /// tiles of 6 columns (6, 12 or 24 outputs: zero-padded and split transposed lane sums).
     #[test]
-    fn gemv_row_tiles(m in 1usize..9, n in 1usize..40, kk in 1usize..300, seed in any::<u64>(), xbf in any::<bool>(), t in 0usize..3, nb in 0usize..2) {
+    fn gemv_row_tiles(m in 1usize..9, n in 1usize..40, kk in 1usize..700, seed in any::<u64>(), xbf in any::<bool>(), t in 0usize..4, nb in 0usize..3) {
         let xd = if xbf { DType::BF16 } else { DType::F32 };
         let bm = m.next_power_of_two() as i64;
-        let inst = Instance::default().dtype("X", xd).tunable("BM", bm).tunable("BN", [4, 16][nb]).tunable("BK", [32, 64, 128][t]);
+        let inst = Instance::default().dtype("X", xd).tunable("BM", bm).tunable("BN", [4, 6, 16][nb]).tunable("BK", [32, 64, 128, 512][t]);
         let k = kernel(SRC, "gemv_rows", &inst);
         let mut r = Rng(seed);
         let args = vec![Arg::Tensor(r.tensor_f(xd, &[m, kk], false)), Arg::Tensor(r.tensor_f(DType::BF16, &[n, kk], true)), z(&[m, n], DType::F32)];

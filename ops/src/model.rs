@@ -95,12 +95,21 @@ const ROWS_PER_EXPERT: usize = 16;
 /// output and step, so long steps; a K past 2048 ends in a masked partial step).
 const ROWS_STEPS: [i64; 7] = [32, 64, 128, 256, 512, 1024, 2048];
 
-/// K step of `gemv_w`: the largest step (up to 4096) that divides K, so every step is full and
-/// runs the fused reduction's unmasked loop (K = 5632 takes 512, not 4096 + a masked 1536).
-/// A K with no such divisor takes the largest step within K.
-fn gemv_step(k: usize) -> i64 {
-    const STEPS: [i64; 8] = [4096, 2048, 1024, 512, 256, 128, 64, 32];
-    STEPS.iter().copied().find(|&s| k as i64 % s == 0).unwrap_or_else(|| pick(&[32, 64, 128, 256, 512, 1024, 2048, 4096], k / 2 + 1, 4096))
+/// Bytes of activations one `gemv_w` K step may span (all its rows): a third of a 48 KiB L1d,
+/// so the rows stay in L1 while every column tile of the program re-reads them (and the weight
+/// rows stream past). Longer steps spill the rows to L2: 8 bf16 rows of K = 4096 (64 KiB) made
+/// the batch-8 GEMV ~3x slower per call than batch 1.
+const GEMV_STEP_BYTES: usize = 16 << 10;
+
+/// K step of `gemv_w` for `rows` activation rows of `xbytes`-byte elements: the largest step
+/// (up to 4096, and within [`GEMV_STEP_BYTES`]) that divides K, so every step is full and runs
+/// the fused reduction's unmasked loop (K = 5632 takes 512, not 4096 + a masked 1536). A K with
+/// no such divisor takes the largest step within K (and the byte budget).
+fn gemv_step(k: usize, rows: usize, xbytes: usize) -> i64 {
+    const STEPS: [i64; 8] = [32, 64, 128, 256, 512, 1024, 2048, 4096];
+    let cap = STEPS.iter().copied().rfind(|&s| s as usize * rows * xbytes <= GEMV_STEP_BYTES).unwrap_or(32);
+    let fits = STEPS.iter().copied().filter(|&s| s <= cap);
+    fits.rev().find(|&s| k as i64 % s == 0).unwrap_or_else(|| pick(&STEPS, k / 2 + 1, cap))
 }
 
 /// Y = X·Wᵀ (+ bias): x [M,K] f32 (or bf16 when w is bf16: the bf16 compute mode, a bf16×bf16
@@ -132,7 +141,7 @@ pub fn linear_w(ops: &Ops, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Res
     let (kernel, inst) = if m <= GEMV_ROWS {
         // All the rows in one program (a power of two: padding rows read row M - 1).
         let bm = m.next_power_of_two() as i64;
-        let inst = Instance::default().dtype("X", x.dtype).dtype("W", w.dtype).tunable("BM", bm).tunable("BN", pick(&[8, 16, 32, 64], n, 16)).tunable("BK", gemv_step(k));
+        let inst = Instance::default().dtype("X", x.dtype).dtype("W", w.dtype).tunable("BM", bm).tunable("BN", pick(&[8, 16, 32, 64], n, 16)).tunable("BK", gemv_step(k, bm as usize, x.dtype.bits() / 8));
         ("gemv_w", inst)
     } else {
         let bf16 = x.dtype == DType::BF16 && w.dtype == DType::BF16;
@@ -614,6 +623,19 @@ mod tests {
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "m={m} k={k}: {a} vs {b}");
             }
         }
+    }
+
+    /// GEMV K steps: whole steps dividing K, within the L1 budget of the activation rows.
+    #[test]
+    fn gemv_steps_divide_k_and_fit_l1() {
+        assert_eq!(gemv_step(4096, 1, 4), 4096);
+        assert_eq!(gemv_step(4096, 8, 2), 1024);
+        assert_eq!(gemv_step(4096, 8, 4), 512);
+        assert_eq!(gemv_step(5632, 1, 4), 512);
+        assert_eq!(gemv_step(2048, 2, 2), 2048);
+        assert_eq!(gemv_step(100, 1, 4), 64);
+        assert_eq!(gemv_step(100, 8, 2), 64);
+        assert_eq!(gemv_step(20, 8, 4), 32);
     }
 
     /// bf16 activations: x rounded to bf16 times bf16 weights, f32 accumulation (the products
