@@ -1,6 +1,7 @@
-//! Model-runtime building blocks: matmul, linear, RMSNorm, RoPE (default and YaRN), SwiGLU,
-//! gpt-oss clamped SwiGLU, row softmax, embedding, top-k. The math is in `kernels/blocks.opc`;
-//! these drivers check shapes, allocate outputs, pick tiles and launch.
+//! Model-runtime building blocks: matmul, linear, RMSNorm (alone or with the residual add before
+//! it), RoPE (default and YaRN), SwiGLU, gpt-oss clamped SwiGLU, row softmax, embedding, top-k.
+//! The math is in `kernels/blocks.opc`; these drivers check shapes, allocate outputs, pick tiles
+//! and launch.
 //!
 //! Also home of the small host-side helpers the moe and kl_judge drivers share (shape checks,
 //! tile picking, moving outputs out of the launch arguments).
