@@ -1,6 +1,7 @@
-//! Model-runtime building blocks: matmul, linear, RMSNorm, RoPE (default and YaRN), SwiGLU,
-//! gpt-oss clamped SwiGLU, row softmax, embedding, top-k. The math is in `kernels/blocks.opc`;
-//! these drivers check shapes, allocate outputs, pick tiles and launch.
+//! Model-runtime building blocks: matmul, linear, RMSNorm (alone or with the residual add before
+//! it), RoPE (default and YaRN), SwiGLU, gpt-oss clamped SwiGLU, row softmax, embedding, top-k.
+//! The math is in `kernels/blocks.opc`; these drivers check shapes, allocate outputs, pick tiles
+//! and launch.
 //!
 //! Also home of the small host-side helpers the moe and kl_judge drivers share (shape checks,
 //! tile picking, moving outputs out of the launch arguments).
@@ -132,6 +133,38 @@ pub fn rmsnorm_to(ops: &Ops, x: &Tensor, w: &Tensor, eps: f32, out: DType) -> Re
     let mut args = [ArgRef::In(x), ArgRef::In(w), ArgRef::Out(&mut y), ArgRef::F32(eps)];
     ops.kernel(FILE, "rmsnorm", &inst)?.launch_refs(&mut args)?;
     Ok(y)
+}
+
+/// The residual add fused into the next RMSNorm: `x += d` in place (f32 [T,H], the residual
+/// stream), then `rmsnorm(x) · w` (w f32 [H]) stored as `out` (f32, or bf16: the input of a bf16
+/// linear). Returns the new x and the normed rows: the values of [`crate::model::add`] then
+/// [`rmsnorm_to`], with one kernel instead of two passes over the stream.
+pub fn add_rmsnorm_to(ops: &Ops, mut x: Tensor, d: &Tensor, w: &Tensor, eps: f32, out: DType) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "add_rmsnorm";
+    expect_dtype(OP, "x", &x, &[DType::F32])?;
+    expect_dtype(OP, "d", d, &[DType::F32])?;
+    expect_dtype(OP, "w", w, &[DType::F32])?;
+    if out != DType::F32 && out != DType::BF16 {
+        return Err(shape(OP, format!("cannot store the result as {out} (f32 or bf16)")));
+    }
+    let [t, h] = dims::<2>(OP, "x", "[T, H]", &x)?;
+    if d.shape != x.shape {
+        return Err(shape(OP, format!("`d` is {:?}, expected the shape of `x` {:?}", d.shape, x.shape)));
+    }
+    if w.shape != [h] {
+        return Err(shape(OP, format!("`w` is {:?}, expected [H] = [{h}]", w.shape)));
+    }
+    let mut y = Tensor::zeros(out, &[t, h]);
+    if y.numel() == 0 {
+        return Ok((x, y));
+    }
+    let inst = Instance::default()
+        .dtype("O", out)
+        .tunable("BT", pick(&[1, 2, 4, 8, 16], t, 4))
+        .tunable("BH", pick(&[16, 32, 64, 128, 256, 512, 1024], h, 1024));
+    let mut args = [ArgRef::In(d), ArgRef::In(w), ArgRef::Out(&mut x), ArgRef::Out(&mut y), ArgRef::F32(eps)];
+    ops.kernel(FILE, "add_rmsnorm", &inst)?.launch_refs(&mut args)?;
+    Ok((x, y))
 }
 
 /// RoPE on x [T,H,D] (D even, at most 512) at `positions` i32 [T], HF rotate_half convention:

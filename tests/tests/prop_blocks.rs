@@ -54,6 +54,20 @@ proptest! {
     }
 
     #[test]
+    fn add_rmsnorm(t in 1usize..=9, h in 1usize..=300, seed in any::<u64>()) {
+        let mut rng = Rng::new(seed);
+        let (x, dl, w) = (rng.normals(t * h, 2.0), rng.normals(t * h, 2.0), rng.normals(h, 1.0));
+        let (nx, y) = blocks::add_rmsnorm_to(ops(), f32t(&[t, h], &x), &f32t(&[t, h], &dl), &f32t(&[h], &w), 1e-5, DType::F32).unwrap();
+        let sum: Vec<f32> = x.iter().zip(&dl).map(|(a, b)| a + b).collect();
+        prop_assert_eq!(nx.to_f32_vec(), sum.clone());
+        close("add_rmsnorm", &y, &ref_b::rmsnorm(&sum, &w, t, h, 1e-5), 1e-5)?;
+        // the fused kernel gives exactly the values of the two passes it replaces
+        let two = blocks::rmsnorm_to(ops(), &nx, &f32t(&[h], &w), 1e-5, DType::BF16).unwrap();
+        let (_, yb) = blocks::add_rmsnorm_to(ops(), f32t(&[t, h], &x), &f32t(&[t, h], &dl), &f32t(&[h], &w), 1e-5, DType::BF16).unwrap();
+        prop_assert_eq!(yb.to_f32_vec(), two.to_f32_vec());
+    }
+
+    #[test]
     fn rope(t in 1usize..=6, nh in 1usize..=5, half in 1usize..=40, yarn: bool, truncate: bool,
             big_theta: bool, seed in any::<u64>()) {
         let d = 2 * half;
@@ -167,4 +181,8 @@ fn shape_errors_are_precise() {
     assert!(err.contains("k = 8"), "{err}");
     let err = blocks::rmsnorm(ops(), &z(&[2, 7]), &z(&[6]), 1e-6).unwrap_err().to_string();
     assert!(err.contains("[7]"), "{err}");
+    let err = blocks::add_rmsnorm_to(ops(), z(&[2, 7]), &z(&[2, 6]), &z(&[7]), 1e-6, DType::F32).unwrap_err().to_string();
+    assert!(err.contains("[2, 6]"), "{err}");
+    let err = blocks::add_rmsnorm_to(ops(), z(&[2, 7]), &z(&[2, 7]), &z(&[7]), 1e-6, DType::F16).unwrap_err().to_string();
+    assert!(err.contains("f16"), "{err}");
 }

@@ -37,7 +37,8 @@
 //! for the hardware prefetcher); a lone row gets 4 accumulators over its chunks instead. A
 //! partial last chunk is filled with the identity; at the end the accumulators are combined
 //! and the lanes reduced in order.
-//! **Loop versioning**: when the tree's load indices are affine in the lane position (directly,
+//! **Loop versioning** (the rows of fused reductions and of fused maps alike): when the tree's
+//! load indices are affine in the lane position (directly,
 //! or through one root `reshape` whose source's trailing dims make up a row), the loads are
 //! first checked at the corner chunks ([`Lower::corner_chunks`], no memory touched); if every
 //! lane is in bounds there, the full chunks run with plain loads ([`Bounds::Unchecked`]: no
@@ -195,10 +196,16 @@ impl Lower<'_> {
                 Ok(())
             };
             let chunks = n / lanes as usize;
-            l.loop_n(chunks, &mut |l, c| {
-                let j0 = if c == "0" { "0".to_string() } else { l.f.val(format!("mul i64 {c}, {lanes}")) };
-                chunk(l, &j0, lanes as usize)
-            })?;
+            // The full chunks run versioned: unmasked loads when the row's corner chunks are
+            // in bounds (no per-chunk lane-mask arithmetic), masked otherwise; one masked tail.
+            let full = |l: &mut Self| {
+                l.loop_n(chunks, &mut |l, c| {
+                    let j0 = if c == "0" { "0".to_string() } else { l.f.val(format!("mul i64 {c}, {lanes}")) };
+                    chunk(l, &j0, lanes as usize)
+                })
+            };
+            let rix: Vec<Ix> = oidx.iter().map(|i| Ix::S(i.clone())).collect();
+            l.rows_versioned(v, &[rix], n, lanes, &full)?;
             if n % lanes as usize > 0 {
                 chunk(l, &(chunks * lanes as usize).to_string(), n % lanes as usize)?;
             }

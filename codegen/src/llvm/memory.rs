@@ -101,15 +101,16 @@ impl Lower<'_> {
     }
 
     /// Tile-representation element(s) to memory elements of dtype `d` (values are already
-    /// representable: the conversion is exact).
+    /// representable: the conversion is exact). A bf16 tile element is an f32 already rounded
+    /// to bf16 (the representation's invariant, `loops/plan.rs`): its high half is the bf16,
+    /// so the store only drops the low half instead of rounding a second time.
     pub(super) fn repr_to_mem(&mut self, d: DType, x: &str, lanes: u32) -> String {
         let ti = vt("i32", lanes);
         match d {
             DType::F32 | DType::I32 => x.to_string(),
             DType::F16 => self.f.val(format!("fptrunc {} {x} to {}", vt("float", lanes), vt("half", lanes))),
             DType::BF16 => {
-                let r = self.round_bf16(x, lanes);
-                let b = self.f.val(format!("bitcast {} {r} to {ti}", vt("float", lanes)));
+                let b = self.f.val(format!("bitcast {} {x} to {ti}", vt("float", lanes)));
                 let h = self.f.val(format!("lshr {ti} {b}, {}", cst("i32", lanes, "16")));
                 self.f.val(format!("trunc {ti} {h} to {}", vt("i16", lanes)))
             }

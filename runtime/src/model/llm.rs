@@ -372,18 +372,31 @@ impl Model {
         let ids = Tensor::from_i32(DType::I32, &[t], &ids);
         let embed = &mut self.embed;
         let mut x = prof.time("embedding", || mops::embedding_w(ops, embed, &ids))?;
+        // Each block's output is added to the residual stream x by the RMSNorm that reads it
+        // next (`add_rmsnorm`: one kernel); only the last MLP's output takes a plain add.
+        let mut pending: Option<Tensor> = None;
         for (li, layer) in self.layers.iter_mut().enumerate().take(nl) {
             let to = act.input(&layer.attn.wqkv);
-            let xn = prof.time("rmsnorm", || blocks::rmsnorm_to(ops, &x, &layer.in_norm, cfg.eps, to))?;
+            let xn = match pending.take() {
+                None => prof.time("rmsnorm", || blocks::rmsnorm_to(ops, &x, &layer.in_norm, cfg.eps, to))?,
+                Some(m) => {
+                    let (nx, xn) = prof.time("add_rmsnorm", || blocks::add_rmsnorm_to(ops, x, &m, &layer.in_norm, cfg.eps, to))?;
+                    x = nx;
+                    xn
+                }
+            };
             let attn = attention(ops, prof, cfg, act, &layer.attn, &xn, &batch, &mut cache.pools[li])?;
-            x = prof.time("add", || mops::add(ops, x, attn))?;
             // only a dense MLP takes bf16 inputs (the MoE drivers route on f32 rows)
             let to = match &layer.mlp {
                 Mlp::Dense(m) => act.input(&m.gate_up),
                 _ => DType::F32,
             };
-            let xn = prof.time("rmsnorm", || blocks::rmsnorm_to(ops, &x, &layer.post_norm, cfg.eps, to))?;
+            let (nx, xn) = prof.time("add_rmsnorm", || blocks::add_rmsnorm_to(ops, x, &attn, &layer.post_norm, cfg.eps, to))?;
+            x = nx;
             let m = mlp(ops, prof, cfg, act, &mut layer.mlp, &xn)?;
+            pending = Some(m);
+        }
+        if let Some(m) = pending {
             x = prof.time("add", || mops::add(ops, x, m))?;
         }
         // rows that need logits
