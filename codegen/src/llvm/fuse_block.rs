@@ -194,7 +194,7 @@ impl Lower<'_> {
     }
 
     /// The index into the factor's value `f.v` read at the product's index `ix`.
-    fn factor_ix(&self, f: &Factor, ix: &[Ix]) -> Vec<Ix> {
+    pub(super) fn factor_ix(&self, f: &Factor, ix: &[Ix]) -> Vec<Ix> {
         let mut ix = ix.to_vec();
         for o in &f.views {
             ix = self.view_ix(o, &ix);

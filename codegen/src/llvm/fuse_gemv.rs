@@ -38,6 +38,14 @@ const MAX_COLS: usize = 8;
 
 /// The columns per tile for `rows` rows: the most that divide `bn` within the accumulators'
 /// budget (no narrower remainder tile, which would load the rows' chunks for fewer columns).
+/// Tiles of at most this many columns prefetch their weights ([`Lower::prefetch_weights`]).
+const PF_MAX_COLS: usize = 4;
+
+/// How many tiles ahead [`Lower::prefetch_weights`] fetches (`OPC_LLVM_PF_TILES` overrides).
+fn pf_tiles() -> usize {
+    std::env::var("OPC_LLVM_PF_TILES").ok().and_then(|s| s.parse().ok()).unwrap_or(2)
+}
+
 fn tile_cols(rows: usize, bn: usize) -> usize {
     let most = (MAX_ACCS / rows).clamp(1, MAX_COLS).min(bn);
     (1..=most)
@@ -182,6 +190,11 @@ impl Lower<'_> {
             l.loop_n(n / lanes as usize, &mut |l, c| {
                 let j0 = l.f.val(format!("mul i64 {c}, {lanes}"));
                 l.pe_memo = Some(Default::default());
+                // Wide tiles stream enough weight rows at once for the hardware prefetchers
+                // (prefetching them too cost batch-1 decode ~15%); narrow ones (many rows) do not.
+                if l.unchecked() && (2..=PF_MAX_COLS).contains(&cols.len()) {
+                    l.prefetch_weights(w, prefix, cols, &j0)?;
+                }
                 for (ix, slot) in ixs.iter().zip(&slots) {
                     let mut ix = ix.clone();
                     ix.push(Ix::L(j0.clone()));
@@ -226,6 +239,32 @@ impl Lower<'_> {
                     self.store_arena("float", nr as u32, out, &e, &y, None);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Prefetch of the weights the tile [`pf_tiles`] tiles on will read at this chunk (K
+    /// offset `j0`). The rows of one tile are only `BK` elements long before the next tile
+    /// jumps a whole weight row on, which the hardware prefetchers do not follow; a tile of many
+    /// rows does too little work per byte to hide the DRAM latency of its own rows. The address
+    /// comes from this tile's first two columns (both read by this chunk anyway, so no index is
+    /// evaluated anywhere new): the first's plus the row step between them, times the columns
+    /// ahead. Past the tensor's end the address is unused memory, which a prefetch never faults on.
+    fn prefetch_weights(&mut self, w: &Factor, prefix: &[String], cols: &[String], j0: &str) -> Result<()> {
+        let Some((t, args)) = self.cast_of_load(w.v, DType::BF16) else { return Ok(()) };
+        let at = |l: &mut Self, c: &str| -> Result<Option<String>> {
+            let ix: Vec<Ix> = prefix.iter().cloned().chain(["0".to_string(), c.to_string()]).map(Ix::S).chain([Ix::L(j0.to_string())]).collect();
+            let ix = l.factor_ix(w, &ix);
+            Ok(l.lane0_ptr(t, &args, &ix, 32)?.map(|p| l.f.val(format!("ptrtoint ptr {p} to i64"))))
+        };
+        let (Some(p0), Some(p1)) = (at(self, &cols[0])?, at(self, &cols[1])?) else { return Ok(()) };
+        let step = self.f.val(format!("sub i64 {p1}, {p0}"));
+        for j in 0..cols.len() {
+            let rows = (pf_tiles() * cols.len() + j) as i64;
+            let off = self.f.val(format!("mul i64 {step}, {rows}"));
+            let a = self.f.val(format!("add i64 {p0}, {off}"));
+            let p = self.f.val(format!("inttoptr i64 {a} to ptr"));
+            self.f.inst(format!("call void @llvm.prefetch.p0(ptr {p}, i32 0, i32 3, i32 1)"));
         }
         Ok(())
     }
