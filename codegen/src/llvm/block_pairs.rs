@@ -31,7 +31,7 @@ use crate::Result;
 /// and two rows of the gpt-oss experts (1 KiB each), so that the gate pass over the interleaved
 /// gate / up rows prefetches its own next row.
 fn prefetch_ahead() -> i64 {
-    std::env::var("OPC_LLVM_PF_BLOCK").ok().and_then(|s| s.parse().ok()).unwrap_or(2048)
+    super::knob("OPC_LLVM_PF_BLOCK").unwrap_or(2048)
 }
 
 impl Lower<'_> {
@@ -138,8 +138,7 @@ impl Lower<'_> {
     pub(super) fn prefetch_codes(&mut self, codes: opc_ir::ValueId, ix: &[Ix]) -> Result<()> {
         let Some((t, a)) = self.cast_of_load(codes, DType::E2M1) else { return Ok(()) };
         if let Some(p) = self.lane0_ptr(t, &a, ix, 16)? {
-            let q = self.f.val(format!("getelementptr i8, ptr {p}, i64 {}", prefetch_ahead()));
-            self.f.inst(format!("call void @llvm.prefetch.p0(ptr {q}, i32 0, i32 3, i32 1)"));
+            self.prefetch_at(&p, prefetch_ahead());
         }
         Ok(())
     }

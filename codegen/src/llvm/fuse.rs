@@ -670,8 +670,7 @@ impl Lower<'_> {
                 let eb = self.f.val(format!("mul i64 {e0}, {esize}"));
                 let p = self.f.val(format!("getelementptr i8, ptr {}, i64 {eb}", tv.base));
                 if let Some(ahead) = self.prefetch {
-                    let q = self.f.val(format!("getelementptr i8, ptr {p}, i64 {}", ahead * esize as i64));
-                    self.f.inst(format!("call void @llvm.prefetch.p0(ptr {q}, i32 0, i32 3, i32 1)"));
+                    self.prefetch_at(&p, ahead * esize as i64);
                 }
                 let mt = vt(mty, lanes);
                 let raw =

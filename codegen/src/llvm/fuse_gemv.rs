@@ -36,16 +36,16 @@ const MAX_ACCS: usize = 24;
 /// The most columns of one tile (memory streams of the weights).
 const MAX_COLS: usize = 8;
 
-/// The columns per tile for `rows` rows: the most that divide `bn` within the accumulators'
-/// budget (no narrower remainder tile, which would load the rows' chunks for fewer columns).
 /// Tiles of at most this many columns prefetch their weights ([`Lower::prefetch_weights`]).
 const PF_MAX_COLS: usize = 4;
 
 /// How many tiles ahead [`Lower::prefetch_weights`] fetches (`OPC_LLVM_PF_TILES` overrides).
 fn pf_tiles() -> usize {
-    std::env::var("OPC_LLVM_PF_TILES").ok().and_then(|s| s.parse().ok()).unwrap_or(2)
+    super::knob("OPC_LLVM_PF_TILES").unwrap_or(2)
 }
 
+/// The columns per tile for `rows` rows: the most that divide `bn` within the accumulators'
+/// budget (no narrower remainder tile, which would load the rows' chunks for fewer columns).
 fn tile_cols(rows: usize, bn: usize) -> usize {
     let most = (MAX_ACCS / rows).clamp(1, MAX_COLS).min(bn);
     (1..=most)
@@ -255,16 +255,15 @@ impl Lower<'_> {
         let at = |l: &mut Self, c: &str| -> Result<Option<String>> {
             let ix: Vec<Ix> = prefix.iter().cloned().chain(["0".to_string(), c.to_string()]).map(Ix::S).chain([Ix::L(j0.to_string())]).collect();
             let ix = l.factor_ix(w, &ix);
-            Ok(l.lane0_ptr(t, &args, &ix, 32)?.map(|p| l.f.val(format!("ptrtoint ptr {p} to i64"))))
+            l.lane0_ptr(t, &args, &ix, 32)
         };
         let (Some(p0), Some(p1)) = (at(self, &cols[0])?, at(self, &cols[1])?) else { return Ok(()) };
-        let step = self.f.val(format!("sub i64 {p1}, {p0}"));
+        let (i0, i1) = (self.f.val(format!("ptrtoint ptr {p0} to i64")), self.f.val(format!("ptrtoint ptr {p1} to i64")));
+        let step = self.f.val(format!("sub i64 {i1}, {i0}"));
+        let ahead = pf_tiles() * cols.len();
         for j in 0..cols.len() {
-            let rows = (pf_tiles() * cols.len() + j) as i64;
-            let off = self.f.val(format!("mul i64 {step}, {rows}"));
-            let a = self.f.val(format!("add i64 {p0}, {off}"));
-            let p = self.f.val(format!("inttoptr i64 {a} to ptr"));
-            self.f.inst(format!("call void @llvm.prefetch.p0(ptr {p}, i32 0, i32 3, i32 1)"));
+            let off = self.f.val(format!("mul i64 {step}, {}", ahead + j));
+            self.prefetch_at(&p0, off);
         }
         Ok(())
     }

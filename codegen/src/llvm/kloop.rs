@@ -126,20 +126,20 @@ fn esize(d: DType) -> usize {
 /// K values per chunk: `packed16` for raw 16-bit (bf16 pair) panels, else f32 panels.
 fn kc(packed16: bool) -> usize {
     let default = if packed16 { KC } else { KC_F32 };
-    std::env::var("OPC_LLVM_KC").ok().and_then(|s| s.parse().ok()).filter(|&k| k > 0).unwrap_or(default)
+    super::knob("OPC_LLVM_KC").filter(|&k| k > 0).unwrap_or(default)
 }
 
 /// How many K steps ahead the panel loads prefetch: `OPC_LLVM_PF` (tuning), else one whole
 /// chunk (`steps`), so the next chunk's rows are requested while this chunk's micro-kernels
 /// run rather than a few hundred cycles before their own loads.
 fn pf_steps(steps: usize) -> usize {
-    std::env::var("OPC_LLVM_PF").ok().and_then(|s| s.parse().ok()).filter(|&k| k > 0).unwrap_or(steps)
+    super::knob("OPC_LLVM_PF").filter(|&k| k > 0).unwrap_or(steps)
 }
 
 /// How many tile rows ahead the panel loads also prefetch within a chunk: `OPC_LLVM_PF_ROWS`
 /// (tuning), else [`PF_ROWS`].
 fn pf_rows() -> usize {
-    std::env::var("OPC_LLVM_PF_ROWS").ok().and_then(|s| s.parse().ok()).unwrap_or(PF_ROWS)
+    super::knob("OPC_LLVM_PF_ROWS").unwrap_or(PF_ROWS)
 }
 
 /// The packed panels of one load: where its loads land and what the micro-kernels read.

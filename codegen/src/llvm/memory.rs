@@ -75,6 +75,13 @@ pub(super) fn mem_ty(d: DType) -> (&'static str, u32) {
 }
 
 impl Lower<'_> {
+    /// A read prefetch (`llvm.prefetch`, into all cache levels) of the byte `off` past `ptr`.
+    /// A hint: it never faults, wherever it points, so callers may aim past a tensor's end.
+    pub(super) fn prefetch_at(&mut self, ptr: &str, off: impl std::fmt::Display) {
+        let p = self.f.val(format!("getelementptr i8, ptr {ptr}, i64 {off}"));
+        self.f.inst(format!("call void @llvm.prefetch.p0(ptr {p}, i32 0, i32 3, i32 1)"));
+    }
+
     /// Memory element(s) of dtype `d` to the tile representation.
     pub(super) fn mem_to_repr(&mut self, d: DType, x: &str, lanes: u32) -> String {
         let ti = vt("i32", lanes);
@@ -249,9 +256,7 @@ impl Lower<'_> {
                 match kind {
                     Access::Load { .. } => {
                         for pf in out.filter(|_| contiguous).map_or(&[][..], |d| &d.prefetch[..]) {
-                            // A hint: prefetches never fault, whatever the address.
-                            let p = l.f.val(format!("getelementptr i8, ptr {ptr}, i64 {pf}"));
-                            l.f.inst(format!("call void @llvm.prefetch.p0(ptr {p}, i32 0, i32 3, i32 1)"));
+                            l.prefetch_at(&ptr, pf);
                         }
                         let raw = if contiguous {
                             l.f.val(format!("call {mt} @llvm.masked.load.{sfx}.p0(ptr {ptr}, i32 {esize}, {tb} {lm}, {mt} zeroinitializer)"))

@@ -105,6 +105,11 @@ struct Host {
     data_layout: String,
 }
 
+/// A tuning knob from the environment (`OPC_LLVM_*`): its value when set and parseable.
+fn knob<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
 fn host() -> Result<&'static Host> {
     static HOST: OnceLock<std::result::Result<Host, String>> = OnceLock::new();
     HOST.get_or_init(|| {
