@@ -360,7 +360,11 @@ impl MxExperts {
     }
 }
 
-/// gpt-oss MoE layer. x f32 [T, H]; router w [E, H] (any float, read in place) and bias f32 [E];
+/// gpt-oss MoE layer. x f32 or bf16 [T, H] (the activation dtype: bf16 x multiplies the exactly
+/// decoded weights in bf16 with f32 accumulation, and the hidden activations between the two
+/// expert GEMMs are bf16 too, as transformers runs the experts in bf16); router w [E, H] (any
+/// float, read in place; bf16 x needs a bf16 router as any `linear_w`) and bias f32 [E], routing
+/// logits f32;
 /// `top_k` experts by raw router logit, their weights the softmax over the selected logits;
 /// experts: gate_up [E, 2I, H] (gate/up interleaved by row) and down [E, H, I], both MXFP4 with
 /// biases; clamped SwiGLU with `alpha`, `limit`. Result f32 [T, H].
@@ -377,7 +381,7 @@ pub fn moe_mxfp4(
     limit: f32,
 ) -> Result<Tensor> {
     const OP: &str = "moe_mxfp4";
-    expect_dtype(OP, "x", x, &[DType::F32])?;
+    expect_dtype(OP, "x", x, &[DType::F32, DType::BF16])?;
     let [t, h] = dims::<2>(OP, "x", "[T, H]", x)?;
     let [e, i2, hu] = gate_up.check(OP, "gate_up")?;
     let [ed, hd, i] = down.check(OP, "down")?;
@@ -386,6 +390,9 @@ pub fn moe_mxfp4(
     }
     if top_k == 0 || top_k > e {
         return Err(shape(OP, format!("top_k = {top_k} must be in 1..={e}")));
+    }
+    if x.dtype == DType::BF16 && router_w.dtype != DType::BF16 {
+        return Err(shape(OP, format!("`x` is bf16 but `router_w` is {}: bf16 activations need a bf16 router", router_w.dtype)));
     }
     if t == 0 {
         return Ok(Tensor::zeros(DType::F32, &[0, h]));
@@ -434,7 +441,7 @@ fn experts_grouped(
         .tunable("BM", bm)
         .tunable("BN", pick(&[16, 32, 64, 128], i, bn_cap))
         .tunable("BK", pick(&[32, 64, 128], h, 128));
-    let mut hidden = Tensor::zeros(DType::F32, &[p, i]);
+    let mut hidden = Tensor::zeros(x.dtype, &[p, i]);
     let scalars = [ArgRef::I32(top_k as i32), ArgRef::F32(alpha), ArgRef::F32(limit)];
     launch_experts(ops, "moe_mx_up", &up_inst, x, gate_up, &[sorted_pairs, starts, counts], &mut hidden, scalars)?;
 
@@ -479,7 +486,7 @@ fn experts_by_row(
     let p = sorted_pairs.numel();
     let bm = pick(&[1, 2, 4, 8], p.div_ceil(e), 8);
     let up_inst = Instance::default().tunable("BM", bm).tunable("BN", pick(&[8, 16], i, 16)).tunable("BK", pick(&ROWS_STEPS, h, 2048));
-    let mut hidden = Tensor::zeros(DType::F32, &[p, i]);
+    let mut hidden = Tensor::zeros(x.dtype, &[p, i]);
     let scalars = [ArgRef::I32(top_k as i32), ArgRef::F32(alpha), ArgRef::F32(limit)];
     launch_experts(ops, "moe_mx_up_rows", &up_inst, x, gate_up, &[sorted_pairs, starts, counts], &mut hidden, scalars)?;
 
@@ -489,8 +496,9 @@ fn experts_by_row(
     Ok(y_perm)
 }
 
-/// Launch one gpt-oss expert kernel of `model.opc`, whose parameters are always: the activations,
-/// the experts' codes, scales and bias, the routing tensors, the output, then scalars.
+/// Launch one gpt-oss expert kernel of `model.opc`, whose parameters are always: the activations
+/// (their dtype is the kernel's X), the experts' codes, scales and bias, the routing tensors,
+/// the output, then scalars.
 #[allow(clippy::too_many_arguments)]
 fn launch_experts<const S: usize>(
     ops: &Ops,
@@ -506,7 +514,8 @@ fn launch_experts<const S: usize>(
     args.extend(routing.iter().map(|t| ArgRef::In(t)));
     args.push(ArgRef::Out(out));
     args.extend(scalars);
-    ops.kernel(FILE, kernel, inst)?.launch_refs(&mut args)?;
+    let inst = inst.clone().dtype("X", act.dtype);
+    ops.kernel(FILE, kernel, &inst)?.launch_refs(&mut args)?;
     Ok(())
 }
 
@@ -792,22 +801,45 @@ mod tests {
     }
 
     /// Prefill (grouped GEMMs, more than ROWS_PER_EXPERT rows per expert) and the GEMV form
-    /// with 4, 2 and 1 rows per program (a short prefill, a batch, a decode step), on the cpu
-    /// target and, when built in, the llvm one (its fused block-scaled loops).
+    /// with 4, 2 and 1 rows per program (a short prefill, a batch, a decode step), f32 and bf16
+    /// activations, on the cpu target and, when built in, the llvm one (its fused block-scaled
+    /// loops).
     #[test]
     fn mxfp4_experts_match_a_dequantized_reference() {
         for target in ["cpu", "llvm"] {
             let Ok(t) = opc_codegen::target_by_name(target) else { continue };
             let ops = Ops::new(t);
-            for t in [40, 5, 3, 1] {
-                mxfp4_experts_case(&ops, t);
+            for dt in [DType::F32, DType::BF16] {
+                for t in [40, 5, 3, 1] {
+                    mxfp4_experts_case(&ops, t, dt);
+                }
             }
         }
     }
 
-    fn mxfp4_experts_case(ops: &Ops, t: usize) {
+    /// bf16 activations with an f32 router: a precise error, not a kernel failure.
+    #[test]
+    fn mxfp4_experts_bf16_x_needs_a_bf16_router() {
+        let ops = Ops::new(opc_codegen::target_by_name("cpu").unwrap());
+        let ex = |r: usize, c: usize| MxExperts {
+            codes: Tensor::zeros(DType::E2M1, &[2, r, c]),
+            scales: Tensor::zeros(DType::E8M0, &[2, r, c / 32]),
+            bias: Tensor::zeros(DType::F32, &[2, r]),
+        };
+        let x = Tensor::zeros(DType::BF16, &[3, 32]);
+        let err = moe_mxfp4(&ops, &x, &Tensor::zeros(DType::F32, &[2, 32]), &Tensor::zeros(DType::F32, &[2]), 1, &ex(64, 32), &ex(32, 32), 1.0, 7.0).unwrap_err();
+        assert!(err.to_string().contains("bf16 activations need a bf16 router"), "{err}");
+        let x16 = Tensor::zeros(DType::F16, &[3, 32]);
+        let err = moe_mxfp4(&ops, &x16, &Tensor::zeros(DType::BF16, &[2, 32]), &Tensor::zeros(DType::F32, &[2]), 1, &ex(64, 32), &ex(32, 32), 1.0, 7.0).unwrap_err();
+        assert!(err.to_string().contains("`x`"), "{err}");
+    }
+
+    /// With bf16 activations the hidden activations are rounded to bf16 (relative error at most
+    /// 2^-8) before the down GEMM: the bound adds 2^-8 · Σ |w · h · W2| per output.
+    fn mxfp4_experts_case(ops: &Ops, t: usize, dt: DType) {
         let (h, i, e, k) = (64, 32, 4, 2);
         let x = f32t(&[t, h], |j| ((j * 37) % 17) as f32 / 8.0 - 1.0);
+        let x = Tensor::from_f32(dt, &[t, h], &x.to_f32_vec());
         let quant = |rows: usize, cols: usize, seed: usize| {
             let w = f32t(&[e * rows, cols], |j| (((j + seed) * 7919) % 29) as f32 / 14.0 - 1.0);
             let q = crate::mxfp4::quantize(ops, &w).unwrap();
@@ -837,6 +869,7 @@ mod tests {
             let mx = logits[sel[0]];
             let den: f64 = sel.iter().map(|&s| (logits[s] - mx).exp()).sum();
             let mut out = vec![0f64; h];
+            let mut hbound = vec![0f64; h];
             for &ex in sel {
                 let wgt = (logits[ex] - mx).exp() / den;
                 let gu_row = |r: usize| (0..h).map(|c| xr[c] as f64 * gu_deq[(ex * 2 * i + r) * h + c] as f64).sum::<f64>() + gbv[ex * 2 * i + r] as f64;
@@ -850,11 +883,13 @@ mod tests {
                 for (c, o) in out.iter_mut().enumerate() {
                     let d: f64 = (0..i).map(|n| act[n] * dn_deq[(ex * h + c) * i + n] as f64).sum::<f64>() + dbv[ex * h + c] as f64;
                     *o += wgt * d;
+                    hbound[c] += wgt * (0..i).map(|n| (act[n] * dn_deq[(ex * h + c) * i + n] as f64).abs()).sum::<f64>();
                 }
             }
             for c in 0..h {
                 let got = y[tok * h + c] as f64;
-                assert!((got - out[c]).abs() <= 1e-4 * (1.0 + out[c].abs()), "t={tok} c={c}: {got} vs {}", out[c]);
+                let round_h = if dt == DType::BF16 { hbound[c] / 256.0 } else { 0.0 };
+                assert!((got - out[c]).abs() <= 1e-4 * (1.0 + out[c].abs()) + round_h, "{dt} t={tok} c={c}: {got} vs {}", out[c]);
             }
         }
     }

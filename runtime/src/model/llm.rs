@@ -386,10 +386,12 @@ impl Model {
                 }
             };
             let attn = attention(ops, prof, cfg, act, &layer.attn, &xn, &batch, &mut cache.pools[li])?;
-            // only a dense MLP takes bf16 inputs (the MoE drivers route on f32 rows)
+            // a dense MLP and the gpt-oss MXFP4 experts (bf16 router) take bf16 inputs; the
+            // Qwen3 / MoGE experts route and multiply f32 rows
             let to = match &layer.mlp {
                 Mlp::Dense(m) => act.input(&m.gate_up),
-                _ => DType::F32,
+                Mlp::MoeMx { router_w, .. } => act.input(router_w),
+                Mlp::Moe { .. } => DType::F32,
             };
             let (nx, xn) = prof.time("add_rmsnorm", || blocks::add_rmsnorm_to(ops, x, &attn, &layer.post_norm, cfg.eps, to))?;
             x = nx;
