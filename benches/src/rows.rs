@@ -44,6 +44,8 @@ const PREFILL_M: usize = 512;
 const ATTN: (usize, usize, usize) = (8, 2048, 64); // heads, sequence, head dim (B = 1)
 const MOE: (usize, usize, usize, usize, usize, usize) = (512, 2048, 1408, 64, 8, 8); // T, H, I, E, top-k, groups
 const KL: (usize, usize) = (8, 152064); // gamma, vocabulary
+/// gpt-oss-style MXFP4 experts: T, H, I, E, top-k (the 2.7B random-weight model's shapes).
+const MX_MOE: (usize, usize, usize, usize, usize) = (512, 2048, 2048, 16, 4);
 
 fn causal_attention_flops() -> f64 {
     let (h, s, d) = ATTN;
@@ -99,6 +101,15 @@ pub fn rows() -> Vec<Row> {
             name: "prefill_mxfp4_512",
             what: "mxfp4 GEMM bf16 x M=512, weight 14336x4096",
             work: Work::Flops(2.0 * (PREFILL_M * GEMV_N * GEMV_K) as f64),
+            limit: Limit::Amx,
+        },
+        Row {
+            name: "prefill_moe_mxfp4_512",
+            what: "moe_mxfp4 bf16 x T=512, 16 MXFP4 experts top-4, H=I=2048",
+            work: Work::Flops({
+                let (t, h, i, _, k) = MX_MOE;
+                2.0 * (t * k) as f64 * 3.0 * (h * i) as f64
+            }),
             limit: Limit::Amx,
         },
         Row {
@@ -206,6 +217,18 @@ pub fn prepare(row: &Row, ops: &Ops) -> Result<Prepared, String> {
             let x = f.tensor(DType::BF16, &[PREFILL_M, GEMV_K]);
             let w = opc_ops::mxfp4::Mxfp4 { codes: f.tensor(DType::E2M1, &[GEMV_N, GEMV_K]), scales: f.tensor(DType::E8M0, &[GEMV_N, GEMV_K / 32]) };
             Box::new(move |ops| opc_ops::mxfp4::gemm(ops, &x, &w).map(drop).map_err(e))
+        }
+        "prefill_moe_mxfp4_512" => {
+            let (t, h, i, ne, k) = MX_MOE;
+            let x = f.tensor(DType::BF16, &[t, h]);
+            let (rw, rb) = (f.tensor(DType::BF16, &[ne, h]), f.tensor(DType::F32, &[ne]));
+            let mut experts = |r: usize, c: usize| opc_ops::model::MxExperts {
+                codes: f.tensor(DType::E2M1, &[ne, r, c]),
+                scales: f.tensor(DType::E8M0, &[ne, r, c / 32]),
+                bias: f.tensor(DType::F32, &[ne, r]),
+            };
+            let (gu, dn) = (experts(2 * i, h), experts(h, i));
+            Box::new(move |ops| opc_ops::model::moe_mxfp4(ops, &x, &rw, &rb, k, &gu, &dn, 1.702, 7.0).map(drop).map_err(e))
         }
         "grouped_gemm_moge" => {
             let (t, h, i, ne, _, groups) = MOE;

@@ -209,6 +209,32 @@ fn moe_mxfp4_matches_the_interpreter() {
     }
 }
 
+/// An MXFP4 GEMM's `dot` is not a fused K loop (its weights decode in the loop); it still skips
+/// the all-zero rows of a row tile, but only when the decoded weights are finite: a NaN scale
+/// gives NaN in the zero rows too, as in the interpreter (0 · NaN).
+#[test]
+fn mxfp4_gemm_zero_rows_keep_nans() {
+    let (i, l) = targets();
+    let mut r = Rng(41);
+    let (m, n, k) = (40, 48, 96);
+    for d in [DType::F32, DType::BF16] {
+        for nan in [false, true] {
+            let mut xv = r.tensor_f(DType::F32, &[m, k], false).to_f32_vec();
+            xv[20 * k..].iter_mut().for_each(|v| *v = 0.0);
+            let x = Tensor::from_f32(d, &[m, k], &xv);
+            let mut scales = Tensor::zeros(DType::E8M0, &[n, k / 32]);
+            scales.data.iter_mut().for_each(|b| *b = 124 + r.below(6) as u8);
+            if nan {
+                scales.data[k / 32 + 1] = 0xFF; // output column 1
+            }
+            let w = mxfp4::Mxfp4 { codes: r.tensor_raw(DType::E2M1, &[n, k]), scales };
+            let (a, b) = (mxfp4::gemm(&i, &x, &w).unwrap(), mxfp4::gemm(&l, &x, &w).unwrap());
+            close(&format!("mxfp4 gemm {d} nan={nan}"), &a, &b);
+            assert_eq!(b.get_f64(30 * n + 1).is_nan(), nan, "a zero row times a NaN block");
+        }
+    }
+}
+
 /// Every kernel of the operator library, compiled fresh (representative instance) on the llvm
 /// target: prints the time of each and checks none takes unreasonably long (the goal is
 /// < 300 ms each on an idle machine; the bound here leaves room for a loaded CI runner).

@@ -27,6 +27,10 @@ use opc_ir::{DType, Op, Rounding};
 use super::lower::{ety, lane_mask, row_major, Acc, Lower, Repr};
 use crate::Result;
 
+/// Rows from which a `dot` outside a fused K loop skips the dead rows of `a` (see
+/// `Lower::dot_live`): the grouped GEMMs' row tiles; smaller tiles keep the plain sweep.
+const LIVE_MIN_ROWS: usize = 32;
+
 /// Where the micro-kernel reads its operands.
 #[derive(Clone, Copy)]
 pub(super) enum Operands {
@@ -89,9 +93,17 @@ impl Lower<'_> {
         let bf16 = self.isa.bf16 && self.dtype(a) == DType::BF16 && self.dtype(bv) == DType::BF16;
         let ops = if bf16 {
             let kp = kk.div_ceil(2);
-            let apk = self.alloc(m * kp);
+            // A tile packed by an earlier `dot` of this region is still in its (never reused) slot.
+            let apk = match self.packed_a.iter().find(|p| p.0 == a && p.1 == self.region) {
+                Some(p) => p.2,
+                None => {
+                    let apk = self.alloc(m * kp);
+                    self.pack_pairs(aoff, &ast, m, kk, apk, true)?;
+                    self.packed_a.push((a, self.region, apk));
+                    apk
+                }
+            };
             let bpk = self.alloc(kp * n);
-            self.pack_pairs(aoff, &ast, m, kk, apk, true)?;
             self.pack_pairs(boff, &bst, n, kk, bpk, false)?;
             Operands::Bf16 { apk, bpk, kp, n, gw: n }
         } else {
@@ -113,7 +125,26 @@ impl Lower<'_> {
             Operands::F32 { .. } => kk,
             Operands::Bf16 { kp, .. } => kp,
         };
-        self.dot_blocks(ops, out, m, n, &steps.to_string(), zero_init, None)
+        let live = if zero_init { None } else { self.dot_live(ops, m, n, kk)? };
+        self.dot_blocks(ops, out, m, n, &steps.to_string(), zero_init, live.as_deref())
+    }
+
+    /// Rows of a large `dot`'s `a` up to its last nonzero one (`live.rs`), when `a` is a
+    /// contiguous row-major panel and `b` a contiguous one: the ragged row tiles of the grouped
+    /// expert GEMMs whose K loop is not a fused one (`moe_mx_up` / `moe_mx_down` decode their
+    /// MXFP4 weights in the loop) skip their dead rows as the fused loops do. `None`: all rows
+    /// (small tiles, other layouts).
+    fn dot_live(&mut self, ops: Operands, m: usize, n: usize, kk: usize) -> Result<Option<String>> {
+        if m < LIVE_MIN_ROWS {
+            return Ok(None);
+        }
+        let (a, b, words, dt) = match ops {
+            Operands::Bf16 { apk, bpk, kp, .. } if kp.is_multiple_of(16) => (apk, bpk, kp, DType::BF16),
+            Operands::F32 { aoff, as0, as1: 1, boff, bs0 } if as0 == kk as i64 && bs0 == n as i64 && kk.is_multiple_of(16) => (aoff, boff, kk, DType::F32),
+            _ => return Ok(None),
+        };
+        let live = self.live_rows(a, m, words, dt);
+        Ok(Some(self.rows_to_run(&live, m, b, words * n, dt)?))
     }
 
     /// `c[m, n] (+)= a · b` over `steps` k steps (an i64 operand, at least 1) with `c`

@@ -149,6 +149,9 @@ pub(super) struct Lower<'a> {
     region_of: Vec<u32>,
     pub(super) region: u32,
     regions: u32,
+    /// bf16 `a` operands already packed into k-pairs (`dot.rs`): (value, region, slot), so
+    /// that `dot`s sharing an `a` tile in one region (`moe_mx_up`'s gate and up) pack it once.
+    pub(super) packed_a: Vec<(ValueId, u32, u32)>,
 }
 
 /// LLVM type of one element of a dtype (see the module docs).
@@ -242,6 +245,7 @@ pub(super) fn lower(k: &Kernel, meta: &MetaLayout, isa: Isa) -> Result<Lowered> 
         region_of: vec![0; k.values.len()],
         region: 0,
         regions: 0,
+        packed_a: vec![],
     };
     if let Some(y) = l.lower_block(&k.body)? {
         return Err(l.unsupported(y, "`yield` at the top level of the body"));
