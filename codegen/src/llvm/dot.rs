@@ -21,6 +21,12 @@
 //!
 //! **i32** (int operands): a scalar triple loop in the interpreter's order with wrapping
 //! arithmetic (exact).
+//!
+//! **Row tiles of 32 rows or more** with an accumulator (a K loop that is not a fused one, e.g.
+//! the MXFP4 GEMMs, whose weights decode in the loop): the micro-kernels stop after the last
+//! row of `a` holding a nonzero value, when `b` is all finite (`live.rs`, the fused loops'
+//! rule), so a grouped GEMM's ragged expert tiles skip their dead rows. A bf16 `a` tile feeding
+//! several `dot`s of one region (`moe_mx_up`'s gate and up projections) is packed once.
 
 use opc_ir::{DType, Op, Rounding};
 

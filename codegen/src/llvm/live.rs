@@ -1,4 +1,5 @@
-//! Live rows of a fused K loop's `a` panel (`kloop.rs`): ragged row tiles skip their dead rows.
+//! Live rows of a fused K loop's `a` panel (`kloop.rs`), and of the packed `a` of a large
+//! unfused `dot` with an accumulator (`dot.rs`): ragged row tiles skip their dead rows.
 //!
 //! A grouped GEMM (`moe_up` / `moe_down`) runs `BM`-row tiles over each expert's segment of the
 //! permuted rows; rows past the segment load with index -1 and read as zeros, and so do the
