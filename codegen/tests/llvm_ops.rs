@@ -15,7 +15,8 @@ mod common;
 use std::time::Instant;
 
 use common::{eps, Rng};
-use opc_ir::{DType, Tensor};
+use opc_dsl::Instance;
+use opc_ir::{Arg, DType, Tensor};
 use opc_ops::attention::{flash_attention, flash_decode, AttentionParams};
 use opc_ops::{blocks, kl_judge, kron_quant, model, moe, mxfp4, Ops};
 
@@ -209,28 +210,35 @@ fn moe_mxfp4_matches_the_interpreter() {
     }
 }
 
-/// An MXFP4 GEMM's `dot` is not a fused K loop (its weights decode in the loop); it still skips
-/// the all-zero rows of a row tile, but only when the decoded weights are finite: a NaN scale
-/// gives NaN in the zero rows too, as in the interpreter (0 · NaN).
+/// An MXFP4 GEMM's `dot` is not a fused K loop (its weights decode in the loop); with a
+/// 128-row tile (the grouped expert GEMMs' prefill tile) it still skips the all-zero rows of
+/// `a`, but only when the decoded weights are finite: a NaN scale gives NaN in the zero rows
+/// too, as in the interpreter (0 · NaN).
 #[test]
 fn mxfp4_gemm_zero_rows_keep_nans() {
-    let (i, l) = targets();
+    const SRC: &str = include_str!("../../ops/kernels/mxfp4.opc");
     let mut r = Rng(41);
-    let (m, n, k) = (40, 48, 96);
+    let (m, n, k) = (150, 48, 96);
     for d in [DType::F32, DType::BF16] {
+        let inst = Instance::default().dtype("T", d).tunable("BM", 128).tunable("BN", 32).tunable("BK", 64);
+        let kern = common::kernel(SRC, "mxfp4_gemm", &inst);
         for nan in [false, true] {
             let mut xv = r.tensor_f(DType::F32, &[m, k], false).to_f32_vec();
             xv[20 * k..].iter_mut().for_each(|v| *v = 0.0);
-            let x = Tensor::from_f32(d, &[m, k], &xv);
             let mut scales = Tensor::zeros(DType::E8M0, &[n, k / 32]);
             scales.data.iter_mut().for_each(|b| *b = 124 + r.below(6) as u8);
             if nan {
                 scales.data[k / 32 + 1] = 0xFF; // output column 1
             }
-            let w = mxfp4::Mxfp4 { codes: r.tensor_raw(DType::E2M1, &[n, k]), scales };
-            let (a, b) = (mxfp4::gemm(&i, &x, &w).unwrap(), mxfp4::gemm(&l, &x, &w).unwrap());
-            close(&format!("mxfp4 gemm {d} nan={nan}"), &a, &b);
-            assert_eq!(b.get_f64(30 * n + 1).is_nan(), nan, "a zero row times a NaN block");
+            let args = vec![
+                Arg::Tensor(Tensor::from_f32(d, &[m, k], &xv)),
+                Arg::Tensor(r.tensor_raw(DType::E2M1, &[n, k])),
+                Arg::Tensor(scales),
+                Arg::Tensor(Tensor::zeros(DType::F32, &[m, n])),
+            ];
+            let out = common::check(&kern, &args, common::Cmp::Close { ulps: ULPS });
+            let Arg::Tensor(y) = &out[3] else { unreachable!("the output tensor") };
+            assert_eq!(y.get_f64(30 * n + 1).is_nan(), nan, "{d}: a zero row times a NaN block");
         }
     }
 }

@@ -22,7 +22,7 @@
 //! **i32** (int operands): a scalar triple loop in the interpreter's order with wrapping
 //! arithmetic (exact).
 //!
-//! **Row tiles of 32 rows or more** with an accumulator (a K loop that is not a fused one, e.g.
+//! **Row tiles of 128 rows or more** with an accumulator (a K loop that is not a fused one, e.g.
 //! the MXFP4 GEMMs, whose weights decode in the loop): the micro-kernels stop after the last
 //! row of `a` holding a nonzero value, when `b` is all finite (`live.rs`, the fused loops'
 //! rule), so a grouped GEMM's ragged expert tiles skip their dead rows. A bf16 `a` tile feeding
@@ -34,8 +34,9 @@ use super::lower::{ety, lane_mask, row_major, Acc, Lower, Repr};
 use crate::Result;
 
 /// Rows from which a `dot` outside a fused K loop skips the dead rows of `a` (see
-/// `Lower::dot_live`): the grouped GEMMs' row tiles; smaller tiles keep the plain sweep.
-const LIVE_MIN_ROWS: usize = 32;
+/// `Lower::dot_live`): the grouped expert GEMMs' prefill tiles (`mx_tiles`); smaller tiles (the
+/// dense MXFP4 GEMM's, attention's) keep the plain sweep, which measured no slower for them.
+const LIVE_MIN_ROWS: usize = 128;
 
 /// Where the micro-kernel reads its operands.
 #[derive(Clone, Copy)]
