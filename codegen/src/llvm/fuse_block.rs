@@ -182,10 +182,15 @@ impl Lower<'_> {
     }
 
     /// Whether every row of `ixs` (scalar index prefixes of a block sum's product) reads the
-    /// same values of the factor `f`: it is broadcast along each dim in which the rows differ.
+    /// same values of the factor `f`: it is broadcast along each dim in which the rows differ
+    /// (by a view, or by a zero stride of the buffer it is read from).
     fn rows_share(&self, f: &Factor, ixs: &[Vec<Ix>]) -> bool {
         let key = |ix: &Ix| format!("{ix:?}");
-        (0..ixs[0].len()).filter(|&d| ixs.iter().any(|ix| key(&ix[d]) != key(&ixs[0][d]))).all(|d| f.views.first().is_some_and(|o| self.bcast_along(o, d)))
+        let bcast = |d: usize| match f.views.first() {
+            Some(o) => self.bcast_along(o, d),
+            None => !self.fused.contains_key(&f.v) && matches!(self.repr(f.v), Repr::Buf { ref strides, .. } if strides.get(d) == Some(&0)),
+        };
+        (0..ixs[0].len()).filter(|&d| ixs.iter().any(|ix| key(&ix[d]) != key(&ixs[0][d]))).all(bcast)
     }
 
     /// Whether the view `op` broadcasts along its result's dim `d`.
