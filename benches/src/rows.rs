@@ -87,7 +87,13 @@ pub fn rows() -> Vec<Row> {
         },
         Row {
             name: "gemv_mxfp4",
-            what: "mxfp4 GEMV M=1, 4 weights 14336x4096 (124 MB)",
+            what: "mxfp4 GEMV M=1 (f32 x), 4 weights 14336x4096 (124 MB)",
+            work: Work::Bytes((GEMV_MATS * (GEMV_N * GEMV_K / 2 + GEMV_N * GEMV_K / 32)) as f64),
+            limit: Limit::Bandwidth,
+        },
+        Row {
+            name: "gemv_mxfp4_bf16",
+            what: "mxfp4 GEMV M=1 (bf16 x), the 4 weights of gemv_mxfp4",
             work: Work::Bytes((GEMV_MATS * (GEMV_N * GEMV_K / 2 + GEMV_N * GEMV_K / 32)) as f64),
             limit: Limit::Bandwidth,
         },
@@ -198,8 +204,9 @@ pub fn prepare(row: &Row, ops: &Ops) -> Result<Prepared, String> {
             let ws: Vec<Tensor> = (0..GEMV_MATS).map(|_| f.tensor(DType::BF16, &[GEMV_N, GEMV_K])).collect();
             Box::new(move |ops| ws.iter().try_for_each(|w| opc_ops::model::linear_w(ops, &x, w, None).map(drop).map_err(e)))
         }
-        "gemv_mxfp4" => {
-            let x = f.tensor(DType::BF16, &[1, GEMV_K]);
+        "gemv_mxfp4" | "gemv_mxfp4_bf16" => {
+            // The decode GEMV of an MXFP4 checkpoint, activations in the f32 or the bf16 compute mode.
+            let x = f.tensor(if row.name == "gemv_mxfp4" { DType::F32 } else { DType::BF16 }, &[1, GEMV_K]);
             let ws: Vec<opc_ops::mxfp4::Mxfp4> = (0..GEMV_MATS)
                 .map(|_| opc_ops::mxfp4::Mxfp4 {
                     codes: f.tensor(DType::E2M1, &[GEMV_N, GEMV_K]),

@@ -12,7 +12,7 @@ fn opc(args: &[&str]) -> (i32, String, String) {
 fn lists_the_rows_of_the_issue() {
     let (code, out, err) = opc(&["bench", "--list"]);
     assert_eq!(code, 0, "{err}");
-    for row in ["gemm_f32_1024", "gemm_bf16_1024", "attention_prefill_f32", "attention_prefill_bf16", "gemv_bf16", "gemv_bf16_m8", "gemv_mxfp4", "grouped_gemm_moge", "kl_judge"] {
+    for row in ["gemm_f32_1024", "gemm_bf16_1024", "attention_prefill_f32", "attention_prefill_bf16", "gemv_bf16", "gemv_bf16_m8", "gemv_mxfp4", "gemv_mxfp4_bf16", "grouped_gemm_moge", "kl_judge"] {
         assert!(out.lines().any(|l| l.starts_with(row)), "{row} missing:\n{out}");
     }
 }

@@ -243,6 +243,63 @@ fn mxfp4_gemm_zero_rows_keep_nans() {
     }
 }
 
+/// Scale bytes of the MXFP4 block sums' forms (`block_pairs.rs`, `block_evenodd.rs`): random
+/// moderate exponents, with the edge encodings 0 (2^-127, a subnormal f32) and 255 (NaN) at a
+/// few places, so that the edge rows and a few NaN outputs are compared too.
+fn mx_scales(r: &mut Rng, shape: &[usize], edges: usize) -> Tensor {
+    let mut s = Tensor::zeros(DType::E8M0, shape);
+    s.data.iter_mut().for_each(|b| *b = 122 + r.below(9) as u8);
+    for i in 0..edges {
+        let at = r.below(s.data.len() as u64) as usize;
+        s.data[at] = if i % 2 == 0 { 0 } else { 255 };
+    }
+    s
+}
+
+/// The MXFP4 GEMV with f32 and bf16 activations (the even/odd and packed-pairs block forms in
+/// the unmasked loop version, the general form at the edges): odd N, K not a multiple of the K
+/// step (a ragged last step), single-block and many-block rows, scales 0 and 255.
+#[test]
+fn mxfp4_gemv_forms_match_the_interpreter() {
+    let (i, l) = targets();
+    let mut r = Rng(45);
+    for (n, k) in [(1, 32), (7, 96), (37, 160), (33, 4096), (19, 4160)] {
+        let w = mxfp4::Mxfp4 { codes: r.tensor_raw(DType::E2M1, &[n, k]), scales: mx_scales(&mut r, &[n, k / 32], 2) };
+        for d in [DType::F32, DType::BF16] {
+            let x = r.tensor_f(d, &[1, k], false);
+            close(&format!("mxfp4 gemv n={n} k={k} {d}"), &mxfp4::gemm(&i, &x, &w).unwrap(), &mxfp4::gemm(&l, &x, &w).unwrap());
+        }
+        // all of one row's scales 0: its sum is tiny but exact
+        let mut w0 = w.clone();
+        w0.scales.data[..k / 32].fill(0);
+        let x = r.tensor_f(DType::F32, &[1, k], false);
+        close(&format!("mxfp4 gemv n={n} k={k} scales 0"), &mxfp4::gemm(&i, &x, &w0).unwrap(), &mxfp4::gemm(&l, &x, &w0).unwrap());
+    }
+}
+
+/// The gpt-oss expert GEMVs over rows with activation copies: 1, 2, 4 and 8 rows per program
+/// sharing each weight block (BM from the rows per expert), H and I with ragged K steps, scales
+/// 0 and 255 in the expert weights.
+#[test]
+fn moe_mxfp4_rows_forms_match_the_interpreter() {
+    let (i, l) = targets();
+    let mut r = Rng(46);
+    for (t, h, inter, e, k) in [(1, 160, 96, 4, 2), (4, 96, 64, 4, 2), (8, 128, 96, 4, 2), (16, 96, 64, 4, 2)] {
+        let mut experts = |rows: usize, cols: usize| model::MxExperts {
+            codes: r.tensor_raw(DType::E2M1, &[e, rows, cols]),
+            scales: mx_scales(&mut r, &[e, rows, cols / 32], 2),
+            bias: r.tensor_f(DType::F32, &[e, rows], false),
+        };
+        let (gu, dn) = (experts(2 * inter, h), experts(h, inter));
+        let x = r.tensor_f(DType::F32, &[t, h], false);
+        let rw = r.tensor_f(DType::BF16, &[e, h], false);
+        let rb = r.tensor_f(DType::F32, &[e], false);
+        let a = model::moe_mxfp4(&i, &x, &rw, &rb, k, &gu, &dn, 1.702, 7.0).unwrap();
+        let b = model::moe_mxfp4(&l, &x, &rw, &rb, k, &gu, &dn, 1.702, 7.0).unwrap();
+        close(&format!("moe_mxfp4 rows t={t} h={h} i={inter}"), &a, &b);
+    }
+}
+
 /// Every kernel of the operator library, compiled fresh (representative instance) on the llvm
 /// target: prints the time of each and checks none takes unreasonably long (the goal is
 /// < 300 ms each on an idle machine; the bound here leaves room for a loaded CI runner).

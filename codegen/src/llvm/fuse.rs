@@ -1023,6 +1023,7 @@ impl Lower<'_> {
             return Ok(());
         };
         if rop == ReduceOp::Sum && (self.gemv_reduce(op)? || self.shared_reduce(op)?) {
+            self.end_copies();
             return Ok(());
         }
         // Rows in groups of ROWS (independent accumulators, one memory stream each), the rest
@@ -1053,6 +1054,7 @@ impl Lower<'_> {
             }
             Ok(())
         })?;
+        self.end_copies();
         self.set(op.result(), Repr::Buf { off: out, strides: orm });
         Ok(())
     }

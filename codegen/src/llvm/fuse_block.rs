@@ -24,6 +24,7 @@
 
 use opc_ir::{BinaryOp, DType, Op, OpKind, ReduceOp, ValueId};
 
+use super::block_evenodd::EvenOddRows;
 use super::fuse::Ix;
 use super::lower::{lanes_for, row_major, Lower, Repr};
 use super::text::{flit, suffix, vt};
@@ -180,6 +181,18 @@ impl Lower<'_> {
         plan.terms.iter().any(|t| t.views.first().is_some_and(|o| self.bcast_along(o, r - 2))).then_some(oshape[r - 2])
     }
 
+    /// Whether every row of `ixs` (scalar index prefixes of a block sum's product) reads the
+    /// same values of the factor `f`: it is broadcast along each dim in which the rows differ
+    /// (by a view, or by a zero stride of the buffer it is read from).
+    fn rows_share(&self, f: &Factor, ixs: &[Vec<Ix>]) -> bool {
+        let key = |ix: &Ix| format!("{ix:?}");
+        let bcast = |d: usize| match f.views.first() {
+            Some(o) => self.bcast_along(o, d),
+            None => !self.fused.contains_key(&f.v) && matches!(self.repr(f.v), Repr::Buf { ref strides, .. } if strides.get(d) == Some(&0)),
+        };
+        (0..ixs[0].len()).filter(|&d| ixs.iter().any(|ix| key(&ix[d]) != key(&ixs[0][d]))).all(bcast)
+    }
+
     /// Whether the view `op` broadcasts along its result's dim `d`.
     pub(super) fn bcast_along(&self, op: &Op, d: usize) -> bool {
         let (ins, shape) = (self.shape(op.args[0]), self.shape(op.result()));
@@ -234,6 +247,17 @@ impl Lower<'_> {
         let tvs: Vec<ValueId> = plan.terms.iter().map(|f| f.v).collect();
         let pairs = self.pairs_terms(plan.len, lanes, &tvs);
         let codes = plan.terms.iter().position(|f| self.cast_of_load(f.v, DType::E2M1).is_some());
+        // f32 activations: the even/odd form (`block_evenodd.rs`), one activation copy per
+        // distinct activation row.
+        let evenodd = if pairs.is_none() { self.evenodd_terms(plan.len, lanes, &tvs) } else { None };
+        let copies = match evenodd {
+            Some((_, a)) => {
+                let same = self.rows_share(&plan.terms[a], ixs);
+                self.evenodd_copies(ixs.len(), same, n)
+            }
+            None => vec![],
+        };
+        let copy_of: EvenOddRows = Default::default();
         // Block `b` of row `q` into `slot` (`u`: its place in the unrolled step; the first
         // block of a step prefetches the codes, one 64-byte line per 4 blocks).
         let block = |l: &mut Self, q: usize, slot: &str, b: &str, u: usize| -> Result<()> {
@@ -254,9 +278,13 @@ impl Lower<'_> {
             }
             // The packed-pairs form (`block_pairs.rs`) when it applies, else a chunk at a time.
             let mut packed = None;
+            let copy = copy_of.borrow().get(q).cloned().flatten();
             if let (true, Some((c, a))) = (l.unchecked(), pairs) {
                 let (ic, ia) = (l.factor_ix(&plan.terms[c], &first), l.factor_ix(&plan.terms[a], &first));
                 packed = l.pairs_block(plan.terms[c].v, plan.terms[a].v, (&ic, &ia))?;
+            } else if let (true, Some((c, _)), Some(copy)) = (l.unchecked(), evenodd, copy) {
+                let ic = l.factor_ix(&plan.terms[c], &first);
+                packed = l.evenodd_block(plan.terms[c].v, &ic, &copy, b)?;
             }
             let chunks = if packed.is_some() { 0 } else { per };
             let mut part = packed.unwrap_or_else(|| zero.clone());
@@ -300,7 +328,24 @@ impl Lower<'_> {
         // to slot 0; the other slots stay -0.0, which leaves the folded sums' values alone).
         let full = |l: &mut Self| -> Result<()> {
             let unroll = if l.unchecked() { unroll } else { 1 };
-            l.unrolled(blocks, unroll, &mut |l, b, u| all_rows(l, u, b))
+            if let (true, Some((_, a))) = (l.unchecked(), evenodd) {
+                let mut made: Vec<Option<String>> = vec![];
+                for (q, c) in copies.iter().enumerate() {
+                    let at = |l: &mut Self, j: &str| -> Vec<Ix> {
+                        let mut ix = ixs[q].clone();
+                        ix.push(Ix::L(j.to_string()));
+                        for r in reshapes {
+                            ix = l.reshape_ix(r, &ix);
+                        }
+                        l.factor_ix(&plan.terms[a], &ix)
+                    };
+                    made.push(l.evenodd_copy(plan.terms[a].v, &at, blocks, c)?);
+                }
+                *copy_of.borrow_mut() = (0..ixs.len()).map(|q| made[q.min(made.len() - 1)].clone()).collect();
+            }
+            let r = l.unrolled(blocks, unroll, &mut |l, b, u| all_rows(l, u, b));
+            copy_of.borrow_mut().clear();
+            r
         };
         self.rows_versioned(x, ixs, n, lanes, &full)?;
         Ok((0..ixs.len()).map(|q| self.fold_slots(&slots[q * unroll..(q + 1) * unroll], ReduceOp::Sum, DType::F32, lanes)).collect())

@@ -143,6 +143,9 @@ pub(super) struct Lower<'a> {
     pub(super) pe_memo: Option<HashMap<String, super::fuse::Pv>>,
     /// Set while a group loop prefetches its contiguous loads this many elements ahead.
     pub(super) prefetch: Option<i64>,
+    /// Memo slots of the activation copies made by the block sums of the reduction being
+    /// lowered (`block_evenodd.rs`), cleared when it ends.
+    pub(super) copy_slots: Vec<String>,
     /// How `fuse.rs` treats the bounds of fused loads (its unmasked steady-state loops).
     pub(super) bounds: super::fuse::Bounds,
     /// The region each value was defined in, and the region being lowered.
@@ -241,6 +244,7 @@ pub(super) fn lower(k: &Kernel, meta: &MetaLayout, isa: Isa) -> Result<Lowered> 
         arith_only: false,
         pe_memo: None,
         prefetch: None,
+        copy_slots: vec![],
         bounds: super::fuse::Bounds::Masked,
         region_of: vec![0; k.values.len()],
         region: 0,

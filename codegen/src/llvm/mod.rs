@@ -55,6 +55,7 @@
 //! unrolling back on (both for tuning experiments).
 
 mod amx;
+mod block_evenodd;
 mod block_pairs;
 mod dot;
 mod elem;

@@ -104,6 +104,13 @@ impl Fb {
         v
     }
 
+    /// A stack slot in the entry block holding `init` (of type `ty`) when the function starts.
+    pub fn alloca_init(&mut self, ty: &str, init: &str) -> String {
+        let v = self.alloca(ty);
+        let _ = writeln!(self.allocas, "  store {ty} {init}, ptr {v}, align 64");
+        v
+    }
+
     /// Splat a scalar SSA value to `lanes` lanes.
     pub fn splat(&mut self, base: &str, lanes: u32, x: &str) -> String {
         if lanes == 0 {
