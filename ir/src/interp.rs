@@ -295,10 +295,13 @@ pub fn run(kernel: &Kernel, args: &mut [Arg]) -> Result<(), LaunchError> {
 }
 
 /// Evaluate the grid block (scalar i32 ops ending in `yield`): the yielded extents, unchecked.
+/// Only the grid block's ids are checked: every launch on every target evaluates the grid, and
+/// walking the whole body each time costs microseconds per launch of a large kernel.
 pub(crate) fn eval_grid(kernel: &Kernel, dims: &[i64]) -> Result<Vec<i64>, String> {
-    check_ids(kernel)?;
+    check_block_ids(&kernel.grid, kernel.values.len())?;
     let shared = Shared { kernel, dims, mems: vec![], scalars: vec![], grid: [1, 1, 1] };
-    let mut prog = Prog { sh: &shared, env: vec![None; kernel.values.len()], pid: [0; 3], in_grid: true };
+    // an environment only as long as the grid block's ids need, not one slot per kernel value
+    let mut prog = Prog { sh: &shared, env: vec![None; ids_end(&kernel.grid)], pid: [0; 3], in_grid: true };
     let ys = prog.exec_block(&kernel.grid).map_err(|m| format!("grid: {m}"))?;
     let Some(ys) = ys else { return Err("the grid block does not end in `yield`".into()) };
     let mut out = vec![];
@@ -313,23 +316,34 @@ pub(crate) fn eval_grid(kernel: &Kernel, dims: &[i64]) -> Result<Vec<i64>, Strin
 
 /// Every value id used anywhere must have a type.
 fn check_ids(kernel: &Kernel) -> R<()> {
-    fn block(b: &Block, n: usize) -> R<()> {
-        let bad = |v: &ValueId| (v.0 as usize) >= n;
-        if let Some(v) = b.args.iter().find(|v| bad(v)) {
-            return Err(format!("block argument %{} has no type", v.0));
-        }
-        for op in &b.ops {
-            if let Some(v) = op.args.iter().chain(&op.results).find(|v| bad(v)) {
-                return Err(format!("{}: value %{} has no type", op_ctx(op), v.0));
-            }
-            for r in &op.regions {
-                block(r, n)?;
-            }
-        }
-        Ok(())
+    check_block_ids(&kernel.grid, kernel.values.len())?;
+    check_block_ids(&kernel.body, kernel.values.len())
+}
+
+/// One past the largest value id used in `b` (and its regions).
+fn ids_end(b: &Block) -> usize {
+    let ops = b.ops.iter().map(|op| {
+        let own = op.args.iter().chain(&op.results).map(|v| v.0 as usize + 1).max().unwrap_or(0);
+        op.regions.iter().map(ids_end).fold(own, usize::max)
+    });
+    b.args.iter().map(|v| v.0 as usize + 1).chain(ops).max().unwrap_or(0)
+}
+
+/// Every value id used in `b` (and its regions) is below `n`, the number of typed values.
+fn check_block_ids(b: &Block, n: usize) -> R<()> {
+    let bad = |v: &ValueId| (v.0 as usize) >= n;
+    if let Some(v) = b.args.iter().find(|v| bad(v)) {
+        return Err(format!("block argument %{} has no type", v.0));
     }
-    block(&kernel.grid, kernel.values.len())?;
-    block(&kernel.body, kernel.values.len())
+    for op in &b.ops {
+        if let Some(v) = op.args.iter().chain(&op.results).find(|v| bad(v)) {
+            return Err(format!("{}: value %{} has no type", op_ctx(op), v.0));
+        }
+        for r in &op.regions {
+            check_block_ids(r, n)?;
+        }
+    }
+    Ok(())
 }
 
 /// The context of `op` in error messages (`op `mnemonic` at line:col (%result)`); every

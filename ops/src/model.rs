@@ -239,7 +239,10 @@ pub fn swiglu_gu(ops: &Ops, gu: &Tensor, to: DType) -> Result<Tensor> {
     Ok(out)
 }
 
-/// A paged KV pool of one layer: `blocks` blocks of `block_size` token slots, f32 [slots, H, D].
+/// A paged KV pool of one layer: `blocks` blocks of `block_size` token slots, head-major inside
+/// a block, K transposed: k f32 [blocks, H, D, bs], v f32 [blocks, H, bs, D] (the layout of the
+/// `kv_write`, `kv_gather` and `paged_decode` kernels: one block of one head is one contiguous
+/// tile).
 #[derive(Clone, Debug)]
 pub struct KvPool {
     pub k: Tensor,
@@ -249,12 +252,24 @@ pub struct KvPool {
 
 impl KvPool {
     pub fn new(blocks: usize, block_size: usize, heads: usize, head_dim: usize) -> KvPool {
-        let shape = [blocks * block_size, heads, head_dim];
-        KvPool { k: Tensor::zeros(DType::F32, &shape), v: Tensor::zeros(DType::F32, &shape), block_size }
+        KvPool {
+            k: Tensor::zeros(DType::F32, &[blocks, heads, head_dim, block_size]),
+            v: Tensor::zeros(DType::F32, &[blocks, heads, block_size, head_dim]),
+            block_size,
+        }
     }
 
     pub fn blocks(&self) -> usize {
-        self.k.shape[0] / self.block_size.max(1)
+        self.k.shape[0]
+    }
+
+    /// KV heads.
+    pub fn heads(&self) -> usize {
+        self.k.shape[1]
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.k.shape[2]
     }
 }
 
@@ -278,8 +293,8 @@ pub fn kv_write(ops: &Ops, pool: &mut KvPool, k: &Tensor, v: &Tensor, tables: &T
     if v.shape != k.shape {
         return Err(shape(OP, format!("`v` is {:?}, expected the shape of `k` {:?}", v.shape, k.shape)));
     }
-    if pool.k.shape[1..] != [h, d] {
-        return Err(shape(OP, format!("`k` is {:?} but the pool holds [slots, H, D] = {:?}", k.shape, pool.k.shape)));
+    if [pool.heads(), pool.head_dim()] != [h, d] {
+        return Err(shape(OP, format!("`k` is {:?} but the pool holds {} heads of dim {}", k.shape, pool.heads(), pool.head_dim())));
     }
     for (name, x) in [("tables", tables), ("seq", seq), ("pos", pos)] {
         expect_dtype(OP, name, x, &[DType::I32])?;
@@ -292,6 +307,9 @@ pub fn kv_write(ops: &Ops, pool: &mut KvPool, k: &Tensor, v: &Tensor, tables: &T
     // would drop it silently).
     let (tb, sq, ps) = (tables.to_i64_vec(), seq.to_i64_vec(), pos.to_i64_vec());
     let bs = pool.block_size as i64;
+    if bs == 0 {
+        return Err(shape(OP, "the pool has blocks of 0 slots".into()));
+    }
     for (i, (&si, &p)) in sq.iter().zip(&ps).enumerate() {
         if si < 0 || si >= s as i64 || p < 0 || p / bs >= mb as i64 {
             return Err(shape(OP, format!("token {i}: sequence {si} position {p} is outside the block tables [{s}, {mb}] of {bs} slots")));
@@ -305,31 +323,26 @@ pub fn kv_write(ops: &Ops, pool: &mut KvPool, k: &Tensor, v: &Tensor, tables: &T
         return Ok(());
     }
     let inst = Instance::default().konst("D", d as i64).tunable("BH", pick(&[1, 2, 4, 8, 16], h, 16));
-    let KvPool { k: kc, v: vc, block_size } = pool;
-    let mut args =
-        [ArgRef::In(k), ArgRef::In(v), ArgRef::In(tables), ArgRef::In(seq), ArgRef::In(pos), ArgRef::Out(kc), ArgRef::Out(vc), ArgRef::I32(*block_size as i32)];
+    let KvPool { k: kc, v: vc, .. } = pool;
+    let mut args = [ArgRef::In(k), ArgRef::In(v), ArgRef::In(tables), ArgRef::In(seq), ArgRef::In(pos), ArgRef::Out(kc), ArgRef::Out(vc)];
     ops.kernel(FILE, "kv_write", &inst)?.launch_refs(&mut args)?;
     Ok(())
 }
 
-/// The first `len` positions of a sequence, head-major: (k, v) f32 [1, H, len, D].
+/// The first `len` positions of a sequence, head-major: (k, v) f32 [1, H, len, D]. One launch
+/// for both.
 pub fn kv_gather(ops: &Ops, pool: &KvPool, table: &Tensor, len: usize) -> Result<(Tensor, Tensor)> {
     const OP: &str = "kv_gather";
     check_table(OP, table, pool, len)?;
-    let (h, d) = (pool.k.shape[1], pool.k.shape[2]);
-    let inst = Instance::default().konst("D", d as i64).tunable("BT", pick(&[4, 16, 32, 64], len, 64));
-    let bs = pool.block_size as i32;
-    let mut outs = Vec::with_capacity(2);
-    for cache in [&pool.k, &pool.v] {
-        let mut out = Tensor::zeros(DType::F32, &[h, len, d]);
-        if len > 0 {
-            let mut args = [ArgRef::In(cache), ArgRef::In(table), ArgRef::Out(&mut out), ArgRef::I32(bs)];
-            ops.kernel(FILE, "kv_gather", &inst)?.launch_refs(&mut args)?;
-        }
-        outs.push(Tensor { shape: vec![1, h, len, d], ..out });
+    let (h, d) = (pool.heads(), pool.head_dim());
+    let mut k = Tensor::zeros(DType::F32, &[h, len, d]);
+    let mut v = Tensor::zeros(DType::F32, &[h, len, d]);
+    if len > 0 && h > 0 && d > 0 && pool.block_size > 0 {
+        let inst = Instance::default().konst("D", d as i64).konst("BS", pool.block_size as i64);
+        let mut args = [ArgRef::In(&pool.k), ArgRef::In(&pool.v), ArgRef::In(table), ArgRef::Out(&mut k), ArgRef::Out(&mut v)];
+        ops.kernel(FILE, "kv_gather", &inst)?.launch_refs(&mut args)?;
     }
-    let v = outs.pop().expect("two outputs");
-    Ok((outs.pop().expect("two outputs"), v))
+    Ok((Tensor { shape: vec![1, h, len, d], ..k }, Tensor { shape: vec![1, h, len, d], ..v }))
 }
 
 /// MXFP4 expert weights in the gpt-oss checkpoint layout: codes e2m1 [E, R, K] (blocks of 32

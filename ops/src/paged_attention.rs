@@ -11,9 +11,6 @@ use opc_ir::{ArgRef, DType, Tensor};
 const FILE: &str = "paged_attention";
 const OP: &str = "paged_decode";
 
-/// Keys per step of the KV walk (fixed, so that no context length compiles a new instance).
-const KEYS_PER_STEP: i64 = 32;
-
 /// How the query of each sequence attends.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PagedDecodeParams {
@@ -46,7 +43,8 @@ fn check_tables(op: &'static str, pool: &KvPool, tables: &Tensor, lens: &[i64]) 
 }
 
 /// Attention of one query token per sequence over its cached keys: q f32 [S, Hq, D] (token
-/// major, the projection as it comes), the layer's pool (K and V f32 [slots, Hkv, D]), block
+/// major, the projection as it comes), the layer's pool ([`KvPool`]: one block of one KV head
+/// a contiguous K [D, bs] and V [bs, D] tile; one instance per head dim and block size), block
 /// tables i32 [S, MB] (row s: the blocks of sequence s, padded), lens i32 [S] (the query of
 /// sequence s is position lens[s] − 1 and sees keys 0..lens[s], already written), optional
 /// sinks f32 [Hq]. Result f32 [S, Hq, D].
@@ -55,9 +53,12 @@ pub fn paged_decode(ops: &Ops, q: &Tensor, pool: &KvPool, tables: &Tensor, lens:
     expect_dtype(OP, "tables", tables, &[DType::I32])?;
     expect_dtype(OP, "lens", lens, &[DType::I32])?;
     let [s, hq, d] = dims::<3>(OP, "q", "[S, Hq, D]", q)?;
-    let [_, hkv, dk] = dims::<3>(OP, "pool.k", "[slots, Hkv, D]", &pool.k)?;
-    if dk != d || pool.v.shape != pool.k.shape || pool.k.dtype != DType::F32 || pool.v.dtype != DType::F32 {
-        return Err(shape(OP, format!("the pool holds k {:?} / v {:?} ({} / {}), expected f32 [slots, Hkv, {d}]", pool.k.shape, pool.v.shape, pool.k.dtype, pool.v.dtype)));
+    let [nb, hkv, dk, bs] = dims::<4>(OP, "pool.k", "[blocks, Hkv, D, bs]", &pool.k)?;
+    if dk != d || bs != pool.block_size || bs == 0 || pool.v.shape != [nb, hkv, bs, d] || pool.k.dtype != DType::F32 || pool.v.dtype != DType::F32 {
+        return Err(shape(
+            OP,
+            format!("the pool holds k {:?} / v {:?} ({} / {}), expected f32 [blocks, Hkv, {d}, bs] / [blocks, Hkv, bs, {d}] with bs = {}", pool.k.shape, pool.v.shape, pool.k.dtype, pool.v.dtype, pool.block_size),
+        ));
     }
     if hkv == 0 || hq % hkv != 0 {
         return Err(shape(OP, format!("{hq} query heads are not a multiple of the pool's {hkv} KV heads")));
@@ -84,8 +85,8 @@ pub fn paged_decode(ops: &Ops, q: &Tensor, pool: &KvPool, tables: &Tensor, lens:
     let g = hq / hkv;
     let inst = Instance::default()
         .konst("D", d as i64)
-        .tunable("BM", g.next_power_of_two().clamp(1, 64) as i64)
-        .tunable("BN", KEYS_PER_STEP);
+        .konst("BS", bs as i64)
+        .tunable("BM", g.next_power_of_two().clamp(1, 64) as i64);
     let window = p.window.map_or(0, |w| w.min(i32::MAX as usize) as i32);
     let sk = or_zeros(sinks, DType::F32, &[hq]);
     let mut args = [
@@ -96,7 +97,6 @@ pub fn paged_decode(ops: &Ops, q: &Tensor, pool: &KvPool, tables: &Tensor, lens:
         ArgRef::In(lens),
         ArgRef::In(&sk),
         ArgRef::Out(&mut out),
-        ArgRef::I32(pool.block_size as i32),
         ArgRef::F32(p.scale),
         ArgRef::Bool(sinks.is_some()),
         ArgRef::Bool(p.window.is_some()),

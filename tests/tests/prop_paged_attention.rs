@@ -191,3 +191,36 @@ fn bad_tables_and_lengths_are_errors() {
     );
     assert_eq!(kv_write(ops, &mut pool, &k, &k, &t(&[3]), &one, &at(1)).unwrap_err().to_string(), "kv_write: token 0: block 3 is outside the pool of 2 blocks");
 }
+
+/// Slots of an owned block past a sequence's length (or before its window) are never read into
+/// the result: filled with NaN, the output still matches the reference.
+#[test]
+fn slots_outside_the_visible_range_are_masked() {
+    for (name, ops) in targets() {
+        let c = Case { lens: vec![21, 5], hkv: 2, g: 4, d: 16, bs: 16, window: Some(7), sinks: false, seed: 3 };
+        let mut f = fill(ops, &c);
+        let want = reference(&c, &f);
+        // every slot before the window or at or past its sequence's length, in the owned blocks
+        let (mb, bs, hkv, d) = (f.tables.shape[1], c.bs, c.hkv, c.d);
+        let tb = f.tables.to_i64_vec();
+        let (mut kd, mut vd) = (f.pool.k.to_f32_vec(), f.pool.v.to_f32_vec());
+        for (si, &l) in c.lens.iter().enumerate() {
+            for p in (0..l.saturating_sub(7)).chain(l..l.div_ceil(bs) * bs) {
+                let blk = tb[si * mb + p / bs] as usize;
+                for h in 0..hkv {
+                    for e in 0..d {
+                        kd[((blk * hkv + h) * d + e) * bs + p % bs] = f32::NAN;
+                        vd[((blk * hkv + h) * bs + p % bs) * d + e] = f32::NAN;
+                    }
+                }
+            }
+        }
+        f.pool.k = Tensor::from_f32(DType::F32, &f.pool.k.shape.clone(), &kd);
+        f.pool.v = Tensor::from_f32(DType::F32, &f.pool.v.shape.clone(), &vd);
+        let p = PagedDecodeParams { scale: 0.25, window: c.window };
+        let got = paged_decode(ops, &f.q, &f.pool, &f.tables, &f.lens, None, &p).unwrap();
+        let got: Vec<f64> = got.to_f32_vec().into_iter().map(f64::from).collect();
+        let err = ref_a::max_abs_diff(&got, &want);
+        assert!(err <= 1e-4 * ref_a::max_abs(&want), "{name}: max |O - O_ref| = {err:e}");
+    }
+}

@@ -1,4 +1,4 @@
-//! Paged KV cache: per layer one pool of fixed-size blocks (`KvPool`, f32 [blocks·bs, Hkv, D]),
+//! Paged KV cache: per layer one pool of fixed-size blocks (`KvPool`: K f32 [blocks, Hkv, D, bs], V [blocks, Hkv, bs, D]),
 //! shared by every sequence. A sequence owns a block table (the blocks holding its positions in
 //! order); blocks are taken from a free list as the sequence grows and returned when it is
 //! truncated (speculative rollback) or freed, so long prompts and many sequences share one

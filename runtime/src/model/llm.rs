@@ -27,6 +27,11 @@ use std::path::Path;
 
 const FLOATS: &[DType] = &[DType::BF16, DType::F16, DType::F32];
 
+/// Layers [`Model::warm_up`] runs. Two, because the second layer's input norm is the first
+/// `add_rmsnorm` into the attention's dtype (it adds the first MLP's output): an instance the
+/// first layer alone never launches when the MLP takes f32 inputs (MoE) and the attention bf16.
+const WARM_LAYERS: usize = 2;
+
 struct Attn {
     /// q_proj, k_proj and v_proj stacked by rows: [Hq·D + 2·Hkv·D, H].
     wqkv: Tensor,
@@ -301,8 +306,9 @@ impl Model {
     }
 
     /// Compile every kernel a prefill of `prompt_len` tokens and the decode steps after it use,
-    /// by running them through the first layer only (every layer launches the same kernel
-    /// instances) on a scratch cache, so timed runs measure no compilation. Returns seconds.
+    /// by running them through the first [`WARM_LAYERS`] layers only (later layers launch the
+    /// same kernel instances) on a scratch cache, so timed runs measure no compilation. Returns
+    /// seconds.
     pub fn warm_up(&mut self, prompt_len: usize, batch: usize) -> Result<f64> {
         let t0 = std::time::Instant::now();
         let n = prompt_len.max(1);
@@ -313,14 +319,14 @@ impl Model {
         let vocab = self.cfg.vocab;
         let tok = |i: usize| (i % vocab) as u32;
         let r = (|| {
-            self.forward_layers(&mut cache, &[Segment { seq: seqs[0], tokens: (0..n).map(tok).collect(), all_logits: false }], 1)?;
-            self.forward_layers(&mut cache, &[Segment { seq: seqs[0], tokens: vec![1], all_logits: false }], 1)?;
+            self.forward_layers(&mut cache, &[Segment { seq: seqs[0], tokens: (0..n).map(tok).collect(), all_logits: false }], WARM_LAYERS)?;
+            self.forward_layers(&mut cache, &[Segment { seq: seqs[0], tokens: vec![1], all_logits: false }], WARM_LAYERS)?;
             if seqs.len() > 1 {
                 for &s in &seqs[1..] {
-                    self.forward_layers(&mut cache, &[Segment { seq: s, tokens: vec![2], all_logits: false }], 1)?;
+                    self.forward_layers(&mut cache, &[Segment { seq: s, tokens: vec![2], all_logits: false }], WARM_LAYERS)?;
                 }
                 let segs: Vec<Segment> = seqs.iter().map(|&s| Segment { seq: s, tokens: vec![3], all_logits: false }).collect();
-                self.forward_layers(&mut cache, &segs, 1)?;
+                self.forward_layers(&mut cache, &segs, WARM_LAYERS)?;
             }
             Ok(())
         })();
