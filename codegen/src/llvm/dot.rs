@@ -40,16 +40,18 @@ pub(super) enum Operands {
     Bf16 { apk: u32, bpk: u32, kp: usize, n: usize, gw: usize, pf: Option<PfStream> },
 }
 
-/// Addresses to prefetch while the micro-kernels run, one per k step: the fused K loop's
-/// weight panel loads of the next chunk (`kloop.rs`), so that the weights stream from DRAM
-/// under the vdpbf16ps work instead of in a burst ahead of their own loads. `len` i64
-/// pointers at arena word `list`; the i64 at arena word `count` is the next entry, carried from
-/// one micro-kernel to the next; past the last entry the last one repeats (a cache hit).
+/// Addresses to prefetch while the micro-kernels run: the fused K loop's weight panel loads of
+/// the next chunk (`kloop.rs`), so that the weights stream from DRAM under the vdpbf16ps work
+/// instead of in a burst ahead of their own loads. `len` i64 pointers at arena word `list`;
+/// the i64 at arena word `count` counts the k steps run so far, carried from one micro-kernel
+/// to the next; step `c` prefetches entry `c >> shift` (the same line `2^shift` steps in a
+/// row: one request, the repeats merge), and past the last entry the last one repeats.
 #[derive(Clone, Copy)]
 pub(super) struct PfStream {
     pub list: u32,
     pub len: usize,
     pub count: u32,
+    pub shift: u32,
 }
 
 impl Lower<'_> {
@@ -262,7 +264,8 @@ impl Lower<'_> {
             self.f.inst(format!("{a} = phi {v} [ {x}, %{pre} ], [ {nx}, %{body} ]"));
         }
         let pf_next = pf_phi.map(|(pf, c, cn)| {
-            let i = self.f.val(format!("call i64 @llvm.umin.i64(i64 {c}, i64 {})", pf.len - 1));
+            let i = self.f.val(format!("lshr i64 {c}, {}", pf.shift));
+            let i = self.f.val(format!("call i64 @llvm.umin.i64(i64 {i}, i64 {})", pf.len - 1));
             let base = self.arena_ptr(pf.list, "0");
             let slot = self.f.val(format!("getelementptr inbounds i64, ptr {base}, i64 {i}"));
             let addr = self.f.val(format!("load ptr, ptr {slot}, align 8"));

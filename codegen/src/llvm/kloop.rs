@@ -28,7 +28,11 @@
 //! set conflicts from the tensors' row strides), and the loads stream each row over `KC`.
 //! Each panel load prefetches the same tile one chunk on (`llvm.prefetch`, a hint that cannot
 //! fault; `OPC_LLVM_PF` steps for tuning), so the next chunk's strided rows of `a` and `b` are
-//! fetched while this chunk's micro-kernels run.
+//! fetched while this chunk's micro-kernels run. The bf16 weight panels (`b`) do not issue
+//! those in a burst with their loads — a burst fills the L2 miss queue and stalls the packing
+//! loop at DRAM speed — but leave the addresses in a list that the micro-kernels work through,
+//! one prefetch per k step (`dot::PfStream`): the weights, read once per row tile (an MoE
+//! expert's rows), then stream from DRAM under the `vdpbf16ps` work.
 //!
 //! **bf16** (both operands bf16, `avx512bf16`, even `BK`): the loads store the raw bf16 bits, so
 //! rows along k (`a`, and a transposed `w`) already are the k-pairs `vdpbf16ps` wants
@@ -309,12 +313,14 @@ impl Lower<'_> {
             .collect();
         // bf16 weight panels defer their next-chunk prefetches to the micro-kernels
         // (`PfStream`): one list entry per 64-byte row chunk (32 raw bf16 values).
+        // `OPC_LLVM_PF_STREAM=0` issues them with the loads instead (A/B timing).
         let mut entries = 0;
+        let stream_on = super::knob::<usize>("OPC_LLVM_PF_STREAM") != Some(0);
         let mut slots: Vec<Option<PfSlots>> = m
             .loads
             .iter()
             .map(|l| {
-                (bf16 && bk.is_multiple_of(32) && l.role != Role::A).then(|| {
+                (stream_on && bf16 && bk.is_multiple_of(32) && l.role != Role::A).then(|| {
                     let len = l.rows * cap32 / 32;
                     entries += len;
                     PfSlots { list: 0, first: entries - len, len }
@@ -327,7 +333,11 @@ impl Lower<'_> {
             self.pin(list);
             self.pin(count);
             slots.iter_mut().flatten().for_each(|s| s.list = list);
-            PfStream { list, len: entries, count }
+            // Spread the list over about half the chunk's k steps with every row live (a
+            // ragged row tile runs fewer): 6-row blocks of 64 columns, `cap / 2` steps each.
+            let steps: usize = m.dots.iter().map(|d| d.mn.0.div_ceil(6) * d.mn.1.div_ceil(64) * cap / 2).sum();
+            let spread = (steps / (2 * entries)).max(1);
+            PfStream { list, len: entries, count, shift: spread.ilog2() }
         });
         // Trip count of the original loop: iv = lo, lo + step, ... < hi.
         let lo64 = self.f.val(format!("sext i32 {lo} to i64"));
