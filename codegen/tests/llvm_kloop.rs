@@ -256,14 +256,11 @@ proptest! {
     }
 }
 
-/// The widened-operand loops take the fused path: their LLVM IR has the panel loads' read
-/// prefetches, which only fused K loops emit (the unfusable `reused` loop has none; its
-/// result store's prefetches are write prefetches).
+/// The widened-operand loops take the fused path: their LLVM IR has the panel loads'
+/// prefetches, which only fused K loops emit (the unfusable `reused` loop has none).
 #[test]
 fn widened_loops_are_fused() {
-    let prefetches = |k: &opc_ir::Kernel| {
-        opc_codegen::llvm::emit_ir(k).unwrap().lines().filter(|l| l.contains("call void @llvm.prefetch") && l.contains(", i32 0, i32 3,")).count()
-    };
+    let prefetches = |k: &opc_ir::Kernel| opc_codegen::llvm::emit_ir(k).unwrap().matches("call void @llvm.prefetch").count();
     for d in FLOATS {
         // `linear_w` as `ops::model::linear_w` compiles it for a 512-row prefill.
         let inst = Instance::default().dtype("W", d).tunable("BM", 64).tunable("BN", 64).tunable("BK", 32);

@@ -87,23 +87,12 @@ pub(super) fn mem_ty(d: DType) -> (&'static str, u32) {
     }
 }
 
-/// Tensor rows ahead that a row store prefetches for ownership (`OPC_LLVM_PF_STORE` for
-/// tuning, 0 turns it off).
-const STORE_PF_ROWS: usize = 4;
-
 impl Lower<'_> {
     /// A read prefetch (`llvm.prefetch`, into all cache levels) of the byte `off` past `ptr`.
     /// A hint: it never faults, wherever it points, so callers may aim past a tensor's end.
     pub(super) fn prefetch_at(&mut self, ptr: &str, off: impl std::fmt::Display) {
         let p = self.f.val(format!("getelementptr i8, ptr {ptr}, i64 {off}"));
         self.f.inst(format!("call void @llvm.prefetch.p0(ptr {p}, i32 0, i32 3, i32 1)"));
-    }
-
-    /// A write prefetch (`prefetchw`: the line is fetched for ownership) of the byte `off`
-    /// past `ptr`; a hint, as [`Self::prefetch_at`].
-    fn prefetch_write_at(&mut self, ptr: &str, off: impl std::fmt::Display) {
-        let p = self.f.val(format!("getelementptr i8, ptr {ptr}, i64 {off}"));
-        self.f.inst(format!("call void @llvm.prefetch.p0(ptr {p}, i32 1, i32 3, i32 1)"));
     }
 
     /// Memory element(s) of dtype `d` to the tile representation.
@@ -217,15 +206,6 @@ impl Lower<'_> {
         let ip_start = plan.parts[ip].0;
         // Contiguous: affine with coefficient 1 along the tensor's last (unit-stride) dim.
         let contiguous = ip == parts.len() - 1 && matches!(&parts[ip], Acc::Affine { coefs, .. } if coefs.last() == Some(&1));
-        // Stores of a tile of rows fetch the lines `STORE_PF_ROWS` tensor rows further down for
-        // ownership as they go: rows kilobytes apart are not followed by the hardware
-        // prefetchers, and each store that misses would otherwise wait for its line alone (the
-        // grouped GEMMs' f32 outputs, tens of MB, stored at one line per DRAM latency).
-        let store_rows = super::knob("OPC_LLVM_PF_STORE").unwrap_or(STORE_PF_ROWS);
-        let store_ahead = (matches!(kind, Access::Store { .. }) && n >= 2 && tv.strides.len() >= 2 && store_rows > 0).then(|| {
-            let st = &tv.strides[tv.strides.len() - 2];
-            self.f.val(format!("mul i64 {st}, {}", store_rows * esize as usize))
-        });
         self.nest(&outer, &mut |l, oidx| {
             // Row validity and element offset from every other index.
             let mut valid = "true".to_string();
@@ -336,9 +316,6 @@ impl Lower<'_> {
                     Access::Store { .. } => {
                         let v = l.read_vec(vrow.as_ref().expect("store value"), rb, lanes, j0, nvalid);
                         let m = l.repr_to_mem(tv.dtype, &v, lanes);
-                        if let Some(ahead) = store_ahead.as_deref().filter(|_| contiguous) {
-                            l.prefetch_write_at(&ptr, ahead);
-                        }
                         if contiguous {
                             l.f.inst(format!("call void @llvm.masked.store.{sfx}.p0({mt} {m}, ptr {ptr}, i32 {esize}, {tb} {lm})"));
                         } else {
