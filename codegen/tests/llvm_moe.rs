@@ -24,8 +24,8 @@ fn bf16_moe_matches_the_interpreter() {
     let mut r = Rng(7);
     // (tokens, hidden, intermediate, experts, routing): ~20 rows per expert in 32-row tiles
     // (some experts need two), then ~50 rows per expert in one 128-row tile; then K extents
-    // that are whole 128-steps but not 256-steps (`BK` 128: the deferred weight prefetches of
-    // two-step chunks) with 16 experts for 14 pairs (experts without rows); the last case has
+    // that are whole 128-steps but not 256-steps (`BK` 128: chunks of two K steps) with 16
+    // experts for 14 pairs (experts without rows); the last case has
     // the buffer sizes of the one before, so its intermediates are the reused ones.
     let scale = |e: usize| Tensor::from_f32(DType::F32, &[e], &(0..e).map(|j| 0.5 + j as f32 / 8.0).collect::<Vec<_>>());
     for (t, h, inter, e, routing) in [

@@ -36,22 +36,7 @@ pub(super) enum Operands {
     /// columns, each `[kp][width]` and contiguous: `bpk[p, j]` at
     /// `bpk + g·gw·kp + p·w_g + (j − g·gw)` with `g = j / gw` and `w_g` = `gw`, or what is left
     /// of `n` for the last group. `gw = n` is the flat `[kp][n]` panel.
-    /// `pf`: prefetches to spread over the micro-kernels' k steps (see [`PfStream`]).
-    Bf16 { apk: u32, bpk: u32, kp: usize, n: usize, gw: usize, pf: Option<PfStream> },
-}
-
-/// Addresses to prefetch while the micro-kernels run: the fused K loop's weight panel loads of
-/// the next chunk (`kloop.rs`), so that the weights stream from DRAM under the vdpbf16ps work
-/// instead of in a burst ahead of their own loads. `len` i64 pointers at arena word `list`;
-/// the i64 at arena word `count` counts the k steps run so far, carried from one micro-kernel
-/// to the next; step `c` prefetches entry `c >> shift` (the same line `2^shift` steps in a
-/// row: one request, the repeats merge), and past the last entry the last one repeats.
-#[derive(Clone, Copy)]
-pub(super) struct PfStream {
-    pub list: u32,
-    pub len: usize,
-    pub count: u32,
-    pub shift: u32,
+    Bf16 { apk: u32, bpk: u32, kp: usize, n: usize, gw: usize },
 }
 
 impl Lower<'_> {
@@ -108,7 +93,7 @@ impl Lower<'_> {
             let bpk = self.alloc(kp * n);
             self.pack_pairs(aoff, &ast, m, kk, apk, true)?;
             self.pack_pairs(boff, &bst, n, kk, bpk, false)?;
-            Operands::Bf16 { apk, bpk, kp, n, gw: n, pf: None }
+            Operands::Bf16 { apk, bpk, kp, n, gw: n }
         } else {
             let (boff, bst) = match self.transpose_copy(boff, &bst, kk, n)? {
                 Some(dst) => (dst, row_major(&[kk, n])),
@@ -243,36 +228,12 @@ impl Lower<'_> {
         let pn = self.f.fresh();
         let accs: Vec<String> = (0..mr * nv).map(|_| self.f.fresh()).collect();
         let nexts: Vec<String> = (0..mr * nv).map(|_| self.f.fresh()).collect();
-        // the prefetch stream's next entry (Bf16 with `pf`)
-        let pfs = match ops {
-            Operands::Bf16 { pf: Some(pf), .. } => Some(pf),
-            _ => None,
-        };
-        let pf_init = pfs.map(|pf| {
-            let q = self.arena_ptr(pf.count, "0");
-            self.f.val(format!("load i64, ptr {q}, align 8"))
-        });
         self.f.br(&body);
         self.f.block(&body);
         self.f.inst(format!("{p} = phi i64 [ 0, %{pre} ], [ {pn}, %{body} ]"));
-        let pf_phi = pfs.zip(pf_init).map(|(pf, init)| {
-            let (c, cn) = (self.f.fresh(), self.f.fresh());
-            self.f.inst(format!("{c} = phi i64 [ {init}, %{pre} ], [ {cn}, %{body} ]"));
-            (pf, c, cn)
-        });
         for (x, (a, nx)) in init.iter().zip(accs.iter().zip(&nexts)) {
             self.f.inst(format!("{a} = phi {v} [ {x}, %{pre} ], [ {nx}, %{body} ]"));
         }
-        let pf_next = pf_phi.map(|(pf, c, cn)| {
-            let i = self.f.val(format!("lshr i64 {c}, {}", pf.shift));
-            let i = self.f.val(format!("call i64 @llvm.umin.i64(i64 {i}, i64 {})", pf.len - 1));
-            let base = self.arena_ptr(pf.list, "0");
-            let slot = self.f.val(format!("getelementptr inbounds i64, ptr {base}, i64 {i}"));
-            let addr = self.f.val(format!("load ptr, ptr {slot}, align 8"));
-            self.prefetch_at(&addr, 0);
-            self.f.inst(format!("{cn} = add i64 {c}, 1"));
-            (pf, cn)
-        });
         match ops {
             Operands::F32 { aoff, as0, as1, boff, bs0 } => {
                 let brow = self.f.val(format!("mul i64 {p}, {bs0}"));
@@ -296,7 +257,7 @@ impl Lower<'_> {
                     }
                 }
             }
-            Operands::Bf16 { apk, bpk, kp, n: bn, gw, .. } => {
+            Operands::Bf16 { apk, bpk, kp, n: bn, gw } => {
                 let bt = "<32 x bfloat>";
                 let brow = if gw >= bn {
                     let r = self.f.val(format!("mul i64 {p}, {bn}"));
@@ -334,10 +295,6 @@ impl Lower<'_> {
         let c = self.f.val(format!("icmp ult i64 {pn}, {steps}"));
         self.f.condbr(&c, &body, &exit);
         self.f.block(&exit);
-        if let Some((pf, cn)) = pf_next {
-            let q = self.arena_ptr(pf.count, "0");
-            self.f.inst(format!("store i64 {cn}, ptr {q}, align 8"));
-        }
         for r in 0..mr {
             for q in 0..nv {
                 let e = cidx(self, r, q);

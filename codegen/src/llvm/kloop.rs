@@ -28,11 +28,7 @@
 //! set conflicts from the tensors' row strides), and the loads stream each row over `KC`.
 //! Each panel load prefetches the same tile one chunk on (`llvm.prefetch`, a hint that cannot
 //! fault; `OPC_LLVM_PF` steps for tuning), so the next chunk's strided rows of `a` and `b` are
-//! fetched while this chunk's micro-kernels run. The bf16 weight panels (`b`) do not issue
-//! those in a burst with their loads — a burst fills the L2 miss queue and stalls the packing
-//! loop at DRAM speed — but leave the addresses in a list that the micro-kernels work through,
-//! one prefetch per k step (`dot::PfStream`): the weights, read once per row tile (an MoE
-//! expert's rows), then stream from DRAM under the `vdpbf16ps` work.
+//! fetched while this chunk's micro-kernels run.
 //!
 //! **bf16** (both operands bf16, `avx512bf16`, even `BK`): the loads store the raw bf16 bits, so
 //! rows along k (`a`, and a transposed `w`) already are the k-pairs `vdpbf16ps` wants
@@ -51,9 +47,9 @@
 
 use opc_ir::{DType, Op, OpKind, ValueId};
 
-use super::dot::{Operands, PfStream};
+use super::dot::Operands;
 use super::lower::{lane_mask, row_major, Acc, Lower, Repr};
-use super::memory::{Access, Dest, PfSlots};
+use super::memory::{Access, Dest};
 use crate::Result;
 
 /// K values per chunk unless `OPC_LLVM_KC` says otherwise: 512 bytes of each row of a raw bf16
@@ -311,34 +307,6 @@ impl Lower<'_> {
                 Panel { land, packed }
             })
             .collect();
-        // bf16 weight panels defer their next-chunk prefetches to the micro-kernels
-        // (`PfStream`): one list entry per 64-byte row chunk (32 raw bf16 values).
-        // `OPC_LLVM_PF_STREAM=0` issues them with the loads instead (A/B timing).
-        let mut entries = 0;
-        let stream_on = super::knob::<usize>("OPC_LLVM_PF_STREAM") != Some(0);
-        let mut slots: Vec<Option<PfSlots>> = m
-            .loads
-            .iter()
-            .map(|l| {
-                (stream_on && bf16 && bk.is_multiple_of(32) && l.role != Role::A).then(|| {
-                    let len = l.rows * cap32 / 32;
-                    entries += len;
-                    PfSlots { list: 0, first: entries - len, len }
-                })
-            })
-            .collect();
-        let stream = (entries > 0).then(|| {
-            let list = self.alloc(2 * entries);
-            let count = self.alloc(2);
-            self.pin(list);
-            self.pin(count);
-            slots.iter_mut().flatten().for_each(|s| s.list = list);
-            // Spread the list over about half the chunk's k steps with every row live (a
-            // ragged row tile runs fewer): 6-row blocks of 64 columns, `cap / 2` steps each.
-            let steps: usize = m.dots.iter().map(|d| d.mn.0.div_ceil(6) * d.mn.1.div_ceil(64) * cap / 2).sum();
-            let spread = (steps / (2 * entries)).max(1);
-            PfStream { list, len: entries, count, shift: spread.ilog2() }
-        });
         // Trip count of the original loop: iv = lo, lo + step, ... < hi.
         let lo64 = self.f.val(format!("sext i32 {lo} to i64"));
         let hi64 = self.f.val(format!("sext i32 {hi} to i64"));
@@ -380,7 +348,7 @@ impl Lower<'_> {
                 // into the caches (L3 at least) —
                 // Byte distances use the load's own dtype: a widened (cast) load reads 2-byte
                 // elements into an f32 panel.
-                for ((pl, slot), (p, rs)) in m.loads.iter().zip(&slots).zip(panels.iter().zip(&row_strides)) {
+                for (pl, (p, rs)) in m.loads.iter().zip(panels.iter().zip(&row_strides)) {
                     let o = &rest[pl.op];
                     let es = esize(l.dtype(o.result()));
                     // and `PF_ROWS` rows further down the same chunk: a tile's rows are a
@@ -391,12 +359,12 @@ impl Lower<'_> {
                     let d = match pl.role {
                         Role::A | Role::BTrans => {
                             let pf = vec![(pf * bk * es).to_string(), rows_ahead];
-                            Dest { off: p.land, base: k0.clone(), strides: vec![cap32 as i64, 1], prefetch: pf, raw_bf16: bf16, pf_list: *slot }
+                            Dest { off: p.land, base: k0.clone(), strides: vec![cap32 as i64, 1], prefetch: pf, raw_bf16: bf16 }
                         }
                         Role::B => {
                             let e = l.f.val(format!("mul i64 {si}, {}", bk * pl.rows));
                             let pf = l.f.val(format!("mul i64 {rs}, {}", pf * bk * es));
-                            Dest { off: p.land, base: e, strides: vec![pl.rows as i64, 1], prefetch: vec![pf, rows_ahead], raw_bf16: bf16, pf_list: *slot }
+                            Dest { off: p.land, base: e, strides: vec![pl.rows as i64, 1], prefetch: vec![pf, rows_ahead], raw_bf16: bf16 }
                         }
                     };
                     let OpKind::Load { tensor, has_mask, has_other } = o.kind else { unreachable!("matched a load") };
@@ -429,10 +397,6 @@ impl Lower<'_> {
             let a_words = if bf16 { cap32 / 2 } else { cap32 };
             let lives: Vec<Option<String>> =
                 m.loads.iter().zip(&panels).map(|(pl, p)| (pl.role == Role::A).then(|| l.live_rows(p.packed, pl.rows, a_words, pdt))).collect();
-            if let Some(st) = stream {
-                let q = l.arena_ptr(st.count, "0");
-                l.f.inst(format!("store i64 0, ptr {q}, align 8"));
-            }
             for (d, &c) in m.dots.iter().zip(&cs) {
                 let (bm, bn) = d.mn;
                 let (apk, bpk) = (panels[d.a].packed, panels[d.b].packed);
@@ -445,7 +409,7 @@ impl Lower<'_> {
                         let steps = l.f.val(format!("lshr i64 {kk}, 1"));
                         let live = l.rows_to_run(lives[d.a].as_deref().expect("an a panel"), bm, bpk, cap32 / 2 * bn, pdt)?;
                         let gw = l.b_group(bn);
-                        l.dot_blocks(Operands::Bf16 { apk, bpk, kp: cap32 / 2, n: bn, gw, pf: stream }, c, bm, bn, &steps, false, Some(&live))?;
+                        l.dot_blocks(Operands::Bf16 { apk, bpk, kp: cap32 / 2, n: bn, gw }, c, bm, bn, &steps, false, Some(&live))?;
                     }
                 } else {
                     let live = l.rows_to_run(lives[d.a].as_deref().expect("an a panel"), bm, bpk, cap32 * bn, pdt)?;

@@ -49,19 +49,6 @@ pub(super) struct Dest {
     /// Store the raw bf16 bits (`i16` elements: `off`, `base` and `strides` then count 2-byte
     /// units) instead of the f32 tile representation: bf16 panels that are already k-pairs.
     pub raw_bf16: bool,
-    /// Defer the first of `prefetch` (the next K chunk's) to the micro-kernels: each row chunk
-    /// stores its prefetch address into this list instead (`dot::PfStream`).
-    pub pf_list: Option<PfSlots>,
-}
-
-/// Where a panel load leaves its deferred prefetch addresses: the i64 pointer list at arena word
-/// `list`, entries `first + min(e / lanes, len - 1)` for the row chunk that lands at panel
-/// element `e` (one entry per 64-byte chunk of a panel whose rows are whole chunks).
-#[derive(Clone, Copy, Debug)]
-pub(super) struct PfSlots {
-    pub list: u32,
-    pub first: usize,
-    pub len: usize,
 }
 
 impl Dest {
@@ -161,7 +148,7 @@ impl Lower<'_> {
         let fresh = into.is_none();
         let out = match kind {
             Access::Load { .. } if !shape.is_empty() => {
-                Some(into.unwrap_or_else(|| Dest { off: self.alloc(plan.numel()), base: "0".into(), strides: row_major(&shape), prefetch: vec![], raw_bf16: false, pf_list: None }))
+                Some(into.unwrap_or_else(|| Dest { off: self.alloc(plan.numel()), base: "0".into(), strides: row_major(&shape), prefetch: vec![], raw_bf16: false }))
             }
             _ => None,
         };
@@ -275,21 +262,8 @@ impl Lower<'_> {
                 };
                 match kind {
                     Access::Load { .. } => {
-                        let defer = out.and_then(|d| d.pf_list);
-                        for (i, pf) in out.filter(|_| contiguous).map_or(&[][..], |d| &d.prefetch[..]).iter().enumerate() {
-                            match defer.filter(|_| i == 0) {
-                                Some(pl) => {
-                                    let e = l.f.val(format!("add i64 {out_row}, {j0}"));
-                                    let q = l.f.val(format!("udiv i64 {e}, {lanes}"));
-                                    let q = l.f.val(format!("call i64 @llvm.umin.i64(i64 {q}, i64 {})", pl.len - 1));
-                                    let q = l.f.val(format!("add i64 {q}, {}", pl.first));
-                                    let at = l.f.val(format!("getelementptr i8, ptr {ptr}, i64 {pf}"));
-                                    let base = l.arena_ptr(pl.list, "0");
-                                    let slot = l.f.val(format!("getelementptr inbounds i64, ptr {base}, i64 {q}"));
-                                    l.f.inst(format!("store ptr {at}, ptr {slot}, align 8"));
-                                }
-                                None => l.prefetch_at(&ptr, pf),
-                            }
+                        for pf in out.filter(|_| contiguous).map_or(&[][..], |d| &d.prefetch[..]) {
+                            l.prefetch_at(&ptr, pf);
                         }
                         let raw = if contiguous {
                             l.f.val(format!("call {mt} @llvm.masked.load.{sfx}.p0(ptr {ptr}, i32 {esize}, {tb} {lm}, {mt} zeroinitializer)"))
