@@ -23,10 +23,17 @@ fn bf16_moe_matches_the_interpreter() {
     let (i, l) = (Ops::new(opc_codegen::target_by_name("interp").unwrap()), Ops::new(opc_codegen::target_by_name("llvm").unwrap()));
     let mut r = Rng(7);
     // (tokens, hidden, intermediate, experts, routing): ~20 rows per expert in 32-row tiles
-    // (some experts need two), then ~50 rows per expert in one 128-row tile.
+    // (some experts need two), then ~50 rows per expert in one 128-row tile; then K extents
+    // that are whole 128-steps but not 256-steps (`BK` 128: chunks of two K steps) with 16
+    // experts for 14 pairs (experts without rows); the last case has
+    // the buffer sizes of the one before, so its intermediates are the reused ones.
+    let scale = |e: usize| Tensor::from_f32(DType::F32, &[e], &(0..e).map(|j| 0.5 + j as f32 / 8.0).collect::<Vec<_>>());
     for (t, h, inter, e, routing) in [
         (40, 300, 200, 4, moe::Routing::TopK { k: 2 }),
         (100, 520, 130, 4, moe::Routing::MoGE { groups: 2, router_scale: Tensor::from_f32(DType::F32, &[4], &[1.0, 0.5, 2.0, 1.5]) }),
+        (7, 384, 640, 16, moe::Routing::TopK { k: 2 }),
+        (60, 640, 384, 8, moe::Routing::MoGE { groups: 4, router_scale: scale(8) }),
+        (60, 640, 384, 8, moe::Routing::TopK { k: 4 }),
     ] {
         let d = DType::BF16;
         let x = r.tensor_f(d, &[t, h], false);
@@ -36,6 +43,9 @@ fn bf16_moe_matches_the_interpreter() {
         let w2 = r.tensor_f(d, &[e, h, inter], false);
         let a = moe::moe_forward(&i, &x, &gate, &w1, &w3, &w2, &routing).unwrap();
         let b = moe::moe_forward(&l, &x, &gate, &w1, &w3, &w2, &routing).unwrap();
+        // again, on the intermediates the first call handed back: the same bits
+        let again = moe::moe_forward(&l, &x, &gate, &w1, &w3, &w2, &routing).unwrap();
+        assert_eq!(b.out.data, again.out.data, "t={t} h={h} i={inter} e={e}: a second call differs");
         assert_eq!(a.expert_ids.data, b.expert_ids.data, "expert ids");
         let wd = a.weights.to_f32_vec().iter().zip(b.weights.to_f32_vec()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         assert!(wd <= 1e-5, "routing weights differ by {wd:e}");

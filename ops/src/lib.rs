@@ -32,6 +32,7 @@ pub mod moe;
 pub mod moe_w;
 pub mod mxfp4;
 pub mod paged_attention;
+mod scratch;
 pub mod spec_sample;
 
 #[derive(Debug, thiserror::Error)]

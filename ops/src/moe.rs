@@ -4,7 +4,7 @@
 //! shapes, allocates buffers, picks tiles and launches the five kernels in order.
 
 use crate::blocks::{pick, reshaped};
-use crate::{expect_dtype, OpError, Ops, Result};
+use crate::{expect_dtype, scratch, OpError, Ops, Result};
 use opc_dsl::Instance;
 use opc_ir::{ArgRef, DType, Tensor};
 
@@ -124,8 +124,8 @@ pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tenso
         .dtype("T", dt)
         .tunable("BM", tl.bm)
         .tunable("BN", pick(&[16, 32, 64, 128], i, tl.bn))
-        .tunable("BK", pick(&[8, 16, 32, 64, 128, 256], h, tl.bk));
-    let mut hidden = Tensor::zeros(dt, &[p, i]);
+        .tunable("BK", pick(&[8, 16, 32, 64, 128, 256], h, tl.bk_for(h)));
+    let mut hidden = scratch::take(dt, &[p, i]);
     let mut args = [
         ArgRef::In(x),
         ArgRef::In(w1),
@@ -143,9 +143,9 @@ pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tenso
         .dtype("T", dt)
         .tunable("BM", tl.bm)
         .tunable("BN", pick(&[16, 32, 64, 128], h, tl.bn))
-        .tunable("BK", pick(&[8, 16, 32, 64, 128, 256], i, tl.bk));
+        .tunable("BK", pick(&[8, 16, 32, 64, 128, 256], i, tl.bk_for(i)));
     let flat_weights = reshaped(&weights, &[p]);
-    let mut y_perm = Tensor::zeros(DType::F32, &[p, h]);
+    let mut y_perm = scratch::take(DType::F32, &[p, h]);
     let mut args = [
         ArgRef::In(&hidden),
         ArgRef::In(w2),
@@ -165,6 +165,8 @@ pub fn moe_forward(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tenso
     let mut out = Tensor::zeros(DType::F32, &[t, h]);
     let mut args = [ArgRef::In(&y_perm), ArgRef::In(&pos), ArgRef::Out(&mut out)];
     ops.kernel(FILE, "moe_combine", &comb_inst)?.launch_refs(&mut args)?;
+    scratch::give(hidden);
+    scratch::give(y_perm);
 
     Ok(MoeOut { out, expert_ids, weights })
 }
@@ -180,6 +182,23 @@ struct Tiles {
 /// dead rows skipped by `live.rs`): wide N tiles amortize the gathered `a` panel, and deep K
 /// steps amortize each row's address and bounds setup of the panel loads. Other targets keep
 /// the small default tiles.
+impl Tiles {
+    /// `BK` for a K extent of `k`: the preferred `bk`, or a smaller power of two down to 64
+    /// that divides `k`, so that the last K step is not mostly masked-off padding that the
+    /// micro-kernels still sweep (moe_down's I = 1408 in 256 steps sweeps 1536).
+    fn bk_for(&self, k: usize) -> i64 {
+        let mut bk = self.bk;
+        while bk > 64 && k % bk as usize != 0 {
+            bk /= 2;
+        }
+        if k % bk as usize == 0 {
+            bk
+        } else {
+            self.bk
+        }
+    }
+}
+
 fn tiles(ops: &Ops, rows: usize) -> Tiles {
     if ops.target().name() == "llvm" {
         // One row tile per expert up to 1.5x the average load: the B panels are then packed

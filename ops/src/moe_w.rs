@@ -5,7 +5,7 @@
 use crate::blocks::{dims, pick, reshaped, shape};
 use crate::model::GEMV_ROWS;
 use crate::moe::Routing;
-use crate::{expect_dtype, Ops, Result};
+use crate::{expect_dtype, scratch, Ops, Result};
 use opc_dsl::Instance;
 use opc_ir::{ArgRef, DType, Tensor};
 
@@ -113,7 +113,7 @@ pub fn moe_w(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tensor, w2:
         }
     };
     // the row form finds each row's expert in `ids`, the grouped form walks starts / counts
-    let mut hidden = Tensor::zeros(DType::F32, &[p, i]);
+    let mut hidden = scratch::take(DType::F32, &[p, i]);
     let (up, down) = if rows { ("moe_w_up_rows", "moe_w_down_rows") } else { ("moe_w_up", "moe_w_down") };
     let mut args = vec![ArgRef::In(x), ArgRef::In(w1), ArgRef::In(w3), ArgRef::In(&perm.sorted_pairs)];
     if rows {
@@ -125,7 +125,7 @@ pub fn moe_w(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tensor, w2:
     ops.kernel("model", up, &inst(i, h))?.launch_refs(&mut args)?;
     drop(args);
 
-    let mut y_perm = Tensor::zeros(DType::F32, &[p, h]);
+    let mut y_perm = scratch::take(DType::F32, &[p, h]);
     let mut args = vec![ArgRef::In(&hidden), ArgRef::In(w2), ArgRef::In(&perm.sorted_pairs)];
     if rows {
         args.push(ArgRef::In(&flat_ids));
@@ -135,5 +135,8 @@ pub fn moe_w(ops: &Ops, x: &Tensor, gate: &Tensor, w1: &Tensor, w3: &Tensor, w2:
     args.extend([ArgRef::In(&pair_weights), ArgRef::Out(&mut y_perm)]);
     ops.kernel("model", down, &inst(h, i))?.launch_refs(&mut args)?;
     drop(args);
-    combine(ops, &y_perm, &perm.pos)
+    scratch::give(hidden);
+    let out = combine(ops, &y_perm, &perm.pos);
+    scratch::give(y_perm);
+    out
 }

@@ -209,6 +209,13 @@ impl Lower<'_> {
                 let t = l.f.val(format!("mul i64 {i}, {}", tv.strides[d]));
                 off = l.f.val(format!("add i64 {off}, {t}"));
             }
+            // An invalid row (index -1: a grouped GEMM's rows past an expert's segment) moves
+            // no lane, but its masked accesses would still be issued at an address outside the
+            // tensor, which may lie on an unmapped page: each such access then takes a
+            // microcode assist (hundreds of cycles). Aim them at the tensor's first row instead.
+            if valid != "true" {
+                off = l.f.val(format!("select i1 {valid}, i64 {off}, i64 0"));
+            }
             let pst = parts[ip].strides(n - ip_start);
             let irow = l.row_acc(&parts[ip], &pst, &oidx[ip_start..]);
             let vsplat = l.f.splat("i1", lanes, &valid);
