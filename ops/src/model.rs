@@ -834,7 +834,7 @@ mod tests {
             let Ok(t) = opc_codegen::target_by_name(target) else { continue };
             let ops = Ops::new(t);
             for dt in [DType::F32, DType::BF16] {
-                for t in [40, 5, 3, 1] {
+                for t in [40, 11, 5, 3, 1] {
                     mxfp4_experts_case(&ops, t, dt);
                 }
             }
