@@ -483,7 +483,7 @@ fn mx_tiles(ops: &Ops, rows: usize) -> (i64, i64) {
 /// gpt-oss experts as GEMVs (`moe_mx_up_rows` / `moe_mx_down_rows`): one program per (expert,
 /// N tile) walks the expert's rows BM at a time (BM from the mean rows per expert, so a decode
 /// step with one row per expert pads nothing), each weight block decoded once for the BM rows.
-/// Same layout and result as [`experts_grouped`] (bf16 activations: `h` is kept in f32 here).
+/// Same layout and result as [`experts_grouped`].
 #[allow(clippy::too_many_arguments)]
 fn experts_by_row(
     ops: &Ops,
@@ -496,17 +496,6 @@ fn experts_by_row(
     alpha: f32,
     limit: f32,
 ) -> Result<Tensor> {
-    // bf16 activations are widened (exactly) to f32 here: on llvm the f32 rows kernels take
-    // the even/odd block form, while the bf16 ones read their activations through a shared
-    // f32 buffer that the packed-pairs form does not take, which made them up to ~1.7x slower
-    // (gpt-oss decode). A few rows, so the copy is negligible; `h` then stays f32.
-    let widened;
-    let x = if x.dtype == DType::BF16 {
-        widened = convert(ops, x, DType::F32)?;
-        &widened
-    } else {
-        x
-    };
     let p = sorted_pairs.numel();
     let bm = pick(&[1, 2, 4, 8], p.div_ceil(e), 8);
     let up_inst = Instance::default().tunable("BM", bm).tunable("BN", pick(&[8, 16], i, 16)).tunable("BK", pick(&ROWS_STEPS, h, 2048));
