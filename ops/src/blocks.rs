@@ -185,9 +185,7 @@ pub fn rope_table(ops: &Ops, positions: &Tensor, d: usize, p: &RopeParams) -> Re
     const OP: &str = "rope_table";
     expect_dtype(OP, "positions", positions, &[DType::I32])?;
     let [t] = dims::<1>(OP, "positions", "[T]", positions)?;
-    if d % 2 != 0 || d == 0 || d > 512 {
-        return Err(shape(OP, format!("head dim D = {d} must be even, positive and at most 512")));
-    }
+    rope_head_dim(OP, d)?;
     let mut table = Tensor::zeros(DType::F32, &[t, 2, d / 2]);
     if table.numel() == 0 {
         return Ok(table);
@@ -209,6 +207,15 @@ pub fn rope_table(ops: &Ops, positions: &Tensor, d: usize, p: &RopeParams) -> Re
     Ok(table)
 }
 
+/// RoPE's head dim `d` (the kernels' `HALF` = d/2 lanes of cos and sin): even, positive and at
+/// most 512.
+fn rope_head_dim(op: &'static str, d: usize) -> Result<()> {
+    if d % 2 != 0 || d == 0 || d > 512 {
+        return Err(shape(op, format!("head dim D = {d} must be even, positive and at most 512")));
+    }
+    Ok(())
+}
+
 /// RoPE of heads `h0..h0 + nh` of x [T, H, D] (a copy, [T, nh, D], x's dtype) with the table
 /// of [`rope_table`] f32 [T, 2, D/2]: the rotated q or k heads of the fused q/k/v projection in
 /// one pass.
@@ -220,9 +227,7 @@ pub fn rope_heads(ops: &Ops, x: &Tensor, table: &Tensor, h0: usize, nh: usize) -
     if h0 + nh > h {
         return Err(shape(OP, format!("heads {h0}..{} are outside the {h} heads of `x` {:?}", h0 + nh, x.shape)));
     }
-    if d % 2 != 0 || d == 0 || d > 512 {
-        return Err(shape(OP, format!("head dim D = {d} must be even, positive and at most 512")));
-    }
+    rope_head_dim(OP, d)?;
     if table.shape != [t, 2, d / 2] {
         return Err(shape(OP, format!("`table` is {:?}, expected [T, 2, D/2] = [{t}, 2, {}]", table.shape, d / 2)));
     }

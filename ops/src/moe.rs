@@ -178,10 +178,6 @@ struct Tiles {
     bk: i64,
 }
 
-/// The llvm target lowers the K loops as packed-panel GEMMs (`codegen/src/llvm/kloop.rs`,
-/// dead rows skipped by `live.rs`): wide N tiles amortize the gathered `a` panel, and deep K
-/// steps amortize each row's address and bounds setup of the panel loads. Other targets keep
-/// the small default tiles.
 impl Tiles {
     /// `BK` for a K extent of `k`: the preferred `bk`, or a smaller power of two down to 64
     /// that divides `k`, so that the last K step is not mostly masked-off padding that the
@@ -199,6 +195,10 @@ impl Tiles {
     }
 }
 
+/// The llvm target lowers the K loops as packed-panel GEMMs (`codegen/src/llvm/kloop.rs`,
+/// dead rows skipped by `live.rs`): wide N tiles amortize the gathered `a` panel, and deep K
+/// steps amortize each row's address and bounds setup of the panel loads. Other targets keep
+/// the small default tiles.
 fn tiles(ops: &Ops, rows: usize) -> Tiles {
     if ops.target().name() == "llvm" {
         // One row tile per expert up to 1.5x the average load: the B panels are then packed

@@ -219,10 +219,9 @@ impl Lower<'_> {
                 let raw = self.f.val(format!("load <16 x i8>, ptr {wp}, align 1"));
                 let w = self.f.val(format!("zext <16 x i8> {raw} to <16 x i32>"));
                 let sh = self.f.val(format!("lshr <16 x i32> {w}, {}", super::text::cst("i32", 16, "4")));
-                let table: Vec<String> = (0..16u32).map(|i| format!("float {}", super::text::flit(opc_ir::numerics::e2m1_decode(i)))).collect();
-                let tb = format!("<16 x float> <{}>", table.join(", "));
-                let lo = self.f.val(format!("call <16 x float> @llvm.x86.avx512.permvar.sf.512({tb}, <16 x i32> {w})"));
-                let hi = self.f.val(format!("call <16 x float> @llvm.x86.avx512.permvar.sf.512({tb}, <16 x i32> {sh})"));
+                // the e2m1 decode's `vpermps` table reads only bits 3:0 of each index
+                let lo = self.decode_code(DType::E2M1, &w, 16);
+                let hi = self.decode_code(DType::E2M1, &sh, 16);
                 if let Some(m) = self.pe_memo.as_mut() {
                     m.insert(format!("{key}|lo"), Pv::V(lo.clone()));
                     m.insert(format!("{key}|hi"), Pv::V(hi.clone()));

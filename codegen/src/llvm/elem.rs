@@ -418,7 +418,7 @@ impl Lower<'_> {
     /// e2m1: a 16-entry `vpermps` table on 16 AVX-512 lanes, else from bits: magnitude code
     /// m ≥ 2 is `(m << 22) + (126 << 23)` (exponent and one mantissa bit), 1 is 0.5, 0 is 0,
     /// and bit 3 is the sign. e8m0: e << 23, with 0 → 2⁻¹²⁷ (a subnormal) and 255 → NaN.
-    fn decode_code(&mut self, from: DType, x: &str, lanes: u32) -> String {
+    pub(super) fn decode_code(&mut self, from: DType, x: &str, lanes: u32) -> String {
         let (ti, tf, tb) = (vt("i32", lanes), vt("float", lanes), vt("i1", lanes));
         let c = |s: &str| cst("i32", lanes, s);
         if from == DType::E2M1 {
