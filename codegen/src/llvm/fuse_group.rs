@@ -154,12 +154,13 @@ impl Lower<'_> {
         sums && multi.iter().all(|&v| Self::loaded(blk, def, v) || self.dtype(v) == DType::I32)
     }
 
-    /// Whether `v` is a load of this block, possibly through views.
+    /// Whether `v` is a load of this block, possibly through views and casts (bf16 activations
+    /// widened to f32: the shared tile is then written to the arena widened, once).
     fn loaded(blk: &Block, def: &HashMap<ValueId, usize>, v: ValueId) -> bool {
         let Some(&i) = def.get(&v) else { return false };
         match blk.ops[i].kind {
             OpKind::Load { .. } => true,
-            OpKind::ExpandDims(_) | OpKind::Broadcast | OpKind::Reshape => Self::loaded(blk, def, blk.ops[i].args[0]),
+            OpKind::ExpandDims(_) | OpKind::Broadcast | OpKind::Reshape | OpKind::Cast(_) => Self::loaded(blk, def, blk.ops[i].args[0]),
             _ => false,
         }
     }
