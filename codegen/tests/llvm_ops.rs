@@ -279,7 +279,7 @@ fn mxfp4_gemv_forms_match_the_interpreter() {
 
 /// The gpt-oss expert GEMVs over rows with activation copies: 1, 2, 4 and 8 rows per program
 /// sharing each weight block (BM from the rows per expert), H and I with ragged K steps, scales
-/// 0 and 255 in the expert weights.
+/// 0 and 255 in the expert weights, f32 and bf16 activations.
 #[test]
 fn moe_mxfp4_rows_forms_match_the_interpreter() {
     let (i, l) = targets();
@@ -291,12 +291,15 @@ fn moe_mxfp4_rows_forms_match_the_interpreter() {
             bias: r.tensor_f(DType::F32, &[e, rows], false),
         };
         let (gu, dn) = (experts(2 * inter, h), experts(h, inter));
-        let x = r.tensor_f(DType::F32, &[t, h], false);
         let rw = r.tensor_f(DType::BF16, &[e, h], false);
         let rb = r.tensor_f(DType::F32, &[e], false);
-        let a = model::moe_mxfp4(&i, &x, &rw, &rb, k, &gu, &dn, 1.702, 7.0).unwrap();
-        let b = model::moe_mxfp4(&l, &x, &rw, &rb, k, &gu, &dn, 1.702, 7.0).unwrap();
-        close(&format!("moe_mxfp4 rows t={t} h={h} i={inter}"), &a, &b);
+        // f32 activations, and bf16 ones (widened once into a shared f32 tile by the kernel)
+        for d in [DType::F32, DType::BF16] {
+            let x = r.tensor_f(d, &[t, h], false);
+            let a = model::moe_mxfp4(&i, &x, &rw, &rb, k, &gu, &dn, 1.702, 7.0).unwrap();
+            let b = model::moe_mxfp4(&l, &x, &rw, &rb, k, &gu, &dn, 1.702, 7.0).unwrap();
+            close(&format!("moe_mxfp4 rows t={t} h={h} i={inter} x {d}"), &a, &b);
+        }
     }
 }
 
