@@ -46,6 +46,16 @@ const MOE: (usize, usize, usize, usize, usize, usize) = (512, 2048, 1408, 64, 8,
 const KL: (usize, usize) = (8, 152064); // gamma, vocabulary
 /// gpt-oss-style MXFP4 experts: T, H, I, E, top-k (the 2.7B random-weight model's shapes).
 const MX_MOE: (usize, usize, usize, usize, usize) = (512, 2048, 2048, 16, 4);
+/// Layers of the one-token MoE row: the 2.7B model's 12, 1.3 GB of experts (more than the L3),
+/// of which one token reads its top-k experts' share.
+const MX_MOE_LAYERS: usize = 12;
+
+/// Bytes of MXFP4 weights (codes and scales) that one token reads in the one-token MoE row:
+/// top-k experts, gate/up and down, per layer.
+fn mx_moe_decode_bytes() -> f64 {
+    let (_, h, i, _, k) = MX_MOE;
+    (MX_MOE_LAYERS * k * 3 * (h * i / 2 + h * i / 32)) as f64
+}
 
 fn causal_attention_flops() -> f64 {
     let (h, s, d) = ATTN;
@@ -117,6 +127,12 @@ pub fn rows() -> Vec<Row> {
                 2.0 * (t * k) as f64 * 3.0 * (h * i) as f64
             }),
             limit: Limit::Amx,
+        },
+        Row {
+            name: "decode_moe_mxfp4",
+            what: "moe_mxfp4 bf16 x T=1, 12 layers of 16 MXFP4 experts top-4, H=I=2048",
+            work: Work::Bytes(mx_moe_decode_bytes()),
+            limit: Limit::Bandwidth,
         },
         Row {
             name: "grouped_gemm_moge",
@@ -225,17 +241,22 @@ pub fn prepare(row: &Row, ops: &Ops) -> Result<Prepared, String> {
             let w = opc_ops::mxfp4::Mxfp4 { codes: f.tensor(DType::E2M1, &[GEMV_N, GEMV_K]), scales: f.tensor(DType::E8M0, &[GEMV_N, GEMV_K / 32]) };
             Box::new(move |ops| opc_ops::mxfp4::gemm(ops, &x, &w).map(drop).map_err(e))
         }
-        "prefill_moe_mxfp4_512" => {
+        "prefill_moe_mxfp4_512" | "decode_moe_mxfp4" => {
+            // The gpt-oss experts of the runtime's bf16 compute mode: a 512-token prefill over
+            // one layer, or one decode token through every layer (each with its own router).
             let (t, h, i, ne, k) = MX_MOE;
+            let (t, layers) = if row.name == "decode_moe_mxfp4" { (1, MX_MOE_LAYERS) } else { (t, 1) };
             let x = f.tensor(DType::BF16, &[t, h]);
-            let (rw, rb) = (f.tensor(DType::BF16, &[ne, h]), f.tensor(DType::F32, &[ne]));
             let mut experts = |r: usize, c: usize| opc_ops::model::MxExperts {
                 codes: f.tensor(DType::E2M1, &[ne, r, c]),
                 scales: f.tensor(DType::E8M0, &[ne, r, c / 32]),
                 bias: f.tensor(DType::F32, &[ne, r]),
             };
-            let (gu, dn) = (experts(2 * i, h), experts(h, i));
-            Box::new(move |ops| opc_ops::model::moe_mxfp4(ops, &x, &rw, &rb, k, &gu, &dn, 1.702, 7.0).map(drop).map_err(e))
+            let layers: Vec<_> = (0..layers).map(|_| (experts(2 * i, h), experts(h, i))).collect();
+            let (rws, rb): (Vec<Tensor>, Tensor) = ((0..layers.len()).map(|_| f.tensor(DType::BF16, &[ne, h])).collect(), f.tensor(DType::F32, &[ne]));
+            Box::new(move |ops| {
+                layers.iter().zip(&rws).try_for_each(|((gu, dn), rw)| opc_ops::model::moe_mxfp4(ops, &x, rw, &rb, k, gu, dn, 1.702, 7.0).map(drop).map_err(e))
+            })
         }
         "grouped_gemm_moge" => {
             let (t, h, i, ne, _, groups) = MOE;

@@ -26,12 +26,18 @@ use super::lower::Lower;
 use super::text::flit;
 use crate::Result;
 
-/// Bytes ahead of the current block that the codes' prefetch touches (`OPC_LLVM_PF_BLOCK`
-/// overrides it, for tuning): far enough to cover the DRAM latency at the GEMV's streaming rate,
-/// and two rows of the gpt-oss experts (1 KiB each), so that the gate pass over the interleaved
-/// gate / up rows prefetches its own next row.
-fn prefetch_ahead() -> i64 {
-    super::knob("OPC_LLVM_PF_BLOCK").unwrap_or(2048)
+/// Bytes ahead of the current block that the codes' prefetch touches when a row is summed alone
+/// (along its own codes) or rows share their codes: far enough to cover the DRAM latency at the
+/// GEMV's streaming rate. Rows summed in a group prefetch the next group's rows instead
+/// ([`Lower::group_prefetch_ahead`]). `OPC_LLVM_PF_BLOCK` sets one distance for every case (for
+/// tuning).
+pub(super) fn prefetch_ahead() -> i64 {
+    fixed_prefetch_ahead().unwrap_or(2048)
+}
+
+/// The prefetch distance forced by `OPC_LLVM_PF_BLOCK`, if any.
+fn fixed_prefetch_ahead() -> Option<i64> {
+    super::knob("OPC_LLVM_PF_BLOCK")
 }
 
 impl Lower<'_> {
@@ -133,13 +139,37 @@ impl Lower<'_> {
         Ok(Some(self.f.val(format!("call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> {zero}, <32 x bfloat> {dec}, <32 x bfloat> {x})"))))
     }
 
-    /// Prefetch the codes of the e2m1 term `codes` [`prefetch_ahead`] bytes past index `ix`
-    /// (a hint: it never faults, wherever it points).
-    pub(super) fn prefetch_codes(&mut self, codes: opc_ir::ValueId, ix: &[Ix]) -> Result<()> {
+    /// Prefetch the codes of the e2m1 term `codes` `ahead` bytes (an i64 operand) past index
+    /// `ix` (a hint: it never faults, wherever it points).
+    pub(super) fn prefetch_codes(&mut self, codes: opc_ir::ValueId, ix: &[Ix], ahead: &str) -> Result<()> {
         let Some((t, a)) = self.cast_of_load(codes, DType::E2M1) else { return Ok(()) };
         if let Some(p) = self.lane0_ptr(t, &a, ix, 16)? {
-            self.prefetch_at(&p, prefetch_ahead());
+            self.prefetch_at(&p, ahead);
         }
         Ok(())
+    }
+
+    /// The prefetch distance of a group of rows summed together, each over its own codes: the
+    /// span from the group's first row to the next group's, `rows · (p_last − p_first) /
+    /// (rows − 1)` bytes for rows at a constant stride (`ix0`, `ixl`: the first and last row's
+    /// index at the same element), so that every row prefetches its counterpart in the next
+    /// group. A group walks all its rows' blocks together: a distance shorter than the span
+    /// (2 KiB, two rows of the gpt-oss experts) only reached rows of the current group, already
+    /// being read. Outside 1 KiB..256 KiB (rows not evenly spaced, or far apart) the fixed
+    /// distance. `None` when an index is not of the plain form.
+    pub(super) fn group_prefetch_ahead(&mut self, codes: opc_ir::ValueId, ix0: &[Ix], ixl: &[Ix], rows: usize) -> Result<Option<String>> {
+        if let Some(d) = fixed_prefetch_ahead() {
+            return Ok(Some(d.to_string()));
+        }
+        let Some((t, a)) = self.cast_of_load(codes, DType::E2M1) else { return Ok(None) };
+        let (Some(p0), Some(pl)) = (self.lane0_ptr(t, &a, ix0, 16)?, self.lane0_ptr(t, &a, ixl, 16)?) else { return Ok(None) };
+        let (i0, il) = (self.f.val(format!("ptrtoint ptr {p0} to i64")), self.f.val(format!("ptrtoint ptr {pl} to i64")));
+        let span = self.f.val(format!("sub i64 {il}, {i0}"));
+        let span = self.f.val(format!("sdiv i64 {span}, {}", rows - 1));
+        let span = self.f.val(format!("mul i64 {span}, {rows}"));
+        let lo = self.f.val(format!("icmp sge i64 {span}, 1024"));
+        let hi = self.f.val(format!("icmp sle i64 {span}, 262144"));
+        let ok = self.f.val(format!("and i1 {lo}, {hi}"));
+        Ok(Some(self.f.val(format!("select i1 {ok}, i64 {span}, i64 {}", prefetch_ahead()))))
     }
 }

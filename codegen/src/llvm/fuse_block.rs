@@ -20,7 +20,8 @@
 //! scale) once for all of them (`Lower::pe_memo`), and each row adds its FMAs.
 //!
 //! In the unmasked loop version, an MXFP4 block against bf16 activations is one `vdpbf16ps`
-//! (`block_pairs.rs`), and the first block of each unrolled step prefetches the codes ahead.
+//! (`block_pairs.rs`), and the first block of each unrolled step prefetches the codes ahead: a
+//! lone row along its own codes, a group of rows each its counterpart in the next group.
 
 use opc_ir::{BinaryOp, DType, Op, OpKind, ReduceOp, ValueId};
 
@@ -258,6 +259,9 @@ impl Lower<'_> {
             None => vec![],
         };
         let copy_of: EvenOddRows = Default::default();
+        // The codes' prefetch distance of a group of rows with their own codes (set by the
+        // unmasked loop version; `None`: the fixed distance).
+        let ahead: std::cell::RefCell<Option<String>> = Default::default();
         // Block `b` of row `q` into `slot` (`u`: its place in the unrolled step; the first
         // block of a step prefetches the codes, one 64-byte line per 4 blocks).
         let block = |l: &mut Self, q: usize, slot: &str, b: &str, u: usize| -> Result<()> {
@@ -274,7 +278,8 @@ impl Lower<'_> {
             let first = at(l, 0);
             if let (true, Some(c)) = (u == 0 && l.unchecked() && (q == 0 || !memo), codes) {
                 let ix = l.factor_ix(&plan.terms[c], &first);
-                l.prefetch_codes(plan.terms[c].v, &ix)?;
+                let ahead = ahead.borrow().clone().unwrap_or_else(|| super::block_pairs::prefetch_ahead().to_string());
+                l.prefetch_codes(plan.terms[c].v, &ix, &ahead)?;
             }
             // The packed-pairs form (`block_pairs.rs`) when it applies, else a chunk at a time.
             let mut packed = None;
@@ -328,6 +333,18 @@ impl Lower<'_> {
         // to slot 0; the other slots stay -0.0, which leaves the folded sums' values alone).
         let full = |l: &mut Self| -> Result<()> {
             let unroll = if l.unchecked() { unroll } else { 1 };
+            if let (true, false, Some(c)) = (l.unchecked() && ixs.len() >= 2, memo, codes) {
+                let row_ix = |l: &mut Self, q: usize| -> Vec<Ix> {
+                    let mut ix = ixs[q].clone();
+                    ix.push(Ix::L("0".to_string()));
+                    for r in reshapes {
+                        ix = l.reshape_ix(r, &ix);
+                    }
+                    l.factor_ix(&plan.terms[c], &ix)
+                };
+                let (i0, il) = (row_ix(l, 0), row_ix(l, ixs.len() - 1));
+                *ahead.borrow_mut() = l.group_prefetch_ahead(plan.terms[c].v, &i0, &il, ixs.len())?;
+            }
             if let (true, Some((_, a))) = (l.unchecked(), evenodd) {
                 let mut made: Vec<Option<String>> = vec![];
                 for (q, c) in copies.iter().enumerate() {
