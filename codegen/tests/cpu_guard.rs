@@ -1,13 +1,18 @@
-//! Out-of-bounds safety of the `cpu` target's generated code, with guard pages.
+//! Out-of-bounds safety of the JIT targets' generated code (`cpu`, and `llvm` with feature
+//! `llvm22-1`), with guard pages.
 //!
-//! `GuardedCpu` is a [`Target`] that compiles with the `cpu` target and launches through
-//! [`CpuExecutable::launch_raw`] with every tensor copied into its own mapping, placed so that
-//! it ends exactly where a `PROT_NONE` page begins (and, in the second placement, starts exactly
-//! where one ends). Any read or write one byte past either end of any tensor faults, which kills
-//! this test process: the test fails. The operator drivers of `opc-ops` run on it with the
-//! ragged shapes of the operator tests (attention 77×133, MXFP4 with K = 96, Kronecker transform
-//! of 9 tokens, MoE routing / permute / grouped GEMM, KL judge with an odd vocabulary), and
-//! every output must equal the interpreter's bit for bit (NaNs aside).
+//! `GuardedJit` is a [`Target`] that compiles with one of them and launches through its
+//! `launch_raw` with every tensor copied into its own mapping, placed so that it ends exactly
+//! where a `PROT_NONE` page begins (and, in the second placement, starts exactly where one ends).
+//! Any read or write one byte past either end of any tensor faults, which kills this test
+//! process: the test fails. The operator drivers of `opc-ops` run on it with the ragged shapes
+//! of the operator tests (attention 77×133, MXFP4 with K = 96 and K = 4160, Kronecker transform
+//! of 9 tokens, MoE routing / permute / grouped GEMM, gpt-oss MXFP4 experts, KL judge with an
+//! odd vocabulary). Every `cpu` output must equal the interpreter's bit for bit (NaNs aside);
+//! every `llvm` output the same kernel's unguarded run (its sums are reassociated: its
+//! agreement with the interpreter is the `llvm_*` tests' job). The `llvm` unmasked loop
+//! versions (plain vector loads up to a row's last element, MXFP4 blocks read 16 bytes at a
+//! time) are what the K = 4160 and expert cases reach at a tensor's very end.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -82,17 +87,63 @@ impl Drop for Guarded {
     }
 }
 
+/// The JIT target a guarded run compiles with.
+#[derive(Clone, Copy, Debug)]
+enum Jit {
+    Cranelift,
+    #[cfg(feature = "llvm22-1")]
+    Llvm,
+}
+
+/// A kernel compiled by one of the [`Jit`] targets.
+enum Compiled {
+    Cranelift(Arc<CpuExecutable>),
+    #[cfg(feature = "llvm22-1")]
+    Llvm(Arc<opc_codegen::llvm::LlvmExecutable>),
+}
+
+impl Compiled {
+    /// # Safety
+    /// As `launch_raw` of the targets.
+    unsafe fn launch_raw(&self, args: &[Arg], data: &[*mut u8]) -> opc_codegen::Result<()> {
+        // SAFETY: forwarded.
+        unsafe {
+            match self {
+                Compiled::Cranelift(e) => e.launch_raw(args, data),
+                #[cfg(feature = "llvm22-1")]
+                Compiled::Llvm(e) => e.launch_raw(args, data),
+            }
+        }
+    }
+    fn kernel(&self) -> &Kernel {
+        match self {
+            Compiled::Cranelift(e) => e.kernel(),
+            #[cfg(feature = "llvm22-1")]
+            Compiled::Llvm(e) => e.kernel(),
+        }
+    }
+}
+
 /// The target, and a count of the launches that went through guarded memory (each test checks
 /// that its drivers really used it).
-struct GuardedCpu(Placement, Arc<AtomicUsize>);
-struct GuardedExe(Arc<CpuExecutable>, Placement, Arc<AtomicUsize>);
+struct GuardedJit(Jit, Placement, Arc<AtomicUsize>);
+struct GuardedExe(Compiled, Placement, Arc<AtomicUsize>);
 
-impl Target for GuardedCpu {
+impl Target for GuardedJit {
     fn name(&self) -> &'static str {
-        "cpu"
+        match self.0 {
+            Jit::Cranelift => "cpu",
+            #[cfg(feature = "llvm22-1")]
+            Jit::Llvm => "llvm",
+        }
     }
     fn compile(&self, kernel: &Kernel) -> opc_codegen::Result<Arc<dyn Executable>> {
-        Ok(Arc::new(GuardedExe(CpuTarget.compile_cpu(kernel)?, self.0, self.1.clone())))
+        let c = match self.0 {
+            Jit::Cranelift => Compiled::Cranelift(CpuTarget.compile_cpu(kernel)?),
+            #[cfg(feature = "llvm22-1")]
+            Jit::Llvm => Compiled::Llvm(opc_codegen::llvm::LlvmTarget.compile_llvm(kernel)?),
+        };
+        Ok(Arc::new(GuardedExe(c, self.1, self.2.clone())))
     }
 }
 
@@ -149,12 +200,32 @@ fn same(what: &str, a: &Tensor, b: &Tensor) {
     assert_eq!(bad, 0, "{what}: {bad} of {n} elements differ from the interpreter");
 }
 
-fn targets() -> (Ops, Vec<(Placement, Ops)>, Arc<AtomicUsize>) {
-    let interp = Ops::new(opc_codegen::target_by_name("interp").unwrap());
+/// One guarded configuration: its label, the ops whose results it must reproduce bit for bit
+/// (the interpreter for `cpu`, unguarded `llvm` for `llvm`), and the guarded ops.
+struct Case {
+    label: String,
+    reference: Ops,
+    guarded: Ops,
+}
+
+fn targets() -> (Vec<Case>, Arc<AtomicUsize>) {
     let n = Arc::new(AtomicUsize::new(0));
-    let guarded =
-        [Placement::EndAtGuard, Placement::StartAfterGuard].into_iter().map(|p| (p, Ops::new(Arc::new(GuardedCpu(p, n.clone()))))).collect();
-    (interp, guarded, n)
+    let jits = [
+        (Jit::Cranelift, "interp"),
+        #[cfg(feature = "llvm22-1")]
+        (Jit::Llvm, "llvm"),
+    ];
+    let mut cases = vec![];
+    for (jit, reference) in jits {
+        for p in [Placement::EndAtGuard, Placement::StartAfterGuard] {
+            cases.push(Case {
+                label: format!("{jit:?} {p:?}"),
+                reference: Ops::new(opc_codegen::target_by_name(reference).unwrap()),
+                guarded: Ops::new(Arc::new(GuardedJit(jit, p, n.clone()))),
+            });
+        }
+    }
+    (cases, n)
 }
 
 #[test]
@@ -177,7 +248,7 @@ fn guard_pages_catch_an_out_of_bounds_access() {
 
 #[test]
 fn attention_ragged_77x133_stays_in_bounds() {
-    let (interp, guarded, launches) = targets();
+    let (cases, launches) = targets();
     let mut r = Rng(7);
     for (d, causal, window, sinks) in [(DType::F32, true, None, false), (DType::BF16, false, Some(40), true), (DType::F16, true, Some(17), true)] {
         let q = r.tensor(d, &[1, 4, 77, 64]);
@@ -186,18 +257,16 @@ fn attention_ragged_77x133_stays_in_bounds() {
         let s = r.tensor(DType::F32, &[4]);
         let p = AttentionParams { causal, window, scale: 0.125 };
         let sinks = sinks.then_some(&s);
-        let want = flash_attention(&interp, &q, &k, &v, sinks, &p).unwrap();
-        for (pl, ops) in &guarded {
-            let got = flash_attention(ops, &q, &k, &v, sinks, &p).unwrap();
-            same(&format!("attention {d} {pl:?} out"), &want.out, &got.out);
-            same(&format!("attention {d} {pl:?} lse"), &want.lse, &got.lse);
-        }
         // Decode: one query row against the 133 keys, split-KV.
         let q1 = r.tensor(d, &[1, 4, 1, 64]);
-        let want = flash_decode(&interp, &q1, &k, &v, sinks, &p, 3).unwrap();
-        for (pl, ops) in &guarded {
-            let got = flash_decode(ops, &q1, &k, &v, sinks, &p, 3).unwrap();
-            same(&format!("decode {d} {pl:?} out"), &want.out, &got.out);
+        for c in &cases {
+            let want = flash_attention(&c.reference, &q, &k, &v, sinks, &p).unwrap();
+            let got = flash_attention(&c.guarded, &q, &k, &v, sinks, &p).unwrap();
+            same(&format!("attention {d} {} out", c.label), &want.out, &got.out);
+            same(&format!("attention {d} {} lse", c.label), &want.lse, &got.lse);
+            let want = flash_decode(&c.reference, &q1, &k, &v, sinks, &p, 3).unwrap();
+            let got = flash_decode(&c.guarded, &q1, &k, &v, sinks, &p, 3).unwrap();
+            same(&format!("decode {d} {} out", c.label), &want.out, &got.out);
         }
     }
     assert!(launches.load(Ordering::SeqCst) > 0, "no launch went through guarded memory");
@@ -206,21 +275,51 @@ fn attention_ragged_77x133_stays_in_bounds() {
 #[test]
 fn mxfp4_k96_stays_in_bounds() {
     use opc_ops::mxfp4::{dequantize, gemm, quantize};
-    let (interp, guarded, launches) = targets();
+    let (cases, launches) = targets();
     let mut r = Rng(11);
-    let w = r.tensor(DType::F32, &[33, 96]);
-    let wq = quantize(&interp, &w).unwrap();
-    for (pl, ops) in &guarded {
-        let got = quantize(ops, &w).unwrap();
-        same(&format!("quantize {pl:?} codes"), &wq.codes, &got.codes);
-        same(&format!("quantize {pl:?} scales"), &wq.scales, &got.scales);
-        same(&format!("dequantize {pl:?}"), &dequantize(&interp, &wq).unwrap(), &dequantize(ops, &wq).unwrap());
+    // K = 96: blocks narrower than a row's vector chunks; K = 4160 (N = 37): the unmasked
+    // MXFP4 GEMV block loops run up to the codes' last byte.
+    for (n, k) in [(33, 96), (37, 4160)] {
+        let w = r.tensor(DType::F32, &[n, k]);
+        let xs: Vec<Tensor> = [(1, DType::F32), (3, DType::F32), (1, DType::BF16), (5, DType::BF16)].iter().map(|&(m, d)| r.tensor(d, &[m, k])).collect();
+        for c in &cases {
+            let wq = quantize(&c.reference, &w).unwrap();
+            let got = quantize(&c.guarded, &w).unwrap();
+            same(&format!("quantize k={k} {} codes", c.label), &wq.codes, &got.codes);
+            same(&format!("quantize k={k} {} scales", c.label), &wq.scales, &got.scales);
+            same(&format!("dequantize k={k} {}", c.label), &dequantize(&c.reference, &wq).unwrap(), &dequantize(&c.guarded, &wq).unwrap());
+            for x in &xs {
+                let want = gemm(&c.reference, x, &wq).unwrap();
+                same(&format!("mxfp4 gemm k={k} m={} {} {}", x.shape[0], x.dtype, c.label), &want, &gemm(&c.guarded, x, &wq).unwrap());
+            }
+        }
     }
-    for (m, d) in [(1, DType::F32), (3, DType::F32), (5, DType::BF16)] {
-        let x = r.tensor(d, &[m, 96]);
-        let want = gemm(&interp, &x, &wq).unwrap();
-        for (pl, ops) in &guarded {
-            same(&format!("mxfp4 gemm m={m} {pl:?}"), &want, &gemm(ops, &x, &wq).unwrap());
+    assert!(launches.load(Ordering::SeqCst) > 0, "no launch went through guarded memory");
+}
+
+#[test]
+fn gptoss_mxfp4_experts_stay_in_bounds() {
+    use opc_ops::model::{moe_mxfp4, MxExperts};
+    let (cases, launches) = targets();
+    let mut r = Rng(23);
+    let (e, k, h, i) = (4, 2, 96, 64);
+    let mut experts = |rows: usize, cols: usize| {
+        let w = r.tensor(DType::F32, &[e * rows, cols]);
+        let q = opc_ops::mxfp4::quantize(&Ops::new(opc_codegen::target_by_name("interp").unwrap()), &w).unwrap();
+        let codes = Tensor { shape: vec![e, rows, cols], ..q.codes };
+        let scales = Tensor { shape: vec![e, rows, cols / 32], ..q.scales };
+        MxExperts { codes, scales, bias: r.tensor(DType::F32, &[e, rows]) }
+    };
+    let (gu, dn) = (experts(2 * i, h), experts(h, i));
+    let rw = r.tensor(DType::BF16, &[e, h]);
+    let rb = r.tensor(DType::F32, &[e]);
+    // 1 and 3 tokens: the rows kernels (GEMVs per expert); 40: the grouped GEMMs.
+    for (t, d) in [(1, DType::F32), (3, DType::BF16), (40, DType::F32), (40, DType::BF16)] {
+        let x = r.tensor(d, &[t, h]);
+        for c in &cases {
+            let want = moe_mxfp4(&c.reference, &x, &rw, &rb, k, &gu, &dn, 1.702, 7.0).unwrap();
+            let got = moe_mxfp4(&c.guarded, &x, &rw, &rb, k, &gu, &dn, 1.702, 7.0).unwrap();
+            same(&format!("gpt-oss experts t={t} {d} {}", c.label), &want, &got);
         }
     }
     assert!(launches.load(Ordering::SeqCst) > 0, "no launch went through guarded memory");
@@ -229,25 +328,25 @@ fn mxfp4_k96_stays_in_bounds() {
 #[test]
 fn kron_quant_9_tokens_stays_in_bounds() {
     use opc_ops::kron_quant::{int4_gemm, kron_quant};
-    let (interp, guarded, launches) = targets();
+    let (cases, launches) = targets();
     let mut r = Rng(13);
     let (t, n1, n2) = (9, 4, 6);
     let x = r.tensor(DType::F32, &[t, n1 * n2]);
-    let c = r.tensor(DType::F32, &[n1 * n2]);
+    let cv = r.tensor(DType::F32, &[n1 * n2]);
     let p1 = r.tensor(DType::F32, &[n1, n1]);
     let p2 = r.tensor(DType::F32, &[n2, n2]);
-    let want = kron_quant(&interp, &x, &c, &p1, &p2).unwrap();
     let w = r.tensor(DType::F32, &[7, n1 * n2]);
-    let wq = kron_quant(&interp, &w, &c, &p1, &p2).unwrap();
     let bias = r.tensor(DType::F32, &[7]);
-    let want_y = int4_gemm(&interp, &want.codes, &want.scales, &wq.codes, &wq.scales, Some(&bias)).unwrap();
-    for (pl, ops) in &guarded {
-        let got = kron_quant(ops, &x, &c, &p1, &p2).unwrap();
-        same(&format!("kron {pl:?} transformed"), &want.transformed, &got.transformed);
-        same(&format!("kron {pl:?} codes"), &want.codes, &got.codes);
-        same(&format!("kron {pl:?} scales"), &want.scales, &got.scales);
-        let y = int4_gemm(ops, &want.codes, &want.scales, &wq.codes, &wq.scales, Some(&bias)).unwrap();
-        same(&format!("int4 gemm {pl:?}"), &want_y, &y);
+    for c in &cases {
+        let want = kron_quant(&c.reference, &x, &cv, &p1, &p2).unwrap();
+        let wq = kron_quant(&c.reference, &w, &cv, &p1, &p2).unwrap();
+        let want_y = int4_gemm(&c.reference, &want.codes, &want.scales, &wq.codes, &wq.scales, Some(&bias)).unwrap();
+        let got = kron_quant(&c.guarded, &x, &cv, &p1, &p2).unwrap();
+        same(&format!("kron {} transformed", c.label), &want.transformed, &got.transformed);
+        same(&format!("kron {} codes", c.label), &want.codes, &got.codes);
+        same(&format!("kron {} scales", c.label), &want.scales, &got.scales);
+        let y = int4_gemm(&c.guarded, &want.codes, &want.scales, &wq.codes, &wq.scales, Some(&bias)).unwrap();
+        same(&format!("int4 gemm {}", c.label), &want_y, &y);
     }
     assert!(launches.load(Ordering::SeqCst) > 0, "no launch went through guarded memory");
 }
@@ -255,7 +354,7 @@ fn kron_quant_9_tokens_stays_in_bounds() {
 #[test]
 fn moe_stays_in_bounds() {
     use opc_ops::moe::{moe_forward, Routing};
-    let (interp, guarded, launches) = targets();
+    let (cases, launches) = targets();
     let mut r = Rng(17);
     let (t, e, h, i) = (7, 6, 20, 12);
     let x = r.tensor(DType::F32, &[t, h]);
@@ -265,12 +364,12 @@ fn moe_stays_in_bounds() {
     let w2 = r.tensor(DType::F32, &[e, h, i]);
     let rs = r.tensor(DType::F32, &[e]);
     for routing in [Routing::TopK { k: 2 }, Routing::MoGE { groups: 3, router_scale: rs }] {
-        let want = moe_forward(&interp, &x, &gate, &w1, &w3, &w2, &routing).unwrap();
-        for (pl, ops) in &guarded {
-            let got = moe_forward(ops, &x, &gate, &w1, &w3, &w2, &routing).unwrap();
-            same(&format!("moe {pl:?} out"), &want.out, &got.out);
-            same(&format!("moe {pl:?} ids"), &want.expert_ids, &got.expert_ids);
-            same(&format!("moe {pl:?} weights"), &want.weights, &got.weights);
+        for c in &cases {
+            let want = moe_forward(&c.reference, &x, &gate, &w1, &w3, &w2, &routing).unwrap();
+            let got = moe_forward(&c.guarded, &x, &gate, &w1, &w3, &w2, &routing).unwrap();
+            same(&format!("moe {} out", c.label), &want.out, &got.out);
+            same(&format!("moe {} ids", c.label), &want.expert_ids, &got.expert_ids);
+            same(&format!("moe {} weights", c.label), &want.weights, &got.weights);
         }
     }
     assert!(launches.load(Ordering::SeqCst) > 0, "no launch went through guarded memory");
@@ -279,18 +378,18 @@ fn moe_stays_in_bounds() {
 #[test]
 fn kl_judge_odd_vocabulary_stays_in_bounds() {
     use opc_ops::kl_judge::kl_judge;
-    let (interp, guarded, launches) = targets();
+    let (cases, launches) = targets();
     let mut r = Rng(19);
     let (g, v) = (3, 1001);
     let tl = r.tensor(DType::F32, &[g + 1, v]);
     let dl = r.tensor(DType::F32, &[g, v]);
     let toks = Tensor::from_i32(DType::I32, &[g], &[5, 1000, 0]);
-    let want = kl_judge(&interp, &tl, &dl, &toks, 0.5).unwrap();
-    for (pl, ops) in &guarded {
-        let got = kl_judge(ops, &tl, &dl, &toks, 0.5).unwrap();
-        same(&format!("kl {pl:?}"), &want.kl, &got.kl);
-        same(&format!("accept {pl:?}"), &want.accept, &got.accept);
-        assert_eq!((want.accepted, &want.emitted), (got.accepted, &got.emitted), "{pl:?}");
+    for c in &cases {
+        let want = kl_judge(&c.reference, &tl, &dl, &toks, 0.5).unwrap();
+        let got = kl_judge(&c.guarded, &tl, &dl, &toks, 0.5).unwrap();
+        same(&format!("kl {}", c.label), &want.kl, &got.kl);
+        same(&format!("accept {}", c.label), &want.accept, &got.accept);
+        assert_eq!((want.accepted, &want.emitted), (got.accepted, &got.emitted), "{}", c.label);
     }
     assert!(launches.load(Ordering::SeqCst) > 0, "no launch went through guarded memory");
 }

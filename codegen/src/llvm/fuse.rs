@@ -99,6 +99,8 @@ const UNROLL: usize = 4;
 const GROUP_UNROLL: usize = 2;
 /// Rows reduced together (one accumulator and one memory stream each).
 const ROWS: usize = 4;
+/// Rows of a fused map shorter than this run as panels of rows ([`Lower::fused_map_panels`]).
+const SHORT_ROW: usize = 128;
 
 impl Lower<'_> {
     /// Decide which ops of `blk` are evaluated inside a later reduction: op index → the index
@@ -183,6 +185,13 @@ impl Lower<'_> {
         let out = self.alloc(shape.iter().product());
         let orm = row_major(&shape);
         self.fused.insert(v, op.clone());
+        if r >= 2 && n < SHORT_ROW && n.is_multiple_of(lanes as usize) && shape[r - 2] > 1 && self.linear_tree(v, 2) {
+            let res = self.fused_map_panels(v, &shape, lanes, out);
+            self.fused.remove(&v);
+            res?;
+            self.set(v, Repr::Buf { off: out, strides: orm });
+            return Ok(());
+        }
         let res = self.nest(&shape[..r - 1], &mut |l, oidx| {
             let row = l.linear(oidx, &orm[..r - 1]);
             let chunk = |l: &mut Self, j0: &str, valid: usize| -> Result<()> {
@@ -215,6 +224,48 @@ impl Lower<'_> {
         res?;
         self.set(v, Repr::Buf { off: out, strides: orm });
         Ok(())
+    }
+
+    /// [`Lower::fused_map`] over short rows (`n` < [`SHORT_ROW`], whole chunks), e.g. the
+    /// `[BN, BK/32, 32]` decode of an MXFP4 weight tile (one row per 32-element block): each
+    /// panel of the last two dims runs as one loop over its chunks, versioned once at the
+    /// panel's corners (the tree is affine in both dims, [`Lower::linear_tree`]) instead of
+    /// per row, where the checks and loop setup cost more than the row's two chunks.
+    fn fused_map_panels(&mut self, v: ValueId, shape: &[usize], lanes: u32, out: u32) -> Result<()> {
+        let r = shape.len();
+        let (rows, n) = (shape[r - 2], shape[r - 1]);
+        let per = n / lanes as usize;
+        let base = ety(self.dtype(v));
+        let orm = row_major(shape);
+        self.nest(&shape[..r - 2], &mut |l, oidx| {
+            let panel = l.linear(oidx, &orm[..r - 2]);
+            let at = |oidx: &[String], row: String, j0: String| -> Vec<Ix> {
+                oidx.iter().map(|i| Ix::S(i.clone())).chain([Ix::S(row), Ix::L(j0)]).collect()
+            };
+            let full = |l: &mut Self| {
+                l.loop_n(rows * per, &mut |l, c| {
+                    let row = l.f.val(format!("udiv i64 {c}, {per}"));
+                    let j = l.f.val(format!("urem i64 {c}, {per}"));
+                    let j0 = l.f.val(format!("mul i64 {j}, {lanes}"));
+                    let y = l.pe(v, &at(oidx, row, j0), lanes, lanes as usize)?;
+                    let y = l.pv_vec(&y, base, lanes);
+                    let e = l.f.val(format!("mul i64 {c}, {lanes}"));
+                    let e = l.f.val(format!("add i64 {panel}, {e}"));
+                    l.store_arena(base, lanes, out, &e, &y, None);
+                    Ok(())
+                })
+            };
+            // The corners bound every chunk (affine indices); one step along each dim proves
+            // packed-nibble offsets even everywhere, as in `corner_chunks`.
+            let mut corners = vec![(0, 0), (0, n - lanes as usize), (rows - 1, 0), (rows - 1, n - lanes as usize), (1, 0)];
+            if per > 1 {
+                corners.push((0, lanes as usize));
+            }
+            corners.sort_unstable();
+            corners.dedup();
+            let points: Vec<(ValueId, Vec<Ix>)> = corners.iter().map(|&(a, j)| (v, at(oidx, a.to_string(), j.to_string()))).collect();
+            l.versioned(&points, lanes, &full)
+        })
     }
 
     /// Whether `v` can be evaluated inside the reduction at op index `at`; adds it and its fused

@@ -296,6 +296,13 @@ impl Target for LlvmTarget {
     }
 
     fn compile(&self, kernel: &Kernel) -> Result<Arc<dyn Executable>> {
+        Ok(self.compile_llvm(kernel)?)
+    }
+}
+
+impl LlvmTarget {
+    /// [`Target::compile`], keeping the concrete type (for [`LlvmExecutable::launch_raw`]).
+    pub fn compile_llvm(&self, kernel: &Kernel) -> Result<Arc<LlvmExecutable>> {
         let host = host()?;
         let key = format!("{}\n; {} {}", opc_ir::printer::print_kernel(kernel), host.cpu, host.features);
         let hit = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
@@ -357,6 +364,22 @@ impl LlvmExecutable {
     /// Bytes of scratch arena each worker thread allocates for this kernel.
     pub fn arena_bytes(&self) -> usize {
         self.code.arena_bytes
+    }
+
+    /// Launch on tensor data the caller owns, as [`CpuExecutable::launch_raw`](crate::cpu::CpuExecutable::launch_raw):
+    /// `args` give the dtypes, shapes and scalars, `data[i]` is where tensor `i`'s bytes are read
+    /// and written (the guard-page tests place every tensor against an inaccessible page).
+    ///
+    /// # Safety
+    /// For every tensor argument `i`, `data[i]` must point to `args[i].data.len()` bytes, valid
+    /// for reads and writes for the whole call and not accessed by anything else meanwhile.
+    pub unsafe fn launch_raw(&self, args: &[Arg], data: &[*mut u8]) -> Result<()> {
+        if data.len() != args.len() {
+            return Err(LaunchError::ArgCount { kernel: self.kernel.name.clone(), expected: args.len(), got: data.len() }.into());
+        }
+        let ptrs = data.iter().map(|&p| p as usize).collect();
+        // SAFETY: the caller's contract is `run`'s.
+        unsafe { self.run(args, ptrs) }
     }
 }
 
