@@ -26,7 +26,8 @@ pub(crate) struct Arena {
     size: HashMap<u32, u32>,
     refs: HashMap<u32, u32>,
     pinned: HashSet<u32>,
-    /// Slots some view aliases: never updated in place.
+    /// Slots some view aliases: never updated in place (the llvm lowering's in-place updates).
+    #[cfg_attr(not(feature = "llvm22-1"), allow(dead_code))]
     shared: HashSet<u32>,
     free: Vec<(u32, u32)>,
 }
@@ -62,11 +63,13 @@ impl Arena {
     }
 
     /// A view aliases the slot at `off`.
+    #[cfg_attr(not(feature = "llvm22-1"), allow(dead_code))]
     pub(crate) fn share(&mut self, off: u32) {
         self.shared.insert(off);
     }
 
     /// Whether a view aliases the slot at `off`.
+    #[cfg_attr(not(feature = "llvm22-1"), allow(dead_code))]
     pub(crate) fn is_shared(&self, off: u32) -> bool {
         self.shared.contains(&off)
     }
