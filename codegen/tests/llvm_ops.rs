@@ -277,9 +277,10 @@ fn mxfp4_gemv_forms_match_the_interpreter() {
     }
 }
 
-/// The gpt-oss expert GEMVs over rows with activation copies: 1, 2, 4 and 8 rows per program
-/// sharing each weight block (BM from the rows per expert), H and I with ragged K steps, scales
-/// 0 and 255 in the expert weights, f32 and bf16 activations.
+/// The gpt-oss expert GEMVs over rows with activation copies: 1, 2 and 4 rows per program
+/// sharing each weight block (BM from the rows per expert; 8 rows per expert take two passes of
+/// 4), H and I with ragged K steps, scales 0 and 255 in the expert weights, f32 and bf16
+/// activations.
 #[test]
 fn moe_mxfp4_rows_forms_match_the_interpreter() {
     let (i, l) = targets();

@@ -86,7 +86,7 @@ pub fn scale(ops: &Ops, x: &Tensor, s: f32) -> Result<Tensor> {
 pub const GEMV_ROWS: usize = 8;
 
 /// Mean rows per expert up to which the gpt-oss experts run as GEMVs (`moe_mx_*_rows`, each
-/// weight block decoded once per up to 8 rows) rather than as grouped MMA GEMMs: measured on
+/// weight block decoded once per up to 4 rows) rather than as grouped MMA GEMMs: measured on
 /// gpt-oss shapes (H = I = 2048, 16 experts, top-4), the GEMVs win up to 64 tokens (16 rows
 /// per expert) and lose at 128.
 const ROWS_PER_EXPERT: usize = 16;
@@ -481,8 +481,9 @@ fn mx_tiles(ops: &Ops, rows: usize) -> (i64, i64) {
 }
 
 /// gpt-oss experts as GEMVs (`moe_mx_up_rows` / `moe_mx_down_rows`): one program per (expert,
-/// N tile) walks the expert's rows BM at a time (BM from the mean rows per expert, so a decode
-/// step with one row per expert pads nothing), each weight block decoded once for the BM rows.
+/// N tile) walks the expert's rows BM at a time (BM from the mean rows per expert, up to 4, so a
+/// decode step with one row per expert pads nothing), each weight block decoded once for the BM
+/// rows.
 /// N tiles of 64 columns: each program streams 64 KiB (down) or 128 KiB (gate/up) of
 /// contiguous codes per activation row, and the activations' per-program copy (`block_evenodd`)
 /// is shared by 64 or 128 weight rows (one-token decode of the 2.7B model's experts about 25%
@@ -501,7 +502,9 @@ fn experts_by_row(
     limit: f32,
 ) -> Result<Tensor> {
     let p = sorted_pairs.numel();
-    let bm = pick(&[1, 2, 4, 8], p.div_ceil(e), 8);
+    // At most 4 rows per program: 8 (a 32- to 64-token prefill, 8-16 rows per expert) ran the
+    // expert GEMVs 1.4-2x slower than two passes of 4 in same-run profiles.
+    let bm = pick(&[1, 2, 4], p.div_ceil(e), 4);
     let up_inst = Instance::default().tunable("BM", bm).tunable("BN", pick(&[8, 16, 32, 64], i, 64)).tunable("BK", pick(&ROWS_STEPS, h, 2048));
     let mut hidden = Tensor::zeros(x.dtype, &[p, i]);
     let scalars = [ArgRef::I32(top_k as i32), ArgRef::F32(alpha), ArgRef::F32(limit)];
