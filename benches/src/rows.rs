@@ -253,7 +253,8 @@ pub fn prepare(row: &Row, ops: &Ops) -> Result<Prepared, String> {
                 bias: f.tensor(DType::F32, &[ne, r]),
             };
             let layers: Vec<_> = (0..layers).map(|_| (experts(2 * i, h), experts(h, i))).collect();
-            let (rws, rb): (Vec<Tensor>, Tensor) = ((0..layers.len()).map(|_| f.tensor(DType::BF16, &[ne, h])).collect(), f.tensor(DType::F32, &[ne]));
+            let rws: Vec<Tensor> = layers.iter().map(|_| f.tensor(DType::BF16, &[ne, h])).collect();
+            let rb = f.tensor(DType::F32, &[ne]);
             Box::new(move |ops| {
                 layers.iter().zip(&rws).try_for_each(|((gu, dn), rw)| opc_ops::model::moe_mxfp4(ops, &x, rw, &rb, k, gu, dn, 1.702, 7.0).map(drop).map_err(e))
             })

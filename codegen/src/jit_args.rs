@@ -136,6 +136,21 @@ pub(crate) fn launch_owned(e: &impl RunOn, args: &mut [Arg]) -> Result<()> {
     unsafe { e.run(args, ptrs) }
 }
 
+/// `launch_raw` of a JIT target: on tensor bytes the caller placed at `data` (the guard-page
+/// tests' private mappings), `args` giving dtypes, shapes and scalars.
+///
+/// # Safety
+/// For every tensor argument `i`, `data[i]` must point to `args[i].data.len()` bytes, valid
+/// for reads and writes for the whole call and not accessed by anything else meanwhile.
+pub(crate) unsafe fn launch_at(e: &impl RunOn, kernel: &Kernel, args: &[Arg], data: &[*mut u8]) -> Result<()> {
+    if data.len() != args.len() {
+        return Err(LaunchError::ArgCount { kernel: kernel.name.clone(), expected: args.len(), got: data.len() }.into());
+    }
+    let ptrs = data.iter().map(|&p| p as usize).collect();
+    // SAFETY: the caller's contract is `run`'s.
+    unsafe { e.run(args, ptrs) }
+}
+
 /// `Executable::launch_refs` of a JIT target: on the lent tensors' buffers, no copy.
 pub(crate) fn launch_lent(e: &impl RunOn, args: &mut [ArgRef<'_>]) -> Result<()> {
     let ptrs = args.iter_mut().map(ref_ptr).collect();

@@ -212,12 +212,8 @@ impl CpuExecutable {
     /// for reads and writes for the whole call and not accessed by anything else meanwhile.
     /// (The generated code accesses no byte outside them: the guard-page tests check it.)
     pub unsafe fn launch_raw(&self, args: &[Arg], data: &[*mut u8]) -> Result<()> {
-        if data.len() != args.len() {
-            return Err(LaunchError::ArgCount { kernel: self.kernel.name.clone(), expected: args.len(), got: data.len() }.into());
-        }
-        let ptrs = data.iter().map(|&p| p as usize).collect();
-        // SAFETY: the caller's contract is `run`'s.
-        unsafe { self.run(args, ptrs) }
+        // SAFETY: the caller's contract is `launch_at`'s.
+        unsafe { crate::jit_args::launch_at(self, &self.kernel, args, data) }
     }
 
 }

@@ -173,26 +173,33 @@ impl Lower<'_> {
         (plan, roots, groups)
     }
 
-    /// An elementwise op planned as a fusion root: one loop over its rows evaluates its tree
-    /// chunk by chunk into a fresh buffer.
+    /// An elementwise op planned as a fusion root: one loop over its rows (or over panels of
+    /// short rows) evaluates its tree chunk by chunk into a fresh buffer.
     pub(super) fn fused_map(&mut self, op: &Op) -> Result<()> {
         let v = op.result();
         let shape = self.shape(v);
-        let base = ety(self.dtype(v));
         let r = shape.len();
         let n = shape[r - 1];
         let lanes = lanes_for(n);
         let out = self.alloc(shape.iter().product());
         let orm = row_major(&shape);
         self.fused.insert(v, op.clone());
-        if r >= 2 && n < SHORT_ROW && n.is_multiple_of(lanes as usize) && shape[r - 2] > 1 && self.linear_tree(v, 2) {
-            let res = self.fused_map_panels(v, &shape, lanes, out);
-            self.fused.remove(&v);
-            res?;
-            self.set(v, Repr::Buf { off: out, strides: orm });
-            return Ok(());
-        }
-        let res = self.nest(&shape[..r - 1], &mut |l, oidx| {
+        let panels = r >= 2 && n < SHORT_ROW && n.is_multiple_of(lanes as usize) && shape[r - 2] > 1 && self.linear_tree(v, 2);
+        let res = if panels { self.fused_map_panels(v, &shape, lanes, out) } else { self.fused_map_rows(v, &shape, lanes, out) };
+        self.fused.remove(&v);
+        res?;
+        self.set(v, Repr::Buf { off: out, strides: orm });
+        Ok(())
+    }
+
+    /// [`Lower::fused_map`] row by row: each row's full chunks versioned at its corner chunks,
+    /// then a masked tail.
+    fn fused_map_rows(&mut self, v: ValueId, shape: &[usize], lanes: u32, out: u32) -> Result<()> {
+        let base = ety(self.dtype(v));
+        let r = shape.len();
+        let n = shape[r - 1];
+        let orm = row_major(shape);
+        self.nest(&shape[..r - 1], &mut |l, oidx| {
             let row = l.linear(oidx, &orm[..r - 1]);
             let chunk = |l: &mut Self, j0: &str, valid: usize| -> Result<()> {
                 let mut ix: Vec<Ix> = oidx.iter().map(|i| Ix::S(i.clone())).collect();
@@ -219,11 +226,7 @@ impl Lower<'_> {
                 chunk(l, &(chunks * lanes as usize).to_string(), n % lanes as usize)?;
             }
             Ok(())
-        });
-        self.fused.remove(&v);
-        res?;
-        self.set(v, Repr::Buf { off: out, strides: orm });
-        Ok(())
+        })
     }
 
     /// [`Lower::fused_map`] over short rows (`n` < [`SHORT_ROW`], whole chunks), e.g. the

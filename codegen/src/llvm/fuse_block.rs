@@ -262,18 +262,22 @@ impl Lower<'_> {
         // The codes' prefetch distance of a group of rows with their own codes (set by the
         // unmasked loop version; `None`: the fixed distance).
         let ahead: std::cell::RefCell<Option<String>> = Default::default();
+        // Row `q`'s index at lane position `j0` (an i64 operand), through the reshapes.
+        let row_at = |l: &mut Self, q: usize, j0: String| -> Vec<Ix> {
+            let mut ix = ixs[q].clone();
+            ix.push(Ix::L(j0));
+            for r in reshapes {
+                ix = l.reshape_ix(r, &ix);
+            }
+            ix
+        };
         // Block `b` of row `q` into `slot` (`u`: its place in the unrolled step; the first
         // block of a step prefetches the codes, one 64-byte line per 4 blocks).
         let block = |l: &mut Self, q: usize, slot: &str, b: &str, u: usize| -> Result<()> {
             let at = |l: &mut Self, c: usize| -> Vec<Ix> {
                 let j0 = l.f.val(format!("mul i64 {b}, {}", plan.len));
                 let j0 = l.f.val(format!("add i64 {j0}, {}", c * lanes as usize));
-                let mut ix = ixs[q].clone();
-                ix.push(Ix::L(j0));
-                for r in reshapes {
-                    ix = l.reshape_ix(r, &ix);
-                }
-                ix
+                row_at(l, q, j0)
             };
             let first = at(l, 0);
             if let (true, Some(c)) = (u == 0 && l.unchecked() && (q == 0 || !memo), codes) {
@@ -334,12 +338,8 @@ impl Lower<'_> {
         let full = |l: &mut Self| -> Result<()> {
             let unroll = if l.unchecked() { unroll } else { 1 };
             if let (true, false, Some(c)) = (l.unchecked() && ixs.len() >= 2, memo, codes) {
-                let row_ix = |l: &mut Self, q: usize| -> Vec<Ix> {
-                    let mut ix = ixs[q].clone();
-                    ix.push(Ix::L("0".to_string()));
-                    for r in reshapes {
-                        ix = l.reshape_ix(r, &ix);
-                    }
+                let row_ix = |l: &mut Self, q: usize| {
+                    let ix = row_at(l, q, "0".to_string());
                     l.factor_ix(&plan.terms[c], &ix)
                 };
                 let (i0, il) = (row_ix(l, 0), row_ix(l, ixs.len() - 1));
@@ -348,12 +348,8 @@ impl Lower<'_> {
             if let (true, Some((_, a))) = (l.unchecked(), evenodd) {
                 let mut made: Vec<Option<String>> = vec![];
                 for (q, c) in copies.iter().enumerate() {
-                    let at = |l: &mut Self, j: &str| -> Vec<Ix> {
-                        let mut ix = ixs[q].clone();
-                        ix.push(Ix::L(j.to_string()));
-                        for r in reshapes {
-                            ix = l.reshape_ix(r, &ix);
-                        }
+                    let at = |l: &mut Self, j: &str| {
+                        let ix = row_at(l, q, j.to_string());
                         l.factor_ix(&plan.terms[a], &ix)
                     };
                     made.push(l.evenodd_copy(plan.terms[a].v, &at, blocks, c)?);

@@ -374,12 +374,8 @@ impl LlvmExecutable {
     /// For every tensor argument `i`, `data[i]` must point to `args[i].data.len()` bytes, valid
     /// for reads and writes for the whole call and not accessed by anything else meanwhile.
     pub unsafe fn launch_raw(&self, args: &[Arg], data: &[*mut u8]) -> Result<()> {
-        if data.len() != args.len() {
-            return Err(LaunchError::ArgCount { kernel: self.kernel.name.clone(), expected: args.len(), got: data.len() }.into());
-        }
-        let ptrs = data.iter().map(|&p| p as usize).collect();
-        // SAFETY: the caller's contract is `run`'s.
-        unsafe { self.run(args, ptrs) }
+        // SAFETY: the caller's contract is `launch_at`'s.
+        unsafe { crate::jit_args::launch_at(self, &self.kernel, args, data) }
     }
 }
 
