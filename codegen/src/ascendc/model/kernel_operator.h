@@ -22,8 +22,9 @@
 //  - queue balance: a queue destroyed with tensors allocated or enqueued aborts;
 //  - cross-core flags are counting semaphores per group (mode 0x2: an AIV's set counts for
 //    the AIC of its group, whose wait needs one set from each of its two AIVs; an AIC's set
-//    wakes both AIVs); a wait that is never satisfied aborts after OPC_MODEL_FLAG_TIMEOUT
-//    seconds (default 20);
+//    wakes both AIVs); a wait that can never be satisfied (every core of the group waits on
+//    a flag nobody set, or has ended) aborts at once, naming each core's flag, and any wait
+//    still unsatisfied after OPC_MODEL_FLAG_TIMEOUT seconds (default 20) aborts too;
 //  - SetAtomicAdd makes UB -> GM copies add into GM under a global lock;
 //  - instruction counts for tests (Compare, Select, Mmad calls per size), printed after a
 //    launch when OPC_MODEL_COUNTS is set.
@@ -431,6 +432,27 @@ struct Group {
     std::condition_variable cv;
     std::deque<XClock> aicFlags[16][2];
     std::deque<XClock> aivFlags[2][16];
+    // Per slot (0: the AIC, 1 + s: AIV sub-block s): the flag its core waits on (-1: running),
+    // and whether it has ended. Read and written under `mu`.
+    int waitingOn[3] = {-1, -1, -1};
+    bool ended[3] = {false, false, false};
+
+    // Whether slot `s` may pass a wait on `flag` now.
+    bool Ready(int s, int flag) const
+    {
+        return s == 0 ? (!aicFlags[flag][0].empty() && !aicFlags[flag][1].empty()) : !aivFlags[s - 1][flag].empty();
+    }
+    // Every core has ended or waits on a flag no one has set: no core can set one any more, so
+    // the group hangs (flags never cross groups in mode 0x2). Timing-independent, unlike a timeout.
+    bool Stuck() const
+    {
+        for (int s = 0; s < 3; ++s) {
+            if (!ended[s] && (waitingOn[s] < 0 || Ready(s, waitingOn[s]))) {
+                return false;
+            }
+        }
+        return true;
+    }
 };
 
 // The GM workspace race detector: the driver registers the workspace (opc_model::TrackGm);
@@ -900,12 +922,28 @@ inline void CrossCoreWaitFlag(uint16_t flagId)
     }
     detail::Group& g = *c.group;
     std::unique_lock<std::mutex> lk(g.mu);
-    auto ready = [&] { return c.aiv ? !g.aivFlags[c.subIdx][flagId].empty() : (!g.aicFlags[flagId][0].empty() && !g.aicFlags[flagId][1].empty()); };
+    const int slot = c.GroupSlot();
+    auto ready = [&] { return g.Ready(slot, flagId); };
     const auto limit = std::chrono::duration<double>(detail::FlagTimeout());
-    if (!g.cv.wait_for(lk, limit, ready)) {
+    g.waitingOn[slot] = flagId;
+    bool stuck = false;
+    const bool woke = g.cv.wait_for(lk, limit, [&] { return ready() || (stuck = g.Stuck()); });
+    if (!woke || stuck) {
+        std::string who;
+        for (int s = 0; s < 3; ++s) {
+            if (!g.ended[s] && g.waitingOn[s] >= 0) {
+                who += std::string(who.empty() ? "" : "; ") + detail::SlotName(s) + ": CrossCoreWaitFlag(" + std::to_string(g.waitingOn[s]) + ")";
+            }
+        }
         lk.unlock();
+        if (stuck) {
+            detail::Fail("CrossCoreWaitFlag(%u): no matching CrossCoreSetFlag: every core of the group waits or has ended (missing flag: the cores "
+                         "would hang; waiting: %s)",
+                         flagId, who.c_str());
+        }
         detail::Fail("CrossCoreWaitFlag(%u): no matching CrossCoreSetFlag within %.0f s (missing flag: the core would hang)", flagId, detail::FlagTimeout());
     }
+    g.waitingOn[slot] = -1;
     auto join = [&](std::deque<detail::XClock>& q) {
         for (int i = 0; i < 3; ++i) {
             c.xvc[i] = c.xvc[i] > q.front()[i] ? c.xvc[i] : q.front()[i];
@@ -1733,6 +1771,12 @@ inline void RunKernel(uint32_t blockDim, const std::function<void()>& body)
             CurrentCorePtr() = core;
             body();
             CurrentCorePtr() = nullptr;
+            if (core->group != nullptr) {
+                // Its peers' waits that only it could satisfy now never will be.
+                std::lock_guard<std::mutex> lk(core->group->mu);
+                core->group->ended[core->GroupSlot()] = true;
+                core->group->cv.notify_all();
+            }
         });
     }
     for (auto& t : threads) {
