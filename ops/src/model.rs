@@ -474,7 +474,7 @@ fn experts_grouped(
 /// less expert CPU time than 64 x 32 tiles). Other targets keep the small tiles.
 fn mx_tiles(ops: &Ops, rows: usize) -> (i64, i64) {
     if ops.target().name() == "llvm" {
-        (pick(&[4, 16, 32, 64, 128], rows + rows / 2, 128), 128)
+        (pick(&[4, 16, 32, 64, 128, 256], rows + rows / 2, 256), 128)
     } else {
         (pick(&[4, 16, 32, 64], rows, 64), 32)
     }

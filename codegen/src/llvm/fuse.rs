@@ -57,6 +57,7 @@ use std::collections::{HashMap, HashSet};
 use opc_ir::{Block, DType, Op, OpKind, ParamKind, ReduceOp, ValueId};
 
 use super::lower::{ety, iota, lane_mask, lanes_for, row_major, Lower, Repr, RowAcc};
+use super::memory::Dest;
 use super::text::{cst, flit, suffix, vt};
 use crate::Result;
 
@@ -178,37 +179,63 @@ impl Lower<'_> {
     pub(super) fn fused_map(&mut self, op: &Op) -> Result<()> {
         let v = op.result();
         let shape = self.shape(v);
+        let out = self.alloc(shape.iter().product());
+        let dst = Dest { off: out, base: "0".into(), strides: row_major(&shape), prefetch: vec![], raw_bf16: false };
+        self.fused_map_into(op, &dst)?;
+        self.set(v, Repr::Buf { off: out, strides: row_major(&shape) });
+        Ok(())
+    }
+
+    /// Evaluate the fused tree rooted at `op` into `dst` (element `i` of the result at
+    /// `dst.base + Σ i_d · dst.strides[d]`): the rows form, or the panels form when the last two
+    /// dims of `dst` are contiguous too. `kloop.rs` points `dst` into a packed GEMM panel.
+    pub(super) fn fused_map_into(&mut self, op: &Op, dst: &Dest) -> Result<()> {
+        let v = op.result();
+        let shape = self.shape(v);
         let r = shape.len();
         let n = shape[r - 1];
         let lanes = lanes_for(n);
-        let out = self.alloc(shape.iter().product());
-        let orm = row_major(&shape);
         self.fused.insert(v, op.clone());
-        let panels = r >= 2 && n < SHORT_ROW && n.is_multiple_of(lanes as usize) && shape[r - 2] > 1 && self.linear_tree(v, 2);
-        let res = if panels { self.fused_map_panels(v, &shape, lanes, out) } else { self.fused_map_rows(v, &shape, lanes, out) };
+        // Short rows run as panels of the last `p` dims (3, else 2) when the tree is affine in
+        // all of them.
+        let short = dst.strides[r - 1] == 1 && n < SHORT_ROW && n.is_multiple_of(lanes as usize);
+        let dims = [3, 2].into_iter().find(|&p| short && r >= p && shape[r - p..r - 1].iter().product::<usize>() > 1 && self.linear_tree(v, p));
+        let res = match dims {
+            Some(p) => self.fused_map_panels(v, &shape, lanes, dst, p),
+            None => self.fused_map_rows(v, &shape, lanes, dst),
+        };
         self.fused.remove(&v);
-        res?;
-        self.set(v, Repr::Buf { off: out, strides: orm });
-        Ok(())
+        res
+    }
+
+    /// Store a chunk of the fused map's result at element `e` of `dst`.
+    fn store_mapped(&mut self, dst: &Dest, d: DType, e: &str, y: &Pv, lanes: u32, mask: Option<&str>) {
+        let base = ety(d);
+        let y = self.pv_vec(y, base, lanes);
+        if dst.raw_bf16 {
+            let h = self.repr_to_mem(DType::BF16, &y, lanes);
+            self.store_raw16(dst.off, e, &h, lanes, mask);
+        } else {
+            self.store_arena(base, lanes, dst.off, e, &y, mask);
+        }
     }
 
     /// [`Lower::fused_map`] row by row: each row's full chunks versioned at its corner chunks,
     /// then a masked tail.
-    fn fused_map_rows(&mut self, v: ValueId, shape: &[usize], lanes: u32, out: u32) -> Result<()> {
-        let base = ety(self.dtype(v));
+    fn fused_map_rows(&mut self, v: ValueId, shape: &[usize], lanes: u32, dst: &Dest) -> Result<()> {
+        let d = self.dtype(v);
         let r = shape.len();
         let n = shape[r - 1];
-        let orm = row_major(shape);
         self.nest(&shape[..r - 1], &mut |l, oidx| {
-            let row = l.linear(oidx, &orm[..r - 1]);
+            let row = dst.elem(l, oidx);
             let chunk = |l: &mut Self, j0: &str, valid: usize| -> Result<()> {
                 let mut ix: Vec<Ix> = oidx.iter().map(|i| Ix::S(i.clone())).collect();
                 ix.push(Ix::L(j0.to_string()));
                 let y = l.pe(v, &ix, lanes, valid)?;
-                let y = l.pv_vec(&y, base, lanes);
-                let e = l.f.val(format!("add i64 {row}, {j0}"));
+                let j = if dst.strides[r - 1] == 1 { j0.to_string() } else { l.f.val(format!("mul i64 {j0}, {}", dst.strides[r - 1])) };
+                let e = l.f.val(format!("add i64 {row}, {j}"));
                 let m = (valid < lanes as usize).then(|| lane_mask(lanes, valid));
-                l.store_arena(base, lanes, out, &e, &y, m.as_deref());
+                l.store_mapped(dst, d, &e, &y, lanes, m.as_deref());
                 Ok(())
             };
             let chunks = n / lanes as usize;
@@ -231,49 +258,76 @@ impl Lower<'_> {
 
     /// [`Lower::fused_map`] over short rows (`n` < [`SHORT_ROW`], whole chunks), e.g. the
     /// `[BN, BK/32, 32]` decode of an MXFP4 weight tile (one row per 32-element block): each
-    /// panel of the last two dims runs as one loop over its chunks, versioned once at the
-    /// panel's corners (the tree is affine in both dims, [`Lower::linear_tree`]) instead of
-    /// per row, where the checks and loop setup cost more than the row's two chunks.
-    fn fused_map_panels(&mut self, v: ValueId, shape: &[usize], lanes: u32, out: u32) -> Result<()> {
+    /// panel of the last `p` dims runs as one loop over its chunks, versioned once at the
+    /// panel's corners (the tree is affine in all `p` dims, [`Lower::linear_tree`]) instead of
+    /// per row, where the checks and loop setup cost more than the row's two chunks. `dst`'s
+    /// last dim is contiguous.
+    fn fused_map_panels(&mut self, v: ValueId, shape: &[usize], lanes: u32, dst: &Dest, p: usize) -> Result<()> {
         let r = shape.len();
-        let (rows, n) = (shape[r - 2], shape[r - 1]);
+        let inner = &shape[r - p..r - 1];
+        let n = shape[r - 1];
         let per = n / lanes as usize;
-        let base = ety(self.dtype(v));
-        let orm = row_major(shape);
-        self.nest(&shape[..r - 2], &mut |l, oidx| {
-            let panel = l.linear(oidx, &orm[..r - 2]);
-            let at = |oidx: &[String], row: String, j0: String| -> Vec<Ix> {
-                oidx.iter().map(|i| Ix::S(i.clone())).chain([Ix::S(row), Ix::L(j0)]).collect()
+        let d = self.dtype(v);
+        let strides = &dst.strides[r - p..r - 1];
+        self.nest(&shape[..r - p], &mut |l, oidx| {
+            let panel = dst.elem(l, oidx);
+            let at = |oidx: &[String], digits: &[String], j0: String| -> Vec<Ix> {
+                oidx.iter().chain(digits).map(|i| Ix::S(i.clone())).chain([Ix::L(j0)]).collect()
             };
             let full = |l: &mut Self| {
-                l.loop_n(rows * per, &mut |l, c| {
-                    let row = l.f.val(format!("udiv i64 {c}, {per}"));
+                l.loop_n(inner.iter().product::<usize>() * per, &mut |l, c| {
+                    // c = ((i_0 · inner_1 + i_1) ...) · per + j
                     let j = l.f.val(format!("urem i64 {c}, {per}"));
+                    let mut rest = l.f.val(format!("udiv i64 {c}, {per}"));
+                    let mut digits = vec![String::new(); inner.len()];
+                    for (k, &e) in inner.iter().enumerate().rev() {
+                        if k == 0 {
+                            digits[k] = rest.clone();
+                        } else {
+                            digits[k] = l.f.val(format!("urem i64 {rest}, {e}"));
+                            rest = l.f.val(format!("udiv i64 {rest}, {e}"));
+                        }
+                    }
                     let j0 = l.f.val(format!("mul i64 {j}, {lanes}"));
-                    let y = l.pe(v, &at(oidx, row, j0), lanes, lanes as usize)?;
-                    let y = l.pv_vec(&y, base, lanes);
-                    let e = l.f.val(format!("mul i64 {c}, {lanes}"));
-                    let e = l.f.val(format!("add i64 {panel}, {e}"));
-                    l.store_arena(base, lanes, out, &e, &y, None);
+                    let y = l.pe(v, &at(oidx, &digits, j0.clone()), lanes, lanes as usize)?;
+                    let off = l.linear(&digits, strides);
+                    let e = l.f.val(format!("add i64 {panel}, {off}"));
+                    let e = l.f.val(format!("add i64 {e}, {j0}"));
+                    l.store_mapped(dst, d, &e, &y, lanes, None);
                     Ok(())
                 })
             };
-            // The corners bound every chunk (affine indices); one step along each dim proves
-            // packed-nibble offsets even everywhere, as in `corner_chunks`.
-            let mut corners = vec![(0, 0), (0, n - lanes as usize), (rows - 1, 0), (rows - 1, n - lanes as usize), (1, 0)];
-            if per > 1 {
-                corners.push((0, lanes as usize));
+            // The corners bound every chunk (affine indices); one step along each dim from the
+            // first corner proves packed-nibble offsets even everywhere, as in `corner_chunks`.
+            let tops: Vec<usize> = inner.iter().map(|&e| e - 1).chain([n - lanes as usize]).collect();
+            let mut corners: Vec<Vec<usize>> = vec![vec![]];
+            for &t in &tops {
+                corners = corners.into_iter().flat_map(|c| [0, t].map(|x| c.iter().copied().chain([x]).collect::<Vec<_>>())).collect();
+            }
+            for (k, &t) in tops.iter().enumerate() {
+                if t > 0 {
+                    let mut c = vec![0; tops.len()];
+                    c[k] = if k + 1 == tops.len() { lanes as usize } else { 1 };
+                    corners.push(c);
+                }
             }
             corners.sort_unstable();
             corners.dedup();
-            let points: Vec<(ValueId, Vec<Ix>)> = corners.iter().map(|&(a, j)| (v, at(oidx, a.to_string(), j.to_string()))).collect();
+            let points: Vec<(ValueId, Vec<Ix>)> = corners
+                .iter()
+                .map(|c| {
+                    let (digits, j0) = c.split_at(c.len() - 1);
+                    let digits: Vec<String> = digits.iter().map(|x| x.to_string()).collect();
+                    (v, at(oidx, &digits, j0[0].to_string()))
+                })
+                .collect();
             l.versioned(&points, lanes, &full)
         })
     }
 
     /// Whether `v` can be evaluated inside the reduction at op index `at`; adds it and its fused
     /// operands to `set`.
-    fn want(&self, blk: &Block, def: &HashMap<ValueId, usize>, v: ValueId, at: usize, set: &mut HashSet<ValueId>) -> bool {
+    pub(super) fn want(&self, blk: &Block, def: &HashMap<ValueId, usize>, v: ValueId, at: usize, set: &mut HashSet<ValueId>) -> bool {
         self.want_shared(blk, def, v, at, set, &HashSet::new())
     }
 

@@ -45,6 +45,8 @@
 //! take the generic path of `lower.rs`, as does every loop when `OPC_LLVM_NO_KLOOP` is set (for
 //! A/B timing).
 
+use std::collections::{HashMap, HashSet};
+
 use opc_ir::{DType, Op, OpKind, ValueId};
 
 use super::dot::Operands;
@@ -84,11 +86,15 @@ enum Role {
 
 /// One load of the body, written into a packed panel instead of a tile.
 struct PanelLoad {
-    /// Body op index.
+    /// Body op index: the load, or the root of a mapped tree (see `map`).
     op: usize,
     role: Role,
     /// `BM` (for `a`) or `BN` (for `b`).
     rows: usize,
+    /// A transposed `b` computed by an elementwise tree over loads (`fuse.rs`'s fusion rules),
+    /// e.g. an MXFP4 weight tile decoded from its codes and scales, `[BN, ..]` reshaped to
+    /// `[BN, BK]`: the tree's values. It is evaluated straight into the panel.
+    map: Option<Vec<ValueId>>,
 }
 
 /// One carried accumulator: `acc_j = dot(loads[a], loads[b], acc_j)`.
@@ -169,12 +175,12 @@ impl Lower<'_> {
         let def = |v: ValueId| rest.iter().position(|o| o.results.contains(&v));
         let is_load = |i: usize| matches!(rest[i].kind, OpKind::Load { .. }) && rest[i].args.iter().all(|&a| self.k.ty(a).rank() <= 1);
         let mut loads: Vec<PanelLoad> = vec![];
-        let mut add_load = |op: usize, role: Role, rows: usize| -> Option<usize> {
+        let mut add_load = |op: usize, role: Role, rows: usize, map: Option<Vec<ValueId>>| -> Option<usize> {
             match loads.iter().position(|l| l.op == op) {
-                Some(i) if loads[i].role == role && loads[i].rows == rows => Some(i),
+                Some(i) if loads[i].role == role && loads[i].rows == rows && map.is_none() => Some(i),
                 Some(_) => None,
                 None => {
-                    loads.push(PanelLoad { op, role, rows });
+                    loads.push(PanelLoad { op, role, rows, map });
                     Some(loads.len() - 1)
                 }
             }
@@ -200,6 +206,48 @@ impl Lower<'_> {
                 consumed.push(o.args[0]);
             }
             Some(l)
+        };
+        // A transposed `b` that is an elementwise tree over loads, `[BN, ..]` (reshaped to
+        // `[BN, BK]` when it has more dims): its root op and the tree's values, all consumed.
+        let defs: HashMap<ValueId, usize> = rest.iter().enumerate().flat_map(|(i, o)| o.results.iter().map(move |&r| (r, i))).collect();
+        let mapped = |v: ValueId, matched: &mut Vec<usize>, consumed: &mut Vec<ValueId>| -> Option<(usize, Vec<ValueId>)> {
+            let mut root = def(v)?;
+            let mut reshape = None;
+            if rest[root].kind == OpKind::Reshape {
+                let (src, dst) = (self.shape(rest[root].args[0]), self.shape(v));
+                if dst.len() != 2 || src.len() < 2 || src[0] != dst[0] {
+                    return None;
+                }
+                reshape = Some(root);
+                root = def(rest[root].args[0])?;
+            }
+            let o = &rest[root];
+            let elementwise = matches!(o.kind, OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Cast(_) | OpKind::Bitcast);
+            let rv = o.results.first().copied()?;
+            if !elementwise || o.results.len() != 1 || !self.dtype(rv).is_float() || (reshape.is_some() && self.uses[rv.0 as usize] != 1) {
+                return None;
+            }
+            let shape = self.shape(rv);
+            let mut set = HashSet::new();
+            for &a in &o.args {
+                if self.shape(a) == shape {
+                    if !self.want(body, &defs, a, root, &mut set) {
+                        return None;
+                    }
+                } else if self.k.ty(a).numel() != 1 {
+                    return None;
+                }
+            }
+            if set.is_empty() || set.iter().any(|v| !matches!(defs.get(v), Some(&i) if !matched.contains(&i))) {
+                return None;
+            }
+            matched.extend(set.iter().map(|v| defs[v]));
+            if let Some(r) = reshape {
+                matched.push(r);
+                consumed.push(rv);
+            }
+            set.insert(rv);
+            Some((root, set.into_iter().collect()))
         };
         let mut bk = None;
         let dtype = self.dtype(rest.iter().find(|o| o.kind == OpKind::Dot)?.args[0]);
@@ -227,19 +275,26 @@ impl Lower<'_> {
             }
             let la = operand(dot.args[0], &mut matched, &mut consumed)?;
             let bi = def(dot.args[1])?;
-            let (lb, role) = match &rest[bi].kind {
+            let (lb, role, map) = match &rest[bi].kind {
                 OpKind::Permute(p) if p == &[1, 0] => {
-                    let lb = operand(rest[bi].args[0], &mut matched, &mut consumed)?;
+                    let t = rest[bi].args[0];
+                    let (lb, map) = match operand(t, &mut matched, &mut consumed) {
+                        Some(lb) => (lb, None),
+                        None => {
+                            let (root, vals) = mapped(t, &mut matched, &mut consumed)?;
+                            (root, Some(vals))
+                        }
+                    };
                     if !matched.contains(&bi) {
                         matched.push(bi);
-                        consumed.push(rest[bi].args[0]);
+                        consumed.push(t);
                     }
-                    (lb, Role::BTrans)
+                    (lb, Role::BTrans, map)
                 }
-                _ => (operand(dot.args[1], &mut matched, &mut consumed)?, Role::B),
+                _ => (operand(dot.args[1], &mut matched, &mut consumed)?, Role::B, None),
             };
-            let a = add_load(la, Role::A, m)?;
-            let b = add_load(lb, role, n)?;
+            let a = add_load(la, Role::A, m, None)?;
+            let b = add_load(lb, role, n, map)?;
             matched.extend([di, la, lb]);
             consumed.extend([dot.args[0], dot.args[1], acc]);
             dots.push(KDot { a, b, mn: (m, n) });
@@ -321,11 +376,18 @@ impl Lower<'_> {
         let row_strides: Vec<String> = m
             .loads
             .iter()
-            .map(|pl| {
-                let OpKind::Load { tensor, .. } = rest[pl.op].kind else { unreachable!("matched a load") };
-                self.tensors[tensor].as_ref().map_or("0".to_string(), |t| t.strides[0].clone())
+            .map(|pl| match rest[pl.op].kind {
+                OpKind::Load { tensor, .. } => self.tensors[tensor].as_ref().map_or("0".to_string(), |t| t.strides[0].clone()),
+                _ => "0".to_string(), // a mapped tree
             })
             .collect();
+        // The mapped trees' ops are evaluated inside their panel writes (`fused_map_into`).
+        for pl in &m.loads {
+            for &v in pl.map.iter().flatten() {
+                let i = rest.iter().position(|o| o.results.contains(&v)).expect("a body value");
+                self.fused.insert(v, rest[i].clone());
+            }
+        }
         let saved = self.enter_region();
         self.loop_dyn(&chunks, &mut |l, ch| {
             let first = l.f.val(format!("mul i64 {ch}, {s}"));
@@ -350,6 +412,14 @@ impl Lower<'_> {
                 // elements into an f32 panel.
                 for (pl, (p, rs)) in m.loads.iter().zip(panels.iter().zip(&row_strides)) {
                     let o = &rest[pl.op];
+                    if pl.map.is_some() {
+                        // `[BN, d1, ..]` lands as rows of the `[BN][KC]` panel.
+                        let shape = l.shape(o.result());
+                        let strides: Vec<i64> = [cap32 as i64].into_iter().chain(row_major(&shape[1..])).collect();
+                        let d = Dest { off: p.land, base: k0.clone(), strides, prefetch: vec![], raw_bf16: bf16 };
+                        l.fused_map_into(o, &d)?;
+                        continue;
+                    }
                     let es = esize(l.dtype(o.result()));
                     // and `PF_ROWS` rows further down the same chunk: a tile's rows are a
                     // tensor row stride apart, so a chunk's rows of both operands crowd a few
@@ -420,6 +490,11 @@ impl Lower<'_> {
             Ok(())
         })?;
         self.region = saved;
+        for pl in &m.loads {
+            for v in pl.map.iter().flatten() {
+                self.fused.remove(v);
+            }
+        }
         for (j, (d, &c)) in m.dots.iter().zip(&cs).enumerate() {
             self.set(op.results[j], Repr::Buf { off: c, strides: row_major(&[d.mn.0, d.mn.1]) });
         }

@@ -53,7 +53,7 @@ pub(super) struct Dest {
 
 impl Dest {
     /// The element index of `idx` (a prefix of the tile's indices: the row path passes the outer ones).
-    fn elem(&self, l: &mut Lower<'_>, idx: &[String]) -> String {
+    pub(super) fn elem(&self, l: &mut Lower<'_>, idx: &[String]) -> String {
         let e = l.linear(idx, &self.strides[..idx.len()]);
         match (self.base.as_str(), e.as_str()) {
             ("0", _) => e,
