@@ -277,6 +277,22 @@ fn mxfp4_gemv_forms_match_the_interpreter() {
     }
 }
 
+/// The MXFP4 GEMM as a fused K loop whose weight panel is decoded straight from codes and
+/// scales (`kloop.rs`): a ragged last row tile (M = 300 in 256-row tiles), odd N, K with a
+/// ragged last K step (4160 in 128-steps), scales 0 and 255, f32 and bf16 activations.
+#[test]
+fn mxfp4_gemm_decoded_panels_match_the_interpreter() {
+    let (i, l) = targets();
+    let mut r = Rng(46);
+    for (m, n, k) in [(300, 37, 4160), (17, 300, 256)] {
+        let w = mxfp4::Mxfp4 { codes: r.tensor_raw(DType::E2M1, &[n, k]), scales: mx_scales(&mut r, &[n, k / 32], 2) };
+        for d in [DType::F32, DType::BF16] {
+            let x = r.tensor_f(d, &[m, k], false);
+            close(&format!("mxfp4 gemm m={m} n={n} k={k} {d}"), &mxfp4::gemm(&i, &x, &w).unwrap(), &mxfp4::gemm(&l, &x, &w).unwrap());
+        }
+    }
+}
+
 /// The gpt-oss expert GEMVs over rows with activation copies: 1, 2 and 4 rows per program
 /// sharing each weight block (BM from the rows per expert; 8 rows per expert take two passes of
 /// 4), H and I with ragged K steps, scales 0 and 255 in the expert weights, f32 and bf16
