@@ -274,23 +274,15 @@ impl Lower<'_> {
             let at = |oidx: &[String], digits: &[String], j0: String| -> Vec<Ix> {
                 oidx.iter().chain(digits).map(|i| Ix::S(i.clone())).chain([Ix::L(j0)]).collect()
             };
+            // Nested loops (row dims, then the row's chunks): the per-row address terms are
+            // hoisted out of the short inner loops, which LLVM unrolls.
+            let dims: Vec<usize> = inner.iter().copied().chain([per]).collect();
             let full = |l: &mut Self| {
-                l.loop_n(inner.iter().product::<usize>() * per, &mut |l, c| {
-                    // c = ((i_0 · inner_1 + i_1) ...) · per + j
-                    let j = l.f.val(format!("urem i64 {c}, {per}"));
-                    let mut rest = l.f.val(format!("udiv i64 {c}, {per}"));
-                    let mut digits = vec![String::new(); inner.len()];
-                    for (k, &e) in inner.iter().enumerate().rev() {
-                        if k == 0 {
-                            digits[k] = rest.clone();
-                        } else {
-                            digits[k] = l.f.val(format!("urem i64 {rest}, {e}"));
-                            rest = l.f.val(format!("udiv i64 {rest}, {e}"));
-                        }
-                    }
-                    let j0 = l.f.val(format!("mul i64 {j}, {lanes}"));
-                    let y = l.pe(v, &at(oidx, &digits, j0.clone()), lanes, lanes as usize)?;
-                    let off = l.linear(&digits, strides);
+                l.nest(&dims, &mut |l, idx| {
+                    let (digits, j) = idx.split_at(inner.len());
+                    let j0 = l.f.val(format!("mul i64 {}, {lanes}", j[0]));
+                    let y = l.pe(v, &at(oidx, digits, j0.clone()), lanes, lanes as usize)?;
+                    let off = l.linear(digits, strides);
                     let e = l.f.val(format!("add i64 {panel}, {off}"));
                     let e = l.f.val(format!("add i64 {e}, {j0}"));
                     l.store_mapped(dst, d, &e, &y, lanes, None);
