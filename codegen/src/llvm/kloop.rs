@@ -12,6 +12,13 @@
 //! and the f32 micro-kernel runs unchanged — the same values, in the same order, as the
 //! unfused loop's cast and `dot`.
 //!
+//! A transposed `b` may also be an elementwise tree over loads, `[BN, ..]` reshaped to
+//! `[BN, BK]` — an MXFP4 weight tile, `cast(cast(load(codes)) * cast(load(scales))[.., None],
+//! T)` (`mxfp4_gemm`, the gpt-oss expert GEMMs). Each K step evaluates the tree with
+//! `fuse.rs`'s point evaluation straight into that operand's `[BN][KC]` landing panel (raw bf16
+//! bits rounded exactly as the tree's cast rounds them, or f32), instead of into a tile that a
+//! separate `dot` then reads; the panel is transposed and swept like a loaded one.
+//!
 //! **Blocking.** The program's `BM × BN` accumulator stays in one arena buffer `c`. The loop's
 //! iterations are taken `S` at a time (a K chunk of `KC = S·BK` values, 256 by default, 128
 //! for f32 panels:
