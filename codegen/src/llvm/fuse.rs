@@ -187,8 +187,8 @@ impl Lower<'_> {
     }
 
     /// Evaluate the fused tree rooted at `op` into `dst` (element `i` of the result at
-    /// `dst.base + Σ i_d · dst.strides[d]`): the rows form, or the panels form when the last two
-    /// dims of `dst` are contiguous too. `kloop.rs` points `dst` into a packed GEMM panel.
+    /// `dst.base + Σ i_d · dst.strides[d]`): the rows form, or the panels form for short rows
+    /// when `dst`'s last dim is contiguous. `kloop.rs` points `dst` into a packed GEMM panel.
     pub(super) fn fused_map_into(&mut self, op: &Op, dst: &Dest) -> Result<()> {
         let v = op.result();
         let shape = self.shape(v);
@@ -258,19 +258,17 @@ impl Lower<'_> {
 
     /// [`Lower::fused_map`] over short rows (`n` < [`SHORT_ROW`], whole chunks), e.g. the
     /// `[BN, BK/32, 32]` decode of an MXFP4 weight tile (one row per 32-element block): each
-    /// panel of the last `p` dims runs as one loop over its chunks, versioned once at the
-    /// panel's corners (the tree is affine in all `p` dims, [`Lower::linear_tree`]) instead of
-    /// per row, where the checks and loop setup cost more than the row's two chunks. `dst`'s
-    /// last dim is contiguous.
+    /// panel of the last `p` dims runs as one loop nest over its rows and chunks, versioned once
+    /// at the panel's corners (the tree is affine in all `p` dims, [`Lower::linear_tree`])
+    /// instead of per row, where the checks and loop setup cost more than the row's two chunks.
+    /// `dst`'s last dim is contiguous.
     fn fused_map_panels(&mut self, v: ValueId, shape: &[usize], lanes: u32, dst: &Dest, p: usize) -> Result<()> {
         let r = shape.len();
         let inner = &shape[r - p..r - 1];
         let n = shape[r - 1];
         let per = n / lanes as usize;
         let d = self.dtype(v);
-        let strides = &dst.strides[r - p..r - 1];
         self.nest(&shape[..r - p], &mut |l, oidx| {
-            let panel = dst.elem(l, oidx);
             let at = |oidx: &[String], digits: &[String], j0: String| -> Vec<Ix> {
                 oidx.iter().chain(digits).map(|i| Ix::S(i.clone())).chain([Ix::L(j0)]).collect()
             };
@@ -282,9 +280,8 @@ impl Lower<'_> {
                     let (digits, j) = idx.split_at(inner.len());
                     let j0 = l.f.val(format!("mul i64 {}, {lanes}", j[0]));
                     let y = l.pe(v, &at(oidx, digits, j0.clone()), lanes, lanes as usize)?;
-                    let off = l.linear(digits, strides);
-                    let e = l.f.val(format!("add i64 {panel}, {off}"));
-                    let e = l.f.val(format!("add i64 {e}, {j0}"));
+                    let row = dst.elem(l, &[oidx, digits].concat());
+                    let e = l.f.val(format!("add i64 {row}, {j0}"));
                     l.store_mapped(dst, d, &e, &y, lanes, None);
                     Ok(())
                 })

@@ -100,8 +100,8 @@ struct PanelLoad {
     rows: usize,
     /// A transposed `b` computed by an elementwise tree over loads (`fuse.rs`'s fusion rules),
     /// e.g. an MXFP4 weight tile decoded from its codes and scales, `[BN, ..]` reshaped to
-    /// `[BN, BK]`: the tree's values. It is evaluated straight into the panel.
-    map: Option<Vec<ValueId>>,
+    /// `[BN, BK]`: the body op indices of the tree. It is evaluated straight into the panel.
+    map: Option<Vec<usize>>,
 }
 
 /// One carried accumulator: `acc_j = dot(loads[a], loads[b], acc_j)`.
@@ -179,10 +179,11 @@ impl Lower<'_> {
         if y.kind != OpKind::Yield || y.args.len() != nc {
             return None;
         }
-        let def = |v: ValueId| rest.iter().position(|o| o.results.contains(&v));
+        let defs: HashMap<ValueId, usize> = rest.iter().enumerate().flat_map(|(i, o)| o.results.iter().map(move |&r| (r, i))).collect();
+        let def = |v: ValueId| defs.get(&v).copied();
         let is_load = |i: usize| matches!(rest[i].kind, OpKind::Load { .. }) && rest[i].args.iter().all(|&a| self.k.ty(a).rank() <= 1);
         let mut loads: Vec<PanelLoad> = vec![];
-        let mut add_load = |op: usize, role: Role, rows: usize, map: Option<Vec<ValueId>>| -> Option<usize> {
+        let mut add_load = |op: usize, role: Role, rows: usize, map: Option<Vec<usize>>| -> Option<usize> {
             match loads.iter().position(|l| l.op == op) {
                 Some(i) if loads[i].role == role && loads[i].rows == rows && map.is_none() => Some(i),
                 Some(_) => None,
@@ -215,9 +216,8 @@ impl Lower<'_> {
             Some(l)
         };
         // A transposed `b` that is an elementwise tree over loads, `[BN, ..]` (reshaped to
-        // `[BN, BK]` when it has more dims): its root op and the tree's values, all consumed.
-        let defs: HashMap<ValueId, usize> = rest.iter().enumerate().flat_map(|(i, o)| o.results.iter().map(move |&r| (r, i))).collect();
-        let mapped = |v: ValueId, matched: &mut Vec<usize>, consumed: &mut Vec<ValueId>| -> Option<(usize, Vec<ValueId>)> {
+        // `[BN, BK]` when it has more dims): its root op and the tree's ops, all consumed.
+        let mapped = |v: ValueId, matched: &mut Vec<usize>, consumed: &mut Vec<ValueId>| -> Option<(usize, Vec<usize>)> {
             let mut root = def(v)?;
             let mut reshape = None;
             if rest[root].kind == OpKind::Reshape {
@@ -245,16 +245,17 @@ impl Lower<'_> {
                     return None;
                 }
             }
-            if set.is_empty() || set.iter().any(|v| !matches!(defs.get(v), Some(&i) if !matched.contains(&i))) {
+            let mut ops: Vec<usize> = set.iter().map(|v| defs[v]).collect();
+            if ops.is_empty() || ops.iter().any(|i| matched.contains(i)) {
                 return None;
             }
-            matched.extend(set.iter().map(|v| defs[v]));
+            matched.extend(&ops);
             if let Some(r) = reshape {
                 matched.push(r);
                 consumed.push(rv);
             }
-            set.insert(rv);
-            Some((root, set.into_iter().collect()))
+            ops.push(root);
+            Some((root, ops))
         };
         let mut bk = None;
         let dtype = self.dtype(rest.iter().find(|o| o.kind == OpKind::Dot)?.args[0]);
@@ -390,9 +391,8 @@ impl Lower<'_> {
             .collect();
         // The mapped trees' ops are evaluated inside their panel writes (`fused_map_into`).
         for pl in &m.loads {
-            for &v in pl.map.iter().flatten() {
-                let i = rest.iter().position(|o| o.results.contains(&v)).expect("a body value");
-                self.fused.insert(v, rest[i].clone());
+            for &i in pl.map.iter().flatten() {
+                self.fused.insert(rest[i].result(), rest[i].clone());
             }
         }
         let saved = self.enter_region();
@@ -498,8 +498,8 @@ impl Lower<'_> {
         })?;
         self.region = saved;
         for pl in &m.loads {
-            for v in pl.map.iter().flatten() {
-                self.fused.remove(v);
+            for &i in pl.map.iter().flatten() {
+                self.fused.remove(&rest[i].result());
             }
         }
         for (j, (d, &c)) in m.dots.iter().zip(&cs).enumerate() {
