@@ -119,6 +119,14 @@ pub fn flash_attention_tiles(sq: usize, sk: usize) -> (i64, i64) {
     (tile(sq, 16, 64), tile(sk, 16, 64))
 }
 
+/// The `(BM, BN)` of `flash_attention` on the llvm target: up to 128 × 128. Each KV step copies
+/// its K and V tiles and transposes K once for all BM rows, so larger tiles amortize that work
+/// over twice the FMAs (causal S = 2048, D = 64, 8 heads: f32 18.3 → 16.7 ms, bf16 13.2 → 11.9
+/// ms, best of interleaved runs; a 512-token prefill ran the same).
+fn llvm_attention_tiles(sq: usize, sk: usize) -> (i64, i64) {
+    (tile(sq, 16, 128), tile(sk, 16, 128))
+}
+
 /// FlashAttention-2 forward: one program per (query tile, head, batch), online softmax over KV
 /// tiles. GQA, bottom-right causal mask, sliding window and attention sinks.
 pub fn flash_attention(ops: &Ops, q: &Tensor, k: &Tensor, v: &Tensor, sinks: Option<&Tensor>, p: &AttentionParams) -> Result<AttentionOut> {
@@ -129,11 +137,8 @@ pub fn flash_attention(ops: &Ops, q: &Tensor, k: &Tensor, v: &Tensor, sinks: Opt
     if d.b == 0 || d.hq == 0 || d.sq == 0 {
         return Ok(AttentionOut { out, lse });
     }
-    let inst = Instance::default()
-        .dtype("T", q.dtype)
-        .konst("D", d.d as i64)
-        .tunable("BM", flash_attention_tiles(d.sq, d.sk).0)
-        .tunable("BN", flash_attention_tiles(d.sq, d.sk).1);
+    let (bm, bn) = if ops.target().name() == "llvm" { llvm_attention_tiles(d.sq, d.sk) } else { flash_attention_tiles(d.sq, d.sk) };
+    let inst = Instance::default().dtype("T", q.dtype).konst("D", d.d as i64).tunable("BM", bm).tunable("BN", bn);
     let (has_window, window) = window_args(p, &d);
     let sk = sinks_arg(sinks, d.hq);
     let mut args = [

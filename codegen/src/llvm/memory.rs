@@ -301,13 +301,66 @@ impl Lower<'_> {
                 }
                 Ok(())
             };
+            let checked = |l: &mut Self| -> Result<()> {
+                l.loop_n(chunks, &mut |l, c| {
+                    let j0 = if c == "0" { "0".to_string() } else { l.f.val(format!("mul i64 {c}, {lanes}")) };
+                    chunk(l, &j0, lanes as usize)
+                })?;
+                if tail > 0 {
+                    chunk(l, &(chunks * lanes as usize).to_string(), tail)?;
+                }
+                Ok(())
+            };
+            // A contiguous load row that lies wholly inside the tensor (its first and last
+            // element, the indices being consecutive) needs no per-chunk index check: plain
+            // vector loads, the ragged tail under its constant lane mask.
+            let (Access::Load { .. }, true, None, Some(d)) = (kind, contiguous, mask, out) else { return checked(l) };
+            let s0 = l.read_vec(&irow, "i32", lanes, "0", lanes as usize);
+            let s0 = l.f.val(format!("extractelement {ti} {s0}, i64 0"));
+            let s0 = l.f.val(format!("sext i32 {s0} to i64"));
+            let last = l.f.val(format!("add i64 {s0}, {}", inner - 1));
+            let dim = &tv.shape[ip];
+            let (lo, hi) = (l.f.val(format!("icmp ult i64 {s0}, {dim}")), l.f.val(format!("icmp ult i64 {last}, {dim}")));
+            let inside = l.f.val(format!("and i1 {lo}, {hi}"));
+            let inside = l.f.val(format!("and i1 {inside}, {valid}"));
+            let (fast, slow, merge) = (l.f.label(), l.f.label(), l.f.label());
+            l.f.condbr(&inside, &fast, &slow);
+            l.f.block(&fast);
+            let row = l.f.val(format!("add i64 {off}, {s0}"));
+            let plain = |l: &mut Self, j0: &str, nvalid: usize| {
+                let (mt, sfx) = (vt(mty, lanes), super::text::suffix(mty, lanes));
+                let e = l.f.val(format!("add i64 {row}, {j0}"));
+                let eb = l.f.val(format!("mul i64 {e}, {esize}"));
+                let ptr = l.f.val(format!("getelementptr i8, ptr {}, i64 {eb}", tv.base));
+                for pf in &d.prefetch {
+                    l.prefetch_at(&ptr, pf);
+                }
+                let sm = (nvalid < lanes as usize).then(|| lane_mask(lanes, nvalid));
+                let raw = match &sm {
+                    None => l.f.val(format!("load {mt}, ptr {ptr}, align {esize}")),
+                    Some(m) => l.f.val(format!("call {mt} @llvm.masked.load.{sfx}.p0(ptr {ptr}, i32 {esize}, {tb} {m}, {mt} zeroinitializer)")),
+                };
+                let oe = l.f.val(format!("add i64 {out_row}, {j0}"));
+                if d.raw_bf16 {
+                    l.store_raw16(d.off, &oe, &raw, lanes, sm.as_deref());
+                } else {
+                    let x = l.mem_to_repr(tv.dtype, &raw, lanes);
+                    l.store_arena(rb, lanes, d.off, &oe, &x, sm.as_deref());
+                }
+            };
             l.loop_n(chunks, &mut |l, c| {
                 let j0 = if c == "0" { "0".to_string() } else { l.f.val(format!("mul i64 {c}, {lanes}")) };
-                chunk(l, &j0, lanes as usize)
+                plain(l, &j0, lanes as usize);
+                Ok(())
             })?;
             if tail > 0 {
-                chunk(l, &(chunks * lanes as usize).to_string(), tail)?;
+                plain(l, &(chunks * lanes as usize).to_string(), tail);
             }
+            l.f.br(&merge);
+            l.f.block(&slow);
+            checked(l)?;
+            l.f.br(&merge);
+            l.f.block(&merge);
             Ok(())
         })
     }
