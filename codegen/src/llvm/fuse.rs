@@ -36,7 +36,7 @@
 //! accumulator, walked chunk by chunk together (independent FMA chains, and 4 memory streams
 //! for the hardware prefetcher); a lone row gets 4 accumulators over its chunks instead. A
 //! partial last chunk is filled with the identity; at the end the accumulators are combined
-//! and the lanes reduced in order.
+//! and the lanes folded by halving (`Lower::fold_lanes`).
 //! **Loop versioning** (the rows of fused reductions and of fused maps alike): when the tree's
 //! load indices are affine in the lane position (directly,
 //! or through one root `reshape` whose source's trailing dims make up a row), the loads are
@@ -1277,7 +1277,7 @@ impl Lower<'_> {
     }
 
     /// One row's accumulator `slots` (vectors of `lanes`) combined with `rop` in slot order,
-    /// then across the lanes in lane order: the row's scalar, before `finish_reduce`.
+    /// then across the lanes ([`Lower::fold_lanes`]): the row's scalar, before `finish_reduce`.
     pub(super) fn fold_slots(&mut self, slots: &[String], rop: ReduceOp, d: DType, lanes: u32) -> String {
         let t = vt(ety(d), lanes);
         let mut acc = self.f.val(format!("load {t}, ptr {}, align 64", slots[0]));
@@ -1285,11 +1285,6 @@ impl Lower<'_> {
             let v = self.f.val(format!("load {t}, ptr {s}, align 64"));
             acc = self.combine(rop, d, &acc, &v, lanes);
         }
-        let mut s = self.f.val(format!("extractelement {t} {acc}, i64 0"));
-        for lane in 1..lanes {
-            let e = self.f.val(format!("extractelement {t} {acc}, i64 {lane}"));
-            s = self.combine(rop, d, &s, &e, 0);
-        }
-        s
+        self.fold_lanes(rop, d, &acc, lanes)
     }
 }

@@ -225,7 +225,7 @@ impl Lower<'_> {
     }
 
     /// The rows `ixs` (scalar index prefixes) of a fused block-scaled sum over rows of `n`
-    /// elements: each row's sum (lanes reduced in order) as a scalar. With `memo`, each block
+    /// elements: each row's sum (lanes folded by `fold_lanes`) as a scalar. With `memo`, each block
     /// step evaluates a value at an index once for all the rows (the rows of
     /// [`Lower::shared_rows`]).
     #[allow(clippy::too_many_arguments)]

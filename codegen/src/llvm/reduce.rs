@@ -5,10 +5,10 @@
 //!   interpreter's order (start from the first element, then `op(acc, x_j)`).
 //! - Along the last dim: each row is reduced with one `<16 x T>` accumulator over its chunks
 //!   (the last chunk's missing lanes filled with the identity: -0.0 for sums, NaN for the
-//!   interpreter's NaN-skipping max/min), then across the lanes in order. For float `sum` this
-//!   reassociates the additions (16 interleaved partial sums): the result differs from the
-//!   interpreter's left-to-right sum by rounding only (a few ulps of the row's magnitude; f16 /
-//!   bf16 sums are still rounded once, at the end). `max` / `min` keep the interpreter's NaN rule
+//!   interpreter's NaN-skipping max/min), then across the lanes by halving (`fold_lanes`: the
+//!   upper half onto the lower, 4 vector steps for 16 lanes). For float `sum` this reassociates
+//!   the additions: the result differs from the interpreter's left-to-right sum by rounding
+//!   only (a few ulps of the row's magnitude; f16 / bf16 sums are still rounded once, at the end). `max` / `min` keep the interpreter's NaN rule
 //!   and differ at most in the sign of a zero when +0.0 and -0.0 tie. Int sums wrap (exact in
 //!   any order).
 //! - `argmax` / `argmin` and `cumsum`: scalar loops in the interpreter's order (first best
@@ -230,13 +230,34 @@ impl Lower<'_> {
             self.f.inst(format!("store {t} {nx}, ptr {slot}, align 64"));
         }
         let acc = self.f.val(format!("load {t}, ptr {slot}, align 64"));
-        // Across the lanes, in lane order.
-        let mut s = self.f.val(format!("extractelement {t} {acc}, i64 0"));
-        for lane in 1..lanes {
-            let x = self.f.val(format!("extractelement {t} {acc}, i64 {lane}"));
+        let s = self.fold_lanes(rop, d, &acc, lanes);
+        self.finish_reduce(d, &s, 0)
+    }
+
+    /// The lanes of the vector `acc` (`lanes` a power of two) combined into one scalar by
+    /// halving: the upper half onto the lower, log2(lanes) vector steps instead of a chain of
+    /// `lanes - 1` scalar ones. Sums are reassociated (as everywhere across lanes); max / min
+    /// keep their rule (NaN skipped), so only which of two equal zeros wins may change.
+    pub(super) fn fold_lanes(&mut self, rop: ReduceOp, d: DType, acc: &str, lanes: u32) -> String {
+        let base = ety(d);
+        let mut v = acc.to_string();
+        let mut n = lanes;
+        while n > 1 && n.is_power_of_two() {
+            let h = n / 2;
+            let t = vt(base, n);
+            let idx = |from: u32| (from..from + h).map(|i| format!("i32 {i}")).collect::<Vec<_>>().join(", ");
+            let lo = self.f.val(format!("shufflevector {t} {v}, {t} poison, <{h} x i32> <{}>", idx(0)));
+            let hi = self.f.val(format!("shufflevector {t} {v}, {t} poison, <{h} x i32> <{}>", idx(h)));
+            v = self.combine(rop, d, &lo, &hi, h);
+            n = h;
+        }
+        let t = vt(base, n);
+        let mut s = self.f.val(format!("extractelement {t} {v}, i64 0"));
+        for lane in 1..n {
+            let x = self.f.val(format!("extractelement {t} {v}, i64 {lane}"));
             s = self.combine(rop, d, &s, &x, 0);
         }
-        self.finish_reduce(d, &s, 0)
+        s
     }
 
     /// `argmax` / `argmin` of `n` elements from element `row`, stride `sa`.
