@@ -464,6 +464,19 @@ impl Lower<'_> {
     // Loops
     // -----------------------------------------------------------------------------------------
 
+    /// A row of `chunks` full chunks of `lanes` then a `tail`-lane one (if any): `body(j0,
+    /// valid)` with `j0` the chunk's first element (an i64 operand) and `valid` its lanes.
+    pub(super) fn row_chunks(&mut self, chunks: usize, lanes: u32, tail: usize, body: &mut dyn FnMut(&mut Self, &str, usize) -> Result<()>) -> Result<()> {
+        self.loop_n(chunks, &mut |l, c| {
+            let j0 = if c == "0" { "0".to_string() } else { l.f.val(format!("mul i64 {c}, {lanes}")) };
+            body(l, &j0, lanes as usize)
+        })?;
+        if tail > 0 {
+            body(self, &(chunks * lanes as usize).to_string(), tail)?;
+        }
+        Ok(())
+    }
+
     /// `for i in 0..n` (i64 `i`) with a static trip count; no loop for 0 or 1 iterations.
     pub(super) fn loop_n(&mut self, n: usize, f: &mut dyn FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
         match n {
@@ -626,22 +639,14 @@ impl Lower<'_> {
             }
             let c = LoopTarget::LLVM.row_chunks(inner, []);
             let (lanes, chunks, tail) = (c.lanes, c.full, c.tail);
-            let body = |l: &mut Self, j0: &str, valid: usize| -> Result<()> {
+            l.row_chunks(chunks, lanes, tail, &mut |l, j0, valid| {
                 let xs: Vec<String> = rows.iter().zip(bases).map(|(a, b)| l.read_vec(a, b, lanes, j0, valid)).collect();
                 let y = f(l, &xs, lanes)?;
                 let e = l.f.val(format!("add i64 {out_row}, {j0}"));
                 let m = (valid < lanes as usize).then(|| lane_mask(lanes, valid));
                 l.store_arena(ob, lanes, out_off, &e, &y, m.as_deref());
                 Ok(())
-            };
-            l.loop_n(chunks, &mut |l, c| {
-                let j0 = if c == "0" { "0".to_string() } else { l.f.val(format!("mul i64 {c}, {lanes}")) };
-                body(l, &j0, lanes as usize)
-            })?;
-            if tail > 0 {
-                body(l, &(chunks * lanes as usize).to_string(), tail)?;
-            }
-            Ok(())
+            })
         })
     }
 }

@@ -301,16 +301,7 @@ impl Lower<'_> {
                 }
                 Ok(())
             };
-            let checked = |l: &mut Self| -> Result<()> {
-                l.loop_n(chunks, &mut |l, c| {
-                    let j0 = if c == "0" { "0".to_string() } else { l.f.val(format!("mul i64 {c}, {lanes}")) };
-                    chunk(l, &j0, lanes as usize)
-                })?;
-                if tail > 0 {
-                    chunk(l, &(chunks * lanes as usize).to_string(), tail)?;
-                }
-                Ok(())
-            };
+            let checked = |l: &mut Self| l.row_chunks(chunks, lanes, tail, &mut |l, j0, valid| chunk(l, j0, valid));
             // A contiguous load row that lies wholly inside the tensor (its first and last
             // element, the indices being consecutive) needs no per-chunk index check: plain
             // vector loads, the ragged tail under its constant lane mask.
@@ -327,7 +318,7 @@ impl Lower<'_> {
             l.f.condbr(&inside, &fast, &slow);
             l.f.block(&fast);
             let row = l.f.val(format!("add i64 {off}, {s0}"));
-            let plain = |l: &mut Self, j0: &str, nvalid: usize| {
+            let plain = |l: &mut Self, j0: &str, nvalid: usize| -> Result<()> {
                 let (mt, sfx) = (vt(mty, lanes), super::text::suffix(mty, lanes));
                 let e = l.f.val(format!("add i64 {row}, {j0}"));
                 let eb = l.f.val(format!("mul i64 {e}, {esize}"));
@@ -347,15 +338,9 @@ impl Lower<'_> {
                     let x = l.mem_to_repr(tv.dtype, &raw, lanes);
                     l.store_arena(rb, lanes, d.off, &oe, &x, sm.as_deref());
                 }
-            };
-            l.loop_n(chunks, &mut |l, c| {
-                let j0 = if c == "0" { "0".to_string() } else { l.f.val(format!("mul i64 {c}, {lanes}")) };
-                plain(l, &j0, lanes as usize);
                 Ok(())
-            })?;
-            if tail > 0 {
-                plain(l, &(chunks * lanes as usize).to_string(), tail);
-            }
+            };
+            l.row_chunks(chunks, lanes, tail, &mut |l, j0, valid| plain(l, j0, valid))?;
             l.f.br(&merge);
             l.f.block(&slow);
             checked(l)?;
