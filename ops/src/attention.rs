@@ -116,15 +116,15 @@ fn tile(n: usize, lo: usize, hi: usize) -> i64 {
 /// both are long (on `sm_90a` that is one consumer warpgroup of the FA3 loop at every `D` up to
 /// 256; `codegen/src/ptx/attn.rs`), smaller for short sequences.
 pub fn flash_attention_tiles(sq: usize, sk: usize) -> (i64, i64) {
-    (tile(sq, 16, 64), tile(sk, 16, 64))
+    attention_tiles(sq, sk, 64)
 }
 
-/// The `(BM, BN)` of `flash_attention` on the llvm target: up to 128 × 128. Each KV step copies
-/// its K and V tiles and transposes K once for all BM rows, so larger tiles amortize that work
-/// over twice the FMAs (causal S = 2048, D = 64, 8 heads: f32 18.3 → 16.7 ms, bf16 13.2 → 11.9
-/// ms, best of interleaved runs; a 512-token prefill ran the same).
-fn llvm_attention_tiles(sq: usize, sk: usize) -> (i64, i64) {
-    (tile(sq, 16, 128), tile(sk, 16, 128))
+/// `(BM, BN)` for `sq` queries and `sk` keys, each at most `cap`. On the llvm target `cap` is
+/// 128: each KV step copies its K and V tiles and transposes K once for all BM rows, so larger
+/// tiles amortize that work over twice the FMAs (causal S = 2048, D = 64, 8 heads: f32 18.3 →
+/// 16.7 ms, bf16 13.2 → 11.9 ms, best of interleaved runs; a 512-token prefill ran the same).
+fn attention_tiles(sq: usize, sk: usize, cap: usize) -> (i64, i64) {
+    (tile(sq, 16, cap), tile(sk, 16, cap))
 }
 
 /// FlashAttention-2 forward: one program per (query tile, head, batch), online softmax over KV
@@ -137,7 +137,7 @@ pub fn flash_attention(ops: &Ops, q: &Tensor, k: &Tensor, v: &Tensor, sinks: Opt
     if d.b == 0 || d.hq == 0 || d.sq == 0 {
         return Ok(AttentionOut { out, lse });
     }
-    let (bm, bn) = if ops.target().name() == "llvm" { llvm_attention_tiles(d.sq, d.sk) } else { flash_attention_tiles(d.sq, d.sk) };
+    let (bm, bn) = attention_tiles(d.sq, d.sk, if ops.target().name() == "llvm" { 128 } else { 64 });
     let inst = Instance::default().dtype("T", q.dtype).konst("D", d.d as i64).tunable("BM", bm).tunable("BN", bn);
     let (has_window, window) = window_args(p, &d);
     let sk = sinks_arg(sinks, d.hq);

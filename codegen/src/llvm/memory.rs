@@ -229,6 +229,32 @@ impl Lower<'_> {
                 None => "0".into(),
             };
             let Chunks { full: chunks, tail, .. } = Chunks::new(inner, lanes);
+            // Write the loaded chunk `raw` (memory bits) at element `j0` of the destination row,
+            // as raw bf16 or widened; with `keep` (lane mask, `other` value), masked-off lanes
+            // take `other`.
+            let land = |l: &mut Self, raw: &str, j0: &str, nvalid: usize, keep: Option<(&str, &str)>| {
+                let d = out.expect("load buffer");
+                let oe = l.f.val(format!("add i64 {out_row}, {j0}"));
+                let sm = (nvalid < lanes as usize).then(|| lane_mask(lanes, nvalid));
+                if d.raw_bf16 {
+                    let y = match keep {
+                        Some((lm, o)) => {
+                            let o = l.repr_to_mem(DType::BF16, o, lanes);
+                            l.f.val(format!("select {tb} {lm}, {} {raw}, {} {o}", vt(mty, lanes), vt(mty, lanes)))
+                        }
+                        None => raw.to_string(),
+                    };
+                    l.store_raw16(d.off, &oe, &y, lanes, sm.as_deref());
+                } else {
+                    let x = l.mem_to_repr(tv.dtype, raw, lanes);
+                    let rt = vt(rb, lanes);
+                    let y = match keep {
+                        Some((lm, o)) => l.f.val(format!("select {tb} {lm}, {rt} {x}, {rt} {o}")),
+                        None => x,
+                    };
+                    l.store_arena(rb, lanes, d.off, &oe, &y, sm.as_deref());
+                }
+            };
             let chunk = |l: &mut Self, j0: &str, nvalid: usize| -> Result<()> {
                 let idxv = l.read_vec(&irow, "i32", lanes, j0, nvalid);
                 let inb = l.f.val(format!("icmp ult {ti} {idxv}, {bound}"));
@@ -273,19 +299,7 @@ impl Lower<'_> {
                             ))
                         };
                         let o = l.read_vec(&orow, rb, lanes, j0, nvalid);
-                        let out = out.expect("load buffer");
-                        let oe = l.f.val(format!("add i64 {out_row}, {j0}"));
-                        let sm = (nvalid < lanes as usize).then(|| lane_mask(lanes, nvalid));
-                        if out.raw_bf16 {
-                            let o = l.repr_to_mem(DType::BF16, &o, lanes);
-                            let y = l.f.val(format!("select {tb} {lm}, {mt} {raw}, {mt} {o}"));
-                            l.store_raw16(out.off, &oe, &y, lanes, sm.as_deref());
-                        } else {
-                            let x = l.mem_to_repr(tv.dtype, &raw, lanes);
-                            let rt = vt(rb, lanes);
-                            let y = l.f.val(format!("select {tb} {lm}, {rt} {x}, {rt} {o}"));
-                            l.store_arena(rb, lanes, out.off, &oe, &y, sm.as_deref());
-                        }
+                        land(l, &raw, j0, nvalid, Some((&lm, &o)));
                     }
                     Access::Store { .. } => {
                         let v = l.read_vec(vrow.as_ref().expect("store value"), rb, lanes, j0, nvalid);
@@ -331,13 +345,7 @@ impl Lower<'_> {
                     None => l.f.val(format!("load {mt}, ptr {ptr}, align {esize}")),
                     Some(m) => l.f.val(format!("call {mt} @llvm.masked.load.{sfx}.p0(ptr {ptr}, i32 {esize}, {tb} {m}, {mt} zeroinitializer)")),
                 };
-                let oe = l.f.val(format!("add i64 {out_row}, {j0}"));
-                if d.raw_bf16 {
-                    l.store_raw16(d.off, &oe, &raw, lanes, sm.as_deref());
-                } else {
-                    let x = l.mem_to_repr(tv.dtype, &raw, lanes);
-                    l.store_arena(rb, lanes, d.off, &oe, &x, sm.as_deref());
-                }
+                land(l, &raw, j0, nvalid, None);
                 Ok(())
             };
             l.row_chunks(chunks, lanes, tail, &mut |l, j0, valid| plain(l, j0, valid))?;
