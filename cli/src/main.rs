@@ -5,6 +5,7 @@
 
 mod bench;
 mod model_cmds;
+mod tune_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use opc_dsl::Instance;
@@ -59,6 +60,12 @@ enum Cmd {
     /// machine's limits and an optional baseline.
     #[command(after_help = "Examples:\n  opc bench\n  opc bench --rows gemm,kl --peak-gflops 250 --amx-gflops 1500 --bw-gbs 33\n  opc bench --baseline torch_baseline.json --baseline llamacpp_ops.json")]
     Bench(bench::BenchArgs),
+    /// Autotune a kernel for one shape: compile every configuration of its tunables (or a
+    /// seeded sample), check each against the default's output, time them, print them fastest
+    /// first and record every timing in the tuning database, from which the operator library
+    /// launches the best configuration for that shape on this machine.
+    #[command(after_help = "Examples:\n  opc tune ops/kernels/blocks.opc --kernel matmul --dtype T=f32 --dim M=1024 --dim N=1024 --dim K=1024 --scalar has_bias=false\n  opc tune ops/kernels/blocks.opc --kernel rmsnorm --dtype T=bf16 --dtype O=bf16 --dim T=512 --dim H=2048 --scalar eps=1e-6 --target cpu\n  opc tune k.opc --kernel attn --const D=64 --dim S=2048 --tunable BM=64 --max-configs 16 --no-record")]
+    Tune(tune_cmd::TuneArgs),
     /// Compare a model's logits and greedy tokens with a reference file; exits 1 on mismatch.
     #[command(after_help = "Example:\n  opc eval --model ../shared/fixtures/models/llama-tiny --reference ../shared/fixtures/models/llama-tiny/reference.safetensors")]
     Eval(model_cmds::EvalArgs),
@@ -332,6 +339,7 @@ fn run(cli: Cli) -> Result<(), Fail> {
         Cmd::BenchModel(a) => model_cmds::bench_model(&a),
         Cmd::Model { cmd } => model_cmds::model(&cmd),
         Cmd::Bench(a) => bench::cmd_bench(&a).map_err(|(code, msg)| Fail { code, msg }),
+        Cmd::Tune(a) => tune_cmd::tune(&a),
         Cmd::Targets => {
             for t in opc_codegen::TARGETS {
                 println!("{t:<12} runs in-process (opc verify / opc build --target {t})");

@@ -36,10 +36,10 @@ fn help_lists_every_subcommand() {
     let o = opc(&["--help"]);
     assert!(o.status.success());
     let (out, _) = text(&o);
-    for cmd in ["check", "build", "verify", "passes", "targets"] {
+    for cmd in ["check", "build", "verify", "passes", "targets", "tune"] {
         assert!(out.lines().any(|l| l.trim_start().starts_with(cmd)), "`{cmd}` missing from --help:\n{out}");
     }
-    for cmd in ["check", "build", "verify", "passes", "targets"] {
+    for cmd in ["check", "build", "verify", "passes", "targets", "tune"] {
         let o = opc(&[cmd, "--help"]);
         assert!(o.status.success(), "{cmd} --help");
         assert!(text(&o).0.contains("Example"), "{cmd} --help has no example");
@@ -213,4 +213,52 @@ fn build_ascendc_writes_kernel_tiling_launch_and_manifest() {
     assert!(err.starts_with(&format!("error: {fa}:47:17: kernel `flash_attention` does not compile")), "{err}");
     assert!(err.contains(&format!("note: {fa}:33:5: tunable BM = 128 sizes these tiles")), "{err}");
     assert!(err.contains("╰── 131072 bytes live at the UB peak") && err.contains("╰── tunable BN = 128 sizes these tiles"), "{err}");
+}
+
+#[test]
+fn tune_prints_every_configuration_and_records_the_run() {
+    let src = scratch("tune_twice.opc", VALID);
+    let db = std::env::temp_dir().join(format!("opc-cli-test-{}", std::process::id())).join("tune.jsonl");
+    let _ = std::fs::remove_file(&db);
+    let args = ["tune", src.to_str().unwrap(), "--dim", "N=1000", "--target", "cpu", "--min-time-ms", "1", "--db", db.to_str().unwrap()];
+    let o = opc(&args);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.starts_with("kernel `twice` ("), "{out}");
+    assert!(out.contains("on `cpu`, dims N=1000: 2 of 2 configurations"), "{out}");
+    assert!(out.lines().any(|l| l.contains("B=16") && l.ends_with("(default)")), "{out}");
+    assert!(out.lines().any(|l| l.contains("B=32") && l.contains('×')), "{out}");
+    assert!(out.contains("best: --tunable B="), "{out}");
+    assert!(out.contains(&format!("recorded 2 timings in {}", db.display())), "{out}");
+    assert_eq!(err.lines().filter(|l| l.trim_start().starts_with('[')).count(), 2, "{err}");
+    let lines = std::fs::read_to_string(&db).unwrap();
+    assert_eq!(lines.lines().count(), 2);
+    assert!(lines.lines().all(|l| l.contains("\"status\":\"ok\"") && l.contains("\"dims\":\"N=1000\"")), "{lines}");
+
+    // --no-record measures only.
+    let o = opc(&["tune", src.to_str().unwrap(), "--dim", "N=64", "--target", "cpu", "--min-time-ms", "1", "--db", db.to_str().unwrap(), "--no-record"]);
+    assert!(o.status.success());
+    assert!(text(&o).0.contains("recorded nothing"));
+    assert_eq!(std::fs::read_to_string(&db).unwrap().lines().count(), 2);
+}
+
+#[test]
+fn tune_usage_errors_name_the_missing_or_bad_value() {
+    let src = scratch("tune_bad.opc", VALID);
+    let s = src.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["tune", s, "--target", "cpu", "--no-record"], "error: kernel `twice` needs a value for every dim it is launched with: --dim N=N"),
+        (&["tune", s, "--dim", "M=4", "--target", "cpu", "--no-record"], "error: kernel `twice` has no dim `M` (its dims: N)"),
+        (&["tune", s, "--dim", "N=4", "--scalar", "k=1", "--target", "cpu", "--no-record"], "error: kernel `twice` has no scalar parameter `k` (its scalars: none)"),
+        (&["tune", s, "--dim", "N=4", "--target", "gpu9"], "error: unknown target `gpu9`"),
+    ];
+    for (args, want) in cases {
+        let o = opc(args);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {out}{err}");
+        assert!(err.starts_with(want), "{args:?}: {err}");
+    }
+    let o = opc(&["tune", s, "--dim", "N=x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("--dim expects DIM=INT, e.g. M=512; got \"N=x\""), "{}", text(&o).1);
 }

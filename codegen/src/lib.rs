@@ -77,6 +77,12 @@ pub trait Target: Send + Sync {
     /// Name used on the command line (`--target NAME`) and in cache keys.
     fn name(&self) -> &'static str;
     fn compile(&self, kernel: &Kernel) -> Result<Arc<dyn Executable>>;
+    /// What, besides the kernel, decides how fast its code runs here: the target's name and,
+    /// for the JIT targets, the host CPU and the ISA features code is generated for. Tuning
+    /// records (`opc tune`) are keyed by it, so a record made on another machine never applies.
+    fn machine(&self) -> String {
+        self.name().to_string()
+    }
 }
 
 /// Names accepted by [`target_by_name`].

@@ -7,7 +7,7 @@ use opc_dsl::Instance;
 use opc_ir::{DType, Tensor};
 pub use kernel_profile::KernelProfile;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// DSL sources of the operator library, by file stem.
 pub const SOURCES: &[(&str, &str)] = &[
@@ -34,6 +34,7 @@ pub mod mxfp4;
 pub mod paged_attention;
 mod scratch;
 pub mod spec_sample;
+mod tuned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
@@ -48,11 +49,17 @@ pub enum OpError {
 pub type Result<T> = std::result::Result<T, OpError>;
 
 /// Compiles operator kernels for one target and caches them by (file, kernel, instance).
+/// Launches whose dims were tuned on this machine (`opc tune`) run the tuned configuration
+/// (see `tuned.rs`).
 pub struct Ops {
     target: Arc<dyn Target>,
     cache: Mutex<HashMap<(String, String, Instance), Arc<dyn Executable>>>,
     /// Per-kernel launch times, when profiling ([`Ops::with_kernel_profile`]).
     profile: Option<Arc<KernelProfile>>,
+    /// The tuning database to read, and its best configurations for this target's machine
+    /// (read on the first compile).
+    tune_db: Option<opc_tune::Db>,
+    tuned: OnceLock<Vec<(opc_tune::Key, opc_tune::Config)>>,
 }
 
 impl Ops {
@@ -60,7 +67,21 @@ impl Ops {
     /// anything but `0` or empty.
     pub fn new(target: Arc<dyn Target>) -> Ops {
         let on = std::env::var("OPC_PROFILE_KERNELS").is_ok_and(|v| !v.is_empty() && v != "0");
-        Ops { target, cache: Mutex::new(HashMap::new()), profile: on.then(Default::default) }
+        Ops {
+            target,
+            cache: Mutex::new(HashMap::new()),
+            profile: on.then(Default::default),
+            tune_db: opc_tune::Db::from_env(),
+            tuned: OnceLock::new(),
+        }
+    }
+
+    /// Read tuned configurations from `db` instead of the environment's database (`None`:
+    /// always the drivers' heuristic tiles).
+    pub fn with_tune_db(mut self, db: Option<opc_tune::Db>) -> Ops {
+        self.tune_db = db;
+        self.tuned = OnceLock::new();
+        self
     }
 
     /// Time every launch per kernel and instance ([`Ops::kernel_profile`]).
@@ -90,14 +111,13 @@ impl Ops {
             return Ok(e.clone());
         }
         let src = Ops::source(file).ok_or_else(|| OpError::Compile(format!("no operator source `{file}`")))?;
-        let path = format!("ops/kernels/{file}.opc");
-        let mut k = opc_dsl::compile(&path, src, kernel, inst).map_err(|d| OpError::Compile(d.to_string()))?;
-        opc_passes::run_pipeline(&mut k, &Default::default()).map_err(|e| OpError::Compile(e.to_string()))?;
-        let mut exe = self.target.compile(&k)?;
-        if let Some(profile) = &self.profile {
-            let label = format!("{file}::{kernel}{}", instance_label(inst));
-            exe = Arc::new(kernel_profile::Timed { inner: exe, label, profile: profile.clone() });
-        }
+        let compiler = tuned::Compiler { target: self.target.clone(), profile: self.profile.clone() };
+        let exe = compiler.compile(file, src, kernel, inst)?;
+        let best = self.tuned.get_or_init(|| match &self.tune_db {
+            Some(db) => tuned::load_best(db, &self.target.machine()),
+            None => vec![],
+        });
+        let exe = tuned::Tuned::wrap(exe, best, &compiler, (file, src, kernel, inst));
         self.cache.lock().unwrap().insert(key, exe.clone());
         Ok(exe)
     }

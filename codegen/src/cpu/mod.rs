@@ -176,6 +176,13 @@ impl Target for CpuTarget {
     fn compile(&self, kernel: &Kernel) -> Result<Arc<dyn Executable>> {
         Ok(self.compile_cpu(kernel)?)
     }
+
+    fn machine(&self) -> String {
+        match isa() {
+            Ok(isa) => format!("cpu {}", features(&isa)),
+            Err(_) => "cpu".into(),
+        }
+    }
 }
 
 impl CpuTarget {

@@ -298,6 +298,13 @@ impl Target for LlvmTarget {
     fn compile(&self, kernel: &Kernel) -> Result<Arc<dyn Executable>> {
         Ok(self.compile_llvm(kernel)?)
     }
+
+    fn machine(&self) -> String {
+        match host() {
+            Ok(h) => format!("llvm {} {} {}", h.triple, h.cpu, h.features),
+            Err(_) => "llvm".into(),
+        }
+    }
 }
 
 impl LlvmTarget {

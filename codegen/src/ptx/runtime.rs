@@ -67,6 +67,13 @@ impl Target for PtxTarget {
         "ptx"
     }
 
+    fn machine(&self) -> String {
+        match context().and_then(|ctx| ctx.compute_capability().map_err(|e| format!("{e:?}"))) {
+            Ok((major, minor)) => format!("ptx sm_{major}{minor}"),
+            Err(_) => "ptx".into(),
+        }
+    }
+
     fn compile(&self, kernel: &Kernel) -> Result<Arc<dyn Executable>> {
         let ctx = context().map_err(|e| err(&kernel.name, e))?;
         let arch = device_arch(&ctx).map_err(|e| err(&kernel.name, e))?;

@@ -1,0 +1,162 @@
+//! `opc tune`: explore a kernel's tunables for one shape on one target (`opc_tune`), print the
+//! configurations fastest first, and record every timing in the tuning database, where the
+//! operator library (`opc run`, `opc bench`, `opc eval`) finds the best one for that shape.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use opc_dsl::Instance;
+use opc_ir::DType;
+use opc_tune::{Candidate, Status};
+
+use crate::{failed, parse_const_binding, parse_dtype_binding, parse_int_binding, parse_tunable_binding, read_source, split_binding, usage, Fail};
+
+#[derive(clap::Args, Debug)]
+pub struct TuneArgs {
+    /// The .opc source file.
+    file: PathBuf,
+    /// Kernel to tune (default: the first kernel of the file).
+    #[arg(long, value_name = "NAME")]
+    kernel: Option<String>,
+    /// Bind a type variable: VAR=DTYPE (repeatable), e.g. T=bf16.
+    #[arg(long = "dtype", value_name = "VAR=DTYPE", value_parser = parse_dtype_binding)]
+    dtypes: Vec<(String, DType)>,
+    /// Specialize a const dim: DIM=INT (repeatable), e.g. D=64.
+    #[arg(long = "const", value_name = "DIM=INT", value_parser = parse_const_binding)]
+    consts: Vec<(String, i64)>,
+    /// The shape to tune for: a value for each dynamic dim, DIM=INT (repeatable), e.g. M=512.
+    #[arg(long = "dim", value_name = "DIM=INT", value_parser = parse_dim_binding)]
+    dims: Vec<(String, i64)>,
+    /// A scalar parameter's value: NAME=VALUE (repeatable), e.g. has_bias=false, scale=0.125.
+    #[arg(long = "scalar", value_name = "NAME=VALUE", value_parser = parse_scalar_binding)]
+    scalars: Vec<(String, String)>,
+    /// Pin a tunable to one value: NAME=INT (repeatable); the others are explored.
+    #[arg(long = "tunable", value_name = "NAME=INT", value_parser = parse_tunable_binding)]
+    tunables: Vec<(String, i64)>,
+    /// Target to tune for (see `opc targets`).
+    #[arg(long, default_value = opc_codegen::DEFAULT_TARGET)]
+    target: String,
+    /// Try at most this many configurations (a seeded sample when the space is larger).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_configs: u32,
+    /// Launch each configuration for at least this many milliseconds (and at least 3 times).
+    #[arg(long, default_value_t = 200)]
+    min_time_ms: u64,
+    /// Seed of the random inputs and of the sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The tuning database to record in (default: $OPC_TUNE_DB, else tune.jsonl in the
+    /// compile cache directory).
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+    /// Measure and print only; record nothing.
+    #[arg(long)]
+    no_record: bool,
+}
+
+fn parse_dim_binding(s: &str) -> Result<(String, i64), String> {
+    parse_int_binding("--dim", "DIM=INT", "M=512", s)
+}
+
+fn parse_scalar_binding(s: &str) -> Result<(String, String), String> {
+    let (k, v) = split_binding("--scalar", "NAME=VALUE", "has_bias=false", s)?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn config_text(c: &Candidate) -> String {
+    if c.config.is_empty() {
+        return "(no tunables)".into();
+    }
+    c.config.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ")
+}
+
+pub fn tune(a: &TuneArgs) -> Result<(), Fail> {
+    let target = opc_codegen::target_by_name(&a.target).map_err(|e| usage(format!("error: {e}")))?;
+    let src = read_source(&a.file)?;
+    let path = a.file.display().to_string();
+    let kernel = match &a.kernel {
+        Some(k) => k.clone(),
+        None => {
+            let names = opc_dsl::check(&path, &src).map_err(|d| failed(d.to_string()))?;
+            names.into_iter().next().ok_or_else(|| failed(format!("error: {path} defines no kernels")))?
+        }
+    };
+    let db = if a.no_record {
+        None
+    } else {
+        match &a.db {
+            Some(p) => Some(opc_tune::Db::at(p)),
+            None => opc_tune::Db::from_env(),
+        }
+    };
+    let req = opc_tune::Request {
+        path: &path,
+        source: &src,
+        kernel: &kernel,
+        instance: Instance { dtypes: a.dtypes.clone(), consts: a.consts.clone(), tunables: a.tunables.clone() },
+        dims: a.dims.clone(),
+        scalars: a.scalars.clone(),
+        max_configs: a.max_configs as usize,
+        min_time: Duration::from_millis(a.min_time_ms),
+        seed: a.seed,
+    };
+    let mut progress = |c: &Candidate, i: usize, n: usize| {
+        let what = match (&c.status, c.median_ms) {
+            (Status::Ok, Some(ms)) => format!("{ms:.3} ms"),
+            (Status::Wrong(_), _) => "wrong".into(),
+            (Status::Rejected(_), _) => "rejected".into(),
+            _ => String::new(),
+        };
+        eprintln!("  [{i}/{n}] {:<40} {what}", config_text(c));
+    };
+    let report = opc_tune::tune(&*target, &req, &mut progress).map_err(|e| match e {
+        opc_tune::TuneError::Usage(_) => usage(e.to_string()),
+        _ => failed(e.to_string()),
+    })?;
+
+    println!(
+        "kernel `{kernel}` ({path}) on `{}`, dims {}: {} of {} configurations",
+        a.target,
+        if report.key.dims.is_empty() { "(none)" } else { &report.key.dims },
+        report.candidates.len(),
+        report.space
+    );
+    let default_ms = report.default_ms();
+    let mut ok: Vec<&Candidate> = report.candidates.iter().filter(|c| c.status == Status::Ok).collect();
+    ok.sort_by(|x, y| x.median_ms.partial_cmp(&y.median_ms).unwrap_or(std::cmp::Ordering::Equal));
+    println!("{:>4}  {:<40} {:>11} {:>11} {:>10}", "rank", "tunables", "median ms", "min ms", "× default");
+    for (rank, c) in ok.iter().enumerate() {
+        let (med, min) = (c.median_ms.unwrap_or(f64::NAN), c.min_ms.unwrap_or(f64::NAN));
+        let speedup = default_ms.map(|d| format!("{:.2}×", d / med)).unwrap_or_else(|| "-".into());
+        let mark = if std::ptr::eq(*c, &report.candidates[0]) { "  (default)" } else { "" };
+        println!("{:>4}  {:<40} {med:>11.4} {min:>11.4} {speedup:>10}{mark}", rank + 1, config_text(c));
+    }
+    for c in report.candidates.iter().filter(|c| c.status != Status::Ok) {
+        let (kind, why) = match &c.status {
+            Status::Wrong(w) => ("WRONG", w),
+            Status::Rejected(r) => ("rejected", r),
+            Status::Ok => unreachable!(),
+        };
+        println!("{:>4}  {:<40} {kind}: {why}", "-", config_text(c));
+    }
+    if let Some(b) = report.best() {
+        let flags: Vec<String> = b.config.iter().map(|(n, v)| format!("--tunable {n}={v}")).collect();
+        let vs = match (default_ms, b.median_ms) {
+            (Some(d), Some(m)) => format!(" ({:.2}× the default)", d / m),
+            _ => String::new(),
+        };
+        println!("best: {}{vs}", if flags.is_empty() { "(no tunables)".into() } else { flags.join(" ") });
+    }
+    let wrong = report.candidates.iter().filter(|c| matches!(c.status, Status::Wrong(_))).count();
+    match db {
+        Some(db) => {
+            db.append(&report.records).map_err(|e| usage(format!("error: cannot record the timings in {}: {e}", db.path.display())))?;
+            println!("recorded {} timings in {}", report.records.len(), db.path.display());
+        }
+        None => println!("recorded nothing (--no-record, or the tuning database is off)"),
+    }
+    if wrong > 0 {
+        return Err(failed(format!("error: {wrong} configuration(s) computed a different result from the reference configuration (a compiler bug: please report it)")));
+    }
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! opc's autotuner: a kernel's tunables (tile sizes declared with their search spaces in the
+//! DSL) are explored on real launches for one shape on one target.
+//!
+//! A run ([`tune`]):
+//! 1. compiles the kernel's default instance and reads its tunables and their spaces;
+//! 2. builds one launch: dims from the user, random inputs, the given scalars ([`inputs`]);
+//! 3. picks the configurations: the whole product of the spaces, or a seeded sample of it
+//!    with the default first ([`space`]);
+//! 4. compiles each through the real pipeline (`opc_dsl` → `opc_passes` → the target): a
+//!    configuration the front end or the target rejects (a constraint, an on-chip budget) is
+//!    recorded as rejected with the reason;
+//! 5. launches each once and checks its outputs against the reference configuration's (the
+//!    default, or the first that runs) with per-dtype tolerances ([`compare`]): a
+//!    configuration that computes something else is recorded as wrong and never chosen;
+//! 6. times the rest: launches until the run's minimum time has passed (at least 3), median
+//!    and fastest;
+//! 7. returns every timing as [`db::Record`]s for the tuning database ([`db`]), which
+//!    `opc_ops::Ops` reads to launch the best configuration of a (kernel, shape, machine).
+
+pub mod compare;
+pub mod db;
+pub mod inputs;
+pub mod space;
+
+use std::time::{Duration, Instant};
+
+use opc_codegen::{Executable, Target};
+use opc_dsl::Instance;
+use opc_ir::{Arg, ArgRef, Kernel, ParamKind, Tensor};
+
+pub use db::{Db, Key, KeyBase, Record};
+pub use space::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    /// The kernel's source does not compile (rendered diagnostics with file:line:col).
+    #[error("{0}")]
+    Source(String),
+    /// Bad dims, scalars or pinned tunables.
+    #[error("error: {0}")]
+    Usage(String),
+    /// No configuration compiles and launches.
+    #[error("error: {0}")]
+    NoConfiguration(String),
+}
+
+/// What to tune.
+#[derive(Clone, Debug)]
+pub struct Request<'a> {
+    /// The source's name in diagnostics.
+    pub path: &'a str,
+    pub source: &'a str,
+    pub kernel: &'a str,
+    /// Dtypes, consts and pinned tunables (these keep their value in every configuration).
+    pub instance: Instance,
+    /// Values of the kernel's dynamic dims.
+    pub dims: Vec<(String, i64)>,
+    /// Values of its scalar parameters, as text (parsed by the parameter's dtype).
+    pub scalars: Vec<(String, String)>,
+    /// At most this many configurations (the default included).
+    pub max_configs: usize,
+    /// Keep launching a configuration until this much time has passed (and at least 3 times).
+    pub min_time: Duration,
+    /// Seeds the inputs and the sampling of large spaces.
+    pub seed: u64,
+}
+
+/// How one configuration fared.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    Ok,
+    /// Its outputs disagree with the reference's: where and by how much.
+    Wrong(String),
+    /// It does not compile or launch: why.
+    Rejected(String),
+}
+
+/// One configuration's result.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub config: Config,
+    pub status: Status,
+    pub median_ms: Option<f64>,
+    pub min_ms: Option<f64>,
+    pub launches: u32,
+}
+
+/// A finished run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub key: Key,
+    /// The size of the search space (pinned tunables count once).
+    pub space: u128,
+    /// Every configuration tried, the default first.
+    pub candidates: Vec<Candidate>,
+    /// The run's records for the database.
+    pub records: Vec<Record>,
+}
+
+impl Report {
+    /// The fastest correct configuration.
+    pub fn best(&self) -> Option<&Candidate> {
+        self.candidates
+            .iter()
+            .filter(|c| c.status == Status::Ok && c.median_ms.is_some())
+            .min_by(|a, b| a.median_ms.partial_cmp(&b.median_ms).unwrap_or(std::cmp::Ordering::Equal))
+    }
+
+    /// The default configuration's median, when it ran.
+    pub fn default_ms(&self) -> Option<f64> {
+        self.candidates.first().filter(|c| c.status == Status::Ok).and_then(|c| c.median_ms)
+    }
+}
+
+/// Run one tuning run (module docs); `progress` hears about each candidate as it finishes
+/// (candidate, its number from 1, how many there are).
+pub fn tune(target: &dyn Target, req: &Request, progress: &mut dyn FnMut(&Candidate, usize, usize)) -> Result<Report, TuneError> {
+    let k0 = opc_dsl::compile(req.path, req.source, req.kernel, &req.instance).map_err(|d| TuneError::Source(d.to_string()))?;
+    // (The front end has rejected pinned tunables the kernel does not declare, at the kernel.)
+    let pinned: Vec<String> = req.instance.tunables.iter().map(|(n, _)| n.clone()).collect();
+    let syms = inputs::sym_values(&k0, &req.dims)?;
+    let args = inputs::random_args(&k0, &syms, &req.scalars, req.seed)?;
+    // The dims must satisfy the kernel's constraints before any configuration is blamed.
+    opc_ir::launch::bind_dims(&k0, &args).map_err(|e| TuneError::Usage(e.to_string()))?;
+    let key = Key::new(req.source, &k0, &syms, &target.machine());
+    let (configs, space) = space::configs(&k0.tunables, &pinned, req.max_configs, req.seed);
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+
+    let mut reference: Option<Vec<Tensor>> = None;
+    let mut candidates = Vec::with_capacity(configs.len());
+    for (i, config) in configs.iter().enumerate() {
+        let c = try_config(target, req, config, &args, &mut reference);
+        progress(&c, i + 1, configs.len());
+        candidates.push(c);
+    }
+    if reference.is_none() {
+        let why = match &candidates[0].status {
+            Status::Rejected(r) => r.clone(),
+            _ => "no reason given".into(),
+        };
+        return Err(TuneError::NoConfiguration(format!("no configuration of kernel `{}` compiles and launches; the default: {why}", k0.name)));
+    }
+    let records = candidates
+        .iter()
+        .map(|c| Record {
+            key: key.clone(),
+            run,
+            tunables: c.config.clone(),
+            status: match &c.status {
+                Status::Ok => "ok".into(),
+                Status::Wrong(w) => format!("wrong: {w}"),
+                Status::Rejected(r) => format!("rejected: {r}"),
+            },
+            median_ms: c.median_ms,
+            min_ms: c.min_ms,
+            launches: c.launches,
+        })
+        .collect();
+    Ok(Report { key, space, candidates, records })
+}
+
+/// The instance of `config`: the request's dtypes and consts with these tunables.
+pub fn instance_of(base: &Instance, config: &Config) -> Instance {
+    Instance { dtypes: base.dtypes.clone(), consts: base.consts.clone(), tunables: config.clone() }
+}
+
+/// Compile `config`, check it against the reference (becoming the reference if there is none
+/// yet), time it.
+fn try_config(target: &dyn Target, req: &Request, config: &Config, args: &[Arg], reference: &mut Option<Vec<Tensor>>) -> Candidate {
+    let done = |status, median_ms, min_ms, launches| Candidate { config: config.clone(), status, median_ms, min_ms, launches };
+    let exe = match compile(target, req, config) {
+        Ok(e) => e,
+        Err(why) => return done(Status::Rejected(why), None, None, 0),
+    };
+    let kernel = exe.kernel().clone();
+    let mut outs = fresh_outputs(&kernel, args);
+    if let Err(e) = launch(&*exe, &kernel, args, &mut outs) {
+        return done(Status::Rejected(first_line(&e.to_string())), None, None, 0);
+    }
+    match reference {
+        Some(r) => {
+            for ((o, want), p) in outs.iter().zip(r.iter()).zip(kernel.params.iter().filter(|p| is_output(p))) {
+                if let Err(w) = compare::agree(o, want) {
+                    return done(Status::Wrong(format!("`{}`: {w}", p.name)), None, None, 1);
+                }
+            }
+        }
+        None => *reference = Some(outs.clone()),
+    }
+    let mut times = vec![];
+    let start = Instant::now();
+    while (times.len() < 3 || start.elapsed() < req.min_time) && times.len() < 100_000 {
+        let t0 = Instant::now();
+        if let Err(e) = launch(&*exe, &kernel, args, &mut outs) {
+            return done(Status::Rejected(first_line(&e.to_string())), None, None, times.len() as u32 + 1);
+        }
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    done(Status::Ok, Some(times[times.len() / 2]), Some(times[0]), times.len() as u32 + 1)
+}
+
+/// `config` through the real pipeline: DSL → passes → target.
+fn compile(target: &dyn Target, req: &Request, config: &Config) -> Result<std::sync::Arc<dyn Executable>, String> {
+    let inst = instance_of(&req.instance, config);
+    let mut k = opc_dsl::compile(req.path, req.source, req.kernel, &inst).map_err(|d| diag_line(&d))?;
+    opc_passes::run_pipeline(&mut k, &Default::default()).map_err(|e| first_line(&e.to_string()))?;
+    target.compile(&k).map_err(|e| first_line(&e.to_string()))
+}
+
+/// A diagnostic's message without its source excerpt.
+fn diag_line(d: &opc_dsl::Diagnostics) -> String {
+    match d.diags.first() {
+        Some(x) => x.message.clone(),
+        None => first_line(&d.rendered),
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
+}
+
+fn is_output(p: &opc_ir::Param) -> bool {
+    matches!(p.kind, ParamKind::Tensor { output: true, .. })
+}
+
+/// Zeroed output tensors, in parameter order.
+fn fresh_outputs(kernel: &Kernel, args: &[Arg]) -> Vec<Tensor> {
+    kernel
+        .params
+        .iter()
+        .zip(args)
+        .filter(|(p, _)| is_output(p))
+        .map(|(_, a)| match a {
+            Arg::Tensor(t) => Tensor::zeros(t.dtype, &t.shape),
+            _ => unreachable!("an output parameter is a tensor"),
+        })
+        .collect()
+}
+
+/// Launch on the shared inputs, writing `outs`.
+fn launch(exe: &dyn Executable, kernel: &Kernel, args: &[Arg], outs: &mut [Tensor]) -> opc_codegen::Result<()> {
+    let mut out_iter = outs.iter_mut();
+    let mut refs: Vec<ArgRef> = kernel
+        .params
+        .iter()
+        .zip(args)
+        .map(|(p, a)| match a {
+            Arg::Tensor(_) if is_output(p) => ArgRef::Out(out_iter.next().expect("one output tensor per output parameter")),
+            Arg::Tensor(t) => ArgRef::In(t),
+            Arg::F32(x) => ArgRef::F32(*x),
+            Arg::I32(x) => ArgRef::I32(*x),
+            Arg::Bool(b) => ArgRef::Bool(*b),
+        })
+        .collect();
+    exe.launch_refs(&mut refs)
+}
