@@ -14,7 +14,11 @@ use crate::{failed, parse_const_binding, parse_dtype_binding, parse_int_binding,
 #[derive(clap::Args, Debug)]
 pub struct TuneArgs {
     /// The .opc source file.
-    file: PathBuf,
+    #[arg(required_unless_present = "list")]
+    file: Option<PathBuf>,
+    /// Print the database's best configuration per (kernel, dims, machine) instead of tuning.
+    #[arg(long, conflicts_with_all = ["kernel", "dims", "scalars", "no_record"])]
+    list: bool,
     /// Kernel to tune (default: the first kernel of the file).
     #[arg(long, value_name = "NAME")]
     kernel: Option<String>,
@@ -70,23 +74,57 @@ fn config_text(c: &Candidate) -> String {
     c.config.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ")
 }
 
-pub fn tune(a: &TuneArgs) -> Result<(), Fail> {
-    let target = opc_codegen::target_by_name(&a.target).map_err(|e| usage(format!("error: {e}")))?;
-    let src = read_source(&a.file)?;
-    let path = a.file.display().to_string();
-    let kernel = match &a.kernel {
-        Some(k) => k.clone(),
-        None => {
-            let names = opc_dsl::check(&path, &src).map_err(|d| failed(d.to_string()))?;
-            names.into_iter().next().ok_or_else(|| failed(format!("error: {path} defines no kernels")))?
-        }
+/// `opc tune --list`: the best configuration of every key in the database.
+fn list(db: Option<opc_tune::Db>) -> Result<(), Fail> {
+    let Some(db) = db else {
+        println!("the tuning database is off ($OPC_TUNE_DB or $OPC_CACHE_DIR is `off`)");
+        return Ok(());
     };
+    let records = db.load().map_err(|e| usage(format!("error: cannot read {}: {e}", db.path.display())))?;
+    let best = opc_tune::db::best_per_key(&records);
+    println!("{}: {} records, {} tuned (kernel, dims, machine)", db.path.display(), records.len(), best.len());
+    if !best.is_empty() {
+        println!("{:<22} {:<36} {:<32} {:>10} {:>10}  machine", "kernel", "dims", "best", "median ms", "× default");
+    }
+    for (key, r) in best.values() {
+        let cfg: Vec<String> = r.tunables.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let vs = match (opc_tune::db::default_ms(&records, r), r.median_ms) {
+            (Some(d), Some(m)) => format!("{:.2}×", d / m),
+            _ => "-".into(),
+        };
+        let machine: String = key.machine.chars().take(40).collect();
+        let consts = if key.consts.is_empty() { String::new() } else { format!(" <{}>", key.consts) };
+        println!(
+            "{:<22} {:<36} {:<32} {:>10.4} {vs:>10}  {machine}",
+            format!("{}{consts}", key.kernel),
+            key.dims,
+            cfg.join(" "),
+            r.median_ms.unwrap_or(f64::NAN)
+        );
+    }
+    Ok(())
+}
+
+pub fn tune(a: &TuneArgs) -> Result<(), Fail> {
     let db = if a.no_record {
         None
     } else {
         match &a.db {
             Some(p) => Some(opc_tune::Db::at(p)),
             None => opc_tune::Db::from_env(),
+        }
+    };
+    let Some(file) = a.file.as_ref().filter(|_| !a.list) else {
+        return list(db);
+    };
+    let target = opc_codegen::target_by_name(&a.target).map_err(|e| usage(format!("error: {e}")))?;
+    let src = read_source(file)?;
+    let path = file.display().to_string();
+    let kernel = match &a.kernel {
+        Some(k) => k.clone(),
+        None => {
+            let names = opc_dsl::check(&path, &src).map_err(|d| failed(d.to_string()))?;
+            names.into_iter().next().ok_or_else(|| failed(format!("error: {path} defines no kernels")))?
         }
     };
     let req = opc_tune::Request {

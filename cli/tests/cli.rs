@@ -235,6 +235,14 @@ fn tune_prints_every_configuration_and_records_the_run() {
     assert_eq!(lines.lines().count(), 2);
     assert!(lines.lines().all(|l| l.contains("\"status\":\"ok\"") && l.contains("\"dims\":\"N=1000\"")), "{lines}");
 
+    // --list: the best configuration per key, against the run's default.
+    let o = opc(&["tune", "--list", "--db", db.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.starts_with(&format!("{}: 2 records, 1 tuned (kernel, dims, machine)", db.display())), "{out}");
+    let row = out.lines().find(|l| l.starts_with("twice ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("N=1000") && row.contains(" B=") && row.contains('×') && row.contains("cpu "), "{row}");
+
     // --no-record measures only.
     let o = opc(&["tune", src.to_str().unwrap(), "--dim", "N=64", "--target", "cpu", "--min-time-ms", "1", "--db", db.to_str().unwrap(), "--no-record"]);
     assert!(o.status.success());

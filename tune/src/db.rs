@@ -136,6 +136,10 @@ pub struct Record {
     pub median_ms: Option<f64>,
     pub min_ms: Option<f64>,
     pub launches: u32,
+    /// The run's first configuration: the declared defaults (with any pinned tunables), the
+    /// reference the others were checked against.
+    #[serde(default)]
+    pub default: bool,
 }
 
 impl Record {
@@ -237,6 +241,11 @@ pub fn best_per_key(records: &[Record]) -> BTreeMap<String, (Key, &Record)> {
     best
 }
 
+/// The median of the default configuration in the run that measured `best`.
+pub fn default_ms(records: &[Record], best: &Record) -> Option<f64> {
+    records.iter().find(|r| r.default && r.run == best.run && r.key == best.key).and_then(|r| r.median_ms)
+}
+
 /// The best record for `key` (see [`best_per_key`]).
 pub fn best<'a>(records: &'a [Record], key: &Key) -> Option<&'a Record> {
     let mine: Vec<&Record> = records.iter().filter(|r| &r.key == key && r.ok() && r.median_ms.is_some()).collect();
@@ -283,6 +292,7 @@ mod tests {
             median_ms: Some(ms),
             min_ms: Some(ms),
             launches: 5,
+            default: false,
         }
     }
 

@@ -142,7 +142,8 @@ pub fn tune(target: &dyn Target, req: &Request, progress: &mut dyn FnMut(&Candid
     }
     let records = candidates
         .iter()
-        .map(|c| Record {
+        .enumerate()
+        .map(|(i, c)| Record {
             key: key.clone(),
             run,
             tunables: c.config.clone(),
@@ -154,6 +155,7 @@ pub fn tune(target: &dyn Target, req: &Request, progress: &mut dyn FnMut(&Candid
             median_ms: c.median_ms,
             min_ms: c.min_ms,
             launches: c.launches,
+            default: i == 0,
         })
         .collect();
     Ok(Report { key, space, candidates, records })
