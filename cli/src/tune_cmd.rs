@@ -137,6 +137,8 @@ pub fn tune(a: &TuneArgs) -> Result<(), Fail> {
         max_configs: a.max_configs as usize,
         min_time: Duration::from_millis(a.min_time_ms),
         seed: a.seed,
+        inputs: vec![],
+        extra: vec![],
     };
     let mut progress = |c: &Candidate, i: usize, n: usize| {
         let what = match (&c.status, c.median_ms) {

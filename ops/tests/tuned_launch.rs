@@ -42,6 +42,8 @@ fn a_tuned_shape_runs_its_best_configuration_and_other_shapes_keep_the_heuristic
         max_configs: 6,
         min_time: Duration::from_millis(1),
         seed: 3,
+        inputs: vec![],
+        extra: vec![],
     };
     let report = opc_tune::tune(&*target, &req, &mut |_, _, _| {}).unwrap();
     assert!(report.candidates.iter().all(|c| c.status == opc_tune::Status::Ok), "{:?}", report.candidates);

@@ -139,3 +139,30 @@ fn fill_random(t: &mut Tensor, numel: usize, rng: &mut SplitMix) {
         DType::U8 | DType::I4 | DType::E2M1 => t.data.iter_mut().for_each(|b| *b = rng.next() as u8),
     }
 }
+
+/// Put the given tensors in place of the random ones (same dtype and shape, input parameters
+/// only).
+pub fn replace(kernel: &Kernel, args: &mut [Arg], given: &[(String, Tensor)]) -> Result<(), TuneError> {
+    for (name, t) in given {
+        let at = kernel.params.iter().position(|p| &p.name == name && matches!(p.kind, ParamKind::Tensor { output: false, .. }));
+        let Some(at) = at else {
+            return Err(TuneError::Usage(format!("kernel `{}` has no input tensor `{name}`", kernel.name)));
+        };
+        match &mut args[at] {
+            Arg::Tensor(slot) if slot.dtype == t.dtype && slot.shape == t.shape => *slot = t.clone(),
+            Arg::Tensor(slot) => {
+                return Err(TuneError::Usage(format!(
+                    "input `{name}` is {} {} tensor of shape {:?}; with these dims the kernel takes {} {} tensor of shape {:?}",
+                    opc_ir::launch::article(t.dtype),
+                    t.dtype,
+                    t.shape,
+                    opc_ir::launch::article(slot.dtype),
+                    slot.dtype,
+                    slot.shape
+                )))
+            }
+            _ => unreachable!("a tensor parameter"),
+        }
+    }
+    Ok(())
+}

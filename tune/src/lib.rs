@@ -63,6 +63,12 @@ pub struct Request<'a> {
     pub min_time: Duration,
     /// Seeds the inputs and the sampling of large spaces.
     pub seed: u64,
+    /// Input tensors to launch with instead of random data, by parameter name (index tensors
+    /// recorded from a real run: expert offsets, block tables, token ids).
+    pub inputs: Vec<(String, Tensor)>,
+    /// Configurations to measure besides the sampled ones (e.g. the one a driver's heuristic
+    /// picks), right after the default.
+    pub extra: Vec<Config>,
 }
 
 /// How one configuration fared.
@@ -119,11 +125,22 @@ pub fn tune(target: &dyn Target, req: &Request, progress: &mut dyn FnMut(&Candid
     // (The front end has rejected pinned tunables the kernel does not declare, at the kernel.)
     let pinned: Vec<String> = req.instance.tunables.iter().map(|(n, _)| n.clone()).collect();
     let syms = inputs::sym_values(&k0, &req.dims)?;
-    let args = inputs::random_args(&k0, &syms, &req.scalars, req.seed)?;
+    let mut args = inputs::random_args(&k0, &syms, &req.scalars, req.seed)?;
+    inputs::replace(&k0, &mut args, &req.inputs)?;
     // The dims must satisfy the kernel's constraints before any configuration is blamed.
     opc_ir::launch::bind_dims(&k0, &args).map_err(|e| TuneError::Usage(e.to_string()))?;
     let key = Key::new(req.source, &k0, &syms, &target.machine());
-    let (configs, space) = space::configs(&k0.tunables, &pinned, req.max_configs, req.seed);
+    let (mut configs, space) = space::configs(&k0.tunables, &pinned, req.max_configs, req.seed);
+    for (i, c) in req.extra.iter().enumerate() {
+        let names: Vec<&str> = k0.tunables.iter().map(|t| t.name.as_str()).collect();
+        if c.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>() != names {
+            return Err(TuneError::Usage(format!("extra configuration {c:?} does not set the tunables {names:?} in order")));
+        }
+        if let Some(at) = configs.iter().position(|x| x == c) {
+            configs.remove(at);
+        }
+        configs.insert((1 + i).min(configs.len()), c.clone());
+    }
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
 
     let mut reference: Option<Vec<Tensor>> = None;

@@ -43,6 +43,8 @@ fn request(dims: &[(&str, i64)], scalars: &[(&str, &str)]) -> Request<'static> {
         max_configs: 100,
         min_time: Duration::from_millis(1),
         seed: 1,
+        inputs: vec![],
+        extra: vec![],
     }
 }
 
@@ -181,4 +183,28 @@ fn bad_dims_scalars_and_tunables_are_precise_usage_errors() {
     req.instance = Instance::default().tunable("BK", 5);
     let e = err(req);
     assert!(e.contains("mm.opc:") && e.contains("outside its search space"), "{e}");
+}
+
+#[test]
+fn extra_configurations_run_right_after_the_default_and_given_inputs_replace_random_ones() {
+    let mut req = request(&[("M", 12), ("K", 8), ("N", 8)], &[("s", "0")]);
+    req.max_configs = 3;
+    let extra = vec![("BM".to_string(), 32), ("BN".to_string(), 8), ("BK".to_string(), 16)];
+    req.extra = vec![extra.clone()];
+    req.inputs = vec![("a".into(), opc_ir::Tensor::zeros(opc_ir::DType::F32, &[12, 8]))];
+    let report = opc_tune::tune(&*cpu(), &req, &mut |_, _, _| {}).unwrap();
+    assert_eq!(report.candidates.len(), 4);
+    assert_eq!(report.candidates[1].config, extra);
+    assert!(report.candidates.iter().all(|c| c.status == Status::Ok));
+
+    let err = |inputs: Vec<(String, opc_ir::Tensor)>| {
+        let mut r = request(&[("M", 12), ("K", 8), ("N", 8)], &[("s", "0")]);
+        r.inputs = inputs;
+        opc_tune::tune(&*cpu(), &r, &mut |_, _, _| {}).unwrap_err().to_string()
+    };
+    assert_eq!(
+        err(vec![("a".into(), opc_ir::Tensor::zeros(opc_ir::DType::F32, &[8, 12]))]),
+        "error: input `a` is an f32 tensor of shape [8, 12]; with these dims the kernel takes an f32 tensor of shape [12, 8]"
+    );
+    assert_eq!(err(vec![("c".into(), opc_ir::Tensor::zeros(opc_ir::DType::F32, &[12, 8]))]), "error: kernel `mm` has no input tensor `c`");
 }
