@@ -192,14 +192,19 @@ pub struct InitArgs {
     pub output: PathBuf,
 }
 
-fn model_err(e: ModelError) -> Fail {
+pub(crate) fn model_err(e: ModelError) -> Fail {
     usage(format!("error: {e}"))
 }
 
 fn load(dir: &Path, target: &str, activations: &str) -> Result<Model, Fail> {
+    load_with(dir, target, activations, |ops| ops)
+}
+
+/// [`load`] with the operator library set up by `setup` (launch log, tuning database).
+pub(crate) fn load_with(dir: &Path, target: &str, activations: &str, setup: impl FnOnce(opc_ops::Ops) -> opc_ops::Ops) -> Result<Model, Fail> {
     let act: Activations = activations.parse().map_err(|e| usage(format!("error: --activations: {e}")))?;
     let t = opc_codegen::target_by_name(target).map_err(|e| usage(format!("error: {e}")))?;
-    let mut m = Model::load(dir, opc_ops::Ops::new(t)).map_err(model_err)?;
+    let mut m = Model::load(dir, setup(opc_ops::Ops::new(t))).map_err(model_err)?;
     m.activations = act;
     Ok(m)
 }

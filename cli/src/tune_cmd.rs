@@ -14,8 +14,25 @@ use crate::{failed, parse_const_binding, parse_dtype_binding, parse_int_binding,
 #[derive(clap::Args, Debug)]
 pub struct TuneArgs {
     /// The .opc source file.
-    #[arg(required_unless_present = "list")]
+    #[arg(required_unless_present_any = ["list", "model"])]
     file: Option<PathBuf>,
+    /// Tune a whole model instead: run a prefill and decode steps of this checkpoint, then
+    /// tune every distinct kernel launch they made (longest total time first), with the
+    /// launch's own dims, scalars and index tensors.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["file", "list", "kernel", "dims", "scalars", "tunables", "dtypes", "consts"])]
+    model: Option<PathBuf>,
+    /// With --model: the prompt length of the prefill whose launches are tuned.
+    #[arg(long, default_value_t = 512, requires = "model")]
+    prompt_tokens: usize,
+    /// With --model: also tune the launches of batched decode of this many sequences.
+    #[arg(long, default_value_t = 1, requires = "model")]
+    batch: usize,
+    /// With --model: compute dtype of the linears' inputs (as `opc bench-model`).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16", requires = "model")]
+    activations: String,
+    /// With --model: tune only the N launches with the longest total time.
+    #[arg(long, value_name = "N", requires = "model")]
+    top: Option<usize>,
     /// Print the database's best configuration per (kernel, dims, machine) instead of tuning.
     #[arg(long, conflicts_with_all = ["kernel", "dims", "scalars", "no_record"])]
     list: bool,
@@ -114,6 +131,9 @@ pub fn tune(a: &TuneArgs) -> Result<(), Fail> {
             None => opc_tune::Db::from_env(),
         }
     };
+    if let Some(dir) = &a.model {
+        return tune_model(a, dir, db);
+    }
     let Some(file) = a.file.as_ref().filter(|_| !a.list) else {
         return list(db);
     };
@@ -197,6 +217,77 @@ pub fn tune(a: &TuneArgs) -> Result<(), Fail> {
     }
     if wrong > 0 {
         return Err(failed(format!("error: {wrong} configuration(s) computed a different result from the reference configuration (a compiler bug: please report it)")));
+    }
+    Ok(())
+}
+
+/// `opc tune --model DIR`: log the launches of a warm-up prefill and decode (the drivers'
+/// heuristic instances, no tuned ones), then tune each distinct launch, measuring the
+/// heuristic's configuration next to the sampled ones.
+fn tune_model(a: &TuneArgs, dir: &std::path::Path, db: Option<opc_tune::Db>) -> Result<(), Fail> {
+    let mut model = crate::model_cmds::load_with(dir, &a.target, &a.activations, |ops| ops.with_tune_db(None).with_launch_log())?;
+    model.warm_up(a.prompt_tokens, 1).map_err(crate::model_cmds::model_err)?;
+    if a.batch > 1 {
+        model.warm_up(1, a.batch).map_err(crate::model_cmds::model_err)?;
+    }
+    let target = opc_codegen::target_by_name(&a.target).map_err(|e| usage(format!("error: {e}")))?;
+    let mut launches = model.ops.launch_log().expect("the launch log is on").launches();
+    let total = launches.len();
+    if let Some(n) = a.top {
+        launches.truncate(n);
+    }
+    println!("model {}: {total} distinct kernel launches in a {}-token prefill and decode; tuning {}", dir.display(), a.prompt_tokens, launches.len());
+    let mut rows = vec![];
+    let mut records = vec![];
+    for (i, l) in launches.iter().enumerate() {
+        let source = opc_ops::Ops::source(&l.file).expect("a library file");
+        let path = format!("ops/kernels/{}.opc", l.file);
+        let dims: Vec<String> = l.dims.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let what = format!("{}::{} {}", l.file, l.kernel, dims.join(","));
+        eprintln!("[{}/{}] {what}", i + 1, launches.len());
+        let req = opc_tune::Request {
+            path: &path,
+            source,
+            kernel: &l.kernel,
+            instance: Instance { dtypes: l.inst.dtypes.clone(), consts: l.inst.consts.clone(), tunables: vec![] },
+            dims: l.dims.clone(),
+            scalars: l.scalars.clone(),
+            max_configs: a.max_configs as usize,
+            min_time: Duration::from_millis(a.min_time_ms),
+            seed: a.seed,
+            inputs: l.int_inputs.clone(),
+            extra: vec![l.inst.tunables.clone()],
+        };
+        let report = match opc_tune::tune(&*target, &req, &mut |_, _, _| {}) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("  skipped: {}", e.to_string().lines().next().unwrap_or(""));
+                continue;
+            }
+        };
+        let heuristic = report.candidates.get(1).filter(|_| report.candidates.len() > 1).unwrap_or(&report.candidates[0]);
+        let best = report.best();
+        let wrong = report.candidates.iter().filter(|c| matches!(c.status, Status::Wrong(_))).count();
+        rows.push((what, l.count, heuristic.clone(), best.cloned(), report.candidates.len(), wrong));
+        records.extend(report.records);
+    }
+    println!("{:<58} {:>6} {:>7} {:<24} {:>10} {:<24} {:>10} {:>7}", "launch", "count", "configs", "heuristic", "ms", "best", "ms", "speedup");
+    let mut wrong_total = 0;
+    for (what, count, h, best, n, wrong) in &rows {
+        wrong_total += wrong;
+        let (bc, bms) = best.as_ref().map_or(("-".to_string(), f64::NAN), |b| (config_text(b), b.median_ms.unwrap_or(f64::NAN)));
+        let hms = h.median_ms.unwrap_or(f64::NAN);
+        println!("{what:<58} {count:>6} {n:>7} {:<24} {hms:>10.4} {bc:<24} {bms:>10.4} {:>6.2}×", config_text(h), hms / bms);
+    }
+    match db {
+        Some(db) => {
+            db.append(&records).map_err(|e| usage(format!("error: cannot record the timings in {}: {e}", db.path.display())))?;
+            println!("recorded {} timings in {}; `opc bench-model`, `opc run` and `opc eval` now launch the best configurations", records.len(), db.path.display());
+        }
+        None => println!("recorded nothing (--no-record, or the tuning database is off)"),
+    }
+    if wrong_total > 0 {
+        return Err(failed(format!("error: {wrong_total} configuration(s) computed a different result from the reference configuration (a compiler bug: please report it)")));
     }
     Ok(())
 }

@@ -106,3 +106,42 @@ fn bench_model_refuses_a_bad_baselines_file() {
     assert!(err.contains(&format!("error: baselines file {}: no row for model `llama-tiny` (it has: other)", f.display())), "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `opc tune --model`: the launches of a gpt-oss model's prefill and decode (MoE expert offsets
+/// recorded from the run) are tuned and recorded; the model then runs with the tuned database.
+#[test]
+fn tune_model_tunes_the_launches_of_a_run_and_the_model_runs_with_them() {
+    let d = std::env::temp_dir().join(format!("opc-cli-tune-model-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let m = d.join("m");
+    let out = opc()
+        .args(["model", "init", "--arch", "gpt-oss", "--layers", "1", "--hidden", "64", "--intermediate", "64", "--heads", "4", "--kv-heads", "2", "--vocab", "96", "--experts", "4", "--top-k", "2", "--shard-mib", "0", "-o"])
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let db = d.join("tune.jsonl");
+    let out = opc()
+        .args(["tune", "--target", "cpu", "--prompt-tokens", "8", "--batch", "2", "--min-time-ms", "1", "--max-configs", "3", "--top", "6", "--model"])
+        .arg(&m)
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.lines().next().unwrap().contains("distinct kernel launches in a 8-token prefill and decode; tuning 6"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.ends_with('×')).count(), 6, "{text}");
+    assert!(text.contains(&format!("timings in {}", db.display())), "{text}");
+    let records = std::fs::read_to_string(&db).unwrap();
+    assert!(records.lines().count() >= 6 && records.lines().all(|l| l.contains("\"status\":\"ok\"")), "{records}");
+
+    let out = opc()
+        .env("OPC_TUNE_DB", &db)
+        .args(["bench-model", "--target", "cpu", "--bw-gbs", "10", "--prompt-tokens", "8", "--decode-tokens", "2", "--batch", "2", "--batch-prompt-tokens", "1", "--model"])
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -26,6 +26,7 @@ pub mod attention;
 pub mod blocks;
 pub mod kernel_profile;
 pub mod kl_judge;
+pub mod launch_log;
 pub mod kron_quant;
 pub mod model;
 pub mod moe;
@@ -60,6 +61,8 @@ pub struct Ops {
     /// (read on the first compile).
     tune_db: Option<opc_tune::Db>,
     tuned: OnceLock<Vec<(opc_tune::Key, opc_tune::Config)>>,
+    /// Every distinct launch, when logging ([`Ops::with_launch_log`]).
+    launch_log: Option<Arc<launch_log::LaunchLog>>,
 }
 
 impl Ops {
@@ -73,7 +76,20 @@ impl Ops {
             profile: on.then(Default::default),
             tune_db: opc_tune::Db::from_env(),
             tuned: OnceLock::new(),
+            launch_log: None,
         }
+    }
+
+    /// Log every distinct launch with its dims, scalars and index tensors
+    /// ([`Ops::launch_log`]), for autotuning a whole run.
+    pub fn with_launch_log(mut self) -> Ops {
+        self.launch_log.get_or_insert_with(Default::default);
+        self
+    }
+
+    /// The launches so far, when logging.
+    pub fn launch_log(&self) -> Option<&launch_log::LaunchLog> {
+        self.launch_log.as_deref()
     }
 
     /// Read tuned configurations from `db` instead of the environment's database (`None`:
@@ -117,7 +133,10 @@ impl Ops {
             Some(db) => tuned::load_best(db, &self.target.machine()),
             None => vec![],
         });
-        let exe = tuned::Tuned::wrap(exe, best, &compiler, (file, src, kernel, inst));
+        let mut exe = tuned::Tuned::wrap(exe, best, &compiler, (file, src, kernel, inst));
+        if let Some(log) = &self.launch_log {
+            exe = Arc::new(launch_log::Logged { inner: exe, file: file.into(), kernel: kernel.into(), inst: inst.clone(), log: log.clone() });
+        }
         self.cache.lock().unwrap().insert(key, exe.clone());
         Ok(exe)
     }

@@ -76,3 +76,23 @@ fn a_tuned_shape_runs_its_best_configuration_and_other_shapes_keep_the_heuristic
     opc_ops::blocks::matmul(&plain, &a, &b, None).unwrap();
     assert!(plain.kernel_profile().unwrap().rows().iter().all(|r| r.0 != label));
 }
+
+#[test]
+fn the_launch_log_keeps_each_distinct_launch_with_its_dims_scalars_and_counts() {
+    let ops = Ops::new(opc_codegen::target_by_name("cpu").unwrap()).with_launch_log().with_tune_db(None);
+    let a = Tensor::from_f32(DType::F32, &[5, 7], &values(35, 1));
+    let b = Tensor::from_f32(DType::F32, &[7, 3], &values(21, 2));
+    let bias = Tensor::from_f32(DType::F32, &[3], &[1.0, 2.0, 3.0]);
+    for _ in 0..3 {
+        opc_ops::blocks::matmul(&ops, &a, &b, None).unwrap();
+    }
+    opc_ops::blocks::matmul(&ops, &a, &b, Some(&bias)).unwrap();
+    let log = ops.launch_log().unwrap().launches();
+    assert_eq!(log.len(), 2, "{log:?}");
+    let plain = log.iter().find(|l| l.scalars == vec![("has_bias".to_string(), "false".to_string())]).unwrap();
+    assert_eq!((plain.file.as_str(), plain.kernel.as_str(), plain.count), ("blocks", "matmul", 3));
+    assert_eq!(plain.dims, vec![("M".to_string(), 5), ("K".to_string(), 7), ("N".to_string(), 3)]);
+    assert!(plain.inst.tunables.iter().any(|(n, _)| n == "BK"));
+    assert!(plain.int_inputs.is_empty());
+    assert_eq!(log.iter().map(|l| l.count).sum::<u64>(), 4);
+}

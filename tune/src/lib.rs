@@ -131,15 +131,20 @@ pub fn tune(target: &dyn Target, req: &Request, progress: &mut dyn FnMut(&Candid
     opc_ir::launch::bind_dims(&k0, &args).map_err(|e| TuneError::Usage(e.to_string()))?;
     let key = Key::new(req.source, &k0, &syms, &target.machine());
     let (mut configs, space) = space::configs(&k0.tunables, &pinned, req.max_configs, req.seed);
-    for (i, c) in req.extra.iter().enumerate() {
-        let names: Vec<&str> = k0.tunables.iter().map(|t| t.name.as_str()).collect();
-        if c.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>() != names {
-            return Err(TuneError::Usage(format!("extra configuration {c:?} does not set the tunables {names:?} in order")));
+    for (i, extra) in req.extra.iter().enumerate() {
+        // In declaration order; a tunable it leaves out takes the run's default.
+        if let Some((n, _)) = extra.iter().find(|(n, _)| !k0.tunables.iter().any(|t| &t.name == n)) {
+            return Err(TuneError::Usage(format!("kernel `{}` has no tunable `{n}` (in an extra configuration)", k0.name)));
         }
-        if let Some(at) = configs.iter().position(|x| x == c) {
+        let c: Config = k0
+            .tunables
+            .iter()
+            .map(|t| (t.name.clone(), extra.iter().find(|(n, _)| *n == t.name).map_or(t.value, |(_, v)| *v)))
+            .collect();
+        if let Some(at) = configs.iter().position(|x| *x == c) {
             configs.remove(at);
         }
-        configs.insert((1 + i).min(configs.len()), c.clone());
+        configs.insert((1 + i).min(configs.len()), c);
     }
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
 

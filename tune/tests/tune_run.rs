@@ -189,8 +189,9 @@ fn bad_dims_scalars_and_tunables_are_precise_usage_errors() {
 fn extra_configurations_run_right_after_the_default_and_given_inputs_replace_random_ones() {
     let mut req = request(&[("M", 12), ("K", 8), ("N", 8)], &[("s", "0")]);
     req.max_configs = 3;
-    let extra = vec![("BM".to_string(), 32), ("BN".to_string(), 8), ("BK".to_string(), 16)];
-    req.extra = vec![extra.clone()];
+    // Any order, and a left-out tunable takes its default.
+    req.extra = vec![vec![("BK".to_string(), 16), ("BM".to_string(), 32)]];
+    let extra = vec![("BM".to_string(), 32), ("BN".to_string(), 16), ("BK".to_string(), 16)];
     req.inputs = vec![("a".into(), opc_ir::Tensor::zeros(opc_ir::DType::F32, &[12, 8]))];
     let report = opc_tune::tune(&*cpu(), &req, &mut |_, _, _| {}).unwrap();
     assert_eq!(report.candidates.len(), 4);
