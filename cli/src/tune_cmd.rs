@@ -70,6 +70,10 @@ pub struct TuneArgs {
     /// compile cache directory).
     #[arg(long, value_name = "FILE")]
     db: Option<PathBuf>,
+    /// Time every launch on the same inputs (cache-warm) instead of rotating over copies of
+    /// them that together exceed the L3 (what a model's weight-streaming kernels see).
+    #[arg(long)]
+    warm: bool,
     /// Measure and print only; record nothing.
     #[arg(long)]
     no_record: bool,
@@ -159,6 +163,7 @@ pub fn tune(a: &TuneArgs) -> Result<(), Fail> {
         seed: a.seed,
         inputs: vec![],
         extra: vec![],
+        cold_bytes: if a.warm { 0 } else { opc_tune::COLD_BYTES },
     };
     let mut progress = |c: &Candidate, i: usize, n: usize| {
         let what = match (&c.status, c.median_ms) {
@@ -257,6 +262,7 @@ fn tune_model(a: &TuneArgs, dir: &std::path::Path, db: Option<opc_tune::Db>) -> 
             seed: a.seed,
             inputs: l.int_inputs.clone(),
             extra: vec![l.inst.tunables.clone()],
+            cold_bytes: if a.warm { 0 } else { opc_tune::COLD_BYTES },
         };
         let report = match opc_tune::tune(&*target, &req, &mut |_, _, _| {}) {
             Ok(r) => r,

@@ -44,6 +44,7 @@ fn a_tuned_shape_runs_its_best_configuration_and_other_shapes_keep_the_heuristic
         seed: 3,
         inputs: vec![],
         extra: vec![],
+        cold_bytes: 1 << 20,
     };
     let report = opc_tune::tune(&*target, &req, &mut |_, _, _| {}).unwrap();
     assert!(report.candidates.iter().all(|c| c.status == opc_tune::Status::Ok), "{:?}", report.candidates);

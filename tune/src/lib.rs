@@ -13,7 +13,8 @@
 //!    default, or the first that runs) with per-dtype tolerances ([`compare`]): a
 //!    configuration that computes something else is recorded as wrong and never chosen;
 //! 6. times the rest: launches until the run's minimum time has passed (at least 3), median
-//!    and fastest;
+//!    and fastest, each launch on another copy of the inputs (more bytes than the L3 in all,
+//!    so weights stream from DRAM as they do in a model);
 //! 7. returns every timing as [`db::Record`]s for the tuning database ([`db`]), which
 //!    `opc_ops::Ops` reads to launch the best configuration of a (kernel, shape, machine).
 
@@ -44,6 +45,10 @@ pub enum TuneError {
     NoConfiguration(String),
 }
 
+/// The default [`Request::cold_bytes`]: more than the L3 of the machines opc targets (this
+/// host's is 105 MB).
+pub const COLD_BYTES: usize = 256 << 20;
+
 /// What to tune.
 #[derive(Clone, Debug)]
 pub struct Request<'a> {
@@ -66,6 +71,10 @@ pub struct Request<'a> {
     /// Input tensors to launch with instead of random data, by parameter name (index tensors
     /// recorded from a real run: expert offsets, block tables, token ids).
     pub inputs: Vec<(String, Tensor)>,
+    /// Timed launches rotate over copies of the inputs totalling at least this many bytes
+    /// (at most 16 copies), so data the size of a weight matrix is read from DRAM as in a
+    /// model, not from a cache the previous launch warmed ([`COLD_BYTES`]; 0: one copy).
+    pub cold_bytes: usize,
     /// Configurations to measure besides the sampled ones (e.g. the one a driver's heuristic
     /// picks), right after the default.
     pub extra: Vec<Config>,
@@ -148,10 +157,13 @@ pub fn tune(target: &dyn Target, req: &Request, progress: &mut dyn FnMut(&Candid
     }
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
 
+    let input_bytes: usize = args.iter().map(|a| if let Arg::Tensor(t) = a { t.data.len() } else { 0 }).sum();
+    let copies = if input_bytes == 0 { 1 } else { req.cold_bytes.div_ceil(input_bytes).clamp(1, 16) };
+    let arg_sets: Vec<Vec<Arg>> = (0..copies).map(|_| args.clone()).collect();
     let mut reference: Option<Vec<Tensor>> = None;
     let mut candidates = Vec::with_capacity(configs.len());
     for (i, config) in configs.iter().enumerate() {
-        let c = try_config(target, req, config, &args, &mut reference);
+        let c = try_config(target, req, config, &arg_sets, &mut reference);
         progress(&c, i + 1, configs.len());
         candidates.push(c);
     }
@@ -190,7 +202,8 @@ pub fn instance_of(base: &Instance, config: &Config) -> Instance {
 
 /// Compile `config`, check it against the reference (becoming the reference if there is none
 /// yet), time it.
-fn try_config(target: &dyn Target, req: &Request, config: &Config, args: &[Arg], reference: &mut Option<Vec<Tensor>>) -> Candidate {
+fn try_config(target: &dyn Target, req: &Request, config: &Config, arg_sets: &[Vec<Arg>], reference: &mut Option<Vec<Tensor>>) -> Candidate {
+    let args = &arg_sets[0];
     let done = |status, median_ms, min_ms, launches| Candidate { config: config.clone(), status, median_ms, min_ms, launches };
     let exe = match compile(target, req, config) {
         Ok(e) => e,
@@ -214,6 +227,7 @@ fn try_config(target: &dyn Target, req: &Request, config: &Config, args: &[Arg],
     let mut times = vec![];
     let start = Instant::now();
     while (times.len() < 3 || start.elapsed() < req.min_time) && times.len() < 100_000 {
+        let args = &arg_sets[(times.len() + 1) % arg_sets.len()];
         let t0 = Instant::now();
         if let Err(e) = launch(&*exe, &kernel, args, &mut outs) {
             return done(Status::Rejected(first_line(&e.to_string())), None, None, times.len() as u32 + 1);
