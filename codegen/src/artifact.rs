@@ -41,15 +41,20 @@ pub fn renderer_by_name(name: &str) -> Result<Arc<dyn Renderer>> {
     }
 }
 
-/// FNV-1a 64 of the printed IR: stable across runs and compiler builds (unlike `DefaultHasher`).
-pub fn ir_hash(kernel: &Kernel) -> String {
-    let text = opc_ir::printer::print_kernel(kernel);
+/// FNV-1a 64: opc's stable hash (the same across runs and compiler builds, unlike
+/// `DefaultHasher`), for IR hashes, cache file names and checksums, tuning keys.
+pub fn fnv64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
+    for &b in bytes {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    format!("{h:016x}")
+    h
+}
+
+/// [`fnv64`] of the printed IR, hex.
+pub fn ir_hash(kernel: &Kernel) -> String {
+    format!("{:016x}", fnv64(opc_ir::printer::print_kernel(kernel).as_bytes()))
 }
 
 /// The manifest fields every target shares; renderers add their own (entry names, launch

@@ -77,7 +77,7 @@ impl KeyBase {
             .filter_map(|d| d.value.map(|v| format!("{}={v}", d.name)))
             .collect();
         KeyBase {
-            source: format!("{:016x}", fnv64(source.as_bytes())),
+            source: format!("{:016x}", opc_codegen::artifact::fnv64(source.as_bytes())),
             kernel: kernel.name.clone(),
             params: params.join(","),
             consts: consts.join(","),
@@ -255,16 +255,6 @@ pub fn best<'a>(records: &'a [Record], key: &Key) -> Option<&'a Record> {
 
 fn key_text(k: &Key) -> String {
     serde_json::to_string(k).expect("keys are plain JSON")
-}
-
-/// FNV-1a 64.
-pub fn fnv64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]

@@ -28,18 +28,10 @@ use std::sync::OnceLock;
 use opc_ir::Kernel;
 
 use super::loader::Blob;
+use crate::artifact::fnv64;
 
 const MAGIC: &[u8; 8] = b"OPCCPU\0\x01";
 
-/// FNV-1a 64.
-pub(super) fn fnv64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
 
 /// Sources whose changes can change generated code (tracked by the build through `include_str!`).
 const SOURCES: &[&str] = &[
