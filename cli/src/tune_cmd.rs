@@ -107,7 +107,7 @@ fn list(db: Option<opc_tune::Db>) -> Result<(), Fail> {
     if !best.is_empty() {
         println!("{:<22} {:<36} {:<32} {:>10} {:>10}  machine", "kernel", "dims", "best", "median ms", "× default");
     }
-    for (key, r) in best.values() {
+    for (key, r) in &best {
         let cfg: Vec<String> = r.tunables.iter().map(|(n, v)| format!("{n}={v}")).collect();
         let vs = match (opc_tune::db::default_ms(&records, r), r.median_ms) {
             (Some(d), Some(m)) => format!("{:.2}×", d / m),
@@ -247,8 +247,7 @@ fn tune_model(a: &TuneArgs, dir: &std::path::Path, db: Option<opc_tune::Db>) -> 
     for (i, l) in launches.iter().enumerate() {
         let source = opc_ops::Ops::source(&l.file).expect("a library file");
         let path = format!("ops/kernels/{}.opc", l.file);
-        let dims: Vec<String> = l.dims.iter().map(|(n, v)| format!("{n}={v}")).collect();
-        let what = format!("{}::{} {}", l.file, l.kernel, dims.join(","));
+        let what = format!("{}::{} {}", l.file, l.kernel, opc_tune::db::dims_text(&l.dims));
         eprintln!("[{}/{}] {what}", i + 1, launches.len());
         let req = opc_tune::Request {
             path: &path,

@@ -52,7 +52,7 @@ impl LaunchLog {
     fn record<A: LaunchArg>(&self, l: &Logged, args: &[A], secs: f64) {
         let k = l.inner.kernel();
         let Ok(syms) = opc_ir::launch::bind_dims(k, args) else { return };
-        let dims: Vec<(String, i64)> = k.dims.iter().zip(&syms).filter(|(d, _)| !d.konst).map(|(d, v)| (d.name.clone(), *v)).collect();
+        let dims = opc_tune::db::dynamic_dims(k, &syms);
         let scalars: Vec<(String, String)> = k
             .params
             .iter()

@@ -60,7 +60,7 @@ pub struct Ops {
     /// The tuning database to read, and its best configurations for this target's machine
     /// (read on the first compile).
     tune_db: Option<opc_tune::Db>,
-    tuned: OnceLock<Vec<(opc_tune::Key, opc_tune::Config)>>,
+    tuned: OnceLock<tuned::Tunings>,
     /// Every distinct launch, when logging ([`Ops::with_launch_log`]).
     launch_log: Option<Arc<launch_log::LaunchLog>>,
 }
@@ -129,11 +129,8 @@ impl Ops {
         let src = Ops::source(file).ok_or_else(|| OpError::Compile(format!("no operator source `{file}`")))?;
         let compiler = tuned::Compiler { target: self.target.clone(), profile: self.profile.clone() };
         let exe = compiler.compile(file, src, kernel, inst)?;
-        let best = self.tuned.get_or_init(|| match &self.tune_db {
-            Some(db) => tuned::load_best(db, &self.target.machine()),
-            None => vec![],
-        });
-        let mut exe = tuned::Tuned::wrap(exe, best, &compiler, (file, src, kernel, inst));
+        let tunings = self.tuned.get_or_init(|| tuned::Tunings::load(self.tune_db.as_ref(), &*self.target));
+        let mut exe = tuned::Tuned::wrap(exe, tunings, &compiler, (file, src, kernel, inst));
         if let Some(log) = &self.launch_log {
             exe = Arc::new(launch_log::Logged { inner: exe, file: file.into(), kernel: kernel.into(), inst: inst.clone(), log: log.clone() });
         }

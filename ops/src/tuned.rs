@@ -15,14 +15,28 @@ use opc_tune::{Config, Key, KeyBase};
 
 use crate::kernel_profile::KernelProfile;
 
-/// The best configuration of every key of a database that applies to `machine`.
-pub(crate) fn load_best(db: &opc_tune::Db, machine: &str) -> Vec<(Key, Config)> {
-    let records = db.load().unwrap_or_default();
-    opc_tune::db::best_per_key(&records)
-        .into_values()
-        .filter(|(k, _)| k.machine == machine)
-        .map(|(k, r)| (k, r.tunables.clone()))
-        .collect()
+/// The tuned configurations an [`crate::Ops`] can use: its target's machine and the best
+/// configuration of every key of the database made on that machine.
+pub(crate) struct Tunings {
+    pub machine: String,
+    pub best: Vec<(Key, Config)>,
+}
+
+impl Tunings {
+    /// From `db` (none when there is no database or it cannot be read).
+    pub fn load(db: Option<&opc_tune::Db>, target: &dyn Target) -> Tunings {
+        let Some(db) = db else {
+            return Tunings { machine: String::new(), best: vec![] };
+        };
+        let machine = target.machine();
+        let records = db.load().unwrap_or_default();
+        let best = opc_tune::db::best_per_key(&records)
+            .into_iter()
+            .filter(|(k, _)| k.machine == machine)
+            .map(|(k, r)| (k.clone(), r.tunables.clone()))
+            .collect();
+        Tunings { machine, best }
+    }
 }
 
 /// How an [`crate::Ops`] compiles one instance of a library kernel (shared with the tuned
@@ -65,15 +79,15 @@ impl Tuned {
     /// Wrap `default` if the database has tuned dims for it; else return it as is.
     pub fn wrap(
         default: Arc<dyn Executable>,
-        best: &[(Key, Config)],
+        tunings: &Tunings,
         compiler: &Compiler,
         (file, source, kernel, inst): (&str, &'static str, &str, &Instance),
     ) -> Arc<dyn Executable> {
-        if best.is_empty() {
+        if tunings.best.is_empty() {
             return default;
         }
-        let base = KeyBase::new(source, default.kernel(), &compiler.target.machine());
-        let by_dims: HashMap<String, Config> = best.iter().filter(|(k, _)| base.matches(k)).map(|(k, c)| (k.dims.clone(), c.clone())).collect();
+        let base = KeyBase::new(source, default.kernel(), &tunings.machine);
+        let by_dims: HashMap<String, Config> = tunings.best.iter().filter(|(k, _)| base.matches(k)).map(|(k, c)| (k.dims.clone(), c.clone())).collect();
         if by_dims.is_empty() {
             return default;
         }

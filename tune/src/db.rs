@@ -16,7 +16,7 @@
 //! not parse (a run killed mid-write, a foreign file) is skipped on load. Nothing is ever
 //! rewritten in place.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +24,7 @@ use opc_ir::{Kernel, ParamKind};
 use serde::{Deserialize, Serialize};
 
 /// What a timing depends on besides the tunables (see the module docs).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Key {
     /// FNV-1a 64 of the kernel's source file, hex.
     pub source: String,
@@ -87,14 +87,7 @@ impl KeyBase {
 
     /// The dims part of a key: the dynamic (non-const) symbols and their values.
     pub fn dims(kernel: &Kernel, sym_values: &[i64]) -> String {
-        let dims: Vec<String> = kernel
-            .dims
-            .iter()
-            .zip(sym_values)
-            .filter(|(d, _)| !d.konst)
-            .map(|(d, v)| format!("{}={v}", d.name))
-            .collect();
-        dims.join(",")
+        dims_text(&dynamic_dims(kernel, sym_values))
     }
 
     pub fn with_dims(&self, kernel: &Kernel, sym_values: &[i64]) -> Key {
@@ -118,6 +111,17 @@ impl KeyBase {
             && key.machine == self.machine
             && key.compiler == env!("CARGO_PKG_VERSION")
     }
+}
+
+/// The dynamic (non-const) dims of `kernel` with their values, in declaration order
+/// (`sym_values` indexed like `kernel.dims`, as `opc_ir::launch::bind_dims` returns them).
+pub fn dynamic_dims(kernel: &Kernel, sym_values: &[i64]) -> Vec<(String, i64)> {
+    kernel.dims.iter().zip(sym_values).filter(|(d, _)| !d.konst).map(|(d, v)| (d.name.clone(), *v)).collect()
+}
+
+/// `M=512,K=2048`: dims as a key and the tools print them.
+pub fn dims_text(dims: &[(String, i64)]) -> String {
+    dims.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(",")
 }
 
 /// One measured configuration.
@@ -218,24 +222,20 @@ fn ends_torn(f: &mut std::fs::File) -> std::io::Result<bool> {
 }
 
 /// The best configuration of each key in `records`: the fastest (median) ok record of the
-/// key's latest run.
-pub fn best_per_key(records: &[Record]) -> BTreeMap<String, (Key, &Record)> {
-    let mut latest: BTreeMap<String, u64> = BTreeMap::new();
-    for r in records.iter().filter(|r| r.ok()) {
-        let e = latest.entry(key_text(&r.key)).or_insert(r.run);
+/// key's latest run (a run's timings were taken together; other runs' may not compare). On a
+/// tie, the earlier record.
+pub fn best_per_key(records: &[Record]) -> BTreeMap<&Key, &Record> {
+    let timed = || records.iter().filter(|r| r.ok() && r.median_ms.is_some());
+    let mut latest: HashMap<&Key, u64> = HashMap::new();
+    for r in timed() {
+        let e = latest.entry(&r.key).or_insert(r.run);
         *e = (*e).max(r.run);
     }
-    let mut best: BTreeMap<String, (Key, &Record)> = BTreeMap::new();
-    for r in records.iter().filter(|r| r.ok() && r.median_ms.is_some()) {
-        let k = key_text(&r.key);
-        if latest.get(&k) != Some(&r.run) {
-            continue;
-        }
-        match best.get(&k) {
-            Some((_, b)) if b.median_ms <= r.median_ms => {}
-            _ => {
-                best.insert(k, (r.key.clone(), r));
-            }
+    let mut best: BTreeMap<&Key, &Record> = BTreeMap::new();
+    for r in timed().filter(|r| latest[&r.key] == r.run) {
+        let b = best.entry(&r.key).or_insert(r);
+        if r.median_ms < b.median_ms {
+            *b = r;
         }
     }
     best
@@ -248,13 +248,7 @@ pub fn default_ms(records: &[Record], best: &Record) -> Option<f64> {
 
 /// The best record for `key` (see [`best_per_key`]).
 pub fn best<'a>(records: &'a [Record], key: &Key) -> Option<&'a Record> {
-    let mine: Vec<&Record> = records.iter().filter(|r| &r.key == key && r.ok() && r.median_ms.is_some()).collect();
-    let run = mine.iter().map(|r| r.run).max()?;
-    mine.into_iter().filter(|r| r.run == run).min_by(|a, b| a.median_ms.partial_cmp(&b.median_ms).unwrap_or(std::cmp::Ordering::Equal))
-}
-
-fn key_text(k: &Key) -> String {
-    serde_json::to_string(k).expect("keys are plain JSON")
+    best_per_key(records).get(key).copied()
 }
 
 #[cfg(test)]
@@ -300,7 +294,7 @@ mod tests {
         assert!(best(&rs, &key("M=256")).is_none());
         let all = best_per_key(&rs);
         assert_eq!(all.len(), 2);
-        assert!(all.values().any(|(k, r)| k.dims == "M=64" && r.tunables[0].1 == 64));
+        assert!(all.iter().any(|(k, r)| k.dims == "M=64" && r.tunables[0].1 == 64));
     }
 
     #[test]
