@@ -270,7 +270,9 @@ fn tune_model(a: &TuneArgs, dir: &std::path::Path, db: Option<opc_tune::Db>) -> 
                 continue;
             }
         };
-        let heuristic = report.candidates.get(1).filter(|_| report.candidates.len() > 1).unwrap_or(&report.candidates[0]);
+        // The heuristic's configuration (the default when they coincide: measured once, first).
+        let is_heuristic = |c: &&Candidate| l.inst.tunables.iter().all(|t| c.config.contains(t));
+        let heuristic = report.candidates.iter().find(is_heuristic).unwrap_or(&report.candidates[0]);
         let best = report.best();
         let wrong = report.candidates.iter().filter(|c| matches!(c.status, Status::Wrong(_))).count();
         rows.push((what, l.count, heuristic.clone(), best.cloned(), report.candidates.len(), wrong));

@@ -150,8 +150,12 @@ pub fn tune(target: &dyn Target, req: &Request, progress: &mut dyn FnMut(&Candid
             .iter()
             .map(|t| (t.name.clone(), extra.iter().find(|(n, _)| *n == t.name).map_or(t.value, |(_, v)| *v)))
             .collect();
-        if let Some(at) = configs.iter().position(|x| *x == c) {
-            configs.remove(at);
+        match configs.iter().position(|x| *x == c) {
+            Some(0) => continue, // the default: it stays first
+            Some(at) => {
+                configs.remove(at);
+            }
+            None => {}
         }
         configs.insert((1 + i).min(configs.len()), c);
     }

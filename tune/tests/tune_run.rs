@@ -203,6 +203,15 @@ fn extra_configurations_run_right_after_the_default_and_given_inputs_replace_ran
     assert_eq!(distinct.len(), n);
     assert!(report.candidates.iter().all(|c| c.status == Status::Ok));
 
+    // An extra configuration that is the default is measured once, and the default stays first.
+    let mut req = request(&[("M", 12), ("K", 8), ("N", 8)], &[("s", "0")]);
+    req.max_configs = 3;
+    req.extra = vec![vec![("BN".to_string(), 16)]];
+    let report = opc_tune::tune(&*cpu(), &req, &mut |_, _, _| {}).unwrap();
+    assert_eq!(report.candidates.len(), 3);
+    assert_eq!(report.candidates[0].config, vec![("BM".into(), 16), ("BN".into(), 16), ("BK".into(), 8)]);
+    assert!(report.records[0].default && report.records.iter().skip(1).all(|r| !r.default));
+
     let err = |inputs: Vec<(String, opc_ir::Tensor)>| {
         let mut r = request(&[("M", 12), ("K", 8), ("N", 8)], &[("s", "0")]);
         r.inputs = inputs;
