@@ -99,15 +99,8 @@ struct BuildArgs {
     /// Skip this pass (repeatable).
     #[arg(long = "disable-pass", value_name = "PASS")]
     disable_pass: Vec<String>,
-    /// Bind a type variable: VAR=DTYPE (repeatable), e.g. T=bf16.
-    #[arg(long = "dtype", value_name = "VAR=DTYPE", value_parser = parse_dtype_binding)]
-    dtypes: Vec<(String, DType)>,
-    /// Specialize a const dim: DIM=INT (repeatable), e.g. D=64.
-    #[arg(long = "const", value_name = "DIM=INT", value_parser = parse_const_binding)]
-    consts: Vec<(String, i64)>,
-    /// Set a tunable: NAME=INT (repeatable), e.g. BM=32.
-    #[arg(long = "tunable", value_name = "NAME=INT", value_parser = parse_tunable_binding)]
-    tunables: Vec<(String, i64)>,
+    #[command(flatten)]
+    instance: InstanceArgs,
     /// Target to compile for (see `opc targets`).
     #[arg(long, default_value = opc_codegen::DEFAULT_TARGET)]
     target: String,
@@ -118,6 +111,26 @@ struct BuildArgs {
     /// Target architecture for renderers, e.g. sm_80, sm_90a.
     #[arg(long, value_name = "ARCH")]
     arch: Option<String>,
+}
+
+/// How to instantiate a kernel (`opc build`, `opc tune`): its dtypes, consts and tunables.
+#[derive(clap::Args, Debug)]
+struct InstanceArgs {
+    /// Bind a type variable: VAR=DTYPE (repeatable), e.g. T=bf16.
+    #[arg(long = "dtype", value_name = "VAR=DTYPE", value_parser = parse_dtype_binding)]
+    dtypes: Vec<(String, DType)>,
+    /// Specialize a const dim: DIM=INT (repeatable), e.g. D=64.
+    #[arg(long = "const", value_name = "DIM=INT", value_parser = parse_const_binding)]
+    consts: Vec<(String, i64)>,
+    /// Set a tunable: NAME=INT (repeatable), e.g. BM=32 (`opc tune` explores the others).
+    #[arg(long = "tunable", value_name = "NAME=INT", value_parser = parse_tunable_binding)]
+    tunables: Vec<(String, i64)>,
+}
+
+impl InstanceArgs {
+    fn instance(&self) -> Instance {
+        Instance { dtypes: self.dtypes.clone(), consts: self.consts.clone(), tunables: self.tunables.clone() }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -236,7 +249,7 @@ fn cmd_build(a: &BuildArgs) -> Result<(), Fail> {
             names.into_iter().next().ok_or_else(|| failed(format!("error: {path} defines no kernels")))?
         }
     };
-    let inst = Instance { dtypes: a.dtypes.clone(), consts: a.consts.clone(), tunables: a.tunables.clone() };
+    let inst = a.instance.instance();
     let mut k = opc_dsl::compile(&path, &src, &kernel, &inst).map_err(|d| failed(d.to_string()))?;
     let opts = opc_passes::PipelineOptions { dump_after: a.dump_after.clone(), disabled: a.disable_pass.clone() };
     let dumps = opc_passes::run_pipeline(&mut k, &opts).map_err(|e| match e {

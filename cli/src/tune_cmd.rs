@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use opc_dsl::Instance;
-use opc_ir::DType;
 use opc_tune::{Candidate, Status};
 
-use crate::{failed, parse_const_binding, parse_dtype_binding, parse_int_binding, parse_tunable_binding, read_source, split_binding, usage, Fail};
+use crate::{failed, parse_int_binding, read_source, split_binding, usage, Fail, InstanceArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct TuneArgs {
@@ -39,21 +38,14 @@ pub struct TuneArgs {
     /// Kernel to tune (default: the first kernel of the file).
     #[arg(long, value_name = "NAME")]
     kernel: Option<String>,
-    /// Bind a type variable: VAR=DTYPE (repeatable), e.g. T=bf16.
-    #[arg(long = "dtype", value_name = "VAR=DTYPE", value_parser = parse_dtype_binding)]
-    dtypes: Vec<(String, DType)>,
-    /// Specialize a const dim: DIM=INT (repeatable), e.g. D=64.
-    #[arg(long = "const", value_name = "DIM=INT", value_parser = parse_const_binding)]
-    consts: Vec<(String, i64)>,
+    #[command(flatten)]
+    instance: InstanceArgs,
     /// The shape to tune for: a value for each dynamic dim, DIM=INT (repeatable), e.g. M=512.
     #[arg(long = "dim", value_name = "DIM=INT", value_parser = parse_dim_binding)]
     dims: Vec<(String, i64)>,
     /// A scalar parameter's value: NAME=VALUE (repeatable), e.g. has_bias=false, scale=0.125.
     #[arg(long = "scalar", value_name = "NAME=VALUE", value_parser = parse_scalar_binding)]
     scalars: Vec<(String, String)>,
-    /// Pin a tunable to one value: NAME=INT (repeatable); the others are explored.
-    #[arg(long = "tunable", value_name = "NAME=INT", value_parser = parse_tunable_binding)]
-    tunables: Vec<(String, i64)>,
     /// Target to tune for (see `opc targets`).
     #[arg(long, default_value = opc_codegen::DEFAULT_TARGET)]
     target: String,
@@ -155,7 +147,7 @@ pub fn tune(a: &TuneArgs) -> Result<(), Fail> {
         path: &path,
         source: &src,
         kernel: &kernel,
-        instance: Instance { dtypes: a.dtypes.clone(), consts: a.consts.clone(), tunables: a.tunables.clone() },
+        instance: a.instance.instance(),
         dims: a.dims.clone(),
         scalars: a.scalars.clone(),
         max_configs: a.max_configs as usize,
@@ -212,14 +204,20 @@ pub fn tune(a: &TuneArgs) -> Result<(), Fail> {
         };
         println!("best: {}{vs}", if flags.is_empty() { "(no tunables)".into() } else { flags.join(" ") });
     }
-    let wrong = report.candidates.iter().filter(|c| matches!(c.status, Status::Wrong(_))).count();
+    record(db, &report.records, "")
+}
+
+/// Append a run's records to the database (if any) and say so; exit 1 when a configuration
+/// computed something else than the reference (a compiler bug) whatever was recorded.
+fn record(db: Option<opc_tune::Db>, records: &[opc_tune::Record], then: &str) -> Result<(), Fail> {
     match db {
         Some(db) => {
-            db.append(&report.records).map_err(|e| usage(format!("error: cannot record the timings in {}: {e}", db.path.display())))?;
-            println!("recorded {} timings in {}", report.records.len(), db.path.display());
+            db.append(records).map_err(|e| usage(format!("error: cannot record the timings in {}: {e}", db.path.display())))?;
+            println!("recorded {} timings in {}{then}", records.len(), db.path.display());
         }
         None => println!("recorded nothing (--no-record, or the tuning database is off)"),
     }
+    let wrong = records.iter().filter(|r| r.status.starts_with("wrong")).count();
     if wrong > 0 {
         return Err(failed(format!("error: {wrong} configuration(s) computed a different result from the reference configuration (a compiler bug: please report it)")));
     }
@@ -274,27 +272,14 @@ fn tune_model(a: &TuneArgs, dir: &std::path::Path, db: Option<opc_tune::Db>) -> 
         let is_heuristic = |c: &&Candidate| l.inst.tunables.iter().all(|t| c.config.contains(t));
         let heuristic = report.candidates.iter().find(is_heuristic).unwrap_or(&report.candidates[0]);
         let best = report.best();
-        let wrong = report.candidates.iter().filter(|c| matches!(c.status, Status::Wrong(_))).count();
-        rows.push((what, l.count, heuristic.clone(), best.cloned(), report.candidates.len(), wrong));
+        rows.push((what, l.count, heuristic.clone(), best.cloned(), report.candidates.len()));
         records.extend(report.records);
     }
     println!("{:<58} {:>6} {:>7} {:<24} {:>10} {:<24} {:>10} {:>7}", "launch", "count", "configs", "heuristic", "ms", "best", "ms", "speedup");
-    let mut wrong_total = 0;
-    for (what, count, h, best, n, wrong) in &rows {
-        wrong_total += wrong;
+    for (what, count, h, best, n) in &rows {
         let (bc, bms) = best.as_ref().map_or(("-".to_string(), f64::NAN), |b| (config_text(b), b.median_ms.unwrap_or(f64::NAN)));
         let hms = h.median_ms.unwrap_or(f64::NAN);
         println!("{what:<58} {count:>6} {n:>7} {:<24} {hms:>10.4} {bc:<24} {bms:>10.4} {:>6.2}×", config_text(h), hms / bms);
     }
-    match db {
-        Some(db) => {
-            db.append(&records).map_err(|e| usage(format!("error: cannot record the timings in {}: {e}", db.path.display())))?;
-            println!("recorded {} timings in {}; `opc bench-model`, `opc run` and `opc eval` now launch the best configurations", records.len(), db.path.display());
-        }
-        None => println!("recorded nothing (--no-record, or the tuning database is off)"),
-    }
-    if wrong_total > 0 {
-        return Err(failed(format!("error: {wrong_total} configuration(s) computed a different result from the reference configuration (a compiler bug: please report it)")));
-    }
-    Ok(())
+    record(db, &records, "; `opc bench-model`, `opc run` and `opc eval` now launch the best configurations")
 }
