@@ -140,7 +140,8 @@ pub fn tune(target: &dyn Target, req: &Request, progress: &mut dyn FnMut(&Candid
     opc_ir::launch::bind_dims(&k0, &args).map_err(|e| TuneError::Usage(e.to_string()))?;
     let key = Key::new(req.source, &k0, &syms, &target.machine());
     let (mut configs, space) = space::configs(&k0.tunables, &pinned, req.max_configs, req.seed);
-    for (i, extra) in req.extra.iter().enumerate() {
+    let mut placed = 0;
+    for extra in &req.extra {
         // In declaration order; a tunable it leaves out takes the run's default.
         if let Some((n, _)) = extra.iter().find(|(n, _)| !k0.tunables.iter().any(|t| &t.name == n)) {
             return Err(TuneError::Usage(format!("kernel `{}` has no tunable `{n}` (in an extra configuration)", k0.name)));
@@ -157,13 +158,23 @@ pub fn tune(target: &dyn Target, req: &Request, progress: &mut dyn FnMut(&Candid
             }
             None => {}
         }
-        configs.insert((1 + i).min(configs.len()), c);
+        placed += 1;
+        configs.insert(placed.min(configs.len()), c);
     }
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
 
-    let input_bytes: usize = args.iter().map(|a| if let Arg::Tensor(t) = a { t.data.len() } else { 0 }).sum();
+    let input_bytes: usize = k0
+        .params
+        .iter()
+        .zip(&args)
+        .map(|(p, a)| match a {
+            Arg::Tensor(t) if !is_output(p) => t.data.len(),
+            _ => 0,
+        })
+        .sum();
     let copies = if input_bytes == 0 { 1 } else { req.cold_bytes.div_ceil(input_bytes).clamp(1, 16) };
-    let arg_sets: Vec<Vec<Arg>> = (0..copies).map(|_| args.clone()).collect();
+    let mut arg_sets: Vec<Vec<Arg>> = (1..copies).map(|_| args.clone()).collect();
+    arg_sets.insert(0, args);
     let mut reference: Option<Vec<Tensor>> = None;
     let mut candidates = Vec::with_capacity(configs.len());
     for (i, config) in configs.iter().enumerate() {
