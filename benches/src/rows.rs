@@ -57,6 +57,18 @@ fn mx_moe_decode_bytes() -> f64 {
     (MX_MOE_LAYERS * k * 3 * (h * i / 2 + h * i / 32)) as f64
 }
 
+/// Tokens of the batched-decode MoE row (a decode step of 8 sequences).
+const MX_MOE_BATCH: usize = 8;
+
+/// Bytes of MXFP4 weights that a decode step of [`MX_MOE_BATCH`] tokens reads: the experts that
+/// any of them routes to, E·(1 − (1 − k/E)^T) of the E experts in expectation (14.4 of 16 for 8
+/// tokens, top-4) per layer.
+fn mx_moe_batch_bytes() -> f64 {
+    let (_, h, i, e, k) = MX_MOE;
+    let distinct = e as f64 * (1.0 - (1.0 - k as f64 / e as f64).powi(MX_MOE_BATCH as i32));
+    MX_MOE_LAYERS as f64 * distinct * (3 * (h * i / 2 + h * i / 32)) as f64
+}
+
 fn causal_attention_flops() -> f64 {
     let (h, s, d) = ATTN;
     // Q·Kᵀ and P·V over the causal half (s(s+1)/2 visible pairs), 2 flops per multiply-add.
@@ -132,6 +144,12 @@ pub fn rows() -> Vec<Row> {
             name: "decode_moe_mxfp4",
             what: "moe_mxfp4 bf16 x T=1, 12 layers of 16 MXFP4 experts top-4, H=I=2048",
             work: Work::Bytes(mx_moe_decode_bytes()),
+            limit: Limit::Bandwidth,
+        },
+        Row {
+            name: "decode_moe_mxfp4_b8",
+            what: "moe_mxfp4 bf16 x T=8 (batched decode), 12 layers of 16 MXFP4 experts top-4, H=I=2048",
+            work: Work::Bytes(mx_moe_batch_bytes()),
             limit: Limit::Bandwidth,
         },
         Row {
@@ -241,11 +259,16 @@ pub fn prepare(row: &Row, ops: &Ops) -> Result<Prepared, String> {
             let w = opc_ops::mxfp4::Mxfp4 { codes: f.tensor(DType::E2M1, &[GEMV_N, GEMV_K]), scales: f.tensor(DType::E8M0, &[GEMV_N, GEMV_K / 32]) };
             Box::new(move |ops| opc_ops::mxfp4::gemm(ops, &x, &w).map(drop).map_err(e))
         }
-        "prefill_moe_mxfp4_512" | "decode_moe_mxfp4" => {
+        "prefill_moe_mxfp4_512" | "decode_moe_mxfp4" | "decode_moe_mxfp4_b8" => {
             // The gpt-oss experts of the runtime's bf16 compute mode: a 512-token prefill over
-            // one layer, or one decode token through every layer (each with its own router).
+            // one layer, or one decode step (one token, or a batch) through every layer (each
+            // with its own router).
             let (t, h, i, ne, k) = MX_MOE;
-            let (t, layers) = if row.name == "decode_moe_mxfp4" { (1, MX_MOE_LAYERS) } else { (t, 1) };
+            let (t, layers) = match row.name {
+                "decode_moe_mxfp4" => (1, MX_MOE_LAYERS),
+                "decode_moe_mxfp4_b8" => (MX_MOE_BATCH, MX_MOE_LAYERS),
+                _ => (t, 1),
+            };
             let x = f.tensor(DType::BF16, &[t, h]);
             let mut experts = |r: usize, c: usize| opc_ops::model::MxExperts {
                 codes: f.tensor(DType::E2M1, &[ne, r, c]),
