@@ -180,13 +180,20 @@ pub fn tune(a: &TuneArgs) -> Result<(), Fail> {
     );
     let default_ms = report.default_ms();
     let mut ok: Vec<&Candidate> = report.candidates.iter().filter(|c| c.status == Status::Ok).collect();
-    ok.sort_by(|x, y| x.median_ms.partial_cmp(&y.median_ms).unwrap_or(std::cmp::Ordering::Equal));
+    // finalists first (timed together in the final rounds), each group by median
+    ok.sort_by(|x, y| x.rank().partial_cmp(&y.rank()).unwrap_or(std::cmp::Ordering::Equal));
     println!("{:>4}  {:<40} {:>11} {:>11} {:>10}", "rank", "tunables", "median ms", "min ms", "× default");
     for (rank, c) in ok.iter().enumerate() {
         let (med, min) = (c.median_ms.unwrap_or(f64::NAN), c.min_ms.unwrap_or(f64::NAN));
         let speedup = default_ms.map(|d| format!("{:.2}×", d / med)).unwrap_or_else(|| "-".into());
-        let mark = if std::ptr::eq(*c, &report.candidates[0]) { "  (default)" } else { "" };
+        let mut mark = if c.confirmed { "  final".to_string() } else { String::new() };
+        if std::ptr::eq(*c, &report.candidates[0]) {
+            mark.push_str("  (default)");
+        }
         println!("{:>4}  {:<40} {med:>11.4} {min:>11.4} {speedup:>10}{mark}", rank + 1, config_text(c));
+    }
+    if ok.iter().any(|c| c.confirmed) {
+        println!("(final: timed again in {} alternating rounds with the default and the first timing's fastest; × default compares final-round medians)", opc_tune::FINAL_ROUNDS);
     }
     for c in report.candidates.iter().filter(|c| c.status != Status::Ok) {
         let (kind, why) = match &c.status {

@@ -15,7 +15,12 @@
 //! 6. times the rest: launches until the run's minimum time has passed (at least 3), median
 //!    and fastest, each launch on another copy of the inputs (more bytes than the L3 in all,
 //!    so weights stream from DRAM as they do in a model);
-//! 7. returns every timing as [`db::Record`]s for the tuning database ([`db`]), which
+//! 7. times the finalists again, together: the default, the extra configurations and the
+//!    [`FINALISTS`] fastest take turns over [`FINAL_ROUNDS`] rounds, so that a shared
+//!    machine's slow minute (or a quiet one) during one configuration's first timing does not
+//!    choose the winner; their medians are then over the final rounds only, and the best
+//!    configuration is the fastest finalist ([`Candidate::confirmed`]);
+//! 8. returns every timing as [`db::Record`]s for the tuning database ([`db`]), which
 //!    `opc_ops::Ops` reads to launch the best configuration of a (kernel, shape, machine).
 
 pub mod compare;
@@ -44,6 +49,13 @@ pub enum TuneError {
     #[error("error: {0}")]
     NoConfiguration(String),
 }
+
+/// The fastest configurations of the first timing that are timed again in the final rounds
+/// (besides the default and the extra configurations).
+pub const FINALISTS: usize = 3;
+
+/// Rounds of the final timing: each finalist is launched in every round, in a rotating order.
+pub const FINAL_ROUNDS: usize = 5;
 
 /// The default [`Request::cold_bytes`]: more than the L3 of the machines opc targets (this
 /// host's is 105 MB).
@@ -98,6 +110,16 @@ pub struct Candidate {
     pub median_ms: Option<f64>,
     pub min_ms: Option<f64>,
     pub launches: u32,
+    /// Timed again in the final rounds together with the other finalists; the median and
+    /// minimum are then those rounds'.
+    pub confirmed: bool,
+}
+
+impl Candidate {
+    /// Ranking order: finalists first (their times were taken together), then by median.
+    pub fn rank(&self) -> (bool, f64) {
+        (!self.confirmed, self.median_ms.unwrap_or(f64::INFINITY))
+    }
 }
 
 /// A finished run.
@@ -113,12 +135,12 @@ pub struct Report {
 }
 
 impl Report {
-    /// The fastest correct configuration.
+    /// The fastest correct configuration (of the finalists, when there were final rounds).
     pub fn best(&self) -> Option<&Candidate> {
         self.candidates
             .iter()
             .filter(|c| c.status == Status::Ok && c.median_ms.is_some())
-            .min_by(|a, b| a.median_ms.partial_cmp(&b.median_ms).unwrap_or(std::cmp::Ordering::Equal))
+            .min_by(|a, b| a.rank().partial_cmp(&b.rank()).unwrap_or(std::cmp::Ordering::Equal))
     }
 
     /// The default configuration's median, when it ran.
@@ -177,11 +199,14 @@ pub fn tune(target: &dyn Target, req: &Request, progress: &mut dyn FnMut(&Candid
     arg_sets.insert(0, args);
     let mut reference: Option<Vec<Tensor>> = None;
     let mut candidates = Vec::with_capacity(configs.len());
+    let mut timed = Vec::with_capacity(configs.len());
     for (i, config) in configs.iter().enumerate() {
-        let c = try_config(target, req, config, &arg_sets, &mut reference);
+        let (c, exe) = try_config(target, req, config, &arg_sets, &mut reference);
         progress(&c, i + 1, configs.len());
         candidates.push(c);
+        timed.push(exe);
     }
+    final_rounds(req, &arg_sets, &mut candidates, &timed, placed);
     if reference.is_none() {
         let why = match &candidates[0].status {
             Status::Rejected(r) => r.clone(),
@@ -205,6 +230,7 @@ pub fn tune(target: &dyn Target, req: &Request, progress: &mut dyn FnMut(&Candid
             min_ms: c.min_ms,
             launches: c.launches,
             default: i == 0,
+            confirmed: c.confirmed,
         })
         .collect();
     Ok(Report { key, space, candidates, records })
@@ -215,42 +241,108 @@ pub fn instance_of(base: &Instance, config: &Config) -> Instance {
     Instance { dtypes: base.dtypes.clone(), consts: base.consts.clone(), tunables: config.clone() }
 }
 
+/// A configuration that passed its check: its executable and its output buffers.
+struct Timed {
+    exe: std::sync::Arc<dyn Executable>,
+    kernel: Kernel,
+    outs: Vec<Tensor>,
+}
+
 /// Compile `config`, check it against the reference (becoming the reference if there is none
-/// yet), time it.
-fn try_config(target: &dyn Target, req: &Request, config: &Config, arg_sets: &[Vec<Arg>], reference: &mut Option<Vec<Tensor>>) -> Candidate {
+/// yet), time it. The executable comes back for the final rounds when it timed.
+fn try_config(target: &dyn Target, req: &Request, config: &Config, arg_sets: &[Vec<Arg>], reference: &mut Option<Vec<Tensor>>) -> (Candidate, Option<Timed>) {
     let args = &arg_sets[0];
-    let done = |status, median_ms, min_ms, launches| Candidate { config: config.clone(), status, median_ms, min_ms, launches };
+    let done = |status, median_ms, min_ms, launches| Candidate { config: config.clone(), status, median_ms, min_ms, launches, confirmed: false };
     let exe = match compile(target, req, config) {
         Ok(e) => e,
-        Err(why) => return done(Status::Rejected(why), None, None, 0),
+        Err(why) => return (done(Status::Rejected(why), None, None, 0), None),
     };
     let kernel = exe.kernel().clone();
     let mut outs = fresh_outputs(&kernel, args);
     if let Err(e) = launch(&*exe, &kernel, args, &mut outs) {
-        return done(Status::Rejected(first_line(&e.to_string())), None, None, 0);
+        return (done(Status::Rejected(first_line(&e.to_string())), None, None, 0), None);
     }
     match reference {
         Some(r) => {
             for ((o, want), p) in outs.iter().zip(r.iter()).zip(kernel.params.iter().filter(|p| is_output(p))) {
                 if let Err(w) = compare::agree(o, want) {
-                    return done(Status::Wrong(format!("`{}`: {w}", p.name)), None, None, 1);
+                    return (done(Status::Wrong(format!("`{}`: {w}", p.name)), None, None, 1), None);
                 }
             }
         }
         None => *reference = Some(outs.clone()),
     }
+    let mut t = Timed { exe, kernel, outs };
     let mut times = vec![];
+    if let Err(e) = time_for(&mut t, arg_sets, req.min_time, 3, &mut times) {
+        return (done(Status::Rejected(first_line(&e.to_string())), None, None, times.len() as u32 + 1), None);
+    }
+    let (median, min) = median_min(&mut times);
+    (done(Status::Ok, Some(median), Some(min), times.len() as u32 + 1), Some(t))
+}
+
+/// Launch `t` until `budget` has passed and at least `at_least` times, each launch on the
+/// next copy of the inputs, appending each launch's milliseconds to `times`.
+fn time_for(t: &mut Timed, arg_sets: &[Vec<Arg>], budget: Duration, at_least: usize, times: &mut Vec<f64>) -> opc_codegen::Result<()> {
     let start = Instant::now();
-    while (times.len() < 3 || start.elapsed() < req.min_time) && times.len() < 100_000 {
+    let mut n = 0;
+    while (n < at_least || start.elapsed() < budget) && n < 100_000 {
         let args = &arg_sets[(times.len() + 1) % arg_sets.len()];
         let t0 = Instant::now();
-        if let Err(e) = launch(&*exe, &kernel, args, &mut outs) {
-            return done(Status::Rejected(first_line(&e.to_string())), None, None, times.len() as u32 + 1);
-        }
+        launch(&*t.exe, &t.kernel, args, &mut t.outs)?;
         times.push(t0.elapsed().as_secs_f64() * 1e3);
+        n += 1;
     }
+    Ok(())
+}
+
+/// The median and the minimum of `times` (not empty).
+fn median_min(times: &mut [f64]) -> (f64, f64) {
     times.sort_by(|a, b| a.total_cmp(b));
-    done(Status::Ok, Some(times[times.len() / 2]), Some(times[0]), times.len() as u32 + 1)
+    (times[times.len() / 2], times[0])
+}
+
+/// The final rounds (module docs, step 7): the default, the `extras` configurations placed
+/// after it and the [`FINALISTS`] fastest others, when there are at least two, take turns over
+/// [`FINAL_ROUNDS`] rounds of `min_time / FINAL_ROUNDS` each (at least 2 launches); their
+/// medians and minimums become those of the final rounds.
+fn final_rounds(req: &Request, arg_sets: &[Vec<Arg>], candidates: &mut [Candidate], timed: &[Option<Timed>], extras: usize) {
+    let ok = |i: &usize| candidates[*i].status == Status::Ok && timed[*i].is_some();
+    let mut finalists: Vec<usize> = (0..=extras.min(candidates.len() - 1)).filter(ok).collect();
+    let mut by_time: Vec<usize> = (0..candidates.len()).filter(ok).filter(|i| !finalists.contains(i)).collect();
+    by_time.sort_by(|&a, &b| candidates[a].rank().partial_cmp(&candidates[b].rank()).unwrap_or(std::cmp::Ordering::Equal));
+    finalists.extend(by_time.into_iter().take(FINALISTS));
+    if finalists.len() < 2 {
+        return;
+    }
+    // Executables are shared (`Arc`); each finalist gets its own output buffers.
+    let mut runs: Vec<Timed> = finalists
+        .iter()
+        .map(|&i| {
+            let t = timed[i].as_ref().expect("a finalist timed");
+            Timed { exe: t.exe.clone(), kernel: t.kernel.clone(), outs: t.outs.clone() }
+        })
+        .collect();
+    let mut times: Vec<Vec<f64>> = vec![vec![]; finalists.len()];
+    let mut failed = vec![false; finalists.len()];
+    let slice = req.min_time / FINAL_ROUNDS as u32;
+    for round in 0..FINAL_ROUNDS {
+        for turn in 0..finalists.len() {
+            let f = (turn + round) % finalists.len();
+            if !failed[f] && time_for(&mut runs[f], arg_sets, slice, 2, &mut times[f]).is_err() {
+                // It launched before; a failure now keeps its first timing, unconfirmed.
+                failed[f] = true;
+            }
+        }
+    }
+    for (f, &i) in finalists.iter().enumerate() {
+        if failed[f] {
+            continue;
+        }
+        let (median, min) = median_min(&mut times[f]);
+        let c = &mut candidates[i];
+        (c.median_ms, c.min_ms, c.launches, c.confirmed) = (Some(median), Some(min), c.launches + times[f].len() as u32, true);
+    }
 }
 
 /// `config` through the real pipeline: DSL → passes → target.

@@ -74,6 +74,13 @@ fn every_configuration_runs_checked_and_timed() {
     assert_eq!(report.records.len(), 18);
     let best = report.best().unwrap();
     assert_eq!(opc_tune::db::best(&report.records, &report.key).unwrap().tunables, best.config);
+    // The final rounds: the default and the first timing's 3 fastest others, timed again
+    // together; the best is one of them, and the records say which were.
+    let finalists: Vec<&opc_tune::Candidate> = report.candidates.iter().filter(|c| c.confirmed).collect();
+    assert_eq!(finalists.len(), 1 + opc_tune::FINALISTS);
+    assert!(report.candidates[0].confirmed && best.confirmed);
+    assert!(finalists.iter().all(|c| c.launches >= 4 + 2 * opc_tune::FINAL_ROUNDS as u32), "{finalists:?}");
+    assert_eq!(report.records.iter().filter(|r| r.confirmed).count(), finalists.len());
 }
 
 #[test]
@@ -151,6 +158,9 @@ fn wrong_and_rejected_configurations_are_recorded_and_never_chosen() {
     assert_eq!(statuses.iter().filter(|s| **s == "ok").count(), 8);
     let best = report.best().unwrap();
     assert!(best.config[2].1 != 4 && best.config[0].1 != 32);
+    // Only configurations that computed the right thing reach the final rounds.
+    assert!(report.candidates.iter().all(|c| !c.confirmed || c.status == Status::Ok));
+    assert_eq!(report.candidates.iter().filter(|c| c.confirmed).count(), 1 + opc_tune::FINALISTS);
 }
 
 #[test]
@@ -199,6 +209,7 @@ fn extra_configurations_run_right_after_the_default_and_given_inputs_replace_ran
     let n = report.candidates.len();
     assert!(n == 3 || n == 4, "{n}");
     assert_eq!(report.candidates[1].config, extra);
+    assert!(report.candidates[1].confirmed, "an extra configuration is always a finalist");
     let distinct: std::collections::HashSet<_> = report.candidates.iter().map(|c| c.config.clone()).collect();
     assert_eq!(distinct.len(), n);
     assert!(report.candidates.iter().all(|c| c.status == Status::Ok));
