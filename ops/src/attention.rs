@@ -119,12 +119,22 @@ pub fn flash_attention_tiles(sq: usize, sk: usize) -> (i64, i64) {
     attention_tiles(sq, sk, 64)
 }
 
-/// `(BM, BN)` for `sq` queries and `sk` keys, each at most `cap`. On the llvm target `cap` is
+/// `(BM, BN)` for `sq` queries and `sk` keys, each at most `cap`. On the CPU targets `cap` is
 /// 128: each KV step copies its K and V tiles and transposes K once for all BM rows, so larger
-/// tiles amortize that work over twice the FMAs (causal S = 2048, D = 64, 8 heads: f32 18.3 →
-/// 16.7 ms, bf16 13.2 → 11.9 ms, best of interleaved runs; a 512-token prefill ran the same).
+/// tiles amortize that work over twice the FMAs (causal S = 2048, D = 64, 8 heads: on llvm f32
+/// 18.3 → 16.7 ms, bf16 13.2 → 11.9 ms, best of interleaved runs; on cpu (Cranelift) f32 123 →
+/// 115 ms, bf16 157 → 140 ms, `opc tune`'s final rounds; a 512-token prefill ran the same).
 fn attention_tiles(sq: usize, sk: usize, cap: usize) -> (i64, i64) {
     (tile(sq, 16, cap), tile(sk, 16, cap))
+}
+
+/// The tile cap of [`attention_tiles`] on `ops`'s target: 128 on the CPU targets, 64 on the
+/// others (on-chip budgets).
+fn attention_cap(ops: &Ops) -> usize {
+    match ops.target().name() {
+        "llvm" | "cpu" => 128,
+        _ => 64,
+    }
 }
 
 /// FlashAttention-2 forward: one program per (query tile, head, batch), online softmax over KV
@@ -137,7 +147,7 @@ pub fn flash_attention(ops: &Ops, q: &Tensor, k: &Tensor, v: &Tensor, sinks: Opt
     if d.b == 0 || d.hq == 0 || d.sq == 0 {
         return Ok(AttentionOut { out, lse });
     }
-    let (bm, bn) = attention_tiles(d.sq, d.sk, if ops.target().name() == "llvm" { 128 } else { 64 });
+    let (bm, bn) = attention_tiles(d.sq, d.sk, attention_cap(ops));
     let inst = Instance::default().dtype("T", q.dtype).konst("D", d.d as i64).tunable("BM", bm).tunable("BN", bn);
     let (has_window, window) = window_args(p, &d);
     let sk = sinks_arg(sinks, d.hq);
