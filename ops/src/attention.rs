@@ -128,11 +128,12 @@ fn attention_tiles(sq: usize, sk: usize, cap: usize) -> (i64, i64) {
     (tile(sq, 16, cap), tile(sk, 16, cap))
 }
 
-/// The tile cap of [`attention_tiles`] on `ops`'s target: 128 on the CPU targets, 64 on the
-/// others (on-chip budgets).
+/// The tile cap of [`attention_tiles`] on `ops`'s target: 128 on the CPU targets and on the
+/// interpreter (which takes the `cpu` target's tiles so that Cranelift reproduces it bit for
+/// bit: the online softmax rounds per KV tile), 64 on the others (on-chip budgets).
 fn attention_cap(ops: &Ops) -> usize {
     match ops.target().name() {
-        "llvm" | "cpu" => 128,
+        "llvm" | "cpu" | "interp" => 128,
         _ => 64,
     }
 }
