@@ -188,21 +188,23 @@ fn moe_and_kl_judge_match_the_interpreter() {
 }
 
 /// gpt-oss MXFP4 experts, both forms: GEMVs over each expert's rows (up to 16 rows per expert,
-/// BM = 1, 4, 8 rows per program) and grouped GEMMs (more), with ragged K steps and N tiles;
+/// BM = 1, 2, 4 rows per program; f32 and bf16 activations) and grouped GEMMs (more), with ragged K steps and N tiles;
 /// the last case takes the llvm prefill tiles (BM = BN = 128: a ragged N tile, experts of
 /// uneven row counts within one row tile).
 #[test]
 fn moe_mxfp4_matches_the_interpreter() {
     let (i, l) = targets();
     let mut r = Rng(33);
-    for (t, h, inter, e, k) in [(1, 64, 96, 8, 4), (2, 96, 64, 4, 2), (7, 96, 64, 4, 2), (12, 96, 64, 4, 2), (40, 96, 64, 4, 2), (150, 96, 160, 4, 2)] {
+    // (the last two: bf16 activations, rows of 16 blocks and more, which the llvm target sums
+    // two blocks at a time)
+    for (t, h, inter, e, k) in [(1, 64, 96, 8, 4), (2, 96, 64, 4, 2), (7, 96, 64, 4, 2), (12, 96, 64, 4, 2), (40, 96, 64, 4, 2), (150, 96, 160, 4, 2), (1, 512, 256, 4, 2), (9, 1024, 512, 8, 4)] {
         let experts = |r: &mut Rng, rows: usize, cols: usize| {
             let mut scales = Tensor::zeros(DType::E8M0, &[e, rows, cols / 32]);
             scales.data.iter_mut().for_each(|b| *b = 124 + r.below(6) as u8);
             model::MxExperts { codes: r.tensor_raw(DType::E2M1, &[e, rows, cols]), scales, bias: r.tensor_f(DType::F32, &[e, rows], false) }
         };
         let (gu, dn) = (experts(&mut r, 2 * inter, h), experts(&mut r, h, inter));
-        let x = r.tensor_f(DType::F32, &[t, h], false);
+        let x = r.tensor_f(if h >= 512 { DType::BF16 } else { DType::F32 }, &[t, h], false);
         let rw = r.tensor_f(DType::BF16, &[e, h], false);
         let rb = r.tensor_f(DType::F32, &[e], false);
         let a = model::moe_mxfp4(&i, &x, &rw, &rb, k, &gu, &dn, 1.702, 7.0).unwrap();

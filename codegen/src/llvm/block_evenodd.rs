@@ -34,8 +34,8 @@ pub(super) type EvenOddRows = RefCell<Vec<Option<String>>>;
 /// Where one distinct activation row is copied: the memo slot (an `alloca` holding the address
 /// the copy was made from, null for none) and the arena offset of the copy.
 pub(super) struct EvenOddCopy {
-    slot: String,
-    off: u32,
+    pub(super) slot: String,
+    pub(super) off: u32,
 }
 
 /// The source of a row's f32 activations.
@@ -105,7 +105,7 @@ impl Lower<'_> {
 
     /// Whether tensor parameter `t` is stored to anywhere in the kernel (then a copy of its
     /// values could go stale).
-    fn written(&self, t: usize) -> bool {
+    pub(super) fn written(&self, t: usize) -> bool {
         let mut w = false;
         opc_ir::walk_ops(&self.k.body, &mut |op| {
             if let OpKind::Store { tensor, .. } | OpKind::AtomicAdd { tensor, .. } = op.kind {

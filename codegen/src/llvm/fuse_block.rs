@@ -20,7 +20,7 @@
 //! scale) once for all of them (`Lower::pe_memo`), and each row adds its FMAs.
 //!
 //! In the unmasked loop version, an MXFP4 block against bf16 activations is one `vdpbf16ps`
-//! (`block_pairs.rs`), and the first block of each unrolled step prefetches the codes ahead: a
+//! (`block_pairs.rs`; two blocks at a time when the activations can be copied once per row), and the first block of each unrolled step prefetches the codes ahead: a
 //! lone row along its own codes, a group of rows each its counterpart in the next group.
 
 use opc_ir::{BinaryOp, DType, Op, OpKind, ReduceOp, ValueId};
@@ -249,9 +249,15 @@ impl Lower<'_> {
         let pairs = self.pairs_terms(plan.len, lanes, &tvs);
         let codes = plan.terms.iter().position(|f| self.cast_of_load(f.v, DType::E2M1).is_some());
         // f32 activations: the even/odd form (`block_evenodd.rs`), one activation copy per
-        // distinct activation row.
+        // distinct activation row. bf16 activations: the two-block packed pairs
+        // (`block_pairs.rs`), blocks taken two at a time (unrolled steps of an even number of
+        // blocks, slot `u` holding blocks `u` and `u + 1`), one copy per distinct row too.
         let evenodd = if pairs.is_none() { self.evenodd_terms(plan.len, lanes, &tvs) } else { None };
-        let copies = match evenodd {
+        let wide = match pairs {
+            Some(_) if unroll.is_multiple_of(2) && blocks.is_multiple_of(unroll) && plan.scales.len() == 1 => self.pairs_wide_terms(plan.len, lanes, &tvs),
+            _ => None,
+        };
+        let copies = match evenodd.or(wide) {
             Some((_, a)) => {
                 let same = self.rows_share(&plan.terms[a], ixs);
                 self.evenodd_copies(ixs.len(), same, n)
@@ -259,6 +265,9 @@ impl Lower<'_> {
             None => vec![],
         };
         let copy_of: EvenOddRows = Default::default();
+        // Per row: whether the last even step took its two blocks in the two-block form (an
+        // index not of the plain form leaves both to the one-block forms).
+        let wide_done = std::cell::RefCell::new(vec![false; ixs.len()]);
         // The codes' prefetch distance of a group of rows with their own codes (set by the
         // unmasked loop version; `None`: the fixed distance).
         let ahead: std::cell::RefCell<Option<String>> = Default::default();
@@ -270,6 +279,23 @@ impl Lower<'_> {
                 ix = l.reshape_ix(r, &ix);
             }
             ix
+        };
+        // Blocks `b` and `b + 1` of row `q` in the two-block form (`first`: block `b`'s index):
+        // the partial sums and the two blocks' scales (lanes 0-7 and 8-15); `None` when an index
+        // is not of the plain form.
+        let wide_pair = |l: &mut Self, q: usize, c: usize, copy: &str, b: &str, first: &[Ix]| -> Result<Option<(String, String)>> {
+            let j1 = l.f.val(format!("add i64 {b}, 1"));
+            let j1 = l.f.val(format!("mul i64 {j1}, {}", plan.len));
+            let second = row_at(l, q, j1);
+            let (at0, at1) = (row_at(l, q, "0".to_string()), row_at(l, q, plan.len.to_string()));
+            let (i0, i1) = (l.factor_ix(&plan.terms[c], &at0), l.factor_ix(&plan.terms[c], &at1));
+            let Some(step) = l.codes_block_step(plan.terms[c].v, &i0, &i1)? else { return Ok(None) };
+            let ic = l.factor_ix(&plan.terms[c], first);
+            let Some(part) = l.pairs_wide_block(plan.terms[c].v, &ic, &step, copy, b)? else { return Ok(None) };
+            let (s0, s1) = (l.factor_at(&plan.scales[0], first, lanes, false)?, l.factor_at(&plan.scales[0], &second, lanes, false)?);
+            let halves: Vec<String> = (0..16).map(|i| format!("i32 {}", if i < 8 { i } else { 16 + i })).collect();
+            let s = l.f.val(format!("shufflevector {t} {s0}, {t} {s1}, <16 x i32> <{}>", halves.join(", ")));
+            Ok(Some((part, s)))
         };
         // Block `b` of row `q` into `slot` (`u`: its place in the unrolled step; the first
         // block of a step prefetches the codes, one 64-byte line per 4 blocks).
@@ -288,6 +314,21 @@ impl Lower<'_> {
             // The packed-pairs form (`block_pairs.rs`) when it applies, else a chunk at a time.
             let mut packed = None;
             let copy = copy_of.borrow().get(q).cloned().flatten();
+            if let (true, Some((c, _)), Some(copy)) = (l.unchecked(), wide, copy.as_ref()) {
+                if u % 2 == 1 && wide_done.borrow()[q] {
+                    return Ok(()); // the even step before took this block
+                }
+                if u % 2 == 0 {
+                    let part = wide_pair(l, q, c, copy, b, &first)?;
+                    wide_done.borrow_mut()[q] = part.is_some();
+                    if let Some(nx) = part {
+                        let cur = l.f.val(format!("load {t}, ptr {slot}, align 64"));
+                        let nx = fma(l, &nx.0, &nx.1, &cur);
+                        l.f.inst(format!("store {t} {nx}, ptr {slot}, align 64"));
+                        return Ok(());
+                    }
+                }
+            }
             if let (true, Some((c, a))) = (l.unchecked(), pairs) {
                 let (ic, ia) = (l.factor_ix(&plan.terms[c], &first), l.factor_ix(&plan.terms[a], &first));
                 packed = l.pairs_block(plan.terms[c].v, plan.terms[a].v, (&ic, &ia))?;
@@ -345,14 +386,17 @@ impl Lower<'_> {
                 let (i0, il) = (row_ix(l, 0), row_ix(l, ixs.len() - 1));
                 *ahead.borrow_mut() = l.group_prefetch_ahead(plan.terms[c].v, &i0, &il, ixs.len())?;
             }
-            if let (true, Some((_, a))) = (l.unchecked(), evenodd) {
+            if let (true, Some((_, a))) = (l.unchecked(), evenodd.or(wide)) {
                 let mut made: Vec<Option<String>> = vec![];
                 for (q, c) in copies.iter().enumerate() {
                     let at = |l: &mut Self, j: &str| {
                         let ix = row_at(l, q, j.to_string());
                         l.factor_ix(&plan.terms[a], &ix)
                     };
-                    made.push(l.evenodd_copy(plan.terms[a].v, &at, blocks, c)?);
+                    made.push(match wide {
+                        Some(_) => l.pairs_copy(plan.terms[a].v, &at, blocks, c)?,
+                        None => l.evenodd_copy(plan.terms[a].v, &at, blocks, c)?,
+                    });
                 }
                 *copy_of.borrow_mut() = (0..ixs.len()).map(|q| made[q.min(made.len() - 1)].clone()).collect();
             }
