@@ -19,13 +19,15 @@
 //! Only the unmasked loop version uses it ([`Bounds::Unchecked`]: every load in bounds and the
 //! nibble offsets even, proven by the loop versioning); the masked version keeps the general form.
 //!
-//! **Two blocks at a time** ([`Lower::pairs_wide_block`]), when the bf16 activations come from a
-//! tensor the kernel never writes: the row's activations are copied once (per program, memoized
+//! **Two blocks at a time** ([`Lower::pairs_wide_block`]), for rows that share their weights (a
+//! batched decode's GEMVs) when the bf16 activations come from a tensor the kernel never writes:
+//! the row's activations are copied once (per program, memoized
 //! on their address as `block_evenodd.rs` does) with each 64 elements split into their even and
 //! odd positions, so that 32 code bytes decode with one widening, one shift and two `vpermw`
 //! lookups instead of eight instructions, and the two blocks' scales multiply the two halves of
 //! one vector of sums. A batched decode step's expert GEMVs (8 tokens of the 2.7B gpt-oss model,
-//! `opc bench` row `decode_moe_mxfp4_b8`) ran about 15% faster; one token's ran the same.
+//! `opc bench` row `decode_moe_mxfp4_b8`) ran about 15% faster; one token's GEMVs (each weight row
+//! its own) measured no faster and keep the one-block form.
 
 use opc_ir::{DType, OpKind};
 

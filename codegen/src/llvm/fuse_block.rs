@@ -249,12 +249,14 @@ impl Lower<'_> {
         let pairs = self.pairs_terms(plan.len, lanes, &tvs);
         let codes = plan.terms.iter().position(|f| self.cast_of_load(f.v, DType::E2M1).is_some());
         // f32 activations: the even/odd form (`block_evenodd.rs`), one activation copy per
-        // distinct activation row. bf16 activations: the two-block packed pairs
-        // (`block_pairs.rs`), blocks taken two at a time (unrolled steps of an even number of
-        // blocks, slot `u` holding blocks `u` and `u + 1`), one copy per distinct row too.
+        // distinct activation row. bf16 activations of rows sharing their weights (`memo`: a
+        // batched decode's GEMVs): the two-block packed pairs (`block_pairs.rs`), blocks taken
+        // two at a time (unrolled steps of an even number of blocks, slot `u` holding blocks `u`
+        // and `u + 1`), one copy per distinct row too. (Rows each with their own weights, one
+        // token's GEMV, measured no faster in it: they stream at the DRAM rate already.)
         let evenodd = if pairs.is_none() { self.evenodd_terms(plan.len, lanes, &tvs) } else { None };
         let wide = match pairs {
-            Some(_) if unroll.is_multiple_of(2) && blocks.is_multiple_of(unroll) && plan.scales.len() == 1 => self.pairs_wide_terms(plan.len, lanes, &tvs),
+            Some(_) if memo && unroll.is_multiple_of(2) && blocks.is_multiple_of(unroll) && plan.scales.len() == 1 => self.pairs_wide_terms(plan.len, lanes, &tvs),
             _ => None,
         };
         let copies = match evenodd.or(wide) {
