@@ -34,8 +34,8 @@ pub(super) type EvenOddRows = RefCell<Vec<Option<String>>>;
 /// Where one distinct activation row is copied: the memo slot (an `alloca` holding the address
 /// the copy was made from, null for none) and the arena offset of the copy.
 pub(super) struct EvenOddCopy {
-    pub(super) slot: String,
-    pub(super) off: u32,
+    slot: String,
+    off: u32,
 }
 
 /// The source of a row's f32 activations.
@@ -154,40 +154,52 @@ impl Lower<'_> {
             let ix = at(l, j);
             l.act_ptr(&src, &ix)
         };
-        let (Some(p0), Some(p1), Some(pb)) = (ptr(self, "0")?, ptr(self, "16")?, ptr(self, if blocks > 1 { "32" } else { "0" })?) else { return Ok(None) };
-        let e1 = self.f.val(format!("getelementptr i8, ptr {p0}, i64 64"));
-        let eb = self.f.val(format!("getelementptr i8, ptr {p0}, i64 {}", if blocks > 1 { 128 } else { 0 }));
+        self.split_copy(&ptr, blocks, c, ("float", 16))
+    }
+
+    /// Fill the copy `c` from a row whose element at lane position `j` is at `ptr(l, j)` (an
+    /// i64 operand; `None` when not of the plain form): `chunks` chunks of 2·`lanes` elements of
+    /// type `ety` (`float` or `i16`), each stored as its even positions then its odd ones.
+    /// Remade unless last made from the same address and the row is contiguous (checked at run
+    /// time on its first two loads and its second chunk: the indices are affine in each digit of
+    /// the lane position in this loop version). Returns the copy's address.
+    pub(super) fn split_copy(&mut self, ptr: &dyn Fn(&mut Self, &str) -> Result<Option<String>>, chunks: usize, c: &EvenOddCopy, (ety, lanes): (&str, u32)) -> Result<Option<String>> {
+        let bytes = if ety == "float" { 4 } else { 2 };
+        let (half, chunk) = (lanes as usize, 2 * lanes as usize);
+        let second = if chunks > 1 { chunk } else { 0 };
+        let (Some(p0), Some(p1), Some(pb)) = (ptr(self, "0")?, ptr(self, &half.to_string())?, ptr(self, &second.to_string())?) else { return Ok(None) };
+        let e1 = self.f.val(format!("getelementptr i8, ptr {p0}, i64 {}", half * bytes));
+        let eb = self.f.val(format!("getelementptr i8, ptr {p0}, i64 {}", second * bytes));
         let c1 = self.f.val(format!("icmp eq ptr {p1}, {e1}"));
         let cb = self.f.val(format!("icmp eq ptr {pb}, {eb}"));
         let contig = self.f.val(format!("and i1 {c1}, {cb}"));
         let last = self.f.val(format!("load ptr, ptr {}, align 8", c.slot));
         let same = self.f.val(format!("icmp eq ptr {last}, {p0}"));
         let hit = self.f.val(format!("and i1 {contig}, {same}"));
+        let base = self.arena_ptr(c.off, "0");
         let (fill, done) = (self.f.label(), self.f.label());
         self.f.condbr(&hit, &done, &fill);
         self.f.block(&fill);
         let mut plain = true;
-        self.loop_n(blocks, &mut |l, b| {
-            let j0 = l.f.val(format!("mul i64 {b}, 32"));
-            let j1 = l.f.val(format!("add i64 {j0}, 16"));
+        let v = super::text::vt(ety, lanes);
+        self.loop_n(chunks, &mut |l, b| {
+            let j0 = l.f.val(format!("mul i64 {b}, {chunk}"));
+            let j1 = l.f.val(format!("add i64 {j0}, {half}"));
             let mut halves = vec![];
             for j in [&j0, &j1] {
-                let ix = at(l, j);
-                match l.act_ptr(&src, &ix)? {
-                    Some(p) => halves.push(l.f.val(format!("load <16 x float>, ptr {p}, align 4"))),
+                match ptr(l, j)? {
+                    Some(p) => halves.push(l.f.val(format!("load {v}, ptr {p}, align {bytes}"))),
                     None => plain = false,
                 }
             }
             if let [a, b2] = &halves[..] {
-                let v8 = super::text::vt("float", 16);
-                let idx = |o: u32| (0..16).map(|i| format!("i32 {}", 2 * i + o)).collect::<Vec<_>>().join(", ");
-                let even = l.f.val(format!("shufflevector {v8} {a}, {v8} {b2}, <16 x i32> <{}>", idx(0)));
-                let odd = l.f.val(format!("shufflevector {v8} {a}, {v8} {b2}, <16 x i32> <{}>", idx(1)));
-                let e = l.f.val(format!("add i64 {j0}, {}", c.off));
-                let pe = l.f.val(format!("getelementptr inbounds float, ptr %arena, i64 {e}"));
-                let po = l.f.val(format!("getelementptr inbounds float, ptr {pe}, i64 16"));
-                l.f.inst(format!("store {v8} {even}, ptr {pe}, align 64"));
-                l.f.inst(format!("store {v8} {odd}, ptr {po}, align 64"));
+                let idx = |o: usize| (0..half).map(|i| format!("i32 {}", 2 * i + o)).collect::<Vec<_>>().join(", ");
+                let even = l.f.val(format!("shufflevector {v} {a}, {v} {b2}, <{half} x i32> <{}>", idx(0)));
+                let odd = l.f.val(format!("shufflevector {v} {a}, {v} {b2}, <{half} x i32> <{}>", idx(1)));
+                let pe = l.f.val(format!("getelementptr inbounds {ety}, ptr {base}, i64 {j0}"));
+                let po = l.f.val(format!("getelementptr inbounds {ety}, ptr {pe}, i64 {half}"));
+                l.f.inst(format!("store {v} {even}, ptr {pe}, align 64"));
+                l.f.inst(format!("store {v} {odd}, ptr {po}, align 64"));
             }
             Ok(())
         })?;
@@ -195,10 +207,7 @@ impl Lower<'_> {
         self.f.inst(format!("store ptr {keep}, ptr {}, align 8", c.slot));
         self.f.br(&done);
         self.f.block(&done);
-        if !plain {
-            return Ok(None);
-        }
-        Ok(Some(self.f.val(format!("getelementptr inbounds float, ptr %arena, i64 {}", c.off))))
+        Ok(plain.then_some(base))
     }
 
     /// One even/odd block: Σ codes · activations over the 32 elements at the codes' index `ic`

@@ -222,49 +222,7 @@ impl Lower<'_> {
             let ix = at(l, j);
             l.lane0_ptr(t, &args, &ix, 16)
         };
-        // contiguous along the row: the second chunk and the second pair of blocks follow the first
-        let (Some(p0), Some(p1), Some(pb)) = (ptr(self, "0")?, ptr(self, "32")?, ptr(self, "64")?) else { return Ok(None) };
-        let e1 = self.f.val(format!("getelementptr i8, ptr {p0}, i64 64"));
-        let eb = self.f.val(format!("getelementptr i8, ptr {p0}, i64 128"));
-        let c1 = self.f.val(format!("icmp eq ptr {p1}, {e1}"));
-        let cb = self.f.val(format!("icmp eq ptr {pb}, {eb}"));
-        let contig = self.f.val(format!("and i1 {c1}, {cb}"));
-        let last = self.f.val(format!("load ptr, ptr {}, align 8", c.slot));
-        let same = self.f.val(format!("icmp eq ptr {last}, {p0}"));
-        let hit = self.f.val(format!("and i1 {contig}, {same}"));
-        let base = self.arena_ptr(c.off, "0");
-        let (fill, done) = (self.f.label(), self.f.label());
-        self.f.condbr(&hit, &done, &fill);
-        self.f.block(&fill);
-        let mut plain = true;
-        self.loop_n(blocks / 2, &mut |l, b| {
-            let j0 = l.f.val(format!("mul i64 {b}, 64"));
-            let j1 = l.f.val(format!("add i64 {j0}, 32"));
-            let mut halves = vec![];
-            for j in [&j0, &j1] {
-                let ix = at(l, j);
-                match l.lane0_ptr(t, &args, &ix, 16)? {
-                    Some(p) => halves.push(l.f.val(format!("load <32 x i16>, ptr {p}, align 2"))),
-                    None => plain = false,
-                }
-            }
-            if let [a, b2] = &halves[..] {
-                let v = "<32 x i16>";
-                let idx = |o: u32| (0..32).map(|i| format!("i32 {}", 2 * i + o)).collect::<Vec<_>>().join(", ");
-                let even = l.f.val(format!("shufflevector {v} {a}, {v} {b2}, <32 x i32> <{}>", idx(0)));
-                let odd = l.f.val(format!("shufflevector {v} {a}, {v} {b2}, <32 x i32> <{}>", idx(1)));
-                let pe = l.f.val(format!("getelementptr inbounds i16, ptr {base}, i64 {j0}"));
-                let po = l.f.val(format!("getelementptr inbounds i16, ptr {pe}, i64 32"));
-                l.f.inst(format!("store {v} {even}, ptr {pe}, align 64"));
-                l.f.inst(format!("store {v} {odd}, ptr {po}, align 64"));
-            }
-            Ok(())
-        })?;
-        let keep = self.f.val(format!("select i1 {contig}, ptr {p0}, ptr null"));
-        self.f.inst(format!("store ptr {keep}, ptr {}, align 8", c.slot));
-        self.f.br(&done);
-        self.f.block(&done);
-        Ok(plain.then_some(base))
+        self.split_copy(&ptr, blocks / 2, c, ("i16", 32))
     }
 
     /// Blocks `b` and `b + 1` (`b` even) of the codes `codes` (`ic`: block `b`'s first lane;
