@@ -28,6 +28,7 @@ pub mod db;
 pub mod inputs;
 pub mod space;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opc_codegen::{Executable, Target};
@@ -199,14 +200,14 @@ pub fn tune(target: &dyn Target, req: &Request, progress: &mut dyn FnMut(&Candid
     arg_sets.insert(0, args);
     let mut reference: Option<Vec<Tensor>> = None;
     let mut candidates = Vec::with_capacity(configs.len());
-    let mut timed = Vec::with_capacity(configs.len());
+    let mut executables = Vec::with_capacity(configs.len());
     for (i, config) in configs.iter().enumerate() {
         let (c, exe) = try_config(target, req, config, &arg_sets, &mut reference);
         progress(&c, i + 1, configs.len());
         candidates.push(c);
-        timed.push(exe);
+        executables.push(exe);
     }
-    final_rounds(req, &arg_sets, &mut candidates, &timed, placed);
+    final_rounds(req, &arg_sets, &mut candidates, &executables, placed);
     if reference.is_none() {
         let why = match &candidates[0].status {
             Status::Rejected(r) => r.clone(),
@@ -241,16 +242,9 @@ pub fn instance_of(base: &Instance, config: &Config) -> Instance {
     Instance { dtypes: base.dtypes.clone(), consts: base.consts.clone(), tunables: config.clone() }
 }
 
-/// A configuration that passed its check: its executable and its output buffers.
-struct Timed {
-    exe: std::sync::Arc<dyn Executable>,
-    kernel: Kernel,
-    outs: Vec<Tensor>,
-}
-
 /// Compile `config`, check it against the reference (becoming the reference if there is none
 /// yet), time it. The executable comes back for the final rounds when it timed.
-fn try_config(target: &dyn Target, req: &Request, config: &Config, arg_sets: &[Vec<Arg>], reference: &mut Option<Vec<Tensor>>) -> (Candidate, Option<Timed>) {
+fn try_config(target: &dyn Target, req: &Request, config: &Config, arg_sets: &[Vec<Arg>], reference: &mut Option<Vec<Tensor>>) -> (Candidate, Option<Arc<dyn Executable>>) {
     let args = &arg_sets[0];
     let done = |status, median_ms, min_ms, launches| Candidate { config: config.clone(), status, median_ms, min_ms, launches, confirmed: false };
     let exe = match compile(target, req, config) {
@@ -272,24 +266,23 @@ fn try_config(target: &dyn Target, req: &Request, config: &Config, arg_sets: &[V
         }
         None => *reference = Some(outs.clone()),
     }
-    let mut t = Timed { exe, kernel, outs };
     let mut times = vec![];
-    if let Err(e) = time_for(&mut t, arg_sets, req.min_time, 3, &mut times) {
+    if let Err(e) = time_for(&*exe, &mut outs, arg_sets, req.min_time, 3, &mut times) {
         return (done(Status::Rejected(first_line(&e.to_string())), None, None, times.len() as u32 + 1), None);
     }
     let (median, min) = median_min(&mut times);
-    (done(Status::Ok, Some(median), Some(min), times.len() as u32 + 1), Some(t))
+    (done(Status::Ok, Some(median), Some(min), times.len() as u32 + 1), Some(exe))
 }
 
-/// Launch `t` until `budget` has passed and at least `at_least` times, each launch on the
-/// next copy of the inputs, appending each launch's milliseconds to `times`.
-fn time_for(t: &mut Timed, arg_sets: &[Vec<Arg>], budget: Duration, at_least: usize, times: &mut Vec<f64>) -> opc_codegen::Result<()> {
+/// Launch `exe` (writing `outs`) until `budget` has passed and at least `at_least` times, each
+/// launch on the next copy of the inputs, appending each launch's milliseconds to `times`.
+fn time_for(exe: &dyn Executable, outs: &mut [Tensor], arg_sets: &[Vec<Arg>], budget: Duration, at_least: usize, times: &mut Vec<f64>) -> opc_codegen::Result<()> {
     let start = Instant::now();
     let mut n = 0;
     while (n < at_least || start.elapsed() < budget) && n < 100_000 {
         let args = &arg_sets[(times.len() + 1) % arg_sets.len()];
         let t0 = Instant::now();
-        launch(&*t.exe, &t.kernel, args, &mut t.outs)?;
+        launch(exe, exe.kernel(), args, outs)?;
         times.push(t0.elapsed().as_secs_f64() * 1e3);
         n += 1;
     }
@@ -306,8 +299,9 @@ fn median_min(times: &mut [f64]) -> (f64, f64) {
 /// after it and the [`FINALISTS`] fastest others, when there are at least two, take turns over
 /// [`FINAL_ROUNDS`] rounds of `min_time / FINAL_ROUNDS` each (at least 2 launches); their
 /// medians and minimums become those of the final rounds.
-fn final_rounds(req: &Request, arg_sets: &[Vec<Arg>], candidates: &mut [Candidate], timed: &[Option<Timed>], extras: usize) {
-    let ok = |i: &usize| candidates[*i].status == Status::Ok && timed[*i].is_some();
+fn final_rounds(req: &Request, arg_sets: &[Vec<Arg>], candidates: &mut [Candidate], timed: &[Option<Arc<dyn Executable>>], extras: usize) {
+    // (exactly the configurations that ran correctly have an executable)
+    let ok = |i: &usize| timed[*i].is_some();
     let mut finalists: Vec<usize> = (0..=extras.min(candidates.len() - 1)).filter(ok).collect();
     let mut by_time: Vec<usize> = (0..candidates.len()).filter(ok).filter(|i| !finalists.contains(i)).collect();
     by_time.sort_by(|&a, &b| candidates[a].rank().partial_cmp(&candidates[b].rank()).unwrap_or(std::cmp::Ordering::Equal));
@@ -315,21 +309,17 @@ fn final_rounds(req: &Request, arg_sets: &[Vec<Arg>], candidates: &mut [Candidat
     if finalists.len() < 2 {
         return;
     }
-    // Executables are shared (`Arc`); each finalist gets its own output buffers.
-    let mut runs: Vec<Timed> = finalists
-        .iter()
-        .map(|&i| {
-            let t = timed[i].as_ref().expect("a finalist timed");
-            Timed { exe: t.exe.clone(), kernel: t.kernel.clone(), outs: t.outs.clone() }
-        })
-        .collect();
+    // Output buffers only for the finalists (every configuration's would be many copies of a
+    // large output).
+    let exes: Vec<&dyn Executable> = finalists.iter().map(|&i| &**timed[i].as_ref().expect("a finalist timed")).collect();
+    let mut outs: Vec<Vec<Tensor>> = exes.iter().map(|e| fresh_outputs(e.kernel(), &arg_sets[0])).collect();
     let mut times: Vec<Vec<f64>> = vec![vec![]; finalists.len()];
     let mut failed = vec![false; finalists.len()];
     let slice = req.min_time / FINAL_ROUNDS as u32;
     for round in 0..FINAL_ROUNDS {
         for turn in 0..finalists.len() {
             let f = (turn + round) % finalists.len();
-            if !failed[f] && time_for(&mut runs[f], arg_sets, slice, 2, &mut times[f]).is_err() {
+            if !failed[f] && time_for(exes[f], &mut outs[f], arg_sets, slice, 2, &mut times[f]).is_err() {
                 // It launched before; a failure now keeps its first timing, unconfirmed.
                 failed[f] = true;
             }
@@ -346,7 +336,7 @@ fn final_rounds(req: &Request, arg_sets: &[Vec<Arg>], candidates: &mut [Candidat
 }
 
 /// `config` through the real pipeline: DSL → passes → target.
-fn compile(target: &dyn Target, req: &Request, config: &Config) -> Result<std::sync::Arc<dyn Executable>, String> {
+fn compile(target: &dyn Target, req: &Request, config: &Config) -> Result<Arc<dyn Executable>, String> {
     let inst = instance_of(&req.instance, config);
     let mut k = opc_dsl::compile(req.path, req.source, req.kernel, &inst).map_err(|d| diag_line(&d))?;
     opc_passes::run_pipeline(&mut k, &Default::default()).map_err(|e| first_line(&e.to_string()))?;
