@@ -210,6 +210,24 @@ impl Lower<'_> {
         Ok(plain.then_some(base))
     }
 
+    /// The pair of vectors memoized under `key` in `pe_memo` (a block's decoded codes shared by
+    /// the rows that run together), else `make`'s, memoized when the memo is on.
+    pub(super) fn memo_pair(&mut self, key: &str, make: &mut dyn FnMut(&mut Self) -> (String, String)) -> (String, String) {
+        let get = |l: &Self, k: &str| match l.pe_memo.as_ref().and_then(|m| m.get(k)) {
+            Some(Pv::V(d)) => Some(d.clone()),
+            _ => None,
+        };
+        if let (Some(a), Some(b)) = (get(self, &format!("{key}|0")), get(self, &format!("{key}|1"))) {
+            return (a, b);
+        }
+        let (a, b) = make(self);
+        if let Some(m) = self.pe_memo.as_mut() {
+            m.insert(format!("{key}|0"), Pv::V(a.clone()));
+            m.insert(format!("{key}|1"), Pv::V(b.clone()));
+        }
+        (a, b)
+    }
+
     /// One even/odd block: Σ codes · activations over the 32 elements at the codes' index `ic`
     /// (the block's first lane) against block `b` of the copy at `copy`, as 16 f32 partial sums.
     /// The decoded codes are shared through `pe_memo` when rows run together. `None` when the
@@ -218,26 +236,13 @@ impl Lower<'_> {
         let (wt, wa) = self.cast_of_load(codes, DType::E2M1).expect("checked by evenodd_terms");
         let Some(wp) = self.lane0_ptr(wt, &wa, ic, 16)? else { return Ok(None) };
         let key = format!("evenodd|{wp}");
-        let memo = |l: &Self, k: &str| match l.pe_memo.as_ref().and_then(|m| m.get(k)) {
-            Some(Pv::V(d)) => Some(d.clone()),
-            _ => None,
-        };
-        let (lo, hi) = match (memo(self, &format!("{key}|lo")), memo(self, &format!("{key}|hi"))) {
-            (Some(lo), Some(hi)) => (lo, hi),
-            _ => {
-                let raw = self.f.val(format!("load <16 x i8>, ptr {wp}, align 1"));
-                let w = self.f.val(format!("zext <16 x i8> {raw} to <16 x i32>"));
-                let sh = self.f.val(format!("lshr <16 x i32> {w}, {}", super::text::cst("i32", 16, "4")));
-                // the e2m1 decode's `vpermps` table reads only bits 3:0 of each index
-                let lo = self.decode_code(DType::E2M1, &w, 16);
-                let hi = self.decode_code(DType::E2M1, &sh, 16);
-                if let Some(m) = self.pe_memo.as_mut() {
-                    m.insert(format!("{key}|lo"), Pv::V(lo.clone()));
-                    m.insert(format!("{key}|hi"), Pv::V(hi.clone()));
-                }
-                (lo, hi)
-            }
-        };
+        let (lo, hi) = self.memo_pair(&key, &mut |l| {
+            let raw = l.f.val(format!("load <16 x i8>, ptr {wp}, align 1"));
+            let w = l.f.val(format!("zext <16 x i8> {raw} to <16 x i32>"));
+            let sh = l.f.val(format!("lshr <16 x i32> {w}, {}", super::text::cst("i32", 16, "4")));
+            // the e2m1 decode's `vpermps` table reads only bits 3:0 of each index
+            (l.decode_code(DType::E2M1, &w, 16), l.decode_code(DType::E2M1, &sh, 16))
+        });
         let v = super::text::vt("float", 16);
         let j = self.f.val(format!("mul i64 {b}, 32"));
         let pe = self.f.val(format!("getelementptr inbounds float, ptr {copy}, i64 {j}"));

@@ -243,32 +243,19 @@ impl Lower<'_> {
         let (wt, wa) = self.cast_of_load(codes, DType::E2M1).expect("checked");
         let Some(w0) = self.lane0_ptr(wt, &wa, ic, 16)? else { return Ok(None) };
         let w1 = self.f.val(format!("getelementptr i8, ptr {w0}, i64 {step}"));
-        let key = format!("pairs2|{w0}");
-        let memo = |l: &Self, k: &str| match l.pe_memo.as_ref().and_then(|m| m.get(k)) {
-            Some(Pv::V(d)) => Some(d.clone()),
-            _ => None,
-        };
-        let (even, odd) = match (memo(self, &format!("{key}|e")), memo(self, &format!("{key}|o"))) {
-            (Some(e), Some(o)) => (e, o),
-            _ => {
-                let r0 = self.f.val(format!("load <16 x i8>, ptr {w0}, align 1"));
-                let r1 = self.f.val(format!("load <16 x i8>, ptr {w1}, align 1"));
-                let idx: Vec<String> = (0..32).map(|i| format!("i32 {i}")).collect();
-                let r = self.f.val(format!("shufflevector <16 x i8> {r0}, <16 x i8> {r1}, <32 x i32> <{}>", idx.join(", ")));
-                let w = self.f.val(format!("zext <32 x i8> {r} to <32 x i16>"));
-                let sh = self.f.val(format!("lshr <32 x i16> {w}, {}", super::text::cst("i16", 32, "4")));
-                let look = |l: &mut Self, i: &str| {
-                    let d = l.f.val(format!("call <32 x i16> @llvm.x86.avx512.permvar.hi.512(<32 x i16> {}, <32 x i16> {i})", e2m1_table()));
-                    l.f.val(format!("bitcast <32 x i16> {d} to <32 x bfloat>"))
-                };
-                let (e, o) = (look(self, &w), look(self, &sh));
-                if let Some(m) = self.pe_memo.as_mut() {
-                    m.insert(format!("{key}|e"), Pv::V(e.clone()));
-                    m.insert(format!("{key}|o"), Pv::V(o.clone()));
-                }
-                (e, o)
-            }
-        };
+        let (even, odd) = self.memo_pair(&format!("pairs2|{w0}"), &mut |l| {
+            let r0 = l.f.val(format!("load <16 x i8>, ptr {w0}, align 1"));
+            let r1 = l.f.val(format!("load <16 x i8>, ptr {w1}, align 1"));
+            let idx: Vec<String> = (0..32).map(|i| format!("i32 {i}")).collect();
+            let r = l.f.val(format!("shufflevector <16 x i8> {r0}, <16 x i8> {r1}, <32 x i32> <{}>", idx.join(", ")));
+            let w = l.f.val(format!("zext <32 x i8> {r} to <32 x i16>"));
+            let sh = l.f.val(format!("lshr <32 x i16> {w}, {}", super::text::cst("i16", 32, "4")));
+            let look = |l: &mut Self, i: &str| {
+                let d = l.f.val(format!("call <32 x i16> @llvm.x86.avx512.permvar.hi.512(<32 x i16> {}, <32 x i16> {i})", e2m1_table()));
+                l.f.val(format!("bitcast <32 x i16> {d} to <32 x bfloat>"))
+            };
+            (look(l, &w), look(l, &sh))
+        });
         let j = self.f.val(format!("mul i64 {b}, 32"));
         let pe = self.f.val(format!("getelementptr inbounds i16, ptr {copy}, i64 {j}"));
         let po = self.f.val(format!("getelementptr inbounds i16, ptr {pe}, i64 32"));
