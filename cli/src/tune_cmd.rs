@@ -193,7 +193,7 @@ pub fn tune(a: &TuneArgs) -> Result<(), Fail> {
         println!("{:>4}  {:<40} {med:>11.4} {min:>11.4} {speedup:>10}{mark}", rank + 1, config_text(c));
     }
     if ok.iter().any(|c| c.confirmed) {
-        println!("(final: timed again in {} alternating rounds with the default and the first timing's fastest; × default compares final-round medians)", opc_tune::FINAL_ROUNDS);
+        println!("(final: timed again in {} alternating rounds with the default and the first timing's fastest; their medians are those rounds', the others' their first timing's)", opc_tune::FINAL_ROUNDS);
     }
     for c in report.candidates.iter().filter(|c| c.status != Status::Ok) {
         let (kind, why) = match &c.status {
