@@ -343,14 +343,15 @@ grid(cdiv(M, BM))
 }
 
 /// RoPE (with YaRN): the cos/sin table's `pow`, `sin` and `cos` through the advanced math API
-/// (`Power`, `Sin`, `Cos`), then the rotation of a head range, f32 and bf16.
+/// (`Power`, `Sin`, `Cos`), its frequencies held in f32, bf16 and f16, then the rotation of a
+/// head range, f32 and bf16.
 #[test]
 fn rope_sin_cos_pow_aiv() {
     let (nt, nx, half) = (5, 4, 32);
     let mut r = Rng(31);
     let pos: Vec<i32> = (0..nt as i32).map(|i| i * 37 + 3).collect();
-    for yarn in [false, true] {
-        let k = kernel("blocks", "rope_table", &Instance::default().konst("HALF", half as i64));
+    for (yarn, freq) in [(false, DType::F32), (true, DType::F32), (false, DType::BF16), (true, DType::F16)] {
+        let k = kernel("blocks", "rope_table", &Instance::default().dtype("F", freq).konst("HALF", half as i64));
         let args = vec![
             Arg::Tensor(Tensor::from_i32(DType::I32, &[nt], &pos)),
             Arg::Tensor(Tensor::zeros(DType::F32, &[nt, 2, half])),

@@ -86,7 +86,7 @@ fn blocks_match_the_interpreter() {
         let hd = 2 * (1 + n % 8);
         let x = r.tensor_f(DType::F32, &[m, 3, hd], false);
         let pos = r.tensor_i(DType::I32, &[m], 0, 4000);
-        let p = blocks::RopeParams { theta: 10000.0, yarn: None };
+        let p = blocks::RopeParams { theta: 10000.0, yarn: None, freq_dtype: DType::F32 };
         close("rope", &blocks::rope(&i, &x, &pos, &p).unwrap(), &blocks::rope(&l, &x, &pos, &p).unwrap());
         // distinct values: the top-k indices are unambiguous
         let vals: Vec<f32> = (0..m * n).map(|j| ((j * 7919) % (m * n)) as f32 * 0.01 - 3.0).collect();

@@ -83,3 +83,24 @@ fn moe_routing_fields() {
     let m = parse(with(moge(), |m| { m.remove("num_expert_groups"); }));
     assert_eq!(m.groups, Some(4));
 }
+
+/// RoPE's inverse frequencies are held in the declared parameter dtype (`dtype`, else the older
+/// `torch_dtype`), as a transformers model converted to it holds its `inv_freq` buffer.
+#[test]
+fn rope_frequencies_held_in_the_parameter_dtype() {
+    use opc_ir::DType;
+    let freq = |t: String| ModelConfig::parse(Path::new(P), &t).unwrap().rope.freq_dtype;
+    assert_eq!(freq(llama().to_string()), DType::F32);
+    assert_eq!(freq(with(llama(), |m| { m.insert("dtype".into(), "bfloat16".into()); })), DType::BF16);
+    assert_eq!(freq(with(llama(), |m| { m.insert("torch_dtype".into(), "float16".into()); })), DType::F16);
+    assert_eq!(freq(with(llama(), |m| { m.insert("dtype".into(), "float32".into()); })), DType::F32);
+    // gpt-oss fixtures write `"dtype": null`
+    assert_eq!(freq(with(llama(), |m| { m.insert("dtype".into(), serde_json::Value::Null); })), DType::F32);
+    assert_eq!(
+        freq(with(llama(), |m| {
+            m.insert("dtype".into(), "bfloat16".into());
+            m.insert("torch_dtype".into(), "float32".into());
+        })),
+        DType::BF16
+    );
+}

@@ -267,11 +267,23 @@ pub fn rope_inv_freq(d: usize, theta: f64, yarn: Option<&YarnRef>) -> (Vec<f32>,
     (inv, scale)
 }
 
+/// `v` rounded to `dt` (f32, bf16 or f16) and back.
+fn held_in(v: f32, dt: opc_ir::DType) -> f32 {
+    match dt {
+        opc_ir::DType::BF16 => half::bf16::from_f32(v).to_f32(),
+        opc_ir::DType::F16 => half::f16::from_f32(v).to_f32(),
+        _ => v,
+    }
+}
+
 /// RoPE on x [T,NH,D] with HF rotate_half: y = x·cos + rotate_half(x)·sin. The angle is
 /// pos · inv_freq rounded to f32, as transformers computes it (cos of a large angle amplifies
-/// that rounding, so the reference models it); everything else in f64.
-pub fn rope(x: &[f32], positions: &[i32], t: usize, nh: usize, d: usize, theta: f64, yarn: Option<&YarnRef>) -> Vec<f64> {
+/// that rounding, so the reference models it), with inv_freq first rounded to `freq_dtype` (the
+/// model's parameter dtype, as transformers holds it); everything else in f64.
+#[allow(clippy::too_many_arguments)]
+pub fn rope(x: &[f32], positions: &[i32], t: usize, nh: usize, d: usize, theta: f64, yarn: Option<&YarnRef>, freq_dtype: opc_ir::DType) -> Vec<f64> {
     let (inv, scale) = rope_inv_freq(d, theta, yarn);
+    let inv: Vec<f32> = inv.into_iter().map(|v| held_in(v, freq_dtype)).collect();
     let half = d / 2;
     let mut y = vec![0.0; t * nh * d];
     for (ti, &pos) in positions.iter().enumerate().take(t) {

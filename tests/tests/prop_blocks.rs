@@ -69,17 +69,18 @@ proptest! {
 
     #[test]
     fn rope(t in 1usize..=6, nh in 1usize..=5, half in 1usize..=40, yarn: bool, truncate: bool,
-            big_theta: bool, seed in any::<u64>()) {
+            big_theta: bool, fd in 0usize..3, seed in any::<u64>()) {
+        let freq_dtype = [DType::F32, DType::BF16, DType::F16][fd];
         let d = 2 * half;
         let mut rng = Rng::new(seed);
         let x = rng.normals(t * nh * d, 1.0);
         let pos: Vec<i32> = (0..t).map(|_| rng.below(600) as i32).collect();
         let theta = if big_theta { 150000.0 } else { 10000.0 };
         let y = Yarn { factor: 4.0, beta_fast: 32.0, beta_slow: 1.0, original_max_position_embeddings: 128, truncate };
-        let p = RopeParams { theta, yarn: yarn.then_some(y) };
+        let p = RopeParams { theta, yarn: yarn.then_some(y), freq_dtype };
         let yr = YarnRef { factor: 4.0, beta_fast: 32.0, beta_slow: 1.0, original_max_position_embeddings: 128.0, truncate };
         let got = blocks::rope(ops(), &f32t(&[t, nh, d], &x), &Tensor::from_i32(DType::I32, &[t], &pos), &p).unwrap();
-        let want = ref_b::rope(&x, &pos, t, nh, d, theta as f64, yarn.then_some(&yr));
+        let want = ref_b::rope(&x, &pos, t, nh, d, theta as f64, yarn.then_some(&yr), freq_dtype);
         close("rope", &got, &want, 1e-4)?;
     }
 
@@ -143,10 +144,10 @@ fn rope_gptoss_config() {
     let x = rng.normals(t * nh * d, 1.0);
     let pos: Vec<i32> = (0..t as i32).collect();
     let y = Yarn { factor: 4.0, beta_fast: 32.0, beta_slow: 1.0, original_max_position_embeddings: 128, truncate: false };
-    let got = blocks::rope(ops(), &f32t(&[t, nh, d], &x), &Tensor::from_i32(DType::I32, &[t], &pos), &RopeParams { theta: 150000.0, yarn: Some(y) })
+    let got = blocks::rope(ops(), &f32t(&[t, nh, d], &x), &Tensor::from_i32(DType::I32, &[t], &pos), &RopeParams { theta: 150000.0, yarn: Some(y), freq_dtype: DType::F32 })
         .unwrap();
     let yr = YarnRef { factor: 4.0, beta_fast: 32.0, beta_slow: 1.0, original_max_position_embeddings: 128.0, truncate: false };
-    let want = ref_b::rope(&x, &pos, t, nh, d, 150000.0, Some(&yr));
+    let want = ref_b::rope(&x, &pos, t, nh, d, 150000.0, Some(&yr), DType::F32);
     close("rope", &got, &want, 1e-5).unwrap();
 }
 
@@ -173,7 +174,7 @@ fn shape_errors_are_precise() {
     assert!(err.starts_with("matmul:") && err.contains("[2, 3]") && err.contains("[4, 5]"), "{err}");
     let err = blocks::linear(ops(), &z(&[2, 3]), &z(&[5, 4]), None).unwrap_err().to_string();
     assert!(err.contains("K = 3"), "{err}");
-    let err = blocks::rope(ops(), &z(&[2, 3, 5]), &Tensor::zeros(DType::I32, &[2]), &RopeParams { theta: 1e4, yarn: None }).unwrap_err().to_string();
+    let err = blocks::rope(ops(), &z(&[2, 3, 5]), &Tensor::zeros(DType::I32, &[2]), &RopeParams { theta: 1e4, yarn: None, freq_dtype: DType::F32 }).unwrap_err().to_string();
     assert!(err.contains("D = 5"), "{err}");
     let err = blocks::clamped_swiglu(ops(), &z(&[2, 7]), 1.702, 7.0).unwrap_err().to_string();
     assert!(err.contains("even"), "{err}");
