@@ -245,9 +245,12 @@ pub fn eval(a: &EvalArgs) -> Result<(), Fail> {
     }
 }
 
+/// The progress line: prefill and decode tokens/s, and the kernel compilation they met on the
+/// way (excluded from both).
 fn progress(s: &GenStats) -> String {
+    let compiling = if s.compile_secs >= 0.0005 { format!(" | {:.3} s compiling kernels, not counted", s.compile_secs) } else { String::new() };
     format!(
-        "prefill {} tok in {:.3} s ({:.1} tok/s) | decode {} tok in {:.3} s ({:.1} tok/s)",
+        "prefill {} tok in {:.3} s ({:.1} tok/s) | decode {} tok in {:.3} s ({:.1} tok/s){compiling}",
         s.prompt_tokens,
         s.prefill_secs,
         s.prefill_tok_s(),

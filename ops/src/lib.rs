@@ -7,6 +7,7 @@ use opc_dsl::Instance;
 use opc_ir::{DType, Tensor};
 pub use kernel_profile::KernelProfile;
 use std::collections::HashMap;
+use std::cell::Cell;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// DSL sources of the operator library, by file stem.
@@ -136,6 +137,37 @@ impl Ops {
         }
         self.cache.lock().unwrap().insert(key, exe.clone());
         Ok(exe)
+    }
+}
+
+thread_local! {
+    /// Nanoseconds this thread has spent compiling kernel instances (DSL front end, passes and
+    /// the target's code generation, on [`Ops::kernel`] cache misses and tuned configurations'
+    /// first launches), over every [`Ops`]. Per thread: compiles run on the launching thread,
+    /// so a thread's timed region counts only its own.
+    static COMPILE_NANOS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Seconds this thread has spent compiling kernels so far: a timed region that compiles on
+/// first use (a decode step meeting a new token count) subtracts the difference, so it reports
+/// the model's speed, and the compile time separately.
+pub fn compile_secs() -> f64 {
+    COMPILE_NANOS.with(|c| c.get()) as f64 * 1e-9
+}
+
+/// Adds its lifetime to [`compile_secs`].
+pub(crate) struct CompileTimer(std::time::Instant);
+
+impl CompileTimer {
+    pub(crate) fn start() -> CompileTimer {
+        CompileTimer(std::time::Instant::now())
+    }
+}
+
+impl Drop for CompileTimer {
+    fn drop(&mut self) {
+        let ns = self.0.elapsed().as_nanos() as u64;
+        COMPILE_NANOS.with(|c| c.set(c.get() + ns));
     }
 }
 

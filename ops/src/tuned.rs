@@ -49,6 +49,7 @@ pub(crate) struct Compiler {
 
 impl Compiler {
     pub fn compile(&self, file: &str, source: &str, kernel: &str, inst: &Instance) -> crate::Result<Arc<dyn Executable>> {
+        let _timed = crate::CompileTimer::start();
         let path = format!("ops/kernels/{file}.opc");
         let mut k = opc_dsl::compile(&path, source, kernel, inst).map_err(|d| crate::OpError::Compile(d.to_string()))?;
         opc_passes::run_pipeline(&mut k, &Default::default()).map_err(|e| crate::OpError::Compile(e.to_string()))?;

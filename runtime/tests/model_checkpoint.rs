@@ -354,3 +354,19 @@ fn decode_weight_bytes_and_bench_smoke() {
     let layer = 2 * 64 * 4 + attn + 4 * 64 * 2 + 4 * 4 + experts / 2;
     assert_eq!(m.decode_weight_bytes(), (2 * layer + 64 * 4 + 64 * 64 * 2 + 64 * 2) as u64);
 }
+
+/// Generation reports the time spent compiling kernels it met for the first time apart from its
+/// prefill and decode times: the first run on a fresh model compiles, a second identical run
+/// meets only compiled kernels.
+#[test]
+fn generation_times_exclude_kernel_compilation() {
+    use opc_runtime::model::generate::{generate, Decoding, GenOptions};
+    let d = llama("compile-time");
+    let mut m = Model::load(&d, ops()).unwrap();
+    let opts = GenOptions { max_tokens: 4, stop: vec![], decoding: Decoding::Greedy };
+    let (first, s1) = generate(&mut m, &[1, 5, 9], &opts, |_| Ok(())).unwrap();
+    assert!(s1.compile_secs > 0.0, "{s1:?}");
+    let (again, s2) = generate(&mut m, &[1, 5, 9], &opts, |_| Ok(())).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(s2.compile_secs, 0.0, "{s2:?}");
+}

@@ -57,12 +57,49 @@ impl SpecStats {
 pub struct GenStats {
     pub prompt_tokens: usize,
     pub generated: usize,
+    /// Wall time of the prefill and of the decoding, less the time spent compiling kernel
+    /// instances met for the first time on the way (`compile_secs`): a speculative step meeting
+    /// a new token count compiles, and that is not the model's speed.
     pub prefill_secs: f64,
     pub decode_secs: f64,
+    /// Seconds spent compiling kernels during the prefill and the decoding.
+    pub compile_secs: f64,
     pub spec: Option<SpecStats>,
 }
 
+/// Wall time of a region, split into kernel compilation ([`opc_ops::compile_secs`]) and the rest.
+struct Stopwatch {
+    start: Instant,
+    compile0: f64,
+}
+
+impl Stopwatch {
+    fn start() -> Stopwatch {
+        Stopwatch { start: Instant::now(), compile0: opc_ops::compile_secs() }
+    }
+
+    /// (seconds not compiling, seconds compiling) since `start`.
+    fn split(&self) -> (f64, f64) {
+        let compile = opc_ops::compile_secs() - self.compile0;
+        ((self.start.elapsed().as_secs_f64() - compile).max(0.0), compile)
+    }
+}
+
 impl GenStats {
+    /// Close the prefill region.
+    fn end_prefill(&mut self, sw: &Stopwatch) {
+        let (run, compile) = sw.split();
+        self.prefill_secs = run;
+        self.compile_secs += compile;
+    }
+
+    /// Close the decode region.
+    fn end_decode(&mut self, sw: &Stopwatch) {
+        let (run, compile) = sw.split();
+        self.decode_secs = run;
+        self.compile_secs += compile;
+    }
+
     pub fn prefill_tok_s(&self) -> f64 {
         self.prompt_tokens as f64 / self.prefill_secs.max(1e-9)
     }
@@ -129,11 +166,11 @@ pub fn generate(model: &mut Model, prompt: &[u32], opts: &GenOptions, mut on_tok
     if opts.max_tokens == 0 {
         return Ok((out, stats));
     }
-    let t0 = Instant::now();
+    let t0 = Stopwatch::start();
     let logits = model.forward(&mut cache, &[Segment { seq, tokens: prompt.to_vec(), all_logits: false }])?;
     let mut next = choose(model, &logits[0], &opts.decoding, &mut rng)?;
-    stats.prefill_secs = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
+    stats.end_prefill(&t0);
+    let t1 = Stopwatch::start();
     loop {
         out.push(next);
         on_token(next)?;
@@ -143,7 +180,7 @@ pub fn generate(model: &mut Model, prompt: &[u32], opts: &GenOptions, mut on_tok
         let logits = model.forward(&mut cache, &[Segment { seq, tokens: vec![next], all_logits: false }])?;
         next = choose(model, &logits[0], &opts.decoding, &mut rng)?;
     }
-    stats.decode_secs = t1.elapsed().as_secs_f64();
+    stats.end_decode(&t1);
     stats.generated = out.len();
     Ok((out, stats))
 }
@@ -170,14 +207,14 @@ pub fn generate_batch(model: &mut Model, prompts: &[Vec<u32>], max_tokens: usize
     if max_tokens == 0 {
         return Ok((outs, stats));
     }
-    let t0 = Instant::now();
+    let t0 = Stopwatch::start();
     let mut next = Vec::new();
     for (p, &s) in prompts.iter().zip(&seqs) {
         let l = model.forward(&mut cache, &[Segment { seq: s, tokens: p.clone(), all_logits: false }])?;
         next.push(mops::argmax(&model.ops, &l[0])?[0] as u32);
     }
-    stats.prefill_secs = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
+    stats.end_prefill(&t0);
+    let t1 = Stopwatch::start();
     for step in 0..max_tokens {
         for (o, &n) in outs.iter_mut().zip(&next) {
             o.push(n);
@@ -187,7 +224,7 @@ pub fn generate_batch(model: &mut Model, prompts: &[Vec<u32>], max_tokens: usize
         }
         decode_step_batch(model, &mut cache, &seqs, &mut next)?;
     }
-    stats.decode_secs = t1.elapsed().as_secs_f64();
+    stats.end_decode(&t1);
     stats.generated = outs.iter().map(Vec::len).sum::<usize>();
     Ok((outs, stats))
 }
@@ -288,11 +325,11 @@ pub fn generate_speculative(
     }
     let mut all: Vec<u32> = prompt.to_vec();
 
-    let t0 = Instant::now();
+    let t0 = Stopwatch::start();
     let l = target.forward(&mut tc, &[Segment { seq: ts, tokens: prompt.to_vec(), all_logits: false }])?;
     let first = choose(target, &l[0], &decoding, &mut rng)?;
-    stats.prefill_secs = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
+    stats.end_prefill(&t0);
+    let t1 = Stopwatch::start();
     let mut emit = |t: u32, out: &mut Vec<u32>, all: &mut Vec<u32>| -> Result<bool> {
         out.push(t);
         all.push(t);
@@ -350,7 +387,7 @@ pub fn generate_speculative(
             }
         }
     }
-    stats.decode_secs = t1.elapsed().as_secs_f64();
+    stats.end_decode(&t1);
     stats.generated = out.len();
     Ok((out, stats))
 }
