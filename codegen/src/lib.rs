@@ -10,6 +10,7 @@ use std::sync::Arc;
 pub mod cpu;
 pub mod artifact;
 pub mod ascendc;
+mod disk_cache;
 pub mod interp;
 mod jit_args;
 pub mod loops;

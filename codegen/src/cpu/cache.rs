@@ -5,22 +5,14 @@
 //! code), the host ISA's target features, the kernel's tunables and the printed IR
 //! (`opc_ir::printer::print_kernel`, which includes dtypes, specialized dims and tunables).
 //!
-//! **On disk.** `$OPC_CACHE_DIR/cpu/<fnv64 of key>.bin`, or `~/.cache/opc/cpu/...` when the
-//! variable is unset; `OPC_CACHE_DIR=off` (or an empty value) disables the disk cache. One
-//! entry is: magic `OPCCPU\0\x01`, the key's length and text (compared in full on load, so a
-//! hash collision is a miss, never wrong code), the payload (a `loader::Blob`: relocatable
-//! machine code, relocations, arena size) and an FNV-1a 64 checksum of everything before it.
-//! What is cached is exactly the code the in-process path would compile; loading it is
-//! `loader::load`, the same step a fresh compile takes.
-//!
-//! **Concurrency.** Writers write a unique temporary file in the same directory and `rename`
-//! it over the entry (atomic on POSIX): a reader sees the old entry, the new one or none, never
-//! a torn one (no `fsync`: an entry torn by a crash fails its checksum and is recompiled). Two processes compiling the same kernel at once both compile and both rename;
-//! the entries are identical. **Corruption** (truncation, bit flips, a different key, a foreign
+//! **On disk.** `$OPC_CACHE_DIR/cpu/<fnv64 of key>.bin` (the entry format, directory and
+//! atomic writes of `disk_cache.rs`), magic `OPCCPU\0\x01`, the payload a `loader::Blob`
+//! (relocatable machine code, relocations, arena size). What is cached is exactly the code the
+//! in-process path would compile; loading it is `loader::load`, the same step a fresh compile
+//! takes. **Corruption** (truncation, bit flips, a different key, a foreign
 //! file) fails the checks: the entry is counted in [`CacheStats::corrupt`], recompiled and
 //! overwritten. I/O errors on the cache never fail a compile.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -29,6 +21,7 @@ use opc_ir::Kernel;
 
 use super::loader::Blob;
 use crate::artifact::fnv64;
+use crate::disk_cache::{self, Lookup};
 
 const MAGIC: &[u8; 8] = b"OPCCPU\0\x01";
 
@@ -106,80 +99,36 @@ pub fn cache_stats() -> CacheStats {
     }
 }
 
-/// The disk cache directory (`.../cpu`), or `None` when disabled. Read on every compile, so a
-/// process may change `OPC_CACHE_DIR` between compiles.
+/// The disk cache directory (`.../cpu`), or `None` when disabled (`disk_cache.rs`).
 pub fn disk_dir() -> Option<PathBuf> {
-    let base = match std::env::var_os("OPC_CACHE_DIR") {
-        Some(v) if v.is_empty() || v == "off" => return None,
-        Some(v) => PathBuf::from(v),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache").join("opc"),
-    };
-    Some(base.join("cpu"))
+    disk_cache::target_dir("cpu")
 }
 
 /// Where the entry of `key` lives in `dir`.
 pub fn entry_path(dir: &Path, key: &str) -> PathBuf {
-    dir.join(format!("{:016x}.bin", fnv64(key.as_bytes())))
+    disk_cache::entry_path(dir, key)
 }
 
 /// Look `key` up on disk: the blob, or `None` on a miss or a bad entry (counted as corrupt).
 pub(super) fn read(dir: &Path, key: &str) -> Option<Blob> {
-    let path = entry_path(dir, key);
-    let bytes = std::fs::read(&path).ok()?;
-    let parsed = parse(&bytes, key);
-    if parsed.is_none() {
+    let blob = match disk_cache::read(dir, MAGIC, key) {
+        Lookup::Miss => return None,
+        Lookup::Corrupt => None,
+        Lookup::Hit(payload) => Blob::from_bytes(&payload),
+    };
+    if blob.is_none() {
         CORRUPT.fetch_add(1, Ordering::Relaxed);
         if std::env::var_os("OPC_CPU_TIME").is_some() {
-            eprintln!("cpu cache: ignoring the bad entry {}", path.display());
+            eprintln!("cpu cache: ignoring the bad entry {}", entry_path(dir, key).display());
         }
     }
-    parsed
+    blob
 }
 
-fn parse(bytes: &[u8], key: &str) -> Option<Blob> {
-    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(8)?)?;
-    if fnv64(body).to_le_bytes() != sum {
-        return None;
-    }
-    let rest = body.strip_prefix(MAGIC.as_slice())?;
-    let (len, rest) = rest.split_at_checked(8)?;
-    let len = usize::try_from(u64::from_le_bytes(len.try_into().ok()?)).ok()?;
-    let (stored_key, payload) = rest.split_at_checked(len)?;
-    if stored_key != key.as_bytes() {
-        return None;
-    }
-    Blob::from_bytes(payload)
-}
-
-/// Store `blob` under `key` (temporary file + atomic rename). Errors are reported to the caller,
-/// which ignores them: the cache is an optimization.
+/// Store `blob` under `key` (`disk_cache::write`). Errors are reported to the caller, which
+/// ignores them: the cache is an optimization.
 pub(super) fn write(dir: &Path, key: &str, blob: &Blob) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut bytes = Vec::with_capacity(key.len() + blob.code.len() + 64);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend((key.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(key.as_bytes());
-    bytes.extend(blob.to_bytes());
-    let sum = fnv64(&bytes);
-    bytes.extend(sum.to_le_bytes());
-    let path = entry_path(dir, key);
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}-{nanos}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed),
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("entry")
-    ));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        std::fs::rename(&tmp, &path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    } else {
-        DISK_WRITES.fetch_add(1, Ordering::Relaxed);
-    }
-    res
+    disk_cache::write(dir, MAGIC, key, &blob.to_bytes())?;
+    DISK_WRITES.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }

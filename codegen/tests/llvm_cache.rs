@@ -1,0 +1,107 @@
+//! The `llvm` target's on-disk compile cache: a second process loads the ELF objects the first
+//! one compiled (no LLVM run), corrupt entries are recompiled and replaced, and
+//! `OPC_CACHE_DIR=off` writes nothing. Loaded and freshly compiled code both go through the same
+//! object loader; each child checks its kernels against the interpreter.
+//!
+//! Each scenario runs this test binary again as a child process (`llvm_child_compiles`, ignored
+//! when run directly) with `OPC_CACHE_DIR` pointing to a fresh directory.
+
+#![cfg(feature = "llvm22-1")]
+
+#[path = "jit_common.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{check, kernel, Cmp, Rng};
+use opc_dsl::Instance;
+use opc_ir::{Arg, DType, Tensor};
+
+const BLOCKS: &str = include_str!("../../ops/kernels/blocks.opc");
+
+/// Two library kernels: a bf16 GEMM (packed panels, constant pools) and a softmax (exp).
+fn work() {
+    let mut r = Rng(9);
+    let mm = kernel(BLOCKS, "matmul", &Instance::default().dtype("T", DType::F32).tunable("BM", 16).tunable("BN", 32).tunable("BK", 8));
+    let args = [
+        Arg::Tensor(r.tensor_f(DType::F32, &[19, 23], false)),
+        Arg::Tensor(r.tensor_f(DType::F32, &[23, 41], false)),
+        Arg::Tensor(r.tensor_f(DType::F32, &[41], false)),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[19, 41])),
+        Arg::Bool(true),
+    ];
+    check(&mm, &args, Cmp::Close { ulps: 64.0 });
+    let sm = kernel(BLOCKS, "softmax", &Instance::default().dtype("T", DType::F32).tunable("BR", 2).tunable("BV", 64));
+    check(&sm, &[Arg::Tensor(r.tensor_f(DType::F32, &[5, 150], true)), Arg::Tensor(Tensor::zeros(DType::F32, &[5, 150]))], Cmp::Close { ulps: 64.0 });
+}
+
+#[test]
+#[ignore = "child process of the tests below"]
+fn llvm_child_compiles() {
+    work();
+    let s = opc_codegen::llvm::cache_stats();
+    println!("STATS compiles={} disk_hits={} disk_writes={} corrupt={}", s.compiles, s.disk_hits, s.disk_writes, s.corrupt);
+}
+
+/// Run `llvm_child_compiles` with `OPC_CACHE_DIR=dir`; its stats line.
+fn run(dir: &str, extra: &[(&str, &str)]) -> String {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "llvm_child_compiles", "--ignored", "--nocapture", "--test-threads", "1"]).env("OPC_CACHE_DIR", dir);
+    for (k, v) in extra {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout.lines().find_map(|l| l.find("STATS").map(|i| l[i..].to_string())).unwrap_or_else(|| panic!("no stats in:\n{stdout}"))
+}
+
+fn fresh_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("opc-llvm-cache-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("llvm")).map(|r| r.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_second_process_loads_the_objects_from_disk() {
+    let d = fresh_dir("second");
+    let ds = d.to_str().unwrap();
+    assert_eq!(run(ds, &[]), "STATS compiles=2 disk_hits=0 disk_writes=2 corrupt=0");
+    assert_eq!(entries(&d).len(), 2);
+    assert_eq!(run(ds, &[]), "STATS compiles=0 disk_hits=2 disk_writes=0 corrupt=0");
+    // The optimization pipeline is part of the key: another one compiles afresh.
+    assert_eq!(run(ds, &[("OPC_LLVM_PASSES", "default<O2>")]), "STATS compiles=2 disk_hits=0 disk_writes=2 corrupt=0");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn corrupt_llvm_entries_are_recompiled_and_replaced() {
+    let d = fresh_dir("corrupt");
+    let ds = d.to_str().unwrap();
+    run(ds, &[]);
+    let files = entries(&d);
+    assert_eq!(files.len(), 2);
+    let a = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &a[..a.len() / 2]).unwrap();
+    let mut b = std::fs::read(&files[1]).unwrap();
+    let mid = b.len() - 100;
+    b[mid] ^= 0x40;
+    std::fs::write(&files[1], &b).unwrap();
+    assert_eq!(run(ds, &[]), "STATS compiles=2 disk_hits=0 disk_writes=2 corrupt=2");
+    assert_eq!(run(ds, &[]), "STATS compiles=0 disk_hits=2 disk_writes=0 corrupt=0");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn the_llvm_disk_cache_can_be_turned_off() {
+    let d = fresh_dir("off");
+    assert_eq!(run("off", &[("HOME", d.to_str().unwrap())]), "STATS compiles=2 disk_hits=0 disk_writes=0 corrupt=0");
+    assert!(!d.exists(), "nothing may be written under HOME with OPC_CACHE_DIR=off");
+}
