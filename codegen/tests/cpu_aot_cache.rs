@@ -83,15 +83,11 @@ fn run(dir: &str, extra: &[(&str, &str)]) -> (String, String) {
 }
 
 fn fresh_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("opc-cache-test-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::fresh_cache_dir(&format!("cpu-{tag}"))
 }
 
 fn entries(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("cpu")).map(|r| r.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
-    v.sort();
-    v
+    common::cache_entries(dir, "cpu")
 }
 
 #[test]
@@ -118,13 +114,7 @@ fn corrupt_entries_are_recompiled_and_replaced() {
     run(ds, &[]);
     let files = entries(&d);
     assert_eq!(files.len(), 2);
-    // One truncated, one with a flipped byte in the middle of the machine code.
-    let a = std::fs::read(&files[0]).unwrap();
-    std::fs::write(&files[0], &a[..a.len() / 2]).unwrap();
-    let mut b = std::fs::read(&files[1]).unwrap();
-    let mid = b.len() - 100;
-    b[mid] ^= 0x40;
-    std::fs::write(&files[1], &b).unwrap();
+    common::damage_two_entries(&files);
     let (s, e) = run(ds, &[]);
     assert_eq!(s, "STATS compiles=2 disk_hits=0 memory_hits=0 disk_writes=2 corrupt=2", "{e}");
     assert!(e.contains("ignoring the bad entry"), "{e}");

@@ -143,3 +143,29 @@ pub fn all_jits(k: &Kernel, args: &[Arg], cmp: Cmp) {
         check_on(jit, k, args, cmp);
     }
 }
+
+/// A fresh, empty-to-be `OPC_CACHE_DIR` for the disk cache tests (`*_cache.rs`), unique to this
+/// process and `tag`.
+pub fn fresh_cache_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("opc-cache-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// The entries of `target`'s disk cache under `dir` (an `OPC_CACHE_DIR`), sorted.
+pub fn cache_entries(dir: &std::path::Path, target: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join(target)).map(|r| r.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Damage two disk cache entries as a crash or a bad disk would: truncate `files[0]` to half and
+/// flip one bit near the end of `files[1]` (in the payload).
+pub fn damage_two_entries(files: &[std::path::PathBuf]) {
+    let a = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &a[..a.len() / 2]).unwrap();
+    let mut b = std::fs::read(&files[1]).unwrap();
+    let mid = b.len() - 100;
+    b[mid] ^= 0x40;
+    std::fs::write(&files[1], &b).unwrap();
+}

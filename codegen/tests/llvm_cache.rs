@@ -11,7 +11,6 @@
 #[path = "jit_common.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{check, kernel, Cmp, Rng};
@@ -57,24 +56,12 @@ fn run(dir: &str, extra: &[(&str, &str)]) -> String {
     stdout.lines().find_map(|l| l.find("STATS").map(|i| l[i..].to_string())).unwrap_or_else(|| panic!("no stats in:\n{stdout}"))
 }
 
-fn fresh_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("opc-llvm-cache-test-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn entries(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("llvm")).map(|r| r.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[test]
 fn a_second_process_loads_the_objects_from_disk() {
-    let d = fresh_dir("second");
+    let d = common::fresh_cache_dir("llvm-second");
     let ds = d.to_str().unwrap();
     assert_eq!(run(ds, &[]), "STATS compiles=2 disk_hits=0 disk_writes=2 corrupt=0");
-    assert_eq!(entries(&d).len(), 2);
+    assert_eq!(common::cache_entries(&d, "llvm").len(), 2);
     assert_eq!(run(ds, &[]), "STATS compiles=0 disk_hits=2 disk_writes=0 corrupt=0");
     // The optimization pipeline is part of the key: another one compiles afresh.
     assert_eq!(run(ds, &[("OPC_LLVM_PASSES", "default<O2>")]), "STATS compiles=2 disk_hits=0 disk_writes=2 corrupt=0");
@@ -83,17 +70,12 @@ fn a_second_process_loads_the_objects_from_disk() {
 
 #[test]
 fn corrupt_llvm_entries_are_recompiled_and_replaced() {
-    let d = fresh_dir("corrupt");
+    let d = common::fresh_cache_dir("llvm-corrupt");
     let ds = d.to_str().unwrap();
     run(ds, &[]);
-    let files = entries(&d);
+    let files = common::cache_entries(&d, "llvm");
     assert_eq!(files.len(), 2);
-    let a = std::fs::read(&files[0]).unwrap();
-    std::fs::write(&files[0], &a[..a.len() / 2]).unwrap();
-    let mut b = std::fs::read(&files[1]).unwrap();
-    let mid = b.len() - 100;
-    b[mid] ^= 0x40;
-    std::fs::write(&files[1], &b).unwrap();
+    common::damage_two_entries(&files);
     assert_eq!(run(ds, &[]), "STATS compiles=2 disk_hits=0 disk_writes=2 corrupt=2");
     assert_eq!(run(ds, &[]), "STATS compiles=0 disk_hits=2 disk_writes=0 corrupt=0");
     let _ = std::fs::remove_dir_all(&d);
@@ -101,7 +83,7 @@ fn corrupt_llvm_entries_are_recompiled_and_replaced() {
 
 #[test]
 fn the_llvm_disk_cache_can_be_turned_off() {
-    let d = fresh_dir("off");
+    let d = common::fresh_cache_dir("llvm-off");
     assert_eq!(run("off", &[("HOME", d.to_str().unwrap())]), "STATS compiles=2 disk_hits=0 disk_writes=0 corrupt=0");
     assert!(!d.exists(), "nothing may be written under HOME with OPC_CACHE_DIR=off");
 }
