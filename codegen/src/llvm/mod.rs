@@ -1,6 +1,6 @@
 //! The `llvm` target (cargo feature `llvm22-1`): tile IR → LLVM 22 IR → an ELF object loaded in
-//! process (`object_load.rs`), tuned for the host CPU. The fast path of the CPU backend; `cpu` (Cranelift) is the
-//! zero-dependency one. Same lowering contract as `cpu`: one native function per kernel that
+//! process (`object_load.rs`), tuned for the host CPU. The fast path of the CPU backend; `cpu`
+//! (Cranelift) is the zero-dependency one. Same lowering contract as `cpu`: one native function per kernel that
 //! runs *one program*, `i32 opc_kernel(ptr tensors, ptr meta, i64 pid0, i64 pid1, i64 pid2,
 //! ptr arena, ptr err)`, with `meta` laid out by [`MetaLayout`] (bound dims, grid, scalar
 //! arguments, each tensor's shape and element strides), a per-worker scratch `arena`, and a
@@ -17,8 +17,8 @@
 //! manager's `default<O3>` with a target machine for the host CPU name *and* its feature string
 //! (`TargetMachine::get_host_cpu_features`: the name alone does not say which AVX-512 / AMX
 //! extensions this machine has) → codegen at `-O3` into an ELF relocatable object (static
-//! relocations, large code model) → `object_load.rs` maps it executable. Every function carries the same
-//! `target-cpu` / `target-features` attributes and `prefer-vector-width=512`, so codegen uses
+//! relocations, large code model) → `object_load.rs` maps it executable. Every function carries
+//! the same `target-cpu` / `target-features` attributes and `prefer-vector-width=512`, so codegen uses
 //! zmm registers, FMA and `avx512bf16` where `dot.rs` asks for them.
 //!
 //! Files: `lower.rs` (driver: reprs, buffers, loop nests, `for` / `if`), `memory.rs` (masked
@@ -54,7 +54,8 @@
 //! `off` disables it; entries, atomic writes and corruption checks as `disk_cache.rs`), keyed by
 //! the generated module text (every lowering decision, knob and host feature is in it), the
 //! optimization pipeline and the LLVM version, so a second process loads a kernel in well under
-//! a millisecond instead of running LLVM (30 to 150 ms). [`cache_stats`] counts the traffic. `OPC_LLVM_TIME=1` prints each kernel's compile time (lower / parse+O3 / codegen);
+//! a millisecond instead of running LLVM (30 to 150 ms). [`cache_stats`] counts the traffic.
+//! `OPC_LLVM_TIME=1` prints each kernel's compile time (lower / O3 + codegen or disk / load);
 //! `OPC_LLVM_DUMP=1` / `OPC_LLVM_DUMP_OPT=1` print the module before / after optimization;
 //! `OPC_LLVM_PASSES` replaces the `default<O3>` pipeline and `OPC_LLVM_UNROLL=1` turns LLVM's loop
 //! unrolling back on (both for tuning experiments).
