@@ -307,7 +307,9 @@ pub fn run(a: &RunArgs) -> Result<(), Fail> {
         Some(ddir) => {
             let verifier = Verifier::for_decoding(&opts.decoding, a.kl_tau).map_err(model_err)?;
             let mut draft = load(ddir, &a.target, &a.activations)?;
-            // an untimed short run compiles every kernel instance both models use
+            // an untimed short run compiles most kernel instances both models use and faults in
+            // their weights; instances first met later are compiled in the timed run, whose
+            // times leave that compilation out (`GenStats::compile_secs`)
             let t0 = std::time::Instant::now();
             let short = GenOptions { max_tokens: opts.max_tokens.min(2 * a.gamma + 2), ..opts.clone() };
             generate_speculative(&mut model, &mut draft, &prompt, &short, a.gamma, verifier, |_| Ok(())).map_err(model_err)?;

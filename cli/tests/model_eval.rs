@@ -91,16 +91,23 @@ fn eval_fails_with_exit_1_on_another_models_reference() {
     assert!(text.trim_end().ends_with("FAIL"), "{text}");
 }
 
+/// `opc model init` of a small random gpt-oss checkpoint (hidden 64, 4 experts, top-2) with
+/// `layers` layers into `dir`; it must succeed.
+fn init_small_gptoss(dir: &std::path::Path, layers: usize) {
+    let out = opc()
+        .args(["model", "init", "--arch", "gpt-oss", "--layers", &layers.to_string(), "--hidden", "64", "--intermediate", "64", "--heads", "4", "--kv-heads", "2", "--vocab", "96"])
+        .args(["--experts", "4", "--top-k", "2", "--shard-mib", "0", "-o"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn model_init_writes_a_loadable_checkpoint() {
     let d = std::env::temp_dir().join(format!("opc-cli-init-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
-    let out = opc()
-        .args(["model", "init", "--arch", "gpt-oss", "--layers", "2", "--hidden", "64", "--intermediate", "64", "--heads", "4", "--kv-heads", "2", "--vocab", "96", "--experts", "4", "--top-k", "2", "--shard-mib", "0", "-o"])
-        .arg(&d)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    init_small_gptoss(&d, 2);
     let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
     assert!(cfg.contains("GptOssForCausalLM"));
     let st = opc_runtime_check(&d);
@@ -137,12 +144,7 @@ fn tune_model_tunes_the_launches_of_a_run_and_the_model_runs_with_them() {
     let d = std::env::temp_dir().join(format!("opc-cli-tune-model-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     let m = d.join("m");
-    let out = opc()
-        .args(["model", "init", "--arch", "gpt-oss", "--layers", "1", "--hidden", "64", "--intermediate", "64", "--heads", "4", "--kv-heads", "2", "--vocab", "96", "--experts", "4", "--top-k", "2", "--shard-mib", "0", "-o"])
-        .arg(&m)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    init_small_gptoss(&m, 1);
     let db = d.join("tune.jsonl");
     let out = opc()
         .args(["tune", "--target", "cpu", "--prompt-tokens", "8", "--batch", "2", "--min-time-ms", "1", "--max-configs", "3", "--top", "6", "--model"])

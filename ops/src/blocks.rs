@@ -30,9 +30,9 @@ pub struct Yarn {
 pub struct RopeParams {
     pub theta: f32,
     pub yarn: Option<Yarn>,
-    /// The dtype the inverse frequencies are held in (f32, bf16 or f16): a model's parameter
-    /// dtype, as transformers rounds its `inv_freq` buffer when the model is converted to it;
-    /// f32 leaves them unrounded.
+    /// The dtype the inverse frequencies are held in (f32, bf16 or f16, as `rope_table`'s `F`
+    /// allows): a model's parameter dtype, as transformers rounds its `inv_freq` buffer when the
+    /// model is converted to it; f32 leaves them unrounded.
     pub freq_dtype: DType,
 }
 
@@ -193,9 +193,6 @@ pub fn rope_table(ops: &Ops, positions: &Tensor, d: usize, p: &RopeParams) -> Re
     let mut table = Tensor::zeros(DType::F32, &[t, 2, d / 2]);
     if table.numel() == 0 {
         return Ok(table);
-    }
-    if !matches!(p.freq_dtype, DType::F32 | DType::BF16 | DType::F16) {
-        return Err(shape(OP, format!("RoPE frequencies held in {} (expected f32, bf16 or f16)", p.freq_dtype)));
     }
     let inst = Instance::default().dtype("F", p.freq_dtype).konst("HALF", (d / 2) as i64).tunable("BT", pick(&[1, 2, 4, 8, 16, 32], t, 8));
     let y = p.yarn.unwrap_or(Yarn { factor: 1.0, beta_fast: 32.0, beta_slow: 1.0, original_max_position_embeddings: 1, truncate: true });

@@ -1,7 +1,7 @@
 //! The `llvm` target (cargo feature `llvm22-1`): tile IR → LLVM 22 IR → an ELF object loaded in
 //! process (`object_load.rs`), tuned for the host CPU. The fast path of the CPU backend; `cpu`
-//! (Cranelift) is the zero-dependency one. Same lowering contract as `cpu`: one native function per kernel that
-//! runs *one program*, `i32 opc_kernel(ptr tensors, ptr meta, i64 pid0, i64 pid1, i64 pid2,
+//! (Cranelift) is the zero-dependency one. Same lowering contract as `cpu`: one native function
+//! per kernel that runs *one program*, `i32 opc_kernel(ptr tensors, ptr meta, i64 pid0, i64 pid1, i64 pid2,
 //! ptr arena, ptr err)`, with `meta` laid out by [`MetaLayout`] (bound dims, grid, scalar
 //! arguments, each tensor's shape and element strides), a per-worker scratch `arena`, and a
 //! nonzero result `k + 1` when the `k`-th `for` met a non-positive step (its value in `*err`).
@@ -18,8 +18,8 @@
 //! (`TargetMachine::get_host_cpu_features`: the name alone does not say which AVX-512 / AMX
 //! extensions this machine has) → codegen at `-O3` into an ELF relocatable object (static
 //! relocations, large code model) → `object_load.rs` maps it executable. Every function carries
-//! the same `target-cpu` / `target-features` attributes and `prefer-vector-width=512`, so codegen uses
-//! zmm registers, FMA and `avx512bf16` where `dot.rs` asks for them.
+//! the same `target-cpu` / `target-features` attributes and `prefer-vector-width=512`, so
+//! codegen uses zmm registers, FMA and `avx512bf16` where `dot.rs` asks for them.
 //!
 //! Files: `lower.rs` (driver: reprs, buffers, loop nests, `for` / `if`), `memory.rs` (masked
 //! vector and element-wise global access), `dot.rs` (micro-kernels), `pack.rs` (vectorized
@@ -255,9 +255,14 @@ const CACHE_MAGIC: &[u8; 8] = b"OPCLLVM\x01";
 /// the lowering's every decision, the `OPC_LLVM_*` lowering knobs' effects and the host CPU and
 /// features), the optimization pipeline and unrolling switch, and the LLVM major version.
 fn cache_key(module_text: &str) -> String {
-    let pipeline = std::env::var("OPC_LLVM_PASSES").unwrap_or_else(|_| "default<O3>".into());
-    let unroll = std::env::var_os("OPC_LLVM_UNROLL").is_some();
+    let (pipeline, unroll) = optimization();
     format!("opc-llvm-cache 1\nllvm 22\npipeline {pipeline} unroll {unroll}\n{module_text}")
+}
+
+/// The optimization `emit_object` runs: the pass pipeline (`OPC_LLVM_PASSES`, else
+/// `default<O3>`) and whether LLVM unrolls loops (`OPC_LLVM_UNROLL`). Part of the cache key.
+fn optimization() -> (String, bool) {
+    (std::env::var("OPC_LLVM_PASSES").unwrap_or_else(|_| "default<O3>".into()), std::env::var_os("OPC_LLVM_UNROLL").is_some())
 }
 
 static CACHE_COMPILES: AtomicU64 = AtomicU64::new(0);
@@ -298,8 +303,8 @@ fn emit_object(k: &Kernel, text: &str) -> Result<Vec<u8>> {
     opts.set_loop_slp_vectorization(true);
     // Loops are already vectorized and blocked by the lowering; unrolling them mostly costs
     // compile time (about a third of it on attention) for no measurable speed.
-    opts.set_loop_unrolling(std::env::var_os("OPC_LLVM_UNROLL").is_some());
-    let pipeline = std::env::var("OPC_LLVM_PASSES").unwrap_or_else(|_| "default<O3>".into());
+    let (pipeline, unroll) = optimization();
+    opts.set_loop_unrolling(unroll);
     module.run_passes(&pipeline, &tm, opts).map_err(|e| unsupported(k, format!("LLVM optimization failed: {e}")))?;
     if std::env::var_os("OPC_LLVM_DUMP_OPT").is_some() {
         eprintln!("{}", module.print_to_string().to_string());
