@@ -62,8 +62,22 @@ pub(crate) const SERIAL_BYTES: usize = 64 << 10;
 /// Whether a launch of `programs` programs over `args` is cheaper run serially on the calling
 /// thread: a single program, or tensors of at most [`SERIAL_BYTES`] in all (the bytes any
 /// program can touch).
-pub(crate) fn run_serially<A: LaunchArg>(programs: usize, args: &[A]) -> bool {
+fn run_serially<A: LaunchArg>(programs: usize, args: &[A]) -> bool {
     programs <= 1 || args.iter().filter_map(|a| a.tensor()).map(|t| t.data.len()).sum::<usize>() <= SERIAL_BYTES
+}
+
+/// Run a launch's programs `0..total`: in order on the calling thread when [`run_serially`]
+/// says so, else across the launch pool. The first error is returned.
+pub(crate) fn for_each_program<A: LaunchArg>(
+    total: usize,
+    args: &[A],
+    program: &(dyn Fn(usize) -> std::result::Result<(), LaunchError> + Sync),
+) -> std::result::Result<(), LaunchError> {
+    if run_serially(total, args) {
+        (0..total).try_for_each(program)
+    } else {
+        crate::launch_pool::run_programs(total, program)
+    }
 }
 
 /// The error of program `pid` whose generated code returned `rc`: the 1-based index of the

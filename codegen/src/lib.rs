@@ -13,6 +13,7 @@ pub mod ascendc;
 mod disk_cache;
 pub mod interp;
 mod jit_args;
+mod launch_pool;
 pub mod loops;
 mod repr;
 pub mod ptx;

@@ -19,7 +19,8 @@
 //!
 //! **Launch** mirrors the interpreter: [`opc_ir::launch::bind_dims`] and
 //! [`opc_ir::launch::grid`] first (so launch errors are identical), then the programs run in
-//! parallel on rayon, each worker reusing one zeroed scratch arena.
+//! parallel on the launch pool (`launch_pool.rs`), each thread reusing one scratch arena across
+//! programs and launches (the generated code never assumes it zeroed).
 //!
 //! **Concurrency contract** (the interpreter's): programs write disjoint elements. Two programs
 //! may write the two nibbles of one byte of a packed (`i4` / `e2m1`) tensor: nibble stores are an
@@ -61,10 +62,9 @@ use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use opc_ir::launch::LaunchError;
 use opc_ir::{Arg, ArgRef, Kernel, LaunchArg};
-use rayon::prelude::*;
 
 pub(crate) use crate::jit_args::MetaLayout;
-use crate::jit_args::{launch_lent, launch_owned, run_serially, step_error, RunOn};
+use crate::jit_args::{for_each_program, launch_lent, launch_owned, step_error, RunOn};
 use crate::{CodegenError, Executable, Result, Target};
 
 /// The Cranelift JIT target (`--target cpu`).
@@ -225,6 +225,12 @@ impl CpuExecutable {
 
 }
 
+thread_local! {
+    /// This thread's scratch arena for the programs it runs (a program runs to completion
+    /// without launching anything, so it is never borrowed twice).
+    static ARENA: std::cell::RefCell<Vec<u128>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl RunOn for CpuExecutable {
     unsafe fn run<A: LaunchArg>(&self, args: &[A], mut ptrs: Vec<usize>) -> Result<()> {
         let k = &self.kernel;
@@ -244,13 +250,17 @@ impl RunOn for CpuExecutable {
             }
             Err(step_error(k, &self.for_sites, pid, rc, err))
         };
-        if run_serially(total, args) {
-            let mut arena = vec![0u128; words];
-            (0..total).try_for_each(|p| run(&mut arena, p))?;
-        } else {
-            (0..total).into_par_iter().try_for_each_init(|| vec![0u128; words], run)?;
-        }
-        Ok(())
+        // Each thread keeps one arena across programs and launches, grown on demand.
+        let program = |p: usize| {
+            ARENA.with(|a| {
+                let mut arena = a.borrow_mut();
+                if arena.len() < words {
+                    arena.resize(words, 0);
+                }
+                run(&mut arena, p)
+            })
+        };
+        Ok(for_each_program(total, args, &program)?)
     }
 }
 

@@ -36,8 +36,8 @@
 //! (16 interleaved partial sums).
 //!
 //! **Launch** mirrors the interpreter: [`opc_ir::launch::bind_dims`] and [`opc_ir::launch::grid`]
-//! first (identical launch errors), then the programs run in parallel on rayon, each worker thread with
-//! one 64-byte aligned arena, kept across programs and launches. Concurrency contract as `cpu`: programs write disjoint elements;
+//! first (identical launch errors), then the programs run in parallel on the launch pool
+//! (`launch_pool.rs`), each thread with one 64-byte aligned arena, kept across programs and launches. Concurrency contract as `cpu`: programs write disjoint elements;
 //! nibble stores are atomic byte read-modify-writes; `atomic_add` is a compare-and-swap loop.
 //!
 //! **GEMM.** A `for` that is a K sweep of one `dot` over two loads (every DSL GEMM) is lowered
@@ -91,10 +91,9 @@ use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Tar
 use inkwell::OptimizationLevel;
 use opc_ir::launch::LaunchError;
 use opc_ir::{Arg, ArgRef, Kernel, LaunchArg};
-use rayon::prelude::*;
 
 pub(crate) use crate::jit_args::MetaLayout;
-use crate::jit_args::{launch_lent, launch_owned, run_serially, step_error, RunOn};
+use crate::jit_args::{for_each_program, launch_lent, launch_owned, step_error, RunOn};
 use crate::{CodegenError, Executable, Result, Target};
 use helpers::Helper;
 
@@ -450,12 +449,7 @@ impl RunOn for LlvmExecutable {
                 run(&mut arena, p)
             })
         };
-        if run_serially(total, args) {
-            (0..total).try_for_each(program)?;
-        } else {
-            (0..total).into_par_iter().try_for_each(program)?;
-        }
-        Ok(())
+        Ok(for_each_program(total, args, &program)?)
     }
 }
 
