@@ -482,9 +482,9 @@ fn mx_tiles(ops: &Ops, rows: usize) -> (i64, i64) {
 }
 
 /// gpt-oss experts as GEMVs (`moe_mx_up_rows` / `moe_mx_down_rows`): one program per (expert,
-/// N tile) walks the expert's rows BM at a time (BM from the mean rows per expert, up to 4, so a
-/// decode step with one row per expert pads nothing), each weight block decoded once for the BM
-/// rows.
+/// N tile) walks the expert's rows BM at a time, each weight block decoded once for the BM rows.
+/// BM is chosen per expert from its own row count ([`row_tile_classes`]): one launch per class
+/// of experts, each seeing the others' counts as zero, so no expert pads its row tile much.
 /// N tiles of 64 columns: each program streams 64 KiB (down) or 128 KiB (gate/up) of
 /// contiguous codes per activation row, and the activations' per-program copy (`block_evenodd`)
 /// is shared by 64 or 128 weight rows (one-token decode of the 2.7B model's experts about 25%
@@ -498,23 +498,55 @@ fn experts_by_row(
     pair_weights: &Tensor,
     gate_up: &MxExperts,
     down: &MxExperts,
-    [h, i, top_k, e]: [usize; 4],
+    [h, i, top_k, _experts]: [usize; 4],
     alpha: f32,
     limit: f32,
 ) -> Result<Tensor> {
     let p = sorted_pairs.numel();
-    // At most 4 rows per program: 8 (a 32- to 64-token prefill, 8-16 rows per expert) ran the
-    // expert GEMVs 1.4-2x slower than two passes of 4 in same-run profiles.
-    let bm = pick(&[1, 2, 4], p.div_ceil(e), 4);
-    let up_inst = Instance::default().tunable("BM", bm).tunable("BN", pick(&[8, 16, 32, 64], i, 64)).tunable("BK", pick(&ROWS_STEPS, h, 2048));
+    let classes = row_tile_classes(counts);
     let mut hidden = Tensor::zeros(x.dtype, &[p, i]);
-    let scalars = [ArgRef::I32(top_k as i32), ArgRef::F32(alpha), ArgRef::F32(limit)];
-    launch_experts(ops, "moe_mx_up_rows", &up_inst, x, gate_up, &[sorted_pairs, starts, counts], &mut hidden, scalars)?;
-
-    let down_inst = Instance::default().tunable("BM", bm).tunable("BN", pick(&[8, 16, 32, 64], h, 64)).tunable("BK", pick(&ROWS_STEPS, i, 2048));
+    for (bm, counts) in &classes {
+        let up_inst = Instance::default().tunable("BM", *bm).tunable("BN", pick(&[8, 16, 32, 64], i, 64)).tunable("BK", pick(&ROWS_STEPS, h, 2048));
+        let scalars = [ArgRef::I32(top_k as i32), ArgRef::F32(alpha), ArgRef::F32(limit)];
+        launch_experts(ops, "moe_mx_up_rows", &up_inst, x, gate_up, &[sorted_pairs, starts, counts], &mut hidden, scalars)?;
+    }
     let mut y_perm = Tensor::zeros(DType::F32, &[p, h]);
-    launch_experts(ops, "moe_mx_down_rows", &down_inst, &hidden, down, &[sorted_pairs, starts, counts, pair_weights], &mut y_perm, [])?;
+    for (bm, counts) in &classes {
+        let down_inst = Instance::default().tunable("BM", *bm).tunable("BN", pick(&[8, 16, 32, 64], h, 64)).tunable("BK", pick(&ROWS_STEPS, i, 2048));
+        launch_experts(ops, "moe_mx_down_rows", &down_inst, &hidden, down, &[sorted_pairs, starts, counts, pair_weights], &mut y_perm, [])?;
+    }
     Ok(y_perm)
+}
+
+/// The experts grouped by the row tile that suits their row count, each group with the counts
+/// tensor of its launch (the other experts' counts zeroed, so their programs do nothing):
+/// 1 row → BM = 1, 2 → 2, 3 or more → 4. A program decodes each weight block once per pass of
+/// BM rows and multiplies every row of the tile, padding included, so a tile fitted to each
+/// expert beats one BM for all: in an 8-sequence gpt-oss decode step (top-4 of 16, about 2 rows
+/// per expert) one BM = 2 took two passes for 3- and 4-row experts and padded 1-row ones. At
+/// most 4 rows per pass: 8 (a 32- to 64-token prefill, 8-16 rows per expert) ran the expert
+/// GEMVs 1.4-2x slower than two passes of 4 in same-run profiles.
+fn row_tile_classes(counts: &Tensor) -> Vec<(i64, Tensor)> {
+    let rows: Vec<u32> = (0..counts.numel()).map(|j| counts.get_raw(j)).collect();
+    let tile = |c: u32| match c {
+        0 => None,
+        1 => Some(1),
+        2 => Some(2),
+        _ => Some(4),
+    };
+    let mut classes: Vec<(i64, Tensor)> = vec![];
+    for bm in [1, 2, 4] {
+        if rows.iter().any(|&c| tile(c) == Some(bm)) {
+            let mut class = counts.clone();
+            for (j, &c) in rows.iter().enumerate() {
+                if tile(c) != Some(bm) {
+                    class.set_raw(j, 0);
+                }
+            }
+            classes.push((bm, class));
+        }
+    }
+    classes
 }
 
 /// Launch one gpt-oss expert kernel of `model.opc`, whose parameters are always: the activations
@@ -603,6 +635,16 @@ pub fn argmax(ops: &Ops, logits: &Tensor) -> Result<Vec<i32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each expert lands in exactly one class, by its row count; empty experts in none.
+    #[test]
+    fn row_tile_classes_split_the_experts_by_count() {
+        let counts = Tensor::from_i32(DType::I32, &[8], &[0, 1, 2, 3, 4, 7, 1, 2]);
+        let classes: Vec<(i64, Vec<u32>)> = row_tile_classes(&counts).into_iter().map(|(bm, c)| (bm, (0..8).map(|j| c.get_raw(j)).collect())).collect();
+        assert_eq!(classes, vec![(1, vec![0, 1, 0, 0, 0, 0, 1, 0]), (2, vec![0, 0, 2, 0, 0, 0, 0, 2]), (4, vec![0, 0, 0, 3, 4, 7, 0, 0])]);
+        let ones = Tensor::from_i32(DType::I32, &[4], &[1, 0, 1, 1]);
+        assert_eq!(row_tile_classes(&ones).iter().map(|(bm, _)| *bm).collect::<Vec<_>>(), vec![1]);
+    }
 
     fn ops() -> Ops {
         Ops::new(opc_codegen::target_by_name("cpu").unwrap())

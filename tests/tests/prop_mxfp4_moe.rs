@@ -140,13 +140,14 @@ proptest! {
     }
 }
 
-/// Both forms and both activation dtypes deterministically: a decode step, a batch, a short
-/// prefill (GEMVs) and prefills of 150 and 300 tokens (grouped GEMMs: the llvm target's
-/// 128-row tiles, ragged and one expert over two row tiles).
+/// Both forms and both activation dtypes deterministically: a decode step, batches (3 and 9
+/// tokens over 8 experts: experts of 1, 2 and 3 or more rows, so row tiles of 1, 2 and 4 in
+/// one step), a short prefill (GEMVs) and prefills of 150 and 300 tokens (grouped GEMMs: the
+/// llvm target's 128-row tiles, ragged and one expert over two row tiles).
 #[test]
 fn decode_and_prefill_shapes() {
     for x in [DType::F32, DType::BF16] {
-        for (t, e, k) in [(1, 8, 4), (6, 4, 2), (30, 8, 4), (150, 4, 2), (300, 4, 1)] {
+        for (t, e, k) in [(1, 8, 4), (3, 8, 4), (9, 8, 4), (6, 4, 2), (30, 8, 4), (150, 4, 2), (300, 4, 1)] {
             run(&Case { t, h: 96, i: 64, e, k, x, seed: t as u64 }).unwrap();
         }
     }
