@@ -54,9 +54,10 @@ impl MetaLayout {
     }
 }
 
-/// Tensor bytes up to which a launch runs its programs in order on the calling thread: waking
-/// the worker pool and joining it costs more than a few microseconds of work (the batch-1
-/// decode's rope, norms, adds and head splits, about ten launches per layer).
+/// Tensor bytes up to which a launch runs its programs in order on the calling thread: handing
+/// them to the launch pool and waiting for its workers costs a few microseconds (tens when the
+/// workers have parked), as much as the batch-1 decode's rope, norms, adds and head splits
+/// take (about ten launches per layer).
 pub(crate) const SERIAL_BYTES: usize = 64 << 10;
 
 /// Whether a launch of `programs` programs over `args` is cheaper run serially on the calling

@@ -37,8 +37,9 @@
 //!
 //! **Launch** mirrors the interpreter: [`opc_ir::launch::bind_dims`] and [`opc_ir::launch::grid`]
 //! first (identical launch errors), then the programs run in parallel on the launch pool
-//! (`launch_pool.rs`), each thread with one 64-byte aligned arena, kept across programs and launches. Concurrency contract as `cpu`: programs write disjoint elements;
-//! nibble stores are atomic byte read-modify-writes; `atomic_add` is a compare-and-swap loop.
+//! (`launch_pool.rs`), each thread with one 64-byte aligned arena, kept across programs and
+//! launches. Concurrency contract as `cpu`: programs write disjoint elements; nibble stores are
+//! atomic byte read-modify-writes; `atomic_add` is a compare-and-swap loop.
 //!
 //! **GEMM.** A `for` that is a K sweep of one `dot` over two loads (every DSL GEMM) is lowered
 //! by `kloop.rs` as a cache-blocked GEMM: packed `KC`-deep panels, software prefetch, the
