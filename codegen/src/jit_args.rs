@@ -2,7 +2,10 @@
 //! the `meta` array and each tensor's data address, for owned ([`opc_ir::Arg`]) and borrowed
 //! ([`ArgRef`]) launches alike.
 
+use crate::launch_pool::Program;
 use crate::Result;
+use std::cell::RefCell;
+use std::thread::LocalKey;
 use opc_ir::launch::{self, LaunchError};
 use opc_ir::{Arg, ArgRef, Kernel, LaunchArg, ParamKind};
 
@@ -69,16 +72,26 @@ fn run_serially<A: LaunchArg>(programs: usize, args: &[A]) -> bool {
 
 /// Run a launch's programs `0..total`: in order on the calling thread when [`run_serially`]
 /// says so, else across the launch pool. The first error is returned.
-pub(crate) fn for_each_program<A: LaunchArg>(
-    total: usize,
-    args: &[A],
-    program: &(dyn Fn(usize) -> std::result::Result<(), LaunchError> + Sync),
-) -> std::result::Result<(), LaunchError> {
+pub(crate) fn for_each_program<A: LaunchArg>(total: usize, args: &[A], program: &Program<'_>) -> std::result::Result<(), LaunchError> {
     if run_serially(total, args) {
         (0..total).try_for_each(program)
     } else {
         crate::launch_pool::run_programs(total, program)
     }
+}
+
+/// Run `f` on this thread's scratch arena `arena`, first grown to at least `len` elements
+/// (filled with `fill`). Each thread keeps its arena across programs and launches; a program
+/// runs to completion without launching anything, so the arena is never borrowed twice, and the
+/// generated code never assumes it zeroed.
+pub(crate) fn with_arena<T: Clone + 'static, R>(arena: &'static LocalKey<RefCell<Vec<T>>>, len: usize, fill: T, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+    arena.with(|a| {
+        let mut a = a.borrow_mut();
+        if a.len() < len {
+            a.resize(len, fill);
+        }
+        f(&mut a)
+    })
 }
 
 /// The error of program `pid` whose generated code returned `rc`: the 1-based index of the

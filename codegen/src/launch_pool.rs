@@ -28,7 +28,8 @@ use std::sync::{Mutex, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-type Program<'a> = dyn Fn(usize) -> Result<(), LaunchError> + Sync + 'a;
+/// One launch's program body: runs program `p`.
+pub(crate) type Program<'a> = dyn Fn(usize) -> Result<(), LaunchError> + Sync + 'a;
 
 /// Set while a launch's programs may still be handed out.
 const OPEN: u64 = 1 << 63;

@@ -64,7 +64,7 @@ use opc_ir::launch::LaunchError;
 use opc_ir::{Arg, ArgRef, Kernel, LaunchArg};
 
 pub(crate) use crate::jit_args::MetaLayout;
-use crate::jit_args::{for_each_program, launch_lent, launch_owned, step_error, RunOn};
+use crate::jit_args::{for_each_program, launch_lent, launch_owned, step_error, with_arena, RunOn};
 use crate::{CodegenError, Executable, Result, Target};
 
 /// The Cranelift JIT target (`--target cpu`).
@@ -226,8 +226,7 @@ impl CpuExecutable {
 }
 
 thread_local! {
-    /// This thread's scratch arena for the programs it runs (a program runs to completion
-    /// without launching anything, so it is never borrowed twice).
+    /// This thread's scratch arena for the programs it runs ([`with_arena`]).
     static ARENA: std::cell::RefCell<Vec<u128>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -250,16 +249,7 @@ impl RunOn for CpuExecutable {
             }
             Err(step_error(k, &self.for_sites, pid, rc, err))
         };
-        // Each thread keeps one arena across programs and launches, grown on demand.
-        let program = |p: usize| {
-            ARENA.with(|a| {
-                let mut arena = a.borrow_mut();
-                if arena.len() < words {
-                    arena.resize(words, 0);
-                }
-                run(&mut arena, p)
-            })
-        };
+        let program = |p: usize| with_arena(&ARENA, words, 0, |arena| run(arena, p));
         Ok(for_each_program(total, args, &program)?)
     }
 }

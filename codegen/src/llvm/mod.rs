@@ -94,7 +94,7 @@ use opc_ir::launch::LaunchError;
 use opc_ir::{Arg, ArgRef, Kernel, LaunchArg};
 
 pub(crate) use crate::jit_args::MetaLayout;
-use crate::jit_args::{for_each_program, launch_lent, launch_owned, step_error, RunOn};
+use crate::jit_args::{for_each_program, launch_lent, launch_owned, step_error, with_arena, RunOn};
 use crate::{CodegenError, Executable, Result, Target};
 use helpers::Helper;
 
@@ -203,9 +203,9 @@ fn compile_code(k: &Kernel) -> Result<Code> {
     }
     let t1 = Instant::now();
     let arena_bytes = lowered.arena_bytes;
-    let dir = crate::disk_cache::target_dir("llvm");
-    let key = cache_key(&text);
-    let cached = dir.as_deref().and_then(|d| match crate::disk_cache::read(d, CACHE_MAGIC, &key) {
+    // The key (the whole module text) is built only when the disk cache is on.
+    let disk = crate::disk_cache::target_dir("llvm").map(|d| (d, cache_key(&text)));
+    let cached = disk.as_ref().and_then(|(d, key)| match crate::disk_cache::read(d, CACHE_MAGIC, key) {
         crate::disk_cache::Lookup::Hit(obj) => Some(obj),
         crate::disk_cache::Lookup::Miss => None,
         crate::disk_cache::Lookup::Corrupt => {
@@ -217,9 +217,9 @@ fn compile_code(k: &Kernel) -> Result<Code> {
     let obj = match cached {
         Some(obj) => obj,
         None => {
-            let obj = emit_object(k, &text)?;
-            if let Some(d) = &dir {
-                if crate::disk_cache::write(d, CACHE_MAGIC, &key, &obj).is_ok() {
+            let obj = emit_object(k, host, &text)?;
+            if let Some((d, key)) = &disk {
+                if crate::disk_cache::write(d, CACHE_MAGIC, key, &obj).is_ok() {
                     CACHE_WRITES.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -286,12 +286,12 @@ pub fn cache_stats() -> CacheStats {
     CacheStats { compiles: g(&CACHE_COMPILES), disk_hits: g(&CACHE_DISK_HITS), disk_writes: g(&CACHE_WRITES), corrupt: g(&CACHE_CORRUPT) }
 }
 
-/// Optimize `text` (a module) and emit it as an ELF relocatable object for `object_load`.
-fn emit_object(k: &Kernel, text: &str) -> Result<Vec<u8>> {
+/// Optimize `text` (a module) for `host` and emit it as an ELF relocatable object for
+/// `object_load`.
+fn emit_object(k: &Kernel, host: &Host, text: &str) -> Result<Vec<u8>> {
     let context = Context::create();
     let buf = MemoryBuffer::create_from_memory_range_copy(text.as_bytes(), &k.name);
     let module = context.create_module_from_ir(buf).map_err(|e| unsupported(k, format!("LLVM rejected the generated IR: {e}")))?;
-    let host = host()?;
     let target = LlvmTarget_::from_triple(&TargetMachine::get_default_triple()).map_err(|e| unsupported(k, e.to_string()))?;
     // Static relocations and the large code model: every reference outside a section is a
     // 64-bit absolute address, which the loader patches wherever the code lands.
@@ -410,8 +410,7 @@ impl LlvmExecutable {
 }
 
 thread_local! {
-    /// This thread's scratch arena for the programs it runs (never borrowed twice: a program
-    /// runs to completion without launching anything).
+    /// This thread's scratch arena for the programs it runs ([`with_arena`]).
     static ARENA: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -439,17 +438,8 @@ impl RunOn for LlvmExecutable {
             }
             Err(step_error(k, &self.for_sites, pid, rc, err))
         };
-        // Each thread keeps one arena across programs and launches (grown on demand): a fresh
-        // one per rayon job would page-fault in up to a MiB of GEMM panels every time.
-        let program = |p: usize| {
-            ARENA.with(|a| {
-                let mut arena = a.borrow_mut();
-                if arena.len() < lines {
-                    arena.resize(lines, Line([0; 64]));
-                }
-                run(&mut arena, p)
-            })
-        };
+        // A fresh arena per launch would page-fault in up to a MiB of GEMM panels every time.
+        let program = |p: usize| with_arena(&ARENA, lines, Line([0; 64]), |arena| run(arena, p));
         Ok(for_each_program(total, args, &program)?)
     }
 }
