@@ -281,10 +281,13 @@ fn mxfp4_gemv_forms_match_the_interpreter() {
 }
 
 /// The MXFP4 GEMM as a fused K loop whose weight panel is decoded straight from codes and
-/// scales (`kloop.rs`): a ragged last row tile (M = 300 in 256-row tiles), odd N, K with a
-/// ragged last K step (4160 in 128-steps), scales 0 and 255, f32 and bf16 activations.
+/// scales (`kloop.rs`; the decoded products are exact in bf16, so the bf16 panel takes them
+/// unrounded): a ragged last row tile (M = 300 in 256-row tiles), odd N, scales 0 and 255, f32
+/// and bf16 activations, through the library (one block per K step on llvm) and as the kernel
+/// with four blocks per step, where K = 4160 ends in a ragged step.
 #[test]
 fn mxfp4_gemm_decoded_panels_match_the_interpreter() {
+    const SRC: &str = include_str!("../../ops/kernels/mxfp4.opc");
     let (i, l) = targets();
     let mut r = Rng(46);
     for (m, n, k) in [(300, 37, 4160), (17, 300, 256)] {
@@ -292,6 +295,9 @@ fn mxfp4_gemm_decoded_panels_match_the_interpreter() {
         for d in [DType::F32, DType::BF16] {
             let x = r.tensor_f(d, &[m, k], false);
             close(&format!("mxfp4 gemm m={m} n={n} k={k} {d}"), &mxfp4::gemm(&i, &x, &w).unwrap(), &mxfp4::gemm(&l, &x, &w).unwrap());
+            let inst = Instance::default().dtype("T", d).tunable("BM", 256).tunable("BN", 64).tunable("BK", 128);
+            let args = vec![Arg::Tensor(x), Arg::Tensor(w.codes.clone()), Arg::Tensor(w.scales.clone()), Arg::Tensor(Tensor::zeros(DType::F32, &[m, n]))];
+            common::check(&common::kernel(SRC, "mxfp4_gemm", &inst), &args, common::Cmp::Close { ulps: ULPS });
         }
     }
 }

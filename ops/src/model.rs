@@ -8,7 +8,7 @@
 
 use crate::blocks::{dims, or_zeros, pick, reshaped, shape};
 use crate::moe_w::{combine, permute, Permuted};
-use crate::{blocks, expect_dtype, Ops, Result};
+use crate::{blocks, expect_dtype, mxfp4, Ops, Result};
 use opc_dsl::Instance;
 use opc_ir::{ArgRef, DType, Tensor};
 
@@ -453,7 +453,7 @@ fn experts_grouped(
     let up_inst = Instance::default()
         .tunable("BM", bm)
         .tunable("BN", pick(&[16, 32, 64, 128, 256], i, bn_cap))
-        .tunable("BK", pick(&[32, 64, 128], h, 128));
+        .tunable("BK", pick(&[32, 64, 128], h, mxfp4::gemm_step(ops) as i64));
     let mut hidden = Tensor::zeros(x.dtype, &[p, i]);
     let scalars = [ArgRef::I32(top_k as i32), ArgRef::F32(alpha), ArgRef::F32(limit)];
     launch_experts(ops, "moe_mx_up", &up_inst, x, gate_up, &[sorted_pairs, starts, counts], &mut hidden, scalars)?;
@@ -461,7 +461,7 @@ fn experts_grouped(
     let down_inst = Instance::default()
         .tunable("BM", bm)
         .tunable("BN", pick(&[16, 32, 64, 128, 256], h, bn_cap))
-        .tunable("BK", pick(&[32, 64, 128], i, 128));
+        .tunable("BK", pick(&[32, 64, 128], i, mxfp4::gemm_step(ops) as i64));
     let mut y_perm = Tensor::zeros(DType::F32, &[p, h]);
     launch_experts(ops, "moe_mx_down", &down_inst, &hidden, down, &[sorted_pairs, starts, counts, pair_weights], &mut y_perm, [])?;
     Ok(y_perm)

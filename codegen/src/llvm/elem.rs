@@ -23,7 +23,7 @@
 //!   (round, saturate, NaN → 0) inline; the rare rest (codes, directed float roundings) through
 //!   the `opc_llvm_cast` helper, which calls `opc_ir::numerics` like the interpreter.
 
-use opc_ir::{BinaryOp, CmpPred, DType, Op, Rounding, UnaryOp};
+use opc_ir::{BinaryOp, CmpPred, DType, Op, OpKind, Rounding, UnaryOp};
 
 use super::helpers::{dtype_code, rounding_code, Helper};
 use super::lower::{ety, Lower};
@@ -149,6 +149,31 @@ impl Lower<'_> {
         let s = self.f.val(format!("select {} {nan}, {ti} {q}, {ti} {r}", vt("i1", lanes)));
         let m = self.f.val(format!("and {ti} {s}, {}", c("-65536")));
         self.f.val(format!("bitcast {ti} {m} to {tf}"))
+    }
+
+    /// Whether the fused f32 value `v` is exactly a bf16 value for every input, so that narrowing
+    /// it to bf16 (any rounding) leaves its bits as they are: a widened bf16, e2m1 or e8m0 load,
+    /// views of one, or an e2m1 value times an e8m0 power of two (the MXFP4 weight decode:
+    /// at most two significant bits, magnitudes 2⁻¹²⁸ to 6·2¹²⁷ or inf, NaN with a zero low
+    /// half; a bf16 subnormal reaches 2⁻¹³³). Values this does not see through are not exact.
+    pub(super) fn bf16_exact(&self, v: opc_ir::ValueId) -> bool {
+        self.narrow_from(v).is_some_and(|d| matches!(d, DType::BF16 | DType::E2M1 | DType::E8M0))
+            || self.fused.get(&v).is_some_and(|o| {
+                o.kind == OpKind::Binary(BinaryOp::Mul) && {
+                    let (a, b) = (self.narrow_from(o.args[0]), self.narrow_from(o.args[1]));
+                    matches!((a, b), (Some(DType::E2M1), Some(DType::E8M0)) | (Some(DType::E8M0), Some(DType::E2M1)))
+                }
+            })
+    }
+
+    /// The dtype the fused f32 value `v` was widened from: a cast to f32, through views.
+    fn narrow_from(&self, v: opc_ir::ValueId) -> Option<DType> {
+        let o = self.fused.get(&v)?;
+        match o.kind {
+            OpKind::Broadcast | OpKind::ExpandDims(_) | OpKind::Reshape | OpKind::Permute(_) => self.narrow_from(o.args[0]),
+            OpKind::Cast(_) if self.dtype(v) == DType::F32 => Some(self.dtype(o.args[0])),
+            _ => None,
+        }
     }
 
     /// Round f32 lanes to f16 (RNE), kept as f32.
