@@ -270,7 +270,6 @@ fn e8m0_every_code() {
     }
 }
 
-
 /// A case that cancelled: block scales 2^-5, 4, 2^-9, ... sum to -0.093 from terms near 90;
 /// the fused loop's reassociation is 6e-6 away, within the bound of its terms.
 #[test]
