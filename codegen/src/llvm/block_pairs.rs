@@ -170,7 +170,7 @@ impl Lower<'_> {
     pub(super) fn prefetch_codes(&mut self, codes: opc_ir::ValueId, ix: &[Ix], ahead: &str) -> Result<()> {
         let Some((t, a)) = self.cast_of_load(codes, DType::E2M1) else { return Ok(()) };
         if let Some(p) = self.lane0_ptr(t, &a, ix, 16)? {
-            self.prefetch_at(&p, ahead);
+            self.prefetch_stream_at(&p, ahead);
         }
         Ok(())
     }

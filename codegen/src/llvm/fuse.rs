@@ -771,7 +771,7 @@ impl Lower<'_> {
                 let eb = self.f.val(format!("mul i64 {e0}, {esize}"));
                 let p = self.f.val(format!("getelementptr i8, ptr {}, i64 {eb}", tv.base));
                 if let Some(ahead) = self.prefetch {
-                    self.prefetch_at(&p, ahead * esize as i64);
+                    self.prefetch_stream_at(&p, ahead * esize as i64);
                 }
                 let mt = vt(mty, lanes);
                 let raw =

@@ -263,7 +263,7 @@ impl Lower<'_> {
         let ahead = pf_tiles() * cols.len();
         for j in 0..cols.len() {
             let off = self.f.val(format!("mul i64 {step}, {}", ahead + j));
-            self.prefetch_at(&p0, off);
+            self.prefetch_stream_at(&p0, off);
         }
         Ok(())
     }

@@ -78,8 +78,22 @@ impl Lower<'_> {
     /// A read prefetch (`llvm.prefetch`, into all cache levels) of the byte `off` past `ptr`.
     /// A hint: it never faults, wherever it points, so callers may aim past a tensor's end.
     pub(super) fn prefetch_at(&mut self, ptr: &str, off: impl std::fmt::Display) {
+        self.prefetch_with(ptr, off, 3);
+    }
+
+    /// A read prefetch into L2 only (`prefetcht1`) for data streamed once: a GEMV's weights.
+    /// An L1 prefetch holds one of the core's few L1 miss buffers until its line lands, which
+    /// capped the MXFP4 expert GEMVs (gpt-oss decode) near 18 GB/s of the ~33 GB/s `bw.c`
+    /// streams; into L2, which tracks many more misses, the same prefetches reached 23-25 GB/s
+    /// (`opc bench` row `decode_moe_mxfp4`). `OPC_LLVM_PF_LOC` (0-3) overrides the locality.
+    pub(super) fn prefetch_stream_at(&mut self, ptr: &str, off: impl std::fmt::Display) {
+        let loc = super::knob::<u32>("OPC_LLVM_PF_LOC").filter(|&l| l <= 3).unwrap_or(2);
+        self.prefetch_with(ptr, off, loc);
+    }
+
+    fn prefetch_with(&mut self, ptr: &str, off: impl std::fmt::Display, locality: u32) {
         let p = self.f.val(format!("getelementptr i8, ptr {ptr}, i64 {off}"));
-        self.f.inst(format!("call void @llvm.prefetch.p0(ptr {p}, i32 0, i32 3, i32 1)"));
+        self.f.inst(format!("call void @llvm.prefetch.p0(ptr {p}, i32 0, i32 {locality}, i32 1)"));
     }
 
     /// Memory element(s) of dtype `d` to the tile representation.
