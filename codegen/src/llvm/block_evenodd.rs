@@ -154,21 +154,22 @@ impl Lower<'_> {
             let ix = at(l, j);
             l.act_ptr(&src, &ix)
         };
-        self.split_copy(&ptr, blocks, c, ("float", 16))
+        self.split_copy(&ptr, blocks, c, ("float", 16), 2)
     }
 
     /// Fill the copy `c` from a row whose element at lane position `j` is at `ptr(l, j)` (an
-    /// i64 operand; `None` when not of the plain form): `chunks` chunks of 2·`lanes` elements of
-    /// type `ety` (`float` or `i16`), each stored as its even positions then its odd ones.
-    /// Remade unless last made from the same address and the row is contiguous (checked at run
-    /// time on its first two loads and its second chunk: the indices are affine in each digit of
-    /// the lane position in this loop version). Returns the copy's address.
-    pub(super) fn split_copy(&mut self, ptr: &dyn Fn(&mut Self, &str) -> Result<Option<String>>, chunks: usize, c: &EvenOddCopy, (ety, lanes): (&str, u32)) -> Result<Option<String>> {
+    /// i64 operand; `None` when not of the plain form): `chunks` chunks of `ways`·`lanes`
+    /// elements of type `ety` (`float` or `i16`), each stored as `ways` vectors, vector `s`
+    /// holding the chunk's elements `ways·i + s` (`ways` 2: the even positions then the odd
+    /// ones). Remade unless last made from the same address and the row is contiguous (checked
+    /// at run time on its first two loads and its second chunk: the indices are affine in each
+    /// digit of the lane position in this loop version). Returns the copy's address.
+    pub(super) fn split_copy(&mut self, ptr: &dyn Fn(&mut Self, &str) -> Result<Option<String>>, chunks: usize, c: &EvenOddCopy, (ety, lanes): (&str, u32), ways: usize) -> Result<Option<String>> {
         let bytes = if ety == "float" { 4 } else { 2 };
-        let (half, chunk) = (lanes as usize, 2 * lanes as usize);
+        let (part, chunk) = (lanes as usize, ways * lanes as usize);
         let second = if chunks > 1 { chunk } else { 0 };
-        let (Some(p0), Some(p1), Some(pb)) = (ptr(self, "0")?, ptr(self, &half.to_string())?, ptr(self, &second.to_string())?) else { return Ok(None) };
-        let e1 = self.f.val(format!("getelementptr i8, ptr {p0}, i64 {}", half * bytes));
+        let (Some(p0), Some(p1), Some(pb)) = (ptr(self, "0")?, ptr(self, &part.to_string())?, ptr(self, &second.to_string())?) else { return Ok(None) };
+        let e1 = self.f.val(format!("getelementptr i8, ptr {p0}, i64 {}", part * bytes));
         let eb = self.f.val(format!("getelementptr i8, ptr {p0}, i64 {}", second * bytes));
         let c1 = self.f.val(format!("icmp eq ptr {p1}, {e1}"));
         let cb = self.f.val(format!("icmp eq ptr {pb}, {eb}"));
@@ -184,22 +185,32 @@ impl Lower<'_> {
         let v = super::text::vt(ety, lanes);
         self.loop_n(chunks, &mut |l, b| {
             let j0 = l.f.val(format!("mul i64 {b}, {chunk}"));
-            let j1 = l.f.val(format!("add i64 {j0}, {half}"));
-            let mut halves = vec![];
-            for j in [&j0, &j1] {
-                match ptr(l, j)? {
-                    Some(p) => halves.push(l.f.val(format!("load {v}, ptr {p}, align {bytes}"))),
+            let mut parts = vec![];
+            for w in 0..ways {
+                let j = l.f.val(format!("add i64 {j0}, {}", w * part));
+                match ptr(l, &j)? {
+                    Some(p) => parts.push(l.f.val(format!("load {v}, ptr {p}, align {bytes}"))),
                     None => plain = false,
                 }
             }
-            if let [a, b2] = &halves[..] {
-                let idx = |o: usize| (0..half).map(|i| format!("i32 {}", 2 * i + o)).collect::<Vec<_>>().join(", ");
-                let even = l.f.val(format!("shufflevector {v} {a}, {v} {b2}, <{half} x i32> <{}>", idx(0)));
-                let odd = l.f.val(format!("shufflevector {v} {a}, {v} {b2}, <{half} x i32> <{}>", idx(1)));
-                let pe = l.f.val(format!("getelementptr inbounds {ety}, ptr {base}, i64 {j0}"));
-                let po = l.f.val(format!("getelementptr inbounds {ety}, ptr {pe}, i64 {half}"));
-                l.f.inst(format!("store {v} {even}, ptr {pe}, align 64"));
-                l.f.inst(format!("store {v} {odd}, ptr {po}, align 64"));
+            if parts.len() < ways {
+                return Ok(());
+            }
+            // The chunk as one vector (pairwise concatenations), then each way's elements.
+            let mut width = part;
+            while parts.len() > 1 {
+                let ty = super::text::vt(ety, width as u32);
+                let idx = (0..2 * width).map(|i| format!("i32 {i}")).collect::<Vec<_>>().join(", ");
+                parts = parts.chunks(2).map(|p| l.f.val(format!("shufflevector {ty} {}, {ty} {}, <{} x i32> <{idx}>", p[0], p[1], 2 * width))).collect();
+                width *= 2;
+            }
+            let all = super::text::vt(ety, chunk as u32);
+            for w in 0..ways {
+                let idx = (0..part).map(|i| format!("i32 {}", ways * i + w)).collect::<Vec<_>>().join(", ");
+                let sel = l.f.val(format!("shufflevector {all} {}, {all} poison, <{part} x i32> <{idx}>", parts[0]));
+                let j = l.f.val(format!("add i64 {j0}, {}", w * part));
+                let p = l.f.val(format!("getelementptr inbounds {ety}, ptr {base}, i64 {j}"));
+                l.f.inst(format!("store {v} {sel}, ptr {p}, align 64"));
             }
             Ok(())
         })?;
@@ -213,19 +224,32 @@ impl Lower<'_> {
     /// The pair of vectors memoized under `key` in `pe_memo` (a block's decoded codes shared by
     /// the rows that run together), else `make`'s, memoized when the memo is on.
     pub(super) fn memo_pair(&mut self, key: &str, make: &mut dyn FnMut(&mut Self) -> (String, String)) -> (String, String) {
+        let v = self.memo_vecs(Some(key), 2, &mut |l| {
+            let (a, b) = make(l);
+            vec![a, b]
+        });
+        (v[0].clone(), v[1].clone())
+    }
+
+    /// The `n` vectors memoized under `key` in `pe_memo`, else `make`'s, memoized when the memo
+    /// is on ([`Lower::memo_pair`] for any count; no key: `make`'s, not memoized).
+    pub(super) fn memo_vecs(&mut self, key: Option<&str>, n: usize, make: &mut dyn FnMut(&mut Self) -> Vec<String>) -> Vec<String> {
+        let Some(key) = key else { return make(self) };
         let get = |l: &Self, k: &str| match l.pe_memo.as_ref().and_then(|m| m.get(k)) {
             Some(Pv::V(d)) => Some(d.clone()),
             _ => None,
         };
-        if let (Some(a), Some(b)) = (get(self, &format!("{key}|0")), get(self, &format!("{key}|1"))) {
-            return (a, b);
+        let known: Option<Vec<String>> = (0..n).map(|i| get(self, &format!("{key}|{i}"))).collect();
+        if let Some(v) = known {
+            return v;
         }
-        let (a, b) = make(self);
+        let v = make(self);
         if let Some(m) = self.pe_memo.as_mut() {
-            m.insert(format!("{key}|0"), Pv::V(a.clone()));
-            m.insert(format!("{key}|1"), Pv::V(b.clone()));
+            for (i, d) in v.iter().enumerate() {
+                m.insert(format!("{key}|{i}"), Pv::V(d.clone()));
+            }
         }
-        (a, b)
+        v
     }
 
     /// One even/odd block: Σ codes · activations over the 32 elements at the codes' index `ic`

@@ -19,15 +19,15 @@
 //! Only the unmasked loop version uses it ([`Bounds::Unchecked`]: every load in bounds and the
 //! nibble offsets even, proven by the loop versioning); the masked version keeps the general form.
 //!
-//! **Two blocks at a time** ([`Lower::pairs_wide_block`]), for rows that share their weights (a
-//! batched decode's GEMVs) when the bf16 activations come from a tensor the kernel never writes:
-//! the row's activations are copied once (per program, memoized
-//! on their address as `block_evenodd.rs` does) with each 64 elements split into their even and
-//! odd positions, so that 32 code bytes decode with one widening, one shift and two `vpermw`
-//! lookups instead of eight instructions, and the two blocks' scales multiply the two halves of
-//! one vector of sums. A batched decode step's expert GEMVs (8 tokens of the 2.7B gpt-oss model,
-//! `opc bench` row `decode_moe_mxfp4_b8`) ran about 15% faster; one token's GEMVs (each weight row
-//! its own) measured no faster and keep the one-block form.
+//! **Four blocks at a time** ([`Lower::pairs_quad_block`]) when the bf16 activations come from
+//! a tensor the kernel never writes: the row's activations are copied once (per program, memoized
+//! on their address as `block_evenodd.rs` does) with each 128 elements split four ways by
+//! position modulo 4, so that 64 code bytes decode with three shifts and four `vpermw` lookups
+//! (the one-block form: four shuffles and two other instructions per 16 bytes), and the four
+//! blocks' scales multiply the four quarters of one vector of sums. On Zen 4 the one-block form
+//! decoded about 27 GB/s of codes from L2 and this one about 43 (a C model of both loops); a
+//! one-token GEMV streams the codes from DRAM at about 33, so the one-block form left it
+//! compute-bound.
 
 use opc_ir::{DType, OpKind};
 
@@ -74,6 +74,18 @@ impl Lower<'_> {
     /// which must step by one per lane. Nibble tensors: the element offset is even here (the
     /// loop versioning checked it), so the byte is half of it.
     pub(super) fn lane0_ptr(&mut self, tensor: usize, args: &[opc_ir::ValueId], ix: &[Ix], lanes: u32) -> Result<Option<String>> {
+        self.elem_ptr(tensor, args, ix, lanes, true)
+    }
+
+    /// The byte address of the one element a load of `tensor` with index operands `args`
+    /// reads at index `ix` when every index is uniform across the lanes (a block's scale).
+    pub(super) fn uniform_ptr(&mut self, tensor: usize, args: &[opc_ir::ValueId], ix: &[Ix], lanes: u32) -> Result<Option<String>> {
+        self.elem_ptr(tensor, args, ix, lanes, false)
+    }
+
+    /// [`Lower::lane0_ptr`] (`steps`: the last index steps by one per lane) or
+    /// [`Lower::uniform_ptr`].
+    fn elem_ptr(&mut self, tensor: usize, args: &[opc_ir::ValueId], ix: &[Ix], lanes: u32, steps: bool) -> Result<Option<String>> {
         let tv = self.tensors[tensor].clone().expect("tensor parameter");
         let rank = tv.shape.len();
         let mut at = 0;
@@ -82,7 +94,7 @@ impl Lower<'_> {
             let r = self.k.ty(a).rank();
             let p = self.pe(a, &ix[at..at + r], lanes, lanes as usize)?;
             at += r;
-            let i = match (p, d + 1 == rank) {
+            let i = match (p, steps && d + 1 == rank) {
                 (Pv::U(i), false) => i,
                 (Pv::A { base, c: 1 }, true) => base,
                 _ => return Ok(None),
@@ -200,70 +212,147 @@ impl Lower<'_> {
     }
 }
 
-/// The two-block form (module docs).
+/// The four-block form (module docs).
 impl Lower<'_> {
-    /// Whether a block sum takes the two-block packed-pairs form: the packed-pairs terms
+    /// Whether a block sum takes the four-block packed-pairs form: the packed-pairs terms
     /// ([`Lower::pairs_terms`]) with bf16 activations read from a tensor the kernel never
     /// writes (they are copied once per row). Term indices: codes, activations.
-    pub(super) fn pairs_wide_terms(&self, len: usize, lanes: u32, terms: &[opc_ir::ValueId]) -> Option<(usize, usize)> {
+    pub(super) fn pairs_quad_terms(&self, len: usize, lanes: u32, terms: &[opc_ir::ValueId]) -> Option<(usize, usize)> {
         let (c, a) = self.pairs_terms(len, lanes, terms)?;
         let (t, _) = self.cast_of_load(terms[a], DType::BF16)?;
         (!self.written(t)).then_some((c, a))
     }
 
     /// The bf16 activations `acts` of one row (`at(l, j)`: the term's index at lane position
-    /// `j`), `blocks` blocks of 32 (an even number), copied into the arena copy `c` in the
-    /// two-block order: each 64 elements as their 32 even-position values, then their 32
-    /// odd-position ones. Returns the copy's address, or `None` when an index is not of the plain
-    /// form. Remade unless last made from the same address, as [`Lower::evenodd_copy`].
+    /// `j`), `blocks` blocks of 32 (a multiple of four), copied into the arena copy `c` in the
+    /// four-block order: each 128 elements as four vectors of 32, vector `s` holding elements
+    /// `4i + s`. Returns the copy's address, or `None` when an index is not of the plain form.
+    /// Remade unless last made from the same address, as [`Lower::evenodd_copy`].
     pub(super) fn pairs_copy(&mut self, acts: opc_ir::ValueId, at: &dyn Fn(&mut Self, &str) -> Vec<Ix>, blocks: usize, c: &super::block_evenodd::EvenOddCopy) -> Result<Option<String>> {
-        let (t, args) = self.cast_of_load(acts, DType::BF16).expect("checked by pairs_wide_terms");
+        let (t, args) = self.cast_of_load(acts, DType::BF16).expect("checked by pairs_quad_terms");
         let ptr = |l: &mut Self, j: &str| -> Result<Option<String>> {
             let ix = at(l, j);
             l.lane0_ptr(t, &args, &ix, 16)
         };
-        self.split_copy(&ptr, blocks / 2, c, ("i16", 32))
+        self.split_copy(&ptr, blocks / 4, c, ("i16", 32), 4)
     }
 
-    /// Blocks `b` and `b + 1` (`b` even) of the codes `codes` (`ic`: block `b`'s first lane;
-    /// `step`: the bytes from a block's codes to the next block's, an i64 operand) against the
-    /// row's two-block copy at `copy`, as 16 f32 partial sums: lanes 0-7 block `b`'s, lanes 8-15
-    /// block `b + 1`'s.
+    /// Blocks `b` to `b + 3` (`b` a multiple of four) of the codes `codes` (`ic`: block `b`'s
+    /// first lane; `step`: the bytes from a block's codes to the next block's, an i64 operand)
+    /// against the row's four-block copy at `copy`, as 16 f32 partial sums: lanes `4q..4q + 3`
+    /// block `b + q`'s.
     ///
-    /// The 32 code bytes zero-extend to 32 words, word `j` holding codes `2j` and `2j + 1` of
-    /// the 64; `vpermw` reads an index's low 5 bits and the table repeats its 16 entries, so the
-    /// words themselves decode the even codes and the words shifted right by 4 the odd ones: per
-    /// 64 codes one widening, one shift and two lookups (the one-block form takes eight
-    /// instructions). Lane `i` of `vdpbf16ps` pairs words `2i` and `2i + 1`, elements `4i` and
-    /// `4i + 2` of the even vector and `4i + 1`, `4i + 3` of the odd one: the four elements
-    /// `4i..4i + 3`, against the copy's even and odd halves.
+    /// The 64 code bytes are read as 32 words, word `j` holding codes `4j..4j + 3`, one per
+    /// nibble. `vpermw` reads an index's low 5 bits and the table repeats its 16 entries, so the
+    /// words shifted right by `4s` decode code `4j + s` into word `j`: per 128 codes three shifts
+    /// and four lookups, no widening (the one-block form takes four shuffles per 32 codes). Lane
+    /// `i` of `vdpbf16ps` pairs words `2i` and `2i + 1`, elements of codes `8i..8i + 7`, all of
+    /// block `i / 4`, against the copy's vector `s` (elements `4j + s`).
     /// Numerics as the one-block form (module docs): exact products, sums reassociated.
     /// `None` when an index is not of the plain form.
-    pub(super) fn pairs_wide_block(&mut self, codes: opc_ir::ValueId, ic: &[Ix], step: &str, copy: &str, b: &str) -> Result<Option<String>> {
+    /// `shared`: every row of the step reads these codes (the decode is memoized for them).
+    pub(super) fn pairs_quad_block(&mut self, codes: opc_ir::ValueId, ic: &[Ix], step: &str, copy: &str, b: &str, shared: bool) -> Result<Option<String>> {
         let (wt, wa) = self.cast_of_load(codes, DType::E2M1).expect("checked");
         let Some(w0) = self.lane0_ptr(wt, &wa, ic, 16)? else { return Ok(None) };
-        let w1 = self.f.val(format!("getelementptr i8, ptr {w0}, i64 {step}"));
-        let (even, odd) = self.memo_pair(&format!("pairs2|{w0}"), &mut |l| {
-            let r0 = l.f.val(format!("load <16 x i8>, ptr {w0}, align 1"));
-            let r1 = l.f.val(format!("load <16 x i8>, ptr {w1}, align 1"));
-            let idx: Vec<String> = (0..32).map(|i| format!("i32 {i}")).collect();
-            let r = l.f.val(format!("shufflevector <16 x i8> {r0}, <16 x i8> {r1}, <32 x i32> <{}>", idx.join(", ")));
-            let w = l.f.val(format!("zext <32 x i8> {r} to <32 x i16>"));
-            let sh = l.f.val(format!("lshr <32 x i16> {w}, {}", super::text::cst("i16", 32, "4")));
-            let look = |l: &mut Self, i: &str| {
-                let d = l.f.val(format!("call <32 x i16> @llvm.x86.avx512.permvar.hi.512(<32 x i16> {}, <32 x i16> {i})", e2m1_table()));
-                l.f.val(format!("bitcast <32 x i16> {d} to <32 x bfloat>"))
-            };
-            (look(l, &w), look(l, &sh))
+        // Keyed on the block step (index names are fresh per row).
+        let key = shared.then(|| format!("pairs4|{wt}|{b}"));
+        let dec = self.memo_vecs(key.as_deref(), 4, &mut |l| {
+            // One 64-byte load when the blocks' codes are adjacent (rows along the last dim,
+            // as every row-major tensor has them), else four.
+            let adjacent = l.f.val(format!("icmp eq i64 {step}, 16"));
+            let all = l.either(&adjacent, "<64 x i8>", &mut |l| l.f.val(format!("load <64 x i8>, ptr {w0}, align 1")), &mut |l| {
+                let mut parts = vec![];
+                for q in 0..4 {
+                    let off = l.f.val(format!("mul i64 {step}, {q}"));
+                    let p = l.f.val(format!("getelementptr i8, ptr {w0}, i64 {off}"));
+                    parts.push(l.f.val(format!("load <16 x i8>, ptr {p}, align 1")));
+                }
+                let idx = |n: usize| (0..n).map(|i| format!("i32 {i}")).collect::<Vec<_>>().join(", ");
+                let lo = l.f.val(format!("shufflevector <16 x i8> {}, <16 x i8> {}, <32 x i32> <{}>", parts[0], parts[1], idx(32)));
+                let hi = l.f.val(format!("shufflevector <16 x i8> {}, <16 x i8> {}, <32 x i32> <{}>", parts[2], parts[3], idx(32)));
+                l.f.val(format!("shufflevector <32 x i8> {lo}, <32 x i8> {hi}, <64 x i32> <{}>", idx(64)))
+            });
+            let words = l.f.val(format!("bitcast <64 x i8> {all} to <32 x i16>"));
+            (0..4)
+                .map(|s| {
+                    let w = if s == 0 { words.clone() } else { l.f.val(format!("lshr <32 x i16> {words}, {}", super::text::cst("i16", 32, &(4 * s).to_string()))) };
+                    let d = l.f.val(format!("call <32 x i16> @llvm.x86.avx512.permvar.hi.512(<32 x i16> {}, <32 x i16> {w})", e2m1_table()));
+                    l.f.val(format!("bitcast <32 x i16> {d} to <32 x bfloat>"))
+                })
+                .collect()
         });
         let j = self.f.val(format!("mul i64 {b}, 32"));
-        let pe = self.f.val(format!("getelementptr inbounds i16, ptr {copy}, i64 {j}"));
-        let po = self.f.val(format!("getelementptr inbounds i16, ptr {pe}, i64 32"));
-        let xe = self.f.val(format!("load <32 x bfloat>, ptr {pe}, align 64"));
-        let xo = self.f.val(format!("load <32 x bfloat>, ptr {po}, align 64"));
         let zero = super::text::cst("float", 16, &flit(-0.0));
         let dp = |l: &mut Self, acc: &str, a: &str, x: &str| l.f.val(format!("call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> {acc}, <32 x bfloat> {a}, <32 x bfloat> {x})"));
-        let s = dp(self, &zero, &even, &xe);
-        Ok(Some(dp(self, &s, &odd, &xo)))
+        let mut xs = vec![];
+        for s in 0..4 {
+            let p = self.f.val(format!("getelementptr inbounds i16, ptr {copy}, i64 {j}"));
+            let p = self.f.val(format!("getelementptr inbounds i16, ptr {p}, i64 {}", 32 * s));
+            xs.push(self.f.val(format!("load <32 x bfloat>, ptr {p}, align 64")));
+        }
+        // Two chains of two (half the latency of one chain of four), then their sum.
+        let a = dp(self, &zero, &dec[0], &xs[0]);
+        let a = dp(self, &a, &dec[1], &xs[1]);
+        let c = dp(self, &zero, &dec[2], &xs[2]);
+        let c = dp(self, &c, &dec[3], &xs[3]);
+        Ok(Some(self.f.val(format!("fadd <16 x float> {a}, {c}"))))
+    }
+
+    /// The four blocks' scales of the block-constant factor `f` (`ix`: the product's index at
+    /// the first lane of blocks `b` and `b + 1`) as 16 f32 lanes, lane `i` block `b + i / 4`'s,
+    /// when `f` is `cast(load(t[...]), f32)` of an e8m0 tensor at a uniform index: one 4-byte
+    /// load when the blocks' scales are adjacent bytes (checked at run time), else four, and
+    /// one vector decode. `None` for other factors (the caller combines their per-block values).
+    /// `shared`: every row of the step reads these scales (memoized for them; `b`: the step's
+    /// first block).
+    pub(super) fn quad_scales(&mut self, f: &super::fuse_block::Factor, ix: (&[Ix], &[Ix]), b: &str, shared: bool) -> Result<Option<String>> {
+        // Through the views that broadcast the scale along its block, to the cast.
+        let (mut v, mut i0, mut i1) = (f.v, self.factor_ix(f, ix.0), self.factor_ix(f, ix.1));
+        while let Some(op) = self.fused.get(&v).filter(|o| matches!(o.kind, OpKind::Broadcast | OpKind::ExpandDims(_))).cloned() {
+            (i0, i1) = (self.view_ix(&op, &i0), self.view_ix(&op, &i1));
+            v = op.args[0];
+        }
+        let Some((t, args)) = self.cast_of_load(v, DType::E8M0) else { return Ok(None) };
+        let (Some(p0), Some(p1)) = (self.uniform_ptr(t, &args, &i0, 16)?, self.uniform_ptr(t, &args, &i1, 16)?) else { return Ok(None) };
+        let key = shared.then(|| format!("scales4|{t}|{b}"));
+        let v = self.memo_vecs(key.as_deref(), 1, &mut |l| vec![l.quad_scales_at(&p0, &p1)]);
+        Ok(Some(v[0].clone()))
+    }
+
+    /// [`Lower::quad_scales`] from block `b`'s scale at `p0` and block `b + 1`'s at `p1`.
+    fn quad_scales_at(&mut self, p0: &str, p1: &str) -> String {
+        let (a0, a1) = (self.f.val(format!("ptrtoint ptr {p0} to i64")), self.f.val(format!("ptrtoint ptr {p1} to i64")));
+        let step = self.f.val(format!("sub i64 {a1}, {a0}"));
+        let adjacent = self.f.val(format!("icmp eq i64 {step}, 1"));
+        let bytes = self.either(&adjacent, "<4 x i8>", &mut |l| l.f.val(format!("load <4 x i8>, ptr {p0}, align 1")), &mut |l| {
+            let mut v = "poison".to_string();
+            for q in 0..4 {
+                let off = l.f.val(format!("mul i64 {step}, {q}"));
+                let p = l.f.val(format!("getelementptr i8, ptr {p0}, i64 {off}"));
+                let b = l.f.val(format!("load i8, ptr {p}, align 1"));
+                v = l.f.val(format!("insertelement <4 x i8> {v}, i8 {b}, i64 {q}"));
+            }
+            v
+        });
+        let idx: Vec<String> = (0..16).map(|i| format!("i32 {}", i / 4)).collect();
+        let spread = self.f.val(format!("shufflevector <4 x i8> {bytes}, <4 x i8> poison, <16 x i32> <{}>", idx.join(", ")));
+        let codes = self.f.val(format!("zext <16 x i8> {spread} to <16 x i32>"));
+        self.decode_code(DType::E8M0, &codes, 16)
+    }
+
+    /// `fast` when `cond` holds, else `slow`: the two as branches joined by a phi of type `ty`.
+    fn either(&mut self, cond: &str, ty: &str, fast: &mut dyn FnMut(&mut Self) -> String, slow: &mut dyn FnMut(&mut Self) -> String) -> String {
+        let (lf, ls, join) = (self.f.label(), self.f.label(), self.f.label());
+        self.f.condbr(cond, &lf, &ls);
+        self.f.block(&lf);
+        let a = fast(self);
+        let af = self.f.cur.clone();
+        self.f.br(&join);
+        self.f.block(&ls);
+        let b = slow(self);
+        let bf = self.f.cur.clone();
+        self.f.br(&join);
+        self.f.block(&join);
+        self.f.val(format!("phi {ty} [ {a}, %{af} ], [ {b}, %{bf} ]"))
     }
 }

@@ -20,7 +20,7 @@
 //! scale) once for all of them (`Lower::pe_memo`), and each row adds its FMAs.
 //!
 //! In the unmasked loop version, an MXFP4 block against bf16 activations is one `vdpbf16ps`
-//! (`block_pairs.rs`; two blocks at a time for rows that share their codes), and the first block
+//! (`block_pairs.rs`; four blocks at a time when the activations are read-only), and the first block
 //! of each unrolled step prefetches the codes ahead: a lone row along its own codes, a group of
 //! rows each its counterpart in the next group.
 
@@ -56,6 +56,8 @@ const SOLO_UNROLL: usize = 4;
 const GROUP_UNROLL: usize = 2;
 /// The most rows that share a block step (one accumulator each, per unrolled block).
 const SHARED_ROWS: usize = 8;
+/// Blocks per step of the four-block packed-pairs form (`block_pairs.rs`).
+const QUAD: usize = 4;
 
 impl Lower<'_> {
     /// The block split of the fused product `root` (a `Mul` of shape `mshape`, reduced through
@@ -235,32 +237,31 @@ impl Lower<'_> {
         let zero = super::text::cst("float", lanes, &flit(-0.0));
         let blocks = n / plan.len;
         let per = plan.len / lanes as usize;
+        let tvs: Vec<ValueId> = plan.terms.iter().map(|f| f.v).collect();
+        let pairs = self.pairs_terms(plan.len, lanes, &tvs);
+        let codes = plan.terms.iter().position(|f| self.cast_of_load(f.v, DType::E2M1).is_some());
+        // f32 activations: the even/odd form (`block_evenodd.rs`), one activation copy per
+        // distinct activation row. bf16 activations from a read-only tensor: the four-block
+        // packed pairs (`block_pairs.rs`), blocks taken four at a time (unrolled steps of four
+        // blocks, slot `u` holding blocks `u` to `u + 3`), one copy per distinct row too.
+        let evenodd = if pairs.is_none() { self.evenodd_terms(plan.len, lanes, &tvs) } else { None };
+        let quad = match pairs {
+            Some(_) if blocks.is_multiple_of(QUAD) && plan.scales.len() == 1 => self.pairs_quad_terms(plan.len, lanes, &tvs),
+            _ => None,
+        };
         let unroll = match ixs.len() {
+            _ if quad.is_some() => QUAD,
             1 => SOLO_UNROLL,
             2..=4 => GROUP_UNROLL,
             _ => 1,
         };
-        let unroll = if blocks >= 2 * unroll { unroll } else { 1 };
+        let unroll = if blocks >= 2 * unroll || quad.is_some() { unroll } else { 1 };
         let slots: Vec<String> = (0..ixs.len() * unroll).map(|_| self.f.alloca(&t)).collect();
         for s in &slots {
             self.f.inst(format!("store {t} {zero}, ptr {s}, align 64"));
         }
         let fma = |l: &mut Self, a: &str, b: &str, c: &str| l.f.val(format!("call {t} @llvm.fma.{}({t} {a}, {t} {b}, {t} {c})", suffix("float", lanes)));
-        let tvs: Vec<ValueId> = plan.terms.iter().map(|f| f.v).collect();
-        let pairs = self.pairs_terms(plan.len, lanes, &tvs);
-        let codes = plan.terms.iter().position(|f| self.cast_of_load(f.v, DType::E2M1).is_some());
-        // f32 activations: the even/odd form (`block_evenodd.rs`), one activation copy per
-        // distinct activation row. bf16 activations of rows sharing their weights (`memo`: a
-        // batched decode's GEMVs): the two-block packed pairs (`block_pairs.rs`), blocks taken
-        // two at a time (unrolled steps of an even number of blocks, slot `u` holding blocks `u`
-        // and `u + 1`), one copy per distinct row too. (Rows each with their own weights, one
-        // token's GEMV, measured no faster in it: they stream at the DRAM rate already.)
-        let evenodd = if pairs.is_none() { self.evenodd_terms(plan.len, lanes, &tvs) } else { None };
-        let wide = match pairs {
-            Some(_) if memo && unroll.is_multiple_of(2) && blocks.is_multiple_of(unroll) && plan.scales.len() == 1 => self.pairs_wide_terms(plan.len, lanes, &tvs),
-            _ => None,
-        };
-        let copies = match evenodd.or(wide) {
+        let copies = match evenodd.or(quad) {
             Some((_, a)) => {
                 let same = self.rows_share(&plan.terms[a], ixs);
                 self.evenodd_copies(ixs.len(), same, n)
@@ -268,9 +269,15 @@ impl Lower<'_> {
             None => vec![],
         };
         let copy_of: EvenOddRows = Default::default();
-        // Per row: whether the last even step took its two blocks in the two-block form (an
-        // index not of the plain form leaves both to the one-block forms).
-        let wide_done = std::cell::RefCell::new(vec![false; ixs.len()]);
+        // Whether all rows read the same codes / scales (in the four-block form those are
+        // decoded once per step for all of them).
+        let shared = (
+            memo && quad.is_some_and(|(c, _)| self.rows_share(&plan.terms[c], ixs)),
+            memo && quad.is_some() && self.rows_share(&plan.scales[0], ixs),
+        );
+        // Per row: whether the last step's first block took its four blocks in the four-block
+        // form (an index not of the plain form leaves them to the one-block forms).
+        let quad_done = std::cell::RefCell::new(vec![false; ixs.len()]);
         // The codes' prefetch distance of a group of rows with their own codes (set by the
         // unmasked loop version; `None`: the fixed distance).
         let ahead: std::cell::RefCell<Option<String>> = Default::default();
@@ -283,21 +290,37 @@ impl Lower<'_> {
             }
             ix
         };
-        // Blocks `b` and `b + 1` of row `q` in the two-block form (`first`: block `b`'s index):
-        // the partial sums and the two blocks' scales (lanes 0-7 and 8-15); `None` when an index
-        // is not of the plain form.
-        let wide_pair = |l: &mut Self, q: usize, c: usize, copy: &str, b: &str, first: &[Ix]| -> Result<Option<(String, String)>> {
-            let j1 = l.f.val(format!("add i64 {b}, 1"));
-            let j1 = l.f.val(format!("mul i64 {j1}, {}", plan.len));
-            let second = row_at(l, q, j1);
+        // Blocks `b` to `b + 3` of row `q` in the four-block form (`first`: block `b`'s index):
+        // the partial sums and the four blocks' scales (lanes `4q..4q + 3` block `b + q`'s);
+        // `None` when an index is not of the plain form.
+        let quad_step = |l: &mut Self, q: usize, c: usize, copy: &str, b: &str, first: &[Ix]| -> Result<Option<(String, String)>> {
             let (at0, at1) = (row_at(l, q, "0".to_string()), row_at(l, q, plan.len.to_string()));
             let (i0, i1) = (l.factor_ix(&plan.terms[c], &at0), l.factor_ix(&plan.terms[c], &at1));
             let Some(step) = l.codes_block_step(plan.terms[c].v, &i0, &i1)? else { return Ok(None) };
             let ic = l.factor_ix(&plan.terms[c], first);
-            let Some(part) = l.pairs_wide_block(plan.terms[c].v, &ic, &step, copy, b)? else { return Ok(None) };
-            let (s0, s1) = (l.factor_at(&plan.scales[0], first, lanes, false)?, l.factor_at(&plan.scales[0], &second, lanes, false)?);
-            let halves: Vec<String> = (0..16).map(|i| format!("i32 {}", if i < 8 { i } else { 16 + i })).collect();
-            let s = l.f.val(format!("shufflevector {t} {s0}, {t} {s1}, <16 x i32> <{}>", halves.join(", ")));
+            let Some(part) = l.pairs_quad_block(plan.terms[c].v, &ic, &step, copy, b, shared.0)? else { return Ok(None) };
+            let scale_at = |l: &mut Self, k: usize| {
+                let j = l.f.val(format!("add i64 {b}, {k}"));
+                let j = l.f.val(format!("mul i64 {j}, {}", plan.len));
+                row_at(l, q, j)
+            };
+            let second = scale_at(l, 1);
+            if let Some(s) = l.quad_scales(&plan.scales[0], (first, &second), b, shared.1)? {
+                return Ok(Some((part, s)));
+            }
+            let mut ss = vec![l.factor_at(&plan.scales[0], first, lanes, false)?];
+            for k in 1..QUAD {
+                let ix = scale_at(l, k);
+                ss.push(l.factor_at(&plan.scales[0], &ix, lanes, false)?);
+            }
+            // Each scale is splat: lane `i` takes scale `i / 4`.
+            let pick = |l: &mut Self, a: &str, b: &str, split: usize| {
+                let idx: Vec<String> = (0..16).map(|i| format!("i32 {}", if i < split { i } else { 16 + i })).collect();
+                l.f.val(format!("shufflevector {t} {a}, {t} {b}, <16 x i32> <{}>", idx.join(", ")))
+            };
+            let s01 = pick(l, &ss[0], &ss[1], 4);
+            let s23 = pick(l, &ss[2], &ss[3], 12);
+            let s = pick(l, &s01, &s23, 8);
             Ok(Some((part, s)))
         };
         // Block `b` of row `q` into `slot` (`u`: its place in the unrolled step; the first
@@ -317,13 +340,13 @@ impl Lower<'_> {
             // The packed-pairs form (`block_pairs.rs`) when it applies, else a chunk at a time.
             let mut packed = None;
             let copy = copy_of.borrow().get(q).cloned().flatten();
-            if let (true, Some((c, _)), Some(copy)) = (l.unchecked(), wide, copy.as_ref()) {
-                if u % 2 == 1 && wide_done.borrow()[q] {
-                    return Ok(()); // the even step before took this block
+            if let (true, Some((c, _)), Some(copy)) = (l.unchecked(), quad, copy.as_ref()) {
+                if u % QUAD != 0 && quad_done.borrow()[q] {
+                    return Ok(()); // the step's first block took this one
                 }
-                if u % 2 == 0 {
-                    let part = wide_pair(l, q, c, copy, b, &first)?;
-                    wide_done.borrow_mut()[q] = part.is_some();
+                if u % QUAD == 0 {
+                    let part = quad_step(l, q, c, copy, b, &first)?;
+                    quad_done.borrow_mut()[q] = part.is_some();
                     if let Some(nx) = part {
                         let cur = l.f.val(format!("load {t}, ptr {slot}, align 64"));
                         let nx = fma(l, &nx.0, &nx.1, &cur);
@@ -389,14 +412,14 @@ impl Lower<'_> {
                 let (i0, il) = (row_ix(l, 0), row_ix(l, ixs.len() - 1));
                 *ahead.borrow_mut() = l.group_prefetch_ahead(plan.terms[c].v, &i0, &il, ixs.len())?;
             }
-            if let (true, Some((_, a))) = (l.unchecked(), evenodd.or(wide)) {
+            if let (true, Some((_, a))) = (l.unchecked(), evenodd.or(quad)) {
                 let mut made: Vec<Option<String>> = vec![];
                 for (q, c) in copies.iter().enumerate() {
                     let at = |l: &mut Self, j: &str| {
                         let ix = row_at(l, q, j.to_string());
                         l.factor_ix(&plan.terms[a], &ix)
                     };
-                    made.push(match wide {
+                    made.push(match quad {
                         Some(_) => l.pairs_copy(plan.terms[a].v, &at, blocks, c)?,
                         None => l.evenodd_copy(plan.terms[a].v, &at, blocks, c)?,
                     });
