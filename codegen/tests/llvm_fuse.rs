@@ -62,7 +62,7 @@ grid(cdiv(N, BN))
 
 kernel blocks<X: {f32, bf16}>(x: X[K], w: e2m1[N, K], sc: e8m0[N, K / 32], y: out f32[N])
 where K % 32 == 0
-tunables { BN: level1 in {4, 8} = 4, BK: level2 in {32, 64} = 64 }
+tunables { BN: level1 in {4, 8} = 4, BK: level2 in {32, 64, 128} = 64 }
 grid(cdiv(N, BN))
 {
     let cols = program_id(0) * BN + arange(BN);
@@ -78,7 +78,7 @@ grid(cdiv(N, BN))
 
 kernel block_rows<X: {f32, bf16}>(x: X[M, K], w: e2m1[N, K], sc: e8m0[N, K / 32], y: out f32[M, N])
 where K % 32 == 0
-tunables { BM: level1 in {2, 4} = 2, BN: level1 in {4, 8} = 4, BK: level2 in {32, 64} = 64 }
+tunables { BM: level1 in {2, 4} = 2, BN: level1 in {4, 8} = 4, BK: level2 in {32, 64, 128} = 64 }
 grid(cdiv(N, BN))
 {
     let cols = program_id(0) * BN + arange(BN);
@@ -92,6 +92,41 @@ grid(cdiv(N, BN))
         acc = acc + sum(reshape(wt[None, :, :, :] * xs[:, None, :, :], [BM, BN, BK]), 2);
     }
     store(y[rows, cols], acc);
+}
+
+// Every other 32-element block of a [N, 2K] code matrix and every other scale: blocks and
+// scales not adjacent in memory.
+kernel blocks_gapped(x: bf16[K], w: e2m1[N, 2 * K], sc: e8m0[N, K / 16], y: out f32[N])
+where K % 32 == 0
+tunables { BN: level1 in {4, 8} = 4, BK: level2 in {128, 256} = 128 }
+grid(cdiv(N, BN))
+{
+    let cols = program_id(0) * BN + arange(BN);
+    var acc = zeros([BN], f32);
+    for k0 in 0..K step BK {
+        let blk = k0 / 32 + arange(BK / 32);
+        let ks = blk[:, None] * 32 + arange(32)[None, :];
+        let wt = cast(load(w[cols, ks + blk[:, None] * 32]), f32) * cast(load(sc[cols, 2 * blk]), f32)[:, :, None];
+        acc = acc + sum(reshape(wt * cast(load(x[ks]), f32)[None, :, :], [BN, BK]), 1);
+    }
+    store(y[cols], acc);
+}
+
+// f32 block scales: a block factor that is not an e8m0 load.
+kernel blocks_fscale(x: bf16[K], w: e2m1[N, K], fs: f32[N, K / 32], y: out f32[N])
+where K % 32 == 0
+tunables { BN: level1 in {4, 8} = 4, BK: level2 in {128, 256} = 128 }
+grid(cdiv(N, BN))
+{
+    let cols = program_id(0) * BN + arange(BN);
+    var acc = zeros([BN], f32);
+    for k0 in 0..K step BK {
+        let blk = k0 / 32 + arange(BK / 32);
+        let ks = blk[:, None] * 32 + arange(32)[None, :];
+        let wf = cast(load(w[cols, ks]), f32) * load(fs[cols, blk])[:, :, None];
+        acc = acc + sum(reshape(wf * cast(load(x[ks]), f32)[None, :, :], [BN, BK]), 1);
+    }
+    store(y[cols], acc);
 }
 
 kernel decode(s: e8m0[N], y: out f32[N])
@@ -209,10 +244,10 @@ proptest! {
     /// (`block_pairs.rs`) on hosts with `vdpbf16ps`. K is any multiple of 32 (ragged against
     /// the 64-element step), N odd or even.
     #[test]
-    fn block_scaled_reshape(n in 1usize..20, kb in 1usize..10, seed in any::<u64>(), t in 0usize..2, bf in any::<bool>()) {
+    fn block_scaled_reshape(n in 1usize..20, kb in 1usize..10, seed in any::<u64>(), t in 0usize..3, bf in any::<bool>()) {
         let kk = 32 * kb;
         let xd = if bf { DType::BF16 } else { DType::F32 };
-        let k = kernel(SRC, "blocks", &Instance::default().dtype("X", xd).tunable("BK", [32, 64][t]));
+        let k = kernel(SRC, "blocks", &Instance::default().dtype("X", xd).tunable("BK", [32, 64, 128][t]));
         let mut r = Rng(seed);
         let sc = edge_scales(&mut r, &[n, kb]);
         let (x, w) = (r.tensor_f(xd, &[kk], false), r.tensor_raw(DType::E2M1, &[n, kk]));
@@ -223,15 +258,39 @@ proptest! {
     /// The same with 2 or 4 activation rows sharing each weight block (each block decoded once
     /// for all rows, packed pairs or not).
     #[test]
-    fn block_scaled_shared_rows(n in 1usize..12, kb in 1usize..10, seed in any::<u64>(), t in 0usize..2, bm in 0usize..2, bf in any::<bool>()) {
+    fn block_scaled_shared_rows(n in 1usize..12, kb in 1usize..10, seed in any::<u64>(), t in 0usize..3, bm in 0usize..2, bf in any::<bool>()) {
         let (kk, m) = (32 * kb, [2, 4][bm]);
         let xd = if bf { DType::BF16 } else { DType::F32 };
-        let k = kernel(SRC, "block_rows", &Instance::default().dtype("X", xd).tunable("BM", m as i64).tunable("BK", [32, 64][t]));
+        let k = kernel(SRC, "block_rows", &Instance::default().dtype("X", xd).tunable("BM", m as i64).tunable("BK", [32, 64, 128][t]));
         let mut r = Rng(seed);
         let sc = edge_scales(&mut r, &[n, kb]);
         let (x, w) = (r.tensor_f(xd, &[m, kk], false), r.tensor_raw(DType::E2M1, &[n, kk]));
         let cmp = block_sum_cmp(&x, &w, &sc, m, n, kk);
         check(&k, &[Arg::Tensor(x), Arg::Tensor(w), Arg::Tensor(sc), z(&[m, n], DType::F32)], cmp);
+    }
+
+    /// The four-block packed pairs (`block_pairs.rs`) where its fast loads do not apply: codes
+    /// and scales of consecutive blocks apart in memory (the per-block loads), and f32 block
+    /// scales (the per-block scale factors). K is any multiple of 32 (ragged against the step).
+    #[test]
+    fn block_scaled_gapped(n in 1usize..12, kb in 1usize..12, seed in any::<u64>(), t in 0usize..2) {
+        let kk = 32 * kb;
+        let inst = Instance::default().tunable("BK", [128, 256][t]);
+        let mut r = Rng(seed);
+        let sc = edge_scales(&mut r, &[n, 2 * kb]);
+        let fv: Vec<f32> = (0..n * kb).map(|_| r.below(64) as f32 / 16.0 - 2.0).collect();
+        let fs = Tensor::from_f32(DType::F32, &[n, kb], &fv);
+        let (x, w) = (r.tensor_f(DType::BF16, &[kk], false), r.tensor_raw(DType::E2M1, &[n, 2 * kk]));
+        // 64 f32 ulps of the largest Σ |terms| (as block_sum_cmp)
+        let worst = |term: &dyn Fn(usize, usize) -> f64| (0..n).map(|j| (0..kk).map(|k| term(j, k).abs()).filter(|v| v.is_finite()).sum::<f64>()).fold(0.0, f64::max);
+        let gapped = worst(&|j, k| x.get_f64(k) * w.get_f64(j * 2 * kk + (k / 32) * 64 + k % 32) * sc.get_f64(j * 2 * kb + 2 * (k / 32)));
+        let args = [Arg::Tensor(x.clone()), Arg::Tensor(w.clone()), Arg::Tensor(sc), z(&[n], DType::F32)];
+        check(&kernel(SRC, "blocks_gapped", &inst), &args, Cmp::Abs { tol: 64.0 * eps(DType::F32) * gapped });
+        // the first K codes of each row, as [N, K]
+        let wk = Tensor { dtype: DType::E2M1, shape: vec![n, kk], data: (0..n).flat_map(|j| w.data[j * kk..j * kk + kk / 2].to_vec()).collect() };
+        let fscale = worst(&|j, k| x.get_f64(k) * wk.get_f64(j * kk + k) * fs.get_f64(j * kb + k / 32));
+        let args = [Arg::Tensor(x), Arg::Tensor(wk.clone()), Arg::Tensor(fs.clone()), z(&[n], DType::F32)];
+        check(&kernel(SRC, "blocks_fscale", &inst), &args, Cmp::Abs { tol: 64.0 * eps(DType::F32) * fscale });
     }
 
     #[test]

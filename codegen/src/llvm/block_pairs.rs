@@ -23,7 +23,7 @@
 //! a tensor the kernel never writes: the row's activations are copied once (per program, memoized
 //! on their address as `block_evenodd.rs` does) with each 128 elements split four ways by
 //! position modulo 4, so that 64 code bytes decode with three shifts and four `vpermw` lookups
-//! (the one-block form: four shuffles and two other instructions per 16 bytes), and the four
+//! (the one-block form: two shuffles and two other instructions per 16 bytes), and the four
 //! blocks' scales multiply the four quarters of one vector of sums. On Zen 4 the one-block form
 //! decoded about 27 GB/s of codes from L2 and this one about 43 (a C model of both loops); a
 //! one-token GEMV streams the codes from DRAM at about 33, so the one-block form left it

@@ -20,9 +20,9 @@
 //! scale) once for all of them (`Lower::pe_memo`), and each row adds its FMAs.
 //!
 //! In the unmasked loop version, an MXFP4 block against bf16 activations is one `vdpbf16ps`
-//! (`block_pairs.rs`; four blocks at a time when the activations are read-only), and the first block
-//! of each unrolled step prefetches the codes ahead: a lone row along its own codes, a group of
-//! rows each its counterpart in the next group.
+//! (`block_pairs.rs`; four blocks at a time when the activations are read-only), and the first
+//! block of each unrolled step prefetches the codes ahead: a lone row along its own codes, a
+//! group of rows each its counterpart in the next group.
 
 use opc_ir::{BinaryOp, DType, Op, OpKind, ReduceOp, ValueId};
 
