@@ -60,9 +60,12 @@ grid(cdiv(N, BN))
     store(z[rows], hi);
 }
 
-kernel blocks<X: {f32, bf16}>(x: X[K], w: e2m1[N, K], sc: e8m0[N, K / 32], y: out f32[N])
-where K % 32 == 0
-tunables { BN: level1 in {4, 8} = 4, BK: level2 in {32, 64, 128} = 64 }
+// Every G-th 32-element block of a [N, G·K] code matrix and every G-th scale (G = 2: blocks
+// and scales not adjacent in memory), the scales e8m0 or f32 (a block factor that is not an
+// e8m0 load).
+kernel blocks<X: {f32, bf16}, S: {e8m0, f32}>(x: X[K], w: e2m1[N, G * K], sc: S[N, G * K / 32], y: out f32[N])
+where K % 32 == 0, const G
+tunables { BN: level1 in {4, 8} = 4, BK: level2 in {32, 64, 128, 256} = 64 }
 grid(cdiv(N, BN))
 {
     let cols = program_id(0) * BN + arange(BN);
@@ -70,7 +73,7 @@ grid(cdiv(N, BN))
     for k0 in 0..K step BK {
         let blk = k0 / 32 + arange(BK / 32);
         let ks = blk[:, None] * 32 + arange(32)[None, :];
-        let wt = cast(load(w[cols, ks]), f32) * cast(load(sc[cols, blk]), f32)[:, :, None];
+        let wt = cast(load(w[cols, ks + blk[:, None] * (32 * (G - 1))]), f32) * cast(load(sc[cols, G * blk]), f32)[:, :, None];
         acc = acc + sum(reshape(wt * cast(load(x[ks]), f32)[None, :, :], [BN, BK]), 1);
     }
     store(y[cols], acc);
@@ -92,41 +95,6 @@ grid(cdiv(N, BN))
         acc = acc + sum(reshape(wt[None, :, :, :] * xs[:, None, :, :], [BM, BN, BK]), 2);
     }
     store(y[rows, cols], acc);
-}
-
-// Every other 32-element block of a [N, 2K] code matrix and every other scale: blocks and
-// scales not adjacent in memory.
-kernel blocks_gapped(x: bf16[K], w: e2m1[N, 2 * K], sc: e8m0[N, K / 16], y: out f32[N])
-where K % 32 == 0
-tunables { BN: level1 in {4, 8} = 4, BK: level2 in {128, 256} = 128 }
-grid(cdiv(N, BN))
-{
-    let cols = program_id(0) * BN + arange(BN);
-    var acc = zeros([BN], f32);
-    for k0 in 0..K step BK {
-        let blk = k0 / 32 + arange(BK / 32);
-        let ks = blk[:, None] * 32 + arange(32)[None, :];
-        let wt = cast(load(w[cols, ks + blk[:, None] * 32]), f32) * cast(load(sc[cols, 2 * blk]), f32)[:, :, None];
-        acc = acc + sum(reshape(wt * cast(load(x[ks]), f32)[None, :, :], [BN, BK]), 1);
-    }
-    store(y[cols], acc);
-}
-
-// f32 block scales: a block factor that is not an e8m0 load.
-kernel blocks_fscale(x: bf16[K], w: e2m1[N, K], fs: f32[N, K / 32], y: out f32[N])
-where K % 32 == 0
-tunables { BN: level1 in {4, 8} = 4, BK: level2 in {128, 256} = 128 }
-grid(cdiv(N, BN))
-{
-    let cols = program_id(0) * BN + arange(BN);
-    var acc = zeros([BN], f32);
-    for k0 in 0..K step BK {
-        let blk = k0 / 32 + arange(BK / 32);
-        let ks = blk[:, None] * 32 + arange(32)[None, :];
-        let wf = cast(load(w[cols, ks]), f32) * load(fs[cols, blk])[:, :, None];
-        acc = acc + sum(reshape(wf * cast(load(x[ks]), f32)[None, :, :], [BN, BK]), 1);
-    }
-    store(y[cols], acc);
 }
 
 kernel decode(s: e8m0[N], y: out f32[N])
@@ -247,7 +215,7 @@ proptest! {
     fn block_scaled_reshape(n in 1usize..20, kb in 1usize..10, seed in any::<u64>(), t in 0usize..3, bf in any::<bool>()) {
         let kk = 32 * kb;
         let xd = if bf { DType::BF16 } else { DType::F32 };
-        let k = kernel(SRC, "blocks", &Instance::default().dtype("X", xd).tunable("BK", [32, 64, 128][t]));
+        let k = kernel(SRC, "blocks", &Instance::default().dtype("X", xd).dtype("S", DType::E8M0).konst("G", 1).tunable("BK", [32, 64, 128][t]));
         let mut r = Rng(seed);
         let sc = edge_scales(&mut r, &[n, kb]);
         let (x, w) = (r.tensor_f(xd, &[kk], false), r.tensor_raw(DType::E2M1, &[n, kk]));
@@ -273,24 +241,23 @@ proptest! {
     /// and scales of consecutive blocks apart in memory (the per-block loads), and f32 block
     /// scales (the per-block scale factors). K is any multiple of 32 (ragged against the step).
     #[test]
-    fn block_scaled_gapped(n in 1usize..12, kb in 1usize..12, seed in any::<u64>(), t in 0usize..2) {
+    fn block_scaled_spread(n in 1usize..12, kb in 1usize..12, seed in any::<u64>(), t in 0usize..2, g in 1usize..3, f in any::<bool>()) {
         let kk = 32 * kb;
-        let inst = Instance::default().tunable("BK", [128, 256][t]);
+        let sd = if f { DType::F32 } else { DType::E8M0 };
+        let k = kernel(SRC, "blocks", &Instance::default().dtype("X", DType::BF16).dtype("S", sd).konst("G", g as i64).tunable("BK", [128, 256][t]));
         let mut r = Rng(seed);
-        let sc = edge_scales(&mut r, &[n, 2 * kb]);
-        let fv: Vec<f32> = (0..n * kb).map(|_| r.below(64) as f32 / 16.0 - 2.0).collect();
-        let fs = Tensor::from_f32(DType::F32, &[n, kb], &fv);
-        let (x, w) = (r.tensor_f(DType::BF16, &[kk], false), r.tensor_raw(DType::E2M1, &[n, 2 * kk]));
+        let sc = if f {
+            let v: Vec<f32> = (0..n * g * kb).map(|_| r.below(64) as f32 / 16.0 - 2.0).collect();
+            Tensor::from_f32(DType::F32, &[n, g * kb], &v)
+        } else {
+            edge_scales(&mut r, &[n, g * kb])
+        };
+        let (x, w) = (r.tensor_f(DType::BF16, &[kk], false), r.tensor_raw(DType::E2M1, &[n, g * kk]));
         // 64 f32 ulps of the largest Σ |terms| (as block_sum_cmp)
-        let worst = |term: &dyn Fn(usize, usize) -> f64| (0..n).map(|j| (0..kk).map(|k| term(j, k).abs()).filter(|v| v.is_finite()).sum::<f64>()).fold(0.0, f64::max);
-        let gapped = worst(&|j, k| x.get_f64(k) * w.get_f64(j * 2 * kk + (k / 32) * 64 + k % 32) * sc.get_f64(j * 2 * kb + 2 * (k / 32)));
-        let args = [Arg::Tensor(x.clone()), Arg::Tensor(w.clone()), Arg::Tensor(sc), z(&[n], DType::F32)];
-        check(&kernel(SRC, "blocks_gapped", &inst), &args, Cmp::Abs { tol: 64.0 * eps(DType::F32) * gapped });
-        // the first K codes of each row, as [N, K]
-        let wk = Tensor { dtype: DType::E2M1, shape: vec![n, kk], data: (0..n).flat_map(|j| w.data[j * kk..j * kk + kk / 2].to_vec()).collect() };
-        let fscale = worst(&|j, k| x.get_f64(k) * wk.get_f64(j * kk + k) * fs.get_f64(j * kb + k / 32));
-        let args = [Arg::Tensor(x), Arg::Tensor(wk.clone()), Arg::Tensor(fs.clone()), z(&[n], DType::F32)];
-        check(&kernel(SRC, "blocks_fscale", &inst), &args, Cmp::Abs { tol: 64.0 * eps(DType::F32) * fscale });
+        let term = |j: usize, k: usize| x.get_f64(k) * w.get_f64(j * g * kk + (k / 32) * 32 * g + k % 32) * sc.get_f64(j * g * kb + g * (k / 32));
+        let worst = (0..n).map(|j| (0..kk).map(|k| term(j, k).abs()).filter(|v| v.is_finite()).sum::<f64>()).fold(0.0, f64::max);
+        let args = [Arg::Tensor(x.clone()), Arg::Tensor(w.clone()), Arg::Tensor(sc.clone()), z(&[n], DType::F32)];
+        check(&k, &args, Cmp::Abs { tol: 64.0 * eps(DType::F32) * worst });
     }
 
     #[test]
@@ -335,7 +302,7 @@ fn e8m0_every_code() {
 fn block_scaled_sum_that_cancels() {
     let (n, kb) = (1usize, 6usize);
     let kk = 32 * kb;
-    let k = kernel(SRC, "blocks", &Instance::default().dtype("X", DType::F32).tunable("BK", 32));
+    let k = kernel(SRC, "blocks", &Instance::default().dtype("X", DType::F32).dtype("S", DType::E8M0).konst("G", 1).tunable("BK", 32));
     let mut r = Rng(5310351611501839084);
     let sc = edge_scales(&mut r, &[n, kb]);
     let (x, w) = (r.tensor_f(DType::F32, &[kk], false), r.tensor_raw(DType::E2M1, &[n, kk]));
