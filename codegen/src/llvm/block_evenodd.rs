@@ -196,18 +196,12 @@ impl Lower<'_> {
             if parts.len() < ways {
                 return Ok(());
             }
-            // The chunk as one vector (pairwise concatenations), then each way's elements.
-            let mut width = part;
-            while parts.len() > 1 {
-                let ty = super::text::vt(ety, width as u32);
-                let idx = (0..2 * width).map(|i| format!("i32 {i}")).collect::<Vec<_>>().join(", ");
-                parts = parts.chunks(2).map(|p| l.f.val(format!("shufflevector {ty} {}, {ty} {}, <{} x i32> <{idx}>", p[0], p[1], 2 * width))).collect();
-                width *= 2;
-            }
+            // The chunk as one vector, then each way's elements.
+            let chunk_v = l.concat(parts, ety, part);
             let all = super::text::vt(ety, chunk as u32);
             for w in 0..ways {
                 let idx = (0..part).map(|i| format!("i32 {}", ways * i + w)).collect::<Vec<_>>().join(", ");
-                let sel = l.f.val(format!("shufflevector {all} {}, {all} poison, <{part} x i32> <{idx}>", parts[0]));
+                let sel = l.f.val(format!("shufflevector {all} {chunk_v}, {all} poison, <{part} x i32> <{idx}>"));
                 let j = l.f.val(format!("add i64 {j0}, {}", w * part));
                 let p = l.f.val(format!("getelementptr inbounds {ety}, ptr {base}, i64 {j}"));
                 l.f.inst(format!("store {v} {sel}, ptr {p}, align 64"));
@@ -221,18 +215,9 @@ impl Lower<'_> {
         Ok(plain.then_some(base))
     }
 
-    /// The pair of vectors memoized under `key` in `pe_memo` (a block's decoded codes shared by
-    /// the rows that run together), else `make`'s, memoized when the memo is on.
-    pub(super) fn memo_pair(&mut self, key: &str, make: &mut dyn FnMut(&mut Self) -> (String, String)) -> (String, String) {
-        let v = self.memo_vecs(Some(key), 2, &mut |l| {
-            let (a, b) = make(l);
-            vec![a, b]
-        });
-        (v[0].clone(), v[1].clone())
-    }
-
-    /// The `n` vectors memoized under `key` in `pe_memo`, else `make`'s, memoized when the memo
-    /// is on ([`Lower::memo_pair`] for any count; no key: `make`'s, not memoized).
+    /// The `n` vectors memoized under `key` in `pe_memo` (a block's decoded codes shared by the
+    /// rows that run together), else `make`'s, memoized when the memo is on (no key: `make`'s,
+    /// not memoized).
     pub(super) fn memo_vecs(&mut self, key: Option<&str>, n: usize, make: &mut dyn FnMut(&mut Self) -> Vec<String>) -> Vec<String> {
         let Some(key) = key else { return make(self) };
         let get = |l: &Self, k: &str| match l.pe_memo.as_ref().and_then(|m| m.get(k)) {
@@ -252,6 +237,18 @@ impl Lower<'_> {
         v
     }
 
+    /// The vectors `parts` (a power-of-two count, each `width` elements of type `ety`) as one
+    /// vector, in order: pairwise `shufflevector` concatenations.
+    pub(super) fn concat(&mut self, mut parts: Vec<String>, ety: &str, mut width: usize) -> String {
+        while parts.len() > 1 {
+            let ty = super::text::vt(ety, width as u32);
+            let idx = (0..2 * width).map(|i| format!("i32 {i}")).collect::<Vec<_>>().join(", ");
+            parts = parts.chunks(2).map(|p| self.f.val(format!("shufflevector {ty} {}, {ty} {}, <{} x i32> <{idx}>", p[0], p[1], 2 * width))).collect();
+            width *= 2;
+        }
+        parts.pop().expect("at least one part")
+    }
+
     /// One even/odd block: Σ codes · activations over the 32 elements at the codes' index `ic`
     /// (the block's first lane) against block `b` of the copy at `copy`, as 16 f32 partial sums.
     /// The decoded codes are shared through `pe_memo` when rows run together. `None` when the
@@ -260,13 +257,14 @@ impl Lower<'_> {
         let (wt, wa) = self.cast_of_load(codes, DType::E2M1).expect("checked by evenodd_terms");
         let Some(wp) = self.lane0_ptr(wt, &wa, ic, 16)? else { return Ok(None) };
         let key = format!("evenodd|{wp}");
-        let (lo, hi) = self.memo_pair(&key, &mut |l| {
+        let dec = self.memo_vecs(Some(&key), 2, &mut |l| {
             let raw = l.f.val(format!("load <16 x i8>, ptr {wp}, align 1"));
             let w = l.f.val(format!("zext <16 x i8> {raw} to <16 x i32>"));
             let sh = l.f.val(format!("lshr <16 x i32> {w}, {}", super::text::cst("i32", 16, "4")));
             // the e2m1 decode's `vpermps` table reads only bits 3:0 of each index
-            (l.decode_code(DType::E2M1, &w, 16), l.decode_code(DType::E2M1, &sh, 16))
+            vec![l.decode_code(DType::E2M1, &w, 16), l.decode_code(DType::E2M1, &sh, 16)]
         });
+        let (lo, hi) = (&dec[0], &dec[1]);
         let v = super::text::vt("float", 16);
         let j = self.f.val(format!("mul i64 {b}, 32"));
         let pe = self.f.val(format!("getelementptr inbounds float, ptr {copy}, i64 {j}"));

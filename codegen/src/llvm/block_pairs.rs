@@ -245,7 +245,7 @@ impl Lower<'_> {
     /// The 64 code bytes are read as 32 words, word `j` holding codes `4j..4j + 3`, one per
     /// nibble. `vpermw` reads an index's low 5 bits and the table repeats its 16 entries, so the
     /// words shifted right by `4s` decode code `4j + s` into word `j`: per 128 codes three shifts
-    /// and four lookups, no widening (the one-block form takes four shuffles per 32 codes). Lane
+    /// and four lookups, no widening (the one-block form takes two shuffles per 32 codes). Lane
     /// `i` of `vdpbf16ps` pairs words `2i` and `2i + 1`, elements of codes `8i..8i + 7`, all of
     /// block `i / 4`, against the copy's vector `s` (elements `4j + s`).
     /// Numerics as the one-block form (module docs): exact products, sums reassociated.
@@ -267,10 +267,7 @@ impl Lower<'_> {
                     let p = l.f.val(format!("getelementptr i8, ptr {w0}, i64 {off}"));
                     parts.push(l.f.val(format!("load <16 x i8>, ptr {p}, align 1")));
                 }
-                let idx = |n: usize| (0..n).map(|i| format!("i32 {i}")).collect::<Vec<_>>().join(", ");
-                let lo = l.f.val(format!("shufflevector <16 x i8> {}, <16 x i8> {}, <32 x i32> <{}>", parts[0], parts[1], idx(32)));
-                let hi = l.f.val(format!("shufflevector <16 x i8> {}, <16 x i8> {}, <32 x i32> <{}>", parts[2], parts[3], idx(32)));
-                l.f.val(format!("shufflevector <32 x i8> {lo}, <32 x i8> {hi}, <64 x i32> <{}>", idx(64)))
+                l.concat(parts, "i8", 16)
             });
             let words = l.f.val(format!("bitcast <64 x i8> {all} to <32 x i16>"));
             (0..4)
@@ -284,10 +281,10 @@ impl Lower<'_> {
         let j = self.f.val(format!("mul i64 {b}, 32"));
         let zero = super::text::cst("float", 16, &flit(-0.0));
         let dp = |l: &mut Self, acc: &str, a: &str, x: &str| l.f.val(format!("call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> {acc}, <32 x bfloat> {a}, <32 x bfloat> {x})"));
+        let base = self.f.val(format!("getelementptr inbounds i16, ptr {copy}, i64 {j}"));
         let mut xs = vec![];
         for s in 0..4 {
-            let p = self.f.val(format!("getelementptr inbounds i16, ptr {copy}, i64 {j}"));
-            let p = self.f.val(format!("getelementptr inbounds i16, ptr {p}, i64 {}", 32 * s));
+            let p = self.f.val(format!("getelementptr inbounds i16, ptr {base}, i64 {}", 32 * s));
             xs.push(self.f.val(format!("load <32 x bfloat>, ptr {p}, align 64")));
         }
         // Two chains of two (half the latency of one chain of four), then their sum.
@@ -338,21 +335,5 @@ impl Lower<'_> {
         let spread = self.f.val(format!("shufflevector <4 x i8> {bytes}, <4 x i8> poison, <16 x i32> <{}>", idx.join(", ")));
         let codes = self.f.val(format!("zext <16 x i8> {spread} to <16 x i32>"));
         self.decode_code(DType::E8M0, &codes, 16)
-    }
-
-    /// `fast` when `cond` holds, else `slow`: the two as branches joined by a phi of type `ty`.
-    fn either(&mut self, cond: &str, ty: &str, fast: &mut dyn FnMut(&mut Self) -> String, slow: &mut dyn FnMut(&mut Self) -> String) -> String {
-        let (lf, ls, join) = (self.f.label(), self.f.label(), self.f.label());
-        self.f.condbr(cond, &lf, &ls);
-        self.f.block(&lf);
-        let a = fast(self);
-        let af = self.f.cur.clone();
-        self.f.br(&join);
-        self.f.block(&ls);
-        let b = slow(self);
-        let bf = self.f.cur.clone();
-        self.f.br(&join);
-        self.f.block(&join);
-        self.f.val(format!("phi {ty} [ {a}, %{af} ], [ {b}, %{bf} ]"))
     }
 }

@@ -702,16 +702,7 @@ impl Lower<'_> {
                 _ => ok.clone(),
             };
             if let Pv::U(o) = &other {
-                let (hit, miss, merge) = (self.f.label(), self.f.label(), self.f.label());
-                self.f.condbr(&ok, &hit, &miss);
-                self.f.block(&hit);
-                let x = self.read_elem(&tv, &off);
-                let he = self.f.cur.clone();
-                self.f.br(&merge);
-                self.f.block(&miss);
-                self.f.br(&merge);
-                self.f.block(&merge);
-                return Ok(Pv::U(self.f.val(format!("phi {rb} [ {x}, %{he} ], [ {o}, %{miss} ]"))));
+                return Ok(Pv::U(self.either(&ok, rb, &mut |l| l.read_elem(&tv, &off), &mut |_| o.clone())));
             }
         }
         // Lane mask: every lane-varying index in range, the uniform ones, the mask, `valid`.
@@ -1028,47 +1019,46 @@ impl Lower<'_> {
         let (ti, tb) = (vt("i32", lanes), vt("i1", lanes));
         let half = lanes / 2;
         let odd = self.f.val(format!("trunc i64 {e0} to i1"));
-        let (even_b, odd_b, merge) = (self.f.label(), self.f.label(), self.f.label());
-        self.f.condbr(&odd, &odd_b, &even_b);
-        self.f.block(&even_b);
-        // Byte b is needed when either of its lanes is: the lane bits OR-ed pairwise, then the
-        // even bits compressed (scalar bit tricks; shuffles of i1 vectors are slow mask moves).
-        let bl = half.max(16);
-        let wide = self.f.val(format!("bitcast {tb} {lm} to i{lanes}"));
-        let mut x = self.f.val(format!("zext i{lanes} {wide} to i64"));
-        let h = self.f.val(format!("lshr i64 {x}, 1"));
-        x = self.f.val(format!("or i64 {x}, {h}"));
-        for (sh, keep) in [(0u32, 0x5555_5555_5555_5555u64), (1, 0x3333_3333_3333_3333), (2, 0x0f0f_0f0f_0f0f_0f0f), (4, 0x00ff_00ff_00ff_00ff), (8, 0x0000_ffff_0000_ffff), (16, 0x0000_0000_ffff_ffff)] {
-            if sh > 0 {
-                let h = self.f.val(format!("lshr i64 {x}, {sh}"));
-                x = self.f.val(format!("or i64 {x}, {h}"));
-            }
-            x = self.f.val(format!("and i64 {x}, {}", keep as i64));
-        }
-        let x = self.f.val(format!("trunc i64 {x} to i{bl}"));
-        let mb = self.f.val(format!("bitcast i{bl} {x} to <{bl} x i1>"));
-        let byte = self.f.val(format!("lshr i64 {e0}, 1"));
-        let p = self.f.val(format!("getelementptr i8, ptr {}, i64 {byte}", tv.base));
-        let bt = vt("i8", bl);
-        let raw = self.f.val(format!("call {bt} @llvm.masked.load.{}.p0(ptr {p}, i32 1, <{bl} x i1> {mb}, {bt} zeroinitializer)", suffix("i8", bl)));
-        let dup: Vec<String> = (0..lanes).map(|l| format!("i32 {}", l / 2)).collect();
-        let d = self.f.val(format!("shufflevector {bt} {raw}, {bt} poison, <{lanes} x i32> <{}>", dup.join(", ")));
-        let w = self.f.val(format!("zext {} {d} to {ti}", vt("i8", lanes)));
-        let sh: Vec<String> = (0..lanes).map(|l| format!("i32 {}", 4 * (l % 2))).collect();
-        let s = self.f.val(format!("lshr {ti} {w}, <{}>", sh.join(", ")));
-        let even_v = self.f.val(format!("and {ti} {s}, {}", cst("i32", lanes, "15")));
-        let even_end = self.f.cur.clone();
-        self.f.br(&merge);
-        self.f.block(&odd_b);
-        let tl = vt("i64", lanes);
-        let sp = self.f.splat("i64", lanes, e0);
-        let io: Vec<String> = (0..lanes).map(|l| format!("i64 {l}")).collect();
-        let e = self.f.val(format!("add {tl} {sp}, <{}>", io.join(", ")));
-        let odd_v = self.nibbles_gather(tv, &e, lm, lanes);
-        let odd_end = self.f.cur.clone();
-        self.f.br(&merge);
-        self.f.block(&merge);
-        let v = self.f.val(format!("phi {ti} [ {even_v}, %{even_end} ], [ {odd_v}, %{odd_end} ]"));
+        let v = self.either(
+            &odd,
+            &ti,
+            &mut |l| {
+                let tl = vt("i64", lanes);
+                let sp = l.f.splat("i64", lanes, e0);
+                let io: Vec<String> = (0..lanes).map(|i| format!("i64 {i}")).collect();
+                let e = l.f.val(format!("add {tl} {sp}, <{}>", io.join(", ")));
+                l.nibbles_gather(tv, &e, lm, lanes)
+            },
+            &mut |l| {
+                // Byte b is needed when either of its lanes is: the lane bits OR-ed pairwise, then
+                // the even bits compressed (scalar bit tricks; shuffles of i1 vectors are slow mask
+                // moves).
+                let bl = half.max(16);
+                let wide = l.f.val(format!("bitcast {tb} {lm} to i{lanes}"));
+                let mut x = l.f.val(format!("zext i{lanes} {wide} to i64"));
+                let h = l.f.val(format!("lshr i64 {x}, 1"));
+                x = l.f.val(format!("or i64 {x}, {h}"));
+                for (sh, keep) in [(0u32, 0x5555_5555_5555_5555u64), (1, 0x3333_3333_3333_3333), (2, 0x0f0f_0f0f_0f0f_0f0f), (4, 0x00ff_00ff_00ff_00ff), (8, 0x0000_ffff_0000_ffff), (16, 0x0000_0000_ffff_ffff)] {
+                    if sh > 0 {
+                        let h = l.f.val(format!("lshr i64 {x}, {sh}"));
+                        x = l.f.val(format!("or i64 {x}, {h}"));
+                    }
+                    x = l.f.val(format!("and i64 {x}, {}", keep as i64));
+                }
+                let x = l.f.val(format!("trunc i64 {x} to i{bl}"));
+                let mb = l.f.val(format!("bitcast i{bl} {x} to <{bl} x i1>"));
+                let byte = l.f.val(format!("lshr i64 {e0}, 1"));
+                let p = l.f.val(format!("getelementptr i8, ptr {}, i64 {byte}", tv.base));
+                let bt = vt("i8", bl);
+                let raw = l.f.val(format!("call {bt} @llvm.masked.load.{}.p0(ptr {p}, i32 1, <{bl} x i1> {mb}, {bt} zeroinitializer)", suffix("i8", bl)));
+                let dup: Vec<String> = (0..lanes).map(|i| format!("i32 {}", i / 2)).collect();
+                let d = l.f.val(format!("shufflevector {bt} {raw}, {bt} poison, <{lanes} x i32> <{}>", dup.join(", ")));
+                let w = l.f.val(format!("zext {} {d} to {ti}", vt("i8", lanes)));
+                let sh: Vec<String> = (0..lanes).map(|i| format!("i32 {}", 4 * (i % 2))).collect();
+                let s = l.f.val(format!("lshr {ti} {w}, <{}>", sh.join(", ")));
+                l.f.val(format!("and {ti} {s}, {}", cst("i32", lanes, "15")))
+            },
+        );
         if tv.dtype == DType::I4 {
             self.wrap(DType::I4, &v, lanes)
         } else {

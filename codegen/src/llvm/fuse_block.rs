@@ -341,10 +341,10 @@ impl Lower<'_> {
             let mut packed = None;
             let copy = copy_of.borrow().get(q).cloned().flatten();
             if let (true, Some((c, _)), Some(copy)) = (l.unchecked(), quad, copy.as_ref()) {
-                if u % QUAD != 0 && quad_done.borrow()[q] {
+                if !u.is_multiple_of(QUAD) && quad_done.borrow()[q] {
                     return Ok(()); // the step's first block took this one
                 }
-                if u % QUAD == 0 {
+                if u.is_multiple_of(QUAD) {
                     let part = quad_step(l, q, c, copy, b, &first)?;
                     quad_done.borrow_mut()[q] = part.is_some();
                     if let Some(nx) = part {

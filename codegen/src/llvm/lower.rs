@@ -477,6 +477,23 @@ impl Lower<'_> {
         Ok(())
     }
 
+    /// `then` when the i1 `cond` holds, else `otherwise`: the two as branches joined by a phi
+    /// of type `ty`.
+    pub(super) fn either(&mut self, cond: &str, ty: &str, then: &mut dyn FnMut(&mut Self) -> String, otherwise: &mut dyn FnMut(&mut Self) -> String) -> String {
+        let (lt, lo, join) = (self.f.label(), self.f.label(), self.f.label());
+        self.f.condbr(cond, &lt, &lo);
+        self.f.block(&lt);
+        let a = then(self);
+        let at = self.f.cur.clone();
+        self.f.br(&join);
+        self.f.block(&lo);
+        let b = otherwise(self);
+        let bo = self.f.cur.clone();
+        self.f.br(&join);
+        self.f.block(&join);
+        self.f.val(format!("phi {ty} [ {a}, %{at} ], [ {b}, %{bo} ]"))
+    }
+
     /// `for i in 0..n` (i64 `i`) with a static trip count; no loop for 0 or 1 iterations.
     pub(super) fn loop_n(&mut self, n: usize, f: &mut dyn FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
         match n {
