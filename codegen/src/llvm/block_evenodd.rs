@@ -251,13 +251,14 @@ impl Lower<'_> {
 
     /// One even/odd block: Σ codes · activations over the 32 elements at the codes' index `ic`
     /// (the block's first lane) against block `b` of the copy at `copy`, as 16 f32 partial sums.
-    /// The decoded codes are shared through `pe_memo` when rows run together. `None` when the
-    /// codes' index is not of the plain form.
-    pub(super) fn evenodd_block(&mut self, codes: ValueId, ic: &[Ix], copy: &str, b: &str) -> Result<Option<String>> {
+    /// `shared`: every row of the step reads these codes, so their decode is memoized for the
+    /// rows that run together (keyed on the block: index names are fresh per row). `None` when
+    /// the codes' index is not of the plain form.
+    pub(super) fn evenodd_block(&mut self, codes: ValueId, ic: &[Ix], copy: &str, b: &str, shared: bool) -> Result<Option<String>> {
         let (wt, wa) = self.cast_of_load(codes, DType::E2M1).expect("checked by evenodd_terms");
         let Some(wp) = self.lane0_ptr(wt, &wa, ic, 16)? else { return Ok(None) };
-        let key = format!("evenodd|{wp}");
-        let dec = self.memo_vecs(Some(&key), 2, &mut |l| {
+        let key = shared.then(|| format!("evenodd|{wt}|{b}"));
+        let dec = self.memo_vecs(key.as_deref(), 2, &mut |l| {
             let raw = l.f.val(format!("load <16 x i8>, ptr {wp}, align 1"));
             let w = l.f.val(format!("zext <16 x i8> {raw} to <16 x i32>"));
             let sh = l.f.val(format!("lshr <16 x i32> {w}, {}", super::text::cst("i32", 16, "4")));

@@ -269,10 +269,10 @@ impl Lower<'_> {
             None => vec![],
         };
         let copy_of: EvenOddRows = Default::default();
-        // Whether all rows read the same codes / scales (in the four-block form those are
-        // decoded once per step for all of them).
+        // Whether all rows read the same codes / scales (in the four-block and even/odd forms
+        // those are decoded once per step for all of them).
         let shared = (
-            memo && quad.is_some_and(|(c, _)| self.rows_share(&plan.terms[c], ixs)),
+            memo && quad.or(evenodd).is_some_and(|(c, _)| self.rows_share(&plan.terms[c], ixs)),
             memo && quad.is_some() && self.rows_share(&plan.scales[0], ixs),
         );
         // Per row: whether the last step's first block took its four blocks in the four-block
@@ -360,7 +360,7 @@ impl Lower<'_> {
                 packed = l.pairs_block(plan.terms[c].v, plan.terms[a].v, (&ic, &ia))?;
             } else if let (true, Some((c, _)), Some(copy)) = (l.unchecked(), evenodd, copy) {
                 let ic = l.factor_ix(&plan.terms[c], &first);
-                packed = l.evenodd_block(plan.terms[c].v, &ic, &copy, b)?;
+                packed = l.evenodd_block(plan.terms[c].v, &ic, &copy, b, shared.0)?;
             }
             let chunks = if packed.is_some() { 0 } else { per };
             let mut part = packed.unwrap_or_else(|| zero.clone());
