@@ -116,9 +116,10 @@ pub fn gemm(ops: &Ops, x: &Tensor, w: &Mxfp4) -> Result<Tensor> {
     }
     let (kernel, inst, xa, mut y) = if m == 1 {
         // BK: the largest step within K (full steps run unmasked in the fused reduction).
-        // BN: up to 64 rows per program, at least 16 programs: each program copies the
-        // activations once for its rows (`block_evenodd.rs`), and 64 rows over a 14336 x 4096
-        // weight ran 9-12% (f32 x) and 2-6% (bf16 x) faster than 16 (`opc tune`, same runs).
+        // BN: N / 16 rounded up to a power of two, 8 to 64 rows (at least 8 programs): each
+        // program copies the activations once for its rows (`block_evenodd.rs`), and 64 rows
+        // over a 14336 x 4096 weight ran 9-12% (f32 x) and 2-6% (bf16 x) faster than 16
+        // (`opc tune`, alternating runs).
         let inst = Instance::default().dtype("T", x.dtype).tunable("BN", tile(n / 16, 8, 64)).tunable("BK", tile(k / 2 + 1, 32, 4096));
         ("mxfp4_gemv", inst, Cow::Owned(Tensor { shape: vec![k], ..x.clone() }), Tensor::zeros(DType::F32, &[n]))
     } else {
