@@ -144,26 +144,18 @@ impl Lower<'_> {
     }
 
     /// One packed-pairs block: Σ codes · activations over the 32 elements at `ix` (the block's
-    /// first lane), as 16 f32 partial sums. The decoded codes are shared through `pe_memo` when
-    /// rows run together. `None` when an index is not of the plain form.
-    pub(super) fn pairs_block(&mut self, codes: opc_ir::ValueId, acts: opc_ir::ValueId, ix: (&[Ix], &[Ix])) -> Result<Option<String>> {
+    /// first lane; `b`: the block), as 16 f32 partial sums. `shared`: every row of the step reads
+    /// these codes, so their decode is memoized for the rows that run together (keyed on the
+    /// block: index names are fresh per row). `None` when an index is not of the plain form.
+    pub(super) fn pairs_block(&mut self, codes: opc_ir::ValueId, acts: opc_ir::ValueId, ix: (&[Ix], &[Ix]), b: &str, shared: bool) -> Result<Option<String>> {
         let ((wt, wa), (xt, xa)) = (self.cast_of_load(codes, DType::E2M1).expect("checked"), self.cast_of_load(acts, DType::BF16).expect("checked"));
         let Some(wp) = self.lane0_ptr(wt, &wa, ix.0, 16)? else { return Ok(None) };
         let Some(xp) = self.lane0_ptr(xt, &xa, ix.1, 16)? else { return Ok(None) };
-        let key = format!("pairs|{wp}");
-        let dec = match self.pe_memo.as_ref().and_then(|m| m.get(&key)) {
-            Some(Pv::V(d)) => d.clone(),
-            _ => {
-                let d = self.e2m1_pairs(&wp);
-                if let Some(m) = self.pe_memo.as_mut() {
-                    m.insert(key, Pv::V(d.clone()));
-                }
-                d
-            }
-        };
+        let key = shared.then(|| format!("pairs|{wt}|{b}"));
+        let dec = self.memo_vecs(key.as_deref(), 1, &mut |l| vec![l.e2m1_pairs(&wp)]);
         let x = self.f.val(format!("load <32 x bfloat>, ptr {xp}, align 2"));
         let zero = super::text::cst("float", 16, &flit(-0.0));
-        Ok(Some(self.f.val(format!("call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> {zero}, <32 x bfloat> {dec}, <32 x bfloat> {x})"))))
+        Ok(Some(self.f.val(format!("call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> {zero}, <32 x bfloat> {}, <32 x bfloat> {x})", dec[0]))))
     }
 
     /// The bytes from one block's codes to the next along a row of the e2m1 term `codes`

@@ -269,10 +269,10 @@ impl Lower<'_> {
             None => vec![],
         };
         let copy_of: EvenOddRows = Default::default();
-        // Whether all rows read the same codes / scales (in the four-block and even/odd forms
-        // those are decoded once per step for all of them).
+        // Whether all rows read the same codes / scales (those are then decoded once per step
+        // for all of them; the scales in the four-block form).
         let shared = (
-            memo && quad.or(evenodd).is_some_and(|(c, _)| self.rows_share(&plan.terms[c], ixs)),
+            memo && pairs.or(evenodd).is_some_and(|(c, _)| self.rows_share(&plan.terms[c], ixs)),
             memo && quad.is_some() && self.rows_share(&plan.scales[0], ixs),
         );
         // Per row: whether the last step's first block took its four blocks in the four-block
@@ -357,7 +357,7 @@ impl Lower<'_> {
             }
             if let (true, Some((c, a))) = (l.unchecked(), pairs) {
                 let (ic, ia) = (l.factor_ix(&plan.terms[c], &first), l.factor_ix(&plan.terms[a], &first));
-                packed = l.pairs_block(plan.terms[c].v, plan.terms[a].v, (&ic, &ia))?;
+                packed = l.pairs_block(plan.terms[c].v, plan.terms[a].v, (&ic, &ia), b, shared.0)?;
             } else if let (true, Some((c, _)), Some(copy)) = (l.unchecked(), evenodd, copy) {
                 let ic = l.factor_ix(&plan.terms[c], &first);
                 packed = l.evenodd_block(plan.terms[c].v, &ic, &copy, b, shared.0)?;
