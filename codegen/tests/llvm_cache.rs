@@ -87,3 +87,31 @@ fn the_llvm_disk_cache_can_be_turned_off() {
     assert_eq!(run("off", &[("HOME", d.to_str().unwrap())]), "STATS compiles=2 disk_hits=0 disk_writes=0 corrupt=0");
     assert!(!d.exists(), "nothing may be written under HOME with OPC_CACHE_DIR=off");
 }
+
+/// `OPC_PERF_MAP=1`: each loaded kernel gets a `perf` map line (`ADDR SIZE opc:NAME#N`, hex,
+/// nonzero size) in `/tmp/perf-PID.map`, and its object is kept next to it for `objdump`.
+#[test]
+fn perf_map_names_every_loaded_kernel() {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "llvm_child_compiles", "--ignored", "--nocapture", "--test-threads", "1"]).env("OPC_CACHE_DIR", "off").env("OPC_PERF_MAP", "1");
+    let child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "child failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let map_path = format!("/tmp/perf-{pid}.map");
+    let dir = format!("/tmp/opc-perf-{pid}");
+    let map = std::fs::read_to_string(&map_path).unwrap_or_else(|e| panic!("{map_path}: {e}"));
+    let mut names = vec![];
+    for line in map.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f.len(), 3, "map line `{line}`");
+        assert!(u64::from_str_radix(f[0], 16).unwrap() > 0, "address in `{line}`");
+        assert!(u64::from_str_radix(f[1], 16).unwrap() > 0, "size in `{line}`");
+        let name = f[2].strip_prefix("opc:").unwrap_or_else(|| panic!("name in `{line}`"));
+        let obj = std::fs::read(format!("{dir}/{name}.o")).unwrap_or_else(|e| panic!("object of `{name}`: {e}"));
+        assert_eq!(&obj[..4], b"\x7fELF", "object of `{name}`");
+        names.push(name.split('#').next().unwrap().to_string());
+    }
+    let _ = (std::fs::remove_file(&map_path), std::fs::remove_dir_all(&dir));
+    assert!(names.contains(&"matmul".to_string()) && names.contains(&"softmax".to_string()), "{map}");
+}

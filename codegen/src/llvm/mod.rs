@@ -58,6 +58,7 @@
 //! a millisecond instead of running LLVM (30 to 150 ms). [`cache_stats`] counts the traffic.
 //! `OPC_LLVM_TIME=1` prints each kernel's compile time (lower / O3 + codegen or disk / load);
 //! `OPC_LLVM_DUMP=1` / `OPC_LLVM_DUMP_OPT=1` print the module before / after optimization;
+//! `OPC_PERF_MAP=1` names the kernels for `perf` ([`perf_map`]);
 //! `OPC_LLVM_PASSES` replaces the `default<O3>` pipeline and `OPC_LLVM_UNROLL=1` turns LLVM's loop
 //! unrolling back on (both for tuning experiments).
 
@@ -231,6 +232,9 @@ fn compile_code(k: &Kernel) -> Result<Code> {
     (if from_disk { &CACHE_DISK_HITS } else { &CACHE_COMPILES }).fetch_add(1, Ordering::Relaxed);
     // SAFETY: `opc_kernel` is defined with exactly `KernelFn`'s signature (C calling convention).
     let entry = unsafe { std::mem::transmute::<usize, KernelFn>(loaded.entry) };
+    if std::env::var_os("OPC_PERF_MAP").is_some() {
+        perf_map(k, &loaded, &obj);
+    }
     if std::env::var_os("OPC_LLVM_TIME").is_some() {
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         let t3 = Instant::now();
@@ -246,6 +250,21 @@ fn compile_code(k: &Kernel) -> Result<Code> {
         );
     }
     Ok(Code { entry, arena_bytes, meta, _loaded: loaded })
+}
+
+/// Record the loaded kernel for `perf` (`OPC_PERF_MAP=1`): a line `ADDR SIZE opc:NAME#N` in
+/// `/tmp/perf-PID.map`, which `perf report` reads to name samples in generated code, and the
+/// object itself as `/tmp/opc-perf-PID/NAME#N.o`, whose `objdump -d` offsets match `perf
+/// script -F sym,symoff`. Best effort: a failed write only loses the profile's names.
+fn perf_map(k: &Kernel, loaded: &object_load::Loaded, obj: &[u8]) {
+    use std::io::Write;
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let name = format!("{}#{}", k.name, SEQ.fetch_add(1, Ordering::Relaxed));
+    let dir = std::path::PathBuf::from(format!("/tmp/opc-perf-{pid}"));
+    let _ = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(dir.join(format!("{name}.o")), obj));
+    let line = format!("{:x} {:x} opc:{name}\n", loaded.entry, loaded.entry_size);
+    let _ = std::fs::OpenOptions::new().create(true).append(true).open(format!("/tmp/perf-{pid}.map")).and_then(|mut f| f.write_all(line.as_bytes()));
 }
 
 /// Magic of the llvm target's disk cache entries (`disk_cache.rs`); the payload is the ELF object.

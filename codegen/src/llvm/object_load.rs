@@ -26,6 +26,8 @@ pub(super) struct Loaded {
     _map: memmap2::Mmap,
     /// Address of the `opc_kernel` function.
     pub entry: usize,
+    /// Bytes of code of `opc_kernel` (its symbol's size).
+    pub entry_size: usize,
 }
 
 /// Bytes of one jump stub: `jmp qword ptr [rip + 0]` then the 8-byte target.
@@ -119,11 +121,11 @@ pub(super) fn load(bytes: &[u8]) -> Result<Loaded, String> {
             }
         }
     }
-    let entry = file
+    let (entry, entry_size) = file
         .symbols()
         .find(|s| s.name() == Ok("opc_kernel"))
-        .and_then(|s| Some(base + place.get(&s.section_index()?)? + s.address() as usize))
+        .and_then(|s| Some((base + place.get(&s.section_index()?)? + s.address() as usize, s.size() as usize)))
         .ok_or("the object has no `opc_kernel`")?;
     let map = map.make_exec().map_err(|e| format!("cannot make the code executable: {e}"))?;
-    Ok(Loaded { _map: map, entry })
+    Ok(Loaded { _map: map, entry, entry_size })
 }
