@@ -254,8 +254,9 @@ fn compile_code(k: &Kernel) -> Result<Code> {
 
 /// Record the loaded kernel for `perf` (`OPC_PERF_MAP=1`): a line `ADDR SIZE opc:NAME#N` in
 /// `/tmp/perf-PID.map`, which `perf report` reads to name samples in generated code, and the
-/// object itself as `/tmp/opc-perf-PID/NAME#N.o`, whose `objdump -d` offsets match `perf
-/// script -F sym,symoff`. Best effort: a failed write only loses the profile's names.
+/// object itself as `/tmp/opc-perf-PID/NAME#N.o`: the `+0x..` offsets of `perf script -F
+/// ip,sym,symoff` are offsets into its `opc_kernel`, which `objdump -d` lists (at address 0 of
+/// its section, the object's one function). Best effort: a failed write only loses the names.
 fn perf_map(k: &Kernel, loaded: &object_load::Loaded, obj: &[u8]) {
     use std::io::Write;
     static SEQ: AtomicU64 = AtomicU64::new(0);
