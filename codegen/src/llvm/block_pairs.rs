@@ -251,16 +251,7 @@ impl Lower<'_> {
         let dec = self.memo_vecs(key.as_deref(), 4, &mut |l| {
             // One 64-byte load when the blocks' codes are adjacent (rows along the last dim,
             // as every row-major tensor has them), else four.
-            let adjacent = l.f.val(format!("icmp eq i64 {step}, 16"));
-            let all = l.either(&adjacent, "<64 x i8>", &mut |l| l.f.val(format!("load <64 x i8>, ptr {w0}, align 1")), &mut |l| {
-                let mut parts = vec![];
-                for q in 0..4 {
-                    let off = l.f.val(format!("mul i64 {step}, {q}"));
-                    let p = l.f.val(format!("getelementptr i8, ptr {w0}, i64 {off}"));
-                    parts.push(l.f.val(format!("load <16 x i8>, ptr {p}, align 1")));
-                }
-                l.concat(parts, "i8", 16)
-            });
+            let all = l.four_strided(w0.as_str(), step, 16);
             let words = l.f.val(format!("bitcast <64 x i8> {all} to <32 x i16>"));
             (0..4)
                 .map(|s| {
@@ -308,21 +299,29 @@ impl Lower<'_> {
         Ok(Some(v[0].clone()))
     }
 
+    /// The four runs of `width` bytes at `p0 + q·step` (`step`: an i64 operand), `q` = 0..3, as
+    /// one `<4·width x i8>` vector: one load when they are adjacent (`step == width`, checked
+    /// at run time), else four and their concatenation.
+    fn four_strided(&mut self, p0: &str, step: &str, width: usize) -> String {
+        let adjacent = self.f.val(format!("icmp eq i64 {step}, {width}"));
+        let all = super::text::vt("i8", 4 * width as u32);
+        self.either(&adjacent, &all, &mut |l| l.f.val(format!("load {all}, ptr {p0}, align 1")), &mut |l| {
+            let part = super::text::vt("i8", width as u32);
+            let mut parts = vec![];
+            for q in 0..4 {
+                let off = l.f.val(format!("mul i64 {step}, {q}"));
+                let p = l.f.val(format!("getelementptr i8, ptr {p0}, i64 {off}"));
+                parts.push(l.f.val(format!("load {part}, ptr {p}, align 1")));
+            }
+            l.concat(parts, "i8", width)
+        })
+    }
+
     /// [`Lower::quad_scales`] from block `b`'s scale at `p0` and block `b + 1`'s at `p1`.
     fn quad_scales_at(&mut self, p0: &str, p1: &str) -> String {
         let (a0, a1) = (self.f.val(format!("ptrtoint ptr {p0} to i64")), self.f.val(format!("ptrtoint ptr {p1} to i64")));
         let step = self.f.val(format!("sub i64 {a1}, {a0}"));
-        let adjacent = self.f.val(format!("icmp eq i64 {step}, 1"));
-        let bytes = self.either(&adjacent, "<4 x i8>", &mut |l| l.f.val(format!("load <4 x i8>, ptr {p0}, align 1")), &mut |l| {
-            let mut v = "poison".to_string();
-            for q in 0..4 {
-                let off = l.f.val(format!("mul i64 {step}, {q}"));
-                let p = l.f.val(format!("getelementptr i8, ptr {p0}, i64 {off}"));
-                let b = l.f.val(format!("load i8, ptr {p}, align 1"));
-                v = l.f.val(format!("insertelement <4 x i8> {v}, i8 {b}, i64 {q}"));
-            }
-            v
-        });
+        let bytes = self.four_strided(p0, &step, 1);
         let idx: Vec<String> = (0..16).map(|i| format!("i32 {}", i / 4)).collect();
         let spread = self.f.val(format!("shufflevector <4 x i8> {bytes}, <4 x i8> poison, <16 x i32> <{}>", idx.join(", ")));
         let codes = self.f.val(format!("zext <16 x i8> {spread} to <16 x i32>"));
