@@ -385,7 +385,10 @@ impl Lower<'_> {
             .loads
             .iter()
             .map(|pl| match rest[pl.op].kind {
-                OpKind::Load { tensor, .. } => self.tensors[tensor].as_ref().map_or("0".to_string(), |t| t.strides[0].clone()),
+                // The stride between the tile's rows: `w1[e, ns, ks]` walks its second dim.
+                OpKind::Load { tensor, has_mask, has_other } => {
+                    self.tile_row_stride(&rest[pl.op], tensor, Access::Load { has_mask, has_other }).unwrap_or_else(|| "0".to_string())
+                }
                 _ => "0".to_string(), // a mapped tree
             })
             .collect();

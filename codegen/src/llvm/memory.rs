@@ -181,6 +181,16 @@ impl Lower<'_> {
         Ok(())
     }
 
+    /// The element stride (an i64 operand) of the tensor dim that the load's tile rows walk:
+    /// the dim whose index tile covers the tile's first dim (`w[e, ns, ks]`: `ns`'s dim, not
+    /// the expert's). `None` when no index covers it.
+    pub(super) fn tile_row_stride(&self, op: &Op, tensor: usize, kind: Access) -> Option<String> {
+        let tv = self.tensors.get(tensor).cloned().flatten()?;
+        let plan = AccessPlan::new(self.k, op, tv.shape.len(), kind);
+        let d = plan.parts.iter().position(|&(s, e)| s == 0 && e > 0)?;
+        Some(tv.strides[d].clone())
+    }
+
     /// The row path (see the module docs): part `ip`'s index tile covers the innermost dim.
     #[allow(clippy::too_many_arguments)]
     fn access_rows(
