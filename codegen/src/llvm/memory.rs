@@ -185,8 +185,9 @@ impl Lower<'_> {
     /// the dim whose index tile covers the tile's first dim (`w[e, ns, ks]`: `ns`'s dim, not
     /// the expert's). `None` when no index covers it.
     pub(super) fn tile_row_stride(&self, op: &Op, tensor: usize, kind: Access) -> Option<String> {
-        let tv = self.tensors.get(tensor).cloned().flatten()?;
+        let tv = self.tensors.get(tensor)?.as_ref()?;
         let plan = AccessPlan::new(self.k, op, tv.shape.len(), kind);
+        // Index dims are concatenated in tensor-dim order: the first index with dims covers it.
         let d = plan.parts.iter().position(|&(s, e)| s == 0 && e > 0)?;
         Some(tv.strides[d].clone())
     }
