@@ -185,10 +185,11 @@ impl Lower<'_> {
         let v = super::text::vt(ety, lanes);
         self.loop_n(chunks, &mut |l, b| {
             let j0 = l.f.val(format!("mul i64 {b}, {chunk}"));
+            // Lane position of each way's first element in the chunk.
+            let js: Vec<String> = (0..ways).map(|w| l.f.val(format!("add i64 {j0}, {}", w * part))).collect();
             let mut parts = vec![];
-            for w in 0..ways {
-                let j = l.f.val(format!("add i64 {j0}, {}", w * part));
-                match ptr(l, &j)? {
+            for j in &js {
+                match ptr(l, j)? {
                     Some(p) => parts.push(l.f.val(format!("load {v}, ptr {p}, align {bytes}"))),
                     None => plain = false,
                 }
@@ -199,10 +200,9 @@ impl Lower<'_> {
             // The chunk as one vector, then each way's elements.
             let chunk_v = l.concat(parts, ety, part);
             let all = super::text::vt(ety, chunk as u32);
-            for w in 0..ways {
+            for (w, j) in js.iter().enumerate() {
                 let idx = (0..part).map(|i| format!("i32 {}", ways * i + w)).collect::<Vec<_>>().join(", ");
                 let sel = l.f.val(format!("shufflevector {all} {chunk_v}, {all} poison, <{part} x i32> <{idx}>"));
-                let j = l.f.val(format!("add i64 {j0}, {}", w * part));
                 let p = l.f.val(format!("getelementptr inbounds {ety}, ptr {base}, i64 {j}"));
                 l.f.inst(format!("store {v} {sel}, ptr {p}, align 64"));
             }

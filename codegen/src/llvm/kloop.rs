@@ -384,13 +384,9 @@ impl Lower<'_> {
         let row_strides: Vec<String> = m
             .loads
             .iter()
-            .map(|pl| match rest[pl.op].kind {
-                // The stride between the tile's rows: `w1[e, ns, ks]` walks its second dim.
-                OpKind::Load { tensor, has_mask, has_other } => {
-                    self.tile_row_stride(&rest[pl.op], tensor, Access::Load { has_mask, has_other }).unwrap_or_else(|| "0".to_string())
-                }
-                _ => "0".to_string(), // a mapped tree
-            })
+            // The stride between the tile's rows (`w1[e, ns, ks]` walks its second dim); "0"
+            // for a mapped tree.
+            .map(|pl| self.tile_row_stride(&rest[pl.op]).unwrap_or_else(|| "0".to_string()))
             .collect();
         // The mapped trees' ops are evaluated inside their panel writes (`fused_map_into`).
         for pl in &m.loads {

@@ -181,10 +181,11 @@ impl Lower<'_> {
         Ok(())
     }
 
-    /// The element stride (an i64 operand) of the tensor dim that the load's tile rows walk:
-    /// the dim whose index tile covers the tile's first dim (`w[e, ns, ks]`: `ns`'s dim, not
-    /// the expert's). `None` when no index covers it.
-    pub(super) fn tile_row_stride(&self, op: &Op, tensor: usize, kind: Access) -> Option<String> {
+    /// The element stride (an i64 operand) of the tensor dim that the access `op`'s tile rows
+    /// walk: the dim whose index tile covers the tile's first dim (`w[e, ns, ks]`: `ns`'s dim,
+    /// not the expert's). `None` for other ops, or when no index covers it.
+    pub(super) fn tile_row_stride(&self, op: &Op) -> Option<String> {
+        let (tensor, kind) = Access::of(&op.kind)?;
         let tv = self.tensors.get(tensor)?.as_ref()?;
         let plan = AccessPlan::new(self.k, op, tv.shape.len(), kind);
         // Index dims are concatenated in tensor-dim order: the first index with dims covers it.
