@@ -4,7 +4,8 @@
 //! that must not be fused (a second use of a loaded tile), two accumulators sharing one
 //! gathered `a` tile whose rows past the segment read as zeros (skipped rows, `live.rs`), and
 //! f32 GEMMs whose operands are widened from bf16 / f16 loads (`model.opc`'s `linear_w`), and
-//! column tiles spanning several (and ragged) column groups of the packed bf16 `b` panel.
+//! column tiles spanning several (and ragged) column groups of the packed bf16 `b` panel, and
+//! bf16 weights read in place (`kloop_stream.rs`).
 #![cfg(feature = "llvm22-1")]
 
 #[path = "jit_common.rs"]
@@ -199,6 +200,46 @@ proptest! {
             Arg::I32(cnt.min(bm) as i32),
         ];
         check(&k, &args, Cmp::Close { ulps: 16.0 });
+    }
+}
+
+proptest! {
+    #![proptest_config(cfg(12))]
+    /// bf16 weight tiles that lie in place (N a multiple of BN, K of BK, BK a multiple of 32)
+    /// take the streamed form (`kloop_stream.rs`): several chunks and a partial last one, dead
+    /// rows skipped in 16-row vectors (`cnt` 0, a multiple of 16, all rows), infinite / NaN
+    /// weights making the skipped vectors run. One more column or k value sends the tile back
+    /// to the packed form.
+    #[test]
+    fn streamed_weights(nb in 1usize..4, kb in 1usize..50, cnt in 0usize..=64, seed in any::<u64>(), tun in 0usize..3, specials in any::<bool>(), ragged in 0usize..3) {
+        let d = DType::BF16;
+        let (bm, bn, bk) = [(32, 16, 32), (64, 32, 64), (64, 64, 32)][tun];
+        let inst = Instance::default().dtype("T", d).tunable("BM", bm).tunable("BN", bn).tunable("BK", bk);
+        let (bm, bn, bk) = (bm as usize, bn as usize, bk as usize);
+        let (n, kk) = (nb * bn + (ragged == 1) as usize, kb * bk + (ragged == 2) as usize);
+        let cnt = if seed % 3 == 0 { cnt / 16 * 16 } else { cnt }.min(bm);
+        let mut r = Rng(seed);
+        let rr = 40;
+        let args = vec![
+            Arg::Tensor(r.tensor_f(d, &[rr, kk], false)),
+            Arg::Tensor(r.tensor_f(d, &[n, kk], specials)),
+            Arg::Tensor(r.tensor_f(d, &[n, kk], false)),
+            Arg::Tensor(r.tensor_i(DType::I32, &[bm], 0, rr as i32 - 1)),
+            Arg::Tensor(Tensor::zeros(DType::F32, &[bm, n])),
+            Arg::Tensor(Tensor::zeros(DType::F32, &[bm, n])),
+            Arg::I32(cnt as i32),
+        ];
+        check(&kernel(LOOPS, "gathered", &inst), &args, Cmp::Close { ulps: 16.0 });
+        // Dense rows (`linear`): the last row tile's rows past M are the dead ones.
+        let m = 1 + (seed as usize >> 8) % (2 * bm);
+        let args = vec![
+            Arg::Tensor(r.tensor_f(d, &[m, kk], false)),
+            Arg::Tensor(r.tensor_f(d, &[n, kk], specials)),
+            Arg::Tensor(r.tensor_f(DType::F32, &[n], false)),
+            Arg::Tensor(Tensor::zeros(d, &[m, n])),
+            Arg::Bool(seed % 2 == 0),
+        ];
+        check(&kernel(BLOCKS, "linear", &inst), &args, Cmp::Close { ulps: 16.0 });
     }
 }
 

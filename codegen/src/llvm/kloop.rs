@@ -82,7 +82,7 @@ const GW: usize = 64;
 
 /// What a panel load feeds.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Role {
+pub(super) enum Role {
     /// The `a` operand, `[BM, BK]`.
     A,
     /// A direct `b`, `[BK, BN]`.
@@ -92,39 +92,39 @@ enum Role {
 }
 
 /// One load of the body, written into a packed panel instead of a tile.
-struct PanelLoad {
+pub(super) struct PanelLoad {
     /// Body op index: the load, or the root of a mapped tree (see `map`).
-    op: usize,
-    role: Role,
+    pub op: usize,
+    pub role: Role,
     /// `BM` (for `a`) or `BN` (for `b`).
-    rows: usize,
+    pub rows: usize,
     /// A transposed `b` computed by an elementwise tree over loads (`fuse.rs`'s fusion rules),
     /// e.g. an MXFP4 weight tile decoded from its codes and scales, `[BN, ..]` reshaped to
     /// `[BN, BK]`: the body op indices of the tree. It is evaluated straight into the panel.
-    map: Option<Vec<usize>>,
+    pub map: Option<Vec<usize>>,
 }
 
 /// One carried accumulator: `acc_j = dot(loads[a], loads[b], acc_j)`.
-struct KDot {
-    a: usize,
-    b: usize,
+pub(super) struct KDot {
+    pub a: usize,
+    pub b: usize,
     /// `(BM, BN)` of this accumulator.
-    mn: (usize, usize),
+    pub mn: (usize, usize),
 }
 
 /// A matched fused K loop (see the module docs).
 pub(super) struct KLoop {
     /// The body's ops other than the loads, the transposes, the `dot`s and the `yield`.
-    index_ops: Vec<usize>,
+    pub index_ops: Vec<usize>,
     /// The distinct loads, in body order; a load may feed several `dot`s (`moe_up`'s `x` tile
     /// is the `a` of both the gate and the up projection).
-    loads: Vec<PanelLoad>,
+    pub loads: Vec<PanelLoad>,
     /// One per carried value, in carried order.
-    dots: Vec<KDot>,
+    pub dots: Vec<KDot>,
     /// `BK`: the k extent of every load.
-    bk: usize,
+    pub bk: usize,
     /// Operand dtype of the `dot`s (f32, f16 or bf16; f32 when an operand is a widened load).
-    dtype: DType,
+    pub dtype: DType,
 }
 
 /// Bytes per element of a float operand dtype in memory.
@@ -151,7 +151,7 @@ fn pf_steps(steps: usize) -> usize {
 
 /// How many tile rows ahead the panel loads also prefetch within a chunk: `OPC_LLVM_PF_ROWS`
 /// (tuning), else [`PF_ROWS`].
-fn pf_rows() -> usize {
+pub(super) fn pf_rows() -> usize {
     super::knob("OPC_LLVM_PF_ROWS").unwrap_or(PF_ROWS)
 }
 
@@ -388,6 +388,17 @@ impl Lower<'_> {
             // for a mapped tree.
             .map(|pl| self.tile_row_stride(&rest[pl.op]).unwrap_or_else(|| "0".to_string()))
             .collect();
+        // The streamed form (`kloop_stream.rs`) when the weights lie in place, else packing.
+        let streamed = if bf16 { self.stream_check(op, m, &lo64, &st64, &trips)? } else { None };
+        let join = self.f.label();
+        if let Some(st) = &streamed {
+            let (yes, no) = (self.f.label(), self.f.label());
+            self.f.condbr(&st.ok, &yes, &no);
+            self.f.block(&yes);
+            self.lower_stream(op, m, &cs, st, [&lo64, &st64, &trips])?;
+            self.f.br(&join);
+            self.f.block(&no);
+        }
         // The mapped trees' ops are evaluated inside their panel writes (`fused_map_into`).
         for pl in &m.loads {
             for &i in pl.map.iter().flatten() {
@@ -500,6 +511,10 @@ impl Lower<'_> {
             for &i in pl.map.iter().flatten() {
                 self.fused.remove(&rest[i].result());
             }
+        }
+        if streamed.is_some() {
+            self.f.br(&join);
+            self.f.block(&join);
         }
         for (j, (d, &c)) in m.dots.iter().zip(&cs).enumerate() {
             self.set(op.results[j], Repr::Buf { off: c, strides: row_major(&[d.mn.0, d.mn.1]) });

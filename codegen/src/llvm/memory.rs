@@ -51,6 +51,19 @@ pub(super) struct Dest {
     pub raw_bf16: bool,
 }
 
+/// A tile load in affine form ([`Lower::affine_tile`]): element `idx` of the access shape is
+/// tensor element `off + Σ idx[t]·steps[t]` (i64 operands), `inside` (i1) when every element
+/// is in bounds.
+pub(super) struct AffineTile {
+    /// The tensor's base pointer.
+    pub base: String,
+    /// Bytes per element.
+    pub esize: u32,
+    pub off: String,
+    pub steps: Vec<String>,
+    pub inside: String,
+}
+
 impl Dest {
     /// The element index of `idx` (a prefix of the tile's indices: the row path passes the outer ones).
     pub(super) fn elem(&self, l: &mut Lower<'_>, idx: &[String]) -> String {
@@ -191,6 +204,48 @@ impl Lower<'_> {
         // Index dims are concatenated in tensor-dim order: the first index with dims covers it.
         let d = plan.parts.iter().position(|&(s, e)| s == 0 && e > 0)?;
         Some(tv.strides[d].clone())
+    }
+
+    /// The affine form of a plain load (no mask, no `other`) whose every index is affine or
+    /// uniform (`w[e, ns, ks]` with `ns`, `ks` aranges plus scalars): where each element lies
+    /// and whether all of them are inside the tensor. `None` when an index is a loaded or
+    /// computed tile. Emits the offset and bounds arithmetic.
+    pub(super) fn affine_tile(&mut self, op: &Op) -> Option<AffineTile> {
+        let (tensor, kind) = Access::of(&op.kind)?;
+        if kind != (Access::Load { has_mask: false, has_other: false }) {
+            return None;
+        }
+        let tv = self.tensors.get(tensor)?.clone()?;
+        let plan = AccessPlan::new(self.k, op, tv.shape.len(), kind);
+        let affine = |r: Repr| matches!(r, Repr::Uniform(_) | Repr::Affine { .. });
+        if !op.args[..tv.shape.len()].iter().all(|&a| affine(self.repr(a))) {
+            return None;
+        }
+        let mut off = "0".to_string();
+        let mut inside = "true".to_string();
+        let mut steps = vec!["0".to_string(); plan.shape.len()];
+        for (d, &(s, e)) in plan.parts.iter().enumerate() {
+            let (base, coefs) = match self.acc(op.args[d], &plan.shape[s..e]) {
+                Acc::Val(x) => (x, vec![0; e - s]),
+                Acc::Affine { base, coefs } => (base, coefs),
+                Acc::Arena { .. } => return None,
+            };
+            // The index range: base plus the negative / positive coefficients at their extremes.
+            let ext = |sign: i64| -> i64 { coefs.iter().zip(&plan.shape[s..e]).map(|(&c, &n)| if c * sign > 0 { c * (n as i64 - 1) } else { 0 }).sum() };
+            let b = self.f.val(format!("sext i32 {base} to i64"));
+            for lim in [ext(-1), ext(1)] {
+                let i = if lim == 0 { b.clone() } else { self.f.val(format!("add i64 {b}, {lim}")) };
+                let ok = self.f.val(format!("icmp ult i64 {i}, {}", tv.shape[d]));
+                inside = self.f.val(format!("and i1 {inside}, {ok}"));
+            }
+            let t = self.f.val(format!("mul i64 {b}, {}", tv.strides[d]));
+            off = self.f.val(format!("add i64 {off}, {t}"));
+            for (t, &c) in coefs.iter().enumerate().filter(|(_, &c)| c != 0) {
+                let x = self.f.val(format!("mul i64 {}, {c}", tv.strides[d]));
+                steps[s + t] = self.f.val(format!("add i64 {}, {x}", steps[s + t]));
+            }
+        }
+        Some(AffineTile { base: tv.base, esize: mem_ty(tv.dtype).1, off, steps, inside })
     }
 
     /// The row path (see the module docs): part `ip`'s index tile covers the innermost dim.

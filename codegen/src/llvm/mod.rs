@@ -73,6 +73,7 @@ mod fuse_gemv;
 mod fuse_group;
 mod helpers;
 mod kloop;
+mod kloop_stream;
 mod live;
 mod lower;
 mod memory;

@@ -24,7 +24,7 @@ const W: usize = 16;
 
 impl Lower<'_> {
     /// Transpose 16 vectors of `<16 x base>` (`rows[r]` lane `c` → result `c` lane `r`).
-    fn transpose16(&mut self, base: &str, rows: &[String]) -> Vec<String> {
+    pub(super) fn transpose16(&mut self, base: &str, rows: &[String]) -> Vec<String> {
         let t = format!("<16 x {base}>");
         let mut r = rows.to_vec();
         for s in [8usize, 4, 2, 1] {
