@@ -208,8 +208,8 @@ proptest! {
     /// bf16 weight tiles that lie in place (N a multiple of BN, K of BK, BK a multiple of 32)
     /// take the streamed form (`kloop_stream.rs`): several chunks and a partial last one, dead
     /// rows skipped in 16-row vectors (`cnt` 0, a multiple of 16, all rows), infinite / NaN
-    /// weights making the skipped vectors run. One more column or k value sends the tile back
-    /// to the packed form.
+    /// weights making the skipped vectors run. One more column or k value makes the edge tile
+    /// land its weights in the arena (zeros past the edge) for the same micro-kernels.
     #[test]
     fn streamed_weights(nb in 1usize..4, kb in 1usize..50, cnt in 0usize..=64, seed in any::<u64>(), tun in 0usize..3, specials in any::<bool>(), ragged in 0usize..3) {
         let d = DType::BF16;

@@ -37,6 +37,9 @@
 //! fault; `OPC_LLVM_PF` steps for tuning), so the next chunk's strided rows of `a` and `b` are
 //! fetched while this chunk's micro-kernels run.
 //!
+//! **Streamed weights**: bf16 loops with a transposed weight operand and row tiles of up to 128
+//! rows take `kloop_stream.rs`'s form instead (weights read in place, `cᵀ` accumulators).
+//!
 //! **bf16** (both operands bf16, `avx512bf16`, even `BK`): the loads store the raw bf16 bits, so
 //! rows along k (`a`, and a transposed `w`) already are the k-pairs `vdpbf16ps` wants
 //! (`[BM][KC/2]` i32; `w`'s `[BN][KC/2]` is transposed once per chunk), `b`'s rows are
@@ -388,16 +391,13 @@ impl Lower<'_> {
             // for a mapped tree.
             .map(|pl| self.tile_row_stride(&rest[pl.op]).unwrap_or_else(|| "0".to_string()))
             .collect();
-        // The streamed form (`kloop_stream.rs`) when the weights lie in place, else packing.
-        let streamed = if bf16 { self.stream_check(op, m, &lo64, &st64, &trips)? } else { None };
-        let join = self.f.label();
-        if let Some(st) = &streamed {
-            let (yes, no) = (self.f.label(), self.f.label());
-            self.f.condbr(&st.ok, &yes, &no);
-            self.f.block(&yes);
-            self.lower_stream(op, m, &cs, st, [&lo64, &st64, &trips])?;
-            self.f.br(&join);
-            self.f.block(&no);
+        // bf16 row tiles of up to 128 rows take the streamed form (`kloop_stream.rs`).
+        if let Some(st) = if bf16 { self.stream_check(op, m, &lo64, &st64, &trips)? } else { None } {
+            self.lower_stream(op, m, &cs, &st, [&lo64, &st64, &trips])?;
+            for (j, (d, &c)) in m.dots.iter().zip(&cs).enumerate() {
+                self.set(op.results[j], Repr::Buf { off: c, strides: row_major(&[d.mn.0, d.mn.1]) });
+            }
+            return Ok(());
         }
         // The mapped trees' ops are evaluated inside their panel writes (`fused_map_into`).
         for pl in &m.loads {
@@ -511,10 +511,6 @@ impl Lower<'_> {
             for &i in pl.map.iter().flatten() {
                 self.fused.remove(&rest[i].result());
             }
-        }
-        if streamed.is_some() {
-            self.f.br(&join);
-            self.f.block(&join);
         }
         for (j, (d, &c)) in m.dots.iter().zip(&cs).enumerate() {
             self.set(op.results[j], Repr::Buf { off: c, strides: row_major(&[d.mn.0, d.mn.1]) });

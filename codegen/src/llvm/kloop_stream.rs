@@ -1,5 +1,5 @@
-//! Streamed weights: a fused bf16 K loop (`kloop.rs`) whose transposed weight tiles lie in
-//! place in their tensor reads them there instead of packing them.
+//! Streamed weights: the form of a fused bf16 K loop (`kloop.rs`) with a transposed weight
+//! operand and row tiles of up to 128 rows, which reads the weights where they lie.
 //!
 //! The packed form broadcasts k-pairs of `a` and reads the weights as 16-column vectors, so
 //! each chunk first copies a `[BN][KC]` slab of weights (rows a tensor row apart) and
@@ -8,18 +8,24 @@
 //! about a fifth of `moe_up`'s time. Here the operands swap roles: the accumulators hold `cᵀ`
 //! (`[BN][BM]`, lanes along the rows of `a`), each step broadcasts one k-pair of a weight row
 //! straight from the tensor and multiplies it with 16-row vectors of a transposed `a` panel
-//! (`[KC/2][BM]` words, packed once per chunk from the landed rows of `a`). A micro-kernel walks
-//! `NR` weight rows through the whole chunk: `NR` sequential streams that the hardware
+//! (`[KC/2][BM]` words, transposed once per chunk from the landed rows of `a`). A micro-kernel
+//! walks `NR` weight rows through the whole chunk: `NR` sequential streams that the hardware
 //! prefetchers follow, plus one software prefetch per step into the next `NR` rows.
 //!
-//! **When.** Statically: bf16 operands with `vdpbf16ps`, no AMX, `BK` a multiple of 32, `BM` a
-//! multiple of 16 up to 128 (one sweep covers the tile's rows: taller tiles, dense prefill
-//! GEMMs, reuse each packed weight over enough rows to pay for packing it) and every `dot`'s
-//! `b` a plain transposed load (no mask, no mapped tree). At
-//! run time, before the loop: each iteration's weight tile is affine, inside its tensor, with
-//! unit stride along k, and continues the previous iteration's along k (element `(r, k)` of
+//! **When.** bf16 operands with `vdpbf16ps`, no AMX, `BK` a multiple of 32, `BM` a multiple of
+//! 16 up to 128 (one sweep covers the tile's rows; taller tiles, dense prefill GEMMs, reuse each
+//! packed weight over enough rows to pay for packing it) and every `dot`'s `b` a plain
+//! transposed load (no mask, no mapped tree). The weights are read in place when, checked at
+//! run time before the loop, each iteration's tile is affine, inside its tensor, with unit
+//! stride along k, and continues the previous iteration's along k (element `(r, k)` of
 //! iteration `i` at `off₀ + r·rs + i·BK + k`): exactly the elements the loads would read, none
-//! masked. Otherwise the packed form runs.
+//! masked. Otherwise (a ragged edge tile, gathered weight rows) the chunk's weight loads land
+//! as `[BN][KC]` rows in the arena, zeros where masked, and the same micro-kernels read them
+//! there.
+//!
+//! **Compile time.** Each micro-kernel size and the 16×16 register transpose are side
+//! functions (`Lower::side_fn`), emitted once per kernel and called from every sweep: LLVM's
+//! time on one function grows faster than its size.
 //!
 //! **Dead rows.** Rows of `a` past its last nonzero one (`live.rs`) are skipped in whole 16-row
 //! vectors. A zero row adds nothing unless a weight is infinite or NaN, so the sweep always
@@ -29,7 +35,8 @@
 //! computes. Checking that lane of `BN` rows replaces a scan of the chunk's weights.
 //!
 //! **Numerics**: bitwise those of the packed form: each `vdpbf16ps` lane forms the same pair of
-//! products into the same accumulator, k ascending; `cᵀ` is an exact transposed copy of `c`.
+//! products into the same accumulator, k ascending; `cᵀ` is an exact transposed copy of `c`
+//! (but for the sign of a zero sum in a skipped all-zero row, as in `live.rs`).
 
 use opc_ir::{DType, Op};
 
@@ -59,17 +66,17 @@ fn rows_for(v: usize) -> usize {
     }
 }
 
-/// A loop that may take the streamed form: its weight tiles at iteration 0 and the run-time
-/// condition (i1) under which it does.
+/// A loop that takes the streamed form: its weight tiles at iteration 0 when they are affine,
+/// and the run-time condition (i1) under which they are read in place.
 pub(super) struct Stream {
-    tiles: Vec<AffineTile>,
-    pub ok: String,
+    tiles: Option<Vec<AffineTile>>,
+    in_place: String,
 }
 
 impl Lower<'_> {
-    /// Whether the matched loop `m` of `op` may take the streamed form, and the run-time check
-    /// that decides it (emitted here: every iteration's index ops and tile bounds). `None` when
-    /// it cannot.
+    /// Whether the matched loop `m` of `op` takes the streamed form, and the run-time check
+    /// whether its weights are read in place (emitted here: every iteration's index ops and
+    /// tile bounds). `None` when it cannot.
     pub(super) fn stream_check(&mut self, op: &Op, m: &KLoop, lo64: &str, st64: &str, trips: &str) -> Result<Option<Stream>> {
         let eligible = !self.isa.amx
             && std::env::var_os("OPC_LLVM_NO_STREAM").is_none()
@@ -101,7 +108,7 @@ impl Lower<'_> {
             }
             Ok(Some(tiles))
         };
-        let Some(tiles) = tiles_at(self, "0")? else { return Ok(None) };
+        let Some(tiles) = tiles_at(self, "0")? else { return Ok(Some(Stream { tiles: None, in_place: "false".into() })) };
         // Unit stride along k, inside the tensor.
         let mut ok = "true".to_string();
         for t in &tiles {
@@ -128,8 +135,8 @@ impl Lower<'_> {
             l.f.inst(format!("store i1 {ok}, ptr {slot}, align 1"));
             Ok(())
         })?;
-        let ok = self.f.val(format!("load i1, ptr {slot}, align 1"));
-        Ok(Some(Stream { tiles, ok }))
+        let in_place = self.f.val(format!("load i1, ptr {slot}, align 1"));
+        Ok(Some(Stream { tiles: Some(tiles), in_place }))
     }
 
     /// The streamed form of the matched loop `m` of `op` (see the module docs), accumulating
@@ -156,16 +163,17 @@ impl Lower<'_> {
             })
             .collect::<Result<_>>()?;
         // Each `a` load lands as [BM][KC] raw bf16 and is transposed into [KC/2][BM] words.
-        let panels: Vec<Option<(u32, u32)>> = m
+        // Each load lands as [rows][KC] raw bf16; an `a` panel is then transposed into
+        // [KC/2][BM] words. The weights land only when they are not read in place.
+        let panels: Vec<(u32, Option<u32>)> = m
             .loads
             .iter()
             .map(|pl| {
-                (pl.role == Role::A).then(|| {
-                    let (land, xt) = (self.alloc(pl.rows * kp), self.alloc(kp * pl.rows));
-                    self.pin(land);
-                    self.pin(xt);
-                    (land, xt)
-                })
+                let land = self.alloc(pl.rows * kp);
+                self.pin(land);
+                let xt = (pl.role == Role::A).then(|| self.alloc(kp * pl.rows));
+                xt.into_iter().for_each(|x| self.pin(x));
+                (land, xt)
             })
             .collect();
         let row_strides: Vec<String> = m.loads.iter().map(|pl| self.tile_row_stride(&rest[pl.op]).unwrap_or_else(|| "0".to_string())).collect();
@@ -175,7 +183,7 @@ impl Lower<'_> {
             let first = l.f.val(format!("mul i64 {ch}, {s}"));
             let left = l.f.val(format!("sub i64 {trips}, {first}"));
             let ns = l.f.val(format!("call i64 @llvm.umin.i64(i64 {left}, i64 {s})"));
-            // The chunk's `a` loads (the weights are read in place).
+            // The chunk's loads: `a`, and the weights unless they are read in place.
             l.loop_dyn(&ns, &mut |l, si| {
                 let it = l.f.val(format!("add i64 {first}, {si}"));
                 let iv = l.f.val(format!("mul i64 {it}, {st64}"));
@@ -186,15 +194,23 @@ impl Lower<'_> {
                     l.lower_op(&rest[i])?;
                 }
                 let k0 = l.f.val(format!("mul i64 {si}, {bk}"));
-                for ((pl, p), rs) in m.loads.iter().zip(&panels).zip(&row_strides) {
-                    let Some((land, _)) = *p else { continue };
+                for ((pl, &(land, xt)), rs) in m.loads.iter().zip(&panels).zip(&row_strides) {
                     let o = &rest[pl.op];
+                    let skip = (xt.is_none() && st.in_place != "false").then(|| (l.f.label(), l.f.label()));
+                    if let Some((copy, done)) = &skip {
+                        l.f.condbr(&st.in_place, done, copy);
+                        l.f.block(copy);
+                    }
                     // prefetch as the packed form does: the next chunk's tile, rows further down
                     let rows_ahead = l.f.val(format!("mul i64 {rs}, {}", super::kloop::pf_rows() * 2));
                     let prefetch = vec![(cap * 2).to_string(), rows_ahead];
                     let d = Dest { off: land, base: k0.clone(), strides: vec![cap as i64, 1], prefetch, raw_bf16: true };
                     let Some((tensor, kind)) = Access::of(&o.kind) else { unreachable!("matched a load") };
                     l.lower_access_into(o, tensor, kind, Some(d))?;
+                    if let Some((_, done)) = &skip {
+                        l.f.br(done);
+                        l.f.block(done);
+                    }
                 }
                 Ok(())
             })?;
@@ -202,8 +218,8 @@ impl Lower<'_> {
             // Transpose the live 16-row vectors of each `a` panel.
             let mut vecs = vec![String::new(); m.loads.len()];
             let mut lives = vec![String::new(); m.loads.len()];
-            for (i, (pl, p)) in m.loads.iter().zip(&panels).enumerate() {
-                let Some((land, xt)) = *p else { continue };
+            for (i, (pl, &(land, xt))) in m.loads.iter().zip(&panels).enumerate() {
+                let Some(xt) = xt else { continue };
                 // The vectors up to and including the one holding row `live`, the first zero row
                 // (see the module docs: its lane tells whether skipped rows must run).
                 let live = l.live_rows(land, pl.rows, kp, DType::BF16);
@@ -213,33 +229,78 @@ impl Lower<'_> {
                 lives[i] = live;
                 l.transpose_vectors(land, kp, xt, pl.rows, "0", &vecs[i], &pairs)?;
             }
-            for ((d, &ct), t) in m.dots.iter().zip(&cts).zip(&st.tiles) {
+            // Dots sharing an `a` panel and a shape run one emitted sweep in a loop over them
+            // (`moe_up`'s gate and up projections): half the code to compile.
+            let mut groups: Vec<Vec<usize>> = vec![];
+            for (j, d) in m.dots.iter().enumerate() {
+                match groups.iter_mut().find(|g| m.dots[g[0]].a == d.a && m.dots[g[0]].mn == d.mn) {
+                    Some(g) => g.push(j),
+                    None => groups.push(vec![j]),
+                }
+            }
+            for g in &groups {
+                let d = &m.dots[g[0]];
                 let (bm, bn) = d.mn;
-                let Some((land, xt)) = panels[d.a] else { unreachable!("an a panel") };
-                let nv = vecs[d.a].clone();
-                // This chunk's first weight (row 0, k = first·BK) and the row stride, in bytes.
-                let e = l.f.val(format!("mul i64 {first}, {bk}"));
-                let e = l.f.val(format!("add i64 {}, {e}", t.off));
-                let e = l.f.val(format!("mul i64 {e}, {}", t.esize));
-                let w = l.f.val(format!("getelementptr i8, ptr {}, i64 {e}", t.base));
-                let rsb = l.f.val(format!("mul i64 {}, {}", t.steps[0], t.esize));
-                let sw = Sweep { xt, bm, ct, bn, w: &w, rsb: &rsb, pairs: &pairs };
-                l.stream_sweep(&sw, "0", &nv)?;
-                // Skipped vectors run when a weight of the chunk is not finite: then row
-                // `live`'s lane of cᵀ (a zero row's) turned NaN.
-                let (scan, done) = (l.f.label(), l.f.label());
-                let short = l.f.val(format!("icmp ult i64 {nv}, {}", bm / 16));
-                l.f.condbr(&short, &scan, &done);
-                l.f.block(&scan);
-                let bad = l.any_nan_lane(ct, bm, bn, &lives[d.a])?;
-                let run = l.f.label();
-                l.f.condbr(&bad, &run, &done);
-                l.f.block(&run);
-                let all = (bm / 16).to_string();
-                l.transpose_vectors(land, kp, xt, bm, &nv, &all, &pairs)?;
-                l.stream_sweep(&sw, &nv, &all)?;
-                l.f.br(&done);
-                l.f.block(&done);
+                let (land, Some(xt)) = panels[d.a] else { unreachable!("an a panel") };
+                let (nv, live) = (vecs[d.a].clone(), lives[d.a].clone());
+                // Each dot's first weight of the chunk (row 0, k = first·BK), its row stride in
+                // bytes and its cᵀ.
+                let mut parts: Vec<[String; 3]> = vec![];
+                for &j in g {
+                    // the landed copy: rows of KC values
+                    let mut w = l.arena_ptr(panels[m.dots[j].b].0, "0");
+                    let mut rsb = (2 * cap).to_string();
+                    if let Some(t) = st.tiles.as_ref().map(|ts| &ts[j]) {
+                        let e = l.f.val(format!("mul i64 {first}, {bk}"));
+                        let e = l.f.val(format!("add i64 {}, {e}", t.off));
+                        let e = l.f.val(format!("mul i64 {e}, {}", t.esize));
+                        let wt = l.f.val(format!("getelementptr i8, ptr {}, i64 {e}", t.base));
+                        let rt = l.f.val(format!("mul i64 {}, {}", t.steps[0], t.esize));
+                        w = l.f.val(format!("select i1 {}, ptr {wt}, ptr {w}", st.in_place));
+                        rsb = l.f.val(format!("select i1 {}, i64 {rt}, i64 {rsb}", st.in_place));
+                    }
+                    parts.push([w, rsb, cts[j].to_string()]);
+                }
+                let (s0, s1) = (l.f.alloca("i64"), l.f.alloca("i64"));
+                l.loop_n(g.len(), &mut |l, gi| {
+                    let pick = |l: &mut Self, f: usize, ty: &str| -> String {
+                        let mut v = parts[0][f].clone();
+                        for (i, p) in parts.iter().enumerate().skip(1) {
+                            let is = l.f.val(format!("icmp eq i64 {gi}, {i}"));
+                            v = l.f.val(format!("select i1 {is}, {ty} {}, {ty} {v}", p[f]));
+                        }
+                        v
+                    };
+                    let (w, rsb, ct) = (pick(l, 0, "ptr"), pick(l, 1, "i64"), pick(l, 2, "i64"));
+                    let xs = xt.to_string();
+                    let sw = Sweep { xt: &xs, bm, ct: &ct, bn, w: &w, rsb: &rsb, pairs: &pairs };
+                    // Pass 0 sweeps the live vectors; pass 1 the skipped ones, only when a
+                    // weight of the chunk is not finite: then row `live`'s lane of cᵀ (a zero
+                    // row's) turned NaN.
+                    l.f.inst(format!("store i64 0, ptr {s0}, align 8"));
+                    l.f.inst(format!("store i64 {nv}, ptr {s1}, align 8"));
+                    l.loop_n(2, &mut |l, pass| {
+                        let v0 = l.f.val(format!("load i64, ptr {s0}, align 8"));
+                        let v1 = l.f.val(format!("load i64, ptr {s1}, align 8"));
+                        l.stream_sweep(&sw, &v0, &v1)?;
+                        l.f.inst(format!("store i64 {v1}, ptr {s0}, align 8"));
+                        let (scan, run, done) = (l.f.label(), l.f.label(), l.f.label());
+                        let first_pass = l.f.val(format!("icmp eq i64 {pass}, 0"));
+                        let short = l.f.val(format!("icmp ult i64 {nv}, {}", bm / 16));
+                        let check = l.f.val(format!("and i1 {first_pass}, {short}"));
+                        l.f.condbr(&check, &scan, &done);
+                        l.f.block(&scan);
+                        let bad = l.any_nan_lane(&ct, bm, bn, &live)?;
+                        l.f.condbr(&bad, &run, &done);
+                        l.f.block(&run);
+                        let all = (bm / 16).to_string();
+                        l.transpose_vectors(land, kp, xt, bm, &nv, &all, &pairs)?;
+                        l.f.inst(format!("store i64 {all}, ptr {s1}, align 8"));
+                        l.f.br(&done);
+                        l.f.block(&done);
+                        Ok(())
+                    })
+                })?;
             }
             Ok(())
         })?;
@@ -255,7 +316,14 @@ impl Lower<'_> {
     /// columns): 16×16 register blocks when both extents allow, else element-wise.
     fn transpose_any(&mut self, src: u32, ss: usize, rows: usize, cols: usize, dst: u32) -> Result<()> {
         if rows.is_multiple_of(16) && cols.is_multiple_of(16) {
-            return self.transpose_blocks("float", src, ss as i64, rows, cols, dst, rows as i64);
+            return self.nest(&[rows / 16, cols / 16], &mut |l, ix| {
+                let (r0, c0) = (l.f.val(format!("mul i64 {}, 16", ix[0])), l.f.val(format!("mul i64 {}, 16", ix[1])));
+                let e = l.f.val(format!("mul i64 {r0}, {ss}"));
+                let e = l.f.val(format!("add i64 {e}, {c0}"));
+                let d = l.f.val(format!("mul i64 {c0}, {rows}"));
+                let d = l.f.val(format!("add i64 {d}, {r0}"));
+                l.transpose_block(src, &e, ss, dst, &d, rows)
+            });
         }
         let acc = super::lower::Acc::Arena { off: src, strides: vec![1, ss as i64] };
         self.ew(&[cols, rows], &[acc], &["float"], "float", dst, &|_, x, _| Ok(x[0].clone()))
@@ -272,23 +340,37 @@ impl Lower<'_> {
             let r0 = l.f.val(format!("mul i64 {rb}, 16"));
             l.loop_dyn(&cblocks, &mut |l, cb| {
                 let c0 = l.f.val(format!("mul i64 {cb}, 16"));
-                let vs: Vec<String> = (0..16)
-                    .map(|r| {
-                        let e = l.f.val(format!("add i64 {r0}, {r}"));
-                        let e = l.f.val(format!("mul i64 {e}, {ss}"));
-                        let e = l.f.val(format!("add i64 {e}, {c0}"));
-                        l.load_arena("i32", 16, src, &e)
-                    })
-                    .collect();
-                for (c, v) in l.transpose16("i32", &vs).iter().enumerate() {
-                    let e = l.f.val(format!("add i64 {c0}, {c}"));
-                    let e = l.f.val(format!("mul i64 {e}, {rows}"));
-                    let e = l.f.val(format!("add i64 {e}, {r0}"));
-                    l.store_arena("i32", 16, dst, &e, v, None);
-                }
-                Ok(())
+                let e = l.f.val(format!("mul i64 {r0}, {ss}"));
+                let e = l.f.val(format!("add i64 {e}, {c0}"));
+                let d = l.f.val(format!("mul i64 {c0}, {rows}"));
+                let d = l.f.val(format!("add i64 {d}, {r0}"));
+                l.transpose_block(src, &e, ss, dst, &d, rows)
             })
         })
+    }
+
+    /// One 16×16 block of 32-bit words: `dst[doff + c·ds + r] = src[soff + r·ss + c]` (arena
+    /// slots `src`, `dst`; `soff`, `doff` i64 operands), as a call of one side function.
+    fn transpose_block(&mut self, src: u32, soff: &str, ss: usize, dst: u32, doff: &str, ds: usize) -> Result<()> {
+        self.side_fn("transpose16", "i64 %src, i64 %ss, i64 %dst, i64 %ds", &mut |l| {
+            let vs: Vec<String> = (0..16)
+                .map(|r| {
+                    let e = l.f.val(format!("mul i64 %ss, {r}"));
+                    let e = l.f.val(format!("add i64 %src, {e}"));
+                    l.load_arena("i32", 16, 0, &e)
+                })
+                .collect();
+            for (c, v) in l.transpose16("i32", &vs).iter().enumerate() {
+                let e = l.f.val(format!("mul i64 %ds, {c}"));
+                let e = l.f.val(format!("add i64 %dst, {e}"));
+                l.store_arena("i32", 16, 0, &e, v, None);
+            }
+            Ok(())
+        })?;
+        let s0 = self.f.val(format!("add i64 {soff}, {src}"));
+        let d0 = self.f.val(format!("add i64 {doff}, {dst}"));
+        self.f.inst(format!("call void @transpose16(ptr %arena, i64 {s0}, i64 {ss}, i64 {d0}, i64 {ds})"));
+        Ok(())
     }
 
     /// Every weight row block of one sweep over the `a` vectors `v0 .. v1` (i64 operands), in
@@ -307,16 +389,28 @@ impl Lower<'_> {
                 let is = l.f.val(format!("icmp {} i64 {left}, {v}", if v == MAX_VECS { "uge" } else { "eq" }));
                 l.f.condbr(&is, &yes, &no);
                 l.f.block(&yes);
-                let nr = rows_for(v);
-                let full = sw.bn / nr;
-                l.loop_n(full, &mut |l, b| {
-                    let n0 = l.f.val(format!("mul i64 {b}, {nr}"));
-                    l.stream_micro(sw, v, nr, &n0, &first);
+                // Every row block for `v` vectors: one side function per (v, BM, BN).
+                let (bm, bn) = (sw.bm, sw.bn);
+                let name = format!("stream_v{v}_m{bm}_n{bn}");
+                let params = "ptr %w, i64 %rsb, i64 %xt, i64 %ct, i64 %pairs, i64 %v0";
+                l.side_fn(&name, params, &mut |l| {
+                    let sw = Sweep { xt: "%xt", bm, ct: "%ct", bn, w: "%w", rsb: "%rsb", pairs: "%pairs" };
+                    let nr = rows_for(v);
+                    let full = bn / nr;
+                    l.loop_n(full, &mut |l, b| {
+                        let n0 = l.f.val(format!("mul i64 {b}, {nr}"));
+                        l.stream_micro(&sw, v, nr, &n0, "%v0");
+                        Ok(())
+                    })?;
+                    if bn % nr > 0 {
+                        l.stream_micro(&sw, v, bn % nr, &(full * nr).to_string(), "%v0");
+                    }
                     Ok(())
                 })?;
-                if sw.bn % nr > 0 {
-                    l.stream_micro(sw, v, sw.bn % nr, &(full * nr).to_string(), &first);
-                }
+                l.f.inst(format!(
+                    "call void @{name}(ptr %arena, ptr {}, i64 {}, i64 {}, i64 {}, i64 {}, i64 {first})",
+                    sw.w, sw.rsb, sw.xt, sw.ct, sw.pairs
+                ));
                 l.f.br(&done);
                 l.f.block(&no);
             }
@@ -338,7 +432,8 @@ impl Lower<'_> {
             let row = l.f.val(format!("mul i64 {n}, {bm}"));
             let vq = l.f.val(format!("add i64 {v0}, {q}"));
             let col = l.f.val(format!("mul i64 {vq}, 16"));
-            l.f.val(format!("add i64 {row}, {col}"))
+            let e = l.f.val(format!("add i64 {row}, {col}"));
+            l.f.val(format!("add i64 {e}, {}", sw.ct))
         };
         let rows: Vec<String> = (0..nr)
             .map(|r| {
@@ -352,7 +447,7 @@ impl Lower<'_> {
         for r in 0..nr {
             for q in 0..v {
                 let e = cidx(self, r, q);
-                init.push(self.load_arena("float", 16, sw.ct, &e));
+                init.push(self.load_arena("float", 16, 0, &e));
             }
         }
         let pf = super::knob::<usize>("OPC_LLVM_STREAM_PF").unwrap_or(1) > 0;
@@ -374,7 +469,8 @@ impl Lower<'_> {
         let xs: Vec<String> = (0..v)
             .map(|q| {
                 let e = self.f.val(format!("add i64 {xrow}, {}", 16 * q));
-                let x = self.load_arena("i32", 16, sw.xt, &e);
+                let e = self.f.val(format!("add i64 {e}, {}", sw.xt));
+                let x = self.load_arena("i32", 16, 0, &e);
                 self.f.val(format!("bitcast <16 x i32> {x} to {bt}"))
             })
             .collect();
@@ -404,20 +500,21 @@ impl Lower<'_> {
         for r in 0..nr {
             for q in 0..v {
                 let e = cidx(self, r, q);
-                self.store_arena("float", 16, sw.ct, &e, &nexts[r * v + q], None);
+                self.store_arena("float", 16, 0, &e, &nexts[r * v + q], None);
             }
         }
     }
 
     /// Whether lane `lane` (an i64 operand) of any of the `rows` rows of the `[rows][bm]` f32
-    /// buffer `ct` is NaN: an i1 operand.
-    fn any_nan_lane(&mut self, ct: u32, bm: usize, rows: usize, lane: &str) -> Result<String> {
+    /// buffer at arena element `ct` (an i64 operand) is NaN: an i1 operand.
+    fn any_nan_lane(&mut self, ct: &str, bm: usize, rows: usize, lane: &str) -> Result<String> {
         let slot = self.f.alloca("i1");
         self.f.inst(format!("store i1 false, ptr {slot}, align 1"));
         self.loop_n(rows, &mut |l, r| {
             let e = l.f.val(format!("mul i64 {r}, {bm}"));
             let e = l.f.val(format!("add i64 {e}, {lane}"));
-            let x = l.load_arena("float", 0, ct, &e);
+            let e = l.f.val(format!("add i64 {e}, {ct}"));
+            let x = l.load_arena("float", 0, 0, &e);
             let nan = l.f.val(format!("fcmp uno float {x}, 0.0"));
             let bad = l.f.val(format!("load i1, ptr {slot}, align 1"));
             let bad = l.f.val(format!("or i1 {bad}, {nan}"));
@@ -430,11 +527,12 @@ impl Lower<'_> {
 
 /// What one sweep of a chunk reads and writes.
 struct Sweep<'a> {
-    /// The transposed `a` panel, `[pairs][bm]` words.
-    xt: u32,
+    /// The transposed `a` panel, `[pairs][bm]` words: its arena element offset (an i64
+    /// operand).
+    xt: &'a str,
     bm: usize,
-    /// `cᵀ`, `[bn][bm]`.
-    ct: u32,
+    /// `cᵀ`, `[bn][bm]`: its arena element offset (an i64 operand).
+    ct: &'a str,
     bn: usize,
     /// The chunk's first weight (row 0) and the row stride in bytes.
     w: &'a str,

@@ -111,6 +111,8 @@ pub(super) struct Isa {
 /// The lowered function body and what the launcher needs.
 pub(super) struct Lowered {
     pub text: String,
+    /// Definitions of the kernel's side functions ([`Lower::side_fn`]).
+    pub side_fns: String,
     /// Bytes of scratch arena one program needs.
     pub arena_bytes: usize,
 }
@@ -155,6 +157,8 @@ pub(super) struct Lower<'a> {
     /// bf16 `a` operands already packed into k-pairs (`dot.rs`): (value, region, slot), so
     /// that `dot`s sharing an `a` tile in one region (`moe_mx_up`'s gate and up) pack it once.
     pub(super) packed_a: Vec<(ValueId, u32, u32)>,
+    /// Side functions emitted so far: (name, definition).
+    side_fns: Vec<(String, String)>,
 }
 
 /// LLVM type of one element of a dtype (see the module docs).
@@ -250,6 +254,7 @@ pub(super) fn lower(k: &Kernel, meta: &MetaLayout, isa: Isa) -> Result<Lowered> 
         region: 0,
         regions: 0,
         packed_a: vec![],
+        side_fns: vec![],
     };
     if let Some(y) = l.lower_block(&k.body)? {
         return Err(l.unsupported(y, "`yield` at the top level of the body"));
@@ -257,7 +262,8 @@ pub(super) fn lower(k: &Kernel, meta: &MetaLayout, isa: Isa) -> Result<Lowered> 
     l.f.inst("ret i32 0");
     // Vector reads of a row's last chunk may run up to one vector past the last slot.
     let arena_bytes = 4 * (l.arena.peak() as usize + 16);
-    Ok(Lowered { text: l.f.finish(), arena_bytes })
+    let side_fns = l.side_fns.iter().map(|(_, t)| t.as_str()).collect();
+    Ok(Lowered { text: l.f.finish(), side_fns, arena_bytes })
 }
 
 impl Lower<'_> {
@@ -931,6 +937,25 @@ impl Lower<'_> {
     // -----------------------------------------------------------------------------------------
     // Control flow
     // -----------------------------------------------------------------------------------------
+
+    /// Emit `body` once per `name` as an internal `noinline` function `@name(ptr %arena,
+    /// params)` returning void, its own `Fb`: a piece of code called from many places (a
+    /// micro-kernel, a register transpose) is then optimized once and apart from the kernel,
+    /// whose optimization time grows faster than its size. The body sees only its parameters
+    /// and the arena.
+    pub(super) fn side_fn(&mut self, name: &str, params: &str, body: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        if self.side_fns.iter().any(|(n, _)| n == name) {
+            return Ok(());
+        }
+        let outer = std::mem::replace(&mut self.f, Fb::new());
+        let r = body(self);
+        self.f.inst("ret void");
+        let f = std::mem::replace(&mut self.f, outer);
+        r?;
+        let text = format!("define internal void @{name}(ptr noalias align 64 %arena, {params}) noinline #0 {{\n{}}}\n\n", f.finish());
+        self.side_fns.push((name.to_string(), text));
+        Ok(())
+    }
 
     pub(super) fn enter_region(&mut self) -> u32 {
         let saved = self.region;

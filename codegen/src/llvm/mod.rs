@@ -23,8 +23,9 @@
 //!
 //! Files: `lower.rs` (driver: reprs, buffers, loop nests, `for` / `if`), `memory.rs` (masked
 //! vector and element-wise global access), `dot.rs` (micro-kernels), `pack.rs` (vectorized
-//! transposes and bf16 pair packing of `dot` operands), `kloop.rs` (fused K loops), `live.rs`
-//! (their ragged row tiles), `amx.rs` (AMX tiles), `fuse.rs` (reductions fused over elementwise
+//! transposes and bf16 pair packing of `dot` operands), `kloop.rs` (fused K loops),
+//! `kloop_stream.rs` (their bf16 form that reads the weights in place), `live.rs` (their
+//! ragged row tiles), `amx.rs` (AMX tiles), `fuse.rs` (reductions fused over elementwise
 //! trees), `fuse_block.rs` (block-scaled sums, e.g. MXFP4 GEMVs) with `block_pairs.rs` (an MXFP4
 //! block against bf16 activations as one `vdpbf16ps`, and the codes' prefetch), `fuse_group.rs`
 //! (reductions sharing values fused into one loop), `reduce.rs`, `elem.rs`
@@ -168,8 +169,9 @@ fn unsupported(k: &Kernel, reason: String) -> CodegenError {
     CodegenError::Unsupported { kernel: k.name.clone(), target: "llvm".into(), reason }
 }
 
-/// The whole module text of a kernel: the lowered function, helper declarations, attributes.
-fn module_text(k: &Kernel, host: &Host, body: &str) -> String {
+/// The whole module text of a kernel: the lowered function and its side functions, helper
+/// declarations, attributes.
+fn module_text(k: &Kernel, host: &Host, lowered: &lower::Lowered) -> String {
     let mut s = String::new();
     s.push_str(&format!("; opc kernel `{}`\n", k.name));
     s.push_str(&format!("target datalayout = \"{}\"\ntarget triple = \"{}\"\n\n", host.data_layout, host.triple));
@@ -177,8 +179,9 @@ fn module_text(k: &Kernel, host: &Host, body: &str) -> String {
         "define i32 @opc_kernel(ptr noalias nocapture readonly %tensors, ptr noalias nocapture readonly %meta, \
          i64 %pid0, i64 %pid1, i64 %pid2, ptr noalias align 64 %arena, ptr noalias nocapture %err) #0 {\n",
     );
-    s.push_str(body);
+    s.push_str(&lowered.text);
     s.push_str("}\n\n");
+    s.push_str(&lowered.side_fns);
     for h in Helper::ALL {
         s.push_str(&h.declaration());
         s.push('\n');
@@ -199,7 +202,7 @@ fn compile_code(k: &Kernel) -> Result<Code> {
     let t0 = Instant::now();
     let meta = MetaLayout::new(k);
     let lowered = lower::lower(k, &meta, host.isa())?;
-    let text = module_text(k, host, &lowered.text);
+    let text = module_text(k, host, &lowered);
     if std::env::var_os("OPC_LLVM_DUMP").is_some() {
         eprintln!("{text}");
     }
@@ -374,7 +377,7 @@ pub fn emit_ir(kernel: &Kernel) -> Result<String> {
     opc_ir::verify::verify(kernel).map_err(|e| unsupported(kernel, format!("the kernel does not verify: {e}")))?;
     let host = host()?;
     let lowered = lower::lower(kernel, &MetaLayout::new(kernel), host.isa())?;
-    Ok(module_text(kernel, host, &lowered.text))
+    Ok(module_text(kernel, host, &lowered))
 }
 
 /// Native assembly of `kernel` optimized and compiled for another x86-64 CPU: `cpu` (an LLVM
@@ -387,7 +390,7 @@ pub fn emit_asm_for(kernel: &Kernel, cpu: &str, features: &str) -> Result<String
     let target_host = Host { triple: native.triple.clone(), cpu: cpu.into(), features: features.into(), data_layout: native.data_layout.clone() };
     let isa = lower::Isa { bf16: target_host.has("avx512bf16"), avx512: target_host.has("avx512f"), vbmi: target_host.has("avx512vbmi"), amx: target_host.has("amx-tile") && target_host.has("amx-bf16") };
     let lowered = lower::lower(kernel, &MetaLayout::new(kernel), isa)?;
-    let text = module_text(kernel, &target_host, &lowered.text);
+    let text = module_text(kernel, &target_host, &lowered);
     let context = Context::create();
     let buf = MemoryBuffer::create_from_memory_range_copy(text.as_bytes(), &kernel.name);
     let module = context.create_module_from_ir(buf).map_err(|e| unsupported(kernel, format!("LLVM rejected the generated IR: {e}")))?;
