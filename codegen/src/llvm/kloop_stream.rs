@@ -41,7 +41,7 @@
 use opc_ir::{DType, Op};
 
 use super::kloop::{KLoop, Role};
-use super::lower::Lower;
+use super::lower::{Acc, Lower, Repr};
 use super::memory::{Access, AffineTile, Dest};
 use crate::Result;
 
@@ -122,7 +122,10 @@ impl Lower<'_> {
         let bk = m.bk;
         self.loop_dyn(&more, &mut |l, i| {
             let it = l.f.val(format!("add i64 {i}, 1"));
-            let now = tiles_at(l, &it)?.expect("the same index ops give affine tiles at every iteration");
+            let Some(now) = tiles_at(l, &it)? else {
+                l.f.inst(format!("store i1 false, ptr {slot}, align 1"));
+                return Ok(());
+            };
             let mut ok = l.f.val(format!("load i1, ptr {slot}, align 1"));
             for (t0, t) in tiles.iter().zip(&now) {
                 // continues along k: off(it) = off(0) + it·BK
@@ -149,20 +152,24 @@ impl Lower<'_> {
         let cap = s * bk; // K values per chunk, a multiple of 32
         let kp = cap / 2; // k-pairs per chunk
         let saved = self.enter_region();
-        // cᵀ of each accumulator.
+        // cᵀ of each accumulator: its initial value (`zeros` of a GEMM) filled in, else `c`
+        // transposed.
         let cts: Vec<u32> = m
             .dots
             .iter()
             .zip(cs)
-            .map(|(d, &c)| {
+            .enumerate()
+            .map(|(j, (d, &c))| {
                 let (bm, bn) = d.mn;
                 let t = self.alloc(bm * bn);
                 self.pin(t);
-                self.transpose_any(c, bn, bm, bn, t)?;
+                match self.repr(op.args[3 + j]) {
+                    Repr::Uniform(x) => self.ew(&[bn, bm], &[Acc::Val(x)], &["float"], "float", t, &|_, x, _| Ok(x[0].clone()))?,
+                    _ => self.transpose_any(c, bn, bm, bn, t)?,
+                }
                 Ok(t)
             })
             .collect::<Result<_>>()?;
-        // Each `a` load lands as [BM][KC] raw bf16 and is transposed into [KC/2][BM] words.
         // Each load lands as [rows][KC] raw bf16; an `a` panel is then transposed into
         // [KC/2][BM] words. The weights land only when they are not read in place.
         let panels: Vec<(u32, Option<u32>)> = m
@@ -325,7 +332,7 @@ impl Lower<'_> {
                 l.transpose_block(src, &e, ss, dst, &d, rows)
             });
         }
-        let acc = super::lower::Acc::Arena { off: src, strides: vec![1, ss as i64] };
+        let acc = Acc::Arena { off: src, strides: vec![1, ss as i64] };
         self.ew(&[cols, rows], &[acc], &["float"], "float", dst, &|_, x, _| Ok(x[0].clone()))
     }
 

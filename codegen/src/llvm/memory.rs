@@ -432,6 +432,21 @@ impl Lower<'_> {
             l.row_chunks(chunks, lanes, tail, &mut |l, j0, valid| plain(l, j0, valid))?;
             l.f.br(&merge);
             l.f.block(&slow);
+            // A row outside the tensor (index -1: a grouped GEMM's rows past an expert's
+            // segment) is all `other`: written without the per-lane index checks.
+            if valid != "true" {
+                let (check, fill) = (l.f.label(), l.f.label());
+                l.f.condbr(&valid, &check, &fill);
+                l.f.block(&fill);
+                let off_lanes = cst("i1", lanes, "false");
+                l.row_chunks(chunks, lanes, tail, &mut |l, j0, nvalid| {
+                    let o = l.read_vec(&orow, rb, lanes, j0, nvalid);
+                    land(l, "zeroinitializer", j0, nvalid, Some((&off_lanes, &o)));
+                    Ok(())
+                })?;
+                l.f.br(&merge);
+                l.f.block(&check);
+            }
             checked(l)?;
             l.f.br(&merge);
             l.f.block(&merge);
