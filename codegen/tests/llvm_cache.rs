@@ -108,6 +108,8 @@ fn perf_map_names_every_loaded_kernel() {
         assert!(u64::from_str_radix(f[0], 16).unwrap() > 0, "address in `{line}`");
         assert!(u64::from_str_radix(f[1], 16).unwrap() > 0, "size in `{line}`");
         let name = f[2].strip_prefix("opc:").unwrap_or_else(|| panic!("name in `{line}`"));
+        // a side function's line names its kernel's object: `NAME#N:FN`
+        let name = name.split(':').next().unwrap();
         let obj = std::fs::read(format!("{dir}/{name}.o")).unwrap_or_else(|e| panic!("object of `{name}`: {e}"));
         assert_eq!(&obj[..4], b"\x7fELF", "object of `{name}`");
         names.push(name.split('#').next().unwrap().to_string());

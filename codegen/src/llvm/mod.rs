@@ -257,10 +257,10 @@ fn compile_code(k: &Kernel) -> Result<Code> {
 }
 
 /// Record the loaded kernel for `perf` (`OPC_PERF_MAP=1`): a line `ADDR SIZE opc:NAME#N` in
-/// `/tmp/perf-PID.map`, which `perf report` reads to name samples in generated code, and the
-/// object itself as `/tmp/opc-perf-PID/NAME#N.o`: the `+0x..` offsets of `perf script -F
-/// ip,sym,symoff` are offsets into its `opc_kernel`, which `objdump -d` lists (at address 0 of
-/// its section, the object's one function). Best effort: a failed write only loses the names.
+/// `/tmp/perf-PID.map` (and `opc:NAME#N:FN` for each side function), which `perf report` reads
+/// to name samples in generated code, and the object itself as `/tmp/opc-perf-PID/NAME#N.o`:
+/// the `+0x..` offsets of `perf script -F ip,sym,symoff` are offsets into that function, which
+/// `objdump -d` lists by name. Best effort: a failed write only loses the names.
 fn perf_map(k: &Kernel, loaded: &object_load::Loaded, obj: &[u8]) {
     use std::io::Write;
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -268,7 +268,10 @@ fn perf_map(k: &Kernel, loaded: &object_load::Loaded, obj: &[u8]) {
     let name = format!("{}#{}", k.name, SEQ.fetch_add(1, Ordering::Relaxed));
     let dir = std::path::PathBuf::from(format!("/tmp/opc-perf-{pid}"));
     let _ = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(dir.join(format!("{name}.o")), obj));
-    let line = format!("{:x} {:x} opc:{name}\n", loaded.entry, loaded.entry_size);
+    let mut line = format!("{:x} {:x} opc:{name}\n", loaded.entry, loaded.entry_size);
+    for (f, at, size) in loaded.others.iter().filter(|o| o.2 > 0) {
+        line += &format!("{at:x} {size:x} opc:{name}:{f}\n");
+    }
     let _ = std::fs::OpenOptions::new().create(true).append(true).open(format!("/tmp/perf-{pid}.map")).and_then(|mut f| f.write_all(line.as_bytes()));
 }
 

@@ -28,6 +28,8 @@ pub(super) struct Loaded {
     pub entry: usize,
     /// Bytes of code of `opc_kernel` (its symbol's size).
     pub entry_size: usize,
+    /// The object's other functions (the kernel's side functions): name, address, bytes.
+    pub others: Vec<(String, usize, usize)>,
 }
 
 /// Bytes of one jump stub: `jmp qword ptr [rip + 0]` then the 8-byte target.
@@ -126,6 +128,11 @@ pub(super) fn load(bytes: &[u8]) -> Result<Loaded, String> {
         .find(|s| s.name() == Ok("opc_kernel"))
         .and_then(|s| Some((base + place.get(&s.section_index()?)? + s.address() as usize, s.size() as usize)))
         .ok_or("the object has no `opc_kernel`")?;
+    let others = file
+        .symbols()
+        .filter(|s| s.kind() == object::SymbolKind::Text && s.is_definition() && s.name().is_ok_and(|n| n != "opc_kernel"))
+        .filter_map(|s| Some((s.name().ok()?.to_string(), base + place.get(&s.section_index()?)? + s.address() as usize, s.size() as usize)))
+        .collect();
     let map = map.make_exec().map_err(|e| format!("cannot make the code executable: {e}"))?;
-    Ok(Loaded { _map: map, entry, entry_size })
+    Ok(Loaded { _map: map, entry, entry_size, others })
 }
