@@ -53,15 +53,19 @@ const KC: usize = 1024;
 /// sweep, so each weight row is streamed once per chunk.
 const MAX_VECS: usize = 8;
 
+/// The micro-kernel sizes, in 16-row vectors of `a`: 3 and 7 vectors run as 4 and 8 (one
+/// more vector of zero rows) where the tile has them, which keeps the side functions LLVM
+/// compiles for a kernel to six.
+const SIZES: [usize; 6] = [1, 2, 4, 5, 6, 8];
+
 /// Weight rows per micro-kernel for `v` vectors (16 rows each) of `a`: `v·rows` zmm
 /// accumulators plus `v` vectors of `a` and the broadcast fit the 32 registers, with few
 /// enough row pointers (at most 8) to stay in general registers.
 fn rows_for(v: usize) -> usize {
     match v {
-        1..=3 => 8,
+        1 | 2 => 8,
         4 => 6,
         5 | 6 => 4,
-        7 => 3,
         _ => 2,
     }
 }
@@ -232,6 +236,12 @@ impl Lower<'_> {
                 let live = l.live_rows(land, pl.rows, kp, DType::BF16);
                 let t = l.f.val(format!("lshr i64 {live}, 4"));
                 let t = l.f.val(format!("add i64 {t}, 1"));
+                // 3 and 7 vectors round up to a micro-kernel size ([`SIZES`]) where the tile
+                // has the rows.
+                let odd = (l.f.val(format!("icmp eq i64 {t}, 3")), l.f.val(format!("icmp eq i64 {t}, 7")));
+                let odd = l.f.val(format!("or i1 {}, {}", odd.0, odd.1));
+                let up = l.f.val(format!("zext i1 {odd} to i64"));
+                let t = l.f.val(format!("add i64 {t}, {up}"));
                 vecs[i] = l.f.val(format!("call i64 @llvm.umin.i64(i64 {t}, i64 {})", pl.rows / 16));
                 lives[i] = live;
                 l.transpose_vectors(land, kp, xt, pl.rows, "0", &vecs[i], &pairs)?;
@@ -380,20 +390,20 @@ impl Lower<'_> {
         Ok(())
     }
 
-    /// Every weight row block of one sweep over the `a` vectors `v0 .. v1` (i64 operands), in
-    /// groups of up to [`MAX_VECS`] vectors, each group by the micro-kernel for its size.
+    /// Every weight row block of one sweep over the `a` vectors `v0 .. v1` (i64 operands): the
+    /// largest micro-kernel size of [`SIZES`] that fits what is left, repeatedly.
     fn stream_sweep(&mut self, sw: &Sweep<'_>, v0: &str, v1: &str) -> Result<()> {
         let n = self.f.val(format!("sub i64 {v1}, {v0}"));
-        let t = self.f.val(format!("add i64 {n}, {}", MAX_VECS - 1));
-        let groups = self.f.val(format!("udiv i64 {t}, {MAX_VECS}"));
-        self.loop_dyn(&groups, &mut |l, g| {
-            let g0 = l.f.val(format!("mul i64 {g}, {MAX_VECS}"));
-            let first = l.f.val(format!("add i64 {v0}, {g0}"));
+        let cur = self.f.alloca("i64");
+        self.f.inst(format!("store i64 {v0}, ptr {cur}, align 8"));
+        // at most `n` groups; the ones after the last find nothing left
+        self.loop_dyn(&n, &mut |l, _| {
+            let first = l.f.val(format!("load i64, ptr {cur}, align 8"));
             let left = l.f.val(format!("sub i64 {v1}, {first}"));
             let done = l.f.label();
-            for v in (1..=MAX_VECS).rev() {
+            for &v in SIZES.iter().rev() {
                 let (yes, no) = (l.f.label(), l.f.label());
-                let is = l.f.val(format!("icmp {} i64 {left}, {v}", if v == MAX_VECS { "uge" } else { "eq" }));
+                let is = l.f.val(format!("icmp uge i64 {left}, {v}"));
                 l.f.condbr(&is, &yes, &no);
                 l.f.block(&yes);
                 // Every row block for `v` vectors: one side function per (v, BM, BN).
@@ -418,6 +428,8 @@ impl Lower<'_> {
                     "call void @{name}(ptr %arena, ptr {}, i64 {}, i64 {}, i64 {}, i64 {}, i64 {first})",
                     sw.w, sw.rsb, sw.xt, sw.ct, sw.pairs
                 ));
+                let next = l.f.val(format!("add i64 {first}, {v}"));
+                l.f.inst(format!("store i64 {next}, ptr {cur}, align 8"));
                 l.f.br(&done);
                 l.f.block(&no);
             }
