@@ -189,18 +189,23 @@ proptest! {
         let inst = Instance::default().dtype("T", d).tunable("BM", bm).tunable("BN", bn).tunable("BK", bk);
         let k = kernel(LOOPS, "gathered", &inst);
         let bm = bm as usize;
-        let mut r = Rng(seed);
-        let args = vec![
-            Arg::Tensor(r.tensor_f(d, &[rr, kk], false)),
-            Arg::Tensor(r.tensor_f(d, &[n, kk], specials)),
-            Arg::Tensor(r.tensor_f(d, &[n, kk], false)),
-            Arg::Tensor(r.tensor_i(DType::I32, &[bm], 0, rr as i32 - 1)),
-            Arg::Tensor(Tensor::zeros(DType::F32, &[bm, n])),
-            Arg::Tensor(Tensor::zeros(DType::F32, &[bm, n])),
-            Arg::I32(cnt.min(bm) as i32),
-        ];
+        let args = gathered_args(&mut Rng(seed), d, [rr, n, kk, bm], cnt.min(bm), specials);
         check(&k, &args, Cmp::Close { ulps: 16.0 });
     }
+}
+
+/// Arguments of `gathered`: `x` of `rr` rows, `w1` (with infinities and NaNs when `specials`)
+/// and `w3` of `n` rows, `K = kk`, `BM = bm` row indices of which the first `cnt` are used.
+fn gathered_args(r: &mut Rng, d: DType, [rr, n, kk, bm]: [usize; 4], cnt: usize, specials: bool) -> Vec<Arg> {
+    vec![
+        Arg::Tensor(r.tensor_f(d, &[rr, kk], false)),
+        Arg::Tensor(r.tensor_f(d, &[n, kk], specials)),
+        Arg::Tensor(r.tensor_f(d, &[n, kk], false)),
+        Arg::Tensor(r.tensor_i(DType::I32, &[bm], 0, rr as i32 - 1)),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[bm, n])),
+        Arg::Tensor(Tensor::zeros(DType::F32, &[bm, n])),
+        Arg::I32(cnt as i32),
+    ]
 }
 
 proptest! {
@@ -220,16 +225,7 @@ proptest! {
         let (n, kk) = (nb * bn + (ragged == 1) as usize, kb * bk + (ragged == 2) as usize);
         let cnt = if seed % 3 == 0 { cnt / 16 * 16 } else { cnt }.min(bm);
         let mut r = Rng(seed);
-        let rr = 40;
-        let args = vec![
-            Arg::Tensor(r.tensor_f(d, &[rr, kk], false)),
-            Arg::Tensor(r.tensor_f(d, &[n, kk], specials)),
-            Arg::Tensor(r.tensor_f(d, &[n, kk], false)),
-            Arg::Tensor(r.tensor_i(DType::I32, &[bm], 0, rr as i32 - 1)),
-            Arg::Tensor(Tensor::zeros(DType::F32, &[bm, n])),
-            Arg::Tensor(Tensor::zeros(DType::F32, &[bm, n])),
-            Arg::I32(cnt as i32),
-        ];
+        let args = gathered_args(&mut r, d, [40, n, kk, bm], cnt, specials);
         check(&kernel(LOOPS, "gathered", &inst), &args, Cmp::Close { ulps: 16.0 });
         // Dense rows (`linear`): the last row tile's rows past M are the dead ones.
         let m = 1 + (seed as usize >> 8) % (2 * bm);

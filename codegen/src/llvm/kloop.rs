@@ -382,8 +382,6 @@ impl Lower<'_> {
         let t = self.f.val(format!("add i64 {span}, {st64}"));
         let t = self.f.val(format!("sub i64 {t}, 1"));
         let trips = self.f.val(format!("udiv i64 {t}, {st64}"));
-        let t = self.f.val(format!("add i64 {trips}, {}", s - 1));
-        let chunks = self.f.val(format!("udiv i64 {t}, {s}"));
         let row_strides: Vec<String> = m
             .loads
             .iter()
@@ -406,20 +404,11 @@ impl Lower<'_> {
             }
         }
         let saved = self.enter_region();
-        self.loop_dyn(&chunks, &mut |l, ch| {
-            let first = l.f.val(format!("mul i64 {ch}, {s}"));
-            let left = l.f.val(format!("sub i64 {trips}, {first}"));
-            let ns = l.f.val(format!("call i64 @llvm.umin.i64(i64 {left}, i64 {s})"));
+        self.chunk_loop(&trips, s, &mut |l, first, ns| {
             // Loads of the chunk's iterations, into the panels.
             l.loop_dyn(&ns, &mut |l, si| {
                 let it = l.f.val(format!("add i64 {first}, {si}"));
-                let iv = l.f.val(format!("mul i64 {it}, {st64}"));
-                let iv = l.f.val(format!("add i64 {iv}, {lo64}"));
-                let iv32 = l.f.val(format!("trunc i64 {iv} to i32"));
-                l.def_uniform(body.args[0], iv32);
-                for &i in &m.index_ops {
-                    l.lower_op(&rest[i])?;
-                }
+                l.kloop_index_ops(op, m, &it, [&lo64, &st64])?;
                 let k0 = l.f.val(format!("mul i64 {si}, {bk}"));
                 // Prefetch the tile `pf` steps on (the next chunk's, by default): `pf·BK`
                 // elements further along a contiguous k, or `pf·BK` rows further down when k
@@ -514,6 +503,33 @@ impl Lower<'_> {
         }
         for (j, (d, &c)) in m.dots.iter().zip(&cs).enumerate() {
             self.set(op.results[j], Repr::Buf { off: c, strides: row_major(&[d.mn.0, d.mn.1]) });
+        }
+        Ok(())
+    }
+
+    /// `trips` iterations (an i64 operand) in chunks of `s`: `body(first, ns)` per chunk, its
+    /// first iteration and its count (`s`, fewer in the last), both i64 operands.
+    pub(super) fn chunk_loop(&mut self, trips: &str, s: usize, body: &mut dyn FnMut(&mut Self, &str, &str) -> Result<()>) -> Result<()> {
+        let t = self.f.val(format!("add i64 {trips}, {}", s - 1));
+        let chunks = self.f.val(format!("udiv i64 {t}, {s}"));
+        self.loop_dyn(&chunks, &mut |l, ch| {
+            let first = l.f.val(format!("mul i64 {ch}, {s}"));
+            let left = l.f.val(format!("sub i64 {trips}, {first}"));
+            let ns = l.f.val(format!("call i64 @llvm.umin.i64(i64 {left}, i64 {s})"));
+            body(l, &first, &ns)
+        })
+    }
+
+    /// The index ops of the matched loop `m` of `op` at iteration `it` (an i64 operand; the
+    /// induction variable is `lo64 + it·st64`).
+    pub(super) fn kloop_index_ops(&mut self, op: &Op, m: &KLoop, it: &str, [lo64, st64]: [&str; 2]) -> Result<()> {
+        let body = &op.regions[0];
+        let iv = self.f.val(format!("mul i64 {it}, {st64}"));
+        let iv = self.f.val(format!("add i64 {iv}, {lo64}"));
+        let iv32 = self.f.val(format!("trunc i64 {iv} to i32"));
+        self.def_uniform(body.args[0], iv32);
+        for &i in &m.index_ops {
+            self.lower_op(&body.ops[i])?;
         }
         Ok(())
     }

@@ -97,13 +97,7 @@ impl Lower<'_> {
         let rest = &body.ops[..body.ops.len() - 1];
         // The weight tiles of iteration `it` (an i64 operand), if all are affine [BN, BK] tiles.
         let tiles_at = |l: &mut Self, it: &str| -> Result<Option<Vec<AffineTile>>> {
-            let iv = l.f.val(format!("mul i64 {it}, {st64}"));
-            let iv = l.f.val(format!("add i64 {iv}, {lo64}"));
-            let iv32 = l.f.val(format!("trunc i64 {iv} to i32"));
-            l.def_uniform(body.args[0], iv32);
-            for &i in &m.index_ops {
-                l.lower_op(&rest[i])?;
-            }
+            l.kloop_index_ops(op, m, it, [lo64, st64])?;
             let mut tiles = vec![];
             for d in &m.dots {
                 let o = &rest[m.loads[d.b].op];
@@ -188,22 +182,11 @@ impl Lower<'_> {
             })
             .collect();
         let row_strides: Vec<String> = m.loads.iter().map(|pl| self.tile_row_stride(&rest[pl.op]).unwrap_or_else(|| "0".to_string())).collect();
-        let t = self.f.val(format!("add i64 {trips}, {}", s - 1));
-        let chunks = self.f.val(format!("udiv i64 {t}, {s}"));
-        self.loop_dyn(&chunks, &mut |l, ch| {
-            let first = l.f.val(format!("mul i64 {ch}, {s}"));
-            let left = l.f.val(format!("sub i64 {trips}, {first}"));
-            let ns = l.f.val(format!("call i64 @llvm.umin.i64(i64 {left}, i64 {s})"));
+        self.chunk_loop(trips, s, &mut |l, first, ns| {
             // The chunk's loads: `a`, and the weights unless they are read in place.
             l.loop_dyn(&ns, &mut |l, si| {
                 let it = l.f.val(format!("add i64 {first}, {si}"));
-                let iv = l.f.val(format!("mul i64 {it}, {st64}"));
-                let iv = l.f.val(format!("add i64 {iv}, {lo64}"));
-                let iv32 = l.f.val(format!("trunc i64 {iv} to i32"));
-                l.def_uniform(body.args[0], iv32);
-                for &i in &m.index_ops {
-                    l.lower_op(&rest[i])?;
-                }
+                l.kloop_index_ops(op, m, &it, [lo64, st64])?;
                 let k0 = l.f.val(format!("mul i64 {si}, {bk}"));
                 for ((pl, &(land, xt)), rs) in m.loads.iter().zip(&panels).zip(&row_strides) {
                     let o = &rest[pl.op];
@@ -335,11 +318,7 @@ impl Lower<'_> {
         if rows.is_multiple_of(16) && cols.is_multiple_of(16) {
             return self.nest(&[rows / 16, cols / 16], &mut |l, ix| {
                 let (r0, c0) = (l.f.val(format!("mul i64 {}, 16", ix[0])), l.f.val(format!("mul i64 {}, 16", ix[1])));
-                let e = l.f.val(format!("mul i64 {r0}, {ss}"));
-                let e = l.f.val(format!("add i64 {e}, {c0}"));
-                let d = l.f.val(format!("mul i64 {c0}, {rows}"));
-                let d = l.f.val(format!("add i64 {d}, {r0}"));
-                l.transpose_block(src, &e, ss, dst, &d, rows)
+                l.transpose_block(src, ss, dst, rows, &r0, &c0)
             });
         }
         let acc = Acc::Arena { off: src, strides: vec![1, ss as i64] };
@@ -357,18 +336,19 @@ impl Lower<'_> {
             let r0 = l.f.val(format!("mul i64 {rb}, 16"));
             l.loop_dyn(&cblocks, &mut |l, cb| {
                 let c0 = l.f.val(format!("mul i64 {cb}, 16"));
-                let e = l.f.val(format!("mul i64 {r0}, {ss}"));
-                let e = l.f.val(format!("add i64 {e}, {c0}"));
-                let d = l.f.val(format!("mul i64 {c0}, {rows}"));
-                let d = l.f.val(format!("add i64 {d}, {r0}"));
-                l.transpose_block(src, &e, ss, dst, &d, rows)
+                l.transpose_block(src, ss, dst, rows, &r0, &c0)
             })
         })
     }
 
-    /// One 16×16 block of 32-bit words: `dst[doff + c·ds + r] = src[soff + r·ss + c]` (arena
-    /// slots `src`, `dst`; `soff`, `doff` i64 operands), as a call of one side function.
-    fn transpose_block(&mut self, src: u32, soff: &str, ss: usize, dst: u32, doff: &str, ds: usize) -> Result<()> {
+    /// The 16×16 block of 32-bit words at row `r0`, column `c0` (i64 operands) of `src`
+    /// (`[..][ss]`) into `dst` (`[..][ds]`) transposed: `dst[(c0 + c)·ds + r0 + r] =
+    /// src[(r0 + r)·ss + c0 + c]`, as a call of one side function.
+    fn transpose_block(&mut self, src: u32, ss: usize, dst: u32, ds: usize, r0: &str, c0: &str) -> Result<()> {
+        let e = self.f.val(format!("mul i64 {r0}, {ss}"));
+        let soff = self.f.val(format!("add i64 {e}, {c0}"));
+        let d = self.f.val(format!("mul i64 {c0}, {ds}"));
+        let doff = self.f.val(format!("add i64 {d}, {r0}"));
         self.side_fn("transpose16", "i64 %src, i64 %ss, i64 %dst, i64 %ds", &mut |l| {
             let vs: Vec<String> = (0..16)
                 .map(|r| {
