@@ -195,14 +195,15 @@ impl Tiles {
     }
 }
 
-/// The llvm target lowers the K loops as packed-panel GEMMs (`codegen/src/llvm/kloop.rs`,
-/// dead rows skipped by `live.rs`): wide N tiles amortize the gathered `a` panel, and deep K
+/// The llvm target lowers the K loops as cache-blocked GEMMs (`codegen/src/llvm/kloop.rs`;
+/// bf16 row tiles of up to 128 rows read the expert weights in place, `kloop_stream.rs`; dead
+/// rows skipped as in `live.rs`): wide N tiles amortize the gathered `a` panel, and deep K
 /// steps amortize each row's address and bounds setup of the panel loads. Other targets keep
 /// the small default tiles.
 fn tiles(ops: &Ops, rows: usize) -> Tiles {
     if ops.target().name() == "llvm" {
-        // One row tile per expert up to 1.5x the average load: the B panels are then packed
-        // once, and the rows past an expert's segment are skipped by the micro-kernels.
+        // One row tile per expert up to 1.5x the average load: each weight is then read once
+        // per expert, and the rows past an expert's segment are skipped by the micro-kernels.
         Tiles { bm: pick(&[16, 32, 64, 128], rows + rows / 2, 128), bn: 128, bk: 256 }
     } else {
         Tiles { bm: pick(&[16, 32, 64, 128], rows, 64), bn: 64, bk: 32 }
