@@ -23,6 +23,9 @@
 //! as `[BN][KC]` rows in the arena, zeros where masked, and the same micro-kernels read them
 //! there.
 //!
+//! **Knobs** (tuning and A/B timing): `OPC_LLVM_NO_STREAM` keeps the packed form,
+//! `OPC_LLVM_STREAM_KC` sets the chunk depth, `OPC_LLVM_STREAM_PF=0` drops the prefetch.
+//!
 //! **Compile time.** Each micro-kernel size and the 16×16 register transpose are side
 //! functions (`Lower::side_fn`), emitted once per kernel and called from every sweep: LLVM's
 //! time on one function grows faster than its size.
