@@ -259,80 +259,63 @@ impl Lower<'_> {
                 });
             }
         }
-        let pre = self.f.cur.clone();
-        let body = self.f.label();
-        let exit = self.f.label();
-        let p = self.f.fresh();
-        let pn = self.f.fresh();
-        let accs: Vec<String> = (0..mr * nv).map(|_| self.f.fresh()).collect();
-        let nexts: Vec<String> = (0..mr * nv).map(|_| self.f.fresh()).collect();
-        self.f.br(&body);
-        self.f.block(&body);
-        self.f.inst(format!("{p} = phi i64 [ 0, %{pre} ], [ {pn}, %{body} ]"));
-        for (x, (a, nx)) in init.iter().zip(accs.iter().zip(&nexts)) {
-            self.f.inst(format!("{a} = phi {v} [ {x}, %{pre} ], [ {nx}, %{body} ]"));
-        }
-        match ops {
+        let nexts = self.carried_loop(v, &init, steps, &mut |l, p, accs, nexts| match ops {
             Operands::F32 { aoff, as0, as1, boff, bs0 } => {
-                let brow = self.f.val(format!("mul i64 {p}, {bs0}"));
-                let brow = self.f.val(format!("add i64 {brow}, {j0}"));
+                let brow = l.f.val(format!("mul i64 {p}, {bs0}"));
+                let brow = l.f.val(format!("add i64 {brow}, {j0}"));
                 let bq: Vec<String> = (0..nv)
                     .map(|q| {
-                        let e = self.f.val(format!("add i64 {brow}, {}", 16 * q));
-                        self.load_arena("float", 16, boff, &e)
+                        let e = l.f.val(format!("add i64 {brow}, {}", 16 * q));
+                        l.load_arena("float", 16, boff, &e)
                     })
                     .collect();
-                let ak = self.f.val(format!("mul i64 {p}, {as1}"));
+                let ak = l.f.val(format!("mul i64 {p}, {as1}"));
                 for r in 0..mr {
-                    let i = self.f.val(format!("add i64 {i0}, {r}"));
-                    let ai = self.f.val(format!("mul i64 {i}, {as0}"));
-                    let e = self.f.val(format!("add i64 {ai}, {ak}"));
-                    let x = self.load_arena("float", 0, aoff, &e);
-                    let xs = self.f.splat("float", 16, &x);
+                    let i = l.f.val(format!("add i64 {i0}, {r}"));
+                    let ai = l.f.val(format!("mul i64 {i}, {as0}"));
+                    let e = l.f.val(format!("add i64 {ai}, {ak}"));
+                    let x = l.load_arena("float", 0, aoff, &e);
+                    let xs = l.f.splat("float", 16, &x);
                     for (q, b) in bq.iter().enumerate() {
                         let k = r * nv + q;
-                        self.f.inst(format!("{} = call {v} @llvm.fma.v16f32({v} {xs}, {v} {b}, {v} {})", nexts[k], accs[k]));
+                        l.f.inst(format!("{} = call {v} @llvm.fma.v16f32({v} {xs}, {v} {b}, {v} {})", nexts[k], accs[k]));
                     }
                 }
             }
             Operands::Bf16 { apk, bpk, kp, n: bn, gw } => {
                 let bt = "<32 x bfloat>";
                 let brow = if gw >= bn {
-                    let r = self.f.val(format!("mul i64 {p}, {bn}"));
-                    self.f.val(format!("add i64 {r}, {j0}"))
+                    let r = l.f.val(format!("mul i64 {p}, {bn}"));
+                    l.f.val(format!("add i64 {r}, {j0}"))
                 } else {
-                    let (base, w) = self.group_col(j0, gw, bn, kp);
-                    let r = self.f.val(format!("mul i64 {p}, {w}"));
-                    self.f.val(format!("add i64 {r}, {base}"))
+                    let (base, w) = l.group_col(j0, gw, bn, kp);
+                    let r = l.f.val(format!("mul i64 {p}, {w}"));
+                    l.f.val(format!("add i64 {r}, {base}"))
                 };
                 let bq: Vec<String> = (0..nv)
                     .map(|q| {
-                        let e = self.f.val(format!("add i64 {brow}, {}", 16 * q));
-                        let w = self.load_arena("i32", 16, bpk, &e);
-                        self.f.val(format!("bitcast <16 x i32> {w} to {bt}"))
+                        let e = l.f.val(format!("add i64 {brow}, {}", 16 * q));
+                        let w = l.load_arena("i32", 16, bpk, &e);
+                        l.f.val(format!("bitcast <16 x i32> {w} to {bt}"))
                     })
                     .collect();
                 for r in 0..mr {
-                    let i = self.f.val(format!("add i64 {i0}, {r}"));
-                    let ai = self.f.val(format!("mul i64 {i}, {kp}"));
-                    let e = self.f.val(format!("add i64 {ai}, {p}"));
-                    let x = self.load_arena("i32", 0, apk, &e);
-                    let xs = self.f.splat("i32", 16, &x);
-                    let xb = self.f.val(format!("bitcast <16 x i32> {xs} to {bt}"));
+                    let i = l.f.val(format!("add i64 {i0}, {r}"));
+                    let ai = l.f.val(format!("mul i64 {i}, {kp}"));
+                    let e = l.f.val(format!("add i64 {ai}, {p}"));
+                    let x = l.load_arena("i32", 0, apk, &e);
+                    let xs = l.f.splat("i32", 16, &x);
+                    let xb = l.f.val(format!("bitcast <16 x i32> {xs} to {bt}"));
                     for (q, b) in bq.iter().enumerate() {
                         let k = r * nv + q;
-                        self.f.inst(format!(
+                        l.f.inst(format!(
                             "{} = call {v} @llvm.x86.avx512bf16.dpbf16ps.512({v} {}, {bt} {xb}, {bt} {b})",
                             nexts[k], accs[k]
                         ));
                     }
                 }
             }
-        }
-        self.f.inst(format!("{pn} = add nuw nsw i64 {p}, 1"));
-        let c = self.f.val(format!("icmp ult i64 {pn}, {steps}"));
-        self.f.condbr(&c, &body, &exit);
-        self.f.block(&exit);
+        });
         for r in 0..mr {
             for q in 0..nv {
                 let e = cidx(self, r, q);
@@ -340,6 +323,30 @@ impl Lower<'_> {
                 self.store_arena("float", 16, out, &e, &nexts[r * nv + q], m);
             }
         }
+    }
+
+    /// A loop of `steps` iterations (an i64 operand, at least 1) carrying values of type `ty` in
+    /// registers from `init`: `body(p, accs, nexts)` emits step `p` (an i64 operand), defining
+    /// each `nexts[k]` from `accs[k]`. Returns the carried values after the loop (`nexts`). The
+    /// loop of every register-blocked micro-kernel (this file's and `kloop_stream.rs`'s).
+    pub(super) fn carried_loop(&mut self, ty: &str, init: &[String], steps: &str, body: &mut dyn FnMut(&mut Self, &str, &[String], &[String])) -> Vec<String> {
+        let pre = self.f.cur.clone();
+        let (head, exit) = (self.f.label(), self.f.label());
+        let (p, pn) = (self.f.fresh(), self.f.fresh());
+        let accs: Vec<String> = init.iter().map(|_| self.f.fresh()).collect();
+        let nexts: Vec<String> = init.iter().map(|_| self.f.fresh()).collect();
+        self.f.br(&head);
+        self.f.block(&head);
+        self.f.inst(format!("{p} = phi i64 [ 0, %{pre} ], [ {pn}, %{head} ]"));
+        for (x, (a, nx)) in init.iter().zip(accs.iter().zip(&nexts)) {
+            self.f.inst(format!("{a} = phi {ty} [ {x}, %{pre} ], [ {nx}, %{head} ]"));
+        }
+        body(self, &p, &accs, &nexts);
+        self.f.inst(format!("{pn} = add nuw nsw i64 {p}, 1"));
+        let c = self.f.val(format!("icmp ult i64 {pn}, {steps}"));
+        self.f.condbr(&c, &head, &exit);
+        self.f.block(&exit);
+        nexts
     }
 
     /// Column `j` (an i64 operand) of a panel in column groups of `gw` (see

@@ -546,7 +546,7 @@ impl Lower<'_> {
 
     /// `dst[c][r] = src[r·ss + c]` over `rows × cols` 32-bit elements (`dst` row-major with
     /// `rows` columns): 16×16 register blocks when both extents allow, else element-wise.
-    fn transpose_panel(&mut self, base: &str, src: u32, ss: usize, rows: usize, cols: usize, dst: u32) -> Result<()> {
+    pub(super) fn transpose_panel(&mut self, base: &str, src: u32, ss: usize, rows: usize, cols: usize, dst: u32) -> Result<()> {
         if rows.is_multiple_of(16) && cols.is_multiple_of(16) {
             return self.transpose_blocks(base, src, ss as i64, rows, cols, dst, rows as i64);
         }

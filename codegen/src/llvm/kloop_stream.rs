@@ -315,17 +315,16 @@ impl Lower<'_> {
         Ok(())
     }
 
-    /// `dst[c][r] = src[r·ss + c]` over `rows × cols` f32 elements (`dst` row-major with `rows`
-    /// columns): 16×16 register blocks when both extents allow, else element-wise.
+    /// `kloop.rs`'s `transpose_panel` of f32 elements, its 16×16 blocks as calls of the one
+    /// side function of [`Self::transpose_block`] (compiled once per kernel).
     fn transpose_any(&mut self, src: u32, ss: usize, rows: usize, cols: usize, dst: u32) -> Result<()> {
-        if rows.is_multiple_of(16) && cols.is_multiple_of(16) {
-            return self.nest(&[rows / 16, cols / 16], &mut |l, ix| {
-                let (r0, c0) = (l.f.val(format!("mul i64 {}, 16", ix[0])), l.f.val(format!("mul i64 {}, 16", ix[1])));
-                l.transpose_block(src, ss, dst, rows, &r0, &c0)
-            });
+        if !(rows.is_multiple_of(16) && cols.is_multiple_of(16)) {
+            return self.transpose_panel("float", src, ss, rows, cols, dst);
         }
-        let acc = Acc::Arena { off: src, strides: vec![1, ss as i64] };
-        self.ew(&[cols, rows], &[acc], &["float"], "float", dst, &|_, x, _| Ok(x[0].clone()))
+        self.nest(&[rows / 16, cols / 16], &mut |l, ix| {
+            let (r0, c0) = (l.f.val(format!("mul i64 {}, 16", ix[0])), l.f.val(format!("mul i64 {}, 16", ix[1])));
+            l.transpose_block(src, ss, dst, rows, &r0, &c0)
+        })
     }
 
     /// Rows `16·v0 .. 16·v1` (i64 operands) of the `[rows][ss]`-word panel `src`, its first
@@ -455,50 +454,37 @@ impl Lower<'_> {
         let pf = super::knob::<usize>("OPC_LLVM_STREAM_PF").unwrap_or(1) > 0;
         // The next block's rows: a prefetch per step cycles through them along the chunk.
         let ahead = self.f.val(format!("mul i64 {rsb}, {nr}"));
-        let pre = self.f.cur.clone();
-        let (body, exit) = (self.f.label(), self.f.label());
-        let (p, pn) = (self.f.fresh(), self.f.fresh());
-        let accs: Vec<String> = (0..nr * v).map(|_| self.f.fresh()).collect();
-        let nexts: Vec<String> = (0..nr * v).map(|_| self.f.fresh()).collect();
-        self.f.br(&body);
-        self.f.block(&body);
-        self.f.inst(format!("{p} = phi i64 [ 0, %{pre} ], [ {pn}, %{body} ]"));
-        for (x, (a, nx)) in init.iter().zip(accs.iter().zip(&nexts)) {
-            self.f.inst(format!("{a} = phi {ft} [ {x}, %{pre} ], [ {nx}, %{body} ]"));
-        }
-        let xrow = self.f.val(format!("mul i64 {p}, {bm}"));
-        let xrow = self.f.val(format!("add i64 {xrow}, {x0}"));
-        let xs: Vec<String> = (0..v)
-            .map(|q| {
-                let e = self.f.val(format!("add i64 {xrow}, {}", 16 * q));
-                let e = self.f.val(format!("add i64 {e}, {}", sw.xt));
-                let x = self.load_arena("i32", 16, 0, &e);
-                self.f.val(format!("bitcast <16 x i32> {x} to {bt}"))
-            })
-            .collect();
-        let kb = self.f.val(format!("shl i64 {p}, 2"));
-        if pf {
-            let j = self.f.val(format!("and i64 {p}, 15"));
-            let j = self.f.val(format!("call i64 @llvm.umin.i64(i64 {j}, i64 {})", nr - 1));
-            let o = self.f.val(format!("mul i64 {j}, {rsb}"));
-            let o = self.f.val(format!("add i64 {o}, {ahead}"));
-            let o = self.f.val(format!("add i64 {o}, {kb}"));
-            self.prefetch_at(&rows[0], o);
-        }
-        for (r, row) in rows.iter().enumerate() {
-            let ptr = self.f.val(format!("getelementptr i8, ptr {row}, i64 {kb}"));
-            let w = self.f.val(format!("load i32, ptr {ptr}, align 2"));
-            let ws = self.f.splat("i32", 16, &w);
-            let wb = self.f.val(format!("bitcast <16 x i32> {ws} to {bt}"));
-            for (q, x) in xs.iter().enumerate() {
-                let k = r * v + q;
-                self.f.inst(format!("{} = call {ft} @llvm.x86.avx512bf16.dpbf16ps.512({ft} {}, {bt} {wb}, {bt} {x})", nexts[k], accs[k]));
+        let nexts = self.carried_loop(ft, &init, sw.pairs, &mut |l, p, accs, nexts| {
+            let xrow = l.f.val(format!("mul i64 {p}, {bm}"));
+            let xrow = l.f.val(format!("add i64 {xrow}, {x0}"));
+            let xs: Vec<String> = (0..v)
+                .map(|q| {
+                    let e = l.f.val(format!("add i64 {xrow}, {}", 16 * q));
+                    let e = l.f.val(format!("add i64 {e}, {}", sw.xt));
+                    let x = l.load_arena("i32", 16, 0, &e);
+                    l.f.val(format!("bitcast <16 x i32> {x} to {bt}"))
+                })
+                .collect();
+            let kb = l.f.val(format!("shl i64 {p}, 2"));
+            if pf {
+                let j = l.f.val(format!("and i64 {p}, 15"));
+                let j = l.f.val(format!("call i64 @llvm.umin.i64(i64 {j}, i64 {})", nr - 1));
+                let o = l.f.val(format!("mul i64 {j}, {rsb}"));
+                let o = l.f.val(format!("add i64 {o}, {ahead}"));
+                let o = l.f.val(format!("add i64 {o}, {kb}"));
+                l.prefetch_at(&rows[0], o);
             }
-        }
-        self.f.inst(format!("{pn} = add nuw nsw i64 {p}, 1"));
-        let c = self.f.val(format!("icmp ult i64 {pn}, {}", sw.pairs));
-        self.f.condbr(&c, &body, &exit);
-        self.f.block(&exit);
+            for (r, row) in rows.iter().enumerate() {
+                let ptr = l.f.val(format!("getelementptr i8, ptr {row}, i64 {kb}"));
+                let w = l.f.val(format!("load i32, ptr {ptr}, align 2"));
+                let ws = l.f.splat("i32", 16, &w);
+                let wb = l.f.val(format!("bitcast <16 x i32> {ws} to {bt}"));
+                for (q, x) in xs.iter().enumerate() {
+                    let k = r * v + q;
+                    l.f.inst(format!("{} = call {ft} @llvm.x86.avx512bf16.dpbf16ps.512({ft} {}, {bt} {wb}, {bt} {x})", nexts[k], accs[k]));
+                }
+            }
+        });
         for r in 0..nr {
             for q in 0..v {
                 let e = cidx(self, r, q);
